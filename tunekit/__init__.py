@@ -1,0 +1,43 @@
+"""tunekit: see what happens when a pretrained language model is adapted.
+
+    import tunekit as tk
+    data  = tk.data.rotten_tomatoes()
+    model = tk.load_model(label_names=data.label_names)
+    run   = tk.train(model, data, strategy=tk.LoRA(rank=8), epochs=1)
+    runs  = tk.compare([tk.Probe(), tk.Freeze(train_blocks=[4, 5]), tk.LoRA(rank=8), tk.Full()], data)
+
+Names are imported lazily, so ``import tunekit`` (and ``tunekit.plots``) stay light.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "TrainConfig": "tunekit.config", "ConfigError": "tunekit.config",
+    "TextDataset": "tunekit.data", "DataError": "tunekit.data",
+    "load_model": "tunekit.models", "TextClassifier": "tunekit.models",
+    "ModelNotFoundError": "tunekit.models", "make_tiny_bert": "tunekit.models",
+    "Probe": "tunekit.strategies", "Freeze": "tunekit.strategies", "LoRA": "tunekit.strategies",
+    "Full": "tunekit.strategies", "LPFT": "tunekit.strategies", "Strategy": "tunekit.strategies",
+    "get_strategy": "tunekit.strategies",
+    "train": "tunekit.train", "compare": "tunekit.train", "Trainer": "tunekit.train",
+    "Event": "tunekit.train", "StopTraining": "tunekit.train",
+    "Run": "tunekit.runs", "load_run": "tunekit.runs", "list_runs": "tunekit.runs",
+}
+_MODULES = ("data", "models", "strategies", "train", "runs", "plots", "config", "report")
+
+__all__ = sorted(_EXPORTS) + list(_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(f"tunekit.{name}")
+    raise AttributeError(f"module 'tunekit' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__ + ["__version__"]

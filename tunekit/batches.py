@@ -1,0 +1,76 @@
+"""Batches for the training loop: token ids with dynamic padding, or cached features.
+
+Texts are tokenised once (no padding); each batch is padded only to its own
+longest example, which on short reviews is several times cheaper than padding
+everything to ``max_length``.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+
+class EncodedSplit:
+    """Tokenised examples of one split: ragged token-id lists plus integer labels."""
+
+    def __init__(self, input_ids: list[list[int]], labels: torch.Tensor, pad_id: int):
+        self.input_ids = input_ids
+        self.labels = labels
+        self.pad_id = pad_id
+
+    @classmethod
+    def encode(cls, tokenizer, texts: Sequence[str], labels: Sequence[int], max_length: int) -> "EncodedSplit":
+        ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        return cls(ids, torch.as_tensor(list(labels), dtype=torch.long), tokenizer.pad_token_id)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def subset(self, index: Sequence[int]) -> "EncodedSplit":
+        return EncodedSplit([self.input_ids[i] for i in index], self.labels[list(index)], self.pad_id)
+
+    def collate(self, index: Sequence[int], device=None) -> dict:
+        rows = [self.input_ids[i] for i in index]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            ids[j, :len(r)] = torch.as_tensor(r)
+            mask[j, :len(r)] = 1
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": self.labels[list(index)]}
+        return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,
+                device=None) -> Iterator[dict]:
+        order = torch.randperm(len(self), generator=generator).tolist() if shuffle else range(len(self))
+        order = list(order)
+        for i in range(0, len(order), batch_size):
+            yield self.collate(order[i:i + batch_size], device)
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
+
+
+class FeatureSplit:
+    """Pre-computed feature vectors (e.g. a frozen backbone's) plus labels."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features = features
+        self.labels = labels.to(features.device)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,
+                device=None) -> Iterator[dict]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        order = order.to(self.features.device)
+        for i in range(0, n, batch_size):
+            ix = order[i:i + batch_size]
+            batch = {"features": self.features[ix], "labels": self.labels[ix]}
+            yield {k: v.to(device) for k, v in batch.items()} if device is not None else batch
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)

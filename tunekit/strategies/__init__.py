@@ -1,0 +1,49 @@
+"""Adaptation strategies, one file each, registered by name.
+
+    tk.Probe()                      # head only, on cached frozen features
+    tk.Freeze(train_blocks=[4, 5])  # any subset of layer groups
+    tk.LoRA(rank=8)                 # low-rank adapters via peft
+    tk.Full()                       # everything
+    tk.LPFT()                       # probe, then full (two phases)
+"""
+from __future__ import annotations
+
+from tunekit.config import ConfigError
+from tunekit.strategies.base import Phase, Strategy
+from tunekit.strategies.freeze import Freeze
+from tunekit.strategies.full import Full
+from tunekit.strategies.lora import LoRA
+from tunekit.strategies.lpft import LPFT
+from tunekit.strategies.probe import Probe
+
+REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Add a strategy class to the registry under ``cls.name``."""
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+for _cls in (Probe, Freeze, LoRA, Full, LPFT):
+    register(_cls)
+
+
+def get_strategy(spec) -> Strategy:
+    """A strategy from an instance, a name (``"lora"``), or a dict such as
+    ``{"name": "lora", "rank": 4}`` (what run records store)."""
+    if isinstance(spec, Strategy):
+        return spec
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"strategy must be a Strategy, a name or a dict with 'name' (got {spec!r})")
+    kw = dict(spec)
+    name = kw.pop("name")
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown strategy {name!r}; known: {sorted(REGISTRY)}")
+    return REGISTRY[name](**kw)
+
+
+__all__ = ["Strategy", "Phase", "Probe", "Freeze", "LoRA", "Full", "LPFT", "REGISTRY", "register",
+           "get_strategy"]

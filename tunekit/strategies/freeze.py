@@ -1,0 +1,93 @@
+"""Freeze any subset of the layer groups; train the rest.
+
+In the spirit of fastai's ``freeze_to``: ``Freeze.top(2)`` trains the top two
+blocks plus everything above them (pooler / final norm and head),
+``Freeze(train_blocks=[4, 5])`` the same by block index, and
+``Freeze(frozen=["embeddings", "block.2"])`` freezes just those groups - middle
+blocks included.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from tunekit.config import ConfigError
+from tunekit.strategies.base import Strategy, group_counts
+
+
+@dataclass
+class Freeze(Strategy):
+    """Train some layer groups, freeze the others.
+
+    Give exactly one of:
+        train: the groups to train (e.g. ``["block.5", "pooler", "head"]``).
+        frozen: the groups to freeze; all others train.
+        train_blocks: block indices to train; the groups above the blocks
+            (pooler / norm, head) train too. Negative indices count from the top.
+    """
+
+    train: Optional[Sequence[str]] = None
+    frozen: Optional[Sequence[str]] = None
+    train_blocks: Optional[Sequence[int]] = None
+
+    name = "freeze"
+    default_lr = 2e-4
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("train", "frozen", "train_blocks") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ConfigError(f"Freeze takes exactly one of train=, frozen=, train_blocks= (got {given or 'none'})")
+        for k in given:
+            v = getattr(self, k)
+            if isinstance(v, (str, int)):
+                v = [v]
+            setattr(self, k, tuple(v))
+        if self.train_blocks is not None and not all(isinstance(b, int) and not isinstance(b, bool)
+                                                     for b in self.train_blocks):
+            raise ConfigError(f"Freeze.train_blocks must be block indices (got {list(self.train_blocks)!r})")
+
+    @classmethod
+    def top(cls, k: int) -> "Freeze":
+        """Train the top ``k`` blocks and everything above them (fastai's "train the top k")."""
+        if not isinstance(k, int) or k < 0:
+            raise ConfigError(f"Freeze.top(k): k must be an integer >= 0 (got {k!r})")
+        return cls(train_blocks=tuple(range(-k, 0)))
+
+    def trainable_groups(self, model) -> list[str]:
+        """The groups that train on ``model``; raises ConfigError for unknown names or indices."""
+        names = model.group_names
+        if self.train_blocks is not None:
+            n = model.num_blocks
+            bad = [b for b in self.train_blocks if not -n <= b < n]
+            if bad:
+                raise ConfigError(f"Freeze.train_blocks: block index(es) {bad} out of range; "
+                                  f"the model has blocks 0..{n - 1} (or -{n}..-1)")
+            blocks = {f"block.{b % n}" for b in self.train_blocks}
+            top = [g for g in names[names.index(f"block.{n - 1}") + 1:] if g in model.active_groups]
+            chosen = blocks | set(top)
+        else:
+            listed = self.train if self.train is not None else self.frozen
+            unknown = [g for g in listed if g not in names]
+            if unknown:
+                field = "train" if self.train is not None else "frozen"
+                raise ConfigError(f"Freeze.{field}: unknown layer group(s) {unknown}; "
+                                  f"the model's groups are {names}")
+            chosen = set(listed) if self.train is not None else set(names) - set(listed)
+            chosen &= set(model.active_groups)
+        if not chosen:
+            raise ConfigError(f"Freeze: nothing left to train ({self.label}); train at least one of {names}")
+        return [g for g in names if g in chosen]
+
+    def prepare(self, model) -> None:
+        model.set_trainable(self.trainable_groups(model))
+
+    def count(self, model) -> dict:
+        return group_counts(model, set(self.trainable_groups(model)))
+
+    @property
+    def label(self) -> str:
+        if self.train_blocks is not None:
+            return "freeze-train-" + "-".join(str(b) for b in self.train_blocks)
+        if self.train is not None:
+            return "freeze-train-" + "-".join(self.train)
+        return "freeze-" + "-".join(self.frozen)

@@ -1,0 +1,39 @@
+"""LP-FT: linear probe first, then fine-tune everything (Kumar et al., 2022).
+
+Probing first gives the head a good start, so full fine-tuning distorts the
+pretrained features less. It is written as two :class:`Phase` s; gradual
+unfreezing or discriminative learning rates are the same kind of phase list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from tunekit.config import optional_positive_int, positive_int, require
+from tunekit.strategies.base import Phase, Strategy, group_counts
+from tunekit.strategies.full import Full
+from tunekit.strategies.probe import Probe
+
+
+@dataclass
+class LPFT(Strategy):
+    """Probe the head for ``probe_epochs`` (on cached features), then fine-tune
+    the whole model for ``TrainConfig.epochs``."""
+
+    probe_epochs: int = 1
+    probe_lr: Optional[float] = None
+
+    name = "lpft"
+    default_lr = Full.default_lr
+
+    def __post_init__(self) -> None:
+        positive_int("LPFT.probe_epochs", self.probe_epochs)
+        if self.probe_lr is not None:
+            require(self.probe_lr > 0, "LPFT.probe_lr", "a positive number", self.probe_lr)
+
+    def phases(self) -> list[Phase]:
+        return [Phase(Probe(), epochs=self.probe_epochs, lr=self.probe_lr or Probe.default_lr),
+                Phase(Full())]
+
+    def count(self, model) -> dict:
+        return group_counts(model, set(model.active_groups))
