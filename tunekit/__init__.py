@@ -22,11 +22,11 @@ _EXPORTS = {
     "Probe": "tunekit.strategies", "Freeze": "tunekit.strategies", "LoRA": "tunekit.strategies",
     "Full": "tunekit.strategies", "LPFT": "tunekit.strategies", "Strategy": "tunekit.strategies",
     "get_strategy": "tunekit.strategies",
-    "train": "tunekit.train", "compare": "tunekit.train", "Trainer": "tunekit.train",
-    "Event": "tunekit.train", "StopTraining": "tunekit.train",
+    "train": "tunekit.engine", "compare": "tunekit.engine", "Trainer": "tunekit.engine",
+    "Event": "tunekit.engine", "StopTraining": "tunekit.engine",
     "Run": "tunekit.runs", "load_run": "tunekit.runs", "list_runs": "tunekit.runs",
 }
-_MODULES = ("data", "models", "strategies", "train", "runs", "plots", "config", "report")
+_MODULES = ("data", "models", "strategies", "engine", "runs", "plots", "config", "report")
 
 __all__ = sorted(_EXPORTS) + list(_MODULES)
 

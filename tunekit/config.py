@@ -44,7 +44,7 @@ def optional_positive_int(where: str, value: Any) -> Optional[int]:
 class TrainConfig:
     """How to train. Fields not set here fall back to the strategy's defaults.
 
-    Any field can also be passed to :func:`tunekit.train` as a keyword.
+    Any field can also be passed to :func:`tunekit.train` (and ``compare``) as a keyword.
     """
 
     epochs: int = 1

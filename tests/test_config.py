@@ -1,0 +1,79 @@
+import re
+
+import pytest
+
+import tunekit as tk
+from tunekit.config import ConfigError, TrainConfig
+from tunekit.engine import lr_factor
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("epochs", 0, "epochs must be a positive integer"),
+    ("epochs", -1, "epochs must be a positive integer"),
+    ("epochs", 1.5, "epochs must be a positive integer"),
+    ("lr", 0, "lr must be a positive number"),
+    ("lr", -1e-3, "lr must be a positive number"),
+    ("lr", float("nan"), "lr must be a positive number"),
+    ("batch_size", 0, "batch_size must be a positive integer"),
+    ("schedule", "step", "schedule must be one of"),
+    ("warmup", 1.0, "warmup must be in [0, 1)"),
+    ("weight_decay", -0.1, "weight_decay must be >= 0"),
+    ("grad_clip", 0, "grad_clip must be a positive number"),
+    ("seed", -1, "seed must be an integer >= 0"),
+    ("train_size", 0, "train_size must be a positive integer"),
+    ("precision", "fp8", "precision must be one of"),
+])
+def test_bad_config_names_the_field(field, value, words):
+    with pytest.raises(ConfigError, match=re.escape(words)) as e:
+        TrainConfig(**{field: value})
+    assert repr(value) in str(e.value) or str(value) in str(e.value)
+
+
+def test_replace_validates_and_rejects_unknown_fields():
+    c = TrainConfig().replace(epochs=3)
+    assert c.epochs == 3
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig().replace(epochs=0)
+    with pytest.raises(ConfigError, match="unknown TrainConfig field.*'epoch'"):
+        TrainConfig().replace(epoch=3)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_schedules_warm_up_then_follow_their_shape(schedule):
+    total, warm = 100, 0.1
+    f = [lr_factor(s, total, warm, schedule) for s in range(total)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
+    assert all(a < b for a, b in zip(f[:10], f[1:10]))
+    if schedule == "constant":
+        assert all(x == 1.0 for x in f[10:])
+    else:
+        assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.05
+    if schedule == "cosine":
+        assert f[55] == pytest.approx(0.5, abs=0.02)  # half-way through the decay
+    if schedule == "linear":
+        assert f[55] == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda: tk.LoRA(rank=0), "LoRA.rank must be an integer >= 1"),
+    (lambda: tk.LoRA(rank=-4), "LoRA.rank must be an integer >= 1"),
+    (lambda: tk.LoRA(rank=2.5), "LoRA.rank must be an integer >= 1"),
+    (lambda: tk.LoRA(dropout=1.0), r"LoRA.dropout must be in \[0, 1\)"),
+    (lambda: tk.LoRA(alpha=-1), "LoRA.alpha must be > 0"),
+    (lambda: tk.Freeze(), "exactly one of train=, frozen=, train_blocks="),
+    (lambda: tk.Freeze(train=["head"], frozen=["embeddings"]), "exactly one of"),
+    (lambda: tk.Freeze.top(-1), "k must be an integer >= 0"),
+    (lambda: tk.Probe(pooling="max"), "Probe.pooling must be one of"),
+    (lambda: tk.LPFT(probe_epochs=0), "LPFT.probe_epochs must be a positive integer"),
+    (lambda: tk.get_strategy("adapter"), "unknown strategy 'adapter'; known"),
+])
+def test_bad_strategy_arguments(make, words):
+    with pytest.raises(ConfigError, match=words):
+        make()
+
+
+def test_registry_round_trips_describe():
+    for s in [tk.Probe(), tk.Freeze(train_blocks=[4, 5]), tk.LoRA(rank=4, target_modules=["query"]),
+              tk.Full(), tk.LPFT(probe_epochs=2)]:
+        again = tk.get_strategy(s.describe())
+        assert again == s and again.label == s.label

@@ -1,0 +1,86 @@
+import time
+
+import pytest
+import torch
+
+import tunekit as tk
+from tunekit.config import ConfigError
+from tunekit.models import ModelNotFoundError, canonical_name
+
+
+def test_tiny_model_groups_are_ordered_and_cover_every_parameter(tiny):
+    assert tiny.group_names == ["embeddings", "block.0", "block.1", "pooler", "head"]
+    by = tiny.parameters_by_group()
+    assert sum(len(v) for v in by.values()) == len(list(tiny.hf.named_parameters()))
+    assert {n for n, _ in by["head"]} == {"classifier.weight", "classifier.bias"}
+    assert all(n.startswith("bert.encoder.layer.1.") for n, _ in by["block.1"])
+    assert tiny.head_name == "classifier"
+
+
+def test_canonical_name_strips_peft_wrappers():
+    assert canonical_name("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default.weight") \
+        == "bert.encoder.layer.0.attention.self.query.weight"
+    assert canonical_name("base_model.model.bert.encoder.layer.0.attention.self.query.base_layer.weight") \
+        == "bert.encoder.layer.0.attention.self.query.weight"
+    assert canonical_name("base_model.model.classifier.modules_to_save.default.bias") == "classifier.bias"
+    assert canonical_name("base_model.model.classifier.original_module.bias") == "classifier.bias"
+
+
+def test_mean_pooling_ignores_padding(tiny):
+    tiny.hf.eval()
+    enc = tiny.tokenize(["a good film", "a good film that goes on and on and on"])
+    alone = tiny.tokenize(["a good film"])
+    with torch.no_grad():
+        both = tiny.mean_features(enc["input_ids"], enc["attention_mask"])
+        one = tiny.mean_features(alone["input_ids"], alone["attention_mask"])
+    torch.testing.assert_close(both[0], one[0], atol=1e-5, rtol=1e-4)
+
+
+def test_unknown_path_names_the_builtins(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist; built-in models: 'minilm'"):
+        tk.load_model(str(tmp_path / "no-such-model"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="has no config.json"):
+        tk.load_model(str(tmp_path / "empty"))
+
+
+def test_hub_id_offline_fails_fast_and_clearly():
+    t = time.perf_counter()
+    with pytest.raises(ModelNotFoundError, match=r"nor in the Hugging Face cache.*offline.*'minilm'"):
+        tk.load_model("someone/not-a-cached-model")
+    assert time.perf_counter() - t < 10  # no minute of retries
+
+
+def test_hub_id_without_the_offline_flag_still_fails_clearly():
+    """Without HF_HUB_OFFLINE the hub is probed once (no network here: refused at once;
+    with network: the download of a non-existent id fails) - a clear error either way."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    code = ("import tunekit as tk\n"
+            "try:\n    tk.load_model('someone/not-a-cached-model-xyz')\n"
+            "except tk.ModelNotFoundError as e:\n    print('CLEAR', e)\n")
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "CLEAR model 'someone/not-a-cached-model-xyz'" in out.stdout, out.stderr[-2000:]
+    assert "'minilm'" in out.stdout
+    assert time.perf_counter() - t < 60
+
+
+def test_num_labels_checks():
+    with pytest.raises(ConfigError, match="num_labels must be an integer >= 2"):
+        tk.load_model(num_labels=1)
+    with pytest.raises(ConfigError, match="does not match"):
+        tk.load_model(num_labels=3, label_names=["a", "b"])
+
+
+@pytest.mark.slow
+def test_builtin_minilm_loads_offline_with_only_the_head_new():
+    m = tk.load_model(label_names=["rotten", "fresh"])
+    assert m.new_parameters == ["classifier.bias", "classifier.weight"]
+    assert m.pooling == "mean"  # sentence-transformers checkpoint: mean pooling
+    assert m.num_blocks == 6 and m.hidden_size == 384
+    assert m.parameter_counts()["total"] == 22_713_986
+    p = m.predict_proba(["a wonderful film", "a dreadful mess"])
+    assert p.shape == (2, 2) and torch.allclose(p.sum(-1), torch.ones(2))

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+import tunekit as tk
+from tunekit.config import ConfigError
+
+
+def _trainable(model):
+    return {n for n, p in model.module.named_parameters() if p.requires_grad}
+
+
+def test_counts_before_and_after_prepare_agree(tiny_dir, small):
+    for s in [tk.Probe(), tk.Freeze(train_blocks=[1]), tk.Freeze(frozen=["embeddings", "block.0"]),
+              tk.LoRA(rank=4), tk.Full()]:
+        m = tk.load_model(tiny_dir, label_names=small.label_names)
+        before = s.count(m)
+        s.prepare(m)
+        after = m.parameter_counts()
+        assert (before["trainable"], before["total"]) == (after["trainable"], after["total"]), s.label
+        assert before["percent"] == pytest.approx(100 * after["trainable"] / after["total"])
+
+
+def test_lora_count_equals_peft(tiny):
+    s = tk.LoRA(rank=4)
+    expected = s.count(tiny)
+    s.prepare(tiny)
+    assert tiny.module.get_nb_trainable_parameters() == (expected["trainable"], expected["total"])
+    # rank 4 on query and value of 2 blocks x (128 in + 128 out), plus the head (128*2 + 2)
+    assert expected["trainable"] == 2 * 2 * 4 * (128 + 128) + 258
+
+
+def test_probe_trains_only_the_head(tiny):
+    tk.Probe().prepare(tiny)
+    assert _trainable(tiny) == {"classifier.weight", "classifier.bias"}
+
+
+def test_freeze_middle_blocks_and_top_k(tiny_dir, small):
+    m = tk.load_model(tiny_dir, label_names=small.label_names, pooling="model")
+    tk.Freeze(frozen=["block.0"]).prepare(m)
+    groups = {m.group_of(n) for n in _trainable(m)}
+    assert groups == {"embeddings", "block.1", "pooler", "head"}
+    tk.Freeze.top(1).prepare(m)
+    assert {m.group_of(n) for n in _trainable(m)} == {"block.1", "pooler", "head"}
+    tk.Freeze(train_blocks=[-2]).prepare(m)
+    assert {m.group_of(n) for n in _trainable(m)} == {"block.0", "pooler", "head"}
+
+
+def test_mean_pooling_never_trains_the_unused_pooler(tiny_dir, small):
+    m = tk.load_model(tiny_dir, label_names=small.label_names, pooling="mean")
+    tk.Full().prepare(m)
+    assert not any(m.group_of(n) == "pooler" for n in _trainable(m))
+
+
+@pytest.mark.parametrize("strategy,words", [
+    (tk.Freeze(train=["block.9"]), r"Freeze.train: unknown layer group\(s\) \['block.9'\]; the model's groups are"),
+    (tk.Freeze(frozen=["encoder"]), r"Freeze.frozen: unknown layer group\(s\) \['encoder'\]"),
+    (tk.Freeze(train_blocks=[2]), "block index.*out of range; the model has blocks 0..1"),
+    (tk.Freeze(frozen=["embeddings", "block.0", "block.1", "pooler", "head"]), "nothing left to train"),
+    (tk.LoRA(rank=129), "LoRA.rank must be at most 128"),
+    (tk.LoRA(target_modules=["q_proj"]), r"LoRA.target_modules: \['q_proj'\] match no Linear layer.*'query'"),
+])
+def test_strategy_errors_that_need_the_model(tiny, strategy, words):
+    with pytest.raises(ConfigError, match=words):
+        strategy.count(tiny)
+
+
+def test_second_lora_on_the_same_model_is_refused(tiny):
+    tk.LoRA(rank=2).prepare(tiny)
+    with pytest.raises(ConfigError, match="already carries a LoRA adapter"):
+        tk.LoRA(rank=2).prepare(tiny)
+
+
+def test_lora_starts_exactly_at_the_pretrained_function(tiny):
+    enc = tiny.tokenize(["a fine film", "not good"])
+    tiny.module.eval()
+    with torch.no_grad():
+        before = tiny.logits(enc["input_ids"], enc["attention_mask"])
+        tk.LoRA(rank=4).prepare(tiny)
+        tiny.module.eval()
+        after = tiny.logits(enc["input_ids"], enc["attention_mask"])
+    torch.testing.assert_close(before, after)
+
+
+def test_lpft_is_two_phases():
+    p = tk.LPFT(probe_epochs=2).phases()
+    assert [type(x.strategy).__name__ for x in p] == ["Probe", "Full"]
+    assert p[0].epochs == 2 and p[1].epochs is None and p[0].lr == tk.Probe.default_lr

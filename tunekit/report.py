@@ -1,0 +1,204 @@
+"""One self-contained HTML report of a comparison: open it anywhere, no kernel, no network.
+
+    tk.report.write_report(runs, "report.html", title="Rotten Tomatoes, MiniLM")
+
+The file holds plotly.js once (inlined with the first figure), the comparison table,
+where and on what the runs were trained, and the figures of :mod:`tunekit.plots`.
+Every piece of text that comes from a run record is HTML-escaped.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from tunekit import plots
+from tunekit.runs import Run
+
+_FORMATS: dict[str, Callable[[float], str]] = {
+    "trainable params": lambda v: f"{int(v):,}",
+    "trainable %": lambda v: f"{v:.3g}",
+    "accuracy": lambda v: f"{v:.3f}",
+    "macro-F1": lambda v: f"{v:.3f}",
+    "wall time s": lambda v: f"{v:,.1f}",
+    "samples/s": lambda v: f"{v:,.0f}",
+    "peak memory MB": lambda v: f"{v:,.0f}",
+}
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
+       padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.92em; }
+th, td { padding: 0.3em 0.8em; border-bottom: 1px solid #eee; text-align: right; }
+th { background: #f6f6f6; } td.text, th.text { text-align: left; }
+dl { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dt { font-weight: 600; } dd { margin: 0; }
+.note { color: #555; font-size: 0.9em; } .swatch { display: inline-block; width: 0.8em; height: 0.8em;
+        border-radius: 50%; margin-right: 0.4em; vertical-align: middle; }
+"""
+
+
+def formatted_table(runs: Any) -> pd.DataFrame:
+    """:func:`tunekit.plots.comparison_table` with every value as display text ("-" if missing)."""
+    df = plots.comparison_table(runs)
+    out = df.astype(object)
+    for col in df.columns:
+        fmt = _FORMATS.get(col, str)
+        out[col] = [("-" if v is None or (not isinstance(v, str) and pd.isna(v)) else fmt(v)) for v in df[col]]
+    return out
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _distinct(values) -> list:
+    out = []
+    for v in values:
+        if v not in (None, "", [], {}) and v not in out:
+            out.append(v)
+    return out
+
+
+def _table_html(runs: list[Run]) -> str:
+    df = formatted_table(runs)
+    colours = plots.colors(runs)
+    text_cols = {"strategy", "run", "status"}
+    head = "".join(f'<th class="{"text" if c in text_cols else "num"}">{_esc(c)}</th>' for c in df.columns)
+    body = []
+    for r, (_, row) in zip(runs, df.iterrows()):
+        cells = []
+        for c in df.columns:
+            cls = "text" if c in text_cols else "num"
+            value = _esc(row[c])
+            if c == "strategy":
+                value = f'<span class="swatch" style="background:{_esc(colours[r.name])}"></span>{value}'
+            cells.append(f'<td class="{cls}">{value}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _settings_html(runs: list[Run]) -> str:
+    """Per-run settings that differ between strategies: epochs, batch size, peak lr, seed."""
+    rows = []
+    for r in runs:
+        t = r.config.get("train", {})
+        steps = r.history("step")
+        peak_lr = steps["lr"].max() if "lr" in steps.columns and len(steps) else t.get("lr")
+        peak_lr = "-" if peak_lr is None or pd.isna(peak_lr) else f"{peak_lr:.3g}"
+        phases = r.config.get("phases", [])
+        epochs = " + ".join(str(p.get("epochs")) for p in phases) if len(phases) > 1 else t.get("epochs", "-")
+        rows.append([r.name, epochs, t.get("batch_size", "-"), peak_lr, t.get("max_length", "-"),
+                     t.get("seed", "-"), r.summary.get("steps", "-")])
+    head = ["run", "epochs", "batch size", "peak lr", "max tokens", "seed", "steps"]
+    return ("<table><thead><tr>" + "".join(f'<th class="{"text" if i == 0 else "num"}">{_esc(h)}</th>'
+                                           for i, h in enumerate(head)) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f'<td class="{"text" if i == 0 else "num"}">{_esc(v)}</td>'
+                                       for i, v in enumerate(row)) + "</tr>" for row in rows)
+            + "</tbody></table>")
+
+
+def _setup_html(runs: list[Run], written: str) -> str:
+    cfgs = [r.config for r in runs]
+    sums = [r.summary for r in runs]
+    data = []
+    for d in _distinct([c.get("data", {}) for c in cfgs]):
+        used = f"{d.get('train_used', '?')} train / {d.get('validation_used', '?')} validation examples used"
+        labels = ", ".join(map(str, d.get("label_names", [])))
+        data.append(f"{d.get('name', '?')} ({d.get('source', '?')}; split seed {d.get('seed', '?')}): "
+                    f"{used}; labels: {labels}")
+    models = [f"{m.get('source', '?')} ({m.get('architecture', '?')}, {len(m.get('groups', []))} layer groups, "
+              f"pooling {m.get('pooling', '?')})" for m in _distinct([c.get("model", {}) for c in cfgs])]
+    versions = [", ".join(f"{k} {v}" for k, v in vs.items()) for vs in _distinct([c.get("versions") for c in cfgs])]
+    created = sorted(str(c["created"]) for c in cfgs if c.get("created"))
+    items = [
+        ("report written", f"{written} on {platform.node()} ({platform.platform()})"),
+        ("trained on", ", ".join(f"{h}" for h in _distinct([s.get("host") for s in sums])) or "-"),
+        ("device", ", ".join(map(str, _distinct([c.get("device") for c in cfgs]))) or "-"),
+        ("runs created", f"{created[0]} to {created[-1]}" if len(created) > 1 else (created[0] if created else "-")),
+        ("data", "<br>".join(_esc(d) for d in data) or "-"),
+        ("model", "<br>".join(_esc(m) for m in models) or "-"),
+        ("software", "<br>".join(_esc(v) for v in versions) or "-"),
+    ]
+    escaped_already = {"data", "model", "software"}
+    return "<dl>" + "".join(f"<dt>{_esc(k)}</dt><dd>{v if k in escaped_already else _esc(v)}</dd>"
+                            for k, v in items) + "</dl>"
+
+
+def _notes_html(runs: list[Run]) -> str:
+    notes = []
+    kinds = _distinct([r.summary.get("memory_kind") for r in runs])
+    meaning = {"cuda_max_allocated": "the most GPU memory PyTorch had allocated (torch.cuda.max_memory_allocated)",
+               "process_rss": "the training process's resident memory on the CPU (includes Python, data "
+                              "and libraries, so it compares runs only roughly)"}
+    for k in kinds:
+        notes.append(f"Peak memory {k}: {meaning.get(k, k)}.")
+    if len(kinds) > 1:
+        notes.append("The runs measured memory in different ways; their memory columns do not compare.")
+    for r in runs:
+        s = r.summary
+        if s.get("status") != "completed":
+            notes.append(f"{r.name} ({r.label}) {s.get('status')}: {s.get('reason') or 'no reason recorded'}.")
+    return "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
+
+
+def _figures(runs: list[Run]) -> list[tuple[str, Any]]:
+    figs = [("Training loss", plots.training_curves(runs)),
+            ("Validation accuracy", plots.eval_curves(runs, "val_accuracy")),
+            ("Validation loss", plots.eval_curves(runs, "val_loss")),
+            ("Accuracy vs trainable parameters", plots.pareto(runs, "trainable_params"))]
+    if any(r.summary.get("wall_time_s") for r in runs):
+        figs.append(("Accuracy vs wall time", plots.pareto(runs, "wall_time_s")))
+    return figs
+
+
+def render_report(runs: Any, title: str = "tunekit comparison") -> str:
+    """The report as an HTML string (what :func:`write_report` writes)."""
+    runs = plots.as_runs(runs)
+    written = _dt.datetime.now().isoformat(timespec="seconds")
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+             f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{_esc(title)}</h1>",
+             f'<p class="note">{len(runs)} run{"s" if len(runs) != 1 else ""}, written {_esc(written)} '
+             f"by tunekit.</p>"]
+    if not runs:
+        parts.append("<p>No runs to show.</p>")
+    parts += ["<h2>Comparison</h2>", _table_html(runs), _notes_html(runs),
+              "<h2>Setup</h2>", _setup_html(runs, written), "<h3>Settings per run</h3>", _settings_html(runs)]
+    for i, (heading, fig) in enumerate(_figures(runs) if runs else []):
+        parts.append(f"<h2>{_esc(heading)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), include_mathjax=False,
+                                 config={"displaylogo": False, "responsive": True}, default_height="460px"))
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(runs: Any, path: str | os.PathLike = "tunekit-report.html",
+                 title: str = "tunekit comparison") -> Path:
+    """Write the report to ``path`` atomically (a temporary file, then a rename) and return it."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_report(runs, title)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for sharing
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path.resolve()
+
+
+__all__ = ["write_report", "render_report", "formatted_table"]
