@@ -194,3 +194,24 @@ def test_bf16_autocast_path_runs_on_cpu(tiny, small, fast):
     """The CUDA path uses bf16 autocast; the same code runs here with precision='bf16'."""
     run = tk.train(tiny, small, tk.LoRA(rank=2), precision="bf16", **fast)
     assert run.status == "completed" and all(torch.isfinite(torch.tensor(run.history("step")["loss"].tolist())))
+
+
+def test_keyboard_interrupt_is_recorded_and_propagates(tiny, small, fast, tmp_path):
+    def interrupt(ev):
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        tk.train(tiny, small, tk.Full(), callbacks={"step": interrupt}, **fast)
+    [run] = tk.list_runs(fast["runs_dir"])
+    assert run.status == "stopped" and "interrupted at step 1" in run.summary["reason"]
+
+
+def test_compare_checks_every_strategy_before_training_any(tiny_dir, small, fast):
+    with pytest.raises(ConfigError, match="unknown layer group"):
+        tk.compare([tk.Probe(), tk.Freeze(train=["nope"])], small, model=tiny_dir, **fast)
+    assert tk.list_runs(fast["runs_dir"]) == []
+
+
+def test_logged_learning_rate_is_the_one_used_for_that_step(tiny, small, fast):
+    run = tk.train(tiny, small, tk.Probe(), lr=0.01, warmup=0.0, schedule="linear", **fast)
+    lrs = run.history("step")["lr"].tolist()
+    assert lrs[0] == pytest.approx(0.01) and lrs == sorted(lrs, reverse=True) and lrs[-1] > 0

@@ -276,6 +276,8 @@ class Trainer:
                 self._phase(strat, train_in, val_in, epochs, lr, device, amp, gen, state, mem, bar)
         except StopTraining:
             status, reason = "stopped", f"stopped by the user at step {state['step']}"
+        except KeyboardInterrupt as e:  # Ctrl-C / interrupt the kernel: record, then let it propagate
+            status, reason, error = "stopped", f"interrupted at step {state['step']}", e
         except BaseException as e:  # noqa: BLE001 - record every failure, then re-raise
             status = "failed"
             reason = str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
@@ -291,6 +293,8 @@ class Trainer:
         self._emit("train_end", {"status": status, "reason": reason, **summary})
         writer.finish(status, reason, **summary)
         model.trained_by.append(writer.name)
+        if isinstance(error, KeyboardInterrupt):
+            raise error
         if status == "failed":
             if isinstance(error, TrainingError):
                 error.run = run
@@ -342,6 +346,7 @@ class Trainer:
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
                 opt.step()
+                step_lr = opt.param_groups[0]["lr"]
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 state["train_time"] += time.perf_counter() - t
@@ -350,7 +355,7 @@ class Trainer:
                 mem.sample()
                 loss_v = loss.item()
                 self._emit("step", {"step": state["step"], "epoch": epoch + (i + 1) / per_epoch,
-                                    "loss": loss_v, "lr": opt.param_groups[0]["lr"], "samples": state["samples"],
+                                    "loss": loss_v, "lr": step_lr, "samples": state["samples"],
                                     "elapsed_s": round(time.perf_counter() - state["t0"], 3),
                                     "samples_per_s": state["samples"] / max(state["train_time"], 1e-9)})
                 if bar is not None:
@@ -438,10 +443,15 @@ def compare(strategies: Sequence[Any], data: Any = "rotten_tomatoes", model: str
         raise ConfigError("compare needs at least one strategy")
     data = load_data(data)
     config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
+    strategies = [get_strategy(s) for s in strategies]
+    m = load_model(model, label_names=data.label_names, seed=config.seed)
+    for strategy in strategies:  # every strategy checked against the model before any trains
+        for phase in strategy.phases():
+            phase.strategy.count(m)
     runs = []
-    for spec in strategies:
-        strategy = get_strategy(spec)
-        m = load_model(model, label_names=data.label_names, seed=config.seed)
+    for i, strategy in enumerate(strategies):
+        if i > 0:
+            m = load_model(model, label_names=data.label_names, seed=config.seed)
         try:
             runs.append(Trainer(m, data, strategy, config, callbacks).run())
         except TrainingError as e:

@@ -341,11 +341,15 @@ class TextClassifier:
 def _quiet_transformers():
     from transformers.utils import logging as hf_logging
     level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,

@@ -85,13 +85,12 @@ def _table_html(runs: list[Run]) -> str:
 
 
 def _settings_html(runs: list[Run]) -> str:
-    """Per-run settings that differ between strategies: epochs, batch size, peak lr, seed."""
+    """Per-run settings: epochs, batch size, peak learning rate of each phase, seed, steps."""
     rows = []
     for r in runs:
         t = r.config.get("train", {})
-        steps = r.history("step")
-        peak_lr = steps["lr"].max() if "lr" in steps.columns and len(steps) else t.get("lr")
-        peak_lr = "-" if peak_lr is None or pd.isna(peak_lr) else f"{peak_lr:.3g}"
+        lrs = [m.get("lr") for m in r.metrics() if m.get("event") == "phase_start"] or [t.get("lr")]
+        peak_lr = " then ".join("-" if v is None else f"{v:.3g}" for v in lrs)
         phases = r.config.get("phases", [])
         epochs = " + ".join(str(p.get("epochs")) for p in phases) if len(phases) > 1 else t.get("epochs", "-")
         rows.append([r.name, epochs, t.get("batch_size", "-"), peak_lr, t.get("max_length", "-"),

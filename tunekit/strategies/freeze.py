@@ -87,7 +87,10 @@ class Freeze(Strategy):
     @property
     def label(self) -> str:
         if self.train_blocks is not None:
-            return "freeze-train-" + "-".join(str(b) for b in self.train_blocks)
+            k = len(self.train_blocks)
+            if k and sorted(self.train_blocks) == list(range(-k, 0)):
+                return f"freeze-top{k}"
+            return "freeze-train-" + "-".join(str(b) if b >= 0 else f"m{-b}" for b in self.train_blocks)
         if self.train is not None:
             return "freeze-train-" + "-".join(self.train)
         return "freeze-" + "-".join(self.frozen)

@@ -1,0 +1,275 @@
+"""The ``tunekit`` command: compare strategies from a shell, list past runs.
+
+    tunekit compare --strategies probe,freeze,lora:4,full --epochs 1 --train-size 1000
+    tunekit runs --runs-dir ./tunekit-runs --report old-runs.html
+    python -m tunekit.cli compare ...
+
+``compare`` trains each strategy on a fresh copy of the same model and data
+(:func:`tunekit.engine.compare`), prints a table, and writes one self-contained
+HTML report. Strategy specs: ``probe``, ``full``, ``lpft``, ``lora`` or
+``lora:RANK``, ``freeze`` (train the top 2 blocks) or ``freeze:K`` (the top K).
+
+Exit status: 0 done; 1 some run failed (it is still in the table and the report);
+2 bad input (the message names the option); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from tunekit.config import DEFAULT_RUNS_DIR, ConfigError
+
+STRATEGY_NAMES = ("probe", "freeze", "lora", "full", "lpft")
+# ConfigError messages start with the field they are about; this maps fields to options.
+_FIELD_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
+                  "train_size": "--train-size", "eval_size": "--eval-size", "runs_dir": "--runs-dir",
+                  "device": "--device", "LoRA": "--strategies", "Freeze": "--strategies",
+                  "LPFT": "--strategies", "Probe": "--strategies", "Full": "--strategies",
+                  "strategy": "--strategies", "unknown strategy": "--strategies", "model": "--model",
+                  "data": "--data"}
+
+
+class InputError(Exception):
+    """Bad command-line input; ``option`` names the culprit."""
+
+    def __init__(self, option: Optional[str], message: str):
+        super().__init__(message)
+        self.option = option
+
+
+# ----- argument types ----------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})")
+    return value
+
+
+def _size(text: str) -> Optional[int]:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all' (got {text!r})") from None
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (got {text!r})")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-4 (got {text!r})")
+    return value
+
+
+def parse_strategies(text: str) -> list:
+    """``"probe,lora:4,freeze"`` -> a list of strategies (``freeze`` is ``Freeze.top(2)``,
+    ``freeze:K`` is ``Freeze.top(K)``, ``lora:R`` is ``LoRA(rank=R)``). Raises :class:`InputError`."""
+    from tunekit.strategies import Freeze, get_strategy
+
+    specs = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        name, _, arg = item.partition(":")
+        name = name.strip().lower()
+        if name not in STRATEGY_NAMES:
+            raise InputError("--strategies", f"unknown strategy {name!r}; known: {', '.join(STRATEGY_NAMES)} "
+                                             f"(lora:RANK and freeze:K take a number)")
+        if not arg:
+            specs.append(("freeze", 2) if name == "freeze" else {"name": name})
+            continue
+        if name not in ("lora", "freeze"):
+            raise InputError("--strategies", f"{name!r} takes no ':' argument (got {item!r})")
+        try:
+            n = int(arg)
+        except ValueError:
+            n = -1
+        if n < (1 if name == "lora" else 0):
+            what = "a LoRA rank >= 1" if name == "lora" else "a number of top blocks >= 0"
+            raise InputError("--strategies", f"{item!r}: after ':' comes {what} (got {arg!r})")
+        specs.append({"name": "lora", "rank": n} if name == "lora" else ("freeze", n))
+    if not specs:
+        raise InputError("--strategies", f"no strategies given (got {text!r})")
+    try:
+        return [Freeze.top(s[1]) if isinstance(s, tuple) else get_strategy(s) for s in specs]
+    except ConfigError as e:
+        raise InputError("--strategies", str(e)) from e
+
+
+def _option_for(message: str) -> Optional[str]:
+    for field, option in _FIELD_OPTIONS.items():
+        if message.startswith(field):
+            return option
+    return None
+
+
+# ----- the parser -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunekit", description="Compare ways of adapting a pretrained "
+                                     "language model: probe, freeze, LoRA, full fine-tuning.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("compare", help="train several strategies side by side and write an HTML report",
+                       description="Train each strategy on a fresh copy of the same model with the same data "
+                                   "and seed; print a table and write a self-contained HTML report.")
+    c.add_argument("--strategies", default="probe,lora,full",
+                   help="comma list of probe, freeze[:K] (top K blocks, default 2), lora[:RANK], full, lpft "
+                        "(default: %(default)s)")
+    c.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training subset (default 1)")
+    c.add_argument("--train-size", type=_size, default=1000,
+                   help="training examples, a seeded subset; 'all' for the whole split (default 1000)")
+    c.add_argument("--eval-size", type=_size, default=500,
+                   help="validation examples, a seeded subset; 'all' for the whole split (default 500)")
+    c.add_argument("--model", default="minilm",
+                   help="built-in name (minilm, smollm2), a model directory or a cached hub id (default minilm)")
+    c.add_argument("--data", default="rotten_tomatoes",
+                   help="built-in data set (rotten_tomatoes, bbc_news) or a CSV file with text and label "
+                        "columns (default rotten_tomatoes)")
+    c.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where run records go (default %(default)s)")
+    c.add_argument("--report", default="tunekit-report.html", help="HTML report to write (default %(default)s)")
+    c.add_argument("--title", default=None, help="report title (default: data and model)")
+    c.add_argument("--seed", type=_seed, default=0, help="seed for sub-sampling, shuffling and the head (default 0)")
+    c.add_argument("--lr", type=_positive_float, default=None,
+                   help="peak learning rate for every strategy (default: each strategy's own)")
+    c.add_argument("--batch-size", type=_positive_int, default=16, help="training examples per step (default 16)")
+    c.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c.set_defaults(run=cmd_compare, parser=c)
+
+    r = sub.add_parser("runs", help="list the runs in a runs directory",
+                       description="List the run records in --runs-dir as a table; optionally write a report.")
+    r.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="runs directory (default %(default)s)")
+    r.add_argument("--report", default=None, help="also write an HTML report of these runs to this file")
+    r.set_defaults(run=cmd_runs, parser=r)
+    return parser
+
+
+# ----- commands ---------------------------------------------------------------------------------
+def _print_table(runs) -> None:
+    from tunekit.report import formatted_table
+    print(formatted_table(runs).to_string(index=False))
+
+
+def _write_report(runs, path, title) -> Path:
+    from tunekit.report import write_report
+    try:
+        return write_report(runs, path, title=title)
+    except OSError as e:
+        raise InputError("--report", f"cannot write {str(path)!r}: {e.strerror or e}") from e
+
+
+def _check_writable(path) -> None:
+    """Fail before training, not after, if the report cannot be written."""
+    parent = Path(path).expanduser().resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError("--report", f"cannot create {str(parent)!r}: {e.strerror or e}") from e
+    if Path(path).expanduser().is_dir() or not os.access(parent, os.W_OK):
+        raise InputError("--report", f"cannot write {str(path)!r}")
+
+
+def cmd_compare(args) -> int:
+    from tunekit.data import DataError, load as load_data
+    from tunekit.models import ModelNotFoundError, load_model, resolve_model_path
+
+    strategies = parse_strategies(args.strategies)
+    try:
+        data = load_data(args.data)
+    except (DataError, ConfigError) as e:
+        raise InputError("--data", str(e)) from e
+    try:
+        resolve_model_path(args.model)
+        model = load_model(args.model, label_names=data.label_names, seed=args.seed)
+    except (ModelNotFoundError, ConfigError) as e:
+        raise InputError("--model", str(e)) from e
+    try:  # a strategy that does not fit the model fails now, not after the others have trained
+        for s in strategies:
+            for phase in s.phases():
+                phase.strategy.count(model)
+    except ConfigError as e:
+        raise InputError("--strategies", str(e)) from e
+    del model
+    _check_writable(args.report)
+
+    from tunekit.engine import compare
+    print(f"tunekit: {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'} "
+          f"({', '.join(s.label for s in strategies)}) on {data.name} with {args.model}", file=sys.stderr)
+    try:
+        runs = compare(strategies, data, model=args.model, epochs=args.epochs, train_size=args.train_size,
+                       eval_size=args.eval_size, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
+                       device=args.device, runs_dir=args.runs_dir, progress=not args.no_progress)
+    except DataError as e:
+        raise InputError("--data", str(e)) from e
+    except ModelNotFoundError as e:
+        raise InputError("--model", str(e)) from e
+    _print_table(runs)
+    title = args.title or f"{data.name}: {', '.join(r.label for r in runs)} on {args.model}"
+    path = _write_report(runs, args.report, title)
+    print(f"runs: {Path(args.runs_dir).expanduser().resolve()}")
+    print(f"report: {path}")
+    return 1 if len(runs) < len(strategies) or any(r.status == "failed" for r in runs) else 0
+
+
+def cmd_runs(args) -> int:
+    from tunekit.runs import list_runs
+    root = Path(args.runs_dir).expanduser()
+    if root.exists() and not root.is_dir():
+        raise InputError("--runs-dir", f"{str(root)!r} is not a directory")
+    runs = list_runs(root)
+    if not runs:
+        print(f"no runs in {root}")
+    else:
+        _print_table(runs)
+    if args.report:
+        print(f"report: {_write_report(runs, args.report, f'tunekit runs in {root}')}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 a run failed, 2 bad input)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed its message (bad input) or the help
+        return e.code if isinstance(e.code, int) else 2
+    sub = args.parser  # the subcommand's parser, for its usage line
+    try:
+        return args.run(args)
+    except InputError as e:
+        sub.print_usage(sys.stderr)
+        where = f"argument {e.option}: " if e.option else ""
+        print(f"{sub.prog}: error: {where}{e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
+        option = _option_for(str(e))
+        sub.print_usage(sys.stderr)
+        print(f"{sub.prog}: error: {f'argument {option}: ' if option else ''}{e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished runs are in {getattr(args, 'runs_dir', '')}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
