@@ -5,10 +5,8 @@ Figures and the report are tested on synthetic run records written with RunWrite
 """
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
-from pathlib import Path
 
 import plotly.offline
 import pytest

@@ -131,3 +131,23 @@ def test_crash_leaves_no_cache_and_unmarked_dir_is_redone(tmp_path, monkeypatch)
     monkeypatch.setattr(smollm2, "_convert", fake)
     assert smollm2.smollm2_dir(tmp_path) == stale
     assert sorted(p.name for p in stale.iterdir()) == [smollm2.MARKER]
+
+
+def test_tunekit_loads_smollm2_and_trains_one_lora_step(cache_root, tmp_path):
+    """Through tunekit: layer groups of a decoder, LoRA on q_proj/v_proj, one real training step."""
+    import tunekit as tk
+
+    model = tk.load_model(str(smollm2.smollm2_dir(cache_root)), label_names=["neg", "pos"])
+    assert model.num_blocks == 30 and model.pooling == "model" and model.head_name == "score"
+    assert model.group_names[0] == "embeddings" and model.group_names[-2:] == ["norm", "head"]
+    lora = tk.LoRA(rank=8)
+    assert sorted(lora.peft_config(model).target_modules) == ["q_proj", "v_proj"]
+    import pandas as pd
+    df = pd.DataFrame({"text": ["a lovely film", "a dull film", "great fun", "boring and long"] * 3,
+                       "label": ["pos", "neg", "pos", "neg"] * 3})
+    df["text"] = df["text"] + [f" ({i})" for i in range(len(df))]
+    data = tk.data.from_dataframe(df, validation_size=2, test_size=2)
+    run = tk.train(model, data, lora, train_size=4, batch_size=4, max_length=32, runs_dir=str(tmp_path),
+                   progress=False, evals_per_epoch=1)
+    assert run.status == "completed" and run.summary["steps"] == 1
+    assert run.config["params"]["trainable"] == model.module.get_nb_trainable_parameters()[0]

