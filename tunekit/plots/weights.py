@@ -1,0 +1,173 @@
+"""Figures of what training did to the weights (from :mod:`tunekit.inspect.weights` data).
+
+    wc = tk.inspect.weight_change(runs)
+    tk.plots.weight_change_heatmap(wc)          # blocks x modules, one panel per run, one colour scale
+    tk.plots.weight_change_difference(wc, a, b) # run a minus run b, diverging scale
+    tk.plots.head_change_bar(wc)                # embeddings / pooler / head, apart from the blocks
+    sp = tk.inspect.update_spectra(runs)
+    tk.plots.spectrum(sp, name="bert.encoder.layer.5.attention.self.query.weight")
+    tk.plots.rank_by_block(sp.table)            # effective rank per block, one line per run
+
+No torch import: these take DataFrames (and the ``Spectra`` object by duck typing).
+"""
+from __future__ import annotations
+
+import html
+from typing import Optional, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from tunekit.config import ConfigError
+from tunekit.plots.runs import PALETTE
+
+MODULE_ORDER = ["query", "key", "value", "attn_out", "attn_norm", "gate", "intermediate", "output", "out_norm"]
+OUTSIDE = ["embeddings", "pooler", "norm", "head"]
+
+
+def _palette(names: Sequence[str]) -> dict[str, str]:
+    """The i-th run gets the i-th colour, as in every other tunekit figure."""
+    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+
+
+def _runs_in(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(run, label) pairs in first-seen order."""
+    seen = dict.fromkeys(zip(df["run"], df["label"]))
+    return list(seen)
+
+
+def _title(run: str, label: str, labels: list[str]) -> str:
+    return html.escape(label if labels.count(label) == 1 else f"{label} ({run})")
+
+
+def _grid(df: pd.DataFrame, run: str, value: str, modules: list[str], blocks: list[int]) -> list[list]:
+    d = df[(df["run"] == run) & df["block"].notna()]
+    table = d.pivot_table(index="block", columns="module", values=value, aggfunc="first")
+    return [[(None if pd.isna(table.at[b, m]) else float(table.at[b, m]))
+             if b in table.index and m in table.columns else None for m in modules] for b in blocks]
+
+
+def _axes(df: pd.DataFrame, modules: Optional[Sequence[str]]) -> tuple[list[str], list[int]]:
+    blocks = sorted(int(b) for b in df["block"].dropna().unique())
+    present = set(df.loc[df["block"].notna(), "module"])
+    mods = [m for m in (modules or MODULE_ORDER) if m in present]
+    mods += sorted(present - set(mods)) if modules is None else []
+    return mods, blocks
+
+
+def weight_change_heatmap(wc: pd.DataFrame, value: str = "rel_change",
+                          modules: Optional[Sequence[str]] = None, zmax: Optional[float] = None) -> go.Figure:
+    """Blocks (rows, block 0 at the bottom) x modules (columns), one panel per run, all on
+    one colour scale so panels compare directly. ``value``: ``rel_change`` (||dW||/||W0||)
+    or ``delta_norm`` (||dW||). Frozen modules show as 0."""
+    if value not in ("rel_change", "delta_norm"):
+        raise ConfigError(f"value must be 'rel_change' or 'delta_norm' (got {value!r})")
+    if wc.empty:
+        raise ConfigError("no weight-change rows to draw (did the runs have any trained modules?)")
+    runs = _runs_in(wc)
+    labels = [lab for _, lab in runs]
+    mods, blocks = _axes(wc, modules)
+    if zmax is None:
+        zmax = float(wc.loc[wc["block"].notna(), value].max() or 1.0) or 1.0
+    fig = make_subplots(rows=1, cols=len(runs), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[_title(r, lab, labels) for r, lab in runs])
+    for i, (run, _) in enumerate(runs, start=1):
+        z = _grid(wc, run, value, mods, blocks)
+        fig.add_trace(go.Heatmap(
+            z=z, x=mods, y=[f"block {b}" for b in blocks], zmin=0, zmax=zmax, coloraxis="coloraxis",
+            hovertemplate="%{y} %{x}<br>" + value + " = %{z:.3g}<extra>" + html.escape(run) + "</extra>"),
+            row=1, col=i)
+    name = "||ΔW|| / ||W0||" if value == "rel_change" else "||ΔW||"
+    fig.update_layout(title=f"Weight change per module ({name})", template="plotly_white",
+                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=zmax, colorbar=dict(title=name)),
+                      height=160 + 40 * len(blocks), width=max(500, 330 * len(runs)))
+    return fig
+
+
+def weight_change_difference(wc: pd.DataFrame, run_a: str, run_b: str, value: str = "rel_change",
+                             modules: Optional[Sequence[str]] = None) -> go.Figure:
+    """Run a minus run b per block x module, on a diverging scale centred at 0."""
+    names = dict(_runs_in(wc))
+    for r in (run_a, run_b):
+        if r not in names:
+            raise ConfigError(f"run {r!r} is not in the data; runs: {list(names)}")
+    mods, blocks = _axes(wc, modules)
+    a, b = _grid(wc, run_a, value, mods, blocks), _grid(wc, run_b, value, mods, blocks)
+    z = [[(x - y) if x is not None and y is not None else None for x, y in zip(ra, rb)] for ra, rb in zip(a, b)]
+    span = max([abs(v) for row in z for v in row if v is not None] or [1.0]) or 1.0
+    fig = go.Figure(go.Heatmap(z=z, x=mods, y=[f"block {b}" for b in blocks], zmid=0, zmin=-span, zmax=span,
+                               colorscale="RdBu_r", colorbar=dict(title="difference"),
+                               hovertemplate="%{y} %{x}<br>difference = %{z:.3g}<extra></extra>"))
+    fig.update_layout(title=html.escape(f"{names[run_a]} minus {names[run_b]} ({value})"),
+                      template="plotly_white", height=160 + 40 * len(blocks))
+    return fig
+
+
+def head_change_bar(wc: pd.DataFrame, value: str = "rel_change") -> go.Figure:
+    """The groups outside the blocks (embeddings, pooler / norm, head), one bar per run each:
+    the new head moves far more than anything else, so it gets its own axis."""
+    d = wc[wc["block"].isna() & wc["group"].isin(OUTSIDE)]
+    runs = _runs_in(wc)
+    labels = [lab for _, lab in runs]
+    palette = _palette([r for r, _ in runs])
+    fig = go.Figure()
+    for run, label in runs:
+        r = d[d["run"] == run].set_index("group").reindex([g for g in OUTSIDE if g in set(d["group"])])
+        fig.add_trace(go.Bar(x=list(r.index), y=r[value].tolist(), name=_title(run, label, labels),
+                             marker_color=palette.get(run)))
+    fig.update_layout(barmode="group", template="plotly_white", title="Change outside the blocks", height=380,
+                      yaxis_title="||ΔW|| / ||W0||" if value == "rel_change" else "||ΔW||")
+    return fig
+
+
+def spectrum(spectra, name: str, runs: Optional[Sequence[str]] = None, log: bool = True) -> go.Figure:
+    """Singular values of one matrix's update per run (solid), with Gaussian noise of the same
+    shape and Frobenius norm (dotted): an update that hugs its noise line is unstructured."""
+    keys = [k for k in spectra.singular_values if k[1] == name and (runs is None or k[0] in runs)]
+    if not keys:
+        known = sorted({k[1] for k in spectra.singular_values})[:6]
+        raise ConfigError(f"no spectrum for {name!r}; matrices include {known} ...")
+    table = spectra.table.set_index(["run", "name"])
+    run_names = [k[0] for k in keys]
+    palette = _palette(run_names)
+    labels = [table.loc[k, "label"] for k in keys]
+    fig = go.Figure()
+    for key, label in zip(keys, labels):
+        s = [v for v in spectra.singular_values[key] if v > 0]
+        title = _title(key[0], label, labels)
+        fig.add_trace(go.Scatter(x=list(range(1, len(s) + 1)), y=s, mode="lines+markers", name=title,
+                                 line=dict(color=palette[key[0]]), marker=dict(size=4)))
+        if key in spectra.noise:
+            n = spectra.noise[key]
+            fig.add_trace(go.Scatter(x=list(range(1, len(n) + 1)), y=n, mode="lines", name=f"noise, {title}",
+                                     line=dict(color=palette[key[0]], dash="dot", width=1), opacity=0.6))
+    fig.update_layout(title=html.escape(f"Spectrum of ΔW: {name}"), template="plotly_white",
+                      xaxis_title="index (descending)", yaxis_title="singular value",
+                      yaxis_type="log" if log else "linear", xaxis_type="log" if log else "linear", height=420)
+    return fig
+
+
+def rank_by_block(table: pd.DataFrame, metric: str = "effective_rank",
+                  modules: Optional[Sequence[str]] = None) -> go.Figure:
+    """A rank measure of the updates per block (mean over the block's updated matrices, or
+    only the given ``modules``; a matrix that did not move has no rank to speak of), one
+    line per run. ``metric``: effective_rank, stable_rank, energy90 or intruders."""
+    if metric not in ("effective_rank", "stable_rank", "energy90", "intruders"):
+        raise ConfigError(f"metric must be effective_rank, stable_rank, energy90 or intruders (got {metric!r})")
+    d = table[table["block"].notna()]
+    if "delta_norm" in d.columns:
+        d = d[d["delta_norm"] > 0]
+    if modules:
+        d = d[d["module"].isin(modules)]
+    runs = _runs_in(table)
+    labels = [lab for _, lab in runs]
+    palette = _palette([r for r, _ in runs])
+    fig = go.Figure()
+    for run, label in runs:
+        g = d[d["run"] == run].groupby("block")[metric].mean()
+        fig.add_trace(go.Scatter(x=[int(b) for b in g.index], y=g.tolist(), mode="lines+markers",
+                                 name=_title(run, label, labels), line=dict(color=palette[run])))
+    fig.update_layout(title=f"{metric.replace('_', ' ')} of the update per block", template="plotly_white",
+                      xaxis_title="block", yaxis_title=metric.replace("_", " "), xaxis=dict(dtick=1), height=380)
+    return fig
