@@ -240,6 +240,16 @@ class Run:
                 "device": self.config.get("device"), "steps": s.get("steps")}
 
     # ----- weights ---------------------------------------------------------------------------------
+    @property
+    def model_source(self) -> str:
+        """Where the pretrained model is: the recorded path if it still exists, else the name/id."""
+        m = self.config["model"]
+        return m["path"] if m.get("path") and Path(m["path"]).exists() else m["source"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("train", {}).get("seed", 0))
+
     def load_model(self, device: Optional[str] = None):
         """Rebuild the trained model: the pretrained model from the record's source, with the
         record's trained weights (or LoRA adapter) applied. Works after a kernel restart."""
@@ -247,9 +257,7 @@ class Run:
 
         from tunekit.models import load_model
 
-        m = self.config["model"]
-        source = m["path"] if m.get("path") and Path(m["path"]).exists() else m["source"]
-        model = load_model(source, label_names=m["label_names"])
+        model = load_model(self.model_source, label_names=self.config["model"]["label_names"], seed=self.seed)
         if (self.path / "adapter").is_dir():
             from peft import PeftModel
             model.module = PeftModel.from_pretrained(model.hf, str(self.path / "adapter"))
@@ -264,7 +272,7 @@ class Run:
         else:
             raise RunRecordError(f"{self.path} holds no weights (saved with save_weights=False, "
                                  f"or the run {self.status} before any were written)")
-        model.pooling = self.summary.get("pooling", m.get("pooling", "model"))
+        model.pooling = self.summary.get("pooling") or self.config["model"].get("pooling", "model")
         model.trained_by.append(self.name)
         model.module.eval()
         if device:

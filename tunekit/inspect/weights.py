@@ -52,8 +52,8 @@ def module_of(model: TextClassifier, name: str) -> tuple[str, Optional[int], str
 
 
 @lru_cache(maxsize=4)
-def _checkpoint_state(source: str, label_names: tuple, pooling: Optional[str]) -> dict[str, torch.Tensor]:
-    model = load_model(source, label_names=list(label_names), pooling=pooling)
+def _checkpoint_state(source: str, label_names: tuple, seed: int) -> dict[str, torch.Tensor]:
+    model = load_model(source, label_names=list(label_names), seed=seed)
     return {n: p.detach() for n, p in model.hf.named_parameters()}
 
 
@@ -65,7 +65,7 @@ def initial_state(run: RunLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"run {run.name!r} continued training a model already changed by "
                          f"{run.config['trained_before']}; its start is not the pretrained checkpoint")
     m = run.config["model"]
-    state = dict(_checkpoint_state(m["path"] or m["source"], tuple(m["label_names"]), m.get("pooling")))
+    state = dict(_checkpoint_state(run.model_source, tuple(m["label_names"]), run.seed))
     for name, value in run.initial_tensors().items():
         if "lora_" not in name:
             state[canonical_name(name)] = value

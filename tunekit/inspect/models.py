@@ -1,0 +1,51 @@
+"""The two models every instrument compares: the run's starting point and its result.
+
+The starting point is rebuilt, not kept in memory: the pretrained checkpoint
+loaded again, plus the run's ``initial.safetensors`` for the tensors the
+checkpoint does not hold (the new head). So a reloaded run (after a kernel
+restart) gives exactly the same base as the live one.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+from tunekit.models import TextClassifier, canonical_name, load_model
+from tunekit.runs import Run, load_run
+
+RunLike = Union[Run, str]
+
+
+def as_run(run: RunLike) -> Run:
+    return run if isinstance(run, Run) else load_run(run)
+
+
+def base_model(run: RunLike) -> TextClassifier:
+    """The model as it was when ``run`` started (eval mode, on the CPU)."""
+    run = as_run(run)
+    m = run.config["model"]
+    model = load_model(run.model_source, label_names=m["label_names"], seed=run.seed,
+                       pooling=run.summary.get("pooling") or m.get("pooling"))
+    if run.config.get("trained_before"):
+        raise ValueError(f"run {run.name!r} continued training a model already changed by "
+                         f"{run.config['trained_before']}; its start is not the pretrained checkpoint")
+    params = dict(model.hf.named_parameters())
+    with torch.no_grad():
+        for name, value in run.initial_tensors().items():
+            if "lora_" in name:
+                continue
+            target = params.get(canonical_name(name))
+            if target is not None and target.shape == value.shape:
+                target.copy_(value)
+    model.module.eval()
+    return model
+
+
+def tuned_model(run: RunLike) -> TextClassifier:
+    """The trained model: the live one if this process trained it (switched to eval mode),
+    else rebuilt from disk."""
+    run = as_run(run)
+    model = run.model if run.model is not None else run.load_model()
+    model.module.eval()
+    return model
