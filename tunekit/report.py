@@ -14,7 +14,7 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Sequence, Callable
 
 import pandas as pd
 
@@ -157,8 +157,12 @@ def _figures(runs: list[Run]) -> list[tuple[str, Any]]:
     return figs
 
 
-def render_report(runs: Any, title: str = "tunekit comparison") -> str:
-    """The report as an HTML string (what :func:`write_report` writes)."""
+def render_report(runs: Any, title: str = "tunekit comparison", extra: Sequence[tuple[str, Any]] = ()) -> str:
+    """The report as an HTML string (what :func:`write_report` writes).
+
+    ``extra``: more ``(heading, figure or HTML string)`` sections after the run figures,
+    e.g. the instrument views of :func:`tunekit.inspect.views.instrument_sections`. HTML
+    strings are inserted as they are (tunekit's own views escape their text)."""
     runs = plots.as_runs(runs)
     written = _dt.datetime.now().isoformat(timespec="seconds")
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -171,20 +175,27 @@ def render_report(runs: Any, title: str = "tunekit comparison") -> str:
         parts.append("<p>No runs to show.</p>")
     parts += ["<h2>Comparison</h2>", _table_html(runs), _notes_html(runs),
               "<h2>Setup</h2>", _setup_html(runs, written), "<h3>Settings per run</h3>", _settings_html(runs)]
-    for i, (heading, fig) in enumerate(_figures(runs) if runs else []):
+    first = True
+    for heading, fig in (_figures(runs) if runs else []) + list(extra):
         parts.append(f"<h2>{_esc(heading)}</h2>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), include_mathjax=False,
-                                 config={"displaylogo": False, "responsive": True}, default_height="460px"))
+        if isinstance(fig, str):
+            parts.append(fig)
+            continue
+        height = fig.layout.height
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=first, include_mathjax=False,
+                                 config={"displaylogo": False, "responsive": True},
+                                 default_height=f"{height}px" if height else "460px"))
+        first = False
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
 def write_report(runs: Any, path: str | os.PathLike = "tunekit-report.html",
-                 title: str = "tunekit comparison") -> Path:
+                 title: str = "tunekit comparison", extra: Sequence[tuple[str, Any]] = ()) -> Path:
     """Write the report to ``path`` atomically (a temporary file, then a rename) and return it."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(runs, title)
+    text = render_report(runs, title, extra)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -17,7 +17,6 @@ groups outside the blocks (``embeddings``, ``pooler``, ``norm``, ``head``).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable, Optional

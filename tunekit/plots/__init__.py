@@ -1,0 +1,31 @@
+"""Pure functions from run records and instrument results to plotly figures.
+
+No torch is imported here (nor by anything these modules import): figures can be
+drawn where only the records are.
+
+* :mod:`tunekit.plots.runs` - training and validation curves, comparison table, Pareto views.
+* :mod:`tunekit.plots.weights` - weight-change heatmaps, update spectra and ranks.
+* :mod:`tunekit.plots.representations` - CKA vs layer, PCA of pooled features.
+* :mod:`tunekit.plots.attribution` - token attributions of several runs, stacked.
+"""
+from __future__ import annotations
+
+import importlib
+
+from tunekit.plots.runs import (  # noqa: F401
+    PALETTE, as_runs, colors, comparison_table, ema, eval_curves, legend_names, pareto, pareto_front,
+    training_curves,
+)
+
+_LAZY = {
+    "weight_change_heatmap": "weights", "weight_change_difference": "weights", "head_change_bar": "weights",
+    "spectrum": "weights", "rank_by_block": "weights",
+    "cka_by_layer": "representations", "pca_scatter": "representations",
+    "attribution_view": "attribution", "attribution_html": "attribution",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"tunekit.plots.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tunekit.plots' has no attribute {name!r}")
