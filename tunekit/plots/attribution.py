@@ -1,0 +1,249 @@
+"""Token attributions of several models for one sentence, stacked so they can be compared.
+
+    rows = tk.inspect.attribute_runs([probe, lora, full], "a gorgeous, witty film")
+    tk.plots.attribution_html(rows)                     # coloured tokens, one row per model
+    tk.plots.attribution_view(rows)                     # heatmap: models x token positions
+    tk.plots.attribution_view(rows, difference=True)    # each run minus the base
+
+Red pushes the explained class up, blue pushes it down. Both functions take
+:class:`~tunekit.inspect.attribution.Attribution` objects, their ``to_dict()``
+dicts, or their ``to_frame()`` DataFrames (one, a list, or ``pd.concat`` of
+several); nothing here imports torch. Every token, label and sentence is
+HTML-escaped before it is rendered.
+"""
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from tunekit.config import ConfigError
+
+NORMALIZE = ("row", "global", "none")
+POSITIVE = (214, 39, 40)
+"""RGB of a positive score (red)."""
+NEGATIVE = (31, 119, 180)
+"""RGB of a negative score (blue)."""
+COLORSCALE = [[0.0, "rgb(31,119,180)"], [0.5, "rgb(255,255,255)"], [1.0, "rgb(214,39,40)"]]
+_FIELDS = ("text", "tokens", "scores", "target", "target_label", "prediction", "probabilities",
+           "delta", "gap_relative", "run", "label")
+
+
+# ----- input -------------------------------------------------------------------------------------
+def _from_frame(df: pd.DataFrame) -> list[dict]:
+    missing = {"token", "score"} - set(df.columns)
+    if missing:
+        raise ConfigError(f"an attribution DataFrame needs the columns token and score (missing {sorted(missing)})")
+    keys = [k for k in ("run", "label") if k in df.columns]
+    groups = df.groupby(keys, sort=False) if keys else [((), df)]
+    out = []
+    for _, g in groups:
+        g = g.sort_values("position") if "position" in g.columns else g
+        first = g.iloc[0]
+        rec = {k: first[k] for k in _FIELDS if k in g.columns and k not in ("tokens", "scores")}
+        rec["tokens"], rec["scores"] = g["token"].tolist(), g["score"].tolist()
+        out.append(rec)
+    return out
+
+
+def _one(x: Any) -> list[dict]:
+    if isinstance(x, pd.DataFrame):
+        return _from_frame(x)
+    if isinstance(x, dict):
+        rec = dict(x)
+    elif hasattr(x, "tokens") and hasattr(x, "scores"):  # an Attribution, by duck typing
+        rec = {k: getattr(x, k) for k in _FIELDS if hasattr(x, k)}
+    else:
+        raise ConfigError(f"attributions must be Attribution objects, their dicts or DataFrames "
+                          f"(got {type(x).__name__})")
+    if "tokens" not in rec or "scores" not in rec:
+        raise ConfigError(f"an attribution needs tokens and scores (got the keys {sorted(rec)})")
+    if len(rec["tokens"]) != len(rec["scores"]):
+        raise ConfigError(f"an attribution needs one score per token (got {len(rec['tokens'])} tokens "
+                          f"and {len(rec['scores'])} scores)")
+    return [rec]
+
+
+def as_records(attributions: Any) -> list[dict]:
+    """Plain dicts (tokens, scores, label, run, prediction, ...) from Attribution objects,
+    dicts or DataFrames, one or many."""
+    if isinstance(attributions, (pd.DataFrame, dict)) or hasattr(attributions, "tokens"):
+        items = [attributions]
+    else:
+        try:
+            items = list(attributions)
+        except TypeError:
+            raise ConfigError(f"attributions must be Attribution objects, their dicts or DataFrames "
+                              f"(got {type(attributions).__name__})") from None
+    recs = [r for x in items for r in _one(x)]
+    if not recs:
+        raise ConfigError("attributions is empty: pass at least one attribution")
+    for r in recs:
+        r["scores"] = [float(s) for s in r["scores"]]
+        r["tokens"] = [str(t) for t in r["tokens"]]
+    return recs
+
+
+def row_names(recs: list[dict]) -> list[str]:
+    """Each row's name: its strategy label, plus the run name where two rows share a label."""
+    labels = [str(r.get("label") or r.get("run") or f"#{i}") for i, r in enumerate(recs)]
+    return [f"{lab} ({r.get('run')})" if labels.count(lab) > 1 and r.get("run") not in (None, lab) else lab
+            for lab, r in zip(labels, recs)]
+
+
+def _base_index(recs: list[dict]) -> int:
+    for i, r in enumerate(recs):
+        if r.get("run") == "base" or r.get("label") == "base":
+            return i
+    return 0
+
+
+def _check_normalize(normalize: str) -> None:
+    if normalize not in NORMALIZE:
+        raise ConfigError(f"normalize must be one of {NORMALIZE} (got {normalize!r})")
+
+
+def _scaled(rows: list[list[float]], normalize: str) -> list[list[float]]:
+    """Scores divided by the largest |score| of their row ("row"), of all rows ("global"),
+    or left as they are ("none")."""
+    if normalize == "none":
+        return [list(r) for r in rows]
+    if normalize == "global":
+        m = max((abs(s) for r in rows for s in r), default=0.0)
+        return [[s / m if m > 0 else 0.0 for s in r] for r in rows]
+    out = []
+    for r in rows:
+        m = max((abs(s) for s in r), default=0.0)
+        out.append([s / m if m > 0 else 0.0 for s in r])
+    return out
+
+
+def _differences(recs: list[dict], values: list[list[float]]) -> tuple[list[dict], list[list[float]]]:
+    b = _base_index(recs)
+    base = recs[b]
+    for r in recs:
+        if r["tokens"] != base["tokens"]:
+            raise ConfigError(f"difference=True needs the same tokens in every row; {row_names([r])[0]!r} "
+                              f"has {len(r['tokens'])} tokens that differ from the base's {len(base['tokens'])}")
+    keep = [i for i in range(len(recs)) if i != b]
+    if not keep:
+        raise ConfigError("difference=True needs at least one run besides the base")
+    return [recs[i] for i in keep], [[v - w for v, w in zip(values[i], values[b])] for i in keep]
+
+
+def _matrix(attributions: Any, normalize: str, difference: bool) -> tuple[list[dict], list, list]:
+    """(rows, values to colour, values to show on hover). Without ``difference`` the colours
+    are the scaled scores and hover shows the raw ones; with it, both are the run-minus-base
+    differences of the scaled scores ("row") or of the raw scores."""
+    _check_normalize(normalize)
+    recs = as_records(attributions)
+    raw = [r["scores"] for r in recs]
+    if not difference:
+        return recs, _scaled(raw, normalize), raw
+    recs, diff = _differences(recs, _scaled(raw, "row") if normalize == "row" else raw)
+    return recs, diff, diff
+
+
+def _fmt_prob(r: dict) -> str:
+    p = (r.get("probabilities") or {}).get(r.get("prediction"))
+    pred = str(r.get("prediction", "?"))
+    return f"{pred} ({p:.2f})" if isinstance(p, (int, float)) else pred
+
+
+def _fmt_delta(r: dict) -> str:
+    d, g = r.get("delta"), r.get("gap_relative")
+    if not isinstance(d, (int, float)):
+        return ""
+    rel = f" ({100 * g:.2g} %)" if isinstance(g, (int, float)) and math.isfinite(g) else ""
+    return f"\u03b4 = {d:+.2e}{rel}"
+
+
+# ----- HTML --------------------------------------------------------------------------------------
+def _color(v: float) -> str:
+    """Background for a scaled score in [-1, 1]: red for positive, blue for negative."""
+    v = max(-1.0, min(1.0, v)) if math.isfinite(v) else 0.0
+    r, g, b = POSITIVE if v >= 0 else NEGATIVE
+    return f"rgba({r},{g},{b},{abs(v) * 0.85:.3f})"
+
+
+def attribution_html(attributions: Any, normalize: str = "row", difference: bool = False) -> str:
+    """A self-contained HTML snippet (inline styles, no scripts) stacking the models' token
+    attributions: one row per model with its label, prediction and probability, the
+    tokens as coloured cells (aligned by position across rows; hover for the score) and
+    the convergence delta (relative gap in brackets).
+
+    Args:
+        normalize: colour intensity relative to the largest |score| of each row
+            (``"row"``), of all rows (``"global"``), or the raw score clipped to 1 (``"none"``).
+        difference: show each run minus the base (the row labelled ``base``, else the first)
+            instead of the scores themselves; needs the same tokens in every row.
+    """
+    recs, values, raw = _matrix(attributions, normalize, difference)
+    if difference and normalize != "none":
+        values = _scaled(values, "global")
+    names = row_names(recs)
+    esc = html.escape
+    td = "padding:2px 4px;border:1px solid #eee;white-space:nowrap;"
+    head = "font-weight:600;text-align:left;padding:2px 8px;white-space:nowrap;"
+    rows = []
+    for name, r, vals, rv in zip(names, recs, values, raw):
+        cells = "".join(
+            f'<td style="{td}background:{_color(v)}" title="{esc(tok)}: {s:+.4g}">{esc(tok)}</td>'
+            for tok, v, s in zip(r["tokens"], vals, rv))
+        target = r.get("target_label")
+        explains = f'<br><span style="color:#666;font-weight:400">explains {esc(str(target))}</span>' \
+            if target is not None else ""
+        rows.append(f'<tr><th style="{head}">{esc(name)}{explains}</th>'
+                    f'<td style="{head}font-weight:400">{esc(_fmt_prob(r))}</td>{cells}'
+                    f'<td style="{head}font-weight:400;color:#666">{esc(_fmt_delta(r))}</td></tr>')
+    text = recs[0].get("text")
+    what = "each run minus the base" if difference else "red pushes the explained class up, blue down"
+    caption = (f'<div style="margin-bottom:4px"><b>{esc(str(text))}</b></div>' if text else "") + \
+        f'<div style="color:#666;margin-bottom:4px">Token attributions ({esc(what)}; colour ' \
+        f'normalised: {esc(normalize)}).</div>'
+    return (f'<div class="tunekit-attribution" style="font-family:sans-serif;font-size:13px;overflow-x:auto">'
+            f'{caption}<table style="border-collapse:collapse">{"".join(rows)}</table></div>')
+
+
+# ----- heatmap -----------------------------------------------------------------------------------
+def attribution_view(attributions: Any, difference: bool = False, normalize: str = "row") -> go.Figure:
+    """A heatmap with one row per model and one column per token position (token text as
+    tick labels), on a diverging scale centred at 0 (red up, blue down).
+
+    Args:
+        difference: each run minus the base (rows scaled first when ``normalize="row"``).
+        normalize: divide by each row's largest |score| (``"row"``), by the largest of
+            all rows (``"global"``), or show raw scores (``"none"``). Hover shows the raw score.
+    """
+    recs, values, raw = _matrix(attributions, normalize, difference)
+    names = [html.escape(n) for n in row_names(recs)]
+    ylabels = [f"{n}: {html.escape(_fmt_prob(r))}" for n, r in zip(names, recs)]
+    width = max(len(r["tokens"]) for r in recs)
+    z = [list(v) + [None] * (width - len(v)) for v in values]
+    kind = "difference" if difference else "score"
+    hover = []
+    for n, r, s in zip(names, recs, raw):
+        row = [f"{n}<br>{i}: {html.escape(t)}<br>{kind} {x:+.4g}" for i, (t, x) in enumerate(zip(r["tokens"], s))]
+        hover.append(row + [""] * (width - len(row)))
+    ticks = max(recs, key=lambda r: len(r["tokens"]))["tokens"]
+    zmax = max((abs(v) for row in values for v in row), default=0.0) or 1.0
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(width)), y=list(range(len(recs))), text=hover, hoverinfo="text", colorscale=COLORSCALE,
+        zmid=0.0, zmin=-zmax, zmax=zmax, xgap=1, ygap=1,
+        colorbar={"title": {"text": "difference" if difference else ("score" if normalize == "none"
+                                                                       else "score / max")}}))
+    text = recs[0].get("text")
+    title = ("Attribution: each run minus the base" if difference else "Token attributions")
+    if text:
+        t = str(text)
+        title += f"<br><sup>{html.escape(t if len(t) <= 100 else t[:97] + '...')}</sup>"
+    fig.update_layout(
+        title={"text": title}, template="plotly_white", height=140 + 40 * len(recs),
+        xaxis={"tickmode": "array", "tickvals": list(range(width)), "ticktext": [html.escape(t) for t in ticks],
+               "tickangle": -45, "title": {"text": "token"}},
+        yaxis={"tickmode": "array", "tickvals": list(range(len(recs))), "ticktext": ylabels,
+               "autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 70, "b": 10})
+    return fig
