@@ -1,0 +1,33 @@
+"""Instruments: what adaptation changed, as plain data.
+
+* :mod:`tunekit.inspect.weights` - per-layer weight change and the spectra of the updates.
+* :mod:`tunekit.inspect.representations` - CKA between base and tuned hidden states, PCA.
+* :mod:`tunekit.inspect.attribution` - token attributions with captum's integrated gradients.
+
+Every function takes runs (live, or reloaded from disk after a kernel restart) or
+models, and returns dataclasses or DataFrames; :mod:`tunekit.plots` draws them.
+"""
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "weight_change": "weights", "update_spectra": "weights", "weight_deltas": "weights",
+    "effective_rank": "weights", "stable_rank": "weights", "energy_rank": "weights",
+    "intruder_dimensions": "weights",
+    "linear_cka": "representations", "linear_cka_gram": "representations", "debiased_cka": "representations",
+    "representation_drift": "representations", "pooled_hidden_states": "representations",
+    "pca_features": "representations",
+    "attribute": "attribution", "attribute_runs": "attribution", "Attribution": "attribution",
+    "base_model": "models", "tuned_model": "models",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"tunekit.inspect.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tunekit.inspect' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(_LAZY)
