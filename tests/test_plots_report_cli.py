@@ -227,10 +227,22 @@ def test_cli_compare_end_to_end(tiny_dir, tmp_path, capsys):
     assert all(r.status == "completed" for r in runs)
     assert report.is_file() and f"report: {report.resolve()}" in out
     assert "lora-r2" in out and "trainable params" in out
-    assert report.read_text(encoding="utf-8").count("Plotly.newPlot(") == 5
+    text = report.read_text(encoding="utf-8")
+    # 5 run figures + 8 instrument figures (heatmap, outside-blocks bar, difference, ranks,
+    # spectrum, CKA, PCA, attribution heatmap); the stacked attributions are an HTML table
+    assert text.count("Plotly.newPlot(") == 13
+    for heading in ("Weight change per module", "Representation drift", "Token attributions"):
+        assert f"<h2>{heading}" in text
 
     assert main(["runs", "--runs-dir", str(runs_dir)]) == 0
     assert capsys.readouterr().out.count("completed") == 3
+
+
+def test_cli_compare_without_instruments(tiny_dir, tmp_path):
+    report = tmp_path / "plain.html"
+    rc = main(["compare", "--model", tiny_dir, "--strategies", "probe", "--train-size", "16", "--eval-size", "16",
+               "--runs-dir", str(tmp_path / "runs"), "--report", str(report), "--no-progress", "--no-inspect"])
+    assert rc == 0 and "Representation drift" not in report.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("args, option", [

@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=_positive_int, default=16, help="training examples per step (default 16)")
     c.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c.add_argument("--no-inspect", action="store_true",
+                   help="leave the instruments (weight change, spectra, CKA, PCA, attributions) out of the report")
+    c.add_argument("--sentence", default=None,
+                   help="sentence whose token attributions the report shows (default: a built-in review)")
     c.set_defaults(run=cmd_compare, parser=c)
 
     r = sub.add_parser("runs", help="list the runs in a runs directory",
@@ -170,10 +174,10 @@ def _print_table(runs) -> None:
     print(formatted_table(runs).to_string(index=False))
 
 
-def _write_report(runs, path, title) -> Path:
+def _write_report(runs, path, title, extra=()) -> Path:
     from tunekit.report import write_report
     try:
-        return write_report(runs, path, title=title)
+        return write_report(runs, path, title=title, extra=extra)
     except OSError as e:
         raise InputError("--report", f"cannot write {str(path)!r}: {e.strerror or e}") from e
 
@@ -225,10 +229,22 @@ def cmd_compare(args) -> int:
         raise InputError("--model", str(e)) from e
     _print_table(runs)
     title = args.title or f"{data.name}: {', '.join(r.label for r in runs)} on {args.model}"
-    path = _write_report(runs, args.report, title)
+    extra = [] if args.no_inspect else _instrument_sections(runs, data, args.sentence)
+    path = _write_report(runs, args.report, title, extra)
     print(f"runs: {Path(args.runs_dir).expanduser().resolve()}")
     print(f"report: {path}")
     return 1 if len(runs) < len(strategies) or any(r.status == "failed" for r in runs) else 0
+
+
+def _instrument_sections(runs, data, sentence) -> list:
+    """The instrument views; if one fails, the report is still written without them."""
+    from tunekit.inspect.views import DEFAULT_SENTENCE, instrument_sections
+    try:
+        return instrument_sections(runs, data, sentence or DEFAULT_SENTENCE,
+                                   progress=lambda what: print(f"tunekit: {what}", file=sys.stderr))
+    except Exception as e:  # noqa: BLE001 - the runs are trained; never lose the report over a view
+        print(f"tunekit: instruments skipped ({type(e).__name__}: {e})", file=sys.stderr)
+        return []
 
 
 def cmd_runs(args) -> int:

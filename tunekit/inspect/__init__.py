@@ -19,7 +19,7 @@ _LAZY = {
     "representation_drift": "representations", "pooled_hidden_states": "representations",
     "pca_features": "representations",
     "attribute": "attribution", "attribute_runs": "attribution", "Attribution": "attribution",
-    "base_model": "models", "tuned_model": "models",
+    "base_model": "models", "tuned_model": "models", "instrument_sections": "views",
 }
 
 

@@ -1,0 +1,60 @@
+"""Every instrument for a set of runs, as report sections: ``[(heading, figure or HTML)]``.
+
+    sections = instrument_sections(runs, data, sentence="A charming, funny film.")
+    tk.report.write_report(runs, "report.html", extra=sections)
+
+This is what ``tunekit compare`` adds to its report (unless ``--no-inspect``).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from tunekit import plots
+from tunekit.data import load as load_data
+from tunekit.inspect.attribution import attribute_runs
+from tunekit.inspect.models import RunLike, as_run
+from tunekit.inspect.representations import pca_features, representation_drift
+from tunekit.inspect.weights import update_spectra, weight_change
+
+DEFAULT_SENTENCE = "A gorgeous, witty film, though the last act drags badly."
+
+
+def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str = DEFAULT_SENTENCE,
+                        n: int = 256, seed: int = 0, progress: Optional[callable] = None) -> list[tuple[str, Any]]:
+    """Weight change, update spectra, representation drift, PCA and token attributions of
+    ``runs`` (runs that stopped before any step or failed are left out), as
+    ``(heading, plotly figure or HTML)`` pairs. ``data`` defaults to the runs' built-in data
+    set; drift and PCA use ``n`` seeded validation examples."""
+    runs = [as_run(r) for r in runs]
+    runs = [r for r in runs if r.status in ("completed", "stopped") and (r.summary.get("steps") or 0) > 0]
+    if not runs:
+        return []
+    say = progress or (lambda msg: None)
+    if data is None:
+        data = load_data(runs[0].config["data"]["name"])
+    say("weight change and spectra")
+    wc = weight_change(runs)
+    spectra = update_spectra(runs)
+    moved = spectra.table[spectra.table["delta_norm"] > 0]
+    sections = [("Weight change per module", plots.weight_change_heatmap(wc)),
+                ("Weight change outside the blocks", plots.head_change_bar(wc))]
+    if len(runs) >= 2:
+        sections.append((f"Weight change: {runs[-1].label} minus {runs[-2].label}",
+                         plots.weight_change_difference(wc, runs[-1].name, runs[-2].name)))
+    blocks = moved[moved["block"].notna()]
+    if not blocks.empty:
+        top = int(blocks["block"].max())
+        name = blocks[(blocks["block"] == top) & (blocks["module"] == "query")]["name"]
+        name = name.iloc[0] if len(name) else blocks["name"].iloc[-1]
+        sections += [("Effective rank of the updates", plots.rank_by_block(spectra.table)),
+                     (f"Spectrum of one update ({name})", plots.spectrum(spectra, name))]
+    say("representation drift")
+    sections.append(("Representation drift (linear CKA, base vs tuned)",
+                     plots.cka_by_layer(representation_drift(runs, data=data, n=n, seed=seed))))
+    sections.append(("Pooled features before and after (PCA on the base's axes)",
+                     plots.pca_scatter(pca_features(runs, data, n=n, seed=seed))))
+    say("token attributions")
+    attributions = attribute_runs(runs, sentence)
+    sections += [("Token attributions (integrated gradients)", plots.attribution_html(attributions)),
+                 ("Token attributions, each run minus the base", plots.attribution_view(attributions, difference=True))]
+    return sections
