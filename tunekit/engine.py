@@ -178,6 +178,9 @@ class Trainer:
                 self._keep_initial(saved_initial)
                 self._current = strat
                 lr = phase.lr or cfg.lr or strat.default_lr
+                if cfg.progress:  # like peft's print_trainable_parameters, before anything trains
+                    print(f"{label}{f' phase {p_index + 1}' if len(phases) > 1 else ''}: trainable params "
+                          f"{params['trainable']:,} / {params['total']:,} ({params['percent']:.4g}%)")
                 if p_index == 0:
                     writer.update(params=params)
                     self._emit("train_start", {"run": writer.name, "strategy": self.strategy.describe(),
