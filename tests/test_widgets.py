@@ -1,0 +1,120 @@
+"""The lab without a browser: set traits, click buttons, check state, records and figure data."""
+import time
+
+import pytest
+
+import tunekit as tk
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("anywidget")
+
+
+@pytest.fixture
+def lab(tiny_dir, small, tmp_path):
+    from tunekit.widgets import Lab
+    lab = Lab(model=tiny_dir, data=small, runs_dir=str(tmp_path / "runs"))
+    lab.controls.train_size.value = 32
+    lab.controls.eval_size.value = 16
+    return lab
+
+
+def _wait(lab, timeout=120):
+    lab.wait(timeout)
+    assert not lab.running
+
+
+def test_diagram_lists_groups_and_counts_update_before_training(lab):
+    d, c = lab.diagram, lab.controls
+    assert list(d.toggles) == ["embeddings", "block.0", "block.1", "pooler", "head"]
+    assert d.trainable == ["block.0", "block.1", "pooler", "head"]  # preset "top 2" on a 2-block model
+    d.presets["probe"].click()
+    assert d.trainable == ["head"] and "<b>258</b> of" in c.counts.value
+    d.toggles["block.1"].value = True
+    assert d.trainable == ["block.1", "head"]
+    expected = tk.Freeze(train=["block.1", "head"]).count(lab.model)["trainable"]
+    assert f"<b>{expected:,}</b>" in c.counts.value and "training memory" in c.counts.value
+    for g in d.toggles:
+        d.toggles[g].value = False
+    assert "nothing left to train" in c.counts.value
+
+
+def test_strategy_controls_make_strategies(lab):
+    c = lab.controls
+    c.kind_w.value = "lora"
+    c.rank.value = 4
+    s = c.strategy()
+    assert isinstance(s, tk.LoRA) and s.rank == 4 and lab.diagram.locked
+    assert "<b>" in c.counts.value and c.lora_box.layout.display == ""
+    c.kind_w.value = "full"
+    assert isinstance(c.strategy(), tk.Full) and lab.diagram.trainable == lab.model.active_groups
+    c.kind_w.value = "freeze"
+    assert not lab.diagram.locked and c.lora_box.layout.display == "none"
+    c.default_lr.value = False
+    c.lr.value = 1e-3
+    assert c.overrides()["lr"] == pytest.approx(1e-3) and c.overrides()["train_size"] == 32
+
+
+def test_train_grows_curves_and_adds_a_run(lab):
+    lab.controls.kind_w.value = "lora"
+    lab.controls.rank.value = 2
+    assert lab.train()
+    assert lab.running and lab.train_button.disabled and not lab.stop_button.disabled
+    _wait(lab)
+    loss, acc = lab.loss_fig.data[-1], lab.acc_fig.data[-1]
+    assert len(loss.x) == 2 and len(loss.y) == 2 and len(acc.y) >= 1  # 32 examples / batch 16
+    assert "completed" in lab.status and lab.progress.value == 2
+    runs = tk.list_runs(lab.runs_dir)
+    assert [r.label for r in runs] == ["lora-r2"] and lab.last_run == runs[0].name
+    assert "lora-r2" in lab.runs.table.value and lab.runs.select.value == (runs[0].name,)
+
+
+def test_second_train_is_refused_and_stop_keeps_the_partial_run(lab):
+    lab.controls.kind_w.value = "full"
+    lab.controls.train_size.value = 400
+    lab.controls.epochs.value = 5
+    assert lab.train()
+    deadline = time.time() + 60
+    while not (lab.loss_fig.data and lab.loss_fig.data[-1].x) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not lab.train()
+    assert "already training" in lab.status
+    lab.stop_button.click()
+    _wait(lab)
+    [run] = tk.list_runs(lab.runs_dir)
+    assert run.status == "stopped" and run.summary["steps"] < 125
+    assert "stopped" in lab.status
+
+
+def test_bad_input_shows_in_words_and_nothing_starts(lab):
+    for g in lab.diagram.toggles:
+        lab.diagram.toggles[g].value = False
+    assert not lab.train()
+    assert "Not started" in lab.status and "nothing left to train" in lab.status
+    assert tk.list_runs(lab.runs_dir) == []
+
+
+def test_views_show_figures_for_selected_runs(lab):
+    lab.diagram.presets["probe"].click()
+    lab.train(wait=True)
+    lab.controls.kind_w.value = "full"
+    lab.train(wait=True)
+    assert len(lab.runs.select.value) == 2
+    for view in ("Compare", "Weights", "Representations", "Attribution"):
+        lab.runs.show(view, wait=True)
+        assert lab.runs.message.value == "", lab.runs.message.value
+        assert lab.runs.panes[view].children, view
+    kinds = [type(w).__name__ for w in lab.runs.panes["Weights"].children]
+    assert kinds[0] == "FigureWidget"
+    heat = lab.runs.panes["Weights"].children[0]
+    assert len(heat.data) == 2  # one heatmap panel per run
+    attribution = lab.runs.panes["Attribution"].children[0]
+    assert "[CLS]" in attribution.value
+
+
+def test_attribution_sentence_is_escaped(lab):
+    lab.diagram.presets["probe"].click()
+    lab.train(wait=True)
+    lab.runs.sentence.value = "<script>alert(1)</script> & fine"
+    lab.runs.show("Attribution", wait=True)
+    html_out = lab.runs.panes["Attribution"].children[0].value
+    assert "<script>" not in html_out and "&lt;" in html_out

@@ -1,0 +1,150 @@
+"""The left side of the lab: the model diagram with freeze toggles, and the strategy controls.
+
+State lives in traitlets; turning it into a tunekit Strategy / TrainConfig is one
+small function each (:meth:`StrategyControls.strategy`, :meth:`StrategyControls.overrides`).
+"""
+from __future__ import annotations
+
+import html
+
+import ipywidgets as W
+import traitlets
+
+import tunekit as tk
+from tunekit.runtime import training_memory_estimate
+
+KINDS = [("Freeze (toggle layers)", "freeze"), ("LoRA", "lora"), ("Full fine-tune", "full"),
+         ("Probe (head only)", "probe")]
+
+
+class ModelDiagram(W.VBox):
+    """The model's layer groups, top to bottom, each with a train / frozen toggle."""
+
+    trainable = traitlets.List(traitlets.Unicode()).tag(sync=False)
+    locked = traitlets.Bool(False)
+
+    def __init__(self, model: tk.TextClassifier, **kw):
+        self.model = model
+        self.toggles: dict[str, W.ToggleButton] = {}
+        counts = model.parameter_counts()["by_group"]
+        rows = []
+        for g in model.group_names:
+            unused = g not in model.active_groups
+            t = W.ToggleButton(value=False, description=g, tooltip=f"{counts[g]['total']:,} parameters",
+                               disabled=unused, layout=W.Layout(width="130px"))
+            t.observe(self._toggled, "value")
+            self.toggles[g] = t
+            note = "unused (mean pooling)" if unused else f"{counts[g]['total']:,} params"
+            rows.append(W.HBox([t, W.Label(note, layout=W.Layout(width="170px"))]))
+        self.presets = {name: W.Button(description=name, layout=W.Layout(width="auto"))
+                        for name in ("probe", "top 2", "full")}
+        for name, b in self.presets.items():
+            b.on_click(lambda _b, n=name: self.preset(n))
+        super().__init__([W.HTML("<b>Model</b> (pressed = trains)"), *rows,
+                          W.HBox(list(self.presets.values()))], **kw)
+        self.preset("top 2")
+
+    def preset(self, name: str) -> None:
+        """probe: only the head; top 2: the top two blocks and what sits above; full: everything."""
+        groups = {"probe": ["head"],
+                  "top 2": tk.Freeze.top(2).trainable_groups(self.model),
+                  "full": self.model.active_groups}[name]
+        self.set(groups)
+
+    def set(self, groups) -> None:
+        with self.hold_trait_notifications():
+            for g, t in self.toggles.items():
+                t.value = g in groups and g in self.model.active_groups
+        self.trainable = [g for g, t in self.toggles.items() if t.value]
+
+    def _toggled(self, _change) -> None:
+        self.trainable = [g for g, t in self.toggles.items() if t.value]
+
+    @traitlets.observe("locked")
+    def _lock(self, change) -> None:
+        for g, t in self.toggles.items():
+            t.disabled = change["new"] or g not in self.model.active_groups
+        for b in self.presets.values():
+            b.disabled = change["new"]
+
+
+class StrategyControls(W.VBox):
+    """Strategy and hyper-parameters; ``strategy()`` and ``overrides()`` read them out."""
+
+    kind = traitlets.Unicode("freeze")
+
+    def __init__(self, model: tk.TextClassifier, diagram: ModelDiagram, **kw):
+        self.model, self.diagram = model, diagram
+        style = {"description_width": "110px"}
+        wide = W.Layout(width="330px")
+        self.kind_w = W.Dropdown(options=KINDS, value="freeze", description="strategy", style=style, layout=wide)
+        targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.hf.named_modules()
+                          if type(m).__name__ == "Linear" and n.startswith(model.hf.base_model_prefix + ".")})
+        default_targets = [t for t in tk.LoRA().targets(model)] if targets else []
+        default_short = sorted({t.rsplit(".", 1)[-1] for t in default_targets})
+        self.rank = W.IntSlider(8, min=1, max=64, description="LoRA rank", style=style, layout=wide,
+                                continuous_update=False)
+        self.alpha = W.FloatText(16.0, description="LoRA alpha", style=style, layout=wide)
+        self.targets = W.SelectMultiple(options=targets, value=default_short, rows=min(6, len(targets)),
+                                        description="LoRA targets", style=style, layout=wide)
+        self.lora_box = W.VBox([self.rank, self.alpha, self.targets])
+        self.lr = W.FloatLogSlider(value=1e-4, base=10, min=-6, max=-1, step=0.25, description="learning rate",
+                                   style=style, layout=wide, readout_format=".1e")
+        self.default_lr = W.Checkbox(True, description="strategy's default lr", indent=False)
+        self.epochs = W.BoundedIntText(1, min=1, max=100, description="epochs", style=style, layout=wide)
+        self.batch_size = W.BoundedIntText(16, min=1, max=1024, description="batch size", style=style, layout=wide)
+        self.schedule = W.Dropdown(options=["linear", "cosine", "constant"], description="schedule", style=style,
+                                   layout=wide)
+        self.train_size = W.BoundedIntText(500, min=8, max=10**7, description="train examples", style=style,
+                                           layout=wide)
+        self.eval_size = W.BoundedIntText(300, min=8, max=10**7, description="eval examples", style=style,
+                                          layout=wide)
+        self.seed = W.BoundedIntText(0, min=0, max=2**31 - 1, description="seed", style=style, layout=wide)
+        self.counts = W.HTML()
+        for w in (self.kind_w, self.rank, self.alpha, self.targets):
+            w.observe(self._changed, "value")
+        diagram.observe(self._changed, "trainable")
+        self.default_lr.observe(lambda c: setattr(self.lr, "disabled", c["new"]), "value")
+        self.lr.disabled = True
+        super().__init__([W.HTML("<b>Strategy</b>"), self.kind_w, self.lora_box, self.default_lr, self.lr,
+                          self.epochs, self.batch_size, self.schedule, self.train_size, self.eval_size,
+                          self.seed, self.counts], **kw)
+        self._changed()
+
+    def strategy(self) -> tk.Strategy:
+        """The strategy the controls describe (raises ConfigError on a bad combination)."""
+        kind = self.kind_w.value
+        if kind == "lora":
+            return tk.LoRA(rank=self.rank.value, alpha=self.alpha.value, target_modules=list(self.targets.value))
+        if kind == "full":
+            return tk.Full()
+        if kind == "probe":
+            return tk.Probe()
+        if self.diagram.trainable == ["head"]:  # head only: the probe computes features once
+            return tk.Probe()
+        return tk.Freeze(train=list(self.diagram.trainable))
+
+    def overrides(self) -> dict:
+        """TrainConfig fields set by the controls."""
+        out = dict(epochs=self.epochs.value, batch_size=self.batch_size.value, schedule=self.schedule.value,
+                   train_size=self.train_size.value, eval_size=self.eval_size.value, seed=self.seed.value)
+        if not self.default_lr.value:
+            out["lr"] = float(self.lr.value)
+        return out
+
+    def _changed(self, _change=None) -> None:
+        kind = self.kind = self.kind_w.value
+        self.lora_box.layout.display = "" if kind == "lora" else "none"
+        if kind in ("full", "probe"):
+            self.diagram.set(self.model.active_groups if kind == "full" else ["head"])
+        self.diagram.locked = kind != "freeze"
+        try:
+            c = self.strategy().count(self.model)
+        except tk.ConfigError as e:
+            self.counts.value = f'<span style="color:#b00">{html.escape(str(e))}</span>'
+            return
+        mem = training_memory_estimate(c)
+        self.counts.value = (f"<b>{c['trainable']:,}</b> of {c['total']:,} parameters train "
+                             f"(<b>{c['percent']:.3g}%</b>)<br>training memory &ge; {mem['total_mb']:,} MB "
+                             f"(weights {mem['weights_mb']:,} + gradients {mem['gradients_mb']:,} + AdamW "
+                             f"{mem['optimizer_mb']:,}; activations extra)")

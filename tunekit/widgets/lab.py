@@ -1,0 +1,159 @@
+"""``tk.Lab()``: freeze layers, pick a rank, train with live curves and Stop, then compare.
+
+Training runs in a worker thread, so the kernel keeps serving widget messages and
+the curves grow while it trains. Stop asks the core Trainer to end at the next
+step; the partial run is kept (status "stopped"). A second Train while one runs is
+refused with a message. Errors (bad input, NaN, out of memory) show in the status
+line, in words.
+"""
+from __future__ import annotations
+
+import html
+import threading
+from typing import Any, Optional
+
+import ipywidgets as W
+import plotly.graph_objects as go
+import traitlets
+
+import tunekit as tk
+from tunekit.config import DEFAULT_RUNS_DIR
+from tunekit.widgets.controls import ModelDiagram, StrategyControls
+from tunekit.widgets.views import RunsPanel
+
+
+class Lab(W.VBox):
+    """The notebook lab.
+
+    Args:
+        model: built-in name, directory or cached hub id (a fresh copy trains each run).
+        data: a TextDataset, DataFrame, CSV path or built-in name.
+        runs_dir: where run records go (and are listed from, across kernel restarts).
+    """
+
+    status = traitlets.Unicode("")
+    running = traitlets.Bool(False)
+    last_run = traitlets.Unicode("")
+
+    def __init__(self, model: str = "minilm", data: Any = "rotten_tomatoes", runs_dir: str = DEFAULT_RUNS_DIR):
+        self.data = tk.data.load(data)
+        self.model_source = model
+        self.runs_dir = runs_dir
+        self.model = tk.load_model(model, label_names=self.data.label_names)
+        self.diagram = ModelDiagram(self.model)
+        self.controls = StrategyControls(self.model, self.diagram)
+        self.train_button = W.Button(description="Train", button_style="primary", icon="play")
+        self.stop_button = W.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
+        self.train_button.on_click(lambda _b: self.train())
+        self.stop_button.on_click(lambda _b: self.stop())
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="300px"))
+        self.status_w = W.HTML()
+        self.loss_fig = go.FigureWidget(layout=dict(title="training loss", height=280, template="plotly_white",
+                                                    margin=dict(l=50, r=10, t=40, b=40), xaxis_title="step"))
+        self.acc_fig = go.FigureWidget(layout=dict(title="validation accuracy", height=280, template="plotly_white",
+                                                   margin=dict(l=50, r=10, t=40, b=40), xaxis_title="step"))
+        self.runs = RunsPanel(runs_dir, self.data)
+        self._trainer: Optional[tk.Trainer] = None
+        self._thread: Optional[threading.Thread] = None
+        header = W.HTML(f"<h3>tunekit lab</h3><p>{html.escape(repr(self.data))}<br>"
+                        f"model: {html.escape(model)} ({self.model.num_blocks} blocks, pooling "
+                        f"{self.model.pooling})</p>")
+        left = W.VBox([self.diagram, self.controls], layout=W.Layout(width="360px"))
+        right = W.VBox([W.HBox([self.train_button, self.stop_button, self.progress]), self.status_w,
+                        self.loss_fig, self.acc_fig], layout=W.Layout(flex="1"))
+        super().__init__([header, W.HBox([left, right]), self.runs])
+        self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
+
+    # ----- actions ----------------------------------------------------------------------------------
+    def train(self, wait: bool = False) -> bool:
+        """Start a run in a worker thread (``wait=True`` joins it). Refused while one runs."""
+        if self.running:
+            self._say("A run is already training: stop it first (a second Train is not queued).", "warn")
+            return False
+        try:
+            strategy = self.controls.strategy()
+            overrides = self.controls.overrides()
+            model = tk.load_model(self.model_source, label_names=self.data.label_names, seed=overrides["seed"])
+            trainer = tk.Trainer(model, self.data, strategy, runs_dir=self.runs_dir, progress=False, **overrides)
+            for ph in strategy.phases():
+                ph.strategy.count(model)
+        except (tk.ConfigError, tk.DataError, tk.ModelNotFoundError) as e:
+            self._say(f"Not started: {e}", "error")
+            return False
+        self._trainer = trainer
+        self._start_curves(strategy.label)
+        trainer.add_callback("train_start", self._on_start)
+        trainer.add_callback("step", self._on_step)
+        trainer.add_callback("eval", self._on_eval)
+        self.running = True
+        self.train_button.disabled, self.stop_button.disabled = True, False
+        self._say(f"Training {strategy.label} ...", "info")
+        self._thread = threading.Thread(target=self._work, name="tunekit-train", daemon=True)
+        self._thread.start()
+        if wait:
+            self.wait()
+        return True
+
+    def stop(self) -> None:
+        """Ask the running run to stop at its next step (its partial record is kept)."""
+        if self._trainer is not None and self.running:
+            self._trainer.stop()
+            self._say("Stopping at the next step ...", "info")
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Block until the current run has finished (for scripts and tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # ----- worker thread ----------------------------------------------------------------------------
+    def _work(self) -> None:
+        trainer = self._trainer
+        try:
+            run = trainer.run()
+            s = run.summary
+            acc = s.get("val_accuracy")
+            acc = f", validation accuracy {acc:.3f}" if isinstance(acc, float) else ""
+            kind = "ok" if run.status == "completed" else "warn"
+            self._say(f"Run {run.name} {run.status}{acc} "
+                      f"({s.get('steps')} steps, {s.get('wall_time_s')} s).", kind)
+            self.last_run = run.name
+        except tk.engine.TrainingError as e:
+            self._say(f"Run failed: {e}", "error")
+            self.last_run = e.run.name if e.run is not None else ""
+        except Exception as e:  # noqa: BLE001 - show every failure in the app, in words
+            self._say(f"Run failed: {type(e).__name__}: {e}", "error")
+        finally:
+            self.running = False
+            self.train_button.disabled, self.stop_button.disabled = False, True
+            self.runs.refresh()
+
+    def _start_curves(self, label: str) -> None:
+        with self.loss_fig.batch_update():
+            self.loss_fig.add_scatter(x=[], y=[], mode="lines", name=label)
+        with self.acc_fig.batch_update():
+            self.acc_fig.add_scatter(x=[], y=[], mode="lines+markers", name=label)
+        self.progress.value = 0
+
+    def _on_start(self, ev) -> None:
+        self.progress.max = max(1, ev.payload["total_steps"])
+        p = ev.payload["params"]
+        self._say(f"Training {ev.payload['run']}: {p['trainable']:,} of {p['total']:,} "
+                  f"parameters train ({p['percent']:.3g}%) on {ev.payload['device']}.", "info")
+
+    def _on_step(self, ev) -> None:
+        trace = self.loss_fig.data[-1]
+        with self.loss_fig.batch_update():
+            trace.x = tuple(trace.x or ()) + (ev.payload["step"],)
+            trace.y = tuple(trace.y or ()) + (ev.payload["loss"],)
+        self.progress.value = min(ev.payload["step"], self.progress.max)
+
+    def _on_eval(self, ev) -> None:
+        trace = self.acc_fig.data[-1]
+        with self.acc_fig.batch_update():
+            trace.x = tuple(trace.x or ()) + (ev.payload["step"],)
+            trace.y = tuple(trace.y or ()) + (ev.payload["val_accuracy"],)
+
+    def _say(self, message: str, kind: str = "info") -> None:
+        """Show ``message`` (plain text, escaped here) in the status line."""
+        color = {"info": "#333", "ok": "#176f2c", "warn": "#8a5a00", "error": "#b00020"}[kind]
+        self.status = f'<span class="tunekit-status tunekit-{kind}" style="color:{color}">{html.escape(message)}</span>'

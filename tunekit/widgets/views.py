@@ -1,0 +1,128 @@
+"""The lower half of the lab: every run in the runs directory, and the views over a selection.
+
+Each view is one call into :mod:`tunekit.inspect` and :mod:`tunekit.plots`; figures are
+shown as plotly FigureWidgets, tables and attributions as escaped HTML.
+"""
+from __future__ import annotations
+
+import html
+import threading
+from typing import Callable
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+import tunekit as tk
+from tunekit import inspect, plots
+from tunekit.inspect.views import DEFAULT_SENTENCE
+
+VIEWS = ("Compare", "Weights", "Representations", "Attribution")
+
+
+def _as_widget(item) -> W.Widget:
+    if isinstance(item, str):
+        return W.HTML(item)
+    return go.FigureWidget(item)
+
+
+class RunsPanel(W.VBox):
+    """A table of the runs on disk, a selection, and the Compare / Weights /
+    Representations / Attribution views of the selected runs."""
+
+    def __init__(self, runs_dir: str, data: tk.TextDataset):
+        self.runs_dir, self.data = runs_dir, data
+        self.table = W.HTML()
+        self.select = W.SelectMultiple(options=[], rows=6, description="compare", layout=W.Layout(width="520px"))
+        self.refresh_button = W.Button(description="Refresh runs", icon="refresh")
+        self.refresh_button.on_click(lambda _b: self.refresh())
+        self.sentence = W.Text(value=DEFAULT_SENTENCE, description="sentence", layout=W.Layout(width="620px"))
+        self.message = W.HTML()
+        self.panes = {name: W.VBox() for name in VIEWS}
+        self.buttons = {}
+        tabs = []
+        for name in VIEWS:
+            b = W.Button(description=f"Show {name.lower()}", button_style="info")
+            b.on_click(lambda _b, n=name: self.show(n))
+            self.buttons[name] = b
+            extra = [self.sentence] if name == "Attribution" else []
+            tabs.append(W.VBox([*extra, b, self.panes[name]]))
+        self.tabs = W.Tab(children=tabs)
+        for i, name in enumerate(VIEWS):
+            self.tabs.set_title(i, name)
+        super().__init__([W.HTML("<b>Runs</b> (in " + html.escape(str(runs_dir)) + ")"), self.table,
+                          W.HBox([self.select, self.refresh_button]), self.message, self.tabs])
+        self.refresh()
+
+    def runs(self) -> list:
+        return tk.list_runs(self.runs_dir)
+
+    def selected(self) -> list:
+        names = set(self.select.value)
+        return [r for r in self.runs() if r.name in names]
+
+    def refresh(self) -> None:
+        """Re-read the runs directory (it survives kernel restarts); select the newest runs."""
+        runs = self.runs()
+        table = plots.comparison_table(runs) if runs else None
+        self.table.value = (table.to_html(index=False, escape=True, classes="tunekit-runs", border=0)
+                            if table is not None else "<i>No runs yet: press Train.</i>")
+        before, known = set(self.select.value), {v for _, v in self.select.options}
+        self.select.options = [(f"{r.label}  {r.name}  [{r.status}]", r.name) for r in runs]
+        # keep the selection, and add runs that appeared since (the one just trained)
+        chosen = [r.name for r in runs if r.name in before or (known and r.name not in known)]
+        self.select.value = tuple(chosen or [r.name for r in runs[-4:]])
+
+    def show(self, view: str, wait: bool = False) -> None:
+        """Compute a view for the selected runs (in a thread: the kernel stays responsive)."""
+        runs = self.selected()
+        if not runs:
+            self.message.value = "<i>Select one or more runs first.</i>"
+            return
+        builders: dict[str, Callable[[list], list]] = {
+            "Compare": self._view_compare, "Weights": self._view_weights,
+            "Representations": self._view_representations, "Attribution": self._view_attribution}
+        self.message.value = f"<i>Computing {html.escape(view.lower())} for {len(runs)} run(s) ...</i>"
+
+        def work():
+            try:
+                self.panes[view].children = [_as_widget(x) for x in builders[view](runs)]
+                self.message.value = ""
+            except Exception as e:  # noqa: BLE001 - say it in the app, in words
+                self.message.value = (f'<span style="color:#b00020">{html.escape(view)} failed: '
+                                      f"{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>")
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        if wait:
+            thread.join()
+
+    def _view_compare(self, runs: list) -> list:
+        return [plots.training_curves(runs), plots.eval_curves(runs),
+                plots.pareto(runs, "trainable_params"), plots.pareto(runs, "peak_memory_mb"),
+                plots.pareto(runs, "wall_time_s")]
+
+    def _usable(self, runs: list) -> list:
+        ok = [r for r in runs if (r.summary.get("steps") or 0) > 0 and r.status in ("completed", "stopped")]
+        if not ok:
+            raise ValueError("none of the selected runs has trained weights to inspect")
+        return ok
+
+    def _view_weights(self, runs: list) -> list:
+        runs = self._usable(runs)
+        wc = inspect.weight_change(runs)
+        sp = inspect.update_spectra(runs)
+        out = [plots.weight_change_heatmap(wc), plots.head_change_bar(wc)]
+        if len(runs) >= 2:
+            out.append(plots.weight_change_difference(wc, runs[-1].name, runs[0].name))
+        if (sp.table["delta_norm"] > 0).any() and sp.table["block"].notna().any():
+            out.append(plots.rank_by_block(sp.table))
+        return out
+
+    def _view_representations(self, runs: list) -> list:
+        runs = self._usable(runs)
+        return [plots.cka_by_layer(inspect.representation_drift(runs, data=self.data, n=128)),
+                plots.pca_scatter(inspect.pca_features(runs, self.data, n=128))]
+
+    def _view_attribution(self, runs: list) -> list:
+        runs = self._usable(runs)
+        attrs = inspect.attribute_runs(runs, self.sentence.value)
+        return [plots.attribution_html(attrs), plots.attribution_view(attrs, difference=True)]
