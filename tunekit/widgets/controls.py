@@ -55,9 +55,11 @@ class ModelDiagram(W.VBox):
         with self.hold_trait_notifications():
             for g, t in self.toggles.items():
                 t.value = g in groups and g in self.model.active_groups
-        self.trainable = [g for g, t in self.toggles.items() if t.value]
+        self._toggled(None)
 
     def _toggled(self, _change) -> None:
+        for t in self.toggles.values():
+            t.button_style = "success" if t.value else ""
         self.trainable = [g for g, t in self.toggles.items() if t.value]
 
     @traitlets.observe("locked")

@@ -29,21 +29,24 @@ class Lab(W.VBox):
         model: built-in name, directory or cached hub id (a fresh copy trains each run).
         data: a TextDataset, DataFrame, CSV path or built-in name.
         runs_dir: where run records go (and are listed from, across kernel restarts).
+        train_size, eval_size: the starting values of the "train examples" and "eval examples" boxes.
     """
 
     status = traitlets.Unicode("")
     running = traitlets.Bool(False)
     last_run = traitlets.Unicode("")
 
-    def __init__(self, model: str = "minilm", data: Any = "rotten_tomatoes", runs_dir: str = DEFAULT_RUNS_DIR):
+    def __init__(self, model: str = "minilm", data: Any = "rotten_tomatoes", runs_dir: str = DEFAULT_RUNS_DIR,
+                 train_size: int = 500, eval_size: int = 300):
         self.data = tk.data.load(data)
         self.model_source = model
         self.runs_dir = runs_dir
         self.model = tk.load_model(model, label_names=self.data.label_names)
         self.diagram = ModelDiagram(self.model)
         self.controls = StrategyControls(self.model, self.diagram)
-        self.train_button = W.Button(description="Train", button_style="primary", icon="play")
-        self.stop_button = W.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
+        self.controls.train_size.value, self.controls.eval_size.value = train_size, eval_size
+        self.train_button = W.Button(description="Train", button_style="primary")
+        self.stop_button = W.Button(description="Stop", button_style="warning", disabled=True)
         self.train_button.on_click(lambda _b: self.train())
         self.stop_button.on_click(lambda _b: self.stop())
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="300px"))
@@ -128,6 +131,7 @@ class Lab(W.VBox):
             self.runs.refresh()
 
     def _start_curves(self, label: str) -> None:
+        label = f"{label} #{len(self.loss_fig.data) + 1}"  # the n-th run trained in this lab
         with self.loss_fig.batch_update():
             self.loss_fig.add_scatter(x=[], y=[], mode="lines", name=label)
         with self.acc_fig.batch_update():

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 import tunekit as tk
 from tunekit import inspect, plots
 from tunekit.inspect.views import DEFAULT_SENTENCE
+from tunekit.report import formatted_table
 
 VIEWS = ("Compare", "Weights", "Representations", "Attribution")
 
@@ -33,7 +34,7 @@ class RunsPanel(W.VBox):
         self.runs_dir, self.data = runs_dir, data
         self.table = W.HTML()
         self.select = W.SelectMultiple(options=[], rows=6, description="compare", layout=W.Layout(width="520px"))
-        self.refresh_button = W.Button(description="Refresh runs", icon="refresh")
+        self.refresh_button = W.Button(description="Refresh runs")
         self.refresh_button.on_click(lambda _b: self.refresh())
         self.sentence = W.Text(value=DEFAULT_SENTENCE, description="sentence", layout=W.Layout(width="620px"))
         self.message = W.HTML()
@@ -63,7 +64,7 @@ class RunsPanel(W.VBox):
     def refresh(self) -> None:
         """Re-read the runs directory (it survives kernel restarts); select the newest runs."""
         runs = self.runs()
-        table = plots.comparison_table(runs) if runs else None
+        table = formatted_table(runs) if runs else None
         self.table.value = (table.to_html(index=False, escape=True, classes="tunekit-runs", border=0)
                             if table is not None else "<i>No runs yet: press Train.</i>")
         before, known = set(self.select.value), {v for _, v in self.select.options}
