@@ -328,9 +328,9 @@ class Trainer:
                 writer.save_adapter(model.module)
                 summary["weights"] = "adapter"
             else:
-                trained = {canonical_name(n): p for n, p in model.module.named_parameters() if p.requires_grad}
-                for n in saved_initial:  # parameters trained in an earlier phase (LP-FT's head)
-                    trained.setdefault(canonical_name(n), dict(model.module.named_parameters())[n])
+                params = dict(model.module.named_parameters())
+                # trainable now, or trained in an earlier phase (LP-FT's head)
+                trained = {canonical_name(n): p for n, p in params.items() if p.requires_grad or n in saved_initial}
                 writer.save_tensors("weights.safetensors", trained)
                 summary["weights"] = "weights.safetensors"
         return summary
