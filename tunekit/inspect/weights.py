@@ -27,7 +27,6 @@ import torch
 from tunekit.inspect.models import RunLike, as_run, tuned_model
 from tunekit.models import TextClassifier, canonical_name, load_model
 
-MODULE_ORDER = ["query", "key", "value", "attn_out", "attn_norm", "gate", "intermediate", "output", "out_norm"]
 _MODULE_NAMES = {
     # BERT-style encoders
     "attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
