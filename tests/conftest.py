@@ -3,6 +3,8 @@ small slices of the real built-in data."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -41,3 +43,38 @@ def fast(tmp_path):
     """TrainConfig overrides for quick runs."""
     return dict(runs_dir=str(tmp_path / "runs"), train_size=64, batch_size=16, progress=False,
                 evals_per_epoch=2)
+
+
+# ----- notebooks (tests/test_notebooks.py, tests/test_export.py) ----------------------------------
+def _uses_this_python(spec) -> bool:
+    exe = spec.argv[0] if spec.argv else ""
+    if exe in ("python", f"python{sys.version_info[0]}", f"python{sys.version_info[0]}.{sys.version_info[1]}"):
+        return True  # jupyter_client replaces a bare "python" with sys.executable
+    return os.path.abspath(exe) == os.path.abspath(sys.executable)  # not resolved: venvs symlink one python
+
+
+@pytest.fixture(scope="session")
+def python3_kernel(tmp_path_factory):
+    """A ``python3`` kernelspec that runs this interpreter (so the kernel sees tunekit).
+
+    A fresh venv with ipykernel usually has one; otherwise (or when the ``python3`` found
+    first belongs to another interpreter) one is installed under a temporary prefix and
+    put first on JUPYTER_PATH for the session."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel, find_kernel_specs
+
+    try:
+        ok = "python3" in find_kernel_specs() and _uses_this_python(KernelSpecManager().get_kernel_spec("python3"))
+    except NoSuchKernel:
+        ok = False
+    if ok:
+        yield "python3"
+        return
+    prefix = tmp_path_factory.mktemp("kernel-prefix")
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", "python3"],
+                   check=True, capture_output=True)
+    mp = pytest.MonkeyPatch()
+    paths = [str(prefix / "share" / "jupyter")] + [p for p in [os.environ.get("JUPYTER_PATH")] if p]
+    mp.setenv("JUPYTER_PATH", os.pathsep.join(paths))
+    assert _uses_this_python(KernelSpecManager().get_kernel_spec("python3"))
+    yield "python3"
+    mp.undo()

@@ -10,17 +10,14 @@ are checked (table rows, plotly figures, attribution HTML).
 """
 from __future__ import annotations
 
-import ast
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
+import static_page  # noqa: E402  (tests/ is on sys.path)
+from tunekit.export import export_html, parameter_names, run_notebook  # noqa: E402
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
@@ -31,17 +28,6 @@ PLOTLY = "application/vnd.plotly.v1+json"
 
 def _read(path: Path):
     return nbformat.read(str(path), as_version=4)
-
-
-def _params_cell(nb):
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
-    assert len(cells) == 1, f"expected exactly one cell tagged 'parameters' (got {len(cells)})"
-    return cells[0]
-
-
-def _assigned(source: str) -> set[str]:
-    return {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
-            for t in node.targets if isinstance(t, ast.Name)}
 
 
 # ----- static checks ------------------------------------------------------------------------------
@@ -58,7 +44,7 @@ def test_committed_notebook_is_clean(path):
     assert spec.get("name") == "python3" and spec.get("display_name") == "Python 3", spec
     first = nb.cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# "), "start with a markdown title"
-    _params_cell(nb)
+    assert parameter_names(nb), "the parameters cell assigns nothing"
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
@@ -68,51 +54,14 @@ def test_committed_notebook_is_clean(path):
 
 
 # ----- execution ---------------------------------------------------------------------------------
-def _uses_this_python(spec) -> bool:
-    exe = spec.argv[0] if spec.argv else ""
-    if exe in ("python", f"python{sys.version_info[0]}", f"python{sys.version_info[0]}.{sys.version_info[1]}"):
-        return True  # jupyter_client replaces a bare "python" with sys.executable
-    return os.path.abspath(exe) == os.path.abspath(sys.executable)  # not resolved: venvs symlink one python
-
-
-@pytest.fixture(scope="session")
-def python3_kernel(tmp_path_factory):
-    """A ``python3`` kernelspec that runs this interpreter (so the kernel sees tunekit).
-
-    A fresh venv with ipykernel usually has one; otherwise (or when the ``python3`` found
-    first belongs to another interpreter) one is installed under a temporary prefix and
-    put first on JUPYTER_PATH for the session."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel, find_kernel_specs
-
-    try:
-        ok = "python3" in find_kernel_specs() and _uses_this_python(KernelSpecManager().get_kernel_spec("python3"))
-    except NoSuchKernel:
-        ok = False
-    if ok:
-        yield "python3"
-        return
-    prefix = tmp_path_factory.mktemp("kernel-prefix")
-    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--prefix", str(prefix), "--name", "python3"],
-                   check=True, capture_output=True)
-    mp = pytest.MonkeyPatch()
-    paths = [str(prefix / "share" / "jupyter")] + [p for p in [os.environ.get("JUPYTER_PATH")] if p]
-    mp.setenv("JUPYTER_PATH", os.pathsep.join(paths))
-    assert _uses_this_python(KernelSpecManager().get_kernel_spec("python3"))
-    yield "python3"
-    mp.undo()
-
-
-def _execute(name: str, params: str, workdir: Path, kernel: str):
-    """Run notebook ``name`` with its parameters cell replaced by ``params``; return it executed."""
-    from nbclient import NotebookClient
-
+def _execute(name: str, params: dict, workdir: Path, kernel: str, store_widget_state: bool = False):
+    """Run notebook ``name`` with ``params`` injected after its parameters cell (every name of
+    that cell must be given: the defaults are sized for a workshop, not for a test)."""
     nb = _read(NOTEBOOKS / name)
-    cell = _params_cell(nb)
-    missing = _assigned(cell.source) - _assigned(params)
+    missing = set(parameter_names(nb)) - set(params)
     assert not missing, f"the test parameters lack {sorted(missing)} (set in the notebook's parameters cell)"
-    cell.source = params
-    NotebookClient(nb, timeout=600, kernel_name=kernel, resources={"metadata": {"path": str(workdir)}},
-                   store_widget_state=False).execute()
+    nb = run_notebook(nb, params=params, cwd=workdir, timeout=600, kernel_name=kernel,
+                      store_widget_state=store_widget_state)
     for i, c in enumerate(nb.cells):
         errors = [o for o in c.get("outputs", []) if o.output_type == "error"]
         assert not errors, f"cell {i} raised {errors[0].ename}: {errors[0].evalue}"
@@ -144,23 +93,15 @@ def _attribution_html(nb) -> list[str]:
             if "tunekit-attribution" in d.get("text/html", "")]
 
 
-def _runs_dir(tmp_path: Path) -> str:
-    return json.dumps(str(tmp_path / "runs"))
+def _small(tmp_path: Path, **params) -> dict:
+    """Test sizes shared by the training notebooks, plus each notebook's own names."""
+    return {"TRAIN_SIZE": 48, "EVAL_SIZE": 32, "EPOCHS": 1, "SEED": 0, "RUNS_DIR": str(tmp_path / "runs"), **params}
 
 
 @pytest.mark.slow
 def test_02_transfer_vs_finetune_runs(python3_kernel, tmp_path):
-    params = f"""
-TRAIN_SIZE = 48
-EVAL_SIZE = 32
-EPOCHS = 1
-SEED = 0
-N_INSPECT = 16
-SENTENCE = "A charming, funny film."
-N_STEPS = 8
-RUNS_DIR = {_runs_dir(tmp_path)}
-"""
-    nb = _execute("02_transfer_vs_finetune.ipynb", params, tmp_path, python3_kernel)
+    params = _small(tmp_path, N_INSPECT=16, SENTENCE="A charming, funny film.", N_STEPS=8)
+    nb = _execute("02_transfer_vs_finetune.ipynb", params, tmp_path, python3_kernel, store_widget_state=True)
     assert _table_rows(_tagged(nb, "comparison-table")) == 4
     figures = _figures(nb)
     titles = " | ".join(str(f.get("layout", {}).get("title", {}).get("text", "")) for f in figures)
@@ -170,19 +111,35 @@ RUNS_DIR = {_runs_dir(tmp_path)}
     (html,) = _attribution_html(nb)
     assert html.count("<tr>") == 5  # base, probe, freeze, LoRA, full
     assert len(list((tmp_path / "runs").iterdir())) == 4
+    _check_export(nb, tmp_path, expect_plots=len(figures))
+
+
+def _check_export(nb, tmp_path: Path, expect_plots: int, expect_widgets: bool = False) -> dict:
+    """Export the executed notebook and open the page offline in Chromium: every figure draws."""
+    page = export_html(nb, tmp_path / "site" / "page.html")
+    if not static_page.available():
+        pytest.skip("Debian chromium / playwright not installed (bash scripts/setup.sh --dev installs them)")
+    state = static_page.check_page(page, expect_plots=expect_plots, expect_widgets=expect_widgets,
+                                   screenshot=tmp_path / "page.png")
+    assert state["plots"] == expect_plots, state
+    assert state["error_widgets"] == 0 and not state["text"] and not state["console_errors"], state
+    return state
+
+
+@pytest.mark.slow
+def test_01_quickstart_lab_exports_to_a_static_page(python3_kernel, tmp_path):
+    params = {"MODEL": "minilm", "DATA": "rotten_tomatoes", "RUNS_DIR": str(tmp_path / "runs"),
+              "TRAIN_SIZE": 48, "EVAL_SIZE": 32}
+    nb = _execute("01_quickstart.ipynb", params, tmp_path, python3_kernel, store_widget_state=True)
+    assert "widgets" in nb.metadata, "nbclient saved the lab's widget state"
+    state = _check_export(nb, tmp_path, expect_plots=2, expect_widgets=True)  # loss and accuracy FigureWidgets
+    assert {"Train", "Stop", "Show compare"} <= set(state["buttons"]), state["buttons"]
+    assert {"training loss", "validation accuracy"} <= set(state["titles"]), state["titles"]
 
 
 @pytest.mark.slow
 def test_03_lora_rank_runs(python3_kernel, tmp_path):
-    params = f"""
-RANKS = [1, 4]
-ALPHA = None
-TRAIN_SIZE = 48
-EVAL_SIZE = 32
-EPOCHS = 1
-SEED = 0
-RUNS_DIR = {_runs_dir(tmp_path)}
-"""
+    params = _small(tmp_path, RANKS=[1, 4], ALPHA=None)
     nb = _execute("03_lora_rank.ipynb", params, tmp_path, python3_kernel)
     cell = _tagged(nb, "rank-table")
     assert _table_rows(cell) == 2
@@ -193,16 +150,8 @@ RUNS_DIR = {_runs_dir(tmp_path)}
 
 @pytest.mark.slow
 def test_04_attributions_runs(python3_kernel, tmp_path):
-    params = f"""
-TRAIN_SIZE = 48
-EVAL_SIZE = 32
-EPOCHS = 1
-SEED = 0
-SENTENCES = ["A charming, funny film.", "Dull and far too long."]
-N_STEPS = 8
-STEPS = [5, 10]
-RUNS_DIR = {_runs_dir(tmp_path)}
-"""
+    params = _small(tmp_path, SENTENCES=["A charming, funny film.", "Dull and far too long."], N_STEPS=8,
+                    STEPS=[5, 10])
     nb = _execute("04_attributions.ipynb", params, tmp_path, python3_kernel)
     htmls = _attribution_html(nb)
     assert len(htmls) == 2 and all(h.count("<tr>") == 4 for h in htmls)  # base, probe, LoRA, full

@@ -2,6 +2,7 @@
 
     tunekit compare --strategies probe,freeze,lora:4,full --epochs 1 --train-size 1000
     tunekit runs --runs-dir ./tunekit-runs --report old-runs.html
+    tunekit export notebooks/*.ipynb --execute -p TRAIN_SIZE=200 --out site
     python -m tunekit.cli compare ...
 
 ``compare`` trains each strategy on a fresh copy of the same model and data
@@ -165,6 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="runs directory (default %(default)s)")
     r.add_argument("--report", default=None, help="also write an HTML report of these runs to this file")
     r.set_defaults(run=cmd_runs, parser=r)
+
+    e = sub.add_parser("export", help="write notebooks as HTML pages whose figures and widgets render offline",
+                       description="Write each notebook as OUT/NAME.html, drawing its plotly figures and saved "
+                                   "widgets with no kernel and no internet (the widget JavaScript is written next "
+                                   "to the pages). With --execute, run each notebook first on a fresh kernel.")
+    e.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help=".ipynb files")
+    e.add_argument("--out", default="tunekit-pages", help="folder for the pages (default %(default)s)")
+    e.add_argument("--execute", action="store_true", help="run each notebook top to bottom first")
+    e.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="with --execute: set a name of the notebooks' parameters cell, e.g. -p TRAIN_SIZE=200 "
+                        "(VALUE is a Python literal, else a string)")
+    e.add_argument("--timeout", type=_positive_int, default=1800,
+                   help="with --execute: seconds one cell may run (default %(default)s)")
+    e.add_argument("--cdn", action="store_true",
+                   help="load the widget manager from a CDN instead of writing local copies (needs internet to view)")
+    e.set_defaults(run=cmd_export, parser=e)
     return parser
 
 
@@ -259,6 +276,22 @@ def cmd_runs(args) -> int:
         _print_table(runs)
     if args.report:
         print(f"report: {_write_report(runs, args.report, f'tunekit runs in {root}')}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from tunekit.export import ExportError, export_notebooks, parse_parameter
+    try:
+        params = dict(parse_parameter(p) for p in args.param)
+    except ExportError as e:
+        raise InputError("--param", str(e).partition(": ")[2]) from e
+    try:
+        export_notebooks(args.notebooks, args.out, execute=args.execute, params=params, cdn=args.cdn,
+                         timeout=args.timeout, progress=lambda m: print(f"tunekit: {m}", file=sys.stderr))
+    except ExportError as e:
+        message = str(e)
+        option = {"params": "--param", "notebook": "NOTEBOOK", "notebooks": "NOTEBOOK"}.get(message.split(":")[0])
+        raise InputError(option, message.partition(": ")[2] if option else message) from e
     return 0
 
 
