@@ -79,15 +79,22 @@ def test_decoder_last_token_pooling_sees_the_sentence_ids(tmp_path):
     torch.manual_seed(0)
     LlamaModel(cfg).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    model = tk.load_model(str(tmp_path))
+    assert tk.load_model(str(tmp_path)).pooling == "last"  # tunekit's default for a decoder with a score head
+    # Hugging Face's own head finds the last token by comparing ids with the pad id
+    model = tk.load_model(str(tmp_path), pooling="model")
     model.tokenizer.pad_token = "[SEP]"
     model.hf.config.pad_token_id = tok.sep_token_id
-    assert model.pooling == "model"
     a = attribute(model, TEXT)
     assert a.gap_relative < 1e-3  # measured 3e-5
     enc = model.tokenizer([TEXT], return_tensors="pt", return_special_tokens_mask=True)
     naive = float(logits_of(model, pad_baseline(model, enc["input_ids"], enc["special_tokens_mask"]))[a.target])
     assert abs(naive - a.f_baseline) > 10 * abs(a.delta)  # feeding the baseline ids whole would pool elsewhere
+    # "last" pooling finds it from the attention mask, so the baseline's ids cannot move it
+    model.pooling = "last"
+    b = attribute(model, TEXT)
+    assert b.gap_relative < 1e-3
+    naive = float(logits_of(model, pad_baseline(model, enc["input_ids"], enc["special_tokens_mask"]))[b.target])
+    assert naive == pytest.approx(b.f_baseline, abs=1e-5)
 
 
 def test_batched_and_unbatched_steps_agree(tiny):

@@ -26,14 +26,23 @@ def test_canonical_name_strips_peft_wrappers():
     assert canonical_name("base_model.model.classifier.original_module.bias") == "classifier.bias"
 
 
-def test_mean_pooling_ignores_padding(tiny):
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_pooling_ignores_padding(tiny, pooling):
     tiny.hf.eval()
+    tiny.pooling = pooling
     enc = tiny.tokenize(["a good film", "a good film that goes on and on and on"])
     alone = tiny.tokenize(["a good film"])
     with torch.no_grad():
-        both = tiny.mean_features(enc["input_ids"], enc["attention_mask"])
-        one = tiny.mean_features(alone["input_ids"], alone["attention_mask"])
+        both = tiny.features(enc["input_ids"], enc["attention_mask"])
+        one = tiny.features(alone["input_ids"], alone["attention_mask"])
     torch.testing.assert_close(both[0], one[0], atol=1e-5, rtol=1e-4)
+
+
+def test_features_need_a_pooling_of_tunekits_own(tiny):
+    tiny.pooling = "model"
+    enc = tiny.tokenize(["a good film"])
+    with pytest.raises(ConfigError, match="features\\(\\) needs pooling 'mean' or 'last'"):
+        tiny.features(enc["input_ids"], enc["attention_mask"])
 
 
 def test_unknown_path_names_the_builtins(tmp_path):

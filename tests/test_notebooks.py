@@ -157,3 +157,23 @@ def test_04_attributions_runs(python3_kernel, tmp_path):
     assert len(htmls) == 2 and all(h.count("<tr>") == 4 for h in htmls)  # base, probe, LoRA, full
     assert _table_rows(_tagged(nb, "gap-table")) == 2
     assert len(_figures(nb)) >= 2
+
+
+@pytest.mark.slow
+def test_05_decoder_lora_runs_reduced_on_a_cpu(python3_kernel, tmp_path):
+    gpu = {"RANK": 4, "TRAIN_SIZE": 16, "EVAL_SIZE": 16, "EPOCHS": 1, "MAX_LENGTH": 24, "BATCH_SIZE": 8,
+           "N_STEPS": 4, "N_INSPECT": 8, "SEED": 0, "SENTENCE": "A charming, funny film.",
+           "RUNS_DIR": str(tmp_path / "runs")}
+    cpu = {"CPU_TRAIN_SIZE": 16, "CPU_EVAL_SIZE": 16, "CPU_MAX_LENGTH": 24, "CPU_N_STEPS": 4, "CPU_N_INSPECT": 8}
+    nb = _execute("05_decoder_lora.ipynb", {**gpu, **cpu}, tmp_path, python3_kernel)
+    import torch
+    said = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                   if o.output_type == "stream")
+    assert ("No CUDA GPU here" in said) == (not torch.cuda.is_available()), said[:500]
+    from tunekit.runs import list_runs
+    runs = list_runs(tmp_path / "runs")
+    assert sorted(r.status for r in runs) == ["completed", "completed"], [(r.name, r.summary.get("reason")) for r in runs]
+    assert all(r.config["train"]["max_length"] == 24 for r in runs)
+    assert len(_figures(nb)) >= 5
+    (html,) = _attribution_html(nb)
+    assert html.count("<tr>") == 3  # base, probe, LoRA

@@ -241,8 +241,11 @@ def test_cli_compare_end_to_end(tiny_dir, tmp_path, capsys):
 def test_cli_compare_without_instruments(tiny_dir, tmp_path):
     report = tmp_path / "plain.html"
     rc = main(["compare", "--model", tiny_dir, "--strategies", "probe", "--train-size", "16", "--eval-size", "16",
-               "--runs-dir", str(tmp_path / "runs"), "--report", str(report), "--no-progress", "--no-inspect"])
+               "--runs-dir", str(tmp_path / "runs"), "--report", str(report), "--no-progress", "--no-inspect",
+               "--max-length", "24"])
     assert rc == 0 and "Representation drift" not in report.read_text(encoding="utf-8")
+    (run,) = list_runs(tmp_path / "runs")
+    assert run.config["train"]["max_length"] == 24
 
 
 @pytest.mark.parametrize("args, option", [
@@ -257,6 +260,7 @@ def test_cli_compare_without_instruments(tiny_dir, tmp_path):
     (["--train-size", "1.5"], "--train-size"),
     (["--eval-size", "-3"], "--eval-size"),
     (["--batch-size", "x"], "--batch-size"),
+    (["--max-length", "0"], "--max-length"),
     (["--seed", "-1"], "--seed"),
     (["--data", "MISSING.csv"], "--data"),
     (["--model", "./no/such/model"], "--model"),

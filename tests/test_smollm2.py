@@ -138,7 +138,7 @@ def test_tunekit_loads_smollm2_and_trains_one_lora_step(cache_root, tmp_path):
     import tunekit as tk
 
     model = tk.load_model(str(smollm2.smollm2_dir(cache_root)), label_names=["neg", "pos"])
-    assert model.num_blocks == 30 and model.pooling == "model" and model.head_name == "score"
+    assert model.num_blocks == 30 and model.pooling == "last" and model.head_name == "score"
     assert model.group_names[0] == "embeddings" and model.group_names[-2:] == ["norm", "head"]
     lora = tk.LoRA(rank=8)
     assert sorted(lora.peft_config(model).target_modules) == ["q_proj", "v_proj"]
@@ -151,3 +151,41 @@ def test_tunekit_loads_smollm2_and_trains_one_lora_step(cache_root, tmp_path):
                    progress=False, evals_per_epoch=1)
     assert run.status == "completed" and run.summary["steps"] == 1
     assert run.config["params"]["trainable"] == model.module.get_nb_trainable_parameters()[0]
+
+
+def test_last_token_pooling_matches_the_hf_head_and_any_padding_side(model_dir):
+    """A decoder pools its last real token (found from the attention mask): the same logits
+    as Hugging Face's own head on a right-padded batch, and unchanged by left padding."""
+    import tunekit as tk
+
+    model = tk.load_model(str(model_dir), label_names=["neg", "pos"])
+    assert model.pooling == "last" and "head" in model.active_groups
+    texts = ["Great film.", "The plot dragged on and on, and I left before the ending."]
+    with torch.no_grad():
+        enc = model.tokenize(texts)
+        ours = model.logits(enc["input_ids"], enc["attention_mask"])
+        theirs = model.hf(**enc).logits
+        model.tokenizer.padding_side = "left"
+        left = model.tokenize(texts)
+        assert (left["attention_mask"][0, 0] == 0), "the short text is padded on the left"
+        ours_left = model.logits(left["input_ids"], left["attention_mask"])
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours_left, ours, atol=1e-3, rtol=0)
+    feats = model.features(enc["input_ids"], enc["attention_mask"])
+    assert feats.shape == (2, model.hidden_size)
+
+
+def test_probe_trains_on_a_decoder(model_dir, tmp_path):
+    """The probe caches last-token features of a decoder (it once refused: the HF head sees every token)."""
+    import pandas as pd
+
+    import tunekit as tk
+
+    model = tk.load_model(str(model_dir), label_names=["neg", "pos"])
+    df = pd.DataFrame({"text": [f"{w} film ({i})" for i, w in enumerate(["a lovely", "a dull"] * 6)],
+                       "label": ["pos", "neg"] * 6})
+    data = tk.data.from_dataframe(df, validation_size=2, test_size=2)
+    run = tk.train(model, data, tk.Probe(), train_size=8, batch_size=4, max_length=16, runs_dir=str(tmp_path),
+                   progress=False, evals_per_epoch=1)
+    assert run.status == "completed" and run.summary["steps"] == 2
+    assert run.config["params"]["trainable"] == model.head().weight.numel()

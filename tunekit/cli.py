@@ -27,6 +27,7 @@ STRATEGY_NAMES = ("probe", "freeze", "lora", "full", "lpft")
 # ConfigError messages start with the field they are about; this maps fields to options.
 _FIELD_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
                   "train_size": "--train-size", "eval_size": "--eval-size", "runs_dir": "--runs-dir",
+                  "max_length": "--max-length",
                   "device": "--device", "LoRA": "--strategies", "Freeze": "--strategies",
                   "LPFT": "--strategies", "Probe": "--strategies", "Full": "--strategies",
                   "strategy": "--strategies", "unknown strategy": "--strategies", "model": "--model",
@@ -153,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lr", type=_positive_float, default=None,
                    help="peak learning rate for every strategy (default: each strategy's own)")
     c.add_argument("--batch-size", type=_positive_int, default=16, help="training examples per step (default 16)")
+    c.add_argument("--max-length", type=_positive_int, default=128,
+                   help="tokens per example; longer texts are truncated (default 128)")
     c.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     c.add_argument("--no-inspect", action="store_true",
@@ -239,6 +242,7 @@ def cmd_compare(args) -> int:
     try:
         runs = compare(strategies, data, model=args.model, epochs=args.epochs, train_size=args.train_size,
                        eval_size=args.eval_size, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
+                       max_length=args.max_length,
                        device=args.device, runs_dir=args.runs_dir, progress=not args.no_progress)
     except DataError as e:
         raise InputError("--data", str(e)) from e

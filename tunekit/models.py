@@ -57,18 +57,24 @@ def canonical_name(param_name: str) -> str:
     return _PEFT_NOISE.sub("", param_name)
 
 
-POOLINGS = ("mean", "model")
+POOLINGS = ("mean", "last", "model")
 
 
-def default_pooling(path: str | os.PathLike) -> str:
+def default_pooling(path: str | os.PathLike, hf: Optional[nn.Module] = None) -> str:
     """'mean' for a sentence-transformers checkpoint that mean-pools (as all-MiniLM-L6-v2
-    does: its CLS/pooler output was never trained), else 'model'."""
+    does: its CLS/pooler output was never trained); 'last' for a decoder whose head is
+    ``score`` (Llama, Qwen, Mistral, GPT-2: the last real token is the only one that has
+    seen the whole text); else 'model'."""
     import json
     f = Path(path) / "1_Pooling" / "config.json"
     try:
-        return "mean" if json.loads(f.read_text()).get("pooling_mode_mean_tokens") else "model"
+        if json.loads(f.read_text()).get("pooling_mode_mean_tokens"):
+            return "mean"
     except (OSError, ValueError):
-        return "model"
+        pass
+    if hf is not None and isinstance(getattr(hf, "score", None), nn.Linear):
+        return "last"
+    return "model"
 
 
 class TextClassifier:
@@ -81,8 +87,9 @@ class TextClassifier:
         tokenizer: the matching tokenizer.
         source: what was asked for (built-in name, path or hub id).
         groups: ordered ``{group name: [parameter-name prefixes]}``.
-        pooling: ``"model"`` (the model's own head input, e.g. BERT's pooler) or
-            ``"mean"`` (mean of the last hidden states over real tokens).
+        pooling: ``"model"`` (the model's own head input, e.g. BERT's pooler),
+            ``"mean"`` (mean of the last hidden states over real tokens) or ``"last"``
+            (the last hidden state of the last real token, found from the attention mask).
         trained_by: names of the runs that have changed this object's weights.
     """
 
@@ -153,8 +160,8 @@ class TextClassifier:
 
     @property
     def active_groups(self) -> list[str]:
-        """Groups on the path from input to logits (mean pooling bypasses BERT's pooler)."""
-        unused = {"pooler"} if self.pooling == "mean" else set()
+        """Groups on the path from input to logits (mean or last-token pooling bypasses BERT's pooler)."""
+        unused = {"pooler"} if self.pooling in ("mean", "last") else set()
         return [g for g in self.groups if g not in unused]
 
     @property
@@ -213,17 +220,29 @@ class TextClassifier:
     def head(self) -> nn.Module:
         return self.hf.get_submodule(self.head_name)
 
-    def mean_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean of the last hidden states over the real (unpadded) tokens: [batch, hidden]."""
-        out = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask)
-        h = out.last_hidden_state
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What the head sees under pooling ``"mean"`` or ``"last"``: [batch, hidden].
+
+        ``"mean"``: the mean of the last hidden states over the real (unpadded) tokens.
+        ``"last"``: the last hidden state at each row's last real token, found from the
+        attention mask, so it holds for left or right padding and whatever the token ids
+        are (Hugging Face's own decoder heads find it by comparing ids with the pad id,
+        which moves the position when the ids change, e.g. to an attribution baseline).
+        """
+        if self.pooling not in ("mean", "last"):
+            raise ConfigError(f"features() needs pooling 'mean' or 'last' (this model pools {self.pooling!r})")
+        h = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "last":
+            positions = torch.arange(h.shape[1], device=h.device)
+            last = (attention_mask.to(h.device) * positions).argmax(-1)
+            return h[torch.arange(h.shape[0], device=h.device), last]
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Class logits [batch, num_labels], through the head this model was trained with."""
-        if self.pooling == "mean":
-            return self.head()(self.mean_features(input_ids, attention_mask))
+        if self.pooling in ("mean", "last"):
+            return self.head()(self.features(input_ids, attention_mask))
         return self.module(input_ids=input_ids, attention_mask=attention_mask).logits
 
     def tokenize(self, texts: Sequence[str], max_length: int = 128) -> dict:
@@ -292,10 +311,11 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
         seed: seeds the new head's random initialisation, so runs that share a seed
             start from the same head.
         pooling: what the head sees: ``"mean"`` (mean of the last hidden states over
-            real tokens) or ``"model"`` (the architecture's own choice: BERT's pooler,
-            a decoder's last token). None: ``"mean"`` for sentence-transformers
-            checkpoints that were trained with mean pooling (the built-in MiniLM),
-            else ``"model"``.
+            real tokens), ``"last"`` (the last real token's hidden state) or ``"model"``
+            (the architecture's own choice, e.g. BERT's pooler). None: ``"mean"`` for
+            sentence-transformers checkpoints trained with mean pooling (the built-in
+            MiniLM), ``"last"`` for decoders with a ``score`` head (the built-in
+            SmolLM2), else ``"model"``.
         config_overrides: passed to ``from_pretrained`` (e.g. ``{"hidden_dropout_prob": 0.0}``).
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -325,7 +345,7 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
     hf.float()
     return TextClassifier(hf, tokenizer, source=str(model), path=str(path), label_names=label_names,
                           new_parameters=sorted(info.get("missing_keys", ())),
-                          pooling=pooling or default_pooling(path))
+                          pooling=pooling or default_pooling(path, hf))
 
 
 def make_tiny_bert(directory: str | os.PathLike, layers: int = 2, hidden: int = 128,

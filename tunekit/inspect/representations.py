@@ -239,7 +239,8 @@ def head_features(model: TextClassifier, texts: Sequence[str], max_length: int =
                   batch_size: int = 64) -> torch.Tensor:
     """What the head sees for each text: [n, hidden] (float32, CPU).
 
-    Pooling ``"mean"``: the mean of the last hidden states over real tokens; ``"model"``:
+    Pooling ``"mean"``: the mean of the last hidden states over real tokens; ``"last"``:
+    the last real token's hidden state; ``"model"``:
     the architecture's own head input (BERT's pooler output; a decoder's hidden state
     at the last non-padding token, picked the way Hugging Face picks it).
     """

@@ -4,8 +4,9 @@ Because the backbone never changes, its features are computed once per split
 and cached; every epoch then trains the head on those cached vectors (seconds,
 not minutes). The features are what the model's head sees under its pooling:
 the mean of the last hidden states over real tokens (``"mean"``; the built-in
-MiniLM's default, ~9 points better than its BERT pooler) or the architecture's
-own head input (``"model"``: BERT's pooler output).
+MiniLM's default, ~9 points better than its BERT pooler), the last real token's
+hidden state (``"last"``; a decoder's default) or the architecture's own head
+input (``"model"``: BERT's pooler output).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class Probe(Strategy):
     """Train only the classification head on frozen, cached features.
 
     Args:
-        pooling: None keeps the model's pooling; ``"mean"`` or ``"model"`` sets it.
+        pooling: None keeps the model's pooling; ``"mean"``, ``"last"`` or ``"model"`` sets it.
     """
 
     pooling: Optional[str] = None
@@ -56,8 +57,8 @@ class Probe(Strategy):
         return FeatureSplit(torch.cat(feats).float(), split.labels)
 
     def _features(self, model, batch: dict) -> torch.Tensor:
-        if model.pooling == "mean":
-            return model.mean_features(batch["input_ids"], batch["attention_mask"])
+        if model.pooling in ("mean", "last"):
+            return model.features(batch["input_ids"], batch["attention_mask"])
         seen = []
         handle = model.head().register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
         try:
@@ -67,7 +68,7 @@ class Probe(Strategy):
         if seen[-1].ndim != 2:
             raise ConfigError(f"Probe with pooling 'model' needs a head that sees one vector per example; "
                               f"{type(model.hf).__name__}'s head sees {tuple(seen[-1].shape)}; "
-                              "use Probe(pooling='mean')")
+                              "use Probe(pooling='last') or Probe(pooling='mean')")
         return seen[-1]
 
     def forward(self, model, batch: dict) -> torch.Tensor:

@@ -34,7 +34,7 @@ class ModelDiagram(W.VBox):
                                disabled=unused, layout=W.Layout(width="130px"))
             t.observe(self._toggled, "value")
             self.toggles[g] = t
-            note = "unused (mean pooling)" if unused else f"{counts[g]['total']:,} params"
+            note = f"unused ({model.pooling} pooling)" if unused else f"{counts[g]['total']:,} params"
             rows.append(W.HBox([t, W.Label(note, layout=W.Layout(width="170px"))]))
         self.presets = {name: W.Button(description=name, layout=W.Layout(width="auto"))
                         for name in ("probe", "top 2", "full")}
