@@ -68,6 +68,23 @@ def test_train_grows_curves_and_adds_a_run(lab):
     assert "lora-r2" in lab.runs.table.value and lab.runs.select.value == (runs[0].name,)
 
 
+def test_curve_updates_are_batched_and_none_is_lost(lab):
+    """With a long curve_interval the steps are buffered and drawn together; every step
+    reaches the curve by the end of the run."""
+    lab.curve_interval = 3600.0
+    lab.controls.kind_w.value = "full"
+    lab.controls.train_size.value = 160  # 10 steps of 16
+    sends = []
+    batch_update = lab.loss_fig.batch_update
+    lab.loss_fig.batch_update = lambda: sends.append(1) or batch_update()
+    assert lab.train(wait=True)
+    loss = lab.loss_fig.data[-1]
+    assert list(loss.x) == list(range(1, 11)) and len(loss.y) == 10
+    assert lab.progress.value == 10 and not lab._pending
+    evals = len(lab.acc_fig.data[-1].x)
+    assert 1 <= len(sends) <= evals + 2, f"{len(sends)} updates for 10 steps"  # first step, evaluations, end
+
+
 def test_second_train_is_refused_and_stop_keeps_the_partial_run(lab):
     lab.controls.kind_w.value = "full"
     lab.controls.train_size.value = 400

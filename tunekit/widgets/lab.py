@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 from typing import Any, Optional
 
 import ipywidgets as W
@@ -35,6 +36,8 @@ class Lab(W.VBox):
     status = traitlets.Unicode("")
     running = traitlets.Bool(False)
     last_run = traitlets.Unicode("")
+    #: seconds between curve updates sent to the browser (steps in between are buffered)
+    curve_interval = traitlets.Float(0.25)
 
     def __init__(self, model: str = "minilm", data: Any = "rotten_tomatoes", runs_dir: str = DEFAULT_RUNS_DIR,
                  train_size: int = 500, eval_size: int = 300):
@@ -58,6 +61,8 @@ class Lab(W.VBox):
         self.runs = RunsPanel(runs_dir, self.data)
         self._trainer: Optional[tk.Trainer] = None
         self._thread: Optional[threading.Thread] = None
+        self._pending: list[tuple[int, float]] = []  # (step, loss) not yet drawn
+        self._drawn_at = 0.0
         header = W.HTML(f"<h3>tunekit lab</h3><p>{html.escape(repr(self.data))}<br>"
                         f"model: {html.escape(model)} ({self.model.num_blocks} blocks, pooling "
                         f"{self.model.pooling})</p>")
@@ -126,6 +131,7 @@ class Lab(W.VBox):
         except Exception as e:  # noqa: BLE001 - show every failure in the app, in words
             self._say(f"Run failed: {type(e).__name__}: {e}", "error")
         finally:
+            self._draw_pending()
             self.running = False
             self.train_button.disabled, self.stop_button.disabled = False, True
             self.runs.refresh()
@@ -137,6 +143,7 @@ class Lab(W.VBox):
         with self.acc_fig.batch_update():
             self.acc_fig.add_scatter(x=[], y=[], mode="lines+markers", name=label)
         self.progress.value = 0
+        self._pending, self._drawn_at = [], 0.0
 
     def _on_start(self, ev) -> None:
         self.progress.max = max(1, ev.payload["total_steps"])
@@ -145,13 +152,27 @@ class Lab(W.VBox):
                   f"parameters train ({p['percent']:.3g}%) on {ev.payload['device']}.", "info")
 
     def _on_step(self, ev) -> None:
+        self._pending.append((ev.payload["step"], ev.payload["loss"]))
+        if time.monotonic() - self._drawn_at >= self.curve_interval:
+            self._draw_pending()
+
+    def _draw_pending(self) -> None:
+        """Send the buffered steps to the loss curve in one update (at most every
+        ``curve_interval`` seconds: a long GPU run does not flood the browser with one
+        message, and one copy of the whole trace, per step)."""
+        pending, self._pending = self._pending, []
+        self._drawn_at = time.monotonic()
+        if not pending or not self.loss_fig.data:
+            return
+        steps, losses = zip(*pending)
         trace = self.loss_fig.data[-1]
         with self.loss_fig.batch_update():
-            trace.x = tuple(trace.x or ()) + (ev.payload["step"],)
-            trace.y = tuple(trace.y or ()) + (ev.payload["loss"],)
-        self.progress.value = min(ev.payload["step"], self.progress.max)
+            trace.x = tuple(trace.x or ()) + steps
+            trace.y = tuple(trace.y or ()) + losses
+        self.progress.value = min(steps[-1], self.progress.max)
 
     def _on_eval(self, ev) -> None:
+        self._draw_pending()
         trace = self.acc_fig.data[-1]
         with self.acc_fig.batch_update():
             trace.x = tuple(trace.x or ()) + (ev.payload["step"],)
