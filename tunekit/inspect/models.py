@@ -21,21 +21,28 @@ def as_run(run: RunLike) -> Run:
     return run if isinstance(run, Run) else load_run(run)
 
 
-def base_model(run: RunLike) -> TextClassifier:
-    """The model as it was when ``run`` started (eval mode, on the CPU)."""
+def initial_tensors(run: RunLike) -> dict[str, torch.Tensor]:
+    """The tensors the checkpoint does not hold, at their values when ``run`` started
+    (the new head), by canonical name. LoRA's own A/B start values are left out: the
+    base has no adapters. Refuses a run that continued training an already-changed model."""
     run = as_run(run)
-    m = run.config["model"]
-    model = load_model(run.model_source, label_names=m["label_names"], seed=run.seed,
-                       pooling=run.summary.get("pooling") or m.get("pooling"))
     if run.config.get("trained_before"):
         raise ValueError(f"run {run.name!r} continued training a model already changed by "
                          f"{run.config['trained_before']}; its start is not the pretrained checkpoint")
+    return {canonical_name(n): v for n, v in run.initial_tensors().items() if "lora_" not in n}
+
+
+def base_model(run: RunLike) -> TextClassifier:
+    """The model as it was when ``run`` started (eval mode, on the CPU)."""
+    run = as_run(run)
+    start = initial_tensors(run)
+    m = run.config["model"]
+    model = load_model(run.model_source, label_names=m["label_names"], seed=run.seed,
+                       pooling=run.summary.get("pooling") or m.get("pooling"))
     params = dict(model.hf.named_parameters())
     with torch.no_grad():
-        for name, value in run.initial_tensors().items():
-            if "lora_" in name:
-                continue
-            target = params.get(canonical_name(name))
+        for name, value in start.items():
+            target = params.get(name)
             if target is not None and target.shape == value.shape:
                 target.copy_(value)
     model.module.eval()

@@ -24,7 +24,7 @@ from typing import Iterable, Optional
 import pandas as pd
 import torch
 
-from tunekit.inspect.models import RunLike, as_run, tuned_model
+from tunekit.inspect.models import RunLike, as_run, initial_tensors, tuned_model
 from tunekit.models import TextClassifier, canonical_name, load_model
 
 _MODULE_NAMES = {
@@ -59,14 +59,9 @@ def initial_state(run: RunLike) -> dict[str, torch.Tensor]:
     """Starting value of every parameter of ``run`` (canonical names), rebuilt from the
     checkpoint and the record's ``initial.safetensors``; cached per checkpoint."""
     run = as_run(run)
-    if run.config.get("trained_before"):
-        raise ValueError(f"run {run.name!r} continued training a model already changed by "
-                         f"{run.config['trained_before']}; its start is not the pretrained checkpoint")
-    m = run.config["model"]
-    state = dict(_checkpoint_state(run.model_source, tuple(m["label_names"]), run.seed))
-    for name, value in run.initial_tensors().items():
-        if "lora_" not in name:
-            state[canonical_name(name)] = value
+    start = initial_tensors(run)
+    state = dict(_checkpoint_state(run.model_source, tuple(run.config["model"]["label_names"]), run.seed))
+    state.update(start)
     return state
 
 
