@@ -146,6 +146,13 @@ def ema(values: Iterable[Optional[float]], smooth: float) -> list[Optional[float
     return out
 
 
+def _run_line(s, label: str, xs, ys, x_name: str, mode: str) -> go.Scatter:
+    """One run's curve: its colour, dashed unless it completed, hover ``value at x``."""
+    return go.Scatter(x=xs, y=ys, mode=mode, name=label, legendgroup=s.name,
+                      line={"color": s.color, "width": 2, "dash": _dash(s.status)},
+                      hovertemplate=f"%{{y:.4f}} at {x_name} %{{x}}<extra>{label}</extra>")
+
+
 def training_curves(runs: Any, smooth: float = 0.6, x: str = "step") -> go.Figure:
     """Training loss of each run against ``x`` (step, samples, epoch or elapsed_s).
 
@@ -166,9 +173,7 @@ def training_curves(runs: Any, smooth: float = 0.6, x: str = "step") -> go.Figur
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=names[s.name], legendgroup=s.name,
                                      showlegend=False, opacity=0.25, hoverinfo="skip",
                                      line={"color": s.color, "width": 1, "dash": _dash(s.status)}))
-        fig.add_trace(go.Scatter(x=xs, y=ema(ys, smooth), mode="lines", name=names[s.name], legendgroup=s.name,
-                                 line={"color": s.color, "width": 2, "dash": _dash(s.status)},
-                                 hovertemplate=f"%{{y:.4f}} at {x} %{{x}}<extra>{names[s.name]}</extra>"))
+        fig.add_trace(_run_line(s, names[s.name], xs, ema(ys, smooth), x, "lines"))
     title = "Training loss" + (f" (smoothed {smooth:g}; raw faint)" if smooth else "")
     fig.update_layout(title=title, xaxis_title=STEP_X[x], yaxis_title="cross-entropy loss",
                       template="plotly_white", legend_title_text="run", hovermode="x unified")
@@ -183,10 +188,8 @@ def eval_curves(runs: Any, metric: str = "val_accuracy") -> go.Figure:
     names = _legend(series)
     fig = go.Figure()
     for s in series:
-        fig.add_trace(go.Scatter(x=_column(s.evals, "step"), y=_column(s.evals, metric), mode="lines+markers",
-                                 name=names[s.name], legendgroup=s.name,
-                                 line={"color": s.color, "width": 2, "dash": _dash(s.status)},
-                                 hovertemplate=f"%{{y:.4f}} at step %{{x}}<extra>{names[s.name]}</extra>"))
+        fig.add_trace(_run_line(s, names[s.name], _column(s.evals, "step"), _column(s.evals, metric), "step",
+                                "lines+markers"))
     fig.update_layout(title=EVAL_METRICS[metric].capitalize(), xaxis_title="step",
                       yaxis_title=EVAL_METRICS[metric], template="plotly_white", legend_title_text="run")
     if metric != "val_loss":
