@@ -40,6 +40,24 @@ JS_STATE = """() => ({
   rows: document.querySelectorAll('table.tunekit-runs tbody tr').length,
   table: (document.querySelector('table.tunekit-runs') || {}).textContent || ''})"""
 
+# per figure title: drawn SVG (lines with a path, marker points) and the traces plotly holds
+JS_DRAWN = """() => {
+  const r = {empty: []};
+  for (const p of document.querySelectorAll('.js-plotly-plot')) {
+    const t = ((p.layout && p.layout.title && (p.layout.title.text || p.layout.title)) || '') + '';
+    const lines = [...p.querySelectorAll('.scatterlayer path.js-line')];
+    r[t] = {traces: (p.data || []).length,
+            lines: lines.filter(l => (l.getAttribute('d') || '').length > 2).length,
+            points: p.querySelectorAll('.scatterlayer .points path.point').length};
+    if (!r[t].traces) r.empty.push(t);
+  }
+  return r; }"""
+
+
+
+def _curves_drawn(d: dict) -> bool:
+    return d.get("training loss", {}).get("lines", 0) >= 1 and d.get("validation accuracy", {}).get("points", 0) >= 1
+
 
 def _notebook_copy(tmp_path: Path) -> Path:
     nb = json.loads(NOTEBOOK.read_text())
@@ -85,6 +103,7 @@ def test_lab_in_a_real_browser(tmp_path):
             jb.poll(page, JS_LOSS_POINTS, lambda n: n > 0, 180, "the loss curve to gain points")
             state = jb.poll(page, JS_STATE, lambda s: "completed" in s["status"] and s["rows"] == 1, 240,
                             "the first run to complete and appear in the runs table")
+            jb.poll(page, JS_DRAWN, _curves_drawn, 60, "the loss line and the accuracy points")
             page.screenshot(path=str(shots / "lab-trained.png"), full_page=True)
 
             _fill(page, "train examples", "4000")

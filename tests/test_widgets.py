@@ -85,6 +85,26 @@ def test_curve_updates_are_batched_and_none_is_lost(lab):
     assert 1 <= len(sends) <= evals + 2, f"{len(sends)} updates for 10 steps"  # first step, evaluations, end
 
 
+def test_a_displayed_curve_that_stops_acknowledging_is_redrawn(lab):
+    """A figure whose browser model dropped updates (anywidget's 2 s init window) is replaced by a
+    fresh FigureWidget with the same traces; one that acknowledges, or has no view, is left alone."""
+    lab.stale_after = 0.0
+    lab.controls.train_size.value = 32
+    assert lab.train(wait=True)
+    assert lab.redraw_stale_curves() == [], "no view displayed (no browser): nothing to redraw"
+    loss, acc = lab.loss_fig, lab.acc_fig
+    loss._view_count, acc._view_count = 1, 1  # as the browser sets it when it shows the figure
+    acc._js2py_traceDeltas = {"trace_deltas": [], "trace_edit_id": -1}  # the browser acknowledged acc
+    time.sleep(0.01)
+    assert lab.redraw_stale_curves() == ["loss_fig"] and lab.curve_redraws == 1
+    assert lab.loss_fig is not loss and lab.acc_fig is acc
+    assert lab._curves.children == (lab.loss_fig, acc)
+    assert list(lab.loss_fig.data[-1].x) == list(loss.data[-1].x) == [1, 2]
+    assert lab.loss_fig.layout.title.text == "training loss"
+    assert lab.redraw_stale_curves() == [], "the new figure has no view yet"
+    assert lab.train(wait=True) and len(lab.loss_fig.data) == 2, "the next run draws into the new figure"
+
+
 def test_second_train_is_refused_and_stop_keeps_the_partial_run(lab):
     lab.controls.kind_w.value = "full"
     lab.controls.train_size.value = 400

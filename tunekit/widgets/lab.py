@@ -38,6 +38,8 @@ class Lab(W.VBox):
     last_run = traitlets.Unicode("")
     #: seconds between curve updates sent to the browser (steps in between are buffered)
     curve_interval = traitlets.Float(0.25)
+    #: seconds a displayed curve may leave an update unacknowledged before it is redrawn
+    stale_after = traitlets.Float(4.0)
 
     def __init__(self, model: str = "minilm", data: Any = "rotten_tomatoes", runs_dir: str = DEFAULT_RUNS_DIR,
                  train_size: int = 500, eval_size: int = 300):
@@ -54,21 +56,26 @@ class Lab(W.VBox):
         self.stop_button.on_click(lambda _b: self.stop())
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="300px"))
         self.status_w = W.HTML()
-        self.loss_fig = go.FigureWidget(layout=dict(title="training loss", height=280, template="plotly_white",
-                                                    margin=dict(l=50, r=10, t=40, b=40), xaxis_title="step"))
-        self.acc_fig = go.FigureWidget(layout=dict(title="validation accuracy", height=280, template="plotly_white",
-                                                   margin=dict(l=50, r=10, t=40, b=40), xaxis_title="step"))
+        self.loss_fig = self._watched(go.FigureWidget(layout=dict(
+            title="training loss", height=280, template="plotly_white", margin=dict(l=50, r=10, t=40, b=40),
+            xaxis_title="step")))
+        self.acc_fig = self._watched(go.FigureWidget(layout=dict(
+            title="validation accuracy", height=280, template="plotly_white", margin=dict(l=50, r=10, t=40, b=40),
+            xaxis_title="step")))
         self.runs = RunsPanel(runs_dir, self.data)
         self._trainer: Optional[tk.Trainer] = None
         self._thread: Optional[threading.Thread] = None
         self._pending: list[tuple[int, float]] = []  # (step, loss) not yet drawn
         self._drawn_at = 0.0
+        self._curve_lock = threading.RLock()  # the worker, a timer and the kernel all touch the curves
+        self.curve_redraws = 0  # stuck figures replaced so far (see redraw_stale_curves)
         header = W.HTML(f"<h3>tunekit lab</h3><p>{html.escape(repr(self.data))}<br>"
                         f"model: {html.escape(model)} ({self.model.num_blocks} blocks, pooling "
                         f"{self.model.pooling})</p>")
         left = W.VBox([self.diagram, self.controls], layout=W.Layout(width="360px"))
+        self._curves = W.VBox([self.loss_fig, self.acc_fig])
         right = W.VBox([W.HBox([self.train_button, self.stop_button, self.progress]), self.status_w,
-                        self.loss_fig, self.acc_fig], layout=W.Layout(flex="1"))
+                        self._curves], layout=W.Layout(flex="1"))
         super().__init__([header, W.HBox([left, right]), self.runs])
         self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
 
@@ -135,13 +142,21 @@ class Lab(W.VBox):
             self.running = False
             self.train_button.disabled, self.stop_button.disabled = False, True
             self.runs.refresh()
+            # the browser acknowledges the last update within a moment; check once it had the time
+            timer = threading.Timer(self.stale_after + 0.5, self.redraw_stale_curves)
+            timer.daemon = True
+            timer.start()
 
     def _start_curves(self, label: str) -> None:
         label = f"{label} #{len(self.loss_fig.data) + 1}"  # the n-th run trained in this lab
-        with self.loss_fig.batch_update():
-            self.loss_fig.add_scatter(x=[], y=[], mode="lines", name=label)
-        with self.acc_fig.batch_update():
-            self.acc_fig.add_scatter(x=[], y=[], mode="lines+markers", name=label)
+        self.redraw_stale_curves()
+        with self._curve_lock:
+            with self.loss_fig.batch_update():
+                self.loss_fig.add_scatter(x=[], y=[], mode="lines", name=label)
+            with self.acc_fig.batch_update():
+                self.acc_fig.add_scatter(x=[], y=[], mode="lines+markers", name=label)
+            self._sent(self.loss_fig)
+            self._sent(self.acc_fig)
         self.progress.value = 0
         self._pending, self._drawn_at = [], 0.0
 
@@ -165,18 +180,63 @@ class Lab(W.VBox):
         if not pending or not self.loss_fig.data:
             return
         steps, losses = zip(*pending)
-        trace = self.loss_fig.data[-1]
-        with self.loss_fig.batch_update():
-            trace.x = tuple(trace.x or ()) + steps
-            trace.y = tuple(trace.y or ()) + losses
+        with self._curve_lock:
+            trace = self.loss_fig.data[-1]
+            with self.loss_fig.batch_update():
+                trace.x = tuple(trace.x or ()) + steps
+                trace.y = tuple(trace.y or ()) + losses
+            self._sent(self.loss_fig)
         self.progress.value = min(steps[-1], self.progress.max)
 
+    # ----- curves the browser stopped following ----------------------------------------------------
+    # plotly's FigureWidget is an anywidget. anywidget's frontend gives a new model 2 s to load its
+    # JavaScript (plotly's ~5 MB bundle); a model that misses that window (a busy machine, Voila
+    # creating every model at once) silently drops every later update, and its figure stays as it
+    # was. The browser acknowledges each update it draws (plotly sends "trace deltas" back), so an
+    # update left unacknowledged while a view is displayed means the figure is stuck: it is then
+    # replaced by a new FigureWidget holding the same traces, which draws them from its own state.
+    def _watched(self, fig: go.FigureWidget) -> go.FigureWidget:
+        fig._tunekit_unacked_since = None
+        fig.observe(lambda _c: setattr(fig, "_tunekit_unacked_since", None), names="_js2py_traceDeltas")
+        return fig
+
+    @staticmethod
+    def _sent(fig: go.FigureWidget) -> None:
+        if fig._tunekit_unacked_since is None:
+            fig._tunekit_unacked_since = time.monotonic()
+
+    def stale_curves(self) -> list[str]:
+        """Names of the curve figures ("loss_fig", "acc_fig") that a displayed view has left
+        with an update unacknowledged for over ``stale_after`` seconds."""
+        now = time.monotonic()
+        return [name for name in ("loss_fig", "acc_fig")
+                if (getattr(self, name)._view_count or 0) > 0
+                and getattr(self, name)._tunekit_unacked_since is not None
+                and now - getattr(self, name)._tunekit_unacked_since > self.stale_after]
+
+    def redraw_stale_curves(self) -> list[str]:
+        """Replace each stuck curve figure by a fresh FigureWidget with the same data and layout;
+        returns the names replaced (called at each evaluation and after each run)."""
+        with self._curve_lock:
+            stale = self.stale_curves()
+            for name in stale:
+                old = getattr(self, name)
+                new = self._watched(go.FigureWidget(old))
+                setattr(self, name, new)
+                self._curves.children = tuple(new if c is old else c for c in self._curves.children)
+                old.close()
+                self.curve_redraws += 1
+        return stale
+
     def _on_eval(self, ev) -> None:
+        self.redraw_stale_curves()
         self._draw_pending()
-        trace = self.acc_fig.data[-1]
-        with self.acc_fig.batch_update():
-            trace.x = tuple(trace.x or ()) + (ev.payload["step"],)
-            trace.y = tuple(trace.y or ()) + (ev.payload["val_accuracy"],)
+        with self._curve_lock:
+            trace = self.acc_fig.data[-1]
+            with self.acc_fig.batch_update():
+                trace.x = tuple(trace.x or ()) + (ev.payload["step"],)
+                trace.y = tuple(trace.y or ()) + (ev.payload["val_accuracy"],)
+            self._sent(self.acc_fig)
 
     def _say(self, message: str, kind: str = "info") -> None:
         """Show ``message`` (plain text, escaped here) in the status line."""
