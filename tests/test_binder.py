@@ -357,7 +357,7 @@ def test_readme_binder_links_open_existing_files():
     readme = ROOT / "README.md"
     if not readme.exists():
         return
-    for url in re.findall(r"https://mybinder\.org/v2/[^\s)\"'>]+", readme.read_text(encoding="utf-8")):
+    for url in re.findall(r"https://mybinder\.org/v2/[^\s)\"'>`]+", readme.read_text(encoding="utf-8")):
         target = _binder_link_target(url)
         if target:
             assert (ROOT / target).is_file(), f"README's Binder link opens {target}, which does not exist"
