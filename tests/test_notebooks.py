@@ -10,6 +10,7 @@ are checked (table rows, plotly figures, attribution HTML).
 """
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 import static_page  # noqa: E402  (tests/ is on sys.path)
-from tunekit.export import export_html, parameter_names, run_notebook  # noqa: E402
+from tunekit.export import add_plotly_html, export_html, parameter_names, run_notebook  # noqa: E402
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
@@ -111,6 +112,9 @@ def test_02_transfer_vs_finetune_runs(python3_kernel, tmp_path):
     (html,) = _attribution_html(nb)
     assert html.count("<tr>") == 5  # base, probe, freeze, LoRA, full
     assert len(list((tmp_path / "runs").iterdir())) == 4
+    # every figure was saved with an HTML rendering too (plotly_mimetype+notebook), so plain
+    # `jupyter nbconvert --to html` and nbviewer draw them: the export has nothing to add
+    assert add_plotly_html(copy.deepcopy(nb)) == 0
     _check_export(nb, tmp_path, expect_plots=len(figures))
 
 
