@@ -125,3 +125,19 @@ def test_noise_reference_has_the_same_frobenius_norm(runs):
     (key, s), = [(k, v) for k, v in sp.singular_values.items() if k[1].endswith("layer.0.attention.self.query.weight")]
     noise = torch.tensor(sp.noise[key])
     assert float(noise.pow(2).sum().sqrt()) == pytest.approx(float(torch.tensor(s).pow(2).sum().sqrt()), rel=1e-6)
+
+
+def test_runs_that_never_trained_are_left_out_with_a_warning(tiny_dir, small, fast):
+    """A run with no step (stopped before it began, or failed at once) would pose as its own base."""
+    from tunekit.config import ConfigError
+
+    done = tk.train(tk.load_model(tiny_dir, label_names=small.label_names), small, tk.Full(), **fast)
+    trainer = tk.Trainer(tk.load_model(tiny_dir, label_names=small.label_names), small, tk.Full(), **fast)
+    trainer.stop()
+    idle = trainer.run()
+    assert idle.summary["steps"] == 0 and idle.status == "stopped"
+    with pytest.warns(UserWarning, match=f"run '{idle.name}' \\(stopped\\) took no training step"):
+        wc = W.weight_change([done, idle])
+    assert set(wc["run"]) == {done.name}
+    with pytest.raises(ConfigError, match="none of the runs took a training step"):
+        W.weight_change([idle])

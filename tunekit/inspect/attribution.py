@@ -36,9 +36,8 @@ import torch
 from torch import nn
 
 from tunekit.config import ConfigError
-from tunekit.inspect.models import RunLike, as_run, base_model, tuned_model
+from tunekit.inspect.models import RunLike, as_run, base_model, trained_runs, tuned_model
 from tunekit.models import TextClassifier
-from tunekit.runs import Run
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _HOOK_FLAGS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
@@ -259,11 +258,7 @@ def attribute_runs(runs: RunLike | Iterable[RunLike], text: str, target: int | s
     ``target`` applies to every model: None explains each model's own prediction. Other
     keywords (``n_steps``, ``internal_batch_size``, ``max_length``) go to :func:`attribute`.
     """
-    if isinstance(runs, (Run, str)) or hasattr(runs, "__fspath__"):
-        runs = [runs]
-    runs = [as_run(r) for r in runs]
-    if not runs:
-        raise ConfigError("runs must name at least one run (got none)")
+    runs = trained_runs(runs)
     unknown = sorted(set(kw) - {"n_steps", "internal_batch_size", "max_length"})
     if unknown:
         raise ConfigError(f"unknown keyword(s) {unknown}; attribute_runs passes n_steps, "

@@ -7,7 +7,9 @@ restart) gives exactly the same base as the live one.
 """
 from __future__ import annotations
 
-from typing import Union
+import os
+import warnings
+from typing import Iterable, Union
 
 import torch
 
@@ -19,6 +21,28 @@ RunLike = Union[Run, str]
 
 def as_run(run: RunLike) -> Run:
     return run if isinstance(run, Run) else load_run(run)
+
+
+def trained_runs(runs: Union[RunLike, Iterable[RunLike]]) -> list[Run]:
+    """``runs`` (one run, a path or name, or an iterable of them) as a list of runs that took
+    at least one training step. A run that never trained (e.g. one that failed before its
+    first step) has nothing to inspect: it is left out with a warning, so that it does not
+    pose as its own starting model. Raises ConfigError when no run is left."""
+    from tunekit.config import ConfigError
+
+    if isinstance(runs, (Run, str, os.PathLike)) or not isinstance(runs, Iterable):
+        runs = [runs]
+    runs = [as_run(r) for r in runs]
+    if not runs:
+        raise ConfigError("runs must hold at least one run (got none)")
+    kept = [r for r in runs if (r.summary.get("steps") or 0) > 0]
+    for r in runs:
+        if r not in kept:
+            warnings.warn(f"run {r.name!r} ({r.status}) took no training step; it is left out"
+                          + (f": {r.summary['reason']}" if r.summary.get("reason") else ""), stacklevel=3)
+    if not kept:
+        raise ConfigError(f"none of the runs took a training step: {', '.join(r.name for r in runs)}")
+    return kept
 
 
 def initial_tensors(run: RunLike) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ import torch
 
 from tunekit.config import ConfigError
 from tunekit.data import load as load_data
-from tunekit.inspect.models import RunLike, as_run, base_model, tuned_model
+from tunekit.inspect.models import RunLike, base_model, trained_runs, tuned_model
 from tunekit.models import TextClassifier, canonical_name
 from tunekit.runs import Run
 
@@ -262,15 +262,6 @@ def head_features(model: TextClassifier, texts: Sequence[str], max_length: int =
 
 
 # ----- runs -------------------------------------------------------------------------------------
-def _run_list(runs: Union[RunLike, Iterable[RunLike]]) -> list[Run]:
-    if isinstance(runs, (Run, str)) or not isinstance(runs, Iterable):
-        runs = [runs]
-    runs = [as_run(r) for r in runs]
-    if not runs:
-        raise ConfigError("runs must hold at least one run")
-    return runs
-
-
 def _sample(data: Any, n: int, seed: int) -> pd.DataFrame:
     """A seeded sample of ``n`` validation examples (all of them if there are fewer)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -319,7 +310,7 @@ def representation_drift(runs: Union[RunLike, Iterable[RunLike]], texts: Optiona
     if len(texts) < 4:
         raise ConfigError(f"representation_drift needs at least 4 texts for the debiased CKA (got {len(texts)})")
     rows, bases = [], {}
-    for run in _run_list(runs):
+    for run in trained_runs(runs):
         tuned = tuned_model(run)
         key = _base_key(run, tuned, {"head", "pooler"}, str(tuned.device))
         if key not in bases:
@@ -371,7 +362,7 @@ def pca_features(runs: Union[RunLike, Iterable[RunLike]], data: Any, n: int = 25
     texts = sample["text"].tolist()
     classes = [data.label_names[i] for i in sample["label"]]
     frames, explained, explained_after, bases = [], {}, {}, {}
-    for run in _run_list(runs):
+    for run in trained_runs(runs):
         tuned = tuned_model(run)
         key = _base_key(run, tuned, {"head"}, tuned.pooling, str(tuned.device))
         if key not in bases:

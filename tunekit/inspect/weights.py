@@ -24,7 +24,7 @@ from typing import Iterable, Optional
 import pandas as pd
 import torch
 
-from tunekit.inspect.models import RunLike, as_run, initial_tensors, tuned_model
+from tunekit.inspect.models import RunLike, as_run, initial_tensors, trained_runs, tuned_model
 from tunekit.models import TextClassifier, canonical_name, load_model
 
 _MODULE_NAMES = {
@@ -123,9 +123,8 @@ def weight_change(runs: RunLike | Iterable[RunLike]) -> pd.DataFrame:
 
     Columns: run, label, group, block, module, w0_norm, delta_norm, rel_change, numel.
     """
-    runs = [runs] if isinstance(runs, (str,)) or not isinstance(runs, Iterable) else list(runs)
     frames = []
-    for run in runs:
+    for run in trained_runs(runs):
         p = parameter_changes(run)
         p = p.assign(w0_sq=p["w0_norm"] ** 2, delta_sq=p["delta_norm"] ** 2, block=p["block"].fillna(-1))
         g = p.groupby(["run", "label", "group", "block", "module"], sort=False, as_index=False).agg(
@@ -237,11 +236,9 @@ def update_spectra(runs: RunLike | Iterable[RunLike], top_k: int = 10, eps: floa
     """Singular values of every 2-D update ``delta W`` (head and, optionally, the embedding
     matrices included), with effective rank, stable rank, the number of directions holding
     ``energy`` of the update, and intruder dimensions of ``W0 + delta`` against ``W0``."""
-    runs = [runs] if isinstance(runs, str) or not isinstance(runs, Iterable) else list(runs)
     rows, sv, noise, cos = [], {}, {}, {}
     u0_cache: dict = {}
-    for run in runs:
-        run = as_run(run)
+    for run in trained_runs(runs):
         model, deltas = _deltas(run)
         for name, (w0, delta) in deltas.items():
             if w0.ndim != 2:
