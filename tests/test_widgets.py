@@ -26,7 +26,11 @@ def _wait(lab, timeout=120):
 def test_diagram_lists_groups_and_counts_update_before_training(lab):
     d, c = lab.diagram, lab.controls
     assert list(d.toggles) == ["embeddings", "block.0", "block.1", "pooler", "head"]
-    assert d.trainable == ["block.0", "block.1", "pooler", "head"]  # preset "top 2" on a 2-block model
+    assert d.trainable == ["block.0", "block.1", "pooler", "head"]  # preset "top k", k=2, on a 2-block model
+    d.k.value = 1
+    assert d.trainable == ["block.1", "pooler", "head"] and d.k.max == 2
+    d.preset("top 2")
+    assert d.trainable == ["block.0", "block.1", "pooler", "head"]
     d.presets["probe"].click()
     assert d.trainable == ["head"] and "<b>258</b> of" in c.counts.value
     d.toggles["block.1"].value = True
@@ -144,6 +148,9 @@ def test_views_show_figures_for_selected_runs(lab):
     assert kinds[0] == "FigureWidget"
     heat = lab.runs.panes["Weights"].children[0]
     assert len(heat.data) == 2  # one heatmap panel per run
+    titles = [w.layout.title.text or "" for w in lab.runs.panes["Weights"].children if hasattr(w, "layout")
+              and hasattr(w.layout, "title")]
+    assert any("pectrum" in t or "ingular" in t for t in titles), titles  # the most-changed matrix's spectrum
     attribution = lab.runs.panes["Attribution"].children[0]
     assert "[CLS]" in attribution.value
 

@@ -37,18 +37,24 @@ class ModelDiagram(W.VBox):
             note = f"unused ({model.pooling} pooling)" if unused else f"{counts[g]['total']:,} params"
             rows.append(W.HBox([t, W.Label(note, layout=W.Layout(width="170px"))]))
         self.presets = {name: W.Button(description=name, layout=W.Layout(width="auto"))
-                        for name in ("probe", "top 2", "full")}
+                        for name in ("probe", "top k", "full")}
         for name, b in self.presets.items():
             b.on_click(lambda _b, n=name: self.preset(n))
+        self.k = W.BoundedIntText(min(2, model.num_blocks), min=1, max=max(1, model.num_blocks), description="k",
+                                  style={"description_width": "15px"}, layout=W.Layout(width="80px"))
+        self.k.observe(lambda _c: self.preset("top k"), "value")
         super().__init__([W.HTML("<b>Model</b> (pressed = trains)"), *rows,
-                          W.HBox(list(self.presets.values()))], **kw)
-        self.preset("top 2")
+                          W.HBox([*self.presets.values(), self.k])], **kw)
+        self.preset("top k")
 
     def preset(self, name: str) -> None:
-        """probe: only the head; top 2: the top two blocks and what sits above; full: everything."""
-        groups = {"probe": ["head"],
-                  "top 2": tk.Freeze.top(2).trainable_groups(self.model),
-                  "full": self.model.active_groups}[name]
+        """probe: only the head; top k (or "top 3"): the top k blocks and what sits above them;
+        full: everything on the path to the logits."""
+        if name.startswith("top"):
+            k = self.k.value if name == "top k" else int(name.split()[1])
+            groups = tk.Freeze.top(k).trainable_groups(self.model)
+        else:
+            groups = {"probe": ["head"], "full": self.model.active_groups}[name]
         self.set(groups)
 
     def set(self, groups) -> None:

@@ -114,8 +114,11 @@ class RunsPanel(W.VBox):
         out = [plots.weight_change_heatmap(wc), plots.head_change_bar(wc)]
         if len(runs) >= 2:
             out.append(plots.weight_change_difference(wc, runs[-1].name, runs[0].name))
-        if (sp.table["delta_norm"] > 0).any() and sp.table["block"].notna().any():
+        moved = sp.table[(sp.table["delta_norm"] > 0) & sp.table["block"].notna()]
+        if len(moved):
             out.append(plots.rank_by_block(sp.table))
+            # the spectrum of the matrix that moved most, for every run that changed it
+            out.append(plots.spectrum(sp, moved.loc[moved["delta_norm"].idxmax(), "name"]))
         return out
 
     def _view_representations(self, runs: list) -> list:
