@@ -139,5 +139,5 @@ def test_runs_that_never_trained_are_left_out_with_a_warning(tiny_dir, small, fa
     with pytest.warns(UserWarning, match=f"run '{idle.name}' \\(stopped\\) took no training step"):
         wc = W.weight_change([done, idle])
     assert set(wc["run"]) == {done.name}
-    with pytest.raises(ConfigError, match="none of the runs took a training step"):
+    with pytest.raises(ConfigError, match="none of the runs took a training step"), pytest.warns(UserWarning):
         W.weight_change([idle])
