@@ -53,6 +53,10 @@ def test_strategy_controls_make_strategies(lab):
     assert isinstance(c.strategy(), tk.Full) and lab.diagram.trainable == lab.model.active_groups
     c.kind_w.value = "freeze"
     assert not lab.diagram.locked and c.lora_box.layout.display == "none"
+    lab.diagram.preset("top 1")
+    assert c.strategy().label == "freeze-top1"  # the toggles of a top-k preset make tk.Freeze.top(k)
+    lab.diagram.toggles["embeddings"].value = True
+    assert c.strategy().label == "freeze-train-embeddings-block.1-pooler-head"
     c.default_lr.value = False
     c.lr.value = 1e-3
     assert c.overrides()["lr"] == pytest.approx(1e-3) and c.overrides()["train_size"] == 32
@@ -201,3 +205,28 @@ def test_pickers_are_locked_while_a_run_trains(lab):
     lab.stop()
     _wait(lab)
     assert not lab.model_w.disabled and lab.data.name != "bbc_news"
+
+
+def test_a_diverging_run_is_said_in_words(lab, monkeypatch):
+    """NaN loss: the run fails, the app says so in words, the partial record stays on disk."""
+    import torch
+
+    from tunekit.engine import Trainer
+
+    class Poisoned(Trainer):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+
+            def poison(ev):
+                with torch.no_grad():
+                    for p in ev.trainer.model.head().parameters():
+                        p.fill_(float("nan"))
+            self.add_callback("step", poison)
+    monkeypatch.setattr(tk, "Trainer", Poisoned)
+    lab.controls.kind_w.value = "full"
+    assert lab.train(wait=True)
+    assert "Run failed: the loss became nan at step" in lab.status and "lower learning rate" in lab.status
+    [run] = tk.list_runs(lab.runs_dir)
+    assert run.status == "failed" and run.summary["steps"] >= 1
+    assert not lab.running and not lab.train_button.disabled
+

@@ -128,8 +128,12 @@ class StrategyControls(W.VBox):
             return tk.Full()
         if kind == "probe":
             return tk.Probe()
-        if self.diagram.trainable == ["head"]:  # head only: the probe computes features once
+        trainable = set(self.diagram.trainable)
+        if trainable == {"head"}:  # head only: the probe computes features once
             return tk.Probe()
+        for k in range(1, self.model.num_blocks + 1):  # the top k blocks: the same run as tk.Freeze.top(k)
+            if trainable == set(tk.Freeze.top(k).trainable_groups(self.model)):
+                return tk.Freeze.top(k)
         return tk.Freeze(train=list(self.diagram.trainable))
 
     def overrides(self) -> dict:
