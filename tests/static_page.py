@@ -9,9 +9,9 @@ import shutil
 import time
 from pathlib import Path
 
+from jupyter_browser import CHROMIUM_FLAGS as FLAGS  # tests/ is on sys.path
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 JS_STATE = """() => ({
   plots: [...document.querySelectorAll('.js-plotly-plot')].filter(p => p._fullLayout).length,
   titles: [...document.querySelectorAll('.js-plotly-plot')].map(p => (p.layout && p.layout.title &&
