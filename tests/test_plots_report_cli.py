@@ -146,7 +146,9 @@ def test_pareto(three):
     assert points == [(100, 0.6), (1_000, 0.8), (10_000, 0.7)]
     front = [t for t in fig.data if t.name == "Pareto front"][0]
     assert list(front.x) == [100, 1_000]  # full is both bigger and worse than LoRA
-    assert plots.pareto(three, x="peak_memory_mb").layout.xaxis.type == "linear"
+    memory = plots.pareto(three, x="peak_memory_mb")
+    assert memory.layout.xaxis.type == "linear"
+    assert "RSS" in memory.layout.xaxis.title.text and "earlier runs" in memory.layout.xaxis.title.text
     assert [t.x[0] for t in plots.pareto(three, x="wall_time_s").data[:3]] == [1.0, 3.0, 9.0]
     assert len(plots.pareto(table(three)).data) == 4  # a runs.table() works too
     with pytest.raises(ConfigError, match="x must be"):

@@ -266,8 +266,18 @@ def pareto(runs: Any, x: str = "trainable_params", y: str = "accuracy",
         fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines",
                                  name="Pareto front", line={"color": "lightgrey", "dash": "dot"},
                                  hoverinfo="skip"))
+    x_title = PARETO_X[x]
+    if x == "peak_memory_mb" and "memory_kind" in rows.columns:
+        kinds = set(rows["memory_kind"].dropna())
+        if kinds == {"process_rss"}:  # what a CPU run measures: say what it includes
+            x_title = ("peak process memory, RSS (MB; includes Python, the libraries and models of "
+                       "earlier runs in the same process)")
+        elif kinds == {"cuda_max_allocated"}:
+            x_title = "peak GPU memory allocated (MB)"
+        elif len(kinds) > 1:
+            x_title = "peak memory (MB; measured differently across runs: CPU RSS and GPU allocation)"
     fig.update_layout(title=f"{'Accuracy' if y == 'accuracy' else 'Macro-F1'} vs {PARETO_X[x]}",
-                      xaxis_title=PARETO_X[x] + (" (log scale)" if log_x else ""),
+                      xaxis_title=x_title + (" (log scale)" if log_x else ""),
                       yaxis_title="validation " + ("accuracy" if y == "accuracy" else "macro-F1"),
                       template="plotly_white", legend_title_text="run")
     fig.update_xaxes(type="log" if log_x else "linear")
