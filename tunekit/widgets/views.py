@@ -121,10 +121,22 @@ class RunsPanel(W.VBox):
             out.append(plots.spectrum(sp, moved.loc[moved["delta_norm"].idxmax(), "name"]))
         return out
 
+    def _data_for(self, runs: list) -> tk.TextDataset:
+        """The examples to compare representations on: the data the runs were trained on (the
+        lab's current data, or that built-in set if the runs came from another)."""
+        names = {r.config.get("data", {}).get("name") for r in runs}
+        if names <= {self.data.name}:
+            return self.data
+        if len(names) == 1 and next(iter(names)) in tk.data.BUILTIN:
+            return tk.data.load(next(iter(names)))
+        raise ValueError(f"the selected runs were trained on {', '.join(sorted(map(str, names)))}; "
+                         f"select runs of one data set (the lab holds {self.data.name})")
+
     def _view_representations(self, runs: list) -> list:
         runs = self._usable(runs)
-        return [plots.cka_by_layer(inspect.representation_drift(runs, data=self.data, n=128)),
-                plots.pca_scatter(inspect.pca_features(runs, self.data, n=128))]
+        data = self._data_for(runs)
+        return [plots.cka_by_layer(inspect.representation_drift(runs, data=data, n=128)),
+                plots.pca_scatter(inspect.pca_features(runs, data, n=128))]
 
     def _view_attribution(self, runs: list) -> list:
         runs = self._usable(runs)
