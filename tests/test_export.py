@@ -109,6 +109,20 @@ def test_export_writes_the_page_and_the_widget_javascript(tmp_path):
     assert '<script src="https://cdnjs' in cdn.read_text()
 
 
+def test_ipynb_for_nbviewer_carries_html_figures_and_never_overwrites_its_source(tmp_path, capsys):
+    nb = _notebook("fig")
+    nb.cells[2].outputs = [_figure_output("for nbviewer")]
+    src = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(src))
+    assert cli.main(["export", str(src), "--ipynb", "--out", str(tmp_path / "site")]) == 0
+    saved = nbformat.read(str(tmp_path / "site" / "n.ipynb"), as_version=4)
+    html = saved.cells[2].outputs[0].data["text/html"]
+    assert "for nbviewer" in html and "plotly.js v" in html
+    assert "text/html" not in nbformat.read(str(src), as_version=4).cells[2].outputs[0].data, "source untouched"
+    assert cli.main(["export", str(src), "--ipynb", "--out", str(tmp_path)]) == 2
+    assert "argument --out: writing the notebook would overwrite its source" in capsys.readouterr().err
+
+
 def test_cli_export_errors_name_the_option(tmp_path, capsys):
     nb = tmp_path / "n.ipynb"
     nbformat.write(_notebook("1"), str(nb))
@@ -138,8 +152,11 @@ def test_exported_page_draws_figures_and_widgets_offline(python3_kernel, tmp_pat
         "        go.FigureWidget(go.Scatter(x=[1, 2], y=[2, 1]), layout=dict(title='widget figure'))])")
     nbformat.write(nb, str(tmp_path / "demo.ipynb"))
     assert cli.main(["export", str(tmp_path / "demo.ipynb"), "--execute", "-p", "TITLE=from the command line",
-                     "-p", "N=4", "--out", str(tmp_path / "site")]) == 0
+                     "-p", "N=4", "--out", str(tmp_path / "site"), "--ipynb"]) == 0
     page = tmp_path / "site" / "demo.html"
+    saved = nbformat.read(str(tmp_path / "site" / "demo.ipynb"), as_version=4)
+    assert "application/vnd.jupyter.widget-state+json" in saved.metadata["widgets"]
+    assert all("text/html" in o.data for c in saved.cells for o in c.get("outputs", []) if PLOTLY in o.get("data", {}))
     if not static_page.available():
         pytest.skip("Debian chromium / playwright not installed (bash scripts/setup.sh --dev installs them)")
     state = static_page.check_page(page, expect_plots=2, expect_widgets=True, screenshot=tmp_path / "demo.png")

@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(VALUE is a Python literal, else a string)")
     e.add_argument("--timeout", type=_positive_int, default=1800,
                    help="with --execute: seconds one cell may run (default %(default)s)")
+    e.add_argument("--ipynb", action="store_true",
+                   help="also write each notebook as exported (outputs, widget state, figures as HTML) "
+                        "next to its page: the file to publish for nbviewer")
     e.add_argument("--cdn", action="store_true",
                    help="load the widget manager from a CDN instead of writing local copies (needs internet to view)")
     e.set_defaults(run=cmd_export, parser=e)
@@ -291,10 +294,11 @@ def cmd_export(args) -> int:
         raise InputError("--param", str(e).partition(": ")[2]) from e
     try:
         export_notebooks(args.notebooks, args.out, execute=args.execute, params=params, cdn=args.cdn,
-                         timeout=args.timeout, progress=lambda m: print(f"tunekit: {m}", file=sys.stderr))
+                         timeout=args.timeout, ipynb=args.ipynb, progress=lambda m: print(f"tunekit: {m}", file=sys.stderr))
     except ExportError as e:
         message = str(e)
-        option = {"params": "--param", "notebook": "NOTEBOOK", "notebooks": "NOTEBOOK"}.get(message.split(":")[0])
+        option = {"params": "--param", "notebook": "NOTEBOOK", "notebooks": "NOTEBOOK",
+                  "out": "--out"}.get(message.split(":")[0])
         raise InputError(option, message.partition(": ")[2] if option else message) from e
     return 0
 

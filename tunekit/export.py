@@ -228,11 +228,13 @@ def export_html(nb_or_path, out: Union[str, Path], cdn: bool = False, title: Opt
 
 def export_notebooks(paths: Iterable[Union[str, Path]], out: Union[str, Path], execute: bool = False,
                      params: Optional[Mapping[str, Any]] = None, cdn: bool = False, timeout: int = 1800,
-                     progress=print) -> list[Path]:
+                     ipynb: bool = False, progress=print) -> list[Path]:
     """Export several notebooks into folder ``out`` (running each first when ``execute``).
 
     ``params`` go to every notebook whose parameters cell has the name; a name no notebook
-    knows is an error."""
+    knows is an error. With ``ipynb``, each notebook is also written to ``out`` as it was
+    exported (outputs, saved widget state, an HTML rendering for every plotly figure): the
+    file to publish for nbviewer."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise ExportError("notebooks: give at least one .ipynb file")
@@ -259,4 +261,11 @@ def export_notebooks(paths: Iterable[Union[str, Path]], out: Union[str, Path], e
         page = export_html(nb, Path(out) / f"{p.stem}.html", cdn=cdn)
         progress(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB)")
         pages.append(page)
+        if ipynb:
+            target = Path(out) / f"{p.stem}.ipynb"
+            if target.resolve() == p.resolve():
+                raise ExportError(f"out: writing the notebook would overwrite its source {str(p)!r}")
+            add_plotly_html(nb)
+            _need("nbformat").write(nb, str(target))
+            progress(f"wrote {target}")
     return pages
