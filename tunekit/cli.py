@@ -117,6 +117,10 @@ def parse_strategies(text: str) -> list:
         raise InputError("--strategies", str(e)) from e
 
 
+# ExportError messages start with "field: "; this maps those fields to options of `tunekit export`.
+_EXPORT_OPTIONS = {"params": "--param", "notebooks": "NOTEBOOK", "notebook": "NOTEBOOK", "out": "--out"}
+
+
 def _option_for(message: str) -> Optional[str]:
     for field, option in _FIELD_OPTIONS.items():
         if message.startswith(field):
@@ -297,8 +301,7 @@ def cmd_export(args) -> int:
                          timeout=args.timeout, ipynb=args.ipynb, progress=lambda m: print(f"tunekit: {m}", file=sys.stderr))
     except ExportError as e:
         message = str(e)
-        option = {"params": "--param", "notebook": "NOTEBOOK", "notebooks": "NOTEBOOK",
-                  "out": "--out"}.get(message.split(":")[0])
+        option = _EXPORT_OPTIONS.get(message.split(":")[0])
         raise InputError(option, message.partition(": ")[2] if option else message) from e
     return 0
 

@@ -244,6 +244,8 @@ def export_notebooks(paths: Iterable[Union[str, Path]], out: Union[str, Path], e
     known: set[str] = set()
     notebooks = []
     for p in paths:
+        if ipynb and (Path(out) / f"{p.stem}.ipynb").resolve() == p.resolve():  # before any notebook runs
+            raise ExportError(f"out: writing the notebook would overwrite its source {str(p)!r}")
         nb = read_notebook(p)
         names = set(parameter_names(nb)) if params else set()
         known |= names
@@ -258,14 +260,13 @@ def export_notebooks(paths: Iterable[Union[str, Path]], out: Union[str, Path], e
             nb = run_notebook(p, params=own, timeout=timeout)
         else:
             nb = read_notebook(p)
+        if ipynb:  # the figures' HTML once, for both files (export_html then finds nothing to add)
+            add_plotly_html(nb)
         page = export_html(nb, Path(out) / f"{p.stem}.html", cdn=cdn)
         progress(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB)")
         pages.append(page)
         if ipynb:
             target = Path(out) / f"{p.stem}.ipynb"
-            if target.resolve() == p.resolve():
-                raise ExportError(f"out: writing the notebook would overwrite its source {str(p)!r}")
-            add_plotly_html(nb)
             _need("nbformat").write(nb, str(target))
             progress(f"wrote {target}")
     return pages

@@ -161,8 +161,14 @@ class TextClassifier:
     @property
     def active_groups(self) -> list[str]:
         """Groups on the path from input to logits (mean or last-token pooling bypasses BERT's pooler)."""
-        unused = {"pooler"} if self.pooling in ("mean", "last") else set()
+        unused = {"pooler"} if self.pools_itself else set()
         return [g for g in self.groups if g not in unused]
+
+    @property
+    def pools_itself(self) -> bool:
+        """True when tunekit pools the last hidden states for the head ("mean" or "last"),
+        bypassing the architecture's own head input (e.g. BERT's pooler)."""
+        return self.pooling in ("mean", "last")
 
     @property
     def hidden_size(self) -> int:
@@ -229,7 +235,7 @@ class TextClassifier:
         are (Hugging Face's own decoder heads find it by comparing ids with the pad id,
         which moves the position when the ids change, e.g. to an attribution baseline).
         """
-        if self.pooling not in ("mean", "last"):
+        if not self.pools_itself:
             raise ConfigError(f"features() needs pooling 'mean' or 'last' (this model pools {self.pooling!r})")
         h = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "last":
@@ -241,7 +247,7 @@ class TextClassifier:
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Class logits [batch, num_labels], through the head this model was trained with."""
-        if self.pooling in ("mean", "last"):
+        if self.pools_itself:
             return self.head()(self.features(input_ids, attention_mask))
         return self.module(input_ids=input_ids, attention_mask=attention_mask).logits
 

@@ -35,9 +35,11 @@ def trained_runs(runs: Union[RunLike, Iterable[RunLike]]) -> list[Run]:
     runs = [as_run(r) for r in runs]
     if not runs:
         raise ConfigError("runs must hold at least one run (got none)")
-    kept = [r for r in runs if (r.summary.get("steps") or 0) > 0]
+    kept = []
     for r in runs:
-        if r not in kept:
+        if (r.summary.get("steps") or 0) > 0:
+            kept.append(r)
+        else:
             warnings.warn(f"run {r.name!r} ({r.status}) took no training step; it is left out"
                           + (f": {r.summary['reason']}" if r.summary.get("reason") else ""), stacklevel=3)
     if not kept:

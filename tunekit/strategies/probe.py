@@ -57,7 +57,7 @@ class Probe(Strategy):
         return FeatureSplit(torch.cat(feats).float(), split.labels)
 
     def _features(self, model, batch: dict) -> torch.Tensor:
-        if model.pooling in ("mean", "last"):
+        if model.pools_itself:
             return model.features(batch["input_ids"], batch["attention_mask"])
         seen = []
         handle = model.head().register_forward_pre_hook(lambda mod, args: seen.append(args[0]))

@@ -136,6 +136,13 @@ class StrategyControls(W.VBox):
                 return tk.Freeze.top(k)
         return tk.Freeze(train=list(self.diagram.trainable))
 
+    def take_settings(self, other: "StrategyControls") -> None:
+        """Copy the strategy kind and hyper-parameters from ``other`` (the controls of the model
+        this one replaces); the LoRA targets and the diagram stay this model's own."""
+        for name in ("epochs", "batch_size", "schedule", "train_size", "eval_size", "seed", "default_lr", "lr",
+                     "rank", "alpha", "kind_w"):
+            getattr(self, name).value = getattr(other, name).value
+
     def overrides(self) -> dict:
         """TrainConfig fields set by the controls."""
         out = dict(epochs=self.epochs.value, batch_size=self.batch_size.value, schedule=self.schedule.value,

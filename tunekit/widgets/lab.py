@@ -24,6 +24,11 @@ from tunekit.widgets.controls import ModelDiagram, StrategyControls
 from tunekit.widgets.views import RunsPanel
 
 
+def _curve_layout(title: str) -> dict:
+    return dict(title=title, height=280, template="plotly_white", margin=dict(l=50, r=10, t=40, b=40),
+                xaxis_title="step")
+
+
 class Lab(W.VBox):
     """The notebook lab.
 
@@ -75,12 +80,8 @@ class Lab(W.VBox):
         self.stop_button.on_click(lambda _b: self.stop())
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="300px"))
         self.status_w = W.HTML()
-        self.loss_fig = self._watched(go.FigureWidget(layout=dict(
-            title="training loss", height=280, template="plotly_white", margin=dict(l=50, r=10, t=40, b=40),
-            xaxis_title="step")))
-        self.acc_fig = self._watched(go.FigureWidget(layout=dict(
-            title="validation accuracy", height=280, template="plotly_white", margin=dict(l=50, r=10, t=40, b=40),
-            xaxis_title="step")))
+        self.loss_fig = self._watched(go.FigureWidget(layout=_curve_layout("training loss")))
+        self.acc_fig = self._watched(go.FigureWidget(layout=_curve_layout("validation accuracy")))
         self.runs = RunsPanel(runs_dir, self.data)
         self._trainer: Optional[tk.Trainer] = None
         self._thread: Optional[threading.Thread] = None
@@ -142,11 +143,7 @@ class Lab(W.VBox):
             self._say(f"Could not load {model} with {data_label}: {e}", "error")
             self.model_w.value, self.data_w.value = self._picked
             return
-        old = self.controls
-        for name in ("epochs", "batch_size", "schedule", "train_size", "eval_size", "seed", "default_lr", "lr",
-                     "rank", "alpha"):
-            getattr(controls, name).value = getattr(old, name).value
-        controls.kind_w.value = old.kind_w.value
+        controls.take_settings(self.controls)
         self.data, self.model, self.model_source = data, loaded, model
         self.diagram, self.controls = diagram, controls
         self._left.children = (diagram, controls)
@@ -155,7 +152,6 @@ class Lab(W.VBox):
         self._describe()
         self._say(f"Loaded {model} ({loaded.num_blocks} blocks) with {data.name} "
                   f"({len(data.label_names)} classes).", "ok")
-
 
     def train(self, wait: bool = False) -> bool:
         """Start a run in a worker thread (``wait=True`` joins it). Refused while one runs."""
@@ -259,13 +255,18 @@ class Lab(W.VBox):
         if not pending or not self.loss_fig.data:
             return
         steps, losses = zip(*pending)
-        with self._curve_lock:
-            trace = self.loss_fig.data[-1]
-            with self.loss_fig.batch_update():
-                trace.x = tuple(trace.x or ()) + steps
-                trace.y = tuple(trace.y or ()) + losses
-            self._sent(self.loss_fig)
+        self._extend("loss_fig", steps, losses)
         self.progress.value = min(steps[-1], self.progress.max)
+
+    def _extend(self, name: str, xs: tuple, ys: tuple) -> None:
+        """Append points to the newest trace of curve figure ``name`` in one browser update."""
+        with self._curve_lock:  # the figure object may be replaced (redraw_stale_curves): look it up here
+            fig = getattr(self, name)
+            trace = fig.data[-1]
+            with fig.batch_update():
+                trace.x = tuple(trace.x or ()) + tuple(xs)
+                trace.y = tuple(trace.y or ()) + tuple(ys)
+            self._sent(fig)
 
     # ----- curves the browser stopped following ----------------------------------------------------
     # plotly's FigureWidget is an anywidget. anywidget's frontend gives a new model 2 s to load its
@@ -310,12 +311,7 @@ class Lab(W.VBox):
     def _on_eval(self, ev) -> None:
         self.redraw_stale_curves()
         self._draw_pending()
-        with self._curve_lock:
-            trace = self.acc_fig.data[-1]
-            with self.acc_fig.batch_update():
-                trace.x = tuple(trace.x or ()) + (ev.payload["step"],)
-                trace.y = tuple(trace.y or ()) + (ev.payload["val_accuracy"],)
-            self._sent(self.acc_fig)
+        self._extend("acc_fig", (ev.payload["step"],), (ev.payload["val_accuracy"],))
 
     def _say(self, message: str, kind: str = "info") -> None:
         """Show ``message`` (plain text, escaped here) in the status line."""
