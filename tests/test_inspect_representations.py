@@ -177,9 +177,9 @@ def test_drift_equals_cka_of_the_pooled_states(runs, small):
 
 
 def test_one_base_pass_for_runs_that_share_a_base(runs, small, monkeypatch):
-    import tunekit.inspect.representations as rep
     calls = []
-    monkeypatch.setattr(rep, "base_model", lambda run: calls.append(run.name) or tk.inspect.base_model(run))
+    load_start = tk.runs.Run.load_start
+    monkeypatch.setattr(tk.runs.Run, "load_start", lambda self, *a: calls.append(self.name) or load_start(self, *a))
     representation_drift(runs, texts=small.validation["text"].tolist()[:8])
     assert len(calls) == 1
 

@@ -49,7 +49,7 @@ def test_lora_update_is_rank_r_and_base_plus_delta_is_the_merged_weight(tiny_dir
     model = tk.load_model(tiny_dir, label_names=small.label_names)
     run = tk.train(model, small, tk.LoRA(rank=2), **fast)
     deltas = W.weight_deltas(run)
-    merged = model.module.merge_and_unload()  # plain peft folds scale * B @ A into W
+    merged = model.peft.merge_and_unload()  # plain peft folds scale * B @ A into W
     merged_state = dict(merged.named_parameters())
     checked = 0
     for name, (w0, d) in deltas.items():

@@ -32,7 +32,7 @@ def test_real_minilm_lora_adapter_in_plain_peft_gives_identical_logits(data, tmp
     model = tk.load_model(label_names=data.label_names)
     run = tk.train(model, data, tk.LoRA(rank=8), train_size=64, eval_size=32, runs_dir=str(tmp_path),
                    progress=False)
-    assert model.module.get_nb_trainable_parameters()[0] == run.config["params"]["trainable"] == 74_498
+    assert model.peft.get_nb_trainable_parameters()[0] == run.config["params"]["trainable"] == 74_498
     texts = ["An utterly charming film.", "Two hours I will never get back, and the plot is a mess."]
     model.module.eval()
     enc = model.tokenize(texts)

@@ -150,7 +150,7 @@ def test_tunekit_loads_smollm2_and_trains_one_lora_step(cache_root, tmp_path):
     run = tk.train(model, data, lora, train_size=4, batch_size=4, max_length=32, runs_dir=str(tmp_path),
                    progress=False, evals_per_epoch=1)
     assert run.status == "completed" and run.summary["steps"] == 1
-    assert run.config["params"]["trainable"] == model.module.get_nb_trainable_parameters()[0]
+    assert run.config["params"]["trainable"] == model.peft.get_nb_trainable_parameters()[0]
 
 
 def test_last_token_pooling_matches_the_hf_head_and_any_padding_side(model_dir):

@@ -51,8 +51,8 @@ def test_full_run_writes_a_complete_record(tiny, small, fast):
 def test_frozen_parameters_are_bit_identical_after_training(tiny, small, fast, strategy):
     before = _state(tiny)
     tk.train(tiny, small, strategy, **fast)
-    after = {tk.models.canonical_name(n): p for n, p in tiny.module.named_parameters()
-             if "lora_" not in n and "modules_to_save" not in n}
+    layout = tiny.backbone.layout  # peft's structure says which tensors are the plain model's
+    after = {layout.canonical(n): p for n, p in tiny.hf.named_parameters() if layout.role(n) in ("base", "original")}
     assert set(after) == set(before)
     changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
     frozen_groups = {"probe": {"embeddings", "block.0", "block.1", "pooler"},

@@ -17,17 +17,19 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "TrainConfig": "tunekit.config", "ConfigError": "tunekit.config",
     "TextDataset": "tunekit.data", "DataError": "tunekit.data",
-    "load_model": "tunekit.models", "TextClassifier": "tunekit.models",
+    "load_model": "tunekit.models", "Model": "tunekit.models", "TextClassifier": "tunekit.models",
+    "make_tiny": "tunekit.models", "Backbone": "tunekit.backbone",
     "ModelNotFoundError": "tunekit.models", "make_tiny_bert": "tunekit.models",
-    "Probe": "tunekit.strategies", "Freeze": "tunekit.strategies", "LoRA": "tunekit.strategies",
+    "Probe": "tunekit.strategies", "Freeze": "tunekit.strategies", "LoRA": "tunekit.strategies", "IA3": "tunekit.strategies",
     "Full": "tunekit.strategies", "LPFT": "tunekit.strategies", "Strategy": "tunekit.strategies",
     "get_strategy": "tunekit.strategies",
     "train": "tunekit.engine", "compare": "tunekit.engine", "Trainer": "tunekit.engine",
-    "Event": "tunekit.engine", "StopTraining": "tunekit.engine",
+    "Event": "tunekit.engine", "StopTraining": "tunekit.engine", "evaluate": "tunekit.evaluation",
     "Run": "tunekit.runs", "load_run": "tunekit.runs", "list_runs": "tunekit.runs",
     "Lab": "tunekit.widgets",
 }
-_MODULES = ("data", "models", "strategies", "engine", "runs", "plots", "config", "report", "inspect", "widgets")
+_MODULES = ("data", "models", "backbone", "tasks", "adapters", "strategies", "engine", "runs", "plots", "config",
+            "report", "inspect", "widgets", "metrics")
 
 __all__ = sorted(_EXPORTS) + list(_MODULES)
 

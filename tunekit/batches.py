@@ -14,21 +14,26 @@ import torch
 class EncodedSplit:
     """Tokenised examples of one split: ragged token-id lists plus integer labels."""
 
-    def __init__(self, input_ids: list[list[int]], labels: torch.Tensor, pad_id: int):
+    def __init__(self, input_ids: list[list[int]], labels: Optional[torch.Tensor], pad_id: int):
         self.input_ids = input_ids
         self.labels = labels
         self.pad_id = pad_id
 
     @classmethod
-    def encode(cls, tokenizer, texts: Sequence[str], labels: Sequence[int], max_length: int) -> "EncodedSplit":
+    def encode(cls, tokenizer, texts: Sequence[str], labels: Optional[Sequence[int]], max_length: int
+               ) -> "EncodedSplit":
+        """Token ids of ``texts`` (truncated to ``max_length``); ``labels`` None for a task
+        that reads no labels (causal LM: the targets are the tokens themselves)."""
         ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-        return cls(ids, torch.as_tensor(list(labels), dtype=torch.long), tokenizer.pad_token_id)
+        labels = None if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
+        return cls(ids, labels, tokenizer.pad_token_id)
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def subset(self, index: Sequence[int]) -> "EncodedSplit":
-        return EncodedSplit([self.input_ids[i] for i in index], self.labels[list(index)], self.pad_id)
+        labels = None if self.labels is None else self.labels[list(index)]
+        return EncodedSplit([self.input_ids[i] for i in index], labels, self.pad_id)
 
     def collate(self, index: Sequence[int], device=None) -> dict:
         rows = [self.input_ids[i] for i in index]
@@ -38,7 +43,9 @@ class EncodedSplit:
         for j, r in enumerate(rows):
             ids[j, :len(r)] = torch.as_tensor(r)
             mask[j, :len(r)] = 1
-        batch = {"input_ids": ids, "attention_mask": mask, "labels": self.labels[list(index)]}
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if self.labels is not None:
+            batch["labels"] = self.labels[list(index)]
         return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,

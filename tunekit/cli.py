@@ -2,13 +2,15 @@
 
     tunekit compare --strategies probe,freeze,lora:4,full --epochs 1 --train-size 1000
     tunekit runs --runs-dir ./tunekit-runs --report old-runs.html
+    tunekit evaluate lora-r8-20261201-101500 --split test
     tunekit export notebooks/*.ipynb --execute -p TRAIN_SIZE=200 --out site
     python -m tunekit.cli compare ...
 
 ``compare`` trains each strategy on a fresh copy of the same model and data
 (:func:`tunekit.engine.compare`), prints a table, and writes one self-contained
-HTML report. Strategy specs: ``probe``, ``full``, ``lpft``, ``lora`` or
+HTML report. Strategy specs: ``probe``, ``full``, ``lpft``, ``ia3``, ``lora`` or
 ``lora:RANK``, ``freeze`` (train the top 2 blocks) or ``freeze:K`` (the top K).
+``evaluate`` prints a run's metrics on a split (:func:`tunekit.evaluate`).
 
 Exit status: 0 done; 1 some run failed (it is still in the table and the report);
 2 bad input (the message names the option); 130 interrupted.
@@ -23,15 +25,15 @@ from typing import Optional, Sequence
 
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError
 
-STRATEGY_NAMES = ("probe", "freeze", "lora", "full", "lpft")
+STRATEGY_NAMES = ("probe", "freeze", "lora", "ia3", "full", "lpft")
 # ConfigError messages start with the field they are about; this maps fields to options.
 _FIELD_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
                   "train_size": "--train-size", "eval_size": "--eval-size", "runs_dir": "--runs-dir",
                   "max_length": "--max-length",
                   "device": "--device", "LoRA": "--strategies", "Freeze": "--strategies",
                   "LPFT": "--strategies", "Probe": "--strategies", "Full": "--strategies",
-                  "strategy": "--strategies", "unknown strategy": "--strategies", "model": "--model",
-                  "data": "--data"}
+                  "IA3": "--strategies", "strategy": "--strategies", "unknown strategy": "--strategies",
+                  "model": "--model", "data": "--data", "task": "--task", "split": "--split"}
 
 
 class InputError(Exception):
@@ -139,8 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train each strategy on a fresh copy of the same model with the same data "
                                    "and seed; print a table and write a self-contained HTML report.")
     c.add_argument("--strategies", default="probe,lora,full",
-                   help="comma list of probe, freeze[:K] (top K blocks, default 2), lora[:RANK], full, lpft "
+                   help="comma list of probe, freeze[:K] (top K blocks, default 2), lora[:RANK], ia3, full, lpft "
                         "(default: %(default)s)")
+    c.add_argument("--task", default="classification", choices=("classification", "causal_lm"),
+                   help="classification (a new head on the labels) or causal_lm (next-token loss on the "
+                        "texts; labels ignored) (default %(default)s)")
     c.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training subset (default 1)")
     c.add_argument("--train-size", type=_size, default=1000,
                    help="training examples, a seeded subset; 'all' for the whole split (default 1000)")
@@ -173,6 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="runs directory (default %(default)s)")
     r.add_argument("--report", default=None, help="also write an HTML report of these runs to this file")
     r.set_defaults(run=cmd_runs, parser=r)
+
+    v = sub.add_parser("evaluate", help="print a run's metrics on a split of its data",
+                       description="Evaluate a run's trained model on a split and print the task's metrics "
+                                   "(classification: accuracy, macro-F1, loss; causal LM: perplexity, loss). On "
+                                   "the validation split it uses the run's own subset, so the numbers equal the "
+                                   "ones the run recorded.")
+    v.add_argument("run", metavar="RUN", help="a run directory, or a run name in --runs-dir")
+    v.add_argument("--split", default="validation", choices=("train", "validation", "test"),
+                   help="which split (default %(default)s)")
+    v.add_argument("--data", default=None,
+                   help="built-in data set or CSV file (default: the run's own built-in data set)")
+    v.add_argument("--size", type=_size, default=None,
+                   help="a seeded subset of this many examples, or 'all' (default: the run's eval size on "
+                        "validation, else all)")
+    v.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where to look up RUN by name (default %(default)s)")
+    v.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    v.set_defaults(run=cmd_evaluate, parser=v)
 
     e = sub.add_parser("export", help="write notebooks as HTML pages whose figures and widgets render offline",
                        description="Write each notebook as OUT/NAME.html, drawing its plotly figures and saved "
@@ -231,7 +253,8 @@ def cmd_compare(args) -> int:
         raise InputError("--data", str(e)) from e
     try:
         resolve_model_path(args.model)
-        model = load_model(args.model, label_names=data.label_names, seed=args.seed)
+        model = (load_model(args.model, label_names=data.label_names, seed=args.seed)
+                 if args.task == "classification" else load_model(args.model, task=args.task, seed=args.seed))
     except (ModelNotFoundError, ConfigError) as e:
         raise InputError("--model", str(e)) from e
     try:  # a strategy that does not fit the model fails now, not after the others have trained
@@ -247,7 +270,7 @@ def cmd_compare(args) -> int:
     print(f"tunekit: {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'} "
           f"({', '.join(s.label for s in strategies)}) on {data.name} with {args.model}", file=sys.stderr)
     try:
-        runs = compare(strategies, data, model=args.model, epochs=args.epochs, train_size=args.train_size,
+        runs = compare(strategies, data, model=args.model, task=args.task, epochs=args.epochs, train_size=args.train_size,
                        eval_size=args.eval_size, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
                        max_length=args.max_length,
                        device=args.device, runs_dir=args.runs_dir, progress=not args.no_progress)
@@ -287,6 +310,33 @@ def cmd_runs(args) -> int:
         _print_table(runs)
     if args.report:
         print(f"report: {_write_report(runs, args.report, f'tunekit runs in {root}')}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from tunekit.data import DataError
+    from tunekit.evaluation import evaluate
+    from tunekit.metrics import METRICS
+    from tunekit.runs import RunRecordError, load_run
+
+    path = Path(args.run).expanduser()
+    if not (path / "config.json").is_file():
+        path = Path(args.runs_dir).expanduser() / args.run
+    try:
+        run = load_run(path)
+    except RunRecordError as e:
+        raise InputError("RUN", f"{args.run!r} is neither a run directory nor a run in {args.runs_dir!r} ({e})") from e
+    if not run.has_weights:
+        raise InputError("RUN", f"{run.name} ({run.status}) holds no weights to evaluate")
+    try:
+        result = evaluate(run, args.data, split=args.split, size=args.size, device=args.device)
+    except DataError as e:
+        raise InputError("--data", str(e)) from e
+    print(f"{run.name} ({run.label}, {run.task}) on {args.split}: {result.pop('examples')} examples, "
+          f"{result.pop('seconds')} s")
+    for key, value in result.items():
+        fmt = METRICS[key].fmt if key in METRICS else ".4f"
+        print(f"  {key:<12}{value:{fmt}}")
     return 0
 
 

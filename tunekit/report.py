@@ -19,6 +19,7 @@ from typing import Any, Sequence, Callable
 import pandas as pd
 
 from tunekit import plots
+from tunekit.metrics import primary
 from tunekit.runs import Run
 
 _FORMATS: dict[str, Callable[[float], str]] = {
@@ -26,6 +27,7 @@ _FORMATS: dict[str, Callable[[float], str]] = {
     "trainable %": lambda v: f"{v:.3g}",
     "accuracy": lambda v: f"{v:.3f}",
     "macro-F1": lambda v: f"{v:.3f}",
+    "perplexity": lambda v: f"{v:,.2f}",
     "wall time s": lambda v: f"{v:,.1f}",
     "samples/s": lambda v: f"{v:,.0f}",
     "peak memory MB": lambda v: f"{v:,.0f}",
@@ -148,12 +150,16 @@ def _notes_html(runs: list[Run]) -> str:
 
 
 def _figures(runs: list[Run]) -> list[tuple[str, Any]]:
+    """The run figures, for the metrics the runs' task has (accuracy, or perplexity)."""
+    tasks = {r.task for r in runs}
+    main = primary(tasks.pop() if len(tasks) == 1 else "classification")
+    name = main.title[0].upper() + main.title[1:]
     figs = [("Training loss", plots.training_curves(runs)),
-            ("Validation accuracy", plots.eval_curves(runs, "val_accuracy")),
+            (f"Validation {main.title}", plots.eval_curves(runs, f"val_{main.key}")),
             ("Validation loss", plots.eval_curves(runs, "val_loss")),
-            ("Accuracy vs trainable parameters", plots.pareto(runs, "trainable_params"))]
+            (f"{name} vs trainable parameters", plots.pareto(runs, "trainable_params", main.key))]
     if any(r.summary.get("wall_time_s") for r in runs):
-        figs.append(("Accuracy vs wall time", plots.pareto(runs, "wall_time_s")))
+        figs.append((f"{name} vs wall time", plots.pareto(runs, "wall_time_s", main.key)))
     return figs
 
 

@@ -1,18 +1,23 @@
 """Run records on disk: one directory per run, JSON + safetensors, no pickle.
 
     tunekit-runs/<run name>/
-        config.json          what was run: model, data + split seed, strategy,
-                             hyper-parameters, package versions
+        config.json          what was made and how: kind (train; prune, quantize,
+                             distil and eval are coming), parent (the record it
+                             started from, or null for the pretrained checkpoint),
+                             task, format of the weights (peft / safetensors), model,
+                             data + split seed, strategy, hyper-parameters, versions
         metrics.jsonl        one line per event (step, eval, epoch, ...), appended live
         summary.json         status (running / completed / stopped / failed) + final metrics
         initial.safetensors  starting values of trained tensors that are not in the
                              pretrained checkpoint (new head, LoRA A/B)
         weights.safetensors  final values of every trained tensor (not for LoRA)
-        adapter/             LoRA only: peft's own save_pretrained format
+        adapter/             adapters (LoRA, IA3): peft's own save_pretrained format,
+                             with a model card (README.md)
 
 Every JSON file is written atomically (temporary file, then rename). A record
 that is still marked "running" but whose process is gone is reported as
-"crashed". :func:`list_runs` skips a corrupt record with a warning.
+"crashed". :func:`list_runs` skips a corrupt record with a warning. Records written
+before ``kind`` existed read as ``kind="train"``, their task as classification.
 
 This module imports no torch at import time, so plots and reports can read runs
 without it.
@@ -35,6 +40,8 @@ import pandas as pd
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError
 
 STATUSES = ("running", "completed", "stopped", "failed", "crashed")
+KINDS = ("train", "prune", "quantize", "distil", "eval")
+FORMATS = ("peft", "safetensors")
 
 
 class RunRecordError(ValueError):
@@ -148,10 +155,19 @@ class RunWriter:
         save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
         os.replace(tmp, self.path / filename)
 
-    def save_adapter(self, peft_model) -> None:
+    def save_adapter(self, peft_model, base_model_id: Optional[str] = None) -> None:
+        """peft's ``save_pretrained`` into ``adapter/``; ``base_model_name_or_path`` is set to
+        ``base_model_id`` (a hub id where one is known) rather than a path on this machine."""
         tmp = self.path / ".adapter.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        peft_model.save_pretrained(str(tmp))
+        config = peft_model.peft_config["default"]
+        old = config.base_model_name_or_path
+        if base_model_id:
+            config.base_model_name_or_path = base_model_id
+        try:
+            peft_model.save_pretrained(str(tmp))
+        finally:
+            config.base_model_name_or_path = old
         shutil.rmtree(self.path / "adapter", ignore_errors=True)
         os.replace(tmp, self.path / "adapter")
 
@@ -182,6 +198,49 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def kind(self) -> str:
+        """``train`` (and, to come, ``prune``, ``quantize``, ``distil``, ``eval``)."""
+        return self.config.get("kind", "train")
+
+    @property
+    def task(self) -> str:
+        return self.config.get("task") or self.config.get("model", {}).get("task") or "classification"
+
+    @property
+    def parent(self) -> Optional[dict]:
+        """``{"name", "path"}`` of the record this one started from; None for the pretrained
+        checkpoint. Records from before ``parent`` existed give their ``trained_before``."""
+        if "parent" in self.config:
+            return self.config["parent"]
+        before = self.config.get("trained_before") or []
+        return {"name": before[-1], "path": None} if before else None
+
+    def parent_run(self) -> Optional["Run"]:
+        """The parent record, opened (found by its path, or by name beside this one)."""
+        p = self.parent
+        if p is None:
+            return None
+        for candidate in ([Path(p["path"])] if p.get("path") else []) + [self.path.parent / p["name"]]:
+            if (candidate / "config.json").is_file():
+                return Run(candidate)
+        raise RunRecordError(f"{self.name} started from {p['name']!r}, whose record is not at "
+                             f"{p.get('path') or self.path.parent / p['name']}")
+
+    @property
+    def format(self) -> Optional[str]:
+        """How the weights are stored: ``"peft"`` (an adapter folder), ``"safetensors"`` (the
+        trained tensors), or None when the record holds none."""
+        fmt = self.config.get("format")
+        if fmt is None:  # records from before `format` existed: read what is there
+            fmt = "peft" if (self.path / "adapter").is_dir() else "safetensors"
+        present = (self.path / "adapter").is_dir() if fmt == "peft" else (self.path / "weights.safetensors").is_file()
+        return fmt if present else None
+
+    @property
+    def has_weights(self) -> bool:
+        return self.format is not None
 
     @property
     def strategy(self) -> dict:
@@ -228,16 +287,25 @@ class Run:
         rows = [{k: v for k, v in m.items() if k != "event"} for m in self.metrics() if m.get("event") == event]
         return pd.DataFrame(rows)
 
+    def metrics_summary(self) -> dict:
+        """The task's final validation metrics, without the ``val_`` prefix (what it has)."""
+        from tunekit.metrics import for_task
+        s = self.summary
+        return {m.key: s.get(f"val_{m.key}") for m in for_task(self.task) if f"val_{m.key}" in s}
+
     def row(self) -> dict:
-        """One summary row for comparison tables."""
+        """One summary row for comparison tables: the run, its cost and the metrics its task
+        has (classification: accuracy, macro_f1, val_loss; causal LM: perplexity, val_loss)."""
         s, p = self.summary, self.config.get("params", {})
-        return {"run": self.name, "strategy": self.label, "status": s.get("status"),
-                "trainable_params": p.get("trainable"), "total_params": p.get("total"),
-                "trainable_percent": p.get("percent"), "accuracy": s.get("val_accuracy"),
-                "macro_f1": s.get("val_macro_f1"), "val_loss": s.get("val_loss"),
-                "wall_time_s": s.get("wall_time_s"), "samples_per_s": s.get("samples_per_s"),
-                "peak_memory_mb": s.get("peak_memory_mb"), "memory_kind": s.get("memory_kind"),
-                "device": self.config.get("device"), "steps": s.get("steps")}
+        row = {"run": self.name, "strategy": self.label, "kind": self.kind, "task": self.task,
+               "status": s.get("status"), "trainable_params": p.get("trainable"), "total_params": p.get("total"),
+               "trainable_percent": p.get("percent")}
+        for key, value in self.metrics_summary().items():
+            row["val_loss" if key == "loss" else key] = value
+        row.update({"wall_time_s": s.get("wall_time_s"), "samples_per_s": s.get("samples_per_s"),
+                    "peak_memory_mb": s.get("peak_memory_mb"), "memory_kind": s.get("memory_kind"),
+                    "device": self.config.get("device"), "steps": s.get("steps")})
+        return row
 
     # ----- weights ---------------------------------------------------------------------------------
     @property
@@ -250,46 +318,97 @@ class Run:
     def seed(self) -> int:
         return int(self.config.get("train", {}).get("seed", 0))
 
-    def load_model(self, device: Optional[str] = None):
-        """Rebuild the trained model: the pretrained model from the record's source, with the
-        record's trained weights (or LoRA adapter) applied. Works after a kernel restart."""
-        from safetensors.torch import load_file
+    @property
+    def pooling(self) -> Optional[str]:
+        return self.summary.get("pooling") or self.config.get("model", {}).get("pooling")
 
-        from tunekit.models import load_model
+    def load_start(self, device: Optional[str] = None):
+        """The model as it was when this record's run started (eval mode): its parent's result
+        (or the pretrained checkpoint), with the record's ``initial.safetensors`` applied."""
+        import torch
 
-        model = load_model(self.model_source, label_names=self.config["model"]["label_names"], seed=self.seed)
-        if (self.path / "adapter").is_dir():
-            from peft import PeftModel
-            model.module = PeftModel.from_pretrained(model.hf, str(self.path / "adapter"))
-            model.peft_config = model.module.peft_config["default"]
-        elif (self.path / "weights.safetensors").is_file():
-            state = load_file(str(self.path / "weights.safetensors"))
-            missing = set(state) - set(dict(model.hf.named_parameters()))
-            if missing:
-                raise RunRecordError(f"{self.path}/weights.safetensors has tensors the model lacks: "
-                                     f"{sorted(missing)[:5]}")
-            model.hf.load_state_dict(state, strict=False)
+        parent = self.parent_run()
+        if parent is not None:
+            model = parent.load_model(merged=True)
         else:
+            model = self._fresh_model()
+        start = self.initial_tensors()
+        params = dict(model.hf.named_parameters())
+        with torch.no_grad():
+            for name, value in start.items():
+                target = params.get(name)
+                if target is not None and target.shape == value.shape:
+                    target.copy_(value)
+        if self.task == "classification" and self.pooling:
+            model.module.pooling = self.pooling
+        model.module.eval()
+        return model.to(device) if device else model
+
+    def _fresh_model(self):
+        from tunekit.models import load_model
+        m = self.config["model"]
+        if self.task == "classification":
+            return load_model(self.model_source, label_names=m["label_names"], seed=self.seed,
+                              pooling=m.get("pooling"))
+        return load_model(self.model_source, task=self.task, seed=self.seed)
+
+    def load_model(self, device: Optional[str] = None, merged: bool = False):
+        """Rebuild the trained model: its parent's result (or the pretrained model), with the
+        record's weights applied by the loader of its ``format``. Works after a kernel restart.
+        ``merged=True`` folds an adapter into the weights (a plain model, no peft layers)."""
+        fmt = self.format
+        if fmt is None:
             raise RunRecordError(f"{self.path} holds no weights (saved with save_weights=False, "
                                  f"or the run {self.status} before any were written)")
-        model.pooling = self.summary.get("pooling") or self.config["model"].get("pooling", "model")
-        model.trained_by.append(self.name)
+        parent = self.parent_run()
+        model = parent.load_model(merged=True) if parent is not None else self._fresh_model()
+        LOADERS[fmt](self, model)
+        if merged and model.peft is not None:
+            from tunekit.backbone import Backbone
+            hf = model.peft.merge_and_unload()
+            model.backbone = Backbone(hf, model.tokenizer)
+            model.module = model.task.module(model.backbone)
+            model.module.train(hf.training)
+        if self.task == "classification":
+            model.module.pooling = self.pooling or "model"
+        model.history.append({"name": self.name, "path": str(self.path)})
         model.module.eval()
-        if device:
-            model.to(device)
-        return model
+        return model.to(device) if device else model
 
     def initial_tensors(self) -> dict:
-        """Starting values of the trained tensors that the checkpoint does not hold."""
+        """Starting values (canonical names) of the trained tensors that the parent (or the
+        checkpoint) does not hold: the new head. Records of tunekit 0.1 named them as peft
+        does; those names are read back, and LoRA's own start values are left out."""
         from safetensors.torch import load_file
+
+        from tunekit.models import canonical_name
         f = self.path / "initial.safetensors"
-        return load_file(str(f)) if f.is_file() else {}
+        if not f.is_file():
+            return {}
+        return {canonical_name(n): v for n, v in load_file(str(f)).items() if ".lora_" not in n}
 
     def __repr__(self) -> str:
-        s = self.summary
-        acc = s.get("val_accuracy")
-        acc = f", accuracy={acc:.3f}" if isinstance(acc, (int, float)) else ""
-        return f"Run({self.name!r}, {self.label}, {s.get('status')}{acc})"
+        metrics = "".join(f", {k}={v:.3f}" for k, v in list(self.metrics_summary().items())[:1]
+                          if isinstance(v, (int, float)))
+        return f"Run({self.name!r}, {self.label}, {self.status}{metrics})"
+
+
+def _load_peft(run: Run, model) -> None:
+    from peft import PeftModel
+    model.backbone.attach(PeftModel.from_pretrained(model.hf, str(run.path / "adapter")))
+
+
+def _load_safetensors(run: Run, model) -> None:
+    from safetensors.torch import load_file
+    state = load_file(str(run.path / "weights.safetensors"))
+    missing = set(state) - set(dict(model.hf.named_parameters()))
+    if missing:
+        raise RunRecordError(f"{run.path}/weights.safetensors has tensors the model lacks: {sorted(missing)[:5]}")
+    model.hf.load_state_dict(state, strict=False)
+
+
+LOADERS = {"peft": _load_peft, "safetensors": _load_safetensors}
+"""Weights loaders by record ``format``: ``loader(run, model)`` applies the record's weights."""
 
 
 def load_run(path: str | os.PathLike) -> Run:

@@ -5,7 +5,8 @@
 * :mod:`tunekit.inspect.attribution` - token attributions with captum's integrated gradients.
 
 Every function takes runs (live, or reloaded from disk after a kernel restart) or
-models, and returns dataclasses or DataFrames; :mod:`tunekit.plots` draws them.
+their pairs of models (:func:`load_pairs`: each run's start and result, loaded once),
+and returns dataclasses or DataFrames; :mod:`tunekit.plots` draws them.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ _LAZY = {
     "pca_features": "representations",
     "attribute": "attribution", "attribute_runs": "attribution", "Attribution": "attribution",
     "base_model": "models", "tuned_model": "models", "instrument_sections": "views",
+    "Pair": "models", "load_pairs": "models",
 }
 
 

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from tunekit.config import ConfigError
-from tunekit.inspect.models import RunLike, as_run, base_model, trained_runs, tuned_model
-from tunekit.models import TextClassifier
+from tunekit.inspect.models import Pair, RunLike, load_pairs
+from tunekit.models import Model as TextClassifier
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _HOOK_FLAGS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
@@ -190,8 +190,10 @@ def attribute(model: TextClassifier | RunLike, text: str, target: int | str | No
     _check(text, n_steps, internal_batch_size, max_length)
     run_name = label = None
     if not isinstance(model, TextClassifier):
-        run = as_run(model)
-        model, run_name, label = tuned_model(run), run.name, run.label
+        pair = model if isinstance(model, Pair) else load_pairs(model)[0]
+        model, run_name, label = pair.result, pair.name, pair.label
+    if model.task.name != "classification":
+        raise ConfigError(f"attribute explains a class logit; this model's task is {model.task.name!r}")
     if run_name is None:
         run_name = model.trained_by[-1] if model.trained_by else "base"
         label = run_name
@@ -258,7 +260,7 @@ def attribute_runs(runs: RunLike | Iterable[RunLike], text: str, target: int | s
     ``target`` applies to every model: None explains each model's own prediction. Other
     keywords (``n_steps``, ``internal_batch_size``, ``max_length``) go to :func:`attribute`.
     """
-    runs = trained_runs(runs)
+    pairs = load_pairs(runs)
     unknown = sorted(set(kw) - {"n_steps", "internal_batch_size", "max_length"})
     if unknown:
         raise ConfigError(f"unknown keyword(s) {unknown}; attribute_runs passes n_steps, "
@@ -266,9 +268,9 @@ def attribute_runs(runs: RunLike | Iterable[RunLike], text: str, target: int | s
     _check(text, kw.get("n_steps", 50), kw.get("internal_batch_size"), kw.get("max_length", 128))
     out = []
     if include_base:
-        a = attribute(base_model(runs[0]), text, target=target, **kw)
+        a = attribute(pairs[0].start, text, target=target, **kw)
         out.append(dataclasses.replace(a, run="base", label="base"))
-    for run in runs:
-        a = attribute(tuned_model(run), text, target=target, **kw)
-        out.append(dataclasses.replace(a, run=run.name, label=run.label))
+    for pair in pairs:
+        a = attribute(pair.result, text, target=target, **kw)
+        out.append(dataclasses.replace(a, run=pair.name, label=pair.label))
     return out

@@ -1,84 +1,147 @@
-"""The two models every instrument compares: the run's starting point and its result.
+"""The contract every instrument shares: a run's pair of models, (start, result), loaded once.
 
-The starting point is rebuilt, not kept in memory: the pretrained checkpoint
-loaded again, plus the run's ``initial.safetensors`` for the tensors the
-checkpoint does not hold (the new head). So a reloaded run (after a kernel
-restart) gives exactly the same base as the live one.
+    pairs = load_pairs([probe, lora, full])      # runs, run directories, or pairs
+    weight_change(pairs); representation_drift(pairs, data=data)   # each a function of pairs
+
+A :class:`Pair`'s ``start`` is the model as the run found it: its parent record's
+result, or the pretrained checkpoint, plus the record's ``initial.safetensors`` for
+the tensors neither holds (a new head). It is rebuilt from disk, never kept from
+training, so a run reloaded after a kernel restart has exactly the same start as the
+live one. ``result`` is the live model when this process trained it, else the record's
+weights loaded by their format. Pairs made together share the models they have in
+common: runs that start from the same checkpoint and head share one start.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
-import torch
-
-from tunekit.models import TextClassifier, canonical_name, load_model
+from tunekit.config import ConfigError
+from tunekit.models import Model
 from tunekit.runs import Run, load_run
 
-RunLike = Union[Run, str]
+RunLike = Union[Run, str, os.PathLike]
 
 
 def as_run(run: RunLike) -> Run:
     return run if isinstance(run, Run) else load_run(run)
 
 
-def trained_runs(runs: Union[RunLike, Iterable[RunLike]]) -> list[Run]:
-    """``runs`` (one run, a path or name, or an iterable of them) as a list of runs that took
-    at least one training step. A run that never trained (e.g. one that failed before its
-    first step) has nothing to inspect: it is left out with a warning, so that it does not
-    pose as its own starting model. Raises ConfigError when no run is left."""
-    from tunekit.config import ConfigError
+class Pair:
+    """A run and the two models an instrument compares: ``start`` and ``result`` (both in eval
+    mode; loaded on first use, once)."""
 
-    if isinstance(runs, (Run, str, os.PathLike)) or not isinstance(runs, Iterable):
+    def __init__(self, run: RunLike, starts: Optional[dict] = None):
+        self.run = as_run(run)
+        self._starts = starts if starts is not None else {}
+        self._result: Optional[Model] = None
+
+    name = property(lambda self: self.run.name)
+    label = property(lambda self: self.run.label)
+
+    @property
+    def start_key(self) -> tuple:
+        """Runs with equal keys start from the same weights: the same parent (or checkpoint)
+        and the same starting values of the tensors it lacks."""
+        return (self.run.model_source, (self.run.parent or {}).get("name"), self.start_digest())
+
+    def start_digest(self, skip_groups: Iterable[str] = ()) -> str:
+        """A digest of the record's starting tensors, leaving out those of ``skip_groups``
+        (e.g. the head, for instruments that read hidden states only)."""
+        skip = set(skip_groups)
+        digest = hashlib.sha256()
+        tuned = self.result if skip else None
+        for name, value in sorted(self.run.initial_tensors().items()):
+            if tuned is not None and tuned.group_of(name) in skip:
+                continue
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    @property
+    def start(self) -> Model:
+        key = self.start_key
+        if key not in self._starts:
+            self._starts[key] = self.run.load_start()
+        return self._starts[key]
+
+    @property
+    def result(self) -> Model:
+        if self._result is None:
+            model = self.run.model if self.run.model is not None else self.run.load_model()
+            model.module.eval()
+            self._result = model
+        return self._result
+
+    def __repr__(self) -> str:
+        return f"Pair({self.run.name!r}, {self.run.label})"
+
+
+def _unusable(run: Run) -> Optional[str]:
+    """Why an instrument cannot read ``run`` (None when it can): a training run that took no
+    step changed nothing; a record without weights (saved with ``save_weights=False``, or a
+    run that failed) has nothing to compare unless its model is in memory."""
+    if run.kind == "train" and not (run.summary.get("steps") or 0) > 0:
+        return "took no training step"
+    if run.model is None and not run.has_weights:
+        return "has no weights to compare"
+    return None
+
+
+def load_pairs(runs: Union[RunLike, Pair, Iterable[Union[RunLike, Pair]]]) -> list[Pair]:
+    """``runs`` (one run, a path, a pair, or an iterable of them) as pairs, sharing starts.
+
+    A record without weights (saved with ``save_weights=False``, or a run that failed or
+    stopped before its first step) has nothing to compare: it is left out with a warning,
+    so that it does not pose as its own starting model. Raises ConfigError when none is left."""
+    if isinstance(runs, (Run, Pair, str, os.PathLike)) or not isinstance(runs, Iterable):
         runs = [runs]
-    runs = [as_run(r) for r in runs]
-    if not runs:
+    items = list(runs)
+    if not items:
         raise ConfigError("runs must hold at least one run (got none)")
-    kept = []
-    for r in runs:
-        if (r.summary.get("steps") or 0) > 0:
-            kept.append(r)
+    starts: dict = {}
+    for item in items:  # pairs given by the caller bring their loaded starts
+        if isinstance(item, Pair):
+            starts.update(item._starts)
+    out, skipped = [], []
+    for item in items:
+        if isinstance(item, Pair):
+            out.append(item)
+            continue
+        run = as_run(item)
+        problem = _unusable(run)
+        if problem is None:
+            out.append(Pair(run, starts))
         else:
-            warnings.warn(f"run {r.name!r} ({r.status}) took no training step; it is left out"
-                          + (f": {r.summary['reason']}" if r.summary.get("reason") else ""), stacklevel=3)
-    if not kept:
-        raise ConfigError(f"none of the runs took a training step: {', '.join(r.name for r in runs)}")
-    return kept
+            skipped.append(run)
+            why = run.summary.get("reason")
+            warnings.warn(f"run {run.name!r} ({run.status}) {problem}; it is left out"
+                          + (f": {why}" if why else ""), stacklevel=3)
+    if not out:
+        raise ConfigError(f"none of the runs took a training step and kept its weights: "
+                          f"{', '.join(r.name for r in skipped)}")
+    return out
 
 
-def initial_tensors(run: RunLike) -> dict[str, torch.Tensor]:
-    """The tensors the checkpoint does not hold, at their values when ``run`` started
-    (the new head), by canonical name. LoRA's own A/B start values are left out: the
-    base has no adapters. Refuses a run that continued training an already-changed model."""
-    run = as_run(run)
-    if run.config.get("trained_before"):
-        raise ValueError(f"run {run.name!r} continued training a model already changed by "
-                         f"{run.config['trained_before']}; its start is not the pretrained checkpoint")
-    return {canonical_name(n): v for n, v in run.initial_tensors().items() if "lora_" not in n}
+def trained_runs(runs) -> list[Run]:
+    """The runs of :func:`load_pairs` (the records an instrument can read)."""
+    return [p.run for p in load_pairs(runs)]
 
 
-def base_model(run: RunLike) -> TextClassifier:
+def initial_tensors(run: RunLike) -> dict:
+    """The tensors the run's parent (or the checkpoint) does not hold, at their starting values
+    (canonical names)."""
+    return as_run(run).initial_tensors()
+
+
+def base_model(run: Union[RunLike, Pair]) -> Model:
     """The model as it was when ``run`` started (eval mode, on the CPU)."""
-    run = as_run(run)
-    start = initial_tensors(run)
-    m = run.config["model"]
-    model = load_model(run.model_source, label_names=m["label_names"], seed=run.seed,
-                       pooling=run.summary.get("pooling") or m.get("pooling"))
-    params = dict(model.hf.named_parameters())
-    with torch.no_grad():
-        for name, value in start.items():
-            target = params.get(name)
-            if target is not None and target.shape == value.shape:
-                target.copy_(value)
-    model.module.eval()
-    return model
+    return (run if isinstance(run, Pair) else Pair(run)).start
 
 
-def tuned_model(run: RunLike) -> TextClassifier:
+def tuned_model(run: Union[RunLike, Pair]) -> Model:
     """The trained model: the live one if this process trained it (switched to eval mode),
     else rebuilt from disk."""
-    run = as_run(run)
-    model = run.model if run.model is not None else run.load_model()
-    model.module.eval()
-    return model
+    return (run if isinstance(run, Pair) else Pair(run)).result

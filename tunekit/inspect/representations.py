@@ -24,8 +24,7 @@ small against ``d``; :func:`debiased_cka` swaps in the unbiased estimator
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -33,9 +32,9 @@ import torch
 
 from tunekit.config import ConfigError
 from tunekit.data import load as load_data
-from tunekit.inspect.models import RunLike, base_model, trained_runs, tuned_model
-from tunekit.models import TextClassifier, canonical_name
-from tunekit.runs import Run
+from tunekit.inspect.models import Pair, load_pairs
+from tunekit.models import Model as TextClassifier
+from tunekit.tasks.classification import pool
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[Sequence[float]]]
 
@@ -236,17 +235,23 @@ def _head_inputs(model: TextClassifier):
 
 
 def head_features(model: TextClassifier, texts: Sequence[str], max_length: int = 128,
-                  batch_size: int = 64) -> torch.Tensor:
+                  batch_size: int = 64, pooling: Optional[str] = None) -> torch.Tensor:
     """What the head sees for each text: [n, hidden] (float32, CPU).
 
-    Pooling ``"mean"``: the mean of the last hidden states over real tokens; ``"last"``:
-    the last real token's hidden state; ``"model"``:
-    the architecture's own head input (BERT's pooler output; a decoder's hidden state
-    at the last non-padding token, picked the way Hugging Face picks it).
+    ``pooling`` (default: the model's own; a language model's is ``"mean"``): ``"mean"``,
+    the mean of the last hidden states over real tokens; ``"last"``: the last real token's
+    hidden state; ``"model"``: the architecture's own head input (BERT's pooler output; a
+    decoder's hidden state at the last non-padding token, picked the way Hugging Face
+    picks it). The model is not changed.
     """
+    pooling = pooling or model.pooling or "mean"
+
     def feats(enc: dict) -> torch.Tensor:
+        if pooling in ("mean", "last"):
+            h = model.hf.base_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            return pool(h.last_hidden_state, enc["attention_mask"], pooling)
         with _head_inputs(model) as seen:
-            model.logits(enc["input_ids"], enc["attention_mask"])
+            model.hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         h = seen[-1]
         if h.ndim == 3:  # a decoder's head runs on every position; the logits come from one
             pad = model.hf.config.pad_token_id
@@ -273,20 +278,14 @@ def _sample(data: Any, n: int, seed: int) -> pd.DataFrame:
     return df.sample(n=min(n, len(df)), random_state=seed).reset_index(drop=True)
 
 
-def _base_key(run: Run, tuned: TextClassifier, skip: set[str], *extra) -> tuple:
-    """Which runs share a base: the same checkpoint, and the same starting values of the
-    tensors the checkpoint lacks, except in groups that cannot change the features
-    (``skip``: the head, and the pooler for hidden states)."""
-    digest = hashlib.sha256()
-    for name, value in sorted(run.initial_tensors().items()):
-        if "lora_" in name or tuned.group_of(name) in skip:
-            continue
-        digest.update(canonical_name(name).encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return (run.model_source, digest.hexdigest(), *extra)
+def _base_key(pair: Pair, skip: set[str], *extra) -> tuple:
+    """Which runs share a base's features: the same parent (or checkpoint), and the same
+    starting values of the tensors it lacks, except in groups that cannot change the
+    features (``skip``: the head, and the pooler for hidden states)."""
+    return (pair.run.model_source, (pair.run.parent or {}).get("name"), pair.start_digest(skip), *extra)
 
 
-def representation_drift(runs: Union[RunLike, Iterable[RunLike]], texts: Optional[Sequence[str]] = None,
+def representation_drift(runs, texts: Optional[Sequence[str]] = None,
                          data: Any = None, n: int = 256, seed: int = 0, max_length: int = 128,
                          batch_size: int = 64) -> pd.DataFrame:
     """CKA between the base and the tuned model's pooled hidden states, at every layer.
@@ -310,13 +309,12 @@ def representation_drift(runs: Union[RunLike, Iterable[RunLike]], texts: Optiona
     if len(texts) < 4:
         raise ConfigError(f"representation_drift needs at least 4 texts for the debiased CKA (got {len(texts)})")
     rows, bases = [], {}
-    for run in trained_runs(runs):
-        tuned = tuned_model(run)
-        key = _base_key(run, tuned, {"head", "pooler"}, str(tuned.device))
+    for pair in load_pairs(runs):
+        run, tuned = pair.run, pair.result
+        key = _base_key(pair, {"head", "pooler"}, str(tuned.device))
         if key not in bases:
-            base = base_model(run).to(tuned.device)
+            base = pair.start.to(tuned.device)
             bases[key] = _Grams(pooled_hidden_states(base, texts, max_length, batch_size))
-            del base
         cka, dcka = bases[key].cka(_Grams(pooled_hidden_states(tuned, texts, max_length, batch_size)))
         rows.extend({"run": run.name, "label": run.label, "layer": layer, "cka": c, "debiased_cka": d}
                     for layer, (c, d) in enumerate(zip(cka, dcka)))
@@ -342,7 +340,7 @@ def _pca_axes(F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return mean, vh.T, ratio
 
 
-def pca_features(runs: Union[RunLike, Iterable[RunLike]], data: Any, n: int = 256, seed: int = 0,
+def pca_features(runs, data: Any, n: int = 256, seed: int = 0,
                  max_length: int = 128, batch_size: int = 64) -> pd.DataFrame:
     """The head's input features before and after training, projected on the base's two PCs.
 
@@ -362,14 +360,12 @@ def pca_features(runs: Union[RunLike, Iterable[RunLike]], data: Any, n: int = 25
     texts = sample["text"].tolist()
     classes = [data.label_names[i] for i in sample["label"]]
     frames, explained, explained_after, bases = [], {}, {}, {}
-    for run in trained_runs(runs):
-        tuned = tuned_model(run)
-        key = _base_key(run, tuned, {"head"}, tuned.pooling, str(tuned.device))
+    for pair in load_pairs(runs):
+        run, tuned = pair.run, pair.result
+        key = _base_key(pair, {"head"}, tuned.pooling, str(tuned.device))
         if key not in bases:
-            base = base_model(run).to(tuned.device)
-            base.pooling = tuned.pooling
-            bases[key] = head_features(base, texts, max_length, batch_size).double()
-            del base
+            base = pair.start.to(tuned.device)
+            bases[key] = head_features(base, texts, max_length, batch_size, pooling=tuned.pooling).double()
         before = bases[key]
         after = head_features(tuned, texts, max_length, batch_size).double()
         mean, axes, ratio = _pca_axes(before)

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Optional
 from tunekit import plots
 from tunekit.data import load as load_data
 from tunekit.inspect.attribution import attribute_runs
-from tunekit.inspect.models import RunLike, as_run
+from tunekit.inspect.models import RunLike, as_run, load_pairs
 from tunekit.inspect.representations import pca_features, representation_drift
 from tunekit.inspect.weights import update_spectra, weight_change
 
@@ -24,7 +24,9 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
     """Weight change, update spectra, representation drift, PCA and token attributions of
     ``runs`` (runs that stopped before any step or failed are left out), as
     ``(heading, plotly figure or HTML)`` pairs. ``data`` defaults to the runs' built-in data
-    set; drift and PCA use ``n`` seeded validation examples."""
+    set; drift and PCA use ``n`` seeded validation examples. Each run's pair of models
+    (start, result) is loaded once and shared by every instrument. Token attributions
+    and the PCA of head inputs are for classification runs."""
     runs = [as_run(r) for r in runs]
     runs = [r for r in runs if r.status in ("completed", "stopped") and (r.summary.get("steps") or 0) > 0]
     if not runs:
@@ -32,9 +34,10 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
     say = progress or (lambda msg: None)
     if data is None:
         data = load_data(runs[0].config["data"]["name"])
+    pairs = load_pairs(runs)
     say("weight change and spectra")
-    wc = weight_change(runs)
-    spectra = update_spectra(runs)
+    wc = weight_change(pairs)
+    spectra = update_spectra(pairs)
     moved = spectra.table[spectra.table["delta_norm"] > 0]
     sections = [("Weight change per module", plots.weight_change_heatmap(wc)),
                 ("Weight change outside the blocks", plots.head_change_bar(wc))]
@@ -50,11 +53,14 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
                      (f"Spectrum of one update ({name})", plots.spectrum(spectra, name))]
     say("representation drift")
     sections.append(("Representation drift (linear CKA, base vs tuned)",
-                     plots.cka_by_layer(representation_drift(runs, data=data, n=n, seed=seed))))
+                     plots.cka_by_layer(representation_drift(pairs, data=data, n=n, seed=seed))))
+    classifiers = [p for p in pairs if p.run.task == "classification"]
+    if not classifiers:
+        return sections
     sections.append(("Pooled features before and after (PCA on the base's axes)",
-                     plots.pca_scatter(pca_features(runs, data, n=n, seed=seed))))
+                     plots.pca_scatter(pca_features(classifiers, data, n=n, seed=seed))))
     say("token attributions")
-    attributions = attribute_runs(runs, sentence)
+    attributions = attribute_runs(classifiers, sentence)
     sections += [("Token attributions (integrated gradients)", plots.attribution_html(attributions)),
                  ("Token attributions, each run minus the base", plots.attribution_view(attributions, difference=True))]
     return sections

@@ -1,111 +1,80 @@
 """What training did to the weights: per-module change and the spectra of the updates.
 
-For every parameter, ``delta = W - W0``, with ``W0`` the run's starting value (the
-pretrained checkpoint, or ``initial.safetensors`` for the new head). For LoRA the
-update of an adapted matrix is the effective one, ``scale * B @ A`` (peft's own
-``get_delta_weight``), not the norms of ``A`` and ``B``. Frozen parameters give
-exactly 0.
+For every parameter, ``delta = W - W0``, with ``W0`` the run's starting value (its
+parent's result or the pretrained checkpoint, plus ``initial.safetensors`` for the
+new head; see :class:`~tunekit.inspect.models.Pair`). For an adapter the update of
+an adapted matrix is its effective one, measured with peft's own ``merge`` (LoRA:
+``scale * B @ A``; IA3: ``W * (l - 1)``), not the norms of the adapter's tensors.
+Frozen parameters give exactly 0.
 
     changes = weight_change([probe, lora, full])     # one row per run x module
     spectra = update_spectra([lora, full])           # one row per run x matrix
 
-Module names are shared across architectures so that runs line up on the same
-axes: ``query key value attn_out intermediate output`` (+ ``attn_norm``,
-``out_norm`` for the block's layer norms, ``gate`` for Llama's MLP), and the
-groups outside the blocks (``embeddings``, ``pooler``, ``norm``, ``head``).
+Module labels are shared across architectures (:mod:`tunekit.architectures`) so
+that runs line up on the same axes: ``query key value attn_out intermediate
+output`` (+ ``qkv`` for GPT-2's fused projection, ``attn_norm``, ``out_norm`` for
+the block's layer norms, ``gate`` for Llama's MLP), and the groups outside the
+blocks (``embeddings``, ``pooler``, ``norm``, ``head``).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Optional
+from typing import Optional
 
 import pandas as pd
 import torch
 
-from tunekit.inspect.models import RunLike, as_run, initial_tensors, trained_runs, tuned_model
-from tunekit.models import TextClassifier, canonical_name, load_model
-
-_MODULE_NAMES = {
-    # BERT-style encoders
-    "attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
-    "attention.output.dense": "attn_out", "attention.output.LayerNorm": "attn_norm",
-    "intermediate.dense": "intermediate", "output.dense": "output", "output.LayerNorm": "out_norm",
-    # Llama-style decoders
-    "self_attn.q_proj": "query", "self_attn.k_proj": "key", "self_attn.v_proj": "value",
-    "self_attn.o_proj": "attn_out", "input_layernorm": "attn_norm", "mlp.gate_proj": "gate",
-    "mlp.up_proj": "intermediate", "mlp.down_proj": "output", "post_attention_layernorm": "out_norm",
-}
+from tunekit import adapters
+from tunekit.architectures import LABEL_ORDER  # noqa: F401 - the labels' order on every axis
+from tunekit.inspect.models import Pair, load_pairs
+from tunekit.models import Model
 
 
-def module_of(model: TextClassifier, name: str) -> tuple[str, Optional[int], str]:
+def module_of(model: Model, name: str) -> tuple[str, Optional[int], str]:
     """(group, block index or None, module label) of a canonical parameter name."""
-    group = model.group_of(name)
-    if not group.startswith("block."):
-        return group, None, group
-    prefix = model.groups[group][0]
-    path = name[len(prefix):].rsplit(".", 1)[0]
-    return group, int(group.split(".")[1]), _MODULE_NAMES.get(path, path)
+    return model.backbone.locate(name)
 
 
-@lru_cache(maxsize=4)
-def _checkpoint_state(source: str, label_names: tuple, seed: int) -> dict[str, torch.Tensor]:
-    model = load_model(source, label_names=list(label_names), seed=seed)
-    return {n: p.detach() for n, p in model.hf.named_parameters()}
+def initial_state(pair) -> dict[str, torch.Tensor]:
+    """Starting value of every parameter of the run (canonical names): its start model's."""
+    pair = pair if isinstance(pair, Pair) else load_pairs(pair)[0]
+    return {n: p.detach() for n, p in pair.start.hf.named_parameters()}
 
 
-def initial_state(run: RunLike) -> dict[str, torch.Tensor]:
-    """Starting value of every parameter of ``run`` (canonical names), rebuilt from the
-    checkpoint and the record's ``initial.safetensors``; cached per checkpoint."""
-    run = as_run(run)
-    start = initial_tensors(run)
-    state = dict(_checkpoint_state(run.model_source, tuple(run.config["model"]["label_names"]), run.seed))
-    state.update(start)
-    return state
-
-
-def _lora_deltas(model: TextClassifier) -> dict[str, torch.Tensor]:
-    """Effective LoRA updates ``scale * B @ A`` by canonical weight name."""
-    out = {}
-    for name, mod in model.hf.named_modules():
-        if hasattr(mod, "get_delta_weight") and hasattr(mod, "lora_A"):
-            for adapter in mod.lora_A:
-                out[canonical_name(f"{name}.weight")] = mod.get_delta_weight(adapter).detach().float().cpu()
-    return out
-
-
-def _deltas(run: RunLike) -> tuple[TextClassifier, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    run = as_run(run)
-    model = tuned_model(run)
-    w0 = initial_state(run)
+def _deltas(pair: Pair) -> tuple[Model, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """``{canonical name: (W0, delta)}``: W0 from the start, delta = effective result - W0, where
+    an adapter's effective weight is measured through peft (:func:`tunekit.adapters.effective_state`).
+    float32 on the CPU; a frozen parameter gives exactly 0."""
+    model = pair.result
+    w0 = initial_state(pair)
     with torch.no_grad():
-        if model.peft_config is not None:
-            lora = _lora_deltas(model)
-            head = {canonical_name(n): p for n, p in model.module.named_parameters() if "modules_to_save" in n}
-            out = {}
-            for name, base in w0.items():
-                if name in lora:
-                    delta = lora[name]
-                elif name in head:
-                    delta = head[name].detach().float().cpu() - base
-                else:
-                    delta = torch.zeros_like(base)
-                out[name] = (base, delta)
-            return model, out
-        tuned = {canonical_name(n): p.detach().float().cpu() for n, p in model.module.named_parameters()}
-        return model, {name: (base, tuned[name] - base) for name, base in w0.items()}
+        tuned = adapters.effective_state(model.hf)
+        out = {}
+        for name, base in w0.items():
+            now = tuned.get(name)
+            if now is None:
+                raise ValueError(f"{pair.name}: the trained model has no parameter {name!r}")
+            base = base.float().cpu()
+            if now.dtype == torch.float64:  # an adapter's merged weight: subtract in float64
+                delta = (now.cpu() - base.double()).float()
+            else:
+                delta = now.detach().float().cpu() - base
+            out[name] = (base, delta)
+    return model, out
 
 
-def weight_deltas(run: RunLike) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def weight_deltas(run) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``{canonical name: (W0, delta)}`` for every parameter of the run's model (CPU, float32)."""
-    return _deltas(run)[1]
+    return _deltas(run if isinstance(run, Pair) else load_pairs(run)[0])[1]
 
 
-def parameter_changes(run: RunLike) -> pd.DataFrame:
+def parameter_changes(pair) -> pd.DataFrame:
     """One row per parameter tensor: group, block, module, kind, shape, ||W0||, ||delta||, relative."""
-    run = as_run(run)
-    model, deltas = _deltas(run)
+    pair = pair if isinstance(pair, Pair) else load_pairs(pair)[0]
+    run = pair.run
+    model, deltas = _deltas(pair)
     rows = []
     for name, (w0, delta) in deltas.items():
         group, block, module = module_of(model, name)
@@ -117,15 +86,15 @@ def parameter_changes(run: RunLike) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def weight_change(runs: RunLike | Iterable[RunLike]) -> pd.DataFrame:
+def weight_change(runs) -> pd.DataFrame:
     """Relative change ``||W - W0||_F / ||W0||_F`` and absolute norm ``||W - W0||_F`` per
     run x layer group x module (the module's weight and bias together).
 
     Columns: run, label, group, block, module, w0_norm, delta_norm, rel_change, numel.
     """
     frames = []
-    for run in trained_runs(runs):
-        p = parameter_changes(run)
+    for pair in load_pairs(runs):
+        p = parameter_changes(pair)
         p = p.assign(w0_sq=p["w0_norm"] ** 2, delta_sq=p["delta_norm"] ** 2, block=p["block"].fillna(-1))
         g = p.groupby(["run", "label", "group", "block", "module"], sort=False, as_index=False).agg(
             w0_sq=("w0_sq", "sum"), delta_sq=("delta_sq", "sum"), numel=("numel", "sum"))
@@ -231,15 +200,16 @@ class Spectra:
     intruder_cosines: dict = field(default_factory=dict)
 
 
-def update_spectra(runs: RunLike | Iterable[RunLike], top_k: int = 10, eps: float = 0.5,
+def update_spectra(runs, top_k: int = 10, eps: float = 0.5,
                    include_embeddings: bool = False, energy: float = 0.9) -> Spectra:
     """Singular values of every 2-D update ``delta W`` (head and, optionally, the embedding
     matrices included), with effective rank, stable rank, the number of directions holding
     ``energy`` of the update, and intruder dimensions of ``W0 + delta`` against ``W0``."""
     rows, sv, noise, cos = [], {}, {}, {}
     u0_cache: dict = {}
-    for run in trained_runs(runs):
-        model, deltas = _deltas(run)
+    for pair in load_pairs(runs):
+        run = pair.run
+        model, deltas = _deltas(pair)
         for name, (w0, delta) in deltas.items():
             if w0.ndim != 2:
                 continue

@@ -2,9 +2,9 @@
 
     runs = tk.compare(["probe", "lora", "full"], data)
     tk.plots.training_curves(runs)          # training loss per step, smoothed
-    tk.plots.eval_curves(runs)              # validation accuracy per evaluation
-    tk.plots.comparison_table(runs)         # one readable row per run
-    tk.plots.pareto(runs)                   # accuracy vs trainable parameters
+    tk.plots.eval_curves(runs)              # the task's main metric per evaluation (accuracy, perplexity)
+    tk.plots.comparison_table(runs)         # one readable row per run, the metrics its task has
+    tk.plots.pareto(runs)                   # that metric vs trainable parameters
 
 Every function takes a list of :class:`~tunekit.runs.Run` (a single run, a run
 directory or a runs directory work too). The i-th run gets the i-th colour in
@@ -28,19 +28,20 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from tunekit.config import ConfigError
+from tunekit.metrics import METRICS, primary
 from tunekit.runs import Run, list_runs, table
 
 PALETTE = qualitative.Plotly
 """Run colours, in order; they repeat after ten runs."""
 EVAL_METRICS = {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1",
-                "val_loss": "validation loss"}
+                "val_loss": "validation loss", "val_perplexity": "validation perplexity"}
 STEP_X = {"step": "step", "samples": "training examples seen", "epoch": "epoch", "elapsed_s": "seconds"}
 PARETO_X = {"trainable_params": "trainable parameters", "peak_memory_mb": "peak memory (MB)",
             "wall_time_s": "wall time (s)"}
 TABLE_COLUMNS = {  # runs.table() column -> readable name
     "strategy": "strategy", "run": "run", "trainable_params": "trainable params",
     "trainable_percent": "trainable %", "accuracy": "accuracy", "macro_f1": "macro-F1",
-    "wall_time_s": "wall time s", "samples_per_s": "samples/s", "peak_memory_mb": "peak memory MB",
+    "perplexity": "perplexity", "wall_time_s": "wall time s", "samples_per_s": "samples/s", "peak_memory_mb": "peak memory MB",
     "status": "status",
 }
 _DASH = {"completed": "solid", "running": "dot", "stopped": "dash", "failed": "dashdot", "crashed": "dashdot"}
@@ -180,8 +181,18 @@ def training_curves(runs: Any, smooth: float = 0.6, x: str = "step") -> go.Figur
     return fig
 
 
-def eval_curves(runs: Any, metric: str = "val_accuracy") -> go.Figure:
-    """A validation metric (val_accuracy, val_macro_f1 or val_loss) at each evaluation, by step."""
+def _task_of(runs: list[Run]) -> str:
+    tasks = {r.task for r in runs}
+    return tasks.pop() if len(tasks) == 1 else "classification"
+
+
+def eval_curves(runs: Any, metric: Optional[str] = None) -> go.Figure:
+    """A validation metric (val_accuracy, val_macro_f1, val_loss or val_perplexity) at each
+    evaluation, by step. None: the runs' task's main metric (accuracy; perplexity for a
+    causal LM)."""
+    runs = as_runs(runs)
+    if metric is None:
+        metric = "val_" + primary(_task_of(runs)).key
     if metric not in EVAL_METRICS:
         raise ConfigError(f"metric must be one of {list(EVAL_METRICS)} (got {metric!r})")
     series = _series(runs)
@@ -192,7 +203,7 @@ def eval_curves(runs: Any, metric: str = "val_accuracy") -> go.Figure:
                                 "lines+markers"))
     fig.update_layout(title=EVAL_METRICS[metric].capitalize(), xaxis_title="step",
                       yaxis_title=EVAL_METRICS[metric], template="plotly_white", legend_title_text="run")
-    if metric != "val_loss":
+    if metric in ("val_accuracy", "val_macro_f1"):
         fig.update_yaxes(rangemode="tozero")
     return fig
 
@@ -207,11 +218,16 @@ def _rows(runs: Any) -> pd.DataFrame:
 
 def comparison_table(runs: Any) -> pd.DataFrame:
     """One row per run with readable columns: strategy, run, trainable params, trainable %,
-    accuracy, macro-F1, wall time s, samples/s, peak memory MB, status. Numbers stay numbers
-    (missing ones are NaN); accepts runs or a :func:`tunekit.runs.table`."""
+    the metrics the runs' tasks have (accuracy and macro-F1; perplexity), wall time s,
+    samples/s, peak memory MB, status. Numbers stay numbers (missing ones are NaN); accepts
+    runs or a :func:`tunekit.runs.table`."""
     rows = _rows(runs)
+    metric_columns = {"accuracy", "macro_f1", "perplexity"}
+    tasks = set(rows["task"].dropna()) if "task" in rows.columns else {"classification"}
+    keep = {"accuracy", "macro_f1"} if "classification" in tasks or not tasks else set()
+    keep |= {"perplexity"} if "causal_lm" in tasks else set()
     out = pd.DataFrame({new: rows[old] if old in rows.columns else [None] * len(rows)
-                        for old, new in TABLE_COLUMNS.items()})
+                        for old, new in TABLE_COLUMNS.items() if old not in metric_columns or old in keep})
     for col in out.columns:
         if col not in ("strategy", "run", "status"):
             out[col] = pd.to_numeric(out[col], errors="coerce")
@@ -219,31 +235,40 @@ def comparison_table(runs: Any) -> pd.DataFrame:
     return out
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The points no other point beats on both counts (lower x, higher y), by x."""
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = True) -> list[tuple[float, float]]:
+    """The points no other point beats on both counts (lower x, better y), by x."""
+    sign = 1 if higher_is_better else -1
     front, best = [], -math.inf
-    for px, py in sorted(points, key=lambda p: (p[0], -p[1])):
-        if py > best:
+    for px, py in sorted(points, key=lambda p: (p[0], -sign * p[1])):
+        if sign * py > best:
             front.append((px, py))
-            best = py
+            best = sign * py
     return front
 
 
-def pareto(runs: Any, x: str = "trainable_params", y: str = "accuracy",
-           log_x: Optional[bool] = None) -> go.Figure:
-    """Accuracy of each run against its cost ``x``: trainable_params, peak_memory_mb or wall_time_s.
+PARETO_Y = ("accuracy", "macro_f1", "perplexity")
 
-    One marker per run (hollow for runs that did not complete) and a grey line through the
-    Pareto front (nothing cheaper is as accurate). ``log_x`` None: logarithmic for trainable
+
+def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
+           log_x: Optional[bool] = None) -> go.Figure:
+    """A metric of each run against its cost ``x``: trainable_params, peak_memory_mb or wall_time_s.
+
+    ``y``: accuracy, macro_f1 or perplexity; None takes the runs' task's main metric. One
+    marker per run (hollow for runs that did not complete) and a grey line through the
+    Pareto front (nothing cheaper is as good). ``log_x`` None: logarithmic for trainable
     parameters and wall time, linear for memory. Runs without both values (e.g. failed before
     the first evaluation) are listed under the plot instead.
     """
     if x not in PARETO_X:
         raise ConfigError(f"x must be one of {list(PARETO_X)} (got {x!r})")
-    if y not in ("accuracy", "macro_f1"):
-        raise ConfigError(f"y must be 'accuracy' or 'macro_f1' (got {y!r})")
-    log_x = x != "peak_memory_mb" if log_x is None else bool(log_x)
     rows = _rows(runs)
+    if y is None:
+        tasks = set(rows["task"].dropna()) if "task" in rows.columns else set()
+        y = primary(tasks.pop() if len(tasks) == 1 else "classification").key
+    if y not in PARETO_Y:
+        raise ConfigError(f"y must be one of {list(PARETO_Y)} (got {y!r})")
+    metric = METRICS[y]
+    log_x = x != "peak_memory_mb" if log_x is None else bool(log_x)
     series = [_Series(str(r.get("run")), str(r.get("strategy")), str(r.get("status")),
                       PALETTE[i % len(PALETTE)], pd.DataFrame(), pd.DataFrame())
               for i, r in enumerate(rows.to_dict("records"))]
@@ -261,7 +286,7 @@ def pareto(runs: Any, x: str = "trainable_params", y: str = "accuracy",
             marker={"color": s.color, "size": 12, "line": {"color": s.color, "width": 2},
                     "symbol": "circle" if s.status == "completed" else "circle-open"},
             hovertemplate=f"{PARETO_X[x]} %{{x:,}}<br>{y} %{{y:.4f}}<extra>{names[s.name]}</extra>"))
-    front = pareto_front(points)
+    front = pareto_front(points, metric.higher_is_better)
     if len(front) > 1:
         fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines",
                                  name="Pareto front", line={"color": "lightgrey", "dash": "dot"},
@@ -276,9 +301,10 @@ def pareto(runs: Any, x: str = "trainable_params", y: str = "accuracy",
             x_title = "peak GPU memory allocated (MB)"
         elif len(kinds) > 1:
             x_title = "peak memory (MB; measured differently across runs: CPU RSS and GPU allocation)"
-    fig.update_layout(title=f"{'Accuracy' if y == 'accuracy' else 'Macro-F1'} vs {PARETO_X[x]}",
+    fig.update_layout(title=f"{metric.title[0].upper() + metric.title[1:]} vs {PARETO_X[x]}"
+                            + ("" if metric.higher_is_better else " (lower is better)"),
                       xaxis_title=x_title + (" (log scale)" if log_x else ""),
-                      yaxis_title="validation " + ("accuracy" if y == "accuracy" else "macro-F1"),
+                      yaxis_title="validation " + metric.title,
                       template="plotly_white", legend_title_text="run")
     fig.update_xaxes(type="log" if log_x else "linear")
     if missing:
@@ -296,5 +322,5 @@ def _number(v) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
-__all__ = ["training_curves", "eval_curves", "comparison_table", "pareto", "pareto_front", "ema", "colors",
+__all__ = ["training_curves", "eval_curves", "comparison_table", "pareto", "pareto_front", "PARETO_Y", "ema", "colors",
            "legend_names", "as_runs", "PALETTE"]

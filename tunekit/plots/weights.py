@@ -19,10 +19,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tunekit.architectures import LABEL_ORDER
 from tunekit.config import ConfigError
 from tunekit.plots.runs import PALETTE
 
-MODULE_ORDER = ["query", "key", "value", "attn_out", "attn_norm", "gate", "intermediate", "output", "out_norm"]
+MODULE_ORDER = list(LABEL_ORDER)
 OUTSIDE = ["embeddings", "pooler", "norm", "head"]
 
 

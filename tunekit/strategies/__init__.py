@@ -3,15 +3,17 @@
     tk.Probe()                      # head only, on cached frozen features
     tk.Freeze(train_blocks=[4, 5])  # any subset of layer groups
     tk.LoRA(rank=8)                 # low-rank adapters via peft
+    tk.IA3()                        # learned rescaling vectors via peft
     tk.Full()                       # everything
     tk.LPFT()                       # probe, then full (two phases)
 """
 from __future__ import annotations
 
 from tunekit.config import ConfigError
-from tunekit.strategies.base import Phase, Strategy
+from tunekit.strategies.base import Phase, Plan, Strategy
 from tunekit.strategies.freeze import Freeze
 from tunekit.strategies.full import Full
+from tunekit.strategies.ia3 import IA3
 from tunekit.strategies.lora import LoRA
 from tunekit.strategies.lpft import LPFT
 from tunekit.strategies.probe import Probe
@@ -25,7 +27,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-for _cls in (Probe, Freeze, LoRA, Full, LPFT):
+for _cls in (Probe, Freeze, LoRA, IA3, Full, LPFT):
     register(_cls)
 
 
@@ -45,5 +47,5 @@ def get_strategy(spec) -> Strategy:
     return REGISTRY[name](**kw)
 
 
-__all__ = ["Strategy", "Phase", "Probe", "Freeze", "LoRA", "Full", "LPFT", "REGISTRY", "register",
+__all__ = ["Strategy", "Phase", "Plan", "Probe", "Freeze", "LoRA", "IA3", "Full", "LPFT", "REGISTRY", "register",
            "get_strategy"]

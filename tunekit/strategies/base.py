@@ -1,14 +1,18 @@
-"""What every strategy is: which parameters train, on what inputs, through which head.
+"""What every strategy is: a declaration of what trains, applied by the engine.
 
 A strategy is a small dataclass. The engine asks it for its :class:`Phase` list
-(one phase for most; LP-FT has two), and for each phase calls
+(one phase for most; LP-FT has two), and for each phase for a :class:`Plan`:
 
-* :meth:`Strategy.prepare` - freeze / unfreeze / wrap the model;
-* :meth:`Strategy.inputs` - what the loop iterates over (token ids by default,
-  cached features for the probe);
-* :meth:`Strategy.forward` - logits for one batch of those inputs;
-* :meth:`Strategy.param_groups` - the optimizer's parameter groups (one learning
-  rate by default; discriminative learning rates override this).
+* ``train``: the layer groups whose parameters train (everything else is frozen), or
+* ``adapter``: a peft config; the engine wraps the model with it (peft then trains the
+  adapter and the modules it names in ``modules_to_save``, such as a new head);
+* ``cached_features``: train the head alone on features computed once (a probe);
+* ``pooling``: the pooling the head reads (a probe may choose one).
+
+A strategy never changes the model it is shown: :meth:`Strategy.plan` and
+:meth:`Strategy.count` only read it. :meth:`Strategy.param_groups` gives the
+optimizer's parameter groups (one learning rate by default; discriminative learning
+rates override this).
 
 Adding a strategy is one file plus one registry line in ``strategies/__init__.py``.
 """
@@ -16,13 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Optional
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 if TYPE_CHECKING:
-    from tunekit.batches import EncodedSplit
-    from tunekit.models import TextClassifier
+    from tunekit.models import Model
 
 
 @dataclass
@@ -38,6 +39,22 @@ class Phase:
     lr: Optional[float] = None
 
 
+@dataclass
+class Plan:
+    """What one phase trains (see the module docstring)."""
+
+    train: tuple[str, ...] = ()
+    adapter: Any = None
+    cached_features: bool = False
+    pooling: Optional[str] = None
+
+    @property
+    def format(self) -> str:
+        """How the run record stores what this plan trains: ``"peft"`` (an adapter folder that
+        plain peft loads) or ``"safetensors"`` (the trained tensors)."""
+        return "peft" if self.adapter is not None else "safetensors"
+
+
 class Strategy:
     """Base class. Subclasses are dataclasses and set ``name`` and ``default_lr``."""
 
@@ -47,25 +64,23 @@ class Strategy:
     def phases(self) -> list[Phase]:
         return [Phase(self)]
 
-    def prepare(self, model: "TextClassifier") -> None:
+    def plan(self, model: "Model") -> Plan:
+        """What trains on ``model`` (validated against it; the model is not changed)."""
         raise NotImplementedError
 
-    def count(self, model: "TextClassifier") -> dict:
+    def count(self, model: "Model") -> dict:
         """Trainable / total parameters this strategy *will* give ``model``, without changing it."""
-        raise NotImplementedError
+        plan = self.plan(model)
+        if plan.adapter is not None:
+            from tunekit import adapters
+            return adapters.count(model.hf, plan.adapter)
+        return group_counts(model, set(plan.train))
 
-    def inputs(self, model: "TextClassifier", split: "EncodedSplit", batch_size: int):
-        """What the training loop iterates over for ``split``. Default: the token ids."""
-        return split
-
-    def forward(self, model: "TextClassifier", batch: dict) -> torch.Tensor:
-        return model.logits(batch["input_ids"], batch["attention_mask"])
-
-    def param_groups(self, model: "TextClassifier", lr: float, weight_decay: float) -> list[dict]:
+    def param_groups(self, model: "Model", lr: float, weight_decay: float) -> list[dict]:
         """AdamW parameter groups over the trainable parameters only. Biases and norms
         get no weight decay."""
         decay, no_decay = [], []
-        for n, p in model.module.named_parameters():
+        for n, p in model.hf.named_parameters():
             if p.requires_grad:
                 (no_decay if p.ndim < 2 else decay).append(p)
         return [g for g in ({"params": decay, "lr": lr, "weight_decay": weight_decay},
@@ -91,7 +106,14 @@ def counts(trainable: int, total: int) -> dict:
             "percent": 100.0 * trainable / total if total else 0.0}
 
 
-def group_counts(model: "TextClassifier", train: set[str]) -> dict:
+def group_counts(model: "Model", train: set[str]) -> dict:
     by = model.parameter_counts()["by_group"]
     train = set(train) & set(model.active_groups)
     return counts(sum(v["total"] for g, v in by.items() if g in train), sum(v["total"] for v in by.values()))
+
+
+def needs_classification(model: "Model", who: str) -> None:
+    from tunekit.config import ConfigError
+    if model.task.name != "classification":
+        raise ConfigError(f"{who} trains a classification head on frozen features; this model's task is "
+                          f"{model.task.name!r} (use Freeze, LoRA, IA3 or Full)")

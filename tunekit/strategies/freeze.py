@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from tunekit.config import ConfigError
-from tunekit.strategies.base import Strategy, group_counts
+from tunekit.strategies.base import Plan, Strategy
 
 
 @dataclass
@@ -78,11 +78,8 @@ class Freeze(Strategy):
             raise ConfigError(f"Freeze: nothing left to train ({self.label}); train at least one of {names}")
         return [g for g in names if g in chosen]
 
-    def prepare(self, model) -> None:
-        model.set_trainable(self.trainable_groups(model))
-
-    def count(self, model) -> dict:
-        return group_counts(model, set(self.trainable_groups(model)))
+    def plan(self, model) -> Plan:
+        return Plan(train=tuple(self.trainable_groups(model)))
 
     @property
     def label(self) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunekit.strategies.base import Strategy, group_counts
+from tunekit.strategies.base import Plan, Strategy
 
 
 @dataclass
@@ -13,8 +13,5 @@ class Full(Strategy):
     name = "full"
     default_lr = 1e-4
 
-    def prepare(self, model) -> None:
-        model.set_trainable(model.group_names)
-
-    def count(self, model) -> dict:
-        return group_counts(model, set(model.active_groups))
+    def plan(self, model) -> Plan:
+        return Plan(train=tuple(model.active_groups))

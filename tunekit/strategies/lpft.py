@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tunekit.config import positive_int, require
-from tunekit.strategies.base import Phase, Strategy, group_counts
+from tunekit.strategies.base import Phase, Plan, Strategy, needs_classification
 from tunekit.strategies.full import Full
 from tunekit.strategies.probe import Probe
 
@@ -35,5 +35,7 @@ class LPFT(Strategy):
         return [Phase(Probe(), epochs=self.probe_epochs, lr=self.probe_lr or Probe.default_lr),
                 Phase(Full())]
 
-    def count(self, model) -> dict:
-        return group_counts(model, set(model.active_groups))
+    def plan(self, model) -> Plan:
+        """What the run trains in the end (every group); each phase has its own plan."""
+        needs_classification(model, "LPFT")
+        return Full().plan(model)

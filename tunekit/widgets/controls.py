@@ -13,7 +13,7 @@ import traitlets
 import tunekit as tk
 from tunekit.runtime import training_memory_estimate
 
-KINDS = [("Freeze (toggle layers)", "freeze"), ("LoRA", "lora"), ("Full fine-tune", "full"),
+KINDS = [("Freeze (toggle layers)", "freeze"), ("LoRA", "lora"), ("IA3", "ia3"), ("Full fine-tune", "full"),
          ("Probe (head only)", "probe")]
 
 
@@ -126,6 +126,8 @@ class StrategyControls(W.VBox):
             return tk.LoRA(rank=self.rank.value, alpha=self.alpha.value, target_modules=list(self.targets.value))
         if kind == "full":
             return tk.Full()
+        if kind == "ia3":
+            return tk.IA3()
         if kind == "probe":
             return tk.Probe()
         trainable = set(self.diagram.trainable)

@@ -41,6 +41,8 @@ class Lab(W.VBox):
         data: a TextDataset, DataFrame, CSV path or built-in name.
         runs_dir: where run records go (and are listed from, across kernel restarts).
         train_size, eval_size: the starting values of the "train examples" and "eval examples" boxes.
+        task: ``"classification"`` (a head on the data's labels) or ``"causal_lm"`` (next-token
+            loss on the data's texts; the second curve shows perplexity).
     """
 
     status = traitlets.Unicode("")
@@ -52,11 +54,12 @@ class Lab(W.VBox):
     stale_after = traitlets.Float(4.0)
 
     def __init__(self, model: str = "minilm", data: Any = "rotten_tomatoes", runs_dir: str = DEFAULT_RUNS_DIR,
-                 train_size: int = 500, eval_size: int = 300):
+                 train_size: int = 500, eval_size: int = 300, task: str = "classification"):
         self.data = tk.data.load(data)
         self.model_source = model
         self.runs_dir = runs_dir
-        self.model = tk.load_model(model, label_names=self.data.label_names)
+        self.task = task
+        self.model = self._load(model, self.data)
         self.diagram = ModelDiagram(self.model)
         self.controls = StrategyControls(self.model, self.diagram)
         self.controls.train_size.value, self.controls.eval_size.value = train_size, eval_size
@@ -81,7 +84,8 @@ class Lab(W.VBox):
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="300px"))
         self.status_w = W.HTML()
         self.loss_fig = self._watched(go.FigureWidget(layout=_curve_layout("training loss")))
-        self.acc_fig = self._watched(go.FigureWidget(layout=_curve_layout("validation accuracy")))
+        self.metric = tk.metrics.primary(task)  # the second curve: accuracy, or perplexity for a causal LM
+        self.acc_fig = self._watched(go.FigureWidget(layout=_curve_layout(f"validation {self.metric.title}")))
         self.runs = RunsPanel(runs_dir, self.data)
         self._trainer: Optional[tk.Trainer] = None
         self._thread: Optional[threading.Thread] = None
@@ -99,9 +103,16 @@ class Lab(W.VBox):
                           W.HBox([left, right]), self.runs])
         self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
 
+    def _load(self, source: str, data, seed: int = 0):
+        if self.task == "classification":
+            return tk.load_model(source, label_names=data.label_names, seed=seed)
+        return tk.load_model(source, task=self.task, seed=seed)
+
     def _describe(self) -> None:
         self.header.value = (f"<p>{html.escape(repr(self.data))}<br>model: {html.escape(str(self.model_source))} "
-                             f"({self.model.num_blocks} blocks, pooling {self.model.pooling})</p>")
+                             f"({self.model.num_blocks} blocks, "
+                             + (f"pooling {self.model.pooling})</p>" if self.task == "classification"
+                                else "causal language modelling)</p>"))
 
     # ----- actions ----------------------------------------------------------------------------------
     def select(self, model: Optional[str] = None, data: Optional[str] = None) -> bool:
@@ -136,7 +147,7 @@ class Lab(W.VBox):
                      if model == "smollm2" else ""), "info")
         try:
             data = tk.data.load(self._data_sources[data_label])
-            loaded = tk.load_model(model, label_names=data.label_names)
+            loaded = self._load(model, data)
             diagram = ModelDiagram(loaded)
             controls = StrategyControls(loaded, diagram)
         except (tk.ConfigError, tk.DataError, tk.ModelNotFoundError, OSError) as e:
@@ -151,7 +162,8 @@ class Lab(W.VBox):
         self._picked = (model, data_label)
         self._describe()
         self._say(f"Loaded {model} ({loaded.num_blocks} blocks) with {data.name} "
-                  f"({len(data.label_names)} classes).", "ok")
+                  + (f"({len(data.label_names)} classes)." if self.task == "classification" else "(its texts)."),
+                  "ok")
 
     def train(self, wait: bool = False) -> bool:
         """Start a run in a worker thread (``wait=True`` joins it). Refused while one runs."""
@@ -161,7 +173,7 @@ class Lab(W.VBox):
         try:
             strategy = self.controls.strategy()
             overrides = self.controls.overrides()
-            model = tk.load_model(self.model_source, label_names=self.data.label_names, seed=overrides["seed"])
+            model = self._load(self.model_source, self.data, seed=overrides["seed"])
             trainer = tk.Trainer(model, self.data, strategy, runs_dir=self.runs_dir, progress=False, **overrides)
             for ph in strategy.phases():
                 ph.strategy.count(model)
@@ -200,8 +212,8 @@ class Lab(W.VBox):
         try:
             run = trainer.run()
             s = run.summary
-            acc = s.get("val_accuracy")
-            acc = f", validation accuracy {acc:.3f}" if isinstance(acc, float) else ""
+            acc = s.get(f"val_{self.metric.key}")
+            acc = f", validation {self.metric.title} {acc:{self.metric.fmt}}" if isinstance(acc, float) else ""
             kind = "ok" if run.status == "completed" else "warn"
             self._say(f"Run {run.name} {run.status}{acc} "
                       f"({s.get('steps')} steps, {s.get('wall_time_s')} s).", kind)
@@ -311,7 +323,7 @@ class Lab(W.VBox):
     def _on_eval(self, ev) -> None:
         self.redraw_stale_curves()
         self._draw_pending()
-        self._extend("acc_fig", (ev.payload["step"],), (ev.payload["val_accuracy"],))
+        self._extend("acc_fig", (ev.payload["step"],), (ev.payload[f"val_{self.metric.key}"],))
 
     def _say(self, message: str, kind: str = "info") -> None:
         """Show ``message`` (plain text, escaped here) in the status line."""

@@ -1,0 +1,178 @@
+"""The one path for every peft method (LoRA, IA3, ...): wrap, count, find, and measure adapters.
+
+Nothing here recognises an adapter by the spelling of a parameter name. peft's own
+structure says what is what: an adapted layer is a ``BaseTunerLayer`` that names
+its adapter tensors in ``adapter_layer_names`` (``("lora_A", "lora_B", ...)``,
+``("ia3_l",)``) and keeps the original layer as ``get_base_layer()``; a head that
+trains in full is an ``AuxiliaryTrainingWrapper`` (``ModulesToSaveWrapper``) that holds
+the ``original_module`` and a trained copy. The effective change of an adapted
+layer is measured with peft's own ``merge`` on a float64 copy of the layer, so it
+is exact for any method (LoRA's ``scale * B @ A``, IA3's ``W * (l - 1)``).
+
+    peft_model = wrap(model.hf, config)               # peft.get_peft_model, errors in words
+    count(model.hf, config)                           # exact trainable / total, nothing built
+    layout = Layout.of(model.hf)                      # raw name -> canonical name and role
+    effective_deltas(model.hf)                        # {canonical weight name: delta (float64)}
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from tunekit.config import ConfigError
+
+BASE, ADAPTER, COPY, ORIGINAL = "base", "adapter", "trained_copy", "original"
+
+
+def _tuner_types() -> tuple[type, type]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    try:
+        from peft.utils.other import AuxiliaryTrainingWrapper as Wrapper
+    except ImportError:  # older peft
+        from peft.utils.other import ModulesToSaveWrapper as Wrapper
+    return BaseTunerLayer, Wrapper
+
+
+@dataclass
+class Layout:
+    """Where each parameter of a (possibly peft-injected) Hugging Face model belongs.
+
+    ``roles[raw name] = (canonical name, role)`` with role ``"base"`` (a parameter of the
+    plain model; ``canonical`` is its name there), ``"adapter"`` (an adapter tensor;
+    canonical is the adapted layer's weight name), ``"trained_copy"`` (the copy of a
+    fully trained module, e.g. the head; canonical is the original's name) or
+    ``"original"`` (the untouched original of such a module).
+    """
+
+    roles: dict[str, tuple[str, str]]
+
+    @classmethod
+    def of(cls, hf: nn.Module) -> "Layout":
+        tuner, wrapper = _tuner_types()
+        rules: dict[str, tuple[str, str]] = {}  # raw prefix -> (canonical prefix, role)
+        for path, mod in hf.named_modules():
+            pre = f"{path}." if path else ""
+            if isinstance(mod, tuner):
+                rules[f"{pre}base_layer."] = (pre, BASE)
+                for attr in tuple(mod.adapter_layer_names) + tuple(getattr(mod, "other_param_names", ())):
+                    rules[f"{pre}{attr}."] = (f"{pre}weight", ADAPTER)
+            elif isinstance(mod, wrapper):
+                rules[f"{pre}original_module."] = (pre, ORIGINAL)
+                for attr in mod.adapter_layer_names:
+                    for adapter in getattr(mod, attr.split(".")[0], {}) or {}:
+                        rules[f"{pre}{attr}.{adapter}."] = (pre, COPY)
+        ordered = sorted(rules.items(), key=lambda kv: -len(kv[0]))
+        roles = {}
+        for name, _ in hf.named_parameters():
+            for prefix, (canon, role) in ordered:
+                if name.startswith(prefix):
+                    roles[name] = (canon if role == ADAPTER else canon + name[len(prefix):], role)
+                    break
+            else:
+                roles[name] = (name, BASE)
+        return cls(roles)
+
+    def canonical(self, name: str) -> str:
+        return self.roles[name][0] if name in self.roles else name
+
+    def role(self, name: str) -> str:
+        return self.roles[name][1] if name in self.roles else BASE
+
+    def names(self, *roles: str) -> list[str]:
+        return [n for n, (_, r) in self.roles.items() if r in roles]
+
+
+def is_adapted(hf: nn.Module) -> bool:
+    """True when peft has injected adapter layers into ``hf``."""
+    tuner, _ = _tuner_types()
+    return any(isinstance(m, tuner) for m in hf.modules())
+
+
+def effective_state(hf: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter of the plain model, by canonical name, at its *effective* value: an
+    adapted layer's weight (and bias) with the adapter merged in (float64, exact), a fully
+    trained module's trained copy, anything else as it is (not copied)."""
+    layout = Layout.of(hf)
+    params = dict(hf.named_parameters())
+    out = {layout.canonical(n): params[n].detach() for n in layout.names(BASE)}
+    for n in layout.names(COPY):  # a fully trained module: its trained copy
+        out[layout.canonical(n)] = params[n].detach()
+    for name, (base, merged) in _merged_layers(hf).items():
+        for key, value in merged.items():
+            out[f"{name}.{key}"] = value
+    return out
+
+
+def effective_deltas(hf: nn.Module) -> dict[str, torch.Tensor]:
+    """``{canonical parameter name: merged - original}`` (float64) for every parameter that an
+    adapter changes, measured with peft's ``merge`` on a float64 copy of each adapted layer."""
+    out = {}
+    for name, (base, merged) in _merged_layers(hf).items():
+        for key, value in merged.items():
+            out[f"{name}.{key}"] = value - base[key]
+    return out
+
+
+def _merged_layers(hf: nn.Module) -> dict[str, tuple[dict, dict]]:
+    """``{layer path: (original params, merged params)}`` (float64) of each adapted layer."""
+    tuner, _ = _tuner_types()
+    out = {}
+    with torch.no_grad():
+        for path, mod in hf.named_modules():
+            if not isinstance(mod, tuner):
+                continue
+            layer = copy.deepcopy(mod).to(device="cpu", dtype=torch.float64)
+            base_layer = layer.get_base_layer()
+            before = {k: v.detach().clone() for k, v in base_layer.named_parameters(recurse=False)}
+            adapters = [a for a in layer.active_adapters if a not in layer.merged_adapters]
+            if adapters:
+                layer.merge(adapter_names=adapters)
+            after = {k: v.detach().clone() for k, v in layer.get_base_layer().named_parameters(recurse=False)}
+            out[path] = (before, after)
+            del layer
+    return out
+
+
+# ----- building ----------------------------------------------------------------------------------
+_NOT_FOUND = re.compile(r"[Tt]arget modules? .* not found|not found in the base model")
+
+
+def wrap(hf: nn.Module, config) -> nn.Module:
+    """``peft.get_peft_model(hf, config)``: injects the adapter into ``hf`` (in place, as peft
+    does) and returns the ``PeftModel``. peft's errors come back as ConfigError."""
+    from peft import get_peft_model
+    try:
+        return get_peft_model(hf, config)
+    except ValueError as e:
+        raise ConfigError(f"{type(config).__name__}: peft cannot adapt {type(hf).__name__}: {e}") from e
+
+
+def count(hf: nn.Module, config) -> dict:
+    """Exact trainable / total parameters that ``config`` gives ``hf``, as peft counts them
+    (``get_nb_trainable_parameters``), from a skeleton on the meta device: nothing is
+    allocated and ``hf`` is not touched."""
+    from tunekit.strategies.base import counts
+    with torch.device("meta"):
+        skeleton = type(hf)(copy.deepcopy(hf.config))
+    peft_model = wrap(skeleton, copy.deepcopy(config))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    return counts(trainable, total)
+
+
+def adaptable_layers(hf: nn.Module, under: str) -> dict[str, nn.Module]:
+    """Layers peft can adapt (Linear, Conv1D) whose name starts with ``under``."""
+    from tunekit.architectures import adaptable_types
+    types = adaptable_types()
+    return {n: m for n, m in hf.named_modules() if isinstance(m, types) and n.startswith(under)}
+
+
+def match(names: Iterable[str], targets: Iterable[str]) -> dict[str, list[str]]:
+    """``{target: [layer names it selects]}``, as peft matches a list: the name itself or a
+    ``.``-separated suffix of it."""
+    names = list(names)
+    return {t: [n for n in names if n == t or n.endswith("." + t)] for t in targets}

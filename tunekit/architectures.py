@@ -1,0 +1,85 @@
+"""What tunekit knows about transformer families: canonical module labels and adaptable layers.
+
+Every family names the same parts differently (BERT's ``attention.self.query``,
+DistilBERT's ``attention.q_lin``, DeBERTa-v2's ``attention.self.query_proj``, Llama's
+``self_attn.q_proj``, GPT-2's fused ``attn.c_attn``). The instruments put runs of any
+family on one axis, so each module inside a block gets one *label*:
+
+    query key value qkv attn_out attn_norm gate intermediate output out_norm
+
+``qkv`` is a fused query/key/value projection (GPT-2). A module that no table
+knows keeps its path inside the block (``mixer.in_proj``), so nothing is hidden.
+
+:data:`ADAPTABLE` lists the layer types that peft's LoRA and IA3 wrap: ``nn.Linear``
+and transformers' ``Conv1D`` (GPT-2 keeps its projections as ``Conv1D``, weight
+``[in, out]``). No torch import at module level: plots read the labels too.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+# path inside a block -> label
+MODULE_LABELS: dict[str, str] = {
+    # BERT, RoBERTa, ELECTRA (and XLM-R, CamemBERT ...)
+    "attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
+    "attention.output.dense": "attn_out", "attention.output.LayerNorm": "attn_norm",
+    "intermediate.dense": "intermediate", "output.dense": "output", "output.LayerNorm": "out_norm",
+    # DeBERTa-v2 / v3
+    "attention.self.query_proj": "query", "attention.self.key_proj": "key",
+    "attention.self.value_proj": "value",
+    # DistilBERT
+    "attention.q_lin": "query", "attention.k_lin": "key", "attention.v_lin": "value",
+    "attention.out_lin": "attn_out", "sa_layer_norm": "attn_norm", "ffn.lin1": "intermediate",
+    "ffn.lin2": "output", "output_layer_norm": "out_norm",
+    # Llama, Qwen2, Mistral, Gemma ...
+    "self_attn.q_proj": "query", "self_attn.k_proj": "key", "self_attn.v_proj": "value",
+    "self_attn.o_proj": "attn_out", "input_layernorm": "attn_norm", "mlp.gate_proj": "gate",
+    "mlp.up_proj": "intermediate", "mlp.down_proj": "output", "post_attention_layernorm": "out_norm",
+    # GPT-2
+    "attn.c_attn": "qkv", "attn.c_proj": "attn_out", "ln_1": "attn_norm", "mlp.c_fc": "intermediate",
+    "mlp.c_proj": "output", "ln_2": "out_norm",
+}
+
+#: the order of labels on every axis (unknown paths go after these)
+LABEL_ORDER = ("query", "key", "value", "qkv", "attn_out", "attn_norm", "gate", "intermediate", "output",
+               "out_norm")
+
+
+def module_label(path: str) -> str:
+    """The canonical label of a module given its path inside a block (``attention.q_lin`` ->
+    ``query``); an unknown path is returned as it is."""
+    return MODULE_LABELS.get(path, path)
+
+
+def adaptable_types() -> tuple[type, ...]:
+    """Layer types that peft's LoRA and IA3 adapt: Linear and transformers' Conv1D."""
+    from torch import nn
+    types: list[type] = [nn.Linear]
+    try:
+        from transformers.pytorch_utils import Conv1D
+        types.append(Conv1D)
+    except ImportError:  # pragma: no cover - transformers always has it
+        pass
+    return tuple(types)
+
+
+def in_out(module) -> tuple[int, int]:
+    """(input features, output features) of an adaptable layer (Conv1D stores its weight
+    transposed, ``[in, out]``)."""
+    from torch import nn
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    w = module.weight
+    return int(w.shape[0]), int(w.shape[1])
+
+
+def default_targets(model_type: str, table: dict, block_paths: list[str],
+                    labels: tuple[str, ...]) -> Optional[list[str]]:
+    """Default target-module names for a peft method: peft's own per-architecture ``table``
+    where it has the model type, else the modules whose canonical label is in ``labels``
+    (e.g. ``("query", "value")`` for LoRA), found among ``block_paths`` (paths of adaptable
+    layers inside a block). None when neither finds anything."""
+    if model_type in table:
+        return list(table[model_type])
+    found = sorted({p for p in block_paths if module_label(p) in labels})
+    return found or None

@@ -1,0 +1,162 @@
+"""The task-agnostic part of a model: the Hugging Face model, its tokenizer, named layer groups,
+exact parameter counts and freezing.
+
+The parameters are sorted into ordered, named *layer groups*: ``embeddings``,
+``block.0`` ... ``block.N-1``, whatever sits above the blocks (``pooler`` for BERT,
+``norm`` for Llama's final norm) and ``head`` (everything outside the base model:
+a classifier, a ``score`` layer, an ``lm_head``). Strategies name these groups.
+
+Names are *canonical*: a parameter's name in the plain Hugging Face model, also
+once peft has injected an adapter (:class:`tunekit.adapters.Layout` reads peft's
+structure; no name is parsed).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from torch import nn
+
+from tunekit import adapters
+from tunekit.architectures import module_label
+from tunekit.config import ConfigError
+
+
+def _block_list(base: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The ModuleList of transformer blocks: the longest list of same-type modules."""
+    best = None
+    for name, mod in base.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and len({type(m) for m in mod}) == 1:
+            if best is None or len(mod) > len(best[1]):
+                best = (name, mod)
+    if best is None:
+        raise ConfigError(f"cannot find the transformer blocks of {type(base).__name__}")
+    return best
+
+
+class Backbone:
+    """A Hugging Face model with its tokenizer and layer groups.
+
+    Attributes:
+        hf: the Hugging Face model (peft injects adapter layers into it in place).
+        tokenizer: the matching tokenizer.
+        peft: the ``peft.PeftModel`` once an adapter is attached (for saving), else None.
+        groups: ordered ``{group name: [canonical parameter-name prefixes]}``.
+        num_blocks: number of transformer blocks.
+    """
+
+    def __init__(self, hf: nn.Module, tokenizer):
+        self.hf = hf
+        self.tokenizer = tokenizer
+        self.peft = None
+        self._layout: Optional[adapters.Layout] = None
+        self._find_groups()
+
+    def _find_groups(self) -> None:
+        prefix = self.hf.base_model_prefix
+        base = self.hf.base_model
+        blocks_path, blocks = _block_list(base)
+        blocks_prefix = f"{prefix}.{blocks_path}"
+        groups: dict[str, list[str]] = {"embeddings": []}
+        groups.update({f"block.{i}": [f"{blocks_prefix}.{i}."] for i in range(len(blocks))})
+        above: dict[str, list[str]] = {}
+        seen_blocks = False
+        for child, mod in base.named_children():
+            if not any(True for _ in mod.parameters()):
+                continue
+            if blocks_path == child or blocks_path.startswith(child + "."):
+                seen_blocks = True
+                for sub, _ in mod.named_parameters():  # parameters beside the block list, same container
+                    full = f"{child}.{sub}"
+                    if not full.startswith(blocks_path + "."):
+                        above.setdefault("norm", []).append(f"{prefix}.{full}")
+                continue
+            key = f"{prefix}.{child}."
+            if not seen_blocks:
+                groups["embeddings"].append(key)
+            else:
+                above.setdefault("pooler" if "pool" in child else "norm", []).append(key)
+        groups.update(above)
+        groups["head"] = []  # everything outside the base model
+        self.groups = groups
+        self.num_blocks = len(blocks)
+        self.blocks_prefix = blocks_prefix + "."
+        self._prefix = prefix + "."
+
+    # ----- adapters --------------------------------------------------------------------------------
+    @property
+    def layout(self) -> adapters.Layout:
+        """Canonical name and role of every parameter (recomputed after an adapter is attached)."""
+        if self._layout is None:
+            self._layout = adapters.Layout.of(self.hf)
+        return self._layout
+
+    def attach(self, peft_model) -> None:
+        """Record that peft has wrapped ``hf`` (``peft_model`` is the ``PeftModel``)."""
+        if self.peft is not None:
+            raise ConfigError("this model already carries an adapter; load a fresh model "
+                              "(tk.load_model) for another adapter run")
+        self.peft = peft_model
+        self._layout = None
+
+    @property
+    def peft_config(self):
+        return None if self.peft is None else self.peft.peft_config["default"]
+
+    # ----- names and groups ------------------------------------------------------------------------
+    @property
+    def group_names(self) -> list[str]:
+        return list(self.groups)
+
+    def canonical(self, name: str) -> str:
+        """The parameter's name in the plain Hugging Face model."""
+        return self.layout.canonical(name)
+
+    def group_of(self, name: str) -> str:
+        """The layer group of a parameter (raw or canonical name)."""
+        name = self.canonical(name)
+        for group, prefixes in self.groups.items():
+            if any(name.startswith(p) for p in prefixes):
+                return group
+        if name.startswith(self._prefix):
+            return "embeddings"
+        return "head"
+
+    def locate(self, name: str) -> tuple[str, Optional[int], str]:
+        """(group, block index or None, module label) of a canonical parameter name."""
+        group = self.group_of(name)
+        if not group.startswith("block."):
+            return group, None, group
+        path = name[len(self.groups[group][0]):].rsplit(".", 1)[0]
+        return group, int(group.split(".")[1]), module_label(path)
+
+    def block_layer_paths(self) -> list[str]:
+        """Paths, inside block 0, of the layers peft can adapt (``attention.self.query`` ...)."""
+        first = self.groups["block.0"][0]
+        return sorted({n[len(first):] for n in adapters.adaptable_layers(self.hf, first)})
+
+    def parameters_by_group(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        out: dict[str, list] = {g: [] for g in self.groups}
+        for n, p in self.hf.named_parameters():
+            out[self.group_of(n)].append((n, p))
+        return out
+
+    def parameter_counts(self) -> dict:
+        """Exact trainable / total parameter counts, overall and per group."""
+        by_group = {}
+        for g, params in self.parameters_by_group().items():
+            by_group[g] = {"trainable": sum(p.numel() for _, p in params if p.requires_grad),
+                           "total": sum(p.numel() for _, p in params)}
+        trainable = sum(v["trainable"] for v in by_group.values())
+        total = sum(v["total"] for v in by_group.values())
+        return {"trainable": trainable, "total": total,
+                "percent": 100.0 * trainable / total if total else 0.0, "by_group": by_group}
+
+    def set_trainable(self, groups: Sequence[str], active: Optional[Sequence[str]] = None) -> None:
+        """Make exactly the parameters of ``groups`` trainable and freeze the rest; groups not
+        in ``active`` (those the forward pass does not use) stay frozen too."""
+        unknown = [g for g in groups if g not in self.groups]
+        if unknown:
+            raise ConfigError(f"unknown layer group(s) {unknown}; the model's groups are {self.group_names}")
+        wanted = set(groups) & set(active if active is not None else self.groups)
+        for n, p in self.hf.named_parameters():
+            p.requires_grad_(self.group_of(n) in wanted)

@@ -1,0 +1,113 @@
+"""Evaluation: a model or a run on a split of a data set, as the task's metrics.
+
+    tk.evaluate(run)                                  # the run's own validation subset
+    tk.evaluate(run, data, split="test")              # {"accuracy": ..., "macro_f1": ..., "loss": ...}
+    tk.evaluate(model, tk.data.from_texts(texts))     # causal LM: {"perplexity": ..., "loss": ...}
+
+The engine logs exactly these numbers (prefixed ``val_``) at each evaluation of a run:
+both go through :func:`evaluate_batches`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import torch
+
+from tunekit.config import ConfigError, positive_int
+
+SPLITS = ("train", "validation", "test")
+
+
+def subset(n: int, size: Optional[int], seed: int) -> Optional[list[int]]:
+    """A seeded random subset of ``range(n)`` of ``size`` (sorted), or None for all of it."""
+    if size is None or size >= n:
+        return None
+    return sorted(np.random.default_rng(seed).permutation(n)[:size].tolist())
+
+
+@torch.no_grad()
+def evaluate_batches(module: torch.nn.Module, metrics, batches: Iterable[dict], device: torch.device,
+                     amp: Optional[torch.dtype] = None) -> dict[str, float]:
+    """Run the task module over ``batches`` in eval mode and return ``metrics.compute()``.
+    The module's training mode is restored afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        for batch in batches:
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                out = module(batch)
+            metrics.update(out, batch)
+    finally:
+        module.train(was_training)
+    return metrics.compute()
+
+
+def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, size: Optional[int] = None,
+             seed: Optional[int] = None, batch_size: int = 128, max_length: Optional[int] = None,
+             device: Optional[str] = None, precision: str = "auto") -> dict[str, float]:
+    """The task's metrics of a model (or of a run's trained model) on one split of ``data``.
+
+    Args:
+        run_or_model: a :class:`~tunekit.models.Model`, a :class:`~tunekit.runs.Run` or a run
+            directory.
+        data: a TextDataset (or anything :func:`tunekit.data.load` takes); for a run, None
+            reloads the run's built-in data set.
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        size, seed: evaluate on a seeded subset of ``size`` examples. For a run evaluated on
+            its validation split both default to what the run used (``eval_size`` and its
+            seed), so the numbers equal the ones the run recorded at its end.
+        batch_size: examples per forward pass; max_length: truncation (a run's own by default, else 128).
+        device, precision: as in :class:`~tunekit.config.TrainConfig`.
+
+    Returns ``{metric: value}``: ``accuracy``, ``macro_f1``, ``loss`` (classification) or
+    ``perplexity``, ``loss`` (causal LM), plus ``examples``.
+    """
+    from tunekit.data import load as load_data
+    from tunekit.models import Model
+    from tunekit.runs import Run, load_run
+    from tunekit.runtime import autocast_dtype, pick_device
+
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS} (got {split!r})")
+    positive_int("batch_size", batch_size)
+    if max_length is not None:
+        positive_int("max_length", max_length)
+    run = None
+    if isinstance(run_or_model, Model):
+        model = run_or_model
+    else:
+        run = run_or_model if isinstance(run_or_model, Run) else load_run(run_or_model)
+        model = run.model if run.model is not None else run.load_model()
+        train_cfg = run.config.get("train", {})
+        if split == "validation":
+            size = train_cfg.get("eval_size") if size is None else size
+            seed = int(train_cfg.get("seed", 0)) + 1 if seed is None else seed
+        max_length = max_length or train_cfg.get("max_length")
+        if data is None:
+            from tunekit.data import BUILTIN
+            name = run.config.get("data", {}).get("name")
+            if name not in BUILTIN:
+                raise ConfigError(f"run {run.name!r} was trained on {name!r}, which is not a built-in data set "
+                                  f"({sorted(BUILTIN)}): pass data=<the same TextDataset>")
+            data = name
+    if data is None:
+        raise ConfigError("evaluate needs data: pass data=<TextDataset> (or a built-in name)")
+    data = load_data(data)
+    df = data.split(split)
+    ix = subset(len(df), size, 0 if seed is None else seed)
+    df = df if ix is None else df.iloc[ix]
+    if len(df) == 0:
+        raise ConfigError(f"the {split} split of {data.name!r} is empty")
+    if model.task.name == "classification" and model.num_labels != data.num_labels:
+        raise ConfigError(f"the model has {model.num_labels} labels but the data has {data.num_labels}")
+    dev = pick_device(device) if device else model.device
+    model.to(dev)
+    enc = model.task.encode(model.tokenizer, df["text"], df["label"], max_length or 128)
+    t = time.perf_counter()
+    out = evaluate_batches(model.module, model.task.metrics(), enc.batches(batch_size, device=dev), dev,
+                           autocast_dtype(dev, precision))
+    out["examples"] = len(enc)
+    out["seconds"] = round(time.perf_counter() - t, 3)
+    return out

@@ -1,0 +1,26 @@
+"""Tasks, one file each, registered by name: what the model is trained to do.
+
+    tk.load_model("minilm", label_names=data.label_names)     # "classification" (default)
+    tk.load_model("smollm2", task="causal_lm")                 # next-token loss, perplexity
+"""
+from __future__ import annotations
+
+from tunekit.config import ConfigError
+from tunekit.tasks.base import MetricAccumulator, Task, TaskOutput
+from tunekit.tasks.causal_lm import CausalLM
+from tunekit.tasks.classification import POOLINGS, Classification
+
+TASKS: dict[str, type[Task]] = {
+    "classification": Classification,
+    "causal_lm": CausalLM,
+}
+
+
+def task_class(name: str) -> type[Task]:
+    if name not in TASKS:
+        raise ConfigError(f"task must be one of {sorted(TASKS)} (got {name!r})")
+    return TASKS[name]
+
+
+__all__ = ["Task", "TaskOutput", "MetricAccumulator", "Classification", "CausalLM", "TASKS", "POOLINGS",
+           "task_class"]

@@ -1,0 +1,70 @@
+"""What every task is: how to build the Hugging Face model, one ``nn.Module`` whose forward
+returns the loss, a collate function and the metrics.
+
+The engine never looks inside: it calls ``module(batch)`` and reads ``out.loss``, so
+wrapping the module once (DistributedDataParallel, accelerate, ``torch.compile``)
+wraps the whole computation, as nanoGPT's ``GPT.forward(idx, targets)`` does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import torch
+from torch import nn
+
+from tunekit.batches import EncodedSplit
+
+
+@dataclass
+class TaskOutput:
+    """What a task module returns: the mean loss over the batch (None without targets), the
+    logits, and the number of items the loss averages over (examples or tokens)."""
+
+    loss: Optional[torch.Tensor]
+    logits: torch.Tensor
+    count: int = 0
+
+
+class Task:
+    """Base class; a task is one file in ``tunekit/tasks/`` plus one registry line."""
+
+    name: ClassVar[str] = "task"
+    auto_class: ClassVar[str] = ""           # transformers' Auto class that builds the model
+    pipeline_tag: ClassVar[str] = ""         # for model cards
+    peft_task_type: ClassVar[str] = ""       # peft.TaskType member
+    uses_labels: ClassVar[bool] = True       # does training read the data's labels?
+
+    def build(self, path: str, **kwargs) -> tuple[nn.Module, list[str]]:
+        """The Hugging Face model from ``path`` (local files only) and the names of the
+        parameters the checkpoint does not hold (a new head)."""
+        import transformers
+        auto = getattr(transformers, self.auto_class)
+        hf, info = auto.from_pretrained(path, local_files_only=True, output_loading_info=True, **kwargs)
+        return hf, sorted(info.get("missing_keys", ()))
+
+    def module(self, backbone) -> nn.Module:
+        raise NotImplementedError
+
+    def encode(self, tokenizer, texts, labels, max_length: int) -> EncodedSplit:
+        """Tokenise one split (labels are kept only when the task uses them)."""
+        return EncodedSplit.encode(tokenizer, texts, labels if self.uses_labels else None, max_length)
+
+    def collate(self, split: EncodedSplit, index, device=None) -> dict:
+        return split.collate(index, device)
+
+    def metrics(self) -> "MetricAccumulator":
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+class MetricAccumulator:
+    """Collects task outputs batch by batch; ``compute()`` gives ``{metric: value}``."""
+
+    def update(self, out: TaskOutput, batch: dict) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:
+        raise NotImplementedError
