@@ -236,6 +236,9 @@ class Trainer:
                                amp)
         self._emit("train_end", {"status": status, "reason": reason, **summary})
         writer.finish(status, reason, **summary)
+        if (writer.path / "adapter").is_dir():  # the card quotes the final summary
+            from tunekit.cards import write_card
+            write_card(run, writer.path / "adapter", adapter=True)
         model.history.append({"name": writer.name, "path": str(writer.path)})
         if isinstance(error, KeyboardInterrupt):
             raise error
@@ -352,7 +355,8 @@ class Trainer:
             summary.update({k: v for k, v in last.items() if k.startswith("val_")})
         if cfg.save_weights and status != "failed" and state["step"] > 0:
             if model.peft is not None:
-                writer.save_adapter(model.peft)
+                from tunekit.cards import hub_id
+                writer.save_adapter(model.peft, hub_id(model.source) or model.source)
                 summary["weights"] = "adapter"
             else:
                 layout = model.backbone.layout

@@ -221,7 +221,7 @@ class Model:
         return {"source": self.source, "path": self.path, "architecture": type(self.hf).__name__,
                 "model_type": self.hf.config.model_type, "task": self.task.name,
                 "num_labels": self.num_labels, "label_names": self.label_names, "groups": self.group_names,
-                "new_parameters": self.new_parameters, "pooling": self.pooling}
+                "new_parameters": self.new_parameters, "pooling": self.pooling, "head_name": self.head_name}
 
     def __repr__(self) -> str:
         c = self.parameter_counts()
@@ -343,6 +343,8 @@ def make_tiny(family: str, directory: str | os.PathLike, layers: int = 2, hidden
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
     cfg = _tiny_config(family, tokenizer.vocab_size, layers, hidden)
     cfg.pad_token_id = tokenizer.pad_token_id
+    if getattr(cfg, "bos_token_id", None) is not None or getattr(cfg, "eos_token_id", None) is not None:
+        cfg.bos_token_id, cfg.eos_token_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     torch.manual_seed(seed)
     decoder = family in ("gpt2", "llama", "qwen2")
     model = (AutoModelForCausalLM if decoder else AutoModel).from_config(cfg)

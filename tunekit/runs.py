@@ -375,6 +375,21 @@ class Run:
         model.module.eval()
         return model.to(device) if device else model
 
+    def export(self, folder: str | os.PathLike) -> Path:
+        """Write the trained model as a plain Hugging Face folder that needs no tunekit: its
+        weights (an adapter merged in), the tokenizer and a model card (README.md) whose
+        snippet reproduces tunekit's logits. ``folder`` must not exist or be empty."""
+        from tunekit.cards import write_card
+        folder = Path(folder).expanduser()
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise ConfigError(f"export folder {str(folder)!r} exists and is not empty")
+        model = self.load_model(merged=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        model.hf.save_pretrained(str(folder))
+        model.tokenizer.save_pretrained(str(folder))
+        write_card(self, folder, adapter=False)
+        return folder
+
     def initial_tensors(self) -> dict:
         """Starting values (canonical names) of the trained tensors that the parent (or the
         checkpoint) does not hold: the new head. Records of tunekit 0.1 named them as peft

