@@ -189,3 +189,26 @@ def test_probe_trains_on_a_decoder(model_dir, tmp_path):
                    progress=False, evals_per_epoch=1)
     assert run.status == "completed" and run.summary["steps"] == 2
     assert run.config["params"]["trainable"] == model.head().weight.numel()
+
+
+@pytest.mark.slow
+def test_smollm2_as_a_causal_lm_trains_a_few_lora_steps_on_real_text(cache_root, tmp_path):
+    """The built-in decoder with its own LM head: perplexity on real BBC text before and after a
+    few LoRA steps, a causal-LM record, and the weight and CKA views on it."""
+    import tunekit as tk
+
+    model = tk.load_model(str(smollm2.smollm2_dir(cache_root)), task="causal_lm")
+    assert model.head_name == "lm_head" and model.group_names[-2:] == ["norm", "head"]
+    bbc = tk.data.bbc_news()
+    texts = tk.data.from_texts(bbc.train["text"].tolist()[:40], validation_size=8, test_size=4)
+    before = tk.evaluate(model, texts, max_length=64)
+    assert 1 < before["perplexity"] < 200  # a trained model on English news, not a random one
+    run = tk.train(model, texts, tk.LoRA(rank=8), train_size=16, batch_size=4, max_length=64, lr=1e-3,
+                   evals_per_epoch=1, runs_dir=str(tmp_path), progress=False)
+    s = run.summary
+    assert run.task == "causal_lm" and run.format == "peft" and s["steps"] == 4
+    assert s["val_perplexity"] < before["perplexity"] * 1.05
+    wc = tk.inspect.weight_change(run)
+    assert set(wc[(wc.delta_norm > 0)].module) == {"query", "value"}
+    drift = tk.inspect.representation_drift(run, texts=texts.validation["text"].tolist(), max_length=64)
+    assert len(drift) == 31 and drift.cka.between(0, 1.0000001).all()

@@ -236,3 +236,24 @@ def test_a_diverging_run_is_said_in_words(lab, monkeypatch):
     assert run.status == "failed" and run.summary["steps"] >= 1
     assert not lab.running and not lab.train_button.disabled
 
+
+
+def test_lab_trains_a_causal_lm_and_draws_perplexity(tmp_path, small):
+    from tunekit.models import make_tiny
+    from tunekit.widgets import Lab
+    model = make_tiny("llama", tmp_path / "llama")
+    texts = tk.data.from_texts(small.train["text"].tolist()[:80], validation_size=16, test_size=8)
+    lab = Lab(model=str(model), data=texts, runs_dir=str(tmp_path / "runs"), task="causal_lm")
+    assert lab.acc_fig.layout.title.text == "validation perplexity" and "causal language modelling" in lab.header.value
+    lab.controls.train_size.value, lab.controls.eval_size.value = 32, 16
+    lab.controls.kind_w.value = "ia3"
+    assert isinstance(lab.controls.strategy(), tk.IA3) and "<b>" in lab.controls.counts.value
+    assert lab.train()
+    _wait(lab)
+    run = tk.load_run(tmp_path / "runs" / lab.last_run)
+    assert run.task == "causal_lm" and run.status == "completed"
+    assert "validation perplexity" in lab.status
+    points = list(lab.acc_fig.data[-1].y)
+    assert points and points[-1] == pytest.approx(run.summary["val_perplexity"])
+    lab.controls.kind_w.value = "probe"
+    assert not lab.train() and "Probe trains a classification head" in lab.status

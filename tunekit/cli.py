@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(classification: accuracy, macro-F1, loss; causal LM: perplexity, loss). On "
                                    "the validation split it uses the run's own subset, so the numbers equal the "
                                    "ones the run recorded.")
-    v.add_argument("run", metavar="RUN", help="a run directory, or a run name in --runs-dir")
+    v.add_argument("run_ref", metavar="RUN", help="a run directory, or a run name in --runs-dir")
     v.add_argument("--split", default="validation", choices=("train", "validation", "test"),
                    help="which split (default %(default)s)")
     v.add_argument("--data", default=None,
@@ -319,13 +319,13 @@ def cmd_evaluate(args) -> int:
     from tunekit.metrics import METRICS
     from tunekit.runs import RunRecordError, load_run
 
-    path = Path(args.run).expanduser()
+    path = Path(args.run_ref).expanduser()
     if not (path / "config.json").is_file():
-        path = Path(args.runs_dir).expanduser() / args.run
+        path = Path(args.runs_dir).expanduser() / args.run_ref
     try:
         run = load_run(path)
     except RunRecordError as e:
-        raise InputError("RUN", f"{args.run!r} is neither a run directory nor a run in {args.runs_dir!r} ({e})") from e
+        raise InputError("RUN", f"{args.run_ref!r} is neither a run directory nor a run in {args.runs_dir!r} ({e})") from e
     if not run.has_weights:
         raise InputError("RUN", f"{run.name} ({run.status}) holds no weights to evaluate")
     try:
