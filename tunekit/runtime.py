@@ -1,14 +1,14 @@
 """The machine side of training: device choice, mixed precision, learning-rate
-schedules, peak memory, metrics and package versions. No tunekit imports."""
+schedules, peak memory and package versions."""
 from __future__ import annotations
 
 import math
 from typing import Optional
 
-import numpy as np
 import torch
 
 from tunekit.config import ConfigError
+from tunekit.metrics import macro_f1  # noqa: F401 - it lived here before tunekit.metrics
 
 
 def pick_device(requested: Optional[str] = None) -> torch.device:
@@ -54,18 +54,6 @@ def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return 1.0
-
-
-def macro_f1(preds: np.ndarray, labels: np.ndarray, num_labels: int) -> float:
-    """Unweighted mean of per-class F1 over the classes that occur in labels or predictions."""
-    scores = []
-    for c in range(num_labels):
-        tp = int(np.sum((preds == c) & (labels == c)))
-        fp = int(np.sum((preds == c) & (labels != c)))
-        fn = int(np.sum((preds != c) & (labels == c)))
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
 
 
 class PeakMemory:
