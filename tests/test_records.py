@@ -39,7 +39,7 @@ def test_the_loader_is_looked_up_by_format(tiny, small, fast, monkeypatch):
 def test_a_second_run_starts_from_its_parent(tiny, small, fast):
     first = tk.train(tiny, small, tk.Full(), **fast)
     second = tk.train(tiny, small, tk.Freeze.top(1), **fast)  # the same model, trained again
-    assert second.parent == {"name": first.name, "path": str(first.path)}
+    assert second.parent == {"name": first.name, "path": str(first.path.resolve())}
     reloaded = tk.load_run(second.path)
     start = reloaded.load_start()
     first_result = tk.load_run(first.path).load_model()
@@ -86,3 +86,15 @@ def test_records_of_tunekit_0_1_load_evaluate_and_inspect(old_records):
     assert set(wc[(wc.run == probe.name) & (wc.delta_norm > 0)].group) == {"head"}
     start = lora.load_start()  # the old initial.safetensors named the head as peft did
     torch.testing.assert_close(start.hf.classifier.weight, probe.load_start().hf.classifier.weight)
+
+
+def test_a_parent_is_found_beside_the_record_after_the_runs_folder_moved(tiny, small, fast, tmp_path):
+    first = tk.train(tiny, small, tk.Full(), **fast)
+    second = tk.train(tiny, small, tk.Full(), **fast)
+    moved = tmp_path / "moved"
+    shutil.move(fast["runs_dir"], moved)
+    child = tk.load_run(moved / second.name)
+    assert child.parent_run().path == moved / first.name
+    shutil.rmtree(moved / first.name)
+    with pytest.raises(tk.runs.RunRecordError, match=f"started from '{first.name}', whose record is not"):
+        child.load_model()

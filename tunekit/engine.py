@@ -44,7 +44,7 @@ from tunekit.config import ConfigError, TrainConfig
 from tunekit.data import load as load_data
 from tunekit.evaluation import evaluate_batches, subset
 from tunekit.metrics import macro_f1, primary  # noqa: F401 - macro_f1 was importable from here
-from tunekit.models import Model, load_model
+from tunekit.models import Model, load_for
 from tunekit.runs import Run, RunWriter
 from tunekit.runtime import PeakMemory, adamw, autocast_dtype, lr_factor, pick_device, versions
 from tunekit.strategies import Plan, Strategy, get_strategy
@@ -215,8 +215,9 @@ class Trainer:
                 self._emit("phase_start", {"phase": p_index, "strategy": strat.describe(), "params": params,
                                            "steps": steps_per_epoch * epochs, "lr": lr})
                 t = time.perf_counter()  # the probe's one feature pass is part of its training cost
-                train_in, val_in = self._inputs(plan, train_enc), self._inputs(plan, val_enc)
+                train_in = self._inputs(plan, train_enc)
                 state["train_time"] += time.perf_counter() - t
+                val_in = self._inputs(plan, val_enc)
                 self._phase(strat, train_in, val_in, epochs, lr, device, amp, gen, state, mem, bar)
         except StopTraining:
             status, reason = "stopped", f"stopped by the user at step {state['step']}"
@@ -239,7 +240,7 @@ class Trainer:
         if (writer.path / "adapter").is_dir():  # the card quotes the final summary
             from tunekit.cards import write_card
             write_card(run, writer.path / "adapter", adapter=True)
-        model.history.append({"name": writer.name, "path": str(writer.path)})
+        model.history.append({"name": writer.name, "path": str(writer.path.resolve())})
         if isinstance(error, KeyboardInterrupt):
             raise error
         if status == "failed":
@@ -396,19 +397,14 @@ def compare(strategies: Sequence[Any], data: Any = "rotten_tomatoes", model: str
     data = load_data(data)
     config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     strategies = [get_strategy(s) for s in strategies]
-    def fresh() -> Model:
-        if task == "classification":
-            return load_model(model, label_names=data.label_names, seed=config.seed)
-        return load_model(model, task=task, seed=config.seed)
-
-    m = fresh()
+    m = load_for(model, data, task, config.seed)
     for strategy in strategies:  # every strategy checked against the model before any trains
         for phase in strategy.phases():
             phase.strategy.plan(m)
     runs = []
     for i, strategy in enumerate(strategies):
         if i > 0:
-            m = fresh()
+            m = load_for(model, data, task, config.seed)
         try:
             runs.append(Trainer(m, data, strategy, config, callbacks).run())
         except TrainingError as e:

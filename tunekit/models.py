@@ -306,6 +306,14 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
     return Model(Backbone(hf, tokenizer), the_task, source=str(model), path=str(path), new_parameters=new)
 
 
+def load_for(model: str, data, task: str = "classification", seed: int = 0) -> Model:
+    """``load_model`` for training on ``data``: a classification model gets the data's label
+    names; a causal LM reads only the texts."""
+    if task == "classification":
+        return load_model(model, label_names=data.label_names, seed=seed)
+    return load_model(model, task=task, seed=seed)
+
+
 # ----- small random models, for tests and quick experiments ------------------------------------------
 def _tiny_config(family: str, vocab: int, layers: int, hidden: int):
     import transformers as t

@@ -371,7 +371,7 @@ class Run:
             model.module.train(hf.training)
         if self.task == "classification":
             model.module.pooling = self.pooling or "model"
-        model.history.append({"name": self.name, "path": str(self.path)})
+        model.history.append({"name": self.name, "path": str(self.path.resolve())})
         model.module.eval()
         return model.to(device) if device else model
 

@@ -13,6 +13,7 @@ common: runs that start from the same checkpoint and head share one start.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import warnings
@@ -41,7 +42,7 @@ class Pair:
     name = property(lambda self: self.run.name)
     label = property(lambda self: self.run.label)
 
-    @property
+    @functools.cached_property
     def start_key(self) -> tuple:
         """Runs with equal keys start from the same weights: the same parent (or checkpoint)
         and the same starting values of the tensors it lacks."""

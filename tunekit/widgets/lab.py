@@ -104,9 +104,7 @@ class Lab(W.VBox):
         self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
 
     def _load(self, source: str, data, seed: int = 0):
-        if self.task == "classification":
-            return tk.load_model(source, label_names=data.label_names, seed=seed)
-        return tk.load_model(source, task=self.task, seed=seed)
+        return tk.models.load_for(source, data, self.task, seed)
 
     def _describe(self) -> None:
         self.header.value = (f"<p>{html.escape(repr(self.data))}<br>model: {html.escape(str(self.model_source))} "
