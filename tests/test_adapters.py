@@ -63,3 +63,14 @@ def test_count_builds_nothing_and_matches_peft(tiny):
         m = tk.load_model(tiny.path, label_names=tiny.label_names)
         m.adapt(s)
         assert m.peft.get_nb_trainable_parameters() == (c["trainable"], c["total"])
+
+
+def test_counting_does_not_move_the_seeded_random_stream(tiny):
+    """A run's adapter is initialised from the seeded generator after the strategy was counted:
+    counting (which builds a skeleton) must leave that stream where it was."""
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    tk.LoRA(rank=2).count(tiny)
+    tk.IA3().count(tiny)
+    torch.testing.assert_close(torch.rand(4), expected)

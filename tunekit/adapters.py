@@ -157,9 +157,11 @@ def count(hf: nn.Module, config) -> dict:
     (``get_nb_trainable_parameters``), from a skeleton on the meta device: nothing is
     allocated and ``hf`` is not touched."""
     from tunekit.strategies.base import counts
-    with torch.device("meta"):
+    # building draws random initial values (on the meta device, but from the CPU generator):
+    # counting must not move the seeded random stream that training then uses
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
         skeleton = type(hf)(copy.deepcopy(hf.config))
-    peft_model = wrap(skeleton, copy.deepcopy(config))
+        peft_model = wrap(skeleton, copy.deepcopy(config))
     trainable, total = peft_model.get_nb_trainable_parameters()
     return counts(trainable, total)
 

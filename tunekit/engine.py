@@ -45,9 +45,10 @@ from tunekit.data import load as load_data
 from tunekit.evaluation import evaluate_batches, subset
 from tunekit.metrics import macro_f1, primary  # noqa: F401 - macro_f1 was importable from here
 from tunekit.models import Model, load_for
-from tunekit.runs import Run, RunWriter
+from tunekit.runs import Run
 from tunekit.runtime import PeakMemory, adamw, autocast_dtype, lr_factor, pick_device, versions
 from tunekit.strategies import Plan, Strategy, get_strategy
+from tunekit.writer import RunWriter
 
 EVENTS = ("train_start", "phase_start", "step", "eval", "epoch_end", "train_end")
 
