@@ -181,3 +181,19 @@ def test_05_decoder_lora_runs_reduced_on_a_cpu(python3_kernel, tmp_path):
     assert len(_figures(nb)) >= 5
     (html,) = _attribution_html(nb)
     assert html.count("<tr>") == 3  # base, probe, LoRA
+
+
+@pytest.mark.slow
+def test_06_causal_lm_runs_reduced_on_a_cpu(python3_kernel, tmp_path):
+    gpu = {"RANK": 2, "TRAIN_SIZE": 8, "EVAL_SIZE": 8, "EPOCHS": 1, "MAX_LENGTH": 24, "BATCH_SIZE": 4,
+           "N_INSPECT": 8, "SEED": 0, "RUNS_DIR": str(tmp_path / "runs")}
+    cpu = {"CPU_TRAIN_SIZE": 8, "CPU_EVAL_SIZE": 8, "CPU_MAX_LENGTH": 24, "CPU_N_INSPECT": 8}
+    nb = _execute("06_causal_lm.ipynb", {**gpu, **cpu}, tmp_path, python3_kernel)
+    from tunekit.runs import list_runs
+    runs = list_runs(tmp_path / "runs")
+    assert sorted(r.label for r in runs) == ["freeze-top2", "full", "ia3", "lora-r2"]
+    assert all(r.status == "completed" and r.task == "causal_lm" for r in runs)
+    (html,) = [d["text/html"] for d in _results(_tagged(nb, "perplexity-table")) if "text/html" in d]
+    assert "perplexity before" in html and "accuracy" not in html
+    assert _table_rows(_tagged(nb, "perplexity-table")) == 4
+    assert len(_figures(nb)) >= 5
