@@ -122,3 +122,9 @@ def test_ia3_feedforward_modules_must_be_targets(tiny):
         tk.IA3(target_modules=["query"], feedforward_modules=["intermediate.dense"]).count(tiny)
     with pytest.raises(ConfigError, match=r"IA3.target_modules: \['nope'\] match no layer"):
         tk.IA3(target_modules=["nope"]).count(tiny)
+
+
+def test_prepare_of_tunekit_0_1_still_works_with_a_deprecation_warning(tiny):
+    with pytest.warns(DeprecationWarning, match=r"use model.adapt\(strategy\)"):
+        tk.Freeze.top(1).prepare(tiny)
+    assert {tiny.group_of(n) for n in _trainable(tiny)} == {"block.1", "pooler", "head"}

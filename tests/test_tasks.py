@@ -54,6 +54,16 @@ def test_causal_lm_loss_is_the_models_own_shifted_loss_without_padding(tiny_llam
     assert alone.count == int(m.tokenize(["a short one"])["attention_mask"].sum()) - 1
 
 
+def test_causal_lm_needs_a_decoder(tiny_dir, tmp_path):
+    with pytest.raises(ConfigError, match="needs a decoder, but BertLMHeadModel .* lets each token see the tokens after"):
+        tk.load_model(tiny_dir, task="causal_lm")
+    with pytest.raises(ConfigError, match="needs a model with a causal language-model head"):
+        tk.load_model(str(make_tiny("distilbert", tmp_path / "d")), task="causal_lm")
+    for family in ("gpt2", "qwen2"):
+        m = tk.load_model(str(make_tiny(family, tmp_path / family)), task="causal_lm")
+        assert m.task.name == "causal_lm"
+
+
 def test_causal_lm_refuses_classification_only_things(tiny_llama):
     with pytest.raises(ConfigError, match="task 'causal_lm' takes no label_names"):
         tk.load_model(tiny_llama, task="causal_lm", label_names=["a", "b"])

@@ -76,6 +76,13 @@ class Strategy:
             return adapters.count(model.hf, plan.adapter)
         return group_counts(model, set(plan.train))
 
+    def prepare(self, model: "Model") -> None:
+        """Deprecated (tunekit 0.1): apply this strategy to ``model``; use ``model.adapt(strategy)``."""
+        import warnings
+        warnings.warn("Strategy.prepare(model) is deprecated: strategies now declare a Plan; use "
+                      "model.adapt(strategy)", DeprecationWarning, stacklevel=2)
+        model.adapt(self)
+
     def param_groups(self, model: "Model", lr: float, weight_decay: float) -> list[dict]:
         """AdamW parameter groups over the trainable parameters only. Biases and norms
         get no weight decay."""

@@ -37,6 +37,20 @@ class CausalLMModule(nn.Module):
         return TaskOutput(out.loss, out.logits, count)
 
 
+@torch.no_grad()
+def attends_only_to_the_past(hf: nn.Module) -> bool:
+    """True when the first position's logits do not change with a later token (a causal model)."""
+    vocab = hf.config.vocab_size
+    ids = torch.tensor([[1 % vocab, 2 % vocab, 3 % vocab], [1 % vocab, 2 % vocab, 4 % vocab]])
+    was_training = hf.training
+    hf.eval()
+    try:
+        logits = hf(input_ids=ids).logits.float()
+    finally:
+        hf.train(was_training)
+    return torch.allclose(logits[0, :2], logits[1, :2], atol=1e-5, rtol=1e-4)
+
+
 class CausalLM(Task):
     """Next-token prediction on the texts of any TextDataset (labels are ignored)."""
 
@@ -46,6 +60,20 @@ class CausalLM(Task):
     peft_task_type = "CAUSAL_LM"
     uses_labels = False
     label_names: list = []
+
+    def build(self, path: str, **kwargs):
+        from tunekit.config import ConfigError
+        try:
+            hf, new = super().build(path, **kwargs)
+        except ValueError as e:  # transformers: "Unrecognized configuration class ..."
+            raise ConfigError(f"task 'causal_lm' needs a model with a causal language-model head (a decoder such "
+                              f"as SmolLM2, Llama, Qwen2 or GPT-2); transformers has none for {path}: "
+                              f"{str(e).splitlines()[0]}") from e
+        if not attends_only_to_the_past(hf):
+            raise ConfigError(f"task 'causal_lm' needs a decoder, but {type(hf).__name__} at {path} lets each token "
+                              "see the tokens after it (an encoder would learn to copy the next token); use a "
+                              "decoder such as SmolLM2, Llama, Qwen2 or GPT-2")
+        return hf, new
 
     def head_name(self, hf: nn.Module) -> str:
         out = hf.get_output_embeddings()
