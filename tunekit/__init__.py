@@ -5,6 +5,8 @@
     model = tk.load_model(label_names=data.label_names)
     run   = tk.train(model, data, strategy=tk.LoRA(rank=8), epochs=1)
     runs  = tk.compare([tk.Probe(), tk.Freeze(train_blocks=[4, 5]), tk.LoRA(rank=8), tk.Full()], data)
+    tk.evaluate(run, split="test")
+    lm    = tk.load_model("smollm2", task="causal_lm")        # next-token loss, perplexity
 
 Names are imported lazily, so ``import tunekit`` (and ``tunekit.plots``) stay light.
 """

@@ -64,8 +64,12 @@ class Layout:
             elif isinstance(mod, wrapper):
                 rules[f"{pre}original_module."] = (pre, ORIGINAL)
                 for attr in mod.adapter_layer_names:
-                    for adapter in getattr(mod, attr.split(".")[0], {}) or {}:
-                        rules[f"{pre}{attr}.{adapter}."] = (pre, COPY)
+                    held = getattr(mod, attr, None)
+                    if isinstance(held, (nn.ModuleDict, nn.ParameterDict, dict)):  # one copy per adapter
+                        for adapter in held:
+                            rules[f"{pre}{attr}.{adapter}."] = (pre, COPY)
+                    else:  # e.g. trainable tokens: an adapter tensor of its own
+                        rules[f"{pre}{attr}."] = (pre.rstrip(".") + ".weight", ADAPTER)
         ordered = sorted(rules.items(), key=lambda kv: -len(kv[0]))
         roles = {}
         for name, _ in hf.named_parameters():
