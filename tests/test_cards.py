@@ -72,7 +72,8 @@ def test_last_token_pooling_is_the_stock_decoder_head(tiny_llama, small, fast):
     model = tk.load_model(tiny_llama, label_names=small.label_names)
     assert model.pooling == "last"
     run = tk.train(model, small, tk.LoRA(rank=2), **fast)
-    assert "the plain load gives" not in (run.path / "adapter" / "README.md").read_text()
+    card = (run.path / "adapter" / "README.md").read_text()
+    assert "the plain load gives" in card and "logits = model(**batch).logits" in card
     plain = AutoModelForSequenceClassification.from_pretrained(tiny_llama, num_labels=2)
     plain = PeftModel.from_pretrained(plain, str(run.path / "adapter")).eval()
     enc = model.tokenizer(TEXTS, padding=True, return_tensors="pt")

@@ -35,6 +35,13 @@ def hub_id(source: str) -> Optional[str]:
     return None
 
 
+def pools_itself(pooling: Optional[str], head: str) -> bool:
+    """Whether the card must pool by hand: tunekit's "mean", or "last" on a head that is not a
+    decoder's ``score`` (Hugging Face's decoder classifiers already read the last real token:
+    the rightmost position that is not padding, which is tunekit's last-token pooling)."""
+    return pooling == "mean" or (pooling == "last" and head != "score")
+
+
 def _yaml_value(v) -> str:
     return json.dumps(v)  # JSON scalars and lists are valid YAML
 
@@ -62,7 +69,7 @@ def _snippet(task: str, pooling: Optional[str], labels: list, base: str, head: s
               "\"Dull and far too long.\"]",
               f"batch = tokenizer(texts, padding=True, truncation=True, max_length={max_length}, return_tensors=\"pt\")",
               "with torch.no_grad():"]
-    if task == "classification" and pooling in ("mean", "last"):
+    if task == "classification" and pools_itself(pooling, head):
         plain = "model.get_base_model()" if adapter else "model"
         lines += [f"    plain = {plain}",
                   "    hidden = plain.base_model(input_ids=batch[\"input_ids\"], "
@@ -128,7 +135,7 @@ def model_card(run, *, adapter: bool) -> str:
     if measured:
         body += ["| metric | validation |", "|---|---:|"]
         body += [f"| {k} | {v:.4f} |" for k, v in measured.items()] + [""]
-    if task == "classification" and pooling in ("mean", "last"):
+    if task == "classification" and pools_itself(pooling, head):
         how = ("the mean of the last hidden states over the real tokens" if pooling == "mean"
                else "the hidden state of each text's last real token")
         body += [f"The head reads {how}, not what `{arch or 'the stock class'}` feeds it, so the snippet pools "
