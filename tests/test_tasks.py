@@ -163,3 +163,17 @@ def test_ddp_in_a_one_process_gloo_group_trains_through_the_wrapper(tiny, small,
     moved = [n for n, p in tiny.hf.named_parameters()
              if p.requires_grad and layout.role(n) != "adapter" and not torch.equal(before[layout.canonical(n)], p)]
     assert moved, "no trainable tensor changed through the DDP wrapper"
+
+
+def test_each_task_collates_its_own_batches(tiny, tiny_llama, small):
+    enc = tiny.task.encode(tiny.tokenizer, small.train["text"][:3], small.train["label"][:3], 32)
+    batch = enc.collate([0, 1, 2])
+    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert batch["labels"].tolist() == small.train["label"][:3].tolist()
+    lm = tk.load_model(tiny_llama, task="causal_lm")
+    enc = lm.task.encode(lm.tokenizer, ["a b c d e", "f g"], [0, 0], 32)
+    batch = enc.collate([0, 1])
+    assert enc.labels is None and set(batch) == {"input_ids", "attention_mask", "labels"}
+    # the targets are the ids, padding left out of the loss (as transformers' LM collator does)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert torch.equal(batch["labels"], ids.masked_fill(mask == 0, -100)) and (batch["labels"][1] == -100).any()

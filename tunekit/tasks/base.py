@@ -7,13 +7,14 @@ wraps the whole computation, as nanoGPT's ``GPT.forward(idx, targets)`` does.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 import torch
 from torch import nn
 
-from tunekit.batches import EncodedSplit
+from tunekit.batches import EncodedSplit, collate_tokens
 
 
 @dataclass
@@ -47,11 +48,15 @@ class Task:
         raise NotImplementedError
 
     def encode(self, tokenizer, texts, labels, max_length: int) -> EncodedSplit:
-        """Tokenise one split (labels are kept only when the task uses them)."""
-        return EncodedSplit.encode(tokenizer, texts, labels if self.uses_labels else None, max_length)
+        """Tokenise one split (labels are kept only when the task uses them); its batches are
+        made by this task's :meth:`collate`."""
+        return EncodedSplit.encode(tokenizer, texts, labels if self.uses_labels else None, max_length,
+                                   functools.partial(self.collate, pad_id=tokenizer.pad_token_id))
 
-    def collate(self, split: EncodedSplit, index, device=None) -> dict:
-        return split.collate(index, device)
+    def collate(self, examples: list[dict], pad_id: int) -> dict:
+        """A batch from a list of examples ``{"input_ids": [...], "label": int}`` (the shape a
+        DataLoader's ``collate_fn`` has): padded ids, attention mask, and the targets."""
+        return collate_tokens(examples, pad_id)
 
     def metrics(self) -> "MetricAccumulator":
         raise NotImplementedError

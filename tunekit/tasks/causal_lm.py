@@ -12,7 +12,15 @@ import math
 import torch
 from torch import nn
 
+from tunekit.batches import collate_tokens
 from tunekit.tasks.base import MetricAccumulator, Task, TaskOutput
+
+
+def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The targets of next-token prediction: the ids themselves, with padding set to -100 (left
+    out of the loss; the model shifts them by one). Padding is found from the attention mask, so
+    a real end-of-text token that doubles as the pad token still counts."""
+    return input_ids.masked_fill(attention_mask == 0, -100)
 
 
 class CausalLMModule(nn.Module):
@@ -31,7 +39,9 @@ class CausalLMModule(nn.Module):
 
     def forward(self, batch: dict) -> TaskOutput:
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        labels = ids.masked_fill(mask == 0, -100)
+        labels = batch.get("labels")
+        if labels is None:
+            labels = lm_labels(ids, mask)
         out = self.hf(input_ids=ids, attention_mask=mask, labels=labels)
         count = int((labels[:, 1:] != -100).sum())
         return TaskOutput(out.loss, out.logits, count)
@@ -81,6 +91,13 @@ class CausalLM(Task):
             if mod is out:
                 return name
         raise ValueError(f"cannot find the output layer of {type(hf).__name__}")
+
+    def collate(self, examples: list[dict], pad_id: int) -> dict:
+        """Padded ids, the attention mask, and ``labels`` for next-token prediction (as
+        transformers' ``DataCollatorForLanguageModeling(mlm=False)`` makes them)."""
+        batch = collate_tokens(examples, pad_id)
+        batch["labels"] = lm_labels(batch["input_ids"], batch["attention_mask"])
+        return batch
 
     def module(self, backbone) -> CausalLMModule:
         return CausalLMModule(backbone.hf, self.head_name(backbone.hf))
