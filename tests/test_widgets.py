@@ -257,3 +257,13 @@ def test_lab_trains_a_causal_lm_and_draws_perplexity(tmp_path, small):
     assert points and points[-1] == pytest.approx(run.summary["val_perplexity"])
     lab.controls.kind_w.value = "probe"
     assert not lab.train() and "Probe trains a classification head" in lab.status
+
+
+def test_lora_targets_list_every_layer_peft_adapts(tmp_path, small):
+    from tunekit.models import make_tiny
+    from tunekit.widgets.controls import ModelDiagram, StrategyControls
+    gpt2 = tk.load_model(str(make_tiny("gpt2", tmp_path / "gpt2")), label_names=small.label_names)
+    c = StrategyControls(gpt2, ModelDiagram(gpt2))
+    assert set(c.targets.options) == {"c_attn", "c_proj", "c_fc"} and c.targets.value == ("c_attn",)
+    c.kind_w.value = "lora"
+    assert isinstance(c.strategy(), tk.LoRA) and "<b>" in c.counts.value

@@ -104,3 +104,17 @@ class FeatureSplit:
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
+
+
+@torch.no_grad()
+def cached_features(model, split: EncodedSplit, batch_size: int) -> FeatureSplit:
+    """The head inputs (``model.module.features``) of every example of ``split``, computed once
+    in eval mode: what a probe trains on."""
+    was_training = model.module.training
+    model.module.eval()
+    try:
+        feats = [model.module.features(b["input_ids"], b["attention_mask"])
+                 for b in split.batches(batch_size, device=model.device)]
+    finally:
+        model.module.train(was_training)
+    return FeatureSplit(torch.cat(feats).float(), split.labels)

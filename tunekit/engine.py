@@ -39,7 +39,7 @@ from torch import nn
 
 from tunekit import __version__
 from tunekit.adapters import ADAPTER
-from tunekit.batches import FeatureSplit
+from tunekit.batches import cached_features
 from tunekit.config import ConfigError, TrainConfig
 from tunekit.data import load as load_data
 from tunekit.evaluation import evaluate_batches, subset
@@ -70,19 +70,6 @@ class Event:
     name: str
     payload: dict
     trainer: "Trainer" = field(repr=False)
-
-
-@torch.no_grad()
-def cached_features(model: Model, split, batch_size: int) -> FeatureSplit:
-    """The head inputs of every example of ``split``, computed once in eval mode (a probe's)."""
-    was_training = model.module.training
-    model.module.eval()
-    try:
-        feats = [model.module.features(b["input_ids"], b["attention_mask"])
-                 for b in split.batches(batch_size, device=model.device)]
-    finally:
-        model.module.train(was_training)
-    return FeatureSplit(torch.cat(feats).float(), split.labels)
 
 
 class Trainer:

@@ -11,6 +11,7 @@ import ipywidgets as W
 import traitlets
 
 import tunekit as tk
+from tunekit.adapters import adaptable_layers
 from tunekit.runtime import training_memory_estimate
 
 KINDS = [("Freeze (toggle layers)", "freeze"), ("LoRA", "lora"), ("IA3", "ia3"), ("Full fine-tune", "full"),
@@ -86,8 +87,8 @@ class StrategyControls(W.VBox):
         style = {"description_width": "110px"}
         wide = W.Layout(width="330px")
         self.kind_w = W.Dropdown(options=KINDS, value="freeze", description="strategy", style=style, layout=wide)
-        targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.hf.named_modules()
-                          if type(m).__name__ == "Linear" and n.startswith(model.hf.base_model_prefix + ".")})
+        # every layer peft can adapt inside the base model (Linear, and GPT-2's Conv1D)
+        targets = sorted({n.rsplit(".", 1)[-1] for n in adaptable_layers(model.hf, model.hf.base_model_prefix + ".")})
         default_targets = [t for t in tk.LoRA().targets(model)] if targets else []
         default_short = sorted({t.rsplit(".", 1)[-1] for t in default_targets})
         self.rank = W.IntSlider(8, min=1, max=64, description="LoRA rank", style=style, layout=wide,
