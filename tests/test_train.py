@@ -6,7 +6,8 @@ import torch
 
 import tunekit as tk
 from tunekit.config import ConfigError
-from tunekit.engine import TrainingError, macro_f1
+from tunekit.engine import TrainingError
+from tunekit.metrics import macro_f1
 
 
 def _state(model):

@@ -91,12 +91,6 @@ class Layout:
         return [n for n, (_, r) in self.roles.items() if r in roles]
 
 
-def is_adapted(hf: nn.Module) -> bool:
-    """True when peft has injected adapter layers into ``hf``."""
-    tuner, _ = _tuner_types()
-    return any(isinstance(m, tuner) for m in hf.modules())
-
-
 def effective_state(hf: nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter of the plain model, by canonical name, at its *effective* value: an
     adapted layer's weight (and bias) with the adapter merged in (float64, exact), a fully

@@ -43,7 +43,7 @@ from tunekit.batches import cached_features
 from tunekit.config import ConfigError, TrainConfig
 from tunekit.data import load as load_data
 from tunekit.evaluation import evaluate_batches, subset
-from tunekit.metrics import macro_f1, primary  # noqa: F401 - macro_f1 was importable from here
+from tunekit.metrics import primary
 from tunekit.models import Model, load_for
 from tunekit.runs import Run
 from tunekit.runtime import PeakMemory, adamw, autocast_dtype, lr_factor, pick_device, versions
@@ -355,7 +355,6 @@ class Trainer:
                 writer.save_tensors("weights.safetensors", trained)
                 summary["weights"] = "weights.safetensors"
         return summary
-
 
 
 def train(model: Model, data: Any, strategy: Any = None, config: Optional[TrainConfig] = None, *,

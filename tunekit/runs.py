@@ -36,8 +36,6 @@ import pandas as pd
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError
 from tunekit.writer import STATUSES, RunWriter, now, sanitize_name, write_json  # noqa: F401 - this module's API too
 
-KINDS = ("train", "prune", "quantize", "distil", "eval")
-FORMATS = ("peft", "safetensors")
 
 
 class RunRecordError(ValueError):

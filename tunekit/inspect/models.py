@@ -126,11 +126,6 @@ def load_pairs(runs: Union[RunLike, Pair, Iterable[Union[RunLike, Pair]]]) -> li
     return out
 
 
-def trained_runs(runs) -> list[Run]:
-    """The runs of :func:`load_pairs` (the records an instrument can read)."""
-    return [p.run for p in load_pairs(runs)]
-
-
 def initial_tensors(run: RunLike) -> dict:
     """The tensors the run's parent (or the checkpoint) does not hold, at their starting values
     (canonical names)."""
