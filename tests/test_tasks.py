@@ -86,7 +86,8 @@ def test_causal_lm_training_lowers_held_out_perplexity(tiny_llama, articles, tmp
     assert {"val_loss", "val_perplexity"} <= set(s) and "val_accuracy" not in s
     assert s["val_perplexity"] == pytest.approx(math.exp(s["val_loss"]))
     assert s["val_perplexity"] < before["perplexity"]
-    assert tk.evaluate(run, articles)["perplexity"] == s["val_perplexity"]
+    # the run evaluated on its cache of the frozen blocks (freeze): the same numbers, up to rounding
+    assert tk.evaluate(run, articles)["perplexity"] == pytest.approx(s["val_perplexity"], rel=1e-4)
     with pytest.raises(ConfigError, match="trained on 'bbc-texts', which is not a built-in data set"):
         tk.evaluate(run)
     reloaded = tk.load_run(run.path)
@@ -158,7 +159,8 @@ def test_ddp_in_a_one_process_gloo_group_trains_through_the_wrapper(tiny, small,
         dist.destroy_process_group()
     assert run.status == "completed" and len(wrappers) == 1 and wrappers[0].module is tiny.module
     steps, evals = run.summary["steps"], len(run.history("eval"))
-    assert len(calls) >= steps + evals  # every step and every evaluation went through the wrapper
+    assert len(calls) == steps and evals  # every step went through the wrapper; evaluation does not
+    # (a DDP forward is a collective, and processes evaluate unequal shares)
     layout = tiny.backbone.layout  # the head of a LoRA run trains as peft's copy of the original
     moved = [n for n, p in tiny.hf.named_parameters()
              if p.requires_grad and layout.role(n) != "adapter" and not torch.equal(before[layout.canonical(n)], p)]

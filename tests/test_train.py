@@ -43,7 +43,17 @@ def test_full_run_writes_a_complete_record(tiny, small, fast):
     assert {"torch", "transformers", "peft", "tunekit", "python"} <= set(cfg["versions"])
     s = run.summary
     assert s["status"] == "completed" and s["steps"] == 4 and s["samples"] == 64
-    assert s["peak_memory_mb"] > 0 and s["memory_kind"] == "process_rss" and s["samples_per_s"] > 0
+    assert s["samples_per_s"] > 0 and s["memory_kind"] == "measured_tensors"
+    # memory from the tensors themselves: fp32 weights, one gradient and two AdamW moments each
+    n, mb = sum(p.numel() for p in tiny.hf.parameters()), 4 / 2**20
+    buffers = sum(b.numel() * b.element_size() for b in tiny.hf.buffers()) / 2**20
+    mem = s["memory"]
+    assert mem["weights_mb"] == pytest.approx(n * mb + buffers, abs=0.01)
+    assert mem["gradients_mb"] == pytest.approx(n * mb, abs=0.01)
+    assert mem["optimizer_mb"] == pytest.approx(2 * n * mb, abs=0.02)  # + AdamW's step counters
+    assert 0 < mem["activations_mb"] < 50 and mem["cache_mb"] == 0
+    assert s["peak_memory_mb"] == mem["total_mb"] == pytest.approx(sum(
+        mem[k] for k in ("weights_mb", "gradients_mb", "optimizer_mb", "activations_mb", "cache_mb")), abs=0.05)
     assert not list(run.path.glob("*.tmp")) and not list(run.path.glob(".*tmp"))
 
 

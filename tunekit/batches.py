@@ -1,8 +1,11 @@
 """Batches for the training loop: token ids with dynamic padding, or cached features.
 
 Texts are tokenised once (no padding); each batch is padded only to its own
-longest example, which on short reviews is several times cheaper than padding
-everything to ``max_length``.
+longest example. A split is a map-style ``torch.utils.data.Dataset``; the loop reads
+it through a ``DataLoader`` whose batch sampler, :class:`LengthGroupedBatches`, puts
+examples of similar length together (seeded), so that batches pad less still: on
+Rotten Tomatoes, random batches of 16 pad to 47.8 tokens where the reviews have 26.9
+on average; length-grouped batches pad to 27.6.
 """
 from __future__ import annotations
 
@@ -10,6 +13,10 @@ import functools
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+MEGA_BATCH = 50
+"""Length grouping sorts mega-batches of this many batches (as the HF Trainer's does)."""
 
 
 def pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,8 +40,74 @@ def collate_tokens(examples: list[dict], pad_id: int) -> dict:
     return batch
 
 
-class EncodedSplit:
-    """Tokenised examples of one split: ragged token-id lists plus integer labels."""
+class LengthGroupedBatches(Sampler):
+    """Batches of example indices, reshuffled at every pass (``iter``), from one seeded generator.
+
+    With ``group_by_length`` each pass shuffles the examples, cuts them into mega-batches
+    of :data:`MEGA_BATCH` batches, sorts each by length (longest first) and cuts it into
+    batches; the batches are then shuffled, except that the one holding the longest
+    example comes first, so that a too-large batch fails (or is measured) at step 1.
+    Without it, batches are consecutive slices of the shuffled order.
+
+    ``world_size > 1``: every process draws the same global batches and keeps its share
+    (``batch[rank::world_size]``), so that together they step on exactly the global batch.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool = True,
+                 group_by_length: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
+        self.batch_size, self.shuffle, self.group = batch_size, shuffle, group_by_length
+        self.rank, self.world_size = rank, world_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def global_batches(self) -> list[list[int]]:
+        n, bs = len(self.lengths), self.batch_size
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if not self.group:
+            return [order[i:i + bs].tolist() for i in range(0, n, bs)]
+        batches = []
+        for m in range(0, n, bs * MEGA_BATCH):
+            mega = order[m:m + bs * MEGA_BATCH]
+            mega = mega[torch.argsort(self.lengths[mega], descending=True, stable=True)]
+            batches += [mega[i:i + bs].tolist() for i in range(0, len(mega), bs)]
+        if self.shuffle and len(batches) > 1:
+            longest = max(range(len(batches)), key=lambda b: int(self.lengths[batches[b][0]]))
+            batches.insert(0, batches.pop(longest))
+            rest = torch.randperm(len(batches) - 1, generator=self.generator) + 1
+            batches = [batches[0]] + [batches[i] for i in rest.tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for b in self.global_batches():
+            if self.world_size == 1:
+                yield b
+            elif len(b) >= self.world_size:  # a last batch too small to share is left out
+                yield b[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        n, bs = len(self.lengths), self.batch_size
+        short = self.world_size > 1 and 0 < n % bs < self.world_size
+        return -(-n // bs) - short
+
+
+def loader(split, batch_size: int, *, shuffle: bool = False, group_by_length: bool = False, seed: int = 0,
+           rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+    """A ``DataLoader`` over ``split`` (an :class:`EncodedSplit` or :class:`FeatureSplit`) with
+    :class:`LengthGroupedBatches` as its batch sampler and the split's own collate function.
+    Iterating it again draws the next pass's order from the same seeded generator."""
+    sampler = LengthGroupedBatches(split.lengths(), batch_size, shuffle=shuffle, group_by_length=group_by_length,
+                                   seed=seed, rank=rank, world_size=world_size)
+    return DataLoader(split, batch_sampler=sampler, collate_fn=split.collate_fn, pin_memory=pin_memory)
+
+
+def to_device(batch: dict, device) -> dict:
+    non_blocking = torch.device(device).type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
+
+
+class EncodedSplit(Dataset):
+    """Tokenised examples of one split: ragged token-id lists plus integer labels.
+    Item ``i`` is :meth:`example` ``(i)``; ``collate_fn`` makes a batch of a list of them."""
 
     def __init__(self, input_ids: list[list[int]], labels: Optional[torch.Tensor], pad_id: int,
                  collate_fn: Optional[Callable[[list[dict]], dict]] = None):
@@ -57,11 +130,21 @@ class EncodedSplit:
         return len(self.input_ids)
 
     def example(self, i: int) -> dict:
-        """One example: ``{"input_ids": [...]}``, plus ``"label"`` when the split has labels."""
-        ex = {"input_ids": self.input_ids[i]}
+        """One example: ``{"input_ids": [...], "index": i}``, plus ``"label"`` when the split
+        has labels."""
+        ex = {"input_ids": self.input_ids[i], "index": i}
         if self.labels is not None:
             ex["label"] = int(self.labels[i])
         return ex
+
+    __getitem__ = example
+
+    def lengths(self) -> list[int]:
+        return [len(r) for r in self.input_ids]
+
+    def tokens(self) -> int:
+        """Real (non-padding) tokens in the split."""
+        return sum(len(r) for r in self.input_ids)
 
     def subset(self, index: Sequence[int]) -> "EncodedSplit":
         labels = None if self.labels is None else self.labels[list(index)]
@@ -72,9 +155,12 @@ class EncodedSplit:
         return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,
-                device=None) -> Iterator[dict]:
-        order = torch.randperm(len(self), generator=generator).tolist() if shuffle else range(len(self))
-        order = list(order)
+                device=None, by_length: bool = False) -> Iterator[dict]:
+        """Batches in order (or shuffled by ``generator``); ``by_length``: sorted by length,
+        which pads least (for evaluation, where the order does not matter)."""
+        order = torch.randperm(len(self), generator=generator).tolist() if shuffle else list(range(len(self)))
+        if by_length:
+            order.sort(key=lambda i: len(self.input_ids[i]))
         for i in range(0, len(order), batch_size):
             yield self.collate(order[i:i + batch_size], device)
 
@@ -82,8 +168,9 @@ class EncodedSplit:
         return -(-len(self) // batch_size)
 
 
-class FeatureSplit:
-    """Pre-computed feature vectors (e.g. a frozen backbone's) plus labels."""
+class FeatureSplit(Dataset):
+    """Pre-computed feature vectors (e.g. a frozen backbone's) plus labels. A batch of
+    indices is read in one indexing (``__getitems__``), not example by example."""
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor):
         self.features = features
@@ -91,6 +178,23 @@ class FeatureSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __getitems__(self, index: list[int]) -> dict:
+        ix = torch.as_tensor(index, device=self.features.device)
+        return {"features": self.features[ix], "labels": self.labels[ix]}
+
+    def __getitem__(self, i: int) -> dict:
+        return {"features": self.features[i], "labels": self.labels[i]}
+
+    @staticmethod
+    def collate_fn(batch: dict) -> dict:
+        return batch
+
+    def lengths(self) -> list[int]:
+        return [1] * len(self)
+
+    def tokens(self) -> int:
+        return len(self)
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,
                 device=None) -> Iterator[dict]:
@@ -104,17 +208,3 @@ class FeatureSplit:
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
-
-
-@torch.no_grad()
-def cached_features(model, split: EncodedSplit, batch_size: int) -> FeatureSplit:
-    """The head inputs (``model.module.features``) of every example of ``split``, computed once
-    in eval mode: what a probe trains on."""
-    was_training = model.module.training
-    model.module.eval()
-    try:
-        feats = [model.module.features(b["input_ids"], b["attention_mask"])
-                 for b in split.batches(batch_size, device=model.device)]
-    finally:
-        model.module.train(was_training)
-    return FeatureSplit(torch.cat(feats).float(), split.labels)

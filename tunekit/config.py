@@ -76,7 +76,21 @@ class TrainConfig:
     device: Optional[str] = None
     """'cuda', 'mps', 'cpu' (or 'cuda:1'); None picks cuda, then mps, then cpu."""
     precision: str = "auto"
-    """auto (bf16 autocast on CUDA, fp32 elsewhere), fp32 or bf16."""
+    """auto (bf16 autocast on CUDA and on a CPU with AMX / AVX-512-BF16, fp32 elsewhere), fp32
+    or bf16. Autocast keeps the master weights (and the optimizer) in fp32; the record says
+    which precision ran and why."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (seeded; shuffled mega-batches of ~50
+    batches, each sorted by length), so that batches pad less. False: plain shuffling."""
+    log_every: Optional[int] = None
+    """Read the loss back (a ``step`` event, a point on the curve) every this many steps, with
+    the mean loss since the last one; None: every step on the CPU, every 10 on a GPU (where
+    each read waits for the device)."""
+    compile: bool = False
+    """Run the task module through ``torch.compile`` (the first steps pay for compiling)."""
+    cache_budget_mb: float = 4096.0
+    """The most memory a frozen-prefix cache may take (the probe's features, or the hidden
+    states after frozen bottom blocks); a larger cache falls back to recomputing, and says so."""
     runs_dir: str = DEFAULT_RUNS_DIR
     """Where run records are written; one sub-directory per run."""
     name: Optional[str] = None
@@ -106,6 +120,11 @@ class TrainConfig:
         optional_positive_int("eval_size", self.eval_size)
         positive_int("evals_per_epoch", self.evals_per_epoch)
         require(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
+        require(isinstance(self.group_by_length, bool), "group_by_length", "True or False", self.group_by_length)
+        optional_positive_int("log_every", self.log_every)
+        require(isinstance(self.compile, bool), "compile", "True or False", self.compile)
+        require(_num(self.cache_budget_mb) and self.cache_budget_mb >= 0,
+                "cache_budget_mb", "a number >= 0", self.cache_budget_mb)
         require(self.device is None or isinstance(self.device, str),
                 "device", "None or a string such as 'cpu' or 'cuda'", self.device)
         require(isinstance(self.runs_dir, (str, os.PathLike)), "runs_dir", "a path", self.runs_dir)

@@ -12,14 +12,21 @@ Events (``Event.name``) and their payloads:
 * ``train_start``: run, strategy, params (trainable / total / percent / by_group), device,
   total_steps, train_size, eval_size
 * ``phase_start``: phase, strategy, params, steps, lr
-* ``step``: step, epoch, loss, lr, samples, elapsed_s, samples_per_s
+* ``step``: step, epoch, loss (the mean since the last step event), lr, samples, tokens
+  (real, non-padding tokens seen), elapsed_s, samples_per_s; every ``log_every`` steps
+* ``memory``: the measured breakdown after a phase's first step (weights_mb, gradients_mb,
+  optimizer_mb, activations_mb, cache_mb, total_mb; cuda_peak_mb on a GPU)
 * ``eval``: step, epoch, the task's metrics with a ``val_`` prefix (classification:
   val_loss, val_accuracy, val_macro_f1; causal LM: val_loss, val_perplexity), elapsed_s
 * ``epoch_end``: epoch, step
 * ``train_end``: status, reason, and the summary
 
 Each step calls the task module once, ``out = forward(batch)``, and back-propagates
-``out.loss``: wrapping the module (``Trainer(..., wrap=DDP)``) wraps everything.
+``out.loss``: wrapping the module (``Trainer(..., wrap=DDP)``) wraps everything. Batches
+come from a ``DataLoader`` (length-grouped, dynamically padded; see :mod:`tunekit.batches`);
+the loss is read back from the device only when it is logged. Frozen bottom blocks are
+computed once and cached (:mod:`tunekit.cache`); under ``torchrun`` / ``accelerate launch``
+every process trains and the main one writes the record (:mod:`tunekit.distributed`).
 
 A callback may raise :class:`StopTraining` to end the run (recorded as stopped).
 A non-finite loss ends the run as failed at that step; so does any other error.
@@ -27,6 +34,7 @@ Either way the record on disk keeps everything up to that point.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -38,19 +46,22 @@ import torch
 from torch import nn
 
 from tunekit import __version__
+from tunekit import cache as prefix
+from tunekit import memory
 from tunekit.adapters import ADAPTER
-from tunekit.batches import cached_features
+from tunekit.batches import FeatureSplit, loader, to_device
 from tunekit.config import ConfigError, TrainConfig
+from tunekit.distributed import world as current_world
 from tunekit.data import load as load_data
 from tunekit.evaluation import evaluate_batches, subset
 from tunekit.metrics import primary
 from tunekit.models import Model, load_for
 from tunekit.runs import Run
-from tunekit.runtime import PeakMemory, adamw, autocast_dtype, lr_factor, pick_device, versions
+from tunekit.runtime import adamw, choose_precision, lr_factor, pick_device, versions
 from tunekit.strategies import Plan, Strategy, get_strategy
-from tunekit.writer import RunWriter
+from tunekit.writer import ReplicaWriter, RunWriter
 
-EVENTS = ("train_start", "phase_start", "step", "eval", "epoch_end", "train_end")
+EVENTS = ("train_start", "phase_start", "step", "memory", "eval", "epoch_end", "train_end")
 
 
 class StopTraining(Exception):
@@ -133,9 +144,12 @@ class Trainer:
     def run(self) -> Run:
         """Train, write the record, return the :class:`Run`. Raises :class:`TrainingError` on failure."""
         cfg, model, data = self.config, self.model, self.data
-        device = pick_device(cfg.device)
+        self.world = world = current_world(cfg.device)
+        device = world.device or pick_device(cfg.device)
+        if world.distributed and cfg.batch_size % world.size:
+            raise ConfigError(f"batch_size is the global batch ({cfg.batch_size}); with {world.size} processes "
+                              f"it must be a multiple of {world.size}")
         torch.manual_seed(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)
         phases = self.strategy.phases()
         plans = [ph.strategy.plan(model) for ph in phases]  # validate before anything is written or trained
         params_before = self.strategy.count(model)
@@ -155,9 +169,9 @@ class Trainer:
         phase_epochs = [ph.epochs or cfg.epochs for ph in phases]
         total_steps = steps_per_epoch * sum(phase_epochs)
         label = self.strategy.label
-        parent = dict(model.history[-1]) if model.history else None
-        self.writer = writer = RunWriter(cfg.runs_dir, cfg.name or f"{label}-{time.strftime('%Y%m%d-%H%M%S')}", {
-            "kind": "train", "parent": parent, "task": task.name,
+        amp, precision_why = choose_precision(device, cfg.precision)
+        self.writer = writer = self._writer(cfg.name or f"{label}-{time.strftime('%Y%m%d-%H%M%S')}", {
+            "kind": "train", "parent": dict(model.history[-1]) if model.history else None, "task": task.name,
             "format": "peft" if any(p.adapter is not None for p in plans) else "safetensors",
             "tunekit_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "model": model.describe(), "data": {**data.describe(), "train_used": len(train_enc),
@@ -166,17 +180,22 @@ class Trainer:
             "phases": [{"strategy": ph.strategy.describe(), "epochs": e, "lr": ph.lr}
                        for ph, e in zip(phases, phase_epochs)],
             "train": cfg.to_dict(), "device": str(device), "versions": versions(),
+            "precision": {"requested": cfg.precision, "autocast": "bf16" if amp is not None else None,
+                          "why": precision_why},
+            "world_size": world.size, "per_process_batch_size": cfg.batch_size // world.size,
             "params": params_before, "trained_before": list(model.trained_by),
         })
-        run = self.run_record = Run(writer.path, model=model)
+        run = self.run_record = Run(writer.path, model=model) if world.main else None
         model.to(device)
-        mem = PeakMemory(device)
-        amp = autocast_dtype(device, cfg.precision)
-        state = {"step": 0, "samples": 0, "t0": time.perf_counter(), "last_eval": None, "train_time": 0.0}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        state = {"step": 0, "samples": 0, "tokens": 0, "padded_tokens": 0, "t0": time.perf_counter(),
+                 "last_eval": None, "train_time": 0.0, "clock": None, "memory": None, "cache": []}
         self._forward: nn.Module = model.module
+        self._eval_forward: nn.Module = model.module
         saved_initial: dict[str, torch.Tensor] = {}
         bar = None
-        if cfg.progress:
+        if cfg.progress and world.main:
             from tqdm.auto import tqdm
             bar = tqdm(total=total_steps, desc=f"{label}", unit="step", leave=True)
         status, reason, error, val_in = "completed", None, None, None
@@ -189,9 +208,8 @@ class Trainer:
                 model.module.to(device)
                 params = model.parameter_counts()
                 self._keep_initial(saved_initial)
-                self._forward = self.wrap(model.module) if self.wrap is not None else model.module
                 lr = phase.lr or cfg.lr or strat.default_lr
-                if cfg.progress:  # like peft's print_trainable_parameters, before anything trains
+                if cfg.progress and world.main:  # like peft's print_trainable_parameters
                     print(f"{label}{f' phase {p_index + 1}' if len(phases) > 1 else ''}: trainable params "
                           f"{params['trainable']:,} / {params['total']:,} ({params['percent']:.4g}%)")
                 if p_index == 0:
@@ -202,11 +220,16 @@ class Trainer:
                                                "eval_size": len(val_enc)})
                 self._emit("phase_start", {"phase": p_index, "strategy": strat.describe(), "params": params,
                                            "steps": steps_per_epoch * epochs, "lr": lr})
-                t = time.perf_counter()  # the probe's one feature pass is part of its training cost
-                train_in = self._inputs(plan, train_enc)
+                t = time.perf_counter()  # a cache's one pass is part of the training cost
+                train_in, val_in, info, frozen = self._inputs(plan, train_enc, val_enc, amp)
                 state["train_time"] += time.perf_counter() - t
-                val_in = self._inputs(plan, val_enc)
-                self._phase(strat, train_in, val_in, epochs, lr, device, amp, gen, state, mem, bar)
+                info.build_s = round(time.perf_counter() - t, 3)
+                state["cache"].append(info.describe())
+                writer.update(cache=state["cache"])
+                if info.reason and cfg.progress and world.main:
+                    print(f"{label}: {info.reason}")
+                self._phase(strat, train_in, val_in, epochs, lr, device, amp, state, bar, frozen, info,
+                            seed=cfg.seed + p_index)
         except StopTraining:
             status, reason = "stopped", f"stopped by the user at step {state['step']}"
         except KeyboardInterrupt as e:  # Ctrl-C / interrupt the kernel: record, then let it propagate
@@ -221,13 +244,17 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        summary = self._finish(status, reason, state, mem, saved_initial, val_in if status != "failed" else None,
-                               amp)
+            self._stop_clock(state)
+        summary = self._finish(status, reason, state, saved_initial, val_in if status != "failed" else None,
+                               amp, device)
         self._emit("train_end", {"status": status, "reason": reason, **summary})
         writer.finish(status, reason, **summary)
-        if (writer.path / "adapter").is_dir():  # the card quotes the final summary
+        if world.main and (writer.path / "adapter").is_dir():  # the card quotes the final summary
             from tunekit.cards import write_card
             write_card(run, writer.path / "adapter", adapter=True)
+        world.barrier()  # the record is complete before any process returns it
+        if run is None:
+            run = self.run_record = Run(writer.path, model=model)
         model.history.append({"name": writer.name, "path": str(writer.path.resolve())})
         if isinstance(error, KeyboardInterrupt):
             raise error
@@ -238,11 +265,53 @@ class Trainer:
             raise TrainingError(f"run {writer.name!r} failed: {reason}", run) from error
         return run
 
-    def _inputs(self, plan: Plan, split):
-        """What the loop iterates over: the token ids, or (a probe) the cached head inputs."""
+    def _writer(self, name: str, config: dict):
+        """The run's writer: a :class:`RunWriter` on the main process; elsewhere a replica that
+        knows the main one's path and writes nothing."""
+        world = self.world
+        if not world.distributed:
+            return RunWriter(self.config.runs_dir, name, config)
+        made, problem = None, None
+        if world.main:
+            try:
+                made = RunWriter(self.config.runs_dir, name, config)
+            except ConfigError as e:
+                problem = str(e)
+        path, problem = world.share((str(made.path) if made else None, problem))
+        if problem:
+            raise ConfigError(problem)
+        return made if world.main else ReplicaWriter(path)
+
+    def _inputs(self, plan: Plan, train_enc, val_enc, amp):
+        """What the loop iterates over, and what was cached: a probe's head inputs, the output
+        of frozen bottom blocks, or (nothing frozen, or over the budget) the token ids."""
+        model, cfg = self.model, self.config
+        frozen = prefix.frozen_blocks(model)
+        budget = cfg.cache_budget_mb
         if plan.cached_features:
-            return cached_features(self.model, split, self.config.eval_batch_size)
-        return split
+            mb = prefix.feature_size_mb(model, train_enc) + prefix.feature_size_mb(model, val_enc)
+            if mb <= budget:
+                return (prefix.feature_cache(model, train_enc, cfg.eval_batch_size, amp),
+                        prefix.feature_cache(model, val_enc, cfg.eval_batch_size, amp),
+                        prefix.CacheInfo("features", model.num_blocks, round(mb, 2)), frozen)
+            return train_enc, val_enc, prefix.CacheInfo(None, frozen, reason=(
+                f"the probe's features would take {mb:,.0f} MB, over cache_budget_mb={budget:g}; "
+                "the frozen backbone runs at every step instead")), frozen
+        if frozen == 0:
+            return train_enc, val_enc, prefix.CacheInfo(None, 0), 0
+        mb = prefix.cache_size_mb(model, train_enc) + prefix.cache_size_mb(model, val_enc)
+        if mb > budget:
+            return train_enc, val_enc, prefix.CacheInfo(None, frozen, reason=(
+                f"caching the output of the {frozen} frozen bottom blocks would take {mb:,.0f} MB, over "
+                f"cache_budget_mb={budget:g}; they are recomputed at every step instead")), frozen
+        try:
+            rows, shape = prefix.prefix_cache(model, train_enc, frozen, cfg.eval_batch_size, amp)
+            val_rows, _ = prefix.prefix_cache(model, val_enc, frozen, cfg.eval_batch_size, amp)
+        except TypeError as e:  # a block whose output the lookup cannot stand in for
+            return train_enc, val_enc, prefix.CacheInfo(None, frozen, reason=f"not cached: {e}"), frozen
+        self._prefix = (frozen, shape)
+        return (prefix.CachedSplit(train_enc, rows), prefix.CachedSplit(val_enc, val_rows),
+                prefix.CacheInfo("prefix", frozen, round(mb, 2)), frozen)
 
     def _keep_initial(self, saved: dict) -> None:
         """Save the starting values (by canonical name) of trainable tensors that the run's
@@ -265,81 +334,156 @@ class Trainer:
             if self.config.save_weights:
                 self.writer.save_tensors("initial.safetensors", saved)
 
-    def _phase(self, strat: Strategy, train_in, val_in, epochs: int, lr: float, device, amp, gen, state,
-               mem: PeakMemory, bar) -> None:
-        cfg, model = self.config, self.model
+    def _modules(self, info) -> None:
+        """The module each step goes through, and the one evaluation goes through (never the
+        DDP wrapper: its forward is a collective, and processes evaluate unequal shares)."""
+        module = self.model.module
+        if info.kind == "prefix":
+            k, shape = self._prefix
+            module = prefix.CachedPrefix(module, prefix.blocks_list(self.model), k, shape)
+        self._eval_forward = module
+        forward = self.world.wrap(module)
+        if self.wrap is not None:
+            forward = self.wrap(forward)
+        if self.config.compile:
+            forward = torch.compile(forward, dynamic=True)
+        self._forward = forward
+
+    @staticmethod
+    def _start_clock(state) -> None:
+        state["clock"] = time.perf_counter()
+
+    @staticmethod
+    def _stop_clock(state) -> None:
+        if state["clock"] is not None:
+            state["train_time"] += time.perf_counter() - state["clock"]
+            state["clock"] = None
+
+    def _phase(self, strat: Strategy, train_in, val_in, epochs: int, lr: float, device, amp, state, bar,
+               frozen: int, info, seed: int) -> None:
+        cfg, model, world = self.config, self.model, self.world
+        self._modules(info)
+        forward = self._forward
         groups = strat.param_groups(model, lr, cfg.weight_decay)
         opt = adamw(groups, lr, device)
-        steps = train_in.num_batches(cfg.batch_size) * epochs
+        features = isinstance(train_in, FeatureSplit)
+        train_loader = loader(train_in, cfg.batch_size, shuffle=True, group_by_length=cfg.group_by_length
+                              and not features, seed=seed, rank=world.rank, world_size=world.size,
+                              pin_memory=device.type == "cuda" and info.kind is None)
+        per_epoch = len(train_loader)
+        steps = per_epoch * epochs
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_factor(s, steps, cfg.warmup, cfg.schedule))
-        per_epoch = train_in.num_batches(cfg.batch_size)
         eval_at = {round(per_epoch * (k + 1) / cfg.evals_per_epoch) for k in range(cfg.evals_per_epoch)}
+        log_every = cfg.log_every or (1 if device.type == "cpu" else 10)
         trainable = [p for g in groups for p in g["params"]]
-        forward = self._forward
+        window, in_window, measure = torch.zeros((), device=device), 0, True
         for epoch in range(epochs):
             forward.train()
-            for i, batch in enumerate(train_in.batches(cfg.batch_size, shuffle=True, generator=gen, device=device)):
+            prefix.frozen_prefix_eval(model, frozen)  # frozen layers: no dropout, cached or not
+            self._start_clock(state)
+            for i, batch in enumerate(train_loader):
                 if self._stop.is_set():
                     raise StopTraining()
-                t = time.perf_counter()
-                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                n = len(batch["labels"] if "labels" in batch else batch["input_ids"])
+                if "attention_mask" in batch:  # counted on the host, before the batch moves
+                    state["tokens"] += int(batch["attention_mask"].sum()) * world.size
+                    state["padded_tokens"] += batch["attention_mask"].numel() * world.size
+                batch = to_device(batch, device)
+                meter = memory.ActivationMeter(model.module) if measure else None
+                with meter or _nothing, torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     loss = forward(batch).loss
-                loss = loss.float()
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"the loss became {loss.item()} at step {state['step'] + 1}; "
-                                        f"try a lower learning rate (lr={lr:g})")
                 loss.backward()
+                grads = memory.gradient_bytes(model.module) if measure else 0
                 if cfg.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
                 opt.step()
                 step_lr = opt.param_groups[0]["lr"]
                 sched.step()
+                if measure:
+                    self._memory(state, opt, meter.bytes, grads, device, info)
+                    measure = False
                 opt.zero_grad(set_to_none=True)
-                state["train_time"] += time.perf_counter() - t
+                window += loss.detach().float()
+                in_window += 1
                 state["step"] += 1
-                state["samples"] += len(batch["input_ids"] if "input_ids" in batch else batch["features"])
-                mem.sample()
-                loss_v = loss.item()
-                self._emit("step", {"step": state["step"], "epoch": epoch + (i + 1) / per_epoch,
-                                    "loss": loss_v, "lr": step_lr, "samples": state["samples"],
-                                    "elapsed_s": round(time.perf_counter() - state["t0"], 3),
-                                    "samples_per_s": state["samples"] / max(state["train_time"], 1e-9)})
+                state["samples"] += n * world.size
+                due = (i + 1) in eval_at
+                if in_window >= log_every or due or i + 1 == per_epoch:
+                    loss_v = float(world.mean(window / in_window))  # the one read from the device
+                    if not math.isfinite(loss_v):
+                        bad = state["step"]
+                        state["step"] -= in_window  # the steps since the last finite loss do not count
+                        raise TrainingError(f"the loss became {loss_v} at step {bad}"
+                                            f"{'' if in_window == 1 else f' (or one of the {in_window} before)'}; "
+                                            f"try a lower learning rate (lr={lr:g})")
+                    window.zero_()
+                    in_window = 0
+                    elapsed = state["train_time"] + time.perf_counter() - state["clock"]
+                    self._emit("step", {"step": state["step"], "epoch": epoch + (i + 1) / per_epoch,
+                                        "loss": loss_v, "lr": step_lr, "samples": state["samples"],
+                                        "tokens": state["tokens"],
+                                        "elapsed_s": round(time.perf_counter() - state["t0"], 3),
+                                        "samples_per_s": state["samples"] / max(elapsed, 1e-9)})
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
-                if i + 1 in eval_at:
+                if due:
+                    self._stop_clock(state)
                     ev = self._evaluate(val_in, device, amp, state, epoch + (i + 1) / per_epoch)
                     if bar is not None:
                         key = primary(model.task.name).key
                         bar.set_postfix({"loss": f"{loss_v:.3f}", key[:4]: f"{ev['val_' + key]:.3f}"})
+                    self._start_clock(state)
+            self._stop_clock(state)
             self._emit("epoch_end", {"epoch": epoch + 1, "step": state["step"]})
 
+    def _memory(self, state, opt, activation_bytes: int, grad_bytes: int, device, info) -> None:
+        """The phase's measured memory; the run keeps the largest phase's."""
+        mem = memory.breakdown(self.model.module, opt, activation_bytes, grad_bytes, device,
+                               cache_mb=info.mb if info.kind else 0.0)
+        if state["memory"] is None or mem["total_mb"] >= state["memory"]["total_mb"]:
+            state["memory"] = mem
+        self.writer.update(memory=state["memory"])
+        self._emit("memory", {"step": state["step"] + 1, **mem})
+
     def _evaluate(self, val_in, device, amp, state, epoch: float) -> dict:
-        model, cfg = self.model, self.config
-        metrics = evaluate_batches(self._forward, model.task.metrics(),
-                                   val_in.batches(cfg.eval_batch_size, device=device), device, amp)
+        model, cfg, world = self.model, self.config, self.world
+        batches = (to_device(b, device) for b in loader(val_in, cfg.eval_batch_size, group_by_length=True,
+                                                         rank=world.rank, world_size=world.size))
+        metrics = evaluate_batches(self._eval_forward, model.task.metrics(), batches, device, amp,
+                                   merge=world.merge)
         ev = {"step": state["step"], "epoch": epoch, **{f"val_{k}": v for k, v in metrics.items()},
               "elapsed_s": round(time.perf_counter() - state["t0"], 3)}
         state["last_eval"] = ev
         self._emit("eval", ev)
         return ev
 
-    def _finish(self, status, reason, state, mem, saved_initial, val_in, amp) -> dict:
+    def _finish(self, status, reason, state, saved_initial, val_in, amp, device) -> dict:
         model, cfg, writer = self.model, self.config, self.writer
         last = state["last_eval"]
         if status == "stopped" and val_in is not None and state["step"] > 0 and \
-                (last is None or last["step"] != state["step"]):
+                (last is None or last["step"] != state["step"]) and not self.world.distributed:
             try:
                 last = self._evaluate(val_in, model.device, amp, state, float("nan"))
             except Exception as e:  # noqa: BLE001 - a stopped run must still be recorded
                 warnings.warn(f"final evaluation of the stopped run failed: {e}")
-        mem.sample()
+        mem = state["memory"]
+        if mem is not None and device.type == "cuda":
+            mem["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / memory.MB, 2)
+        train_time = state["train_time"]
         summary = {"steps": state["step"], "samples": state["samples"],
                    "wall_time_s": round(time.perf_counter() - state["t0"], 3),
-                   "train_time_s": round(state["train_time"], 3),
-                   "samples_per_s": round(state["samples"] / state["train_time"], 2) if state["train_time"] else None,
-                   "peak_memory_mb": mem.peak_mb, "memory_kind": mem.kind, "pooling": model.pooling}
+                   "train_time_s": round(train_time, 3),
+                   "samples_per_s": round(state["samples"] / train_time, 2) if train_time else None,
+                   "tokens_per_s": round(state["tokens"] / train_time, 1) if train_time and state["tokens"] else None,
+                   "padding": round(1 - state["tokens"] / state["padded_tokens"], 4) if state["padded_tokens"] else None,
+                   "memory": mem,
+                   "peak_memory_mb": None if mem is None else mem.get("cuda_peak_mb", mem["total_mb"]),
+                   "memory_kind": None if mem is None else ("cuda_max_allocated" if device.type == "cuda"
+                                                            else "measured_tensors"),
+                   "cache": state["cache"], "pooling": model.pooling}
         if last is not None:
             summary.update({k: v for k, v in last.items() if k.startswith("val_")})
         if cfg.save_weights and status != "failed" and state["step"] > 0:
@@ -355,6 +499,17 @@ class Trainer:
                 writer.save_tensors("weights.safetensors", trained)
                 summary["weights"] = "weights.safetensors"
         return summary
+
+
+class _Nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_nothing = _Nothing()
 
 
 def train(model: Model, data: Any, strategy: Any = None, config: Optional[TrainConfig] = None, *,

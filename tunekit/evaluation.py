@@ -29,9 +29,10 @@ def subset(n: int, size: Optional[int], seed: int) -> Optional[list[int]]:
 
 @torch.no_grad()
 def evaluate_batches(module: torch.nn.Module, metrics, batches: Iterable[dict], device: torch.device,
-                     amp: Optional[torch.dtype] = None) -> dict[str, float]:
+                     amp: Optional[torch.dtype] = None, merge=None) -> dict[str, float]:
     """Run the task module over ``batches`` in eval mode and return ``metrics.compute()``.
-    The module's training mode is restored afterwards."""
+    The module's training mode is restored afterwards. ``merge``: given the accumulator,
+    returns one holding every process's share (several processes evaluate one split)."""
     was_training = module.training
     module.eval()
     try:
@@ -41,12 +42,25 @@ def evaluate_batches(module: torch.nn.Module, metrics, batches: Iterable[dict], 
             metrics.update(out, batch)
     finally:
         module.train(was_training)
+    if merge is not None:
+        metrics = merge(metrics)
     return metrics.compute()
+
+
+def run_precision(run) -> str:
+    """The precision a run trained in: ``"bf16"`` or ``"fp32"``."""
+    recorded = run.config.get("precision")
+    if isinstance(recorded, dict):
+        return "bf16" if recorded.get("autocast") == "bf16" else "fp32"
+    requested = run.config.get("train", {}).get("precision", "auto")  # before the record said
+    if requested == "auto":
+        return "bf16" if str(run.config.get("device", "cpu")).startswith("cuda") else "fp32"
+    return requested
 
 
 def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, size: Optional[int] = None,
              seed: Optional[int] = None, batch_size: int = 128, max_length: Optional[int] = None,
-             device: Optional[str] = None, precision: str = "auto") -> dict[str, float]:
+             device: Optional[str] = None, precision: Optional[str] = None) -> dict[str, float]:
     """The task's metrics of a model (or of a run's trained model) on one split of ``data``.
 
     Args:
@@ -59,7 +73,9 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
             its validation split both default to what the run used (``eval_size`` and its
             seed), so the numbers equal the ones the run recorded at its end.
         batch_size: examples per forward pass; max_length: truncation (a run's own by default, else 128).
-        device, precision: as in :class:`~tunekit.config.TrainConfig`.
+        device, precision: as in :class:`~tunekit.config.TrainConfig`; ``precision`` None means
+            the one a run trained in (its record says; a record of tunekit 0.1 ran in fp32
+            on a CPU), and ``"auto"`` for a model.
 
     Returns ``{metric: value}``: ``accuracy``, ``macro_f1``, ``loss`` (classification) or
     ``perplexity``, ``loss`` (causal LM), plus ``examples``.
@@ -85,6 +101,8 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
             size = train_cfg.get("eval_size") if size is None else size
             seed = int(train_cfg.get("seed", 0)) + 1 if seed is None else seed
         max_length = max_length or train_cfg.get("max_length")
+        if precision is None:
+            precision = run_precision(run)
         if data is None:
             from tunekit.data import BUILTIN
             name = run.config.get("data", {}).get("name")
@@ -92,6 +110,7 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
                 raise ConfigError(f"run {run.name!r} was trained on {name!r}, which is not a built-in data set "
                                   f"({sorted(BUILTIN)}): pass data=<the same TextDataset>")
             data = name
+    precision = precision or "auto"
     if data is None:
         raise ConfigError("evaluate needs data: pass data=<TextDataset> (or a built-in name)")
     data = load_data(data)
@@ -106,7 +125,7 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
     model.to(dev)
     enc = model.task.encode(model.tokenizer, df["text"], df["label"], max_length or 128)
     t = time.perf_counter()
-    out = evaluate_batches(model.module, model.task.metrics(), enc.batches(batch_size, device=dev), dev,
+    out = evaluate_batches(model.module, model.task.metrics(), enc.batches(batch_size, device=dev, by_length=True), dev,
                            autocast_dtype(dev, precision))
     out["examples"] = len(enc)
     out["seconds"] = round(time.perf_counter() - t, 3)

@@ -27,20 +27,43 @@ def pick_device(requested: Optional[str] = None) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast_dtype(device: torch.device, precision: str) -> Optional[torch.dtype]:
-    """bf16 autocast on CUDA ('auto' or 'bf16'); bf16 on CPU only if asked; else None (fp32)."""
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX tiles or AVX-512-BF16)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    try:
+        return any(getattr(torch.cpu, f)() for f in probes if hasattr(torch.cpu, f))
+    except Exception:  # noqa: BLE001 - an old or unusual build: say no
+        return False
+
+
+def choose_precision(device: torch.device, precision: str) -> tuple[Optional[torch.dtype], str]:
+    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32) and why.
+
+    ``"auto"`` picks bf16 autocast on CUDA and on a CPU with bf16 matrix units (AMX or
+    AVX-512-BF16), fp32 elsewhere; the weights and the optimizer stay in fp32 either way."""
     if precision == "fp32":
-        return None
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+        return None, "fp32 (asked for)"
+    if precision == "bf16":
+        return torch.bfloat16, "bf16 autocast (asked for)"
+    if device.type == "cuda":
+        return torch.bfloat16, "bf16 autocast (auto: CUDA)"
+    if device.type == "cpu" and cpu_has_bf16_matmul():
+        return torch.bfloat16, "bf16 autocast (auto: the CPU has AMX / AVX-512-BF16)"
+    return None, f"fp32 (auto: no bf16 matrix units on {device.type})"
+
+
+def autocast_dtype(device: torch.device, precision: str) -> Optional[torch.dtype]:
+    """The autocast dtype :func:`choose_precision` picks (None: fp32)."""
+    return choose_precision(device, precision)[0]
 
 
 def adamw(param_groups: list[dict], lr: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the given (trainable-only) parameter groups; the fused kernel on CUDA."""
-    if device.type == "cuda":
+    """AdamW over the given (trainable-only) parameter groups; the fused kernel wherever torch
+    has one for the device (CUDA, CPU, MPS), the default otherwise."""
+    try:
         return torch.optim.AdamW(param_groups, lr=lr, fused=True)
-    return torch.optim.AdamW(param_groups, lr=lr)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.AdamW(param_groups, lr=lr)
 
 
 def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
@@ -54,32 +77,6 @@ def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return 1.0
-
-
-class PeakMemory:
-    """Peak memory: CUDA max-allocated on a GPU, else the process's resident set size."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak = 0
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-            self.kind = "cuda_max_allocated"
-        else:
-            import psutil
-            self._proc = psutil.Process()
-            self.kind = "process_rss"
-        self.sample()
-
-    def sample(self) -> None:
-        if self.device.type == "cuda":
-            self.peak = max(self.peak, torch.cuda.max_memory_allocated(self.device))
-        else:
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    @property
-    def peak_mb(self) -> float:
-        return round(self.peak / 2**20, 1)
 
 
 def versions() -> dict:

@@ -137,3 +137,28 @@ class RunWriter:
         os.replace(tmp, self.path / "adapter")
 
 
+
+
+class ReplicaWriter:
+    """What a process other than the main one holds while several train one run: the run's
+    name and path (the main process writes the record), and no-op writes."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.name = self.path.name
+        self.summary: dict = {}
+
+    def log(self, event: str, payload: dict) -> None:
+        pass
+
+    def update(self, **fields) -> None:
+        self.summary.update(fields)
+
+    def finish(self, status: str, reason: Optional[str] = None, **fields) -> None:
+        self.update(status=status, reason=reason, **fields)
+
+    def save_tensors(self, filename: str, tensors: dict) -> None:
+        pass
+
+    def save_adapter(self, peft_model, base_model_id: Optional[str] = None) -> None:
+        pass

@@ -20,11 +20,12 @@ from tunekit.batches import EncodedSplit, collate_tokens
 @dataclass
 class TaskOutput:
     """What a task module returns: the mean loss over the batch (None without targets), the
-    logits, and the number of items the loss averages over (examples or tokens)."""
+    logits, and the number of items the loss averages over (examples or tokens; an int, or a
+    0-d tensor where counting would make the host wait for the device)."""
 
     loss: Optional[torch.Tensor]
     logits: torch.Tensor
-    count: int = 0
+    count: Any = 0
 
 
 class Task:
@@ -69,6 +70,10 @@ class MetricAccumulator:
     """Collects task outputs batch by batch; ``compute()`` gives ``{metric: value}``."""
 
     def update(self, out: TaskOutput, batch: dict) -> None:
+        raise NotImplementedError
+
+    def merge(self, other: "MetricAccumulator") -> None:
+        """Add ``other``'s examples (another process's share of the same evaluation)."""
         raise NotImplementedError
 
     def compute(self) -> dict[str, float]:

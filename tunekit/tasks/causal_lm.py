@@ -43,7 +43,7 @@ class CausalLMModule(nn.Module):
         if labels is None:
             labels = lm_labels(ids, mask)
         out = self.hf(input_ids=ids, attention_mask=mask, labels=labels)
-        count = int((labels[:, 1:] != -100).sum())
+        count = (labels[:, 1:] != -100).sum()  # a tensor: reading it would wait for the device
         return TaskOutput(out.loss, out.logits, count)
 
 
@@ -113,9 +113,14 @@ class CausalLMMetrics(MetricAccumulator):
         self.loss_sum, self.tokens = 0.0, 0
 
     def update(self, out: TaskOutput, batch: dict) -> None:
-        if out.count:
-            self.loss_sum += float(out.loss.float()) * out.count
-            self.tokens += out.count
+        count = int(out.count)
+        if count:
+            self.loss_sum += float(out.loss.float()) * count
+            self.tokens += count
+
+    def merge(self, other: "CausalLMMetrics") -> None:
+        self.loss_sum += other.loss_sum
+        self.tokens += other.tokens
 
     def compute(self) -> dict[str, float]:
         loss = self.loss_sum / self.tokens if self.tokens else float("nan")

@@ -175,6 +175,11 @@ class ClassificationMetrics(MetricAccumulator):
         self.preds.append(logits.argmax(-1).cpu())
         self.labels.append(batch["labels"].cpu())
 
+    def merge(self, other: "ClassificationMetrics") -> None:
+        self.loss_sum += other.loss_sum
+        self.preds += other.preds
+        self.labels += other.labels
+
     def compute(self) -> dict[str, float]:
         p, y = torch.cat(self.preds).numpy(), torch.cat(self.labels).numpy()
         return {"loss": self.loss_sum / len(y), "accuracy": float(np.mean(p == y)),

@@ -1,0 +1,260 @@
+"""Frozen prefixes, computed once.
+
+When the embeddings and the bottom ``k`` blocks of a model are frozen, what they
+output for an example never changes during training. Frozen layers run in eval mode
+(dropout off), so that output is exact to compute once: :func:`prefix_cache` runs the
+split through the model in eval mode, keeps each example's hidden states after block
+``k - 1`` (real tokens only), and :class:`CachedPrefix` then trains with those blocks
+replaced, for the length of each forward call, by a lookup. The embeddings still run
+(a table lookup), the mask and position computations are the model's own, and the
+blocks above run as usual, so every architecture family works the same way.
+
+The probe is the ``k = all`` case: its head reads one pooled vector per example, so it
+caches those (:func:`feature_cache`), not the hidden states.
+
+A cache larger than ``TrainConfig.cache_budget_mb`` is not built; the frozen layers are
+recomputed at every step instead, and the run's record says so.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from tunekit.batches import EncodedSplit, FeatureSplit
+
+
+@dataclass
+class CacheInfo:
+    """What was cached for a run (its record's ``cache``)."""
+
+    kind: Optional[str]               # "features", "prefix" or None
+    blocks: int = 0                   # frozen bottom blocks whose output is cached
+    mb: float = 0.0                   # memory the cache takes (train + validation)
+    build_s: float = 0.0              # the caching pass
+    reason: str = ""                  # why nothing is cached, when nothing is
+
+    def describe(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "") or k == "kind"}
+
+
+def frozen_blocks(model) -> int:
+    """How many bottom blocks are frozen, together with the embeddings: 0 when anything in
+    the embeddings trains (or an adapter sits in block 0)."""
+    groups = model.backbone.parameters_by_group()
+    if any(p.requires_grad for _, p in groups["embeddings"]):
+        return 0
+    k = 0
+    while k < model.num_blocks and not any(p.requires_grad for _, p in groups[f"block.{k}"]):
+        k += 1
+    return k
+
+
+def blocks_list(model) -> nn.ModuleList:
+    return model.hf.get_submodule(model.backbone.blocks_prefix.rstrip("."))
+
+
+def frozen_prefix_eval(model, k: int) -> None:
+    """Put the embeddings and the bottom ``k`` blocks in eval mode (no dropout): frozen layers
+    compute the same thing whether or not their output is cached."""
+    if k <= 0:
+        return
+    base = model.hf.base_model
+    blocks = blocks_list(model)
+    for name in model.backbone.groups["embeddings"]:
+        sub = name[len(model.hf.base_model_prefix) + 1:].rstrip(".")
+        try:
+            base.get_submodule(sub).eval()
+        except AttributeError:
+            pass
+    for i in range(k):
+        blocks[i].eval()
+
+
+def cache_size_mb(model, split: EncodedSplit) -> float:
+    """Bytes a prefix cache of ``split`` takes: one hidden vector per real token."""
+    p = next(model.hf.parameters())
+    return split.tokens() * model.hf.config.hidden_size * p.element_size() / 2**20
+
+
+def _autocast(device: torch.device, amp: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=amp, enabled=amp is not None)
+
+
+class _Shape:
+    """How a block returns its output: a bare tensor, or a tuple (tensor, None, ...)."""
+
+    def __init__(self, out: Any):
+        if isinstance(out, torch.Tensor):
+            self.tuple_len = 0
+        elif isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor) \
+                and all(x is None for x in out[1:]):
+            self.tuple_len = len(out)
+        else:
+            raise TypeError(f"a block returned {type(out).__name__} with extra outputs")
+
+    def make(self, hidden: torch.Tensor):
+        return hidden if self.tuple_len == 0 else (hidden,) + (None,) * (self.tuple_len - 1)
+
+
+def _hidden_arg(block: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
+    if args:
+        return args[0]
+    first = next(iter(inspect.signature(block.forward).parameters))
+    return kwargs[first]
+
+
+@torch.no_grad()
+def prefix_cache(model, split: EncodedSplit, k: int, batch_size: int,
+                 amp: Optional[torch.dtype] = None) -> tuple[list[torch.Tensor], _Shape]:
+    """Each example's hidden states after block ``k - 1`` (``[length, hidden]``, real tokens
+    only), computed in eval mode (under the run's autocast ``amp``), and how that block
+    returns them."""
+    blocks = blocks_list(model)
+    seen: dict = {}
+
+    def grab(mod, args, out):
+        seen["out"] = out
+        raise _Enough()
+
+    was_training = model.module.training
+    model.module.eval()
+    handle = blocks[k - 1].register_forward_hook(grab)
+    rows: list[Optional[torch.Tensor]] = [None] * len(split)
+    shape = None
+    order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
+    try:
+        for s in range(0, len(order), batch_size):
+            index = order[s:s + batch_size]
+            batch = split.collate(index, model.device)
+            try:
+                with _autocast(model.device, amp):
+                    model.hf(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            except _Enough:
+                pass
+            out = seen.pop("out")
+            shape = shape or _Shape(out)
+            hidden = out if shape.tuple_len == 0 else out[0]
+            for j, i in enumerate(index):
+                rows[i] = hidden[j, :len(split.input_ids[i])].clone()
+    finally:
+        handle.remove()
+        model.module.train(was_training)
+    return rows, shape
+
+
+class _Enough(Exception):
+    """Raised by the caching hook: nothing above the cached block needs to run."""
+
+
+class _Lookup(nn.Module):
+    """Stands in for a frozen block during one forward call."""
+
+    def __init__(self, shape: _Shape, holder: dict, last: bool):
+        super().__init__()
+        self.shape, self.holder, self.last = shape, holder, last
+
+    def forward(self, *args, **kwargs):
+        if self.last:
+            return self.shape.make(self.holder["hidden"])
+        return self.shape.make(args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor)))
+
+
+@dataclass
+class CachedSplit:
+    """An :class:`EncodedSplit` whose batches carry the cached prefix hidden states."""
+
+    split: EncodedSplit
+    rows: list
+    pad_value: float = 0.0
+    collate_fn: Any = field(init=False)
+
+    def __post_init__(self):
+        self.collate_fn = self._collate
+
+    def _collate(self, examples: list[dict]) -> dict:
+        batch = self.split.collate_fn(examples)
+        hidden = [self.rows[e["index"]] for e in examples]
+        width = batch["input_ids"].shape[1]
+        out = hidden[0].new_full((len(hidden), width, hidden[0].shape[-1]), self.pad_value)
+        for j, h in enumerate(hidden):
+            out[j, :len(h)] = h
+        batch["prefix_hidden"] = out
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.split[i]
+
+    def lengths(self) -> list[int]:
+        return self.split.lengths()
+
+    def tokens(self) -> int:
+        return self.split.tokens()
+
+    @property
+    def labels(self):
+        return self.split.labels
+
+
+class CachedPrefix(nn.Module):
+    """The task module, with its bottom ``k`` blocks read from ``batch["prefix_hidden"]``.
+
+    The blocks are swapped for lookups only inside ``forward`` (and swapped back in a
+    ``finally``), so the model's structure, names and saved weights never change; a batch
+    without ``prefix_hidden`` runs the whole model.
+    """
+
+    def __init__(self, module: nn.Module, blocks: nn.ModuleList, k: int, shape: _Shape):
+        super().__init__()
+        self.module = module
+        self._blocks = [blocks]  # not a submodule: the task module already holds it
+        self.k = k
+        self.holder: dict = {}
+        self._lookups = [_Lookup(shape, self.holder, i == k - 1) for i in range(k)]
+
+    def forward(self, batch: dict):
+        if "prefix_hidden" not in batch:
+            return self.module(batch)
+        batch = dict(batch)
+        self.holder["hidden"] = batch.pop("prefix_hidden")
+        blocks = self._blocks[0]
+        saved = [blocks[i] for i in range(self.k)]
+        try:
+            for i in range(self.k):
+                blocks[i] = self._lookups[i]
+            return self.module(batch)
+        finally:
+            for i, b in enumerate(saved):
+                blocks[i] = b
+            self.holder.clear()
+
+
+@torch.no_grad()
+def feature_cache(model, split: EncodedSplit, batch_size: int, amp: Optional[torch.dtype] = None) -> FeatureSplit:
+    """The head inputs (``model.module.features``) of every example of ``split``, computed once
+    in eval mode (under the run's autocast ``amp``): what a probe trains on."""
+    was_training = model.module.training
+    model.module.eval()
+    order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
+    feats = [None] * len(split)
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            b = split.collate(idx, model.device)
+            with _autocast(model.device, amp):
+                f = model.module.features(b["input_ids"], b["attention_mask"]).float()
+            for j, i in enumerate(idx):
+                feats[i] = f[j]
+    finally:
+        model.module.train(was_training)
+    return FeatureSplit(torch.stack(feats), split.labels)
+
+
+def feature_size_mb(model, split) -> float:
+    return len(split) * model.hf.config.hidden_size * 4 / 2**20
