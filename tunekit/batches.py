@@ -170,11 +170,14 @@ class EncodedSplit(Dataset):
 
 class FeatureSplit(Dataset):
     """Pre-computed feature vectors (e.g. a frozen backbone's) plus labels. A batch of
-    indices is read in one indexing (``__getitems__``), not example by example."""
+    indices is read in one indexing (``__getitems__``), not example by example. ``lengths``:
+    the token lengths of the examples the features came from, so that length grouping draws
+    the same batches as it would on the tokens."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, lengths: Optional[list[int]] = None):
         self.features = features
         self.labels = labels.to(features.device)
+        self._lengths = lengths
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -191,7 +194,7 @@ class FeatureSplit(Dataset):
         return batch
 
     def lengths(self) -> list[int]:
-        return [1] * len(self)
+        return self._lengths if self._lengths is not None else [1] * len(self)
 
     def tokens(self) -> int:
         return len(self)

@@ -58,18 +58,24 @@ def blocks_list(model) -> nn.ModuleList:
 
 
 def frozen_prefix_eval(model, k: int) -> None:
-    """Put the embeddings and the bottom ``k`` blocks in eval mode (no dropout): frozen layers
-    compute the same thing whether or not their output is cached."""
+    """Put what runs below block ``k`` in eval mode (no dropout): the embeddings, every module
+    the base model registers before its blocks (GPT-2's embedding dropout has no weights, so
+    it is in no layer group), and the bottom ``k`` blocks. Frozen layers then compute the same
+    thing whether or not their output is cached."""
     if k <= 0:
         return
+    groups = model.backbone.parameters_by_group()
+    if k == model.num_blocks and not any(p.requires_grad for g, ps in groups.items() if g != "head" for _, p in ps):
+        model.module.eval()  # only the head trains (a probe): it reads what the eval-mode model gives it
+        model.module.head().train()
+        return
     base = model.hf.base_model
+    inside = model.backbone.blocks_prefix[len(model.hf.base_model_prefix) + 1:].rstrip(".")
+    for name, child in base.named_children():
+        if inside == name or inside.startswith(name + "."):
+            break
+        child.eval()
     blocks = blocks_list(model)
-    for name in model.backbone.groups["embeddings"]:
-        sub = name[len(model.hf.base_model_prefix) + 1:].rstrip(".")
-        try:
-            base.get_submodule(sub).eval()
-        except AttributeError:
-            pass
     for i in range(k):
         blocks[i].eval()
 
@@ -253,7 +259,7 @@ def feature_cache(model, split: EncodedSplit, batch_size: int, amp: Optional[tor
                 feats[i] = f[j]
     finally:
         model.module.train(was_training)
-    return FeatureSplit(torch.stack(feats), split.labels)
+    return FeatureSplit(torch.stack(feats), split.labels, split.lengths())
 
 
 def feature_size_mb(model, split) -> float:

@@ -131,18 +131,8 @@ def _option_for(message: str) -> Optional[str]:
 
 
 # ----- the parser -----------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunekit", description="Compare ways of adapting a pretrained "
-                                     "language model: probe, freeze, LoRA, full fine-tuning.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    c = sub.add_parser("compare", help="train several strategies side by side and write an HTML report",
-                       description="Train each strategy on a fresh copy of the same model with the same data "
-                                   "and seed; print a table and write a self-contained HTML report.")
-    c.add_argument("--strategies", default="probe,lora,full",
-                   help="comma list of probe, freeze[:K] (top K blocks, default 2), lora[:RANK], ia3, full, lpft "
-                        "(default: %(default)s)")
+def _training_options(c: argparse.ArgumentParser) -> None:
+    """The options ``compare`` and ``train`` share."""
     c.add_argument("--task", default="classification", choices=("classification", "causal_lm"),
                    help="classification (a new head on the labels) or causal_lm (next-token loss on the "
                         "texts; labels ignored) (default %(default)s)")
@@ -167,11 +157,51 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tokens per example; longer texts are truncated (default 128)")
     c.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 autocast on CUDA and on CPUs with AMX / AVX-512-BF16, else fp32 (default auto)")
+    c.add_argument("--no-group-by-length", action="store_true",
+                   help="plain shuffled batches instead of length-grouped ones (which pad less)")
+    c.add_argument("--compile", action="store_true", help="run the model through torch.compile")
+    c.add_argument("--log-every", type=_positive_int, default=None,
+                   help="log the loss every N steps (default: every step on the CPU, every 10 on a GPU)")
+
+
+def _train_overrides(args) -> dict:
+    return dict(task=args.task, epochs=args.epochs, train_size=args.train_size, eval_size=args.eval_size,
+                seed=args.seed, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+                device=args.device, runs_dir=args.runs_dir, progress=not args.no_progress,
+                precision=args.precision, group_by_length=not args.no_group_by_length,
+                compile=args.compile, log_every=args.log_every)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunekit", description="Compare ways of adapting a pretrained "
+                                     "language model: probe, freeze, LoRA, full fine-tuning.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("compare", help="train several strategies side by side and write an HTML report",
+                       description="Train each strategy on a fresh copy of the same model with the same data "
+                                   "and seed; print a table and write a self-contained HTML report.")
+    c.add_argument("--strategies", default="probe,lora,full",
+                   help="comma list of probe, freeze[:K] (top K blocks, default 2), lora[:RANK], ia3, full, lpft "
+                        "(default: %(default)s)")
+    _training_options(c)
     c.add_argument("--no-inspect", action="store_true",
                    help="leave the instruments (weight change, spectra, CKA, PCA, attributions) out of the report")
     c.add_argument("--sentence", default=None,
                    help="sentence whose token attributions the report shows (default: a built-in review)")
     c.set_defaults(run=cmd_compare, parser=c)
+
+    t = sub.add_parser("train", help="train one strategy and write its run record",
+                       description="Train one strategy and write its run record. Under torchrun or "
+                                   "accelerate launch every process trains (--batch-size is the global "
+                                   "batch) and the main process writes the one record.")
+    t.add_argument("--strategy", default="lora",
+                   help="one of probe, freeze[:K], lora[:RANK], ia3, full, lpft (default %(default)s)")
+    _training_options(t)
+    t.add_argument("--name", default=None, help="run name (default: the strategy and a timestamp)")
+    t.set_defaults(run=cmd_train, parser=t)
 
     r = sub.add_parser("runs", help="list the runs in a runs directory",
                        description="List the run records in --runs-dir as a table; optionally write a report.")
@@ -269,10 +299,7 @@ def cmd_compare(args) -> int:
     print(f"tunekit: {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'} "
           f"({', '.join(s.label for s in strategies)}) on {data.name} with {args.model}", file=sys.stderr)
     try:
-        runs = compare(strategies, data, model=args.model, task=args.task, epochs=args.epochs, train_size=args.train_size,
-                       eval_size=args.eval_size, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
-                       max_length=args.max_length,
-                       device=args.device, runs_dir=args.runs_dir, progress=not args.no_progress)
+        runs = compare(strategies, data, model=args.model, **_train_overrides(args))
     except DataError as e:
         raise InputError("--data", str(e)) from e
     except ModelNotFoundError as e:
@@ -284,6 +311,44 @@ def cmd_compare(args) -> int:
     print(f"runs: {Path(args.runs_dir).expanduser().resolve()}")
     print(f"report: {path}")
     return 1 if len(runs) < len(strategies) or any(r.status == "failed" for r in runs) else 0
+
+
+def cmd_train(args) -> int:
+    from tunekit.data import DataError, load as load_data
+    from tunekit.engine import TrainingError, train
+    from tunekit.models import ModelNotFoundError, load_for, resolve_model_path
+
+    strategies = parse_strategies(args.strategy)
+    if len(strategies) != 1:
+        raise InputError("--strategy", f"train takes one strategy (got {args.strategy!r}); use compare for several")
+    strategy = strategies[0]
+    try:
+        data = load_data(args.data)
+    except (DataError, ConfigError) as e:
+        raise InputError("--data", str(e)) from e
+    try:
+        resolve_model_path(args.model)
+        model = load_for(args.model, data, args.task, args.seed)
+    except (ModelNotFoundError, ConfigError) as e:
+        raise InputError("--model", str(e)) from e
+    try:
+        for phase in strategy.phases():
+            phase.strategy.count(model)
+    except ConfigError as e:
+        raise InputError("--strategy", str(e)) from e
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    overrides = _train_overrides(args)
+    overrides.pop("task")
+    try:
+        run = train(model, data, strategy, name=args.name, **overrides)
+    except TrainingError as e:
+        if main_process:
+            print(f"tunekit: {e}", file=sys.stderr)
+        return 1
+    if main_process:
+        _print_table([run])
+        print(f"run: {run.path.resolve()}")
+    return 0
 
 
 def _instrument_sections(runs, data, sentence) -> list:

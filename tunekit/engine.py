@@ -49,7 +49,7 @@ from tunekit import __version__
 from tunekit import cache as prefix
 from tunekit import memory
 from tunekit.adapters import ADAPTER
-from tunekit.batches import FeatureSplit, loader, to_device
+from tunekit.batches import loader, to_device
 from tunekit.config import ConfigError, TrainConfig
 from tunekit.distributed import world as current_world
 from tunekit.data import load as load_data
@@ -366,9 +366,8 @@ class Trainer:
         forward = self._forward
         groups = strat.param_groups(model, lr, cfg.weight_decay)
         opt = adamw(groups, lr, device)
-        features = isinstance(train_in, FeatureSplit)
-        train_loader = loader(train_in, cfg.batch_size, shuffle=True, group_by_length=cfg.group_by_length
-                              and not features, seed=seed, rank=world.rank, world_size=world.size,
+        train_loader = loader(train_in, cfg.batch_size, shuffle=True, group_by_length=cfg.group_by_length,
+                              seed=seed, rank=world.rank, world_size=world.size,
                               pin_memory=device.type == "cuda" and info.kind is None)
         per_epoch = len(train_loader)
         steps = per_epoch * epochs
@@ -435,6 +434,7 @@ class Trainer:
                     if bar is not None:
                         key = primary(model.task.name).key
                         bar.set_postfix({"loss": f"{loss_v:.3f}", key[:4]: f"{ev['val_' + key]:.3f}"})
+                    prefix.frozen_prefix_eval(model, frozen)  # evaluation put everything back in train mode
                     self._start_clock(state)
             self._stop_clock(state)
             self._emit("epoch_end", {"epoch": epoch + 1, "step": state["step"]})
