@@ -85,7 +85,11 @@ def test_curve_updates_are_batched_and_none_is_lost(lab):
     sends = []
     batch_update = lab.loss_fig.batch_update
     lab.loss_fig.batch_update = lambda: sends.append(1) or batch_update()
+    assert "estimate" in lab.controls.counts.value  # before training: the estimate from the counts
     assert lab.train(wait=True)
+    run = tk.load_run(lab.runs_dir + "/" + lab.last_run) if not lab.last_run.startswith("/") else None
+    measured = run.summary["memory"]
+    assert "measured" in lab.controls.counts.value and f"{measured['total_mb']:,.1f} MB" in lab.controls.counts.value
     loss = lab.loss_fig.data[-1]
     assert list(loss.x) == list(range(1, 11)) and len(loss.y) == 10
     assert lab.progress.value == 10 and not lab._pending

@@ -136,6 +136,9 @@ def _notes_html(runs: list[Run]) -> str:
     notes = []
     kinds = _distinct([r.summary.get("memory_kind") for r in runs])
     meaning = {"cuda_max_allocated": "the most GPU memory PyTorch had allocated (torch.cuda.max_memory_allocated)",
+               "measured_tensors": "the bytes of the run's own tensors, measured: weights, gradients, optimizer "
+                                   "state, the activations autograd kept over one training step, and any "
+                                   "frozen-prefix cache",
                "process_rss": "the training process's resident memory on the CPU (includes Python, data "
                               "and libraries, so it compares runs only roughly)"}
     for k in kinds:

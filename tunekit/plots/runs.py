@@ -299,8 +299,10 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
                        "earlier runs in the same process)")
         elif kinds == {"cuda_max_allocated"}:
             x_title = "peak GPU memory allocated (MB)"
+        elif kinds == {"measured_tensors"}:
+            x_title = "training memory (MB; weights + gradients + optimizer state + activations, measured)"
         elif len(kinds) > 1:
-            x_title = "peak memory (MB; measured differently across runs: CPU RSS and GPU allocation)"
+            x_title = "peak memory (MB; measured differently across runs)"
     fig.update_layout(title=f"{metric.title[0].upper() + metric.title[1:]} vs {PARETO_X[x]}"
                             + ("" if metric.higher_is_better else " (lower is better)"),
                       xaxis_title=x_title + (" (log scale)" if log_x else ""),

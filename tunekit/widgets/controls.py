@@ -6,6 +6,7 @@ small function each (:meth:`StrategyControls.strategy`, :meth:`StrategyControls.
 from __future__ import annotations
 
 import html
+from typing import Optional
 
 import ipywidgets as W
 import traitlets
@@ -165,8 +166,24 @@ class StrategyControls(W.VBox):
         except tk.ConfigError as e:
             self.counts.value = f'<span style="color:#b00">{html.escape(str(e))}</span>'
             return
+        self._count = c
         mem = training_memory_estimate(c)
-        self.counts.value = (f"<b>{c['trainable']:,}</b> of {c['total']:,} parameters train "
-                             f"(<b>{c['percent']:.3g}%</b>)<br>training memory &ge; {mem['total_mb']:,} MB "
-                             f"(weights {mem['weights_mb']:,} + gradients {mem['gradients_mb']:,} + AdamW "
-                             f"{mem['optimizer_mb']:,}; activations extra)")
+        self.counts.value = (self._params_line(c) + f"<br>training memory &ge; {mem['total_mb']:,} MB "
+                             f"(estimate: weights {mem['weights_mb']:,} + gradients {mem['gradients_mb']:,} + "
+                             f"AdamW {mem['optimizer_mb']:,}; activations extra)")
+
+    @staticmethod
+    def _params_line(c: dict) -> str:
+        return (f"<b>{c['trainable']:,}</b> of {c['total']:,} parameters train "
+                f"(<b>{c['percent']:.3g}%</b>)")
+
+    def show_measured(self, mem: dict, params: Optional[dict] = None) -> None:
+        """Replace the estimate by the memory the run measured at its first step (the engine's
+        ``memory`` event)."""
+        c = params or getattr(self, "_count", None)
+        line = self._params_line(c) + "<br>" if c else ""
+        cache = f" + cache {mem['cache_mb']:,.1f}" if mem.get("cache_mb") else ""
+        cuda = f"; GPU peak {mem['cuda_peak_mb']:,.0f} MB" if "cuda_peak_mb" in mem else ""
+        self.counts.value = (line + f"training memory <b>{mem['total_mb']:,.1f} MB</b> (measured: weights "
+                             f"{mem['weights_mb']:,.1f} + gradients {mem['gradients_mb']:,.1f} + AdamW "
+                             f"{mem['optimizer_mb']:,.1f} + activations {mem['activations_mb']:,.1f}{cache}{cuda})")

@@ -183,6 +183,7 @@ class Lab(W.VBox):
         trainer.add_callback("train_start", self._on_start)
         trainer.add_callback("step", self._on_step)
         trainer.add_callback("eval", self._on_eval)
+        trainer.add_callback("memory", lambda ev: self.controls.show_measured(ev.payload))
         self.running = True
         self.train_button.disabled, self.stop_button.disabled = True, False
         self.model_w.disabled = self.data_w.disabled = True
