@@ -55,3 +55,30 @@ def test_cli_compare_causal_lm_with_its_report(tmp_path, capsys):
     assert main(["compare", "--task", "causal_lm", "--model", str(model), "--strategies", "probe",
                  "--runs-dir", str(runs_dir), "--report", str(report)]) == 2
     assert "Probe trains a classification head" in capsys.readouterr().err
+
+
+def test_cli_train_one_strategy_and_its_errors(tiny_dir, small, tmp_path, capsys):
+    csv = tmp_path / "reviews.csv"
+    small.train.iloc[:48].to_csv(csv, index=False)
+    base = ["train", "--model", tiny_dir, "--data", str(csv), "--train-size", "32", "--eval-size", "8",
+            "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--max-length", "32"]
+    assert main(base + ["--strategy", "lora:2", "--name", "one", "--no-group-by-length", "--log-every", "2",
+                        "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    (run,) = tk.list_runs(tmp_path / "runs")
+    assert run.name == "one" and run.label == "lora-r2" and f"run: {run.path.resolve()}" in out
+    assert run.config["train"]["group_by_length"] is False and run.config["precision"]["autocast"] is None
+    assert run.config["train"]["log_every"] == 2
+    assert main(base + ["--strategy", "probe,full"]) == 2
+    assert "argument --strategy: train takes one strategy" in capsys.readouterr().err
+    assert main(base + ["--strategy", "freeze:9"]) == 2
+    assert "argument --strategy" in capsys.readouterr().err
+
+
+def test_the_global_batch_must_split_evenly_across_processes(tiny, small, fast, monkeypatch):
+    from tunekit import engine
+    from tunekit.config import ConfigError
+    from tunekit.distributed import World
+    monkeypatch.setattr(engine, "current_world", lambda device=None: World(rank=0, size=3))
+    with pytest.raises(ConfigError, match="batch_size is the global batch \\(16\\); with 3 processes"):
+        tk.train(tiny, small, tk.Full(), **fast)

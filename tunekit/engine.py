@@ -34,6 +34,7 @@ Either way the record on disk keeps everything up to that point.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -390,7 +391,7 @@ class Trainer:
                     state["padded_tokens"] += batch["attention_mask"].numel() * world.size
                 batch = to_device(batch, device)
                 meter = memory.ActivationMeter(model.module) if measure else None
-                with meter or _nothing, torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                with meter or contextlib.nullcontext(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     loss = forward(batch).loss
                 loss.backward()
                 grads = memory.gradient_bytes(model.module) if measure else 0
@@ -499,17 +500,6 @@ class Trainer:
                 writer.save_tensors("weights.safetensors", trained)
                 summary["weights"] = "weights.safetensors"
         return summary
-
-
-class _Nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-_nothing = _Nothing()
 
 
 def train(model: Model, data: Any, strategy: Any = None, config: Optional[TrainConfig] = None, *,
