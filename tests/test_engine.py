@@ -164,3 +164,16 @@ def test_two_processes_train_one_run_like_one_process_at_the_same_global_batch(t
     assert two.summary["val_loss"] == pytest.approx(one.summary["val_loss"], rel=1e-4)
     assert two.summary["val_accuracy"] == one.summary["val_accuracy"]
     assert two.summary["samples"] == one.summary["samples"] == 32
+
+
+def test_compile_trains_the_same_model_as_eager(tmp_path, tiny_dir, small, fast):
+    """``compile=True`` goes through torch.compile (inductor on the CPU); with dropout off (the
+    compiled graph draws its own dropout masks) the loss curve is the eager one."""
+    model = _no_dropout_model(tmp_path, tiny_dir)
+    curves = []
+    for compiled in (False, True):
+        m = tk.load_model(str(model), label_names=small.label_names)
+        run = tk.train(m, small, tk.Full(), compile=compiled, precision="fp32", max_length=32, **fast)
+        assert run.status == "completed" and run.config["train"]["compile"] is compiled
+        curves.append(run.history("step")["loss"].tolist())
+    assert curves[1] == pytest.approx(curves[0], rel=1e-4, abs=1e-5)
