@@ -264,3 +264,49 @@ def feature_cache(model, split: EncodedSplit, batch_size: int, amp: Optional[tor
 
 def feature_size_mb(model, split) -> float:
     return len(split) * model.hf.config.hidden_size * 4 / 2**20
+
+
+@dataclass
+class Inputs:
+    """What one phase of training iterates over, and what was cached to make it."""
+
+    train: Any                        # an EncodedSplit, a CachedSplit or a FeatureSplit
+    validation: Any
+    info: CacheInfo
+    frozen: int                       # frozen bottom blocks (with the embeddings); they run in eval mode
+    shape: Optional[_Shape] = None    # how the last cached block returns its output
+
+    def module(self, model) -> nn.Module:
+        """The task module, reading the cached blocks when there are any."""
+        if self.info.kind != "prefix":
+            return model.module
+        return CachedPrefix(model.module, blocks_list(model), self.frozen, self.shape)
+
+
+def inputs_for(model, plan, train: EncodedSplit, validation: EncodedSplit, batch_size: int, budget_mb: float,
+               amp: Optional[torch.dtype] = None) -> Inputs:
+    """A probe's head inputs, the output of the frozen bottom blocks, or (nothing frozen, or
+    the cache over ``budget_mb``) the token ids themselves; ``model`` already carries ``plan``."""
+    frozen = frozen_blocks(model)
+    if plan.cached_features:
+        mb = feature_size_mb(model, train) + feature_size_mb(model, validation)
+        if mb <= budget_mb:
+            return Inputs(feature_cache(model, train, batch_size, amp), feature_cache(model, validation, batch_size, amp),
+                          CacheInfo("features", model.num_blocks, round(mb, 2)), frozen)
+        return Inputs(train, validation, CacheInfo(None, frozen, reason=(
+            f"the probe's features would take {mb:,.0f} MB, over cache_budget_mb={budget_mb:g}; "
+            "the frozen backbone runs at every step instead")), frozen)
+    if frozen == 0:
+        return Inputs(train, validation, CacheInfo(None, 0), 0)
+    mb = cache_size_mb(model, train) + cache_size_mb(model, validation)
+    if mb > budget_mb:
+        return Inputs(train, validation, CacheInfo(None, frozen, reason=(
+            f"caching the output of the {frozen} frozen bottom blocks would take {mb:,.0f} MB, over "
+            f"cache_budget_mb={budget_mb:g}; they are recomputed at every step instead")), frozen)
+    try:
+        rows, shape = prefix_cache(model, train, frozen, batch_size, amp)
+        val_rows, _ = prefix_cache(model, validation, frozen, batch_size, amp)
+    except TypeError as e:  # a block whose output the lookup cannot stand in for
+        return Inputs(train, validation, CacheInfo(None, frozen, reason=f"not cached: {e}"), frozen)
+    return Inputs(CachedSplit(train, rows), CachedSplit(validation, val_rows),
+                  CacheInfo("prefix", frozen, round(mb, 2)), frozen, shape)

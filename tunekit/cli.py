@@ -272,11 +272,11 @@ def _check_writable(path) -> None:
         raise InputError("--report", f"cannot write {str(path)!r}")
 
 
-def cmd_compare(args) -> int:
+def _checked_inputs(args, strategies: list, option: str):
+    """The data and a model loaded for it, with every strategy checked against the model, so
+    that a bad option fails now, not after a run has trained; errors name the option."""
     from tunekit.data import DataError, load as load_data
     from tunekit.models import ModelNotFoundError, load_for, resolve_model_path
-
-    strategies = parse_strategies(args.strategies)
     try:
         data = load_data(args.data)
     except (DataError, ConfigError) as e:
@@ -286,12 +286,21 @@ def cmd_compare(args) -> int:
         model = load_for(args.model, data, args.task, args.seed)
     except (ModelNotFoundError, ConfigError) as e:
         raise InputError("--model", str(e)) from e
-    try:  # a strategy that does not fit the model fails now, not after the others have trained
+    try:
         for s in strategies:
             for phase in s.phases():
                 phase.strategy.count(model)
     except ConfigError as e:
-        raise InputError("--strategies", str(e)) from e
+        raise InputError(option, str(e)) from e
+    return data, model
+
+
+def cmd_compare(args) -> int:
+    from tunekit.data import DataError
+    from tunekit.models import ModelNotFoundError
+
+    strategies = parse_strategies(args.strategies)
+    data, model = _checked_inputs(args, strategies, "--strategies")
     del model
     _check_writable(args.report)
 
@@ -314,28 +323,13 @@ def cmd_compare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from tunekit.data import DataError, load as load_data
     from tunekit.engine import TrainingError, train
-    from tunekit.models import ModelNotFoundError, load_for, resolve_model_path
 
     strategies = parse_strategies(args.strategy)
     if len(strategies) != 1:
         raise InputError("--strategy", f"train takes one strategy (got {args.strategy!r}); use compare for several")
     strategy = strategies[0]
-    try:
-        data = load_data(args.data)
-    except (DataError, ConfigError) as e:
-        raise InputError("--data", str(e)) from e
-    try:
-        resolve_model_path(args.model)
-        model = load_for(args.model, data, args.task, args.seed)
-    except (ModelNotFoundError, ConfigError) as e:
-        raise InputError("--model", str(e)) from e
-    try:
-        for phase in strategy.phases():
-            phase.strategy.count(model)
-    except ConfigError as e:
-        raise InputError("--strategy", str(e)) from e
+    data, model = _checked_inputs(args, strategies, "--strategy")
     main_process = int(os.environ.get("RANK", "0")) == 0
     overrides = _train_overrides(args)
     overrides.pop("task")

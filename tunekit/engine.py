@@ -59,7 +59,7 @@ from tunekit.metrics import primary
 from tunekit.models import Model, load_for
 from tunekit.runs import Run
 from tunekit.runtime import adamw, choose_precision, lr_factor, pick_device, versions
-from tunekit.strategies import Plan, Strategy, get_strategy
+from tunekit.strategies import Strategy, get_strategy
 from tunekit.writer import ReplicaWriter, RunWriter
 
 EVENTS = ("train_start", "phase_start", "step", "memory", "eval", "epoch_end", "train_end")
@@ -222,15 +222,16 @@ class Trainer:
                 self._emit("phase_start", {"phase": p_index, "strategy": strat.describe(), "params": params,
                                            "steps": steps_per_epoch * epochs, "lr": lr})
                 t = time.perf_counter()  # a cache's one pass is part of the training cost
-                train_in, val_in, info, frozen = self._inputs(plan, train_enc, val_enc, amp)
+                inputs = prefix.inputs_for(model, plan, train_enc, val_enc, cfg.eval_batch_size,
+                                           cfg.cache_budget_mb, amp)
+                val_in, info = inputs.validation, inputs.info
                 state["train_time"] += time.perf_counter() - t
                 info.build_s = round(time.perf_counter() - t, 3)
                 state["cache"].append(info.describe())
                 writer.update(cache=state["cache"])
                 if info.reason and cfg.progress and world.main:
                     print(f"{label}: {info.reason}")
-                self._phase(strat, train_in, val_in, epochs, lr, device, amp, state, bar, frozen, info,
-                            seed=cfg.seed + p_index)
+                self._phase(strat, inputs, epochs, lr, device, amp, state, bar, seed=cfg.seed + p_index)
         except StopTraining:
             status, reason = "stopped", f"stopped by the user at step {state['step']}"
         except KeyboardInterrupt as e:  # Ctrl-C / interrupt the kernel: record, then let it propagate
@@ -283,37 +284,6 @@ class Trainer:
             raise ConfigError(problem)
         return made if world.main else ReplicaWriter(path)
 
-    def _inputs(self, plan: Plan, train_enc, val_enc, amp):
-        """What the loop iterates over, and what was cached: a probe's head inputs, the output
-        of frozen bottom blocks, or (nothing frozen, or over the budget) the token ids."""
-        model, cfg = self.model, self.config
-        frozen = prefix.frozen_blocks(model)
-        budget = cfg.cache_budget_mb
-        if plan.cached_features:
-            mb = prefix.feature_size_mb(model, train_enc) + prefix.feature_size_mb(model, val_enc)
-            if mb <= budget:
-                return (prefix.feature_cache(model, train_enc, cfg.eval_batch_size, amp),
-                        prefix.feature_cache(model, val_enc, cfg.eval_batch_size, amp),
-                        prefix.CacheInfo("features", model.num_blocks, round(mb, 2)), frozen)
-            return train_enc, val_enc, prefix.CacheInfo(None, frozen, reason=(
-                f"the probe's features would take {mb:,.0f} MB, over cache_budget_mb={budget:g}; "
-                "the frozen backbone runs at every step instead")), frozen
-        if frozen == 0:
-            return train_enc, val_enc, prefix.CacheInfo(None, 0), 0
-        mb = prefix.cache_size_mb(model, train_enc) + prefix.cache_size_mb(model, val_enc)
-        if mb > budget:
-            return train_enc, val_enc, prefix.CacheInfo(None, frozen, reason=(
-                f"caching the output of the {frozen} frozen bottom blocks would take {mb:,.0f} MB, over "
-                f"cache_budget_mb={budget:g}; they are recomputed at every step instead")), frozen
-        try:
-            rows, shape = prefix.prefix_cache(model, train_enc, frozen, cfg.eval_batch_size, amp)
-            val_rows, _ = prefix.prefix_cache(model, val_enc, frozen, cfg.eval_batch_size, amp)
-        except TypeError as e:  # a block whose output the lookup cannot stand in for
-            return train_enc, val_enc, prefix.CacheInfo(None, frozen, reason=f"not cached: {e}"), frozen
-        self._prefix = (frozen, shape)
-        return (prefix.CachedSplit(train_enc, rows), prefix.CachedSplit(val_enc, val_rows),
-                prefix.CacheInfo("prefix", frozen, round(mb, 2)), frozen)
-
     def _keep_initial(self, saved: dict) -> None:
         """Save the starting values (by canonical name) of trainable tensors that the run's
         parent cannot give back: a new head, or every trainable tensor of a model that was
@@ -335,14 +305,10 @@ class Trainer:
             if self.config.save_weights:
                 self.writer.save_tensors("initial.safetensors", saved)
 
-    def _modules(self, info) -> None:
+    def _modules(self, inputs) -> None:
         """The module each step goes through, and the one evaluation goes through (never the
         DDP wrapper: its forward is a collective, and processes evaluate unequal shares)."""
-        module = self.model.module
-        if info.kind == "prefix":
-            k, shape = self._prefix
-            module = prefix.CachedPrefix(module, prefix.blocks_list(self.model), k, shape)
-        self._eval_forward = module
+        module = self._eval_forward = inputs.module(self.model)
         forward = self.world.wrap(module)
         if self.wrap is not None:
             forward = self.wrap(forward)
@@ -360,10 +326,11 @@ class Trainer:
             state["train_time"] += time.perf_counter() - state["clock"]
             state["clock"] = None
 
-    def _phase(self, strat: Strategy, train_in, val_in, epochs: int, lr: float, device, amp, state, bar,
-               frozen: int, info, seed: int) -> None:
+    def _phase(self, strat: Strategy, inputs, epochs: int, lr: float, device, amp, state, bar,
+               seed: int) -> None:
         cfg, model, world = self.config, self.model, self.world
-        self._modules(info)
+        train_in, val_in, info, frozen = inputs.train, inputs.validation, inputs.info, inputs.frozen
+        self._modules(inputs)
         forward = self._forward
         groups = strat.param_groups(model, lr, cfg.weight_decay)
         opt = adamw(groups, lr, device)
