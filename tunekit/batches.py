@@ -154,11 +154,10 @@ class EncodedSplit(Dataset):
         batch = self.collate_fn([self.example(i) for i in index])
         return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,
-                device=None, by_length: bool = False) -> Iterator[dict]:
-        """Batches in order (or shuffled by ``generator``); ``by_length``: sorted by length,
-        which pads least (for evaluation, where the order does not matter)."""
-        order = torch.randperm(len(self), generator=generator).tolist() if shuffle else list(range(len(self)))
+    def batches(self, batch_size: int, device=None, by_length: bool = False) -> Iterator[dict]:
+        """Batches in order; ``by_length``: sorted by length, which pads least (for evaluation,
+        where the order does not matter). Training reads the split through :func:`loader`."""
+        order = list(range(len(self)))
         if by_length:
             order.sort(key=lambda i: len(self.input_ids[i]))
         for i in range(0, len(order), batch_size):
@@ -198,16 +197,3 @@ class FeatureSplit(Dataset):
 
     def tokens(self) -> int:
         return len(self)
-
-    def batches(self, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,
-                device=None) -> Iterator[dict]:
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        order = order.to(self.features.device)
-        for i in range(0, n, batch_size):
-            ix = order[i:i + batch_size]
-            batch = {"features": self.features[ix], "labels": self.labels[ix]}
-            yield {k: v.to(device) for k, v in batch.items()} if device is not None else batch
-
-    def num_batches(self, batch_size: int) -> int:
-        return -(-len(self) // batch_size)

@@ -203,10 +203,6 @@ class CachedSplit:
     def tokens(self) -> int:
         return self.split.tokens()
 
-    @property
-    def labels(self):
-        return self.split.labels
-
 
 class CachedPrefix(nn.Module):
     """The task module, with its bottom ``k`` blocks read from ``batch["prefix_hidden"]``.
