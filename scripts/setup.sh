@@ -12,7 +12,8 @@ PY=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip() { .venv/bin/python -m pip "$@"; }
 # PyTorch first, so that the pyproject's open range does not pull a multi-GB CUDA build where
-# a CPU one is at hand (on our CI machines 2.13.0 is a local CPU wheel). Any torch >= 2.4 works.
+# a CPU one is at hand (on our CI machines 2.13.0 is a local CPU wheel). Any torch >= 2.11 works
+# (torchao 0.18.0, pinned in pyproject.toml for quantization, is built against that range).
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   pip install -q "torch==${TUNEKIT_TORCH:-2.13.0}"
 fi

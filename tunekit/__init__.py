@@ -7,6 +7,7 @@
     runs  = tk.compare([tk.Probe(), tk.Freeze(train_blocks=[4, 5]), tk.LoRA(rank=8), tk.Full()], data)
     tk.evaluate(run, split="test")
     lm    = tk.load_model("smollm2", task="causal_lm")        # next-token loss, perplexity
+    tk.prune(run, sparsity=0.5); tk.quantize(run); tk.distil(run, student=[0, 2, 4], data=data)
 
 Names are imported lazily, so ``import tunekit`` (and ``tunekit.plots``) stay light.
 """
@@ -23,15 +24,17 @@ _EXPORTS = {
     "make_tiny": "tunekit.models", "Backbone": "tunekit.backbone",
     "ModelNotFoundError": "tunekit.models", "make_tiny_bert": "tunekit.models",
     "Probe": "tunekit.strategies", "Freeze": "tunekit.strategies", "LoRA": "tunekit.strategies", "IA3": "tunekit.strategies",
-    "Full": "tunekit.strategies", "LPFT": "tunekit.strategies", "Strategy": "tunekit.strategies",
+    "Full": "tunekit.strategies", "LPFT": "tunekit.strategies", "QAT": "tunekit.strategies", "Strategy": "tunekit.strategies",
     "get_strategy": "tunekit.strategies",
     "train": "tunekit.engine", "compare": "tunekit.engine", "Trainer": "tunekit.engine",
     "Event": "tunekit.engine", "StopTraining": "tunekit.engine", "evaluate": "tunekit.evaluation",
     "Run": "tunekit.runs", "load_run": "tunekit.runs", "list_runs": "tunekit.runs",
     "Lab": "tunekit.widgets",
+    "prune": "tunekit.post", "quantize": "tunekit.post", "distil": "tunekit.post", "forgetting": "tunekit.post",
+    "measure": "tunekit.post",
 }
 _MODULES = ("data", "models", "backbone", "tasks", "adapters", "strategies", "engine", "runs", "plots", "config",
-            "report", "inspect", "widgets", "metrics")
+            "report", "inspect", "widgets", "metrics", "post")
 
 __all__ = sorted(_EXPORTS) + list(_MODULES)
 

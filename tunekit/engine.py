@@ -97,11 +97,14 @@ class Trainer:
         wrap: called once per phase on the task module, after the strategy's plan is applied
             (e.g. ``lambda m: DistributedDataParallel(m)``); every step goes through what it
             returns. Run records are written by this process as usual.
+        record: extra fields for the record's ``config.json`` (e.g. ``{"kind": "distil",
+            "teacher": ...}`` from :func:`tunekit.distil`).
     """
 
     def __init__(self, model: Model, data: Any, strategy: Any = None,
                  config: Optional[TrainConfig] = None, callbacks: Optional[dict] = None,
-                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None, **overrides):
+                 wrap: Optional[Callable[[nn.Module], nn.Module]] = None, record: Optional[dict] = None,
+                 **overrides):
         if not isinstance(model, Model):
             raise ConfigError(f"model must be a model from tk.load_model() (got {type(model).__name__})")
         self.model = model
@@ -109,6 +112,7 @@ class Trainer:
         self.strategy = get_strategy(strategy if strategy is not None else "full")
         self.config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
         self.wrap = wrap
+        self.record = dict(record or {})
         if model.task.name == "classification" and model.num_labels != self.data.num_labels:
             raise ConfigError(f"the model has {model.num_labels} labels but the data has {self.data.num_labels} "
                               f"({self.data.label_names}); load it with "
@@ -185,6 +189,7 @@ class Trainer:
                           "why": precision_why},
             "world_size": world.size, "per_process_batch_size": cfg.batch_size // world.size,
             "params": params_before, "trained_before": list(model.trained_by),
+            "structure": list(model.structure), **self.record,
         })
         run = self.run_record = Run(writer.path, model=model) if world.main else None
         model.to(device)
@@ -258,6 +263,7 @@ class Trainer:
         if run is None:
             run = self.run_record = Run(writer.path, model=model)
         model.history.append({"name": writer.name, "path": str(writer.path.resolve())})
+        model.structure = []  # the record holds them now
         if isinstance(error, KeyboardInterrupt):
             raise error
         if status == "failed":

@@ -62,6 +62,9 @@ class Model:
         source: what was asked for (built-in name, path or hub id); ``path`` where it was found.
         new_parameters: parameters the checkpoint does not hold (a new head).
         history: ``[{"name", "path"}]`` of the runs that have changed this object's weights.
+        structure: the structural changes made since the last of those runs (blocks kept,
+            heads or neurons removed, a new head; see :mod:`tunekit.post.structure`), as
+            the steps that replay them; the next record written from this model keeps them.
     """
 
     def __init__(self, backbone: Backbone, task: Task, source: str, path: str,
@@ -74,6 +77,18 @@ class Model:
         self.path = path
         self.new_parameters = sorted(new_parameters)
         self.history: list[dict] = []
+        self.structure: list[dict] = []
+
+    def replace_hf(self, hf: nn.Module) -> None:
+        """Take ``hf`` (this model with its structure changed, or an adapter merged in) as the
+        Hugging Face model: the layer groups are re-read and the task module remade, keeping
+        the pooling and the training mode."""
+        pooling = getattr(self.module, "pooling", None)
+        self.backbone = Backbone(hf, self.tokenizer)
+        self.module = self.task.module(self.backbone)
+        if pooling is not None:
+            self.module.pooling = pooling
+        self.module.train(hf.training)
 
     # ----- what the backbone knows -------------------------------------------------------------
     hf = property(lambda self: self.backbone.hf)
@@ -167,6 +182,9 @@ class Model:
             self.backbone.attach(adapters.wrap(self.hf, plan.adapter))
         else:
             self.set_trainable(plan.train)
+        if plan.fake_quant is not None:
+            from tunekit.post.quantization import prepare_qat
+            prepare_qat(self, plan.fake_quant)
 
     # ----- forward -------------------------------------------------------------------------------
     @property

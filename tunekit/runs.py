@@ -1,10 +1,12 @@
 """Run records on disk: one directory per run, JSON + safetensors, no pickle.
 
     tunekit-runs/<run name>/
-        config.json          what was made and how: kind (train; prune, quantize,
-                             distil and eval are coming), parent (the record it
-                             started from, or null for the pretrained checkpoint),
-                             task, format of the weights (peft / safetensors), model,
+        config.json          what was made and how: kind (train, prune, quantize or
+                             distil), parent (the record it started from, or null for
+                             the pretrained checkpoint), structure (steps replayed on
+                             the parent's model: blocks kept, heads or neurons removed,
+                             a new head), task, format of the weights (peft,
+                             safetensors, torchao), model,
                              data + split seed, strategy, hyper-parameters, versions
         metrics.jsonl        one line per event (step, eval, epoch, ...), appended live
         summary.json         status (running / completed / stopped / failed) + final metrics
@@ -81,7 +83,7 @@ class Run:
 
     @property
     def kind(self) -> str:
-        """``train`` (and, to come, ``prune``, ``quantize``, ``distil``, ``eval``)."""
+        """``train``, ``prune``, ``quantize`` or ``distil`` (see :mod:`tunekit.post`)."""
         return self.config.get("kind", "train")
 
     @property
@@ -144,6 +146,13 @@ class Run:
             s["reason"] = "the training process ended before the run finished"
         return s
 
+    def update_summary(self, **fields) -> None:
+        """Add ``fields`` to summary.json (atomically): measurements made after the run ended."""
+        summary = self._read_json("summary.json")
+        summary.update(fields)
+        write_json(self.path / "summary.json", summary)
+        self._summary = summary
+
     @property
     def status(self) -> str:
         return self.summary.get("status", "?")
@@ -185,6 +194,10 @@ class Run:
         row.update({"wall_time_s": s.get("wall_time_s"), "samples_per_s": s.get("samples_per_s"),
                     "peak_memory_mb": s.get("peak_memory_mb"), "memory_kind": s.get("memory_kind"),
                     "device": self.config.get("device"), "steps": s.get("steps")})
+        for key in ("nonzero_params", "size_mb", "latency_ms"):  # measured by tunekit.post
+            if s.get(key) is not None:
+                row[key] = s[key]
+        row["parent"] = (self.parent or {}).get("name")
         return row
 
     # ----- weights ---------------------------------------------------------------------------------
@@ -207,11 +220,7 @@ class Run:
         (or the pretrained checkpoint), with the record's ``initial.safetensors`` applied."""
         import torch
 
-        parent = self.parent_run()
-        if parent is not None:
-            model = parent.load_model(merged=True)
-        else:
-            model = self._fresh_model()
+        model = self._base()
         start = self.initial_tensors()
         params = dict(model.hf.named_parameters())
         with torch.no_grad():
@@ -223,6 +232,23 @@ class Run:
             model.module.pooling = self.pooling
         model.module.eval()
         return model.to(device) if device else model
+
+    @property
+    def structure(self) -> list[dict]:
+        """The structural steps this record applies to its parent's model before its weights
+        (blocks kept for a student, heads or neurons removed, a new head); [] for none."""
+        return list(self.config.get("structure") or [])
+
+    def _base(self):
+        """The model this record's weights apply to: its parent's result (adapters merged) or
+        the pretrained checkpoint, with the record's structural steps replayed."""
+        parent = self.parent_run()
+        model = parent.load_model(merged=True) if parent is not None else self._fresh_model()
+        if self.structure:
+            from tunekit.post.structure import apply_steps
+            apply_steps(model, self.structure)
+            model.structure = []  # they belong to this record now
+        return model
 
     def _fresh_model(self):
         from tunekit.models import load_model
@@ -240,15 +266,10 @@ class Run:
         if fmt is None:
             raise RunRecordError(f"{self.path} holds no weights (saved with save_weights=False, "
                                  f"or the run {self.status} before any were written)")
-        parent = self.parent_run()
-        model = parent.load_model(merged=True) if parent is not None else self._fresh_model()
-        LOADERS[fmt](self, model)
+        base = self._base()
+        model = loader(fmt)(self, base) or base
         if merged and model.peft is not None:
-            from tunekit.backbone import Backbone
-            hf = model.peft.merge_and_unload()
-            model.backbone = Backbone(hf, model.tokenizer)
-            model.module = model.task.module(model.backbone)
-            model.module.train(hf.training)
+            model.replace_hf(model.peft.merge_and_unload())
         if self.task == "classification":
             model.module.pooling = self.pooling or "model"
         model.history.append({"name": self.name, "path": str(self.path.resolve())})
@@ -288,22 +309,44 @@ class Run:
         return f"Run({self.name!r}, {self.label}, {self.status}{metrics})"
 
 
-def _load_peft(run: Run, model) -> None:
+def _load_peft(run: Run, model):
     from peft import PeftModel
     model.backbone.attach(PeftModel.from_pretrained(model.hf, str(run.path / "adapter")))
+    return model
 
 
-def _load_safetensors(run: Run, model) -> None:
+def _load_safetensors(run: Run, model):
     from safetensors.torch import load_file
     state = load_file(str(run.path / "weights.safetensors"))
-    missing = set(state) - set(dict(model.hf.named_parameters()))
+    params = dict(model.hf.named_parameters())
+    missing = set(state) - set(params)
     if missing:
         raise RunRecordError(f"{run.path}/weights.safetensors has tensors the model lacks: {sorted(missing)[:5]}")
+    mismatched = [n for n, v in state.items() if params[n].shape != v.shape]
+    if mismatched:
+        raise RunRecordError(f"{run.path}/weights.safetensors does not fit the model it applies to "
+                             f"({mismatched[0]} and {len(mismatched) - 1} more have other shapes)")
     model.hf.load_state_dict(state, strict=False)
+    return model
 
 
-LOADERS = {"peft": _load_peft, "safetensors": _load_safetensors}
-"""Weights loaders by record ``format``: ``loader(run, model)`` applies the record's weights."""
+LOADERS = {"peft": _load_peft, "safetensors": _load_safetensors,
+           "torchao": "tunekit.post.quantization:load_quantized"}
+"""Weights loaders by record ``format``: ``loader(run, model)`` applies the record's weights to
+``model`` (its parent's result, structure replayed) and returns the model. A string names a
+loader in a module imported only when such a record is loaded."""
+
+
+def loader(fmt: str):
+    """The weights loader of record format ``fmt``."""
+    if fmt not in LOADERS:
+        raise RunRecordError(f"unknown record format {fmt!r}; known: {sorted(LOADERS)} (written by a newer tunekit?)")
+    found = LOADERS[fmt]
+    if isinstance(found, str):
+        import importlib
+        module, name = found.split(":")
+        found = getattr(importlib.import_module(module), name)
+    return found
 
 
 def load_run(path: str | os.PathLike) -> Run:

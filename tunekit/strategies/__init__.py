@@ -6,6 +6,7 @@
     tk.IA3()                        # learned rescaling vectors via peft
     tk.Full()                       # everything
     tk.LPFT()                       # probe, then full (two phases)
+    tk.QAT(bits=8)                  # full, with fake-quantized Linear layers (torchao)
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tunekit.strategies.ia3 import IA3
 from tunekit.strategies.lora import LoRA
 from tunekit.strategies.lpft import LPFT
 from tunekit.strategies.probe import Probe
+from tunekit.strategies.qat import QAT
 
 REGISTRY: dict[str, type[Strategy]] = {}
 
@@ -27,7 +29,7 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
-for _cls in (Probe, Freeze, LoRA, IA3, Full, LPFT):
+for _cls in (Probe, Freeze, LoRA, IA3, Full, LPFT, QAT):
     register(_cls)
 
 
@@ -47,5 +49,5 @@ def get_strategy(spec) -> Strategy:
     return REGISTRY[name](**kw)
 
 
-__all__ = ["Strategy", "Phase", "Plan", "Probe", "Freeze", "LoRA", "IA3", "Full", "LPFT", "REGISTRY", "register",
+__all__ = ["Strategy", "Phase", "Plan", "Probe", "Freeze", "LoRA", "IA3", "Full", "LPFT", "QAT", "REGISTRY", "register",
            "get_strategy"]

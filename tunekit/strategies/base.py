@@ -7,7 +7,9 @@ A strategy is a small dataclass. The engine asks it for its :class:`Phase` list
 * ``adapter``: a peft config; the engine wraps the model with it (peft then trains the
   adapter and the modules it names in ``modules_to_save``, such as a new head);
 * ``cached_features``: train the head alone on features computed once (a probe);
-* ``pooling``: the pooling the head reads (a probe may choose one).
+* ``pooling``: the pooling the head reads (a probe may choose one);
+* ``fake_quant``: weight bits to fake-quantize the block Linear layers at while they
+  train (quantization-aware training), or None.
 
 A strategy never changes the model it is shown: :meth:`Strategy.plan` and
 :meth:`Strategy.count` only read it. :meth:`Strategy.param_groups` gives the
@@ -47,6 +49,7 @@ class Plan:
     adapter: Any = None
     cached_features: bool = False
     pooling: Optional[str] = None
+    fake_quant: Optional[int] = None
 
     @property
     def format(self) -> str:

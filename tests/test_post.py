@@ -1,0 +1,301 @@
+"""Post-training: pruning, quantization, distillation and forgetting, on tiny random models and
+real data (the built-in MiniLM in the one marked slow test)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import tunekit as tk
+from tunekit.config import ConfigError
+from tunekit.post import structure as st
+from tunekit.post.distillation import DistillationModule, layer_map, relation_loss, response_loss
+from tunekit.post.pruning import block_linears
+
+
+@pytest.fixture(scope="module")
+def tiny4_dir(tmp_path_factory):
+    return str(tk.make_tiny("bert", tmp_path_factory.mktemp("tiny4"), layers=4))
+
+
+@pytest.fixture
+def trained(tiny4_dir, small, fast):
+    return tk.train(tk.load_model(tiny4_dir, label_names=small.label_names), small, tk.Full(), **fast)
+
+
+def _logits(model, texts):
+    enc = model.tokenize(texts)
+    model.module.eval()
+    with torch.no_grad():
+        return model.logits(enc["input_ids"], enc["attention_mask"])
+
+
+TEXTS = ["a quiet, well-acted surprise", "two hours I will not get back", "fine"]
+
+
+# ----- pruning -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_magnitude_pruning_writes_real_zeros_that_reload(trained, small, scope):
+    pruned = tk.prune(trained, sparsity=0.6, scope=scope, data=small)
+    assert pruned.kind == "prune" and pruned.parent["name"] == trained.name and pruned.status == "completed"
+    reloaded = tk.load_run(pruned.path).load_model()
+    weights = [m.weight for _, m in block_linears(reloaded)]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(0.6, abs=0.01)
+    if scope == "layer":  # each layer loses the same fraction
+        for w in weights:
+            assert float((w == 0).float().mean()) == pytest.approx(0.6, abs=0.01)
+    s = pruned.summary
+    assert s["sparsity"] == pytest.approx(zeros) and s["nonzero_params"] < s["before"]["nonzero_params"]
+    assert s["params"] == s["before"]["params"]  # unstructured: the shapes stay
+    # the parent's weights outside the pruned zeros are unchanged
+    parent = trained.load_model()
+    for (name, m), w in zip(block_linears(parent), weights):
+        kept = w != 0
+        assert torch.equal(m.weight.detach()[kept], w.detach()[kept]), name
+    # what evaluate says of the reloaded record is what the record measured
+    assert tk.evaluate(pruned, small)["accuracy"] == pytest.approx(s["val_accuracy"])
+
+
+def test_sparsity_sweep_is_one_call(trained, small):
+    runs = tk.prune(trained, sparsity=[0.0, 0.5, 0.9], data=small)
+    assert [round(r.summary["sparsity"], 2) for r in runs] == [0.0, 0.5, 0.9]
+    table = tk.post.sweep_table(runs)
+    assert list(table["sparsity"].round(2)) == [0.0, 0.5, 0.9]
+    assert table["nonzero_params"].is_monotonic_decreasing
+    assert runs[0].summary["val_accuracy"] == runs[0].summary["before"]["val_accuracy"]  # 0 changes nothing
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "llama", "roberta"])
+def test_head_pruning_shrinks_the_matrices_and_reloads(family, tmp_path, small, fast):
+    path = tk.make_tiny(family, tmp_path / family, layers=2, hidden=128)
+    model = tk.load_model(str(path), label_names=small.label_names)
+    run = tk.train(model, small, tk.Full(), **fast)
+    pruned = tk.prune(run, method="heads", amount=1, data=small)
+    step = pruned.config["structure"][0]["heads"]
+    assert all(len(kept) == 1 for kept in step.values())  # 2 heads per block, 1 removed
+    reloaded = tk.load_run(pruned.path).load_model()
+    for block in st.blocks(reloaded):
+        assert st.heads_of(reloaded, block) == 1
+    assert pruned.summary["params"] < pruned.summary["before"]["params"]
+    assert reloaded.parameter_counts()["total"] == pruned.summary["params"]
+    # the live pruned model and the reloaded one agree, and both still run
+    again = tk.load_run(pruned.path).load_model()
+    assert torch.allclose(_logits(reloaded, TEXTS), _logits(again, TEXTS))
+
+
+def test_head_pruning_removes_the_least_important_head(trained, small):
+    pruned = tk.prune(trained, method="heads", amount=1, data=small)
+    scores = pruned.summary["importance_scores"]
+    for block, kept in pruned.config["structure"][0]["heads"].items():
+        assert kept == [max(range(len(scores[int(block)])), key=scores[int(block)].__getitem__)]
+
+
+def test_removing_a_head_equals_zeroing_it(trained, small):
+    """Slicing out head h gives the same logits as zeroing its query/key/value rows and its
+    attention-output columns in the unpruned model (the head then contributes nothing)."""
+    model = trained.load_model()
+    zeroed = copy.deepcopy(model)
+    size = st.head_size(model)
+    for block in st.blocks(zeroed):
+        with torch.no_grad():
+            for _, layer in st.block_layers(block, ("value",)):
+                layer.weight[:size] = 0
+                layer.bias[:size] = 0
+            for _, layer in st.block_layers(block, ("attn_out",)):
+                layer.weight[:, :size] = 0
+    kept = {str(i): list(range(1, st.heads_of(model, b))) for i, b in enumerate(st.blocks(model))}
+    st.apply_steps(model, [{"heads": kept}])
+    assert torch.allclose(_logits(model, TEXTS), _logits(zeroed, TEXTS), atol=1e-5)
+
+
+def test_neuron_pruning_shrinks_the_ffn(trained, small):
+    pruned = tk.prune(trained, method="neurons", amount=0.5, data=small, importance="magnitude")
+    reloaded = pruned.load_model()
+    full = trained.load_model()
+    for a, b in zip(st.blocks(reloaded), st.blocks(full)):
+        assert st.neurons_of(a) == st.neurons_of(b) // 2
+    assert tk.evaluate(pruned, small)["accuracy"] == pytest.approx(pruned.summary["val_accuracy"])
+
+
+def test_recovery_keeps_the_zeros(trained, small):
+    recovered = tk.prune(trained, sparsity=0.5, data=small, recover={"epochs": 1, "train_size": 32, "progress": False})
+    assert recovered.kind == "train" and recovered.parent_run().kind == "prune"
+    before = recovered.parent_run().load_model()
+    after = recovered.load_model()
+    changed = False
+    for (_, a), (_, b) in zip(block_linears(before), block_linears(after)):
+        assert torch.equal(a.weight == 0, b.weight == 0)  # the same weights are zero
+        changed |= not torch.equal(a.weight, b.weight)
+    assert changed and recovered.summary["size_mb"] > 0
+
+
+def test_pruning_bad_input_names_the_parameter(trained, small):
+    for kw, word in [({"sparsity": 1.0}, "sparsity"), ({"sparsity": -0.1}, "sparsity"),
+                     ({"sparsity": "half"}, "sparsity"), ({"method": "random"}, "method"),
+                     ({"scope": "block"}, "scope"), ({"method": "heads", "amount": 2}, "every attention head"),
+                     ({"method": "heads", "amount": 0}, "amount"), ({"method": "neurons", "amount": 1.0}, "amount"),
+                     ({"method": "heads", "amount": 1, "importance": "random"}, "importance"),
+                     ({"recover": {"epochs": 0}}, "epochs")]:
+        with pytest.raises(ConfigError, match=word):
+            tk.prune(trained, data=small, **kw)
+
+
+def test_head_pruning_refuses_shared_key_value_heads(tmp_path, small):
+    import transformers as t
+    cfg = t.LlamaConfig(vocab_size=30522, hidden_size=128, num_hidden_layers=1, num_attention_heads=4,
+                        num_key_value_heads=2, intermediate_size=256, pad_token_id=0)
+    t.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "gqa")
+    from transformers import AutoTokenizer
+    AutoTokenizer.from_pretrained(tk.models.minilm_dir()).save_pretrained(tmp_path / "gqa")
+    model = tk.load_model(str(tmp_path / "gqa"), label_names=small.label_names)
+    with pytest.raises(ConfigError, match="key/value"):
+        tk.prune(model, method="heads", amount=1, data=small)
+
+
+# ----- quantization ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method,bits", [("int8-dynamic", None), ("int8-weight", None), ("intx-dynamic", 4)])
+def test_quantized_outputs_stay_close_and_reload(trained, small, method, bits):
+    q = tk.quantize(trained, method=method, bits=bits, data=small)
+    assert q.kind == "quantize" and q.format == "torchao" and q.parent["name"] == trained.name
+    float_logits = _logits(trained.load_model(), TEXTS)
+    reloaded = q.load_model()
+    from torchao.utils import TorchAOBaseTensor
+    assert isinstance(st.blocks(reloaded)[0].attention.self.query.weight, TorchAOBaseTensor)
+    q_logits = _logits(reloaded, TEXTS)
+    scale = float(float_logits.abs().max())
+    assert float((q_logits - float_logits).abs().max()) < (0.05 if bits is None else 0.3) * max(scale, 1.0)
+    assert q.summary["max_logit_diff"] < (0.05 if bits is None else 0.3) * max(scale, 1.0)
+    # the record's file is the quantized model: smaller than the float one
+    assert (q.path / "weights.safetensors").stat().st_size < q.summary["before"]["size_mb"] * 2 ** 20
+    assert q.summary["size_mb"] < q.summary["before"]["size_mb"]
+    assert tk.evaluate(q, small)["accuracy"] == pytest.approx(q.summary["val_accuracy"])
+
+
+def test_quantize_bad_input(trained, small, monkeypatch):
+    with pytest.raises(ConfigError, match="method must be one of"):
+        tk.quantize(trained, method="int3-magic", data=small)
+    with pytest.raises(ConfigError, match="bits"):
+        tk.quantize(trained, method="intx-dynamic", bits=1, data=small)
+    with pytest.raises(ConfigError, match="bits"):
+        tk.quantize(trained, method="int8-dynamic", bits=4, data=small)
+    from tunekit.post import quantization
+    monkeypatch.setattr(quantization, "torchao_available", lambda: False)
+    with pytest.raises(ConfigError, match="torchao.*not installed.*pip install torchao=="):
+        tk.quantize(trained, data=small)
+
+
+def test_qat_trains_fake_quantized_and_converts_to_what_it_saw(tiny4_dir, small, fast):
+    model = tk.load_model(tiny4_dir, label_names=small.label_names)
+    run = tk.train(model, small, tk.QAT(bits=8), precision="fp32", **fast)
+    from torchao.quantization.qat.linear import FakeQuantizedLinear
+    assert isinstance(st.blocks(run.model)[0].attention.self.query, FakeQuantizedLinear)
+    live = _logits(run.model, TEXTS)  # the fake-quantized model, as it trained
+    q = tk.quantize(run, data=small)
+    assert q.strategy["method"] == "intx-dynamic" and q.strategy["trained_for"] == "qat"
+    assert torch.allclose(_logits(q.load_model(), TEXTS), live, atol=1e-4)
+    with pytest.raises(ConfigError, match="QAT.bits"):
+        tk.QAT(bits=16)
+
+
+# ----- distillation -------------------------------------------------------------------------------------------
+def test_every_distillation_loss_is_zero_when_the_student_is_the_teacher(trained, small):
+    teacher = trained.load_model(merged=True)
+    student = copy.deepcopy(teacher)
+    module = DistillationModule(student.module, teacher.module, {"response": 1.0, "feature": 1.0, "relation": 1.0},
+                                0.0, 3.0, list(st.blocks(student)), list(st.blocks(teacher)), causal=False)
+    module.eval()
+    enc = teacher.tokenize(small.train["text"].tolist()[:8])
+    out = module({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                  "labels": torch.tensor(small.train["label"].tolist()[:8])})
+    assert out.loss.item() == 0.0
+    # ... and each one is positive for a different student
+    with torch.no_grad():
+        for p in student.hf.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    for name in ("response", "feature", "relation"):
+        m = DistillationModule(student.module, teacher.module, {name: 1.0}, 0.0, 3.0, list(st.blocks(student)),
+                               list(st.blocks(teacher)), causal=False).eval()
+        assert m({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}).loss.item() > 0, name
+
+
+def test_response_loss_is_hinton_kl_times_t_squared():
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    T = 2.5
+    expected = torch.nn.functional.kl_div((s / T).log_softmax(-1), (t / T).softmax(-1), reduction="batchmean") * T * T
+    assert response_loss(s, t, T).item() == pytest.approx(expected.item(), rel=1e-5)
+    x = torch.randn(6, 5)
+    assert relation_loss(x * 3.0, x).item() == pytest.approx(0.0, abs=1e-6)  # RKD is scale-free
+    assert layer_map(3, 6) == [1, 3, 5] and layer_map(6, 6) == list(range(6))
+
+
+def test_distil_a_block_subset_and_compare_with_the_student_alone(trained, small, fast):
+    kw = {k: v for k, v in fast.items() if k != "runs_dir"}
+    distilled, alone = tk.distil(trained, student=[0, 2], loss="response+feature", data=small, baseline=True, **kw)
+    assert distilled.kind == "distil" and distilled.config["teacher"]["name"] == trained.name
+    assert distilled.parent["name"] == trained.name and distilled.config["structure"] == [{"blocks": [0, 2]}]
+    assert alone.kind == "train" and alone.label == "student-alone"
+    assert alone.config["train"]["seed"] == distilled.config["train"]["seed"]
+    assert alone.config["data"]["train_used"] == distilled.config["data"]["train_used"]
+    reloaded = tk.load_run(distilled.path).load_model()
+    assert reloaded.num_blocks == 2
+    assert torch.allclose(_logits(reloaded, TEXTS), _logits(distilled.model, TEXTS), atol=1e-5)
+    start = tk.load_run(distilled.path).load_start()  # the teacher's blocks 0 and 2
+    teacher = trained.load_model()
+    assert torch.equal(st.blocks(start)[1].attention.self.query.weight, st.blocks(teacher)[2].attention.self.query.weight)
+    s = distilled.summary
+    assert s["params"] < s["teacher"]["params"] and s["size_mb"] < s["teacher"]["size_mb"]
+    assert s["latency_ms"] > 0 and "val_accuracy" in s["teacher"]
+
+
+def test_distil_bad_input(trained, small, tiny4_dir, rt):
+    with pytest.raises(ConfigError, match="loss"):
+        tk.distil(trained, loss="attention", data=small)
+    with pytest.raises(ConfigError, match="student blocks"):
+        tk.distil(trained, student=[0, 9], data=small)
+    with pytest.raises(ConfigError, match="temperature"):
+        tk.distil(trained, temperature=0, data=small)
+    other = tk.load_model(tiny4_dir, label_names=["a", "b", "c"])
+    with pytest.raises(ConfigError, match="student: its labels"):
+        tk.distil(trained, student=other, data=small)
+    with pytest.raises(ConfigError, match="student must be"):
+        tk.distil(trained, student="half", data=small)
+    with pytest.raises(ConfigError, match="nothing to learn"):
+        tk.distil(trained, loss=None, hard=0, data=small)
+
+
+# ----- forgetting ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bbc_small():
+    bbc = tk.data.bbc_news()
+    df = bbc.train.sample(150, random_state=0).assign(label=lambda d: d["label"].map(dict(enumerate(bbc.label_names))))
+    return tk.data.from_dataframe(df, label_names=bbc.label_names, validation_size=20, test_size=30, name="bbc-small")
+
+
+def test_forgetting_a_probe_forgets_nothing(tiny4_dir, small, bbc_small, fast):
+    df = tk.forgetting([tk.Probe(), tk.Full()], first=small, then=bbc_small, model=tiny4_dir, n=24,
+                       lr=5e-3, **fast)
+    assert list(df.columns[:7]) == ["strategy", "a_before", "a_after", "forgot", "b_before", "b_after", "learned"]
+    assert {"drift", "knn_agreement", "drift_from_base", "run"} <= set(df.columns)
+    probe, full = df.iloc[0], df.iloc[1]
+    assert probe["a_after"] == probe["a_before"] and probe["forgot"] == 0.0
+    assert probe["drift"] == pytest.approx(0.0, abs=1e-6) and probe["knn_agreement"] == 1.0
+    assert full["drift"] > 1e-4 and full["knn_agreement"] < 1.0
+    assert (df["forgot"] == df["a_before"] - df["a_after"]).all()
+    # task B's record reloads: the body B changed, wearing B's head
+    import os
+    b = tk.load_run(os.path.join(fast["runs_dir"], full["run"]))
+    assert b.parent["name"] == df.attrs["first_run"] and b.load_model().label_names == bbc_small.label_names
+    assert df.attrs["split"] == "test"
+
+
+# ----- the built-in model ------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_post_training_on_minilm(tmp_path, rt):
+    model = tk.load_model("minilm", label_names=rt.label_names)
+    run = tk.train(model, rt, tk.LoRA(rank=4), train_size=64, eval_size=64, runs_dir=str(tmp_path), progress=False)
+    q = tk.quantize(run)
+    assert q.summary["max_logit_diff"] < 0.1 and abs(q.summary["val_accuracy"] - q.summary["before"]["val_accuracy"]) < 0.05
+    h = tk.prune(run, method="heads", amount=4)
+    assert h.summary["params"] < h.summary["before"]["params"] and h.load_model().num_blocks == 6

@@ -1,0 +1,252 @@
+"""What every post-training operation shares: where it starts, what it measures, the record it writes.
+
+An operation takes a saved run (or a loaded pretrained model), changes a copy of its
+model, and writes a record of its own ``kind`` whose ``parent`` is that run. The
+caller's model is never changed. Before and after are measured in the same process,
+on the same machine, the same examples and in fp32:
+
+* the task's metrics on the run's own validation subset (:func:`tunekit.evaluate`);
+* ``params``: parameters held; ``nonzero_params``: those that are not exactly zero;
+* ``size_mb``: the whole model written as one safetensors file, measured on disk;
+* ``latency_ms``: the median wall time of a forward pass over one batch of validation
+  texts on the CPU (``latency_batch`` examples), with the threads it had.
+
+The summary holds the result's numbers at the top level (``val_accuracy``, ``size_mb`` ...)
+and the parent's under ``before``.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from tunekit import __version__
+from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, positive_int
+from tunekit.models import Model
+from tunekit.runs import Run, load_run
+from tunekit.runtime import versions
+from tunekit.writer import RunWriter
+
+LATENCY_BATCH = 32
+LATENCY_REPEATS = 5
+
+
+@dataclass
+class Source:
+    """Where an operation starts: a private copy of the model, the record it came from (None
+    for a pretrained model) and the parts of that record a derived one inherits."""
+
+    model: Model
+    run: Optional[Run]
+    data: Any
+    train: dict = field(default_factory=dict)
+
+    @property
+    def parent(self) -> Optional[dict]:
+        if self.run is not None:
+            return {"name": self.run.name, "path": str(self.run.path.resolve())}
+        return dict(self.model.history[-1]) if self.model.history else None
+
+    @property
+    def name(self) -> str:
+        return self.run.name if self.run is not None else os.path.basename(str(self.model.source)) or "model"
+
+    @property
+    def runs_dir(self) -> str:
+        return str(self.run.path.parent) if self.run is not None else DEFAULT_RUNS_DIR
+
+
+def source(run_or_model: Any, data: Any = None) -> Source:
+    """The start of an operation: a run (a :class:`Run` or its directory; its model is loaded
+    from disk, adapters merged) or a :class:`Model` (deep-copied). ``data``: the data set it
+    is measured on (default: the run's built-in data set)."""
+    from tunekit.data import BUILTIN, load as load_data
+    if isinstance(run_or_model, Model):
+        if data is None:
+            raise ConfigError("a model (not a run) needs data=<TextDataset or built-in name> to be measured on")
+        model = copy.deepcopy(run_or_model)
+        if model.peft is not None:
+            model.replace_hf(model.peft.merge_and_unload())
+        model.module.eval()
+        return Source(model, None, load_data(data), {"seed": 0, "eval_size": None, "max_length": 128})
+    try:
+        run = run_or_model if isinstance(run_or_model, Run) else load_run(run_or_model)
+    except (TypeError, OSError) as e:
+        raise ConfigError(f"run must be a Run, a run directory or a model from tk.load_model() "
+                          f"(got {type(run_or_model).__name__})") from e
+    if not run.has_weights and run.kind == "train":
+        raise ConfigError(f"run {run.name!r} holds no weights to start from (status {run.status})")
+    if data is None:
+        name = run.config.get("data", {}).get("name")
+        if name not in BUILTIN:
+            raise ConfigError(f"run {run.name!r} was trained on {name!r}, which is not a built-in data set: "
+                              "pass data=<the same TextDataset>")
+        data = name
+    model = run.load_model(merged=True)
+    return Source(model, run, load_data(data), dict(run.config.get("train", {})))
+
+
+# ----- measuring ---------------------------------------------------------------------------------------
+def _state_for_disk(model: Model) -> tuple[dict, Optional[dict]]:
+    """The whole model's tensors as safetensors takes them (shared tensors once; torchao's
+    quantized tensors flattened into their parts, with the metadata to rebuild them)."""
+    state, seen = {}, set()
+    for name, t in model.hf.state_dict().items():
+        key = (t.data_ptr(), tuple(t.shape), str(t.dtype)) if type(t) is torch.Tensor else None
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen.add(key)
+        state[name] = t
+    if all(type(t) is torch.Tensor for t in state.values()):
+        return {k: v.detach().cpu().contiguous() for k, v in state.items()}, None
+    from tunekit.post.quantization import flatten
+    return flatten(state)
+
+
+def save_model_tensors(model: Model, path: Path) -> None:
+    """Write the whole model to one safetensors file (atomically)."""
+    from safetensors.torch import save_file
+    tensors, metadata = _state_for_disk(model)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def size_mb(model: Model) -> float:
+    """The model's size on disk: every tensor written to one safetensors file, measured."""
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "model.safetensors"
+        save_model_tensors(model, f)
+        return round(f.stat().st_size / 2 ** 20, 3)
+
+
+def parameter_counts(model: Model) -> dict:
+    """``params`` (held) and ``nonzero_params`` (not exactly zero), counting quantized weights
+    by their number of values."""
+    total = nonzero = 0
+    for _, p in model.hf.named_parameters():
+        plain = type(p) in (torch.Tensor, torch.nn.Parameter)
+        values = p if plain or not hasattr(p, "dequantize") else p.dequantize()
+        total += p.numel()
+        nonzero += int(torch.count_nonzero(values.detach()))
+    return {"params": int(total), "nonzero_params": int(nonzero)}
+
+
+@torch.no_grad()
+def latency_ms(model: Model, texts, max_length: int = 128, repeats: int = LATENCY_REPEATS) -> dict:
+    """Median wall time of one forward pass over ``texts`` (one batch) on the CPU, in fp32."""
+    positive_int("repeats", repeats)
+    device = model.device
+    model.to("cpu")
+    model.module.eval()
+    enc = model.tokenize(list(texts), max_length)
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    try:
+        model.module(batch)  # warm-up (allocations, lazy kernels)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.module(batch)
+            times.append(time.perf_counter() - t)
+    finally:
+        model.to(device)
+    return {"latency_ms": round(1000 * statistics.median(times), 3), "latency_batch": len(texts),
+            "latency_threads": torch.get_num_threads(), "latency_machine": machine()}
+
+
+def machine() -> str:
+    """A short description of the CPU this process runs on."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def evaluation_args(src: Source) -> dict:
+    """The examples a run was evaluated on (its validation subset), for before and after alike."""
+    return {"split": "validation", "size": src.train.get("eval_size"), "seed": int(src.train.get("seed", 0)) + 1,
+            "max_length": src.train.get("max_length") or 128}
+
+
+def measure(model: Any, src: Optional[Source] = None, evaluate: bool = True) -> dict:
+    """Everything the post-training views compare, measured now (see the module docstring).
+
+    ``tk.measure(run)``: measure a run's model (a training run too) and add ``params``,
+    ``nonzero_params``, ``size_mb`` and ``latency_ms`` to its summary, so that it sits on the
+    same size and latency axes as the post-training records; returns what was measured."""
+    if src is None:
+        return _measure_record(model)
+    from tunekit.evaluation import evaluate as run_evaluate
+    out: dict[str, Any] = {}
+    if evaluate:
+        args = evaluation_args(src)
+        metrics = run_evaluate(model, src.data, precision="fp32", device="cpu", **args)
+        out.update({f"val_{k}": v for k, v in metrics.items() if k not in ("examples", "seconds")})
+        out["eval_examples"] = metrics["examples"]
+    out.update(parameter_counts(model))
+    out["size_mb"] = size_mb(model)
+    texts = src.data.validation["text"].tolist()[:LATENCY_BATCH] or src.data.train["text"].tolist()[:LATENCY_BATCH]
+    out.update(latency_ms(model, texts, src.train.get("max_length") or 128))
+    return out
+
+
+def _measure_record(run: Any) -> dict:
+    src = source(run)
+    out = measure(src.model, src, evaluate=False)
+    src.run.update_summary(**out)
+    return out
+
+
+# ----- the record ----------------------------------------------------------------------------------------
+def describe_source(src: Source) -> dict:
+    """The config fields a derived record inherits from where it started."""
+    cfg = dict(src.run.config) if src.run is not None else {}
+    return {"task": src.model.task.name, "model": src.model.describe(),
+            "data": cfg.get("data") or src.data.describe(), "train": src.train}
+
+
+@contextlib.contextmanager
+def derived_record(src: Source, result: Model, kind: str, label: str, operation: dict, *, fmt: Optional[str],
+                   name: Optional[str] = None, runs_dir: Optional[str] = None):
+    """Write a record of ``kind`` whose parent is ``src`` and whose model is ``result`` (its
+    structural steps are recorded); yields its :class:`RunWriter`.
+
+    The record is marked running while the block runs, completed when it returns, and
+    failed, with the reason, when it raises (the error then propagates)."""
+    counts = parameter_counts(result)
+    config = {"kind": kind, "parent": src.parent, **describe_source(src), "model": result.describe(),
+              "format": fmt, "structure": list(result.structure), "tunekit_version": __version__,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "strategy": operation, "strategy_label": label,
+              "device": "cpu", "versions": {**versions(), **_extra_versions()},
+              "precision": {"requested": "fp32", "autocast": None, "why": "post-training measurements run in fp32"},
+              "params": {"trainable": 0, "total": counts["params"], "percent": 0.0,
+                         "nonzero": counts["nonzero_params"]}}
+    writer = RunWriter(runs_dir or src.runs_dir, name or f"{src.name}-{label}", config)
+    t = time.perf_counter()
+    try:
+        yield writer
+    except BaseException as e:
+        writer.finish("failed", f"{type(e).__name__}: {e}", wall_time_s=round(time.perf_counter() - t, 3))
+        raise
+    writer.finish("completed", None, wall_time_s=round(time.perf_counter() - t, 3))
+
+
+def _extra_versions() -> dict:
+    out = {}
+    with contextlib.suppress(ImportError):
+        import importlib.metadata as md
+        out["torchao"] = md.version("torchao")
+    return out
