@@ -299,3 +299,29 @@ def test_post_training_on_minilm(tmp_path, rt):
     assert q.summary["max_logit_diff"] < 0.1 and abs(q.summary["val_accuracy"] - q.summary["before"]["val_accuracy"]) < 0.05
     h = tk.prune(run, method="heads", amount=4)
     assert h.summary["params"] < h.summary["before"]["params"] and h.load_model().num_blocks == 6
+
+
+# ----- the command line ------------------------------------------------------------------------------------------
+def test_cli_prune_quantize_distil(trained, small, tmp_path, capsys):
+    from tunekit.cli import main
+    small.train.assign(label=small.train["label"].map(dict(enumerate(small.label_names)))).to_csv(
+        tmp_path / "small.csv", index=False)
+    csv = str(tmp_path / "small.csv")
+    runs_dir = str(trained.path.parent)
+    assert main(["prune", trained.name, "--runs-dir", runs_dir, "--data", csv, "--sparsity", "0.3,0.6"]) == 0
+    out = capsys.readouterr().out
+    assert "prune30" in out and "prune60" in out and "(was" in out and "latency measured on" in out
+    assert main(["quantize", str(trained.path), "--data", csv]) == 0
+    assert "int8-dynamic" in capsys.readouterr().out
+    assert main(["distil", str(trained.path), "--data", csv, "--student", "0,3", "--no-progress"]) == 0
+    assert "distil-response" in capsys.readouterr().out
+    for argv, option in [(["prune", str(trained.path), "--data", csv, "--sparsity", "1.5"], "--sparsity"),
+                         (["prune", str(trained.path), "--data", csv, "--method", "heads", "--amount", "2"], "--amount"),
+                         (["quantize", str(trained.path), "--data", csv, "--method", "intx-dynamic", "--bits", "1"],
+                          "--bits"),
+                         (["distil", str(trained.path), "--data", csv, "--student", "0,9"], "--student"),
+                         (["distil", str(trained.path), "--data", csv, "--loss", "attention"], "--loss"),
+                         (["prune", "no-such-run", "--runs-dir", runs_dir], "RUN")]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"argument {option}" in err and "Traceback" not in err, (argv, err)
