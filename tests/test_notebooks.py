@@ -197,3 +197,20 @@ def test_06_causal_lm_runs_reduced_on_a_cpu(python3_kernel, tmp_path):
     assert "perplexity before" in html and "accuracy" not in html
     assert _table_rows(_tagged(nb, "perplexity-table")) == 4
     assert len(_figures(nb)) >= 5
+
+
+@pytest.mark.slow
+def test_07_post_training_runs(python3_kernel, tmp_path):
+    params = {"TRAIN_SIZE": 48, "EVAL_SIZE": 24, "EPOCHS": 1, "SEED": 0, "SPARSITIES": [0.5, 0.9], "HEADS": 6,
+              "STUDENT": [0, 5], "FORGET_TRAIN_SIZE": 32, "RUNS_DIR": str(tmp_path / "runs")}
+    nb = _execute("07_post_training.ipynb", params, tmp_path, python3_kernel)
+    from tunekit.runs import list_runs
+    runs = list_runs(tmp_path / "runs")
+    kinds = sorted(r.kind for r in runs)
+    assert kinds.count("prune") == 3 and kinds.count("quantize") == 2 and kinds.count("distil") == 1
+    assert all(r.status == "completed" for r in runs)
+    assert _table_rows(_tagged(nb, "post-table")) == 8  # teacher, 2 sparsities, heads, int8, int4, 2 students
+    assert _table_rows(_tagged(nb, "forgetting-table")) == 3
+    (html,) = [d["text/html"] for d in _results(_tagged(nb, "forgetting-table")) if "text/html" in d]
+    assert "a_before" in html and "forgot" in html
+    assert len(_figures(nb)) == 4  # sparsity curve, two Pareto views, learned vs forgotten

@@ -7,6 +7,7 @@ drawn where only the records are.
 * :mod:`tunekit.plots.weights` - weight-change heatmaps, update spectra and ranks.
 * :mod:`tunekit.plots.representations` - CKA vs layer, PCA of pooled features.
 * :mod:`tunekit.plots.attribution` - token attributions of several runs, stacked.
+* :mod:`tunekit.plots.post` - post-training: a metric vs sparsity, learned vs forgotten.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ _LAZY = {
     "spectrum": "weights", "rank_by_block": "weights",
     "cka_by_layer": "representations", "pca_scatter": "representations",
     "attribution_view": "attribution", "attribution_html": "attribution",
+    "forgetting_map": "post", "sparsity_curve": "post",
 }
 
 

@@ -37,7 +37,9 @@ EVAL_METRICS = {"val_accuracy": "validation accuracy", "val_macro_f1": "validati
                 "val_loss": "validation loss", "val_perplexity": "validation perplexity"}
 STEP_X = {"step": "step", "samples": "training examples seen", "epoch": "epoch", "elapsed_s": "seconds"}
 PARETO_X = {"trainable_params": "trainable parameters", "peak_memory_mb": "peak memory (MB)",
-            "wall_time_s": "wall time (s)"}
+            "wall_time_s": "wall time (s)", "total_params": "parameters held",
+            "nonzero_params": "non-zero parameters", "size_mb": "size on disk (MB)",
+            "latency_ms": "CPU latency per batch (ms)"}
 TABLE_COLUMNS = {  # runs.table() column -> readable name
     "strategy": "strategy", "run": "run", "trainable_params": "trainable params",
     "trainable_percent": "trainable %", "accuracy": "accuracy", "macro_f1": "macro-F1",
@@ -251,7 +253,10 @@ PARETO_Y = ("accuracy", "macro_f1", "perplexity")
 
 def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
            log_x: Optional[bool] = None) -> go.Figure:
-    """A metric of each run against its cost ``x``: trainable_params, peak_memory_mb or wall_time_s.
+    """A metric of each run against its cost ``x``: trainable_params, peak_memory_mb or
+    wall_time_s (what training cost), or total_params, nonzero_params, size_mb or latency_ms
+    (what the result costs to keep and run; measured by :mod:`tunekit.post`, and by
+    ``tk.measure(run)`` for a training run).
 
     ``y``: accuracy, macro_f1 or perplexity; None takes the runs' task's main metric. One
     marker per run (hollow for runs that did not complete) and a grey line through the
@@ -268,7 +273,7 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
     if y not in PARETO_Y:
         raise ConfigError(f"y must be one of {list(PARETO_Y)} (got {y!r})")
     metric = METRICS[y]
-    log_x = x != "peak_memory_mb" if log_x is None else bool(log_x)
+    log_x = x in ("trainable_params", "wall_time_s") if log_x is None else bool(log_x)
     series = [_Series(str(r.get("run")), str(r.get("strategy")), str(r.get("status")),
                       PALETTE[i % len(PALETTE)], pd.DataFrame(), pd.DataFrame())
               for i, r in enumerate(rows.to_dict("records"))]
