@@ -271,3 +271,33 @@ def test_lora_targets_list_every_layer_peft_adapts(tmp_path, small):
     assert set(c.targets.options) == {"c_attn", "c_proj", "c_fc"} and c.targets.value == ("c_attn",)
     c.kind_w.value = "lora"
     assert isinstance(c.strategy(), tk.LoRA) and "<b>" in c.counts.value
+
+
+def test_post_training_tab_prunes_quantizes_and_the_records_join_the_views(lab):
+    lab.controls.kind_w.value = "full"
+    lab.train(wait=True)
+    post = lab.runs.post
+    assert lab.runs.tabs.get_title(4) == "Post-training"
+    assert post.run_w.value == lab.last_run
+    post.op_w.value = "prune: smallest weights"
+    post.sliders["sparsity"].value = 0.5
+    assert post.apply(wait=True)
+    assert "prune50" in post.status.value and "was" in post.status.value, post.status.value
+    post.run_w.value = lab.last_run
+    post.op_w.value = "quantize (torchao)"
+    assert post.controls.children[0] is post.sliders["bits"]
+    assert post.apply(wait=True)
+    assert "int8-dynamic" in post.status.value, post.status.value
+    post.op_w.value = "prune: attention heads"
+    post.sliders["heads"].value = 5  # the tiny model has 2 heads per block
+    post.run_w.value = lab.last_run
+    assert post.apply(wait=True)
+    assert "Not done" in post.status.value and "every attention head" in post.status.value
+    names = [r.name for r in lab.runs.runs()]
+    assert any(n.endswith("prune50") for n in names) and any(n.endswith("int8-dynamic") for n in names)
+    lab.runs.select.value = tuple(names)
+    for view in ("Compare", "Weights", "Representations"):
+        lab.runs.show(view, wait=True)
+        assert lab.runs.message.value == "", (view, lab.runs.message.value)
+    titles = [w.layout.title.text for w in lab.runs.panes["Compare"].children]
+    assert any("size on disk" in t for t in titles) and any("latency" in t for t in titles)

@@ -57,6 +57,8 @@ def _deltas(pair: Pair) -> tuple[Model, dict[str, tuple[torch.Tensor, torch.Tens
             if now is None:
                 raise ValueError(f"{pair.name}: the trained model has no parameter {name!r}")
             base = base.float().cpu()
+            if type(now) not in (torch.Tensor, torch.nn.Parameter) and hasattr(now, "dequantize"):
+                now = now.dequantize()  # a quantized record: the change is the rounding
             if now.dtype == torch.float64:  # an adapter's merged weight: subtract in float64
                 delta = (now.cpu() - base.double()).float()
             else:

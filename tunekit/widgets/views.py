@@ -47,8 +47,10 @@ class RunsPanel(W.VBox):
             self.buttons[name] = b
             extra = [self.sentence] if name == "Attribution" else []
             tabs.append(W.VBox([*extra, b, self.panes[name]]))
-        self.tabs = W.Tab(children=tabs)
-        for i, name in enumerate(VIEWS):
+        from tunekit.widgets.post import PostPanel
+        self.post = PostPanel(self)
+        self.tabs = W.Tab(children=tabs + [self.post])
+        for i, name in enumerate(VIEWS + ("Post-training",)):
             self.tabs.set_title(i, name)
         super().__init__([W.HTML("<b>Runs</b> (in " + html.escape(str(runs_dir)) + ")"), self.table,
                           W.HBox([self.select, self.refresh_button]), self.message, self.tabs])
@@ -72,6 +74,8 @@ class RunsPanel(W.VBox):
         # keep the selection, and add runs that appeared since (the one just trained)
         chosen = [r.name for r in runs if r.name in before or (known and r.name not in known)]
         self.select.value = tuple(chosen or [r.name for r in runs[-4:]])
+        if hasattr(self, "post"):
+            self.post.refresh(runs)
 
     def show(self, view: str, wait: bool = False) -> None:
         """Compute a view for the selected runs (in a thread: the kernel stays responsive)."""
@@ -97,12 +101,17 @@ class RunsPanel(W.VBox):
             thread.join()
 
     def _view_compare(self, runs: list) -> list:
-        return [plots.training_curves(runs), plots.eval_curves(runs),
-                plots.pareto(runs, "trainable_params"), plots.pareto(runs, "peak_memory_mb"),
-                plots.pareto(runs, "wall_time_s")]
+        trained = [r for r in runs if r.kind != "prune" and r.kind != "quantize"] or runs
+        out = [plots.training_curves(trained), plots.eval_curves(trained),
+               plots.pareto(trained, "trainable_params"), plots.pareto(trained, "peak_memory_mb"),
+               plots.pareto(trained, "wall_time_s")]
+        if any(r.summary.get("size_mb") is not None for r in runs):  # post-training records: what they cost to run
+            out += [plots.pareto(runs, "size_mb"), plots.pareto(runs, "latency_ms")]
+        return out
 
     def _usable(self, runs: list) -> list:
-        ok = [r for r in runs if (r.summary.get("steps") or 0) > 0 and r.status in ("completed", "stopped")]
+        ok = [r for r in runs if r.status in ("completed", "stopped") and r.has_weights
+              and ((r.summary.get("steps") or 0) > 0 or r.kind != "train")]
         if not ok:
             raise ValueError("none of the selected runs has trained weights to inspect")
         return ok
