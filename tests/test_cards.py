@@ -119,3 +119,25 @@ def test_real_minilm_adapter_card_names_the_hub_model_and_classifies_as_tunekit(
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
     torch.testing.assert_close(_snippet_logits(folder, minilm_dir()), _tunekit_logits(model), atol=1e-5, rtol=1e-4)
+
+
+def test_post_training_records_export_where_transformers_can_load_them(tiny_dir, small, fast, tmp_path):
+    """A distilled student and a neuron-pruned model export as plain folders (their config says the new
+    shapes) and the card's snippet reproduces tunekit's logits; pruned heads and torchao tensors cannot be
+    described to plain transformers, and exporting them says so."""
+    model = tk.load_model(tiny_dir, label_names=small.label_names, pooling="mean")
+    run = tk.train(model, small, tk.Full(), **fast)
+    kw = {k: v for k, v in fast.items() if k != "runs_dir"}
+    student = tk.distil(run, student=[1], data=small, **kw)
+    neurons = tk.prune(run, method="neurons", amount=0.25, data=small, importance="magnitude")
+    for i, rec in enumerate((student, neurons)):
+        folder = rec.export(tmp_path / f"exported-{i}")
+        torch.testing.assert_close(_snippet_logits(folder, tiny_dir), _tunekit_logits(rec.load_model()),
+                                   atol=1e-5, rtol=1e-4)
+    heads = tk.prune(run, method="heads", amount=1, data=small)
+    with pytest.raises(tk.ConfigError, match="pruned attention heads cannot be exported"):
+        heads.export(tmp_path / "heads")
+    quantized = tk.quantize(run, data=small)
+    with pytest.raises(tk.ConfigError, match="quantized with torchao"):
+        quantized.export(tmp_path / "quantized")
+    assert not (tmp_path / "heads").exists() and not (tmp_path / "quantized").exists()

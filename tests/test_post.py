@@ -325,3 +325,40 @@ def test_cli_prune_quantize_distil(trained, small, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert f"argument {option}" in err and "Traceback" not in err, (argv, err)
+
+
+# ----- language models ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    return str(tk.make_tiny("llama", tmp_path_factory.mktemp("llama"), layers=4))
+
+
+def test_language_model_distillation_prune_and_quantize(tiny_llama_dir, small, fast):
+    texts = tk.data.from_texts(small.train["text"].tolist(), name="texts")
+    lm = tk.load_model(tiny_llama_dir, task="causal_lm")
+    teacher = tk.train(lm, texts, tk.Full(), **fast)
+    kw = {k: v for k, v in fast.items() if k != "runs_dir"}
+    student = tk.distil(teacher, student=[0, 3], loss="response+relation", data=texts, **kw)
+    assert student.task == "causal_lm" and "val_perplexity" in student.summary
+    assert tk.load_run(student.path).load_model().num_blocks == 2
+    # the token-level response loss is zero for the teacher itself
+    t = teacher.load_model(merged=True)
+    m = DistillationModule(copy.deepcopy(t).module, t.module, {"response": 1.0}, 0.0, 2.0, [], [], causal=True).eval()
+    enc = t.tokenize(TEXTS)
+    assert m({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+              "labels": enc["input_ids"]}).loss.item() == 0.0
+    heads = tk.prune(teacher, method="heads", amount=1, data=texts)
+    assert tk.evaluate(heads, texts)["perplexity"] == pytest.approx(heads.summary["val_perplexity"])
+    q = tk.quantize(teacher, data=texts)
+    assert q.summary["val_perplexity"] == pytest.approx(q.summary["before"]["val_perplexity"], rel=0.05)
+
+
+def test_forgetting_for_a_language_model_is_perplexity(tiny_llama_dir, small, bbc_small, fast):
+    a = tk.data.from_texts(small.train["text"].tolist(), name="reviews", test_size=0.2)
+    b = tk.data.from_texts(bbc_small.train["text"].tolist(), name="news", test_size=0.2)
+    df = tk.forgetting([tk.LoRA(rank=2), tk.Full()], first=a, then=b, model=tiny_llama_dir, task="causal_lm",
+                       n=16, lr=1e-3, **fast)
+    assert df.attrs["metric"] == "perplexity" and not df.attrs["higher_is_better"]
+    assert (df["forgot"] == df["a_after"] - df["a_before"]).all()  # perplexity rose by this much
+    assert (df["learned"] == df["b_before"] - df["b_after"]).all()
+    assert "perplexity_change" in df.columns and df["b_after"].notna().all()

@@ -284,7 +284,14 @@ class Run:
         folder = Path(folder).expanduser()
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise ConfigError(f"export folder {str(folder)!r} exists and is not empty")
+        if self.format == "torchao":
+            raise ConfigError(f"{self.name} is quantized with torchao; plain transformers cannot rebuild its "
+                              f"int8 tensors from a folder, so it is not exported. Its weights are in "
+                              f"{self.path / 'weights.safetensors'} (tk.load_run(path).load_model() reloads "
+                              "them); export the float run it came from instead")
         model = self.load_model(merged=True)
+        from tunekit.post.structure import describe_in_config
+        describe_in_config(model, self.structure)  # new shapes into the config, or a clear refusal
         folder.mkdir(parents=True, exist_ok=True)
         model.hf.save_pretrained(str(folder))
         model.tokenizer.save_pretrained(str(folder))

@@ -211,6 +211,27 @@ def new_head(model, labels: Sequence[str], seed: int = 0) -> None:
     model.new_parameters = sorted(f"{path}.{n}" for n, _ in head.named_parameters())
 
 
+_FFN_SIZE = ("intermediate_size", "hidden_dim", "n_inner")
+
+
+def describe_in_config(model, steps: Iterable[dict]) -> None:
+    """Write the shapes ``steps`` left into the Hugging Face config, so that plain transformers
+    rebuilds the model from an exported folder; raise a ConfigError where a config cannot
+    say it (pruned heads: transformers derives the head size from the head count)."""
+    steps = list(steps)
+    if any("heads" in s for s in steps):
+        raise ConfigError("a model with pruned attention heads cannot be exported as a plain transformers "
+                          "folder: its config derives the head size from the number of heads, so the smaller "
+                          "projections would not load. tk.load_run(path).load_model() reloads it in tunekit")
+    if any("neurons" in s for s in steps):
+        sizes = {neurons_of(b) for b in blocks(model)}
+        names = [n for n in _FFN_SIZE if hasattr(model.hf.config, n)]
+        if len(sizes) != 1 or not names:
+            raise ConfigError("the blocks kept different numbers of feed-forward neurons, which a transformers "
+                              "config cannot describe; tk.load_run(path).load_model() reloads it in tunekit")
+        setattr(model.hf.config, names[0], sizes.pop())
+
+
 STEPS = {"blocks": lambda m, s: keep_blocks(m, s["blocks"]),
          "heads": lambda m, s: keep_heads(m, s["heads"]),
          "neurons": lambda m, s: keep_neurons(m, s["neurons"]),
