@@ -9,7 +9,8 @@ on the same machine, the same examples and in fp32:
 * ``params``: parameters held; ``nonzero_params``: those that are not exactly zero;
 * ``size_mb``: the whole model written as one safetensors file, measured on disk;
 * ``latency_ms``: the median wall time of a forward pass over one batch of validation
-  texts on the CPU (``latency_batch`` examples), with the threads it had.
+  texts on the CPU (``latency_batch`` examples), with the threads it had; the model before
+  and after are timed in turns, in the same loop, so their ratio is fair on a busy machine.
 
 The summary holds the result's numbers at the top level (``val_accuracy``, ``size_mb`` ...)
 and the parent's under ``before``.
@@ -25,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -37,7 +38,7 @@ from tunekit.runtime import versions
 from tunekit.writer import RunWriter
 
 LATENCY_BATCH = 32
-LATENCY_REPEATS = 5
+LATENCY_REPEATS = 15
 
 
 @dataclass
@@ -143,25 +144,33 @@ def parameter_counts(model: Model) -> dict:
 
 
 @torch.no_grad()
-def latency_ms(model: Model, texts, max_length: int = 128, repeats: int = LATENCY_REPEATS) -> dict:
-    """Median wall time of one forward pass over ``texts`` (one batch) on the CPU, in fp32."""
+def latency_ms(models: Sequence[Model], texts, max_length: int = 128, repeats: int = LATENCY_REPEATS) -> list[dict]:
+    """The CPU latency of each of ``models`` on one batch of ``texts``, in fp32: the median of
+    ``repeats`` forward passes, taken in turns (A, B, A, B, ...) after one warm-up each, so
+    that whatever else the machine is doing slows every model alike and their ratio holds."""
     positive_int("repeats", repeats)
-    device = model.device
-    model.to("cpu")
-    model.module.eval()
-    enc = model.tokenize(list(texts), max_length)
-    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    devices = [m.device for m in models]
+    batches = []
+    for m in models:
+        m.to("cpu")
+        m.module.eval()
+        enc = m.tokenize(list(texts), max_length)
+        batches.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+    times: list[list[float]] = [[] for _ in models]
     try:
-        model.module(batch)  # warm-up (allocations, lazy kernels)
-        times = []
+        for m, b in zip(models, batches):
+            m.module(b)  # warm-up (allocations, lazy kernels)
         for _ in range(repeats):
-            t = time.perf_counter()
-            model.module(batch)
-            times.append(time.perf_counter() - t)
+            for i, (m, b) in enumerate(zip(models, batches)):
+                t = time.perf_counter()
+                m.module(b)
+                times[i].append(time.perf_counter() - t)
     finally:
-        model.to(device)
-    return {"latency_ms": round(1000 * statistics.median(times), 3), "latency_batch": len(texts),
-            "latency_threads": torch.get_num_threads(), "latency_machine": machine()}
+        for m, d in zip(models, devices):
+            m.to(d)
+    about = {"latency_batch": len(texts), "latency_threads": torch.get_num_threads(),
+             "latency_repeats": repeats, "latency_machine": machine()}
+    return [{"latency_ms": round(1000 * statistics.median(t), 3), **about} for t in times]
 
 
 def machine() -> str:
@@ -181,7 +190,7 @@ def evaluation_args(src: Source) -> dict:
             "max_length": src.train.get("max_length") or 128}
 
 
-def measure(model: Any, src: Optional[Source] = None, evaluate: bool = True) -> dict:
+def measure(model: Any, src: Optional[Source] = None, evaluate: bool = True, latency: bool = True) -> dict:
     """Everything the post-training views compare, measured now (see the module docstring).
 
     ``tk.measure(run)``: measure a run's model (a training run too) and add ``params``,
@@ -198,9 +207,21 @@ def measure(model: Any, src: Optional[Source] = None, evaluate: bool = True) -> 
         out["eval_examples"] = metrics["examples"]
     out.update(parameter_counts(model))
     out["size_mb"] = size_mb(model)
-    texts = src.data.validation["text"].tolist()[:LATENCY_BATCH] or src.data.train["text"].tolist()[:LATENCY_BATCH]
-    out.update(latency_ms(model, texts, src.train.get("max_length") or 128))
+    if latency:
+        out.update(latency_ms([model], latency_texts(src), src.train.get("max_length") or 128)[0])
     return out
+
+
+def latency_texts(src: Source) -> list[str]:
+    return src.data.validation["text"].tolist()[:LATENCY_BATCH] or src.data.train["text"].tolist()[:LATENCY_BATCH]
+
+
+def before_and_after(reference: Model, result: Model, src: Source, evaluate: bool = True) -> tuple[dict, dict]:
+    """:func:`measure` of a model before and after an operation, their latencies taken in turns."""
+    before = measure(reference, src, evaluate=evaluate, latency=False)
+    after = measure(result, src, evaluate=evaluate, latency=False)
+    lb, la = latency_ms([reference, result], latency_texts(src), src.train.get("max_length") or 128)
+    return {**before, **lb}, {**after, **la}
 
 
 def _measure_record(run: Any) -> dict:

@@ -305,7 +305,7 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
     """
     from tunekit.data import BUILTIN, load as load_data
     from tunekit.engine import Trainer
-    from tunekit.post.base import Source, measure
+    from tunekit.post.base import Source, latency_ms, latency_texts, measure
 
     weights = parse_losses(loss)
     if isinstance(hard, bool) or not isinstance(hard, (int, float)) or not math.isfinite(hard) or hard < 0:
@@ -335,7 +335,7 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
     defaults["runs_dir"] = str(teacher_run.path.parent)
     overrides = {**defaults, **train_overrides}
     src = Source(teacher_model, teacher_run, data, dict(train_cfg))
-    teacher_measured = measure(teacher_model, src, evaluate=False)
+    teacher_measured = measure(teacher_model, src, evaluate=False, latency=False)
     teacher_ref = {"name": teacher_run.name, "path": str(teacher_run.path.resolve())}
 
     def one(weights_: dict, hard_: float, model: Model, run_name: Optional[str]) -> Run:
@@ -358,8 +358,10 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
                           **{**overrides, **({"name": run_name} if run_name else {})}).run()
         finally:
             model.module = plain
-        measured = measure(model, Source(model, run, data, dict(run.config.get("train", {}))), evaluate=False)
-        run.update_summary(**measured, teacher={**teacher_measured, **{
+        measured = measure(model, Source(model, run, data, dict(run.config.get("train", {}))), evaluate=False,
+                           latency=False)
+        lt, ls = latency_ms([teacher_model, model], latency_texts(src), src.train.get("max_length") or 128)
+        run.update_summary(**measured, **ls, teacher={**teacher_measured, **lt, **{
             k: v for k, v in teacher_run.summary.items() if k.startswith("val_")}})
         return Run(run.path, model=model)
 

@@ -28,6 +28,7 @@ so the pruned model reloads with its new shapes.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Optional, Sequence
 
@@ -36,7 +37,7 @@ from torch import nn
 
 from tunekit.config import ConfigError, TrainConfig, positive_int
 from tunekit.post import structure as st
-from tunekit.post.base import Source, derived_record, measure, source
+from tunekit.post.base import Source, before_and_after, derived_record, measure, source
 from tunekit.runs import Run
 
 METHODS = ("magnitude", "heads", "neurons")
@@ -239,7 +240,7 @@ def prune(run: Any, sparsity: Any = 0.5, method: str = "magnitude", scope: str =
     if method == "magnitude":
         sparsity = _check_sparsity(sparsity)
     src = source(run, data)
-    before = measure(src.model, src)
+    reference = copy.deepcopy(src.model)
     model = src.model
     detail: dict[str, Any] = {}
     if method == "magnitude":
@@ -258,7 +259,7 @@ def prune(run: Any, sparsity: Any = 0.5, method: str = "magnitude", scope: str =
         layers = block_linears(model)
         writer.save_tensors("weights.safetensors", {f"{n}.{p}": t for n, m in layers
                                                     for p, t in m.named_parameters(recurse=False)})
-        after = measure(model, src)
+        before, after = before_and_after(reference, model, src)
         writer.update(**after, **detail, before=before,
                       overall_sparsity=1 - after["nonzero_params"] / after["params"] if after["params"] else None)
     pruned = Run(writer.path)

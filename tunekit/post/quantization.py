@@ -23,6 +23,7 @@ than int8; the accuracy is what changes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import warnings
 from typing import Any, Optional
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from tunekit.config import ConfigError
-from tunekit.post.base import derived_record, measure, save_model_tensors, source
+from tunekit.post.base import before_and_after, derived_record, save_model_tensors, source
 from tunekit.runs import Run
 
 TORCHAO_PIN = "torchao==0.18.0"
@@ -152,8 +153,8 @@ def quantize(run: Any, method: Optional[str] = None, bits: Optional[int] = None,
         bits = qat_bits if bits is None and qat_bits is not None else bits
     bits = check(method, bits)
     src = source(run, data)
-    before = measure(src.model, src)
-    reference = _outputs(src)
+    reference = copy.deepcopy(src.model)
+    float_outputs = _outputs(src)
     model = src.model
     layers = apply(model, method, bits)
     operation = {"name": "quantize", "method": method, "bits": bits, "layers": layers,
@@ -162,8 +163,8 @@ def quantize(run: Any, method: Optional[str] = None, bits: Optional[int] = None,
     with derived_record(src, model, "quantize", label, operation, fmt="torchao", name=name,
                         runs_dir=runs_dir) as writer:
         save_model_tensors(model, writer.path / "weights.safetensors")
-        after = measure(model, src)
-        diff = float((_outputs(src, model) - reference).abs().max())
+        before, after = before_and_after(reference, model, src)
+        diff = float((_outputs(src, model) - float_outputs).abs().max())
         writer.update(**after, before=before, max_logit_diff=diff, quantized_layers=len(layers))
     return Run(writer.path)
 
