@@ -362,3 +362,14 @@ def test_forgetting_for_a_language_model_is_perplexity(tiny_llama_dir, small, bb
     assert (df["forgot"] == df["a_after"] - df["a_before"]).all()  # perplexity rose by this much
     assert (df["learned"] == df["b_before"] - df["b_after"]).all()
     assert "perplexity_change" in df.columns and df["b_after"].notna().all()
+
+
+def test_forgetting_can_start_from_a_run_that_learned_task_a(trained, small, bbc_small, fast):
+    import os
+    before = set(os.listdir(fast["runs_dir"]))
+    df = tk.forgetting([tk.Probe()], first=small, then=bbc_small, first_run=trained, n=24, **fast)
+    assert df.attrs["first_run"] == trained.name
+    assert len(set(os.listdir(fast["runs_dir"])) - before) == 1  # B's run only: A was not trained again
+    assert df.loc[0, "forgot"] == 0.0
+    with pytest.raises(ConfigError, match="first_run"):
+        tk.forgetting([tk.Probe()], first=bbc_small, then=small, first_run=trained, **fast)

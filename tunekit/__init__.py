@@ -14,8 +14,27 @@ Names are imported lazily, so ``import tunekit`` (and ``tunekit.plots``) stay li
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
 
 __version__ = "0.1.0"
+
+
+class _ImportNoise(logging.Filter):
+    """Drops two messages that say nothing to a tunekit user, whoever imports torchao (peft
+    and transformers do too): torchao failing to load its CUDA-only kernels on a CPU build
+    of torch, and torch's notice that torchao registers enums the old way."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.name == "torchao" and message.startswith("Failed to load") and ".so" in message:
+            torch = sys.modules.get("torch")
+            return not (torch is not None and getattr(torch.version, "cuda", None) is None)
+        return "is an Enum subclass and is now natively supported by torch.compile" not in message
+
+
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).addFilter(_ImportNoise())
 
 _EXPORTS = {
     "TrainConfig": "tunekit.config", "ConfigError": "tunekit.config",

@@ -66,6 +66,14 @@ class Source:
         return str(self.run.path.parent) if self.run is not None else DEFAULT_RUNS_DIR
 
 
+def copy_model(model: Model) -> Model:
+    """A deep copy of ``model`` (transformers warns about a deprecated property that copying reads)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return copy.deepcopy(model)
+
+
 def source(run_or_model: Any, data: Any = None) -> Source:
     """The start of an operation: a run (a :class:`Run` or its directory; its model is loaded
     from disk, adapters merged) or a :class:`Model` (deep-copied). ``data``: the data set it
@@ -74,7 +82,7 @@ def source(run_or_model: Any, data: Any = None) -> Source:
     if isinstance(run_or_model, Model):
         if data is None:
             raise ConfigError("a model (not a run) needs data=<TextDataset or built-in name> to be measured on")
-        model = copy.deepcopy(run_or_model)
+        model = copy_model(run_or_model)
         if model.peft is not None:
             model.replace_hf(model.peft.merge_and_unload())
         model.module.eval()

@@ -24,13 +24,13 @@ b_after, learned, drift, knn_agreement, drift_from_base, run`` (``run``: B's rec
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Optional, Sequence
 
 import pandas as pd
 import torch
 
 from tunekit.config import ConfigError, positive_int
+from tunekit.post.base import copy_model
 from tunekit.metrics import primary
 
 SPLITS = ("validation", "test")
@@ -68,7 +68,7 @@ def _held_out(data, split: str, n: int, seed: int) -> list[str]:
 def _swap_head(model, head_state: dict, labels: list[str]):
     """A copy of ``model`` (adapter merged) wearing another task's head."""
     from tunekit.post.structure import new_head
-    m = copy.deepcopy(model)
+    m = copy_model(model)
     if m.peft is not None:
         m.replace_hf(m.peft.merge_and_unload())
     new_head(m, labels)
@@ -82,8 +82,8 @@ def _swap_head(model, head_state: dict, labels: list[str]):
 
 def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: Any = "bbc_news",
                model: str = "minilm", *, task: str = "classification", first_strategy: Any = None,
-               split: str = "test", n: int = 256, k: int = 10, size: Optional[int] = None,
-               **train_overrides) -> pd.DataFrame:
+               first_run: Any = None, split: str = "test", n: int = 256, k: int = 10,
+               size: Optional[int] = None, **train_overrides) -> pd.DataFrame:
     """Learn ``first`` (task A), then ``then`` (task B) with each of ``strategies``; measure
     A before and after B (see the module docstring).
 
@@ -93,6 +93,8 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
         model: the pretrained model (a name or path).
         task: ``"classification"`` or ``"causal_lm"``.
         first_strategy: how A is learned (default full fine-tuning).
+        first_run: a run that has already learned A on ``first`` (a Run or its directory):
+            it is used as A's result instead of training one; ``model`` is then its model.
         split: A's and B's held-out split, ``"test"`` or ``"validation"``.
         n, k: held-out texts of A for the embedding drift, neighbours for the agreement.
         size: evaluate on a seeded subset of ``size`` held-out examples (None: all).
@@ -121,6 +123,15 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
     def score(m, data) -> float:
         return evaluate(m, data, split=split, size=size, seed=seed, precision="fp32", device="cpu")[metric.key]
 
+    if first_run is not None:
+        from tunekit.runs import Run, load_run
+        first_run = first_run if isinstance(first_run, Run) else load_run(first_run)
+        if first_run.task != task:
+            raise ConfigError(f"first_run: it is a {first_run.task!r} run, not {task!r}")
+        if task == "classification" and first_run.config["model"].get("label_names") != data_a.label_names:
+            raise ConfigError(f"first_run: its labels {first_run.config['model'].get('label_names')} are not "
+                              f"those of first ({data_a.label_names}); it must have learned task A")
+        model = first_run.model_source
     pretrained = load_for(model, data_a, task, seed)
     for s in strategies:  # every strategy checked before anything trains
         for phase in s.phases():
@@ -129,7 +140,7 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
     base_emb = embeddings(pretrained, texts)
     base_a = score(pretrained, data_a) if task != "classification" else None
 
-    run_a = Trainer(copy.deepcopy(pretrained), data_a, first_strategy, **train_overrides).run()
+    run_a = first_run or Trainer(copy_model(pretrained), data_a, first_strategy, **train_overrides).run()
     model_a = run_a.load_model(merged=True)
     a_before = score(model_a, data_a)
     a_emb = embeddings(model_a, texts)
@@ -138,7 +149,7 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
 
     rows = []
     for strategy in strategies:
-        model_b = copy.deepcopy(model_a)
+        model_b = copy_model(model_a)
         if task == "classification":
             apply_steps(model_b, [{"labels": data_b.label_names, "seed": seed}])
         b_before = score(model_b, data_b)
@@ -147,7 +158,7 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
         if task == "classification":
             after = _swap_head(run_b.model, head_a, data_a.label_names)
         else:
-            after = copy.deepcopy(run_b.model)
+            after = copy_model(run_b.model)
             if after.peft is not None:
                 after.replace_hf(after.peft.merge_and_unload())
         a_after = score(after, data_a)

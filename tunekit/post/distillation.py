@@ -273,8 +273,8 @@ def student_model(teacher: Model, student: Any) -> tuple[Model, list[int]]:
             raise ConfigError("student: give a plain model (no adapter attached)")
         return student, layer_map(student.num_blocks, teacher.num_blocks)
     if isinstance(student, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in student):
-        import copy
-        model = copy.deepcopy(teacher)
+        from tunekit.post.base import copy_model
+        model = copy_model(teacher)
         st.apply_steps(model, [{"blocks": list(student)}])
         return model, list(student)
     raise ConfigError(f"student must be a list of the teacher's block indices (e.g. [0, 2, 4]) or a model "
@@ -367,8 +367,8 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
 
     base_student = None
     if baseline:
-        import copy
-        base_student = copy.deepcopy(student)
+        from tunekit.post.base import copy_model
+        base_student = copy_model(student)
     distilled = one(weights, hard, student, name)
     if not baseline:
         return distilled

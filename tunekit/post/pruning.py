@@ -28,7 +28,6 @@ so the pruned model reloads with its new shapes.
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Optional, Sequence
 
@@ -37,7 +36,7 @@ from torch import nn
 
 from tunekit.config import ConfigError, TrainConfig, positive_int
 from tunekit.post import structure as st
-from tunekit.post.base import Source, before_and_after, derived_record, measure, source
+from tunekit.post.base import Source, before_and_after, copy_model, derived_record, measure, source
 from tunekit.runs import Run
 
 METHODS = ("magnitude", "heads", "neurons")
@@ -240,7 +239,7 @@ def prune(run: Any, sparsity: Any = 0.5, method: str = "magnitude", scope: str =
     if method == "magnitude":
         sparsity = _check_sparsity(sparsity)
     src = source(run, data)
-    reference = copy.deepcopy(src.model)
+    reference = copy_model(src.model)
     model = src.model
     detail: dict[str, Any] = {}
     if method == "magnitude":

@@ -23,7 +23,6 @@ than int8; the accuracy is what changes.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import warnings
 from typing import Any, Optional
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from tunekit.config import ConfigError
-from tunekit.post.base import before_and_after, derived_record, save_model_tensors, source
+from tunekit.post.base import before_and_after, copy_model, derived_record, save_model_tensors, source
 from tunekit.runs import Run
 
 TORCHAO_PIN = "torchao==0.18.0"
@@ -153,7 +152,7 @@ def quantize(run: Any, method: Optional[str] = None, bits: Optional[int] = None,
         bits = qat_bits if bits is None and qat_bits is not None else bits
     bits = check(method, bits)
     src = source(run, data)
-    reference = copy.deepcopy(src.model)
+    reference = copy_model(src.model)
     float_outputs = _outputs(src)
     model = src.model
     layers = apply(model, method, bits)
