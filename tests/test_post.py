@@ -180,6 +180,11 @@ def test_quantize_bad_input(trained, small, monkeypatch):
         tk.quantize(trained, method="intx-dynamic", bits=1, data=small)
     with pytest.raises(ConfigError, match="bits"):
         tk.quantize(trained, method="int8-dynamic", bits=4, data=small)
+    q = tk.quantize(trained, data=small)
+    for op in (lambda r: tk.quantize(r, data=small), lambda r: tk.prune(r, data=small),
+               lambda r: tk.distil(r, data=small)):
+        with pytest.raises(ConfigError, match="is quantized.*float run it came from"):
+            op(q)
     from tunekit.post import quantization
     monkeypatch.setattr(quantization, "torchao_available", lambda: False)
     with pytest.raises(ConfigError, match="torchao.*not installed.*pip install torchao=="):

@@ -261,7 +261,7 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
     ``y``: accuracy, macro_f1 or perplexity; None takes the runs' task's main metric. One
     marker per run (hollow for runs that did not complete) and a grey line through the
     Pareto front (nothing cheaper is as good). ``log_x`` None: logarithmic for trainable
-    parameters and wall time, linear for memory. Runs without both values (e.g. failed before
+    parameters and wall time, linear otherwise. Runs without both values (e.g. failed before
     the first evaluation) are listed under the plot instead.
     """
     if x not in PARETO_X:

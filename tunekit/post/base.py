@@ -66,6 +66,14 @@ class Source:
         return str(self.run.path.parent) if self.run is not None else DEFAULT_RUNS_DIR
 
 
+def refuse_quantized(run: Run) -> None:
+    """Post-training operations start from float weights: a quantized record is an end point."""
+    if run.format == "torchao":
+        parent = (run.parent or {}).get("name", "its parent")
+        raise ConfigError(f"run: {run.name!r} is quantized (torchao int tensors); prune, quantize or distil "
+                          f"the float run it came from ({parent!r}) instead")
+
+
 def copy_model(model: Model) -> Model:
     """A deep copy of ``model`` (transformers warns about a deprecated property that copying reads)."""
     import warnings
@@ -94,6 +102,7 @@ def source(run_or_model: Any, data: Any = None) -> Source:
                           f"(got {type(run_or_model).__name__})") from e
     if not run.has_weights and run.kind == "train":
         raise ConfigError(f"run {run.name!r} holds no weights to start from (status {run.status})")
+    refuse_quantized(run)
     if data is None:
         name = run.config.get("data", {}).get("name")
         if name not in BUILTIN:

@@ -318,6 +318,8 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
         teacher_run = teacher if isinstance(teacher, Run) else load_run(teacher)
     except Exception as e:  # noqa: BLE001 - one clear message for whatever is not a run
         raise ConfigError(f"teacher must be a run (a Run or its directory): {e}") from e
+    from tunekit.post.base import refuse_quantized
+    refuse_quantized(teacher_run)
     if data is None:
         data = teacher_run.config.get("data", {}).get("name")
         if data not in BUILTIN:

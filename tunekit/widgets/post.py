@@ -79,8 +79,12 @@ class PostPanel(W.VBox):
         if not self.run_w.value:
             self._say("Pick a run with weights first (train one above).", "error")
             return False
-        run = tk.load_run(f"{self.runs_panel.runs_dir}/{self.run_w.value}")
-        data = self.runs_panel._data_for([run])
+        try:
+            run = tk.load_run(f"{self.runs_panel.runs_dir}/{self.run_w.value}")
+            data = self.runs_panel._data_for([run])
+        except ValueError as e:  # a record that cannot be read, or trained on other data
+            self._say(f"Not done: {e}", "error")
+            return False
         kind, slider = OPERATIONS[self.op_w.value]
         value = self.sliders[slider].value
 
