@@ -2,7 +2,8 @@
 
 Opens notebook 01, runs all cells, checks every widget rendered with no error views and no
 console errors, clicks Train and waits until the loss curve has points and the runs table
-has a row, then trains a longer second run, clicks Stop and checks it is marked stopped.
+has a row, then trains a longer second run, clicks Stop and checks it is marked stopped;
+then opens the Post-training tab, presses Apply and waits for the prune record in the table.
 Screenshots go to $TUNEKIT_SCREENSHOTS (default: the test's tmp dir).
 """
 from __future__ import annotations
@@ -116,6 +117,13 @@ def test_lab_in_a_real_browser(tmp_path):
                             "the stopped run to be recorded")
             assert "stopped" in state["table"]
             page.screenshot(path=str(shots / "lab-stopped.png"), full_page=True)
+
+            # the Post-training tab: prune the newest run at the default 50 %; the record joins the table
+            page.locator(".lm-TabBar-tab", has_text="Post-training").first.click()
+            outputs.get_by_role("button", name="Apply", exact=True).click()
+            state = jb.poll(page, JS_STATE, lambda s: s["rows"] == 3 and "prune50" in s["table"], 240,
+                            "the prune record to join the runs table")
+            page.screenshot(path=str(shots / "lab-post.png"), full_page=True)
             browser.close()
     finally:
         srv.stop()
@@ -123,5 +131,6 @@ def test_lab_in_a_real_browser(tmp_path):
     assert not errors, errors
     from tunekit.runs import list_runs
     statuses = sorted(r.status for r in list_runs(tmp_path / "runs"))
-    assert statuses == ["completed", "stopped"]
+    assert statuses == ["completed", "completed", "stopped"]
+    assert sorted(r.kind for r in list_runs(tmp_path / "runs")) == ["prune", "train", "train"]
     print(f"screenshots in {shots} ({time.strftime('%H:%M:%S')})")

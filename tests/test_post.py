@@ -61,6 +61,11 @@ def test_magnitude_pruning_writes_real_zeros_that_reload(trained, small, scope):
 def test_sparsity_sweep_is_one_call(trained, small):
     runs = tk.prune(trained, sparsity=[0.0, 0.5, 0.9], data=small)
     assert [round(r.summary["sparsity"], 2) for r in runs] == [0.0, 0.5, 0.9]
+    shown = tk.plots.comparison_table([trained, *runs])
+    assert list(shown["kind"]) == ["train", "prune", "prune", "prune"] and shown["size MB"].notna().sum() == 3
+    assert "CPU latency ms" in tk.report.formatted_table([trained, *runs]).columns
+    fig = tk.plots.sparsity_curve(runs)
+    assert [round(x, 2) for x in fig.data[0].x] == [0.0, 0.5, 0.9]  # the parent is the point at 0
     table = tk.post.sweep_table(runs)
     assert list(table["sparsity"].round(2)) == [0.0, 0.5, 0.9]
     assert table["nonzero_params"].is_monotonic_decreasing
@@ -293,6 +298,11 @@ def test_forgetting_a_probe_forgets_nothing(tiny4_dir, small, bbc_small, fast):
     b = tk.load_run(os.path.join(fast["runs_dir"], full["run"]))
     assert b.parent["name"] == df.attrs["first_run"] and b.load_model().label_names == bbc_small.label_names
     assert df.attrs["split"] == "test"
+    fig = tk.plots.forgetting_map(df)
+    assert [t.name for t in fig.data] == ["probe", "full"] and fig.data[0].x[0] == 0.0
+    assert "forgotten" in fig.layout.xaxis.title.text
+    with pytest.raises(ConfigError, match="x must be"):
+        tk.plots.forgetting_map(df, x="a_after")
 
 
 # ----- the built-in model ------------------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ _FORMATS: dict[str, Callable[[float], str]] = {
     "wall time s": lambda v: f"{v:,.1f}",
     "samples/s": lambda v: f"{v:,.0f}",
     "peak memory MB": lambda v: f"{v:,.0f}",
+    "params": lambda v: f"{int(v):,}",
+    "size MB": lambda v: f"{v:,.1f}",
+    "CPU latency ms": lambda v: f"{v:,.0f}",
 }
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;

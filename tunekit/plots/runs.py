@@ -221,7 +221,8 @@ def _rows(runs: Any) -> pd.DataFrame:
 def comparison_table(runs: Any) -> pd.DataFrame:
     """One row per run with readable columns: strategy, run, trainable params, trainable %,
     the metrics the runs' tasks have (accuracy and macro-F1; perplexity), wall time s,
-    samples/s, peak memory MB, status. Numbers stay numbers (missing ones are NaN); accepts
+    samples/s, peak memory MB, status; with post-training records among them also kind,
+    params, size MB and CPU latency ms. Numbers stay numbers (missing ones are NaN); accepts
     runs or a :func:`tunekit.runs.table`."""
     rows = _rows(runs)
     metric_columns = {"accuracy", "macro_f1", "perplexity"}
@@ -230,8 +231,16 @@ def comparison_table(runs: Any) -> pd.DataFrame:
     keep |= {"perplexity"} if "causal_lm" in tasks else set()
     out = pd.DataFrame({new: rows[old] if old in rows.columns else [None] * len(rows)
                         for old, new in TABLE_COLUMNS.items() if old not in metric_columns or old in keep})
+    if "kind" in rows.columns and (rows["kind"].fillna("train") != "train").any():
+        # post-training records: what each is, and what it costs to keep and run
+        out.insert(1, "kind", rows["kind"].fillna("train"))
+        at = out.columns.get_loc("status")
+        for old, new in (("total_params", "params"), ("size_mb", "size MB"), ("latency_ms", "CPU latency ms")):
+            if old in rows.columns:
+                out.insert(at, new, rows[old])
+                at += 1
     for col in out.columns:
-        if col not in ("strategy", "run", "status"):
+        if col not in ("strategy", "run", "status", "kind"):
             out[col] = pd.to_numeric(out[col], errors="coerce")
     out["trainable params"] = out["trainable params"].astype("Int64")
     return out
