@@ -104,12 +104,7 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
         if precision is None:
             precision = run_precision(run)
         if data is None:
-            from tunekit.data import BUILTIN
-            name = run.config.get("data", {}).get("name")
-            if name not in BUILTIN:
-                raise ConfigError(f"run {run.name!r} was trained on {name!r}, which is not a built-in data set "
-                                  f"({sorted(BUILTIN)}): pass data=<the same TextDataset>")
-            data = name
+            data = run.dataset()
     precision = precision or "auto"
     if data is None:
         raise ConfigError("evaluate needs data: pass data=<TextDataset> (or a built-in name)")

@@ -207,6 +207,18 @@ class Run:
         m = self.config["model"]
         return m["path"] if m.get("path") and Path(m["path"]).exists() else m["source"]
 
+    def dataset(self, data=None):
+        """``data`` loaded (a TextDataset, a built-in name, ...), or, for None, the built-in data
+        set this run was trained on; a run trained on other data needs ``data`` given."""
+        from tunekit.data import BUILTIN, load
+        if data is None:
+            name = self.config.get("data", {}).get("name")
+            if name not in BUILTIN:
+                raise ConfigError(f"run {self.name!r} was trained on {name!r}, which is not a built-in data set "
+                                  f"({sorted(BUILTIN)}): pass data=<the same TextDataset>")
+            data = name
+        return load(data)
+
     @property
     def seed(self) -> int:
         return int(self.config.get("train", {}).get("seed", 0))

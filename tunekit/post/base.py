@@ -86,7 +86,7 @@ def source(run_or_model: Any, data: Any = None) -> Source:
     """The start of an operation: a run (a :class:`Run` or its directory; its model is loaded
     from disk, adapters merged) or a :class:`Model` (deep-copied). ``data``: the data set it
     is measured on (default: the run's built-in data set)."""
-    from tunekit.data import BUILTIN, load as load_data
+    from tunekit.data import load as load_data
     if isinstance(run_or_model, Model):
         if data is None:
             raise ConfigError("a model (not a run) needs data=<TextDataset or built-in name> to be measured on")
@@ -103,14 +103,8 @@ def source(run_or_model: Any, data: Any = None) -> Source:
     if not run.has_weights and run.kind == "train":
         raise ConfigError(f"run {run.name!r} holds no weights to start from (status {run.status})")
     refuse_quantized(run)
-    if data is None:
-        name = run.config.get("data", {}).get("name")
-        if name not in BUILTIN:
-            raise ConfigError(f"run {run.name!r} was trained on {name!r}, which is not a built-in data set: "
-                              "pass data=<the same TextDataset>")
-        data = name
-    model = run.load_model(merged=True)
-    return Source(model, run, load_data(data), dict(run.config.get("train", {})))
+    data = run.dataset(data)
+    return Source(run.load_model(merged=True), run, data, dict(run.config.get("train", {})))
 
 
 # ----- measuring ---------------------------------------------------------------------------------------

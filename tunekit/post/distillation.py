@@ -303,7 +303,6 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
     Every record gets the same measurements as the other post-training records (metrics,
     ``params``, ``size_mb``, ``latency_ms``), the teacher's under ``summary["teacher"]``.
     """
-    from tunekit.data import BUILTIN, load as load_data
     from tunekit.engine import Trainer
     from tunekit.post.base import Source, latency_ms, latency_texts, measure
 
@@ -320,12 +319,7 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
         raise ConfigError(f"teacher must be a run (a Run or its directory): {e}") from e
     from tunekit.post.base import refuse_quantized
     refuse_quantized(teacher_run)
-    if data is None:
-        data = teacher_run.config.get("data", {}).get("name")
-        if data not in BUILTIN:
-            raise ConfigError(f"the teacher was trained on {data!r}, which is not a built-in data set: "
-                              "pass data=<the same TextDataset>")
-    data = load_data(data)
+    data = teacher_run.dataset(data)
     teacher_model = teacher_run.load_model(merged=True)
     if teacher_model.task.name == "classification" and data.num_labels != teacher_model.num_labels:
         raise ConfigError(f"data: the teacher has {teacher_model.num_labels} labels but the data has "
