@@ -93,3 +93,21 @@ def test_builtin_minilm_loads_offline_with_only_the_head_new():
     assert m.parameter_counts()["total"] == 22_713_986
     p = m.predict_proba(["a wonderful film", "a dreadful mess"])
     assert p.shape == (2, 2) and torch.allclose(p.sum(-1), torch.ones(2))
+
+
+
+def test_a_model_directory_never_runs_its_own_code(tmp_path, small):
+    """An auto_map in config.json: transformers' own class loads where it has one (the code is never
+    imported), and an unknown architecture is refused in words rather than asked about on stdin."""
+    import json
+    d = tk.make_tiny_bert(tmp_path / "remote")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilModel"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "evil.py").write_text("raise SystemExit('a model directory ran its own code')\n")
+    model = tk.load_model(str(d), label_names=small.label_names)
+    assert type(model.hf).__name__ == "BertForSequenceClassification"
+    cfg["model_type"] = "evil-arch"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(tk.ConfigError, match="never runs code from a model directory"):
+        tk.load_model(str(d), label_names=small.label_names)

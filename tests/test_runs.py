@@ -97,6 +97,30 @@ def test_corrupt_records_are_skipped_with_a_warning(tmp_path):
     assert [r.name for r in runs] == ["good"]
 
 
+def test_one_damaged_record_never_hides_the_others(tmp_path):
+    """Bytes that are not UTF-8 in metrics.jsonl, a `started` that is not a string and a JSON
+    number too long to parse: the good records still list, and so does the table."""
+    good = RunWriter(tmp_path, "good", {"strategy": {"name": "full"}})
+    good.log("step", {"step": 1, "loss": 0.5})
+    good.finish("completed")
+    bytes_ = RunWriter(tmp_path, "bytes", {})
+    bytes_.log("step", {"step": 1, "loss": 0.7})
+    bytes_.finish("completed")
+    with open(bytes_.path / "metrics.jsonl", "ab") as f:
+        f.write(b'{"event": "step", "step": 2, "loss": "\xff\xfe"}\n' + b"\xff\xfe\n" + b'{"event": "step", "step": 3, "loss": 9' + b"9" * 5000 + b"}\n")
+    started = RunWriter(tmp_path, "started", {})
+    started.finish("completed", started=12345)
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    (huge / "config.json").write_text('{"params": {"total": 1' + "0" * 5000 + "}}")
+    (huge / "summary.json").write_text("{}")
+    with pytest.warns(UserWarning, match=r"skipping run record: .*huge.*config.json is corrupt"):
+        runs = list_runs(tmp_path)
+    assert sorted(r.name for r in runs) == ["bytes", "good", "started"]
+    assert tk.load_run(bytes_.path).history("step")["step"].tolist() == [1]  # the unreadable lines are skipped
+    assert len(tk.runs.table(runs)) == 3
+
+
 def test_a_torn_last_metrics_line_is_skipped(tmp_path):
     w = RunWriter(tmp_path, "r", {})
     w.log("step", {"step": 1, "loss": 0.5})

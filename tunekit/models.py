@@ -312,10 +312,17 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
             raise ConfigError(f"task {task!r} takes no label_names, num_labels or pooling")
         the_task = cls()
     path = resolve_model_path(model)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    torch.manual_seed(seed)
-    with _quiet_transformers():
-        hf, new = the_task.build(str(path), **(config_overrides or {}))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        torch.manual_seed(seed)
+        with _quiet_transformers():
+            hf, new = the_task.build(str(path), **(config_overrides or {}))
+    except (ValueError, OSError) as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise ConfigError(f"model {str(model)!r}: its files ask to run their own code (an auto_map in "
+                          "config.json or tokenizer_config.json) for an architecture transformers does not "
+                          "have; tunekit never runs code from a model directory") from e
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if hf.config.pad_token_id is None:
@@ -366,7 +373,7 @@ def make_tiny(family: str, directory: str | os.PathLike, layers: int = 2, hidden
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     directory = Path(directory)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True, trust_remote_code=False)
     cfg = _tiny_config(family, tokenizer.vocab_size, layers, hidden)
     cfg.pad_token_id = tokenizer.pad_token_id
     if getattr(cfg, "bos_token_id", None) is not None or getattr(cfg, "eos_token_id", None) is not None:

@@ -70,8 +70,8 @@ class Run:
                 data = json.load(fh)
         except FileNotFoundError as e:
             raise RunRecordError(f"{self.path} is not a run record: {name} is missing") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RunRecordError(f"{f} is corrupt: {e}") from e
+        except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, or a number too long to read
+            raise RunRecordError(f"{f} is corrupt: {str(e)[:200]}") from e
         if not isinstance(data, dict):
             raise RunRecordError(f"{f} is corrupt: not a JSON object")
         return data
@@ -158,15 +158,18 @@ class Run:
         return self.summary.get("status", "?")
 
     def metrics(self) -> list[dict]:
-        """Every logged event, in order. A torn last line (crash mid-write) is skipped."""
+        """Every logged event, in order. A line that cannot be read (torn by a crash mid-write,
+        bytes that are not UTF-8, a number too long to parse) is skipped."""
         out = []
         try:
-            with open(self.path / "metrics.jsonl", encoding="utf-8") as fh:
+            with open(self.path / "metrics.jsonl", "rb") as fh:
                 for line in fh:
                     try:
-                        out.append(json.loads(line))
-                    except json.JSONDecodeError:
+                        event = json.loads(line.decode("utf-8"))
+                    except (ValueError, RecursionError):
                         continue
+                    if isinstance(event, dict):
+                        out.append(event)
         except FileNotFoundError:
             pass
         return out
@@ -384,7 +387,7 @@ def list_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[Run]:
             runs.append(Run(d))
         except RunRecordError as e:
             warnings.warn(f"skipping run record: {e}", stacklevel=2)
-    return sorted(runs, key=lambda r: (r.summary.get("started", ""), r.name))
+    return sorted(runs, key=lambda r: (str(r.summary.get("started") or ""), r.name))
 
 
 def table(runs: Iterable[Run]) -> pd.DataFrame:

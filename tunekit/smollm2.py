@@ -83,8 +83,9 @@ def load_from_gguf(src: pathlib.Path):
         extra["quantization_config"] = GgufConfig(dequantize=True)
     except ImportError:
         pass
-    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32, **extra)
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32,
+                                                 trust_remote_code=False, **extra)
     return tokenizer, model
 
 

@@ -42,7 +42,10 @@ class Task:
         parameters the checkpoint does not hold (a new head)."""
         import transformers
         auto = getattr(transformers, self.auto_class)
-        hf, info = auto.from_pretrained(path, local_files_only=True, output_loading_info=True, **kwargs)
+        # never a model's own code: a config.json with an auto_map would otherwise make
+        # transformers ask on stdin (in Jupyter, an input box) whether to run it
+        hf, info = auto.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                        trust_remote_code=False, **kwargs)
         return hf, sorted(info.get("missing_keys", ()))
 
     def module(self, backbone) -> nn.Module:
