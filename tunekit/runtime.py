@@ -85,9 +85,16 @@ def versions() -> dict:
     import peft
     import transformers
 
+    from importlib import metadata
+
     from tunekit import __version__
-    return {"tunekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "python": platform.python_version()}
+    out = {"tunekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+           "peft": peft.__version__, "python": platform.python_version()}
+    try:  # read from the package metadata: importing torchao is slow and not needed to say which
+        out["torchao"] = metadata.version("torchao")
+    except metadata.PackageNotFoundError:
+        pass
+    return out
 
 
 def training_memory_estimate(counts: dict, bytes_per_value: int = 4) -> dict:

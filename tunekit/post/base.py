@@ -262,7 +262,7 @@ def derived_record(src: Source, result: Model, kind: str, label: str, operation:
     config = {"kind": kind, "parent": src.parent, **describe_source(src), "model": result.describe(),
               "format": fmt, "structure": list(result.structure), "tunekit_version": __version__,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "strategy": operation, "strategy_label": label,
-              "device": "cpu", "versions": {**versions(), **_extra_versions()},
+              "device": "cpu", "versions": versions(),
               "precision": {"requested": "fp32", "autocast": None, "why": "post-training measurements run in fp32"},
               "params": {"trainable": 0, "total": counts["params"], "percent": 0.0,
                          "nonzero": counts["nonzero_params"]}}
@@ -274,11 +274,3 @@ def derived_record(src: Source, result: Model, kind: str, label: str, operation:
         writer.finish("failed", f"{type(e).__name__}: {e}", wall_time_s=round(time.perf_counter() - t, 3))
         raise
     writer.finish("completed", None, wall_time_s=round(time.perf_counter() - t, 3))
-
-
-def _extra_versions() -> dict:
-    out = {}
-    with contextlib.suppress(ImportError):
-        import importlib.metadata as md
-        out["torchao"] = md.version("torchao")
-    return out
