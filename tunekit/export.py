@@ -28,6 +28,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from tunekit.config import TunekitError
+
 STATIC = Path(__file__).resolve().parent / "static"
 # file written next to the page -> (where it comes from, what it is)
 WIDGET_JS = {"embed-amd.js": "@jupyter-widgets/html-manager@1.0.15 (vendored)",
@@ -38,7 +40,7 @@ WIDGET_STATE_MIME = "application/vnd.jupyter.widget-state+json"
 INJECTED_TAG = "injected-parameters"
 
 
-class ExportError(Exception):
+class ExportError(TunekitError):
     """A notebook that cannot be run or exported, said in words."""
 
 

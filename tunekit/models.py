@@ -34,8 +34,9 @@ import torch
 from torch import nn
 
 from tunekit.backbone import Backbone
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, TunekitError, require
 from tunekit.sources import BUILTIN_MODELS, DEFAULT_MODEL, ModelNotFoundError, minilm_dir, resolve_model_path  # noqa: F401
+from tunekit.sources import check_model_dir
 from tunekit.tasks import POOLINGS, Classification, Task, task_class  # noqa: F401
 from tunekit.tasks.classification import default_pooling  # noqa: F401
 
@@ -267,6 +268,25 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+def _no_head(model, model_type: str, task: str) -> str:
+    return (f"model {str(model)!r} is a {model_type!r} model, for which transformers has no {task} head "
+            "(not a text model, or not one for this task); tunekit trains text encoders (BERT, RoBERTa, "
+            "DistilBERT ...) for classification and decoders (Llama, Qwen2, GPT-2 ...) for both tasks")
+
+
+def _load_error(model, part: str, e: BaseException) -> TunekitError:
+    """What transformers (or safetensors) raised while loading ``part`` of ``model``, in words."""
+    if "trust_remote_code" in str(e):
+        return ConfigError(f"model {str(model)!r}: its files ask to run their own code (an auto_map in "
+                           "config.json or tokenizer_config.json) for an architecture transformers does not "
+                           "have; tunekit never runs code from a model directory")
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    what = {"tokenizer": "its tokenizer files (tokenizer.json, tokenizer_config.json, vocab ...)",
+            "weights": "its weights"}[part]
+    return ModelNotFoundError(f"model {str(model)!r}: {what} cannot be loaded, the files look damaged or do not "
+                              f"match config.json ({type(e).__name__}: {first})")
+
+
 def _labels(num_labels, label_names) -> list[str]:
     if label_names is None:
         n = 2 if num_labels is None else num_labels
@@ -275,8 +295,15 @@ def _labels(num_labels, label_names) -> list[str]:
         return [f"LABEL_{i}" for i in range(n)]
     if num_labels is not None and num_labels != len(label_names):
         raise ConfigError(f"num_labels={num_labels} does not match {len(label_names)} label_names")
+    if isinstance(label_names, str) or not hasattr(label_names, "__len__"):
+        raise ConfigError(f"label_names must be a list of class names (got {label_names!r})")
     if len(label_names) < 2:
         raise ConfigError(f"label_names must name at least 2 classes (got {list(label_names)!r})")
+    if not all(isinstance(n, str) and n for n in label_names):
+        raise ConfigError(f"label_names must be non-empty strings (got {list(label_names)!r})")
+    if len(set(label_names)) != len(label_names):
+        repeated = sorted({n for n in label_names if list(label_names).count(n) > 1})
+        raise ConfigError(f"label_names must be distinct; {repeated} appear more than once (got {list(label_names)!r})")
     return list(label_names)
 
 
@@ -311,18 +338,31 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
         if label_names is not None or num_labels is not None or pooling is not None:
             raise ConfigError(f"task {task!r} takes no label_names, num_labels or pooling")
         the_task = cls()
+    require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "an integer >= 0", seed)
+    overrides = dict(config_overrides or {}) if isinstance(config_overrides, (dict, type(None))) else None
+    require(overrides is not None and all(isinstance(k, str) for k in overrides), "config_overrides",
+            "a dict of config field names to values, or None", config_overrides)
     path = resolve_model_path(model)
+    config = check_model_dir(path, str(model))
+    if not the_task.supports(config["model_type"]):
+        raise ConfigError(_no_head(model, config["model_type"], task))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - whatever transformers raises, the user gets words
+        raise _load_error(model, "tokenizer", e) from e
+    try:
         torch.manual_seed(seed)
         with _quiet_transformers():
-            hf, new = the_task.build(str(path), **(config_overrides or {}))
-    except (ValueError, OSError) as e:
-        if "trust_remote_code" not in str(e):
-            raise
-        raise ConfigError(f"model {str(model)!r}: its files ask to run their own code (an auto_map in "
-                          "config.json or tokenizer_config.json) for an architecture transformers does not "
-                          "have; tunekit never runs code from a model directory") from e
+            hf, new = the_task.build(str(path), **overrides)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        if isinstance(e, ValueError) and "Unrecognized configuration class" in str(e):
+            raise ConfigError(_no_head(model, config["model_type"], task)) from e
+        if overrides and isinstance(e, (ValueError, TypeError)):
+            raise ConfigError(f"config_overrides {overrides!r} do not fit model {str(model)!r}: "
+                              f"{str(e).splitlines()[0]}") from e
+        raise _load_error(model, "weights", e) from e
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if hf.config.pad_token_id is None:

@@ -11,14 +11,35 @@ from tunekit.config import ConfigError
 from tunekit.metrics import macro_f1  # noqa: F401 - it lived here before tunekit.metrics
 
 
+TRAIN_DEVICES = ("cpu", "cuda", "mps")
+
+
 def pick_device(requested: Optional[str] = None) -> torch.device:
-    """cuda, then mps, then cpu, unless ``requested`` names one (which must exist)."""
+    """cuda, then mps, then cpu, unless ``requested`` names one (which must exist here).
+
+    Checked before anything is written, so that a missing backend (``"xpu"``, ``"cuda:5"`` on
+    a one-GPU machine, ``"meta"``) is a :class:`ConfigError` naming ``device``, not a run
+    left half-written."""
     if requested:
-        dev = torch.device(requested)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {requested!r} was requested but CUDA is not available")
-        if dev.type == "mps" and not torch.backends.mps.is_available():
+        try:
+            dev = torch.device(requested)
+        except (RuntimeError, TypeError, ValueError):
+            raise ConfigError(f"device must be one of {list(TRAIN_DEVICES)}, optionally with an index such "
+                              f"as 'cuda:0' (got {requested!r})") from None
+        if dev.type not in TRAIN_DEVICES:
+            raise ConfigError(f"device {requested!r}: tunekit trains on {list(TRAIN_DEVICES)} only")
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {requested!r} was requested but CUDA is not available")
+            count = torch.cuda.device_count()
+            if dev.index is not None and dev.index >= count:
+                raise ConfigError(f"device {requested!r}: this machine has {count} CUDA device(s), "
+                                  f"cuda:0 to cuda:{count - 1}")
+        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                      and torch.backends.mps.is_available()):
             raise ConfigError(f"device {requested!r} was requested but MPS is not available")
+        if dev.type == "cpu" and dev.index not in (None, 0):
+            raise ConfigError(f"device {requested!r}: use 'cpu' (there is one CPU device)")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")

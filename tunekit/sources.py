@@ -8,7 +8,7 @@ import socket
 import urllib.parse
 from pathlib import Path
 
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, TunekitError
 
 BUILTIN_MODELS = {
     "minilm": "all-MiniLM-L6-v2 (BERT encoder, 6 blocks x 384, 22.7M parameters; "
@@ -21,12 +21,55 @@ BUILTIN_HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2"
 """Where the built-in models come from on the Hugging Face hub (for model cards; nothing is fetched)."""
 
 
-class ModelNotFoundError(OSError):
+class ModelNotFoundError(TunekitError, OSError):
     """The model could not be found locally (and could not be downloaded)."""
 
 
 def _builtin_hint() -> str:
     return "built-in models: " + "; ".join(f"{k!r} = {v}" for k, v in BUILTIN_MODELS.items())
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def check_model_dir(path: Path, name: str) -> dict:
+    """The parsed ``config.json`` of a model directory, after the checks that turn what
+    transformers would raise into words: the file parses, names a ``model_type`` that
+    transformers knows, is not a tunekit run record, and weights lie beside it."""
+    import json
+    where = f"model {name!r}" if str(name) == str(path) else f"model {name!r} ({path})"
+    if (path / "summary.json").is_file() and (path / "metrics.jsonl").is_file():
+        raise ModelNotFoundError(f"{where} is a tunekit run record, not a pretrained model: open it with "
+                                 f"tk.load_run({str(path)!r}).load_model()")
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ModelNotFoundError(f"{where}: config.json cannot be read as JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(config, dict):
+        raise ModelNotFoundError(f"{where}: config.json must hold a JSON object (got {type(config).__name__})")
+    kind = config.get("model_type")
+    if not isinstance(kind, str) or not kind:
+        raise ModelNotFoundError(f"{where}: config.json has no 'model_type', so it is not a transformers model "
+                                 f"config; {_builtin_hint()}")
+    from transformers import CONFIG_MAPPING
+    if kind not in CONFIG_MAPPING:
+        if config.get("auto_map"):
+            raise ConfigError(f"{where}: its files ask to run their own code (an auto_map in config.json) for "
+                              f"model_type {kind!r}, which transformers does not have; tunekit never runs code "
+                              "from a model directory")
+        raise ConfigError(f"{where}: model_type {kind!r} is not an architecture this transformers "
+                          f"{transformers_version()} knows (is the model newer than it?)")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        present = sorted(p.name for p in path.iterdir())[:12]
+        raise ModelNotFoundError(f"{where} has a config.json but no weights: expected one of {list(WEIGHT_FILES)} "
+                                 f"beside it (found {present})")
+    return config
+
+
+def transformers_version() -> str:
+    import transformers
+    return transformers.__version__
 
 
 def minilm_dir() -> Path:
@@ -62,6 +105,9 @@ def resolve_model_path(name_or_path: str) -> Path:
         return smollm2_dir()
     path = Path(name).expanduser()
     if path.exists():
+        if path.is_file():
+            raise ModelNotFoundError(f"model path {name!r} is a file; pass the directory that holds config.json "
+                                     f"and the weights; {_builtin_hint()}")
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model directory {str(path)!r} has no config.json; {_builtin_hint()}")
         return path

@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 from tunekit.config import ConfigError
 from tunekit.strategies.base import Phase, Plan, Strategy
 from tunekit.strategies.freeze import Freeze
@@ -44,9 +46,14 @@ def get_strategy(spec) -> Strategy:
         raise ConfigError(f"strategy must be a Strategy, a name or a dict with 'name' (got {spec!r})")
     kw = dict(spec)
     name = kw.pop("name")
-    if name not in REGISTRY:
+    if not isinstance(name, str) or name not in REGISTRY:
         raise ConfigError(f"unknown strategy {name!r}; known: {sorted(REGISTRY)}")
-    return REGISTRY[name](**kw)
+    cls = REGISTRY[name]
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(str(k) for k in kw if k not in fields)
+    if unknown:
+        raise ConfigError(f"strategy {name!r} has no parameter(s) {unknown}; its parameters are {fields}")
+    return cls(**kw)
 
 
 __all__ = ["Strategy", "Phase", "Plan", "Probe", "Freeze", "LoRA", "IA3", "Full", "LPFT", "QAT", "REGISTRY", "register",

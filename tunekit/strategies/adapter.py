@@ -25,6 +25,8 @@ def as_names(value, where: str) -> Optional[tuple[str, ...]]:
         return None
     if isinstance(value, str):
         value = [value]
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ConfigError(f"{where} must be a non-empty list of module names or None (got {value!r})")
     value = tuple(value)
     require(len(value) > 0 and all(isinstance(v, str) and v for v in value), where,
             "a non-empty list of module names or None", list(value))
@@ -98,8 +100,8 @@ class AdapterStrategy(Strategy):
 
     def plan(self, model) -> Plan:
         if model.peft is not None:
-            raise ConfigError("this model already carries an adapter; load a fresh model "
-                              "(tk.load_model) for another adapter run")
+            raise ConfigError("this model already carries an adapter; for another adapter on top, fold it in "
+                              "first (run.load_model(merged=True)), or load a fresh model (tk.load_model)")
         return Plan(adapter=self.peft_config(model))
 
     def peft_task_type(self, model):

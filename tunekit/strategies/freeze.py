@@ -23,7 +23,9 @@ class Freeze(Strategy):
         train: the groups to train (e.g. ``["block.5", "pooler", "head"]``).
         frozen: the groups to freeze; all others train.
         train_blocks: block indices to train; the groups above the blocks
-            (pooler / norm, head) train too. Negative indices count from the top.
+            (pooler / norm, head) train too. Negative indices count from the top;
+            ``[]`` trains only the groups above the blocks (``Freeze.top(0)``,
+            labelled ``freeze-top0``).
     """
 
     train: Optional[Sequence[str]] = None
@@ -45,11 +47,15 @@ class Freeze(Strategy):
         if self.train_blocks is not None and not all(isinstance(b, int) and not isinstance(b, bool)
                                                      for b in self.train_blocks):
             raise ConfigError(f"Freeze.train_blocks must be block indices (got {list(self.train_blocks)!r})")
+        for k in ("train", "frozen"):
+            v = getattr(self, k)
+            if v is not None and not all(isinstance(g, str) and g for g in v):
+                raise ConfigError(f"Freeze.{k} must be layer group names such as 'block.5' or 'head' (got {list(v)!r})")
 
     @classmethod
     def top(cls, k: int) -> "Freeze":
         """Train the top ``k`` blocks and everything above them (fastai's "train the top k")."""
-        if not isinstance(k, int) or k < 0:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise ConfigError(f"Freeze.top(k): k must be an integer >= 0 (got {k!r})")
         return cls(train_blocks=tuple(range(-k, 0)))
 
@@ -85,9 +91,9 @@ class Freeze(Strategy):
     def label(self) -> str:
         if self.train_blocks is not None:
             k = len(self.train_blocks)
-            if k and sorted(self.train_blocks) == list(range(-k, 0)):
+            if sorted(self.train_blocks) == list(range(-k, 0)):  # [] is top(0): only what sits above the blocks
                 return f"freeze-top{k}"
             return "freeze-train-" + "-".join(str(b) if b >= 0 else f"m{-b}" for b in self.train_blocks)
         if self.train is not None:
             return "freeze-train-" + "-".join(self.train)
-        return "freeze-" + "-".join(self.frozen)
+        return "freeze-" + ("-".join(self.frozen) or "none")

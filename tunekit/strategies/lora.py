@@ -13,8 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from tunekit.config import require
+from tunekit.config import finite_number, require
 from tunekit.strategies.adapter import AdapterStrategy, as_names
+
+
+MAX_SCALE = 1000.0
+"""The largest alpha / rank accepted: beyond it an update of any size swamps the weights."""
 
 
 @dataclass
@@ -45,8 +49,11 @@ class LoRA(AdapterStrategy):
                 "LoRA.rank", "an integer >= 1", self.rank)
         if self.alpha is None:
             self.alpha = 2 * self.rank
-        require(isinstance(self.alpha, (int, float)) and self.alpha > 0, "LoRA.alpha", "> 0", self.alpha)
-        require(isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1,
+        require(finite_number(self.alpha) and self.alpha > 0, "LoRA.alpha", "a finite number > 0", self.alpha)
+        require(self.alpha / self.rank <= MAX_SCALE, "LoRA.alpha",
+                f"at most {MAX_SCALE:g} x rank = {MAX_SCALE * self.rank:g} (alpha / rank scales every update; "
+                f"usual values are 1 to 4 x rank)", self.alpha)
+        require(finite_number(self.dropout) and 0 <= self.dropout < 1,
                 "LoRA.dropout", "in [0, 1)", self.dropout)
         self.target_modules = as_names(self.target_modules, "LoRA.target_modules")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from tunekit.config import positive_int, require
+from tunekit.config import finite_number, positive_int, require
 from tunekit.strategies.base import Phase, Plan, Strategy, needs_classification
 from tunekit.strategies.full import Full
 from tunekit.strategies.probe import Probe
@@ -29,7 +29,8 @@ class LPFT(Strategy):
     def __post_init__(self) -> None:
         positive_int("LPFT.probe_epochs", self.probe_epochs)
         if self.probe_lr is not None:
-            require(self.probe_lr > 0, "LPFT.probe_lr", "a positive number", self.probe_lr)
+            require(finite_number(self.probe_lr) and self.probe_lr > 0, "LPFT.probe_lr", "a finite number > 0 or None",
+                    self.probe_lr)
 
     def phases(self) -> list[Phase]:
         return [Phase(Probe(), epochs=self.probe_epochs, lr=self.probe_lr or Probe.default_lr),

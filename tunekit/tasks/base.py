@@ -48,6 +48,16 @@ class Task:
                                         trust_remote_code=False, **kwargs)
         return hf, sorted(info.get("missing_keys", ()))
 
+    def supports(self, model_type: str) -> bool:
+        """Whether transformers' Auto class of this task builds a ``model_type`` model (True
+        when it cannot tell: the build then says it)."""
+        try:
+            import transformers
+            auto = getattr(transformers, self.auto_class)
+            return transformers.CONFIG_MAPPING[model_type] in auto._model_mapping
+        except Exception:  # noqa: BLE001 - a transformers without these tables
+            return True
+
     def module(self, backbone) -> nn.Module:
         raise NotImplementedError
 

@@ -1,0 +1,179 @@
+"""Issue 11: every mistake a user can make reaches them as one of tunekit's own errors,
+naming the parameter or the file, and no run is left reading "running"."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import tunekit as tk
+from tunekit.config import ConfigError
+
+
+def _summary(path):
+    return json.loads((path / "summary.json").read_text())
+
+
+# ----- devices ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device, words", [
+    ("xpu", "trains on"), ("meta", "trains on"), ("cuda:5", "cuda"), ("cpu:3", "one CPU"),
+    ("gpu", "device must be one of"), ("", None),
+])
+def test_a_device_tunekit_cannot_train_on_fails_before_any_record(tiny, small, fast, tmp_path, device, words):
+    if words is None:  # "" means "choose": it trains
+        assert tk.train(tiny, small, tk.Probe(), device=device, **fast).summary["status"] == "completed"
+        return
+    with pytest.raises(ConfigError, match=words):
+        tk.train(tiny, small, tk.Probe(), device=device, **fast)
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), "no record may be left behind"
+
+
+def test_a_device_that_fails_while_moving_the_model_finishes_the_record(tiny, small, fast, monkeypatch):
+    def broken_to(*a, **k):
+        raise RuntimeError("backend went away")
+    monkeypatch.setattr(type(tiny), "to", broken_to)
+    with pytest.raises(tk.TrainingError, match="backend went away") as e:
+        tk.train(tiny, small, tk.Probe(), **fast)
+    assert e.value.run is not None
+    s = _summary(e.value.run.path)
+    assert s["status"] == "failed" and "backend went away" in s["reason"]
+
+
+# ----- callbacks ----------------------------------------------------------------------------------
+def test_a_train_end_callback_that_raises_leaves_a_finished_record(tiny, small, fast, tmp_path):
+    def boom(ev):
+        raise ValueError("my callback is broken")
+    with pytest.raises(ValueError, match="my callback is broken"):
+        tk.train(tiny, small, tk.Probe(), callbacks={"train_end": boom}, name="cb", **fast)
+    s = _summary(tmp_path / "runs" / "cb")
+    assert s["status"] == "completed" and s["steps"] > 0 and s["weights"] == "weights.safetensors"
+    assert tk.load_run(tmp_path / "runs" / "cb").summary["status"] == "completed"
+
+
+def test_a_train_end_callback_sees_the_final_record(tiny, small, fast):
+    seen = []
+    tk.train(tiny, small, tk.Probe(), callbacks={"train_end": lambda ev: seen.append(
+        (ev.payload["status"], tk.load_run(ev.trainer.writer.path).summary["status"]))}, **fast)
+    assert seen == [("completed", "completed")]
+
+
+def test_saving_that_fails_marks_the_record_failed(tiny, small, fast, monkeypatch, tmp_path):
+    from tunekit.writer import RunWriter
+
+    save = RunWriter.save_tensors
+
+    def full(self, filename, tensors):  # the disk fills as the final weights are written
+        if filename == "weights.safetensors":
+            raise OSError(28, "No space left on device")
+        save(self, filename, tensors)
+    monkeypatch.setattr(RunWriter, "save_tensors", full)
+    with pytest.raises(tk.TrainingError, match="saving the run failed.*No space left"):
+        tk.train(tiny, small, tk.Probe(), name="full", **fast)
+    s = _summary(tmp_path / "runs" / "full")
+    assert s["status"] == "failed" and "No space left" in s["reason"]
+
+
+# ----- models -------------------------------------------------------------------------------------
+def _variant(tiny_dir, tmp_path, change):
+    import shutil
+    d = tmp_path / "model"
+    shutil.copytree(tiny_dir, d)
+    change(d)
+    return str(d)
+
+
+def _drop_weights(d):
+    for p in d.glob("*.safetensors"):
+        p.unlink()
+
+
+def _config(d, **changes):
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.update(changes)
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    (d / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (_drop_weights, "ModelNotFoundError", "no weights"),
+    (lambda d: [p.write_bytes(p.read_bytes()[:1000]) for p in d.glob("*.safetensors")],
+     "ModelNotFoundError", "weights cannot be loaded"),
+    (lambda d: (d / "config.json").write_text("{not json"), "ModelNotFoundError", "config.json cannot be read"),
+    (lambda d: (d / "config.json").write_text("[1, 2]"), "ModelNotFoundError", "JSON object"),
+    (lambda d: _config(d, model_type=None), "ModelNotFoundError", "no 'model_type'"),
+    (lambda d: _config(d, model_type="no-such-arch"), "ConfigError", "not an architecture"),
+    (lambda d: _config(d, hidden_size=64), "ModelNotFoundError", "do not match config.json"),
+    (lambda d: (d / "tokenizer.json").write_text("{x"), "ModelNotFoundError", "tokenizer files"),
+])
+def test_a_broken_model_directory_is_named_in_words(tiny_dir, tmp_path, change, error, words):
+    path = _variant(tiny_dir, tmp_path, change)
+    with pytest.raises(tk.TunekitError, match=words) as e:
+        tk.load_model(path)
+    assert type(e.value).__name__ == error and path in str(e.value)
+
+
+def test_a_vision_model_is_refused_as_not_a_text_model(tmp_path):
+    from transformers import ViTConfig, ViTModel
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                       image_size=32, patch_size=8)).save_pretrained(tmp_path / "vit")
+    for task in ("classification", "causal_lm"):
+        with pytest.raises(ConfigError, match="'vit' model.*no (classification|causal_lm) head"):
+            tk.load_model(str(tmp_path / "vit"), task=task)
+
+
+def test_a_run_record_passed_as_a_model_says_how_to_open_it(tiny, small, fast):
+    run = tk.train(tiny, small, tk.Probe(), **fast)
+    with pytest.raises(tk.ModelNotFoundError, match=r"run record.*tk.load_run"):
+        tk.load_model(str(run.path))
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(label_names=["a", "a"]), "distinct"), (dict(label_names=[1, 2]), "non-empty strings"),
+    (dict(label_names="ab"), "a list of class names"), (dict(seed=-1), "seed"), (dict(seed="0"), "seed"),
+    (dict(config_overrides=[1]), "config_overrides must be"),
+    (dict(config_overrides={"hidden_size": 7}), "config_overrides .* do not fit"),
+])
+def test_bad_load_model_arguments(tiny_dir, kw, words):
+    with pytest.raises(ConfigError, match=words):
+        tk.load_model(tiny_dir, **kw)
+
+
+def test_a_file_given_as_the_model_directory(tiny_dir):
+    with pytest.raises(tk.ModelNotFoundError, match="is a file"):
+        tk.load_model(str(tiny_dir) + "/config.json")
+
+
+# ----- strategies ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("make, words", [
+    (lambda: tk.LoRA(alpha=float("inf")), "LoRA.alpha must be a finite number"),
+    (lambda: tk.LoRA(alpha=True), "LoRA.alpha must be a finite number"),
+    (lambda: tk.LoRA(rank=8, alpha=1e30), r"LoRA.alpha must be at most 1000 x rank = 8000"),
+    (lambda: tk.LoRA(target_modules=5), "LoRA.target_modules must be"),
+    (lambda: tk.LoRA(target_modules=["query", 3]), "LoRA.target_modules must be"),
+    (lambda: tk.IA3(target_modules=[None]), "IA3.target_modules must be"),
+    (lambda: tk.LPFT(probe_lr="1e-3"), "LPFT.probe_lr must be a finite number"),
+    (lambda: tk.LPFT(probe_lr=float("inf")), "LPFT.probe_lr must be a finite number"),
+    (lambda: tk.Freeze(train=[1]), "Freeze.train must be layer group names"),
+    (lambda: tk.Freeze.top(True), "Freeze.top"),
+    (lambda: tk.get_strategy({"name": "lora", "rnk": 4}), r"no parameter\(s\) \['rnk'\]"),
+    (lambda: tk.get_strategy({"name": ["lora"]}), "unknown strategy"),
+])
+def test_bad_strategy_arguments(make, words):
+    with pytest.raises(ConfigError, match=words):
+        make()
+
+
+def test_freeze_with_no_blocks_is_named_for_what_it_trains(tiny):
+    s = tk.Freeze(train_blocks=[])
+    assert s.label == tk.Freeze.top(0).label == "freeze-top0"
+    assert "block.0" not in s.plan(tiny).train and "head" in s.plan(tiny).train
+
+
+def test_an_adapter_on_a_model_that_has_one_says_how_to_fold_it_in(tiny, small, fast):
+    run = tk.train(tiny, small, tk.LoRA(rank=2), **fast)
+    with pytest.raises(ConfigError, match=r"already carries an adapter.*merged=True"):
+        tk.train(run.load_model(), small, tk.IA3(), **fast)
+    assert tk.train(run.load_model(merged=True), small, tk.LoRA(rank=2), **fast).summary["status"] == "completed"
+    with pytest.raises(ConfigError, match=r"run.load_model\(\)"):
+        tk.train(tk.load_run(run.path).model, small, tk.Full(), **fast)
