@@ -241,3 +241,57 @@ def test_an_unreadable_csv_is_named(tmp_path, content, words):
     with pytest.raises(tk.DataError, match=words) as e:
         tk.data.load(str(tmp_path / "d.csv"))
     assert "d.csv" in str(e.value)
+
+
+# ----- the lab --------------------------------------------------------------------------------------
+def test_the_lab_says_an_unknown_pick_in_its_status_line(tiny_dir, small, tmp_path):
+    pytest.importorskip("ipywidgets")
+    lab = tk.Lab(model=tiny_dir, data=small, runs_dir=str(tmp_path / "runs"))
+    assert lab.select(model="no-such-model") is False
+    assert "Unknown model &#x27;no-such-model&#x27;" in lab.status and lab.model_w.value == tiny_dir
+    assert lab.select(data="imdb") is False and "Unknown data &#x27;imdb&#x27;" in lab.status
+
+
+def test_a_model_directory_that_breaks_after_the_lab_opened(tiny_dir, small, tmp_path):
+    pytest.importorskip("ipywidgets")
+    import shutil
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_dir, model_dir)
+    lab = tk.Lab(model=str(model_dir), data=small, runs_dir=str(tmp_path / "runs"))
+    _drop_weights(model_dir)
+    lab.train_button.click()  # must not raise out of the click handler
+    assert not lab.running and "Not started" in lab.status and "no weights" in lab.status
+    (model_dir / "config.json").write_text("{")
+    lab.train_button.click()
+    assert "Not started" in lab.status and "config.json cannot be read" in lab.status
+
+
+# ----- the command line ---------------------------------------------------------------------------
+def _cli(argv, capsys):
+    from tunekit.cli import main
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+def test_export_into_a_folder_that_cannot_be_written(tmp_path, capsys):
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    nbformat.write(nb, str(tmp_path / "n.ipynb"))
+    (tmp_path / "a-file").write_text("x")
+    rc, err = _cli(["export", str(tmp_path / "n.ipynb"), "--out", str(tmp_path / "a-file" / "site")], capsys)
+    assert rc == 2 and "argument --out: cannot write into" in err and "a-file" in err
+
+
+def test_cli_names_a_broken_model_directory_in_one_line(tiny_dir, tmp_path, capsys):
+    path = _variant(tiny_dir, tmp_path, _drop_weights)
+    rc, err = _cli(["train", "--model", path, "--strategy", "probe", "--train-size", "16",
+                    "--runs-dir", str(tmp_path / "runs")], capsys)
+    last = err.strip().splitlines()[-1]  # argparse's usage, then the one error line
+    assert rc == 2 and last.startswith("tunekit train: error: argument --model:") and "no weights" in last
+
+
+def test_cli_a_misspelt_data_name(tiny_dir, tmp_path, capsys):
+    rc, err = _cli(["train", "--model", tiny_dir, "--data", "rotten-tomatoes", "--runs-dir", str(tmp_path)], capsys)
+    assert rc == 2 and "did you mean 'rotten_tomatoes'" in err

@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from tunekit.config import DEFAULT_RUNS_DIR, ConfigError
+from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TunekitError
 
 STRATEGY_NAMES = ("probe", "freeze", "lora", "ia3", "full", "lpft", "qat")
 # ConfigError messages start with the field they are about; this maps fields to options.
@@ -450,6 +450,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         option = _option_for(str(e))
         sub.print_usage(sys.stderr)
         print(f"{sub.prog}: error: {f'argument {option}: ' if option else ''}{e}", file=sys.stderr)
+        return 2
+    except TunekitError as e:  # a data, model, record or export error: one line, never a traceback
+        from tunekit.engine import TrainingError
+        print(f"{sub.prog}: error: {e}", file=sys.stderr)
+        return 1 if isinstance(e, TrainingError) else 2
+    except OSError as e:  # a file the user named that cannot be read or written
+        where = f" {e.filename!r}" if e.filename else ""
+        print(f"{sub.prog}: error:{where} {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted; finished runs are in {getattr(args, 'runs_dir', '')}", file=sys.stderr)

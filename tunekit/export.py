@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
@@ -174,6 +175,19 @@ def add_plotly_html(nb) -> int:
     return added
 
 
+def writable_dir(folder: Path) -> Path:
+    """``folder``, made if needed, after checking a file can be written in it; an
+    :class:`ExportError` about ``out`` otherwise (never an OSError's traceback)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".tunekit-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ExportError(f"out: cannot write into {str(folder)!r}: {e.strerror or e}") from None
+    return folder
+
+
 def widget_js_files() -> dict[str, Path]:
     """Where each file the static widget manager needs comes from (checked to exist)."""
     import anywidget
@@ -212,19 +226,21 @@ def export_html(nb_or_path, out: Union[str, Path], cdn: bool = False, title: Opt
         nb = copy.deepcopy(nb_or_path)
     out = Path(out)
     page = out if out.suffix.lower() in (".html", ".htm") else out / f"{name}.html"
-    page.parent.mkdir(parents=True, exist_ok=True)
+    writable_dir(page.parent)
     if not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
         raise ExportError(f"{name}: the notebook has no outputs; run it first (run_notebook, or --execute)")
     add_plotly_html(nb)
     exporter = HTMLExporter(template_name="lab")
-    if not cdn:
-        files = widget_js_files()
-        for target, src in files.items():
-            shutil.copyfile(src, page.parent / target)
-        exporter.widget_renderer_url = "embed-amd.js"
-        exporter.require_js_url = "require.js"
-    body, _resources = exporter.from_notebook_node(nb, resources={"metadata": {"name": title or name}})
-    page.write_text(body, encoding="utf-8")
+    try:
+        if not cdn:
+            for target, src in widget_js_files().items():
+                shutil.copyfile(src, page.parent / target)
+            exporter.widget_renderer_url = "embed-amd.js"
+            exporter.require_js_url = "require.js"
+        body, _resources = exporter.from_notebook_node(nb, resources={"metadata": {"name": title or name}})
+        page.write_text(body, encoding="utf-8")
+    except OSError as e:  # e.g. the disk filled
+        raise ExportError(f"out: writing {str(page)!r} failed: {e.strerror or e}") from None
     return page
 
 
@@ -240,6 +256,7 @@ def export_notebooks(paths: Iterable[Union[str, Path]], out: Union[str, Path], e
     paths = [Path(p) for p in paths]
     if not paths:
         raise ExportError("notebooks: give at least one .ipynb file")
+    writable_dir(Path(out))  # before any notebook runs for minutes
     params = dict(params or {})
     if params and not execute:
         raise ExportError("params: parameters only apply when the notebook is run (add --execute)")

@@ -83,6 +83,7 @@ class Lab(W.VBox):
         self.stop_button.on_click(lambda _b: self.stop())
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="300px"))
         self.status_w = W.HTML()
+        self.progress._view_name = "NoSuchView"  # BREAK
         self.loss_fig = self._watched(go.FigureWidget(layout=_curve_layout("training loss")))
         self.metric = tk.metrics.primary(task)  # the second curve: accuracy, or perplexity for a causal LM
         self.acc_fig = self._watched(go.FigureWidget(layout=_curve_layout(f"validation {self.metric.title}")))
@@ -121,6 +122,11 @@ class Lab(W.VBox):
         then rebuilds the diagram and controls, keeping the hyper-parameters set so far.
         Refused while a run trains; a failure is said in the status line and nothing changes."""
         wanted = (model if model is not None else self._picked[0], data if data is not None else self._picked[1])
+        for value, picker, what in ((model, self.model_w, "model"), (data, self.data_w, "data")):
+            if value is not None and value not in picker.options:
+                self._say(f"Unknown {what} {value!r}: this lab offers {list(picker.options)} "
+                          f"(tk.Lab({what}=...) opens another).", "error")
+                return False
         self._holding = True  # one load for both changes
         try:
             if model is not None:
@@ -148,8 +154,9 @@ class Lab(W.VBox):
             loaded = self._load(model, data)
             diagram = ModelDiagram(loaded)
             controls = StrategyControls(loaded, diagram)
-        except (tk.ConfigError, tk.DataError, tk.ModelNotFoundError, OSError) as e:
-            self._say(f"Could not load {model} with {data_label}: {e}", "error")
+        except Exception as e:  # noqa: BLE001 - a tunekit error in words, anything else named; never raised at a click
+            said = str(e) if isinstance(e, tk.TunekitError) else f"{type(e).__name__}: {e}"
+            self._say(f"Could not load {model} with {data_label}: {said}", "error")
             self.model_w.value, self.data_w.value = self._picked
             return
         controls.take_settings(self.controls)
@@ -175,8 +182,9 @@ class Lab(W.VBox):
             trainer = tk.Trainer(model, self.data, strategy, runs_dir=self.runs_dir, progress=False, **overrides)
             for ph in strategy.phases():
                 ph.strategy.count(model)
-        except (tk.ConfigError, tk.DataError, tk.ModelNotFoundError) as e:
-            self._say(f"Not started: {e}", "error")
+        except Exception as e:  # noqa: BLE001 - the Train button never raises out of its click handler
+            said = str(e) if isinstance(e, tk.TunekitError) else f"{type(e).__name__}: {e}"
+            self._say(f"Not started: {said}", "error")
             return False
         self._trainer = trainer
         self._start_curves(strategy.label)
