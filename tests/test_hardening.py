@@ -295,3 +295,24 @@ def test_cli_names_a_broken_model_directory_in_one_line(tiny_dir, tmp_path, caps
 def test_cli_a_misspelt_data_name(tiny_dir, tmp_path, capsys):
     rc, err = _cli(["train", "--model", tiny_dir, "--data", "rotten-tomatoes", "--runs-dir", str(tmp_path)], capsys)
     assert rc == 2 and "did you mean 'rotten_tomatoes'" in err
+
+
+# ----- the rest of the public API -----------------------------------------------------------------
+@pytest.fixture
+def full_run(tiny, small, fast):
+    return tk.train(tiny, small, tk.Full(), **fast)
+
+
+def test_bad_arguments_across_the_api(full_run, small, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    cases = [
+        (lambda: tk.evaluate(full_run, small, size=-1), "size must be a positive integer"),
+        (lambda: tk.inspect.update_spectra([full_run], top_k=0), "top_k must be a positive integer"),
+        (lambda: tk.inspect.update_spectra([full_run], eps=-1), "eps must be a number in"),
+        (lambda: tk.report.write_report([full_run], tmp_path / "a-file" / "r.html"), "cannot create the folder"),
+        (lambda: tk.report.write_report([full_run], tmp_path), "is a folder"),
+        (lambda: tk.Trainer(full_run.model, small, tk.Probe()).add_callback("step", 5), "must be a function"),
+    ]
+    for call, words in cases:
+        with pytest.raises(ConfigError, match=words):
+            call()

@@ -131,6 +131,8 @@ class Trainer:
     def add_callback(self, event: str, fn: Callable[[Event], Any]) -> None:
         if event not in EVENTS:
             raise ConfigError(f"unknown event {event!r}; events are {list(EVENTS)}")
+        if not callable(fn):
+            raise ConfigError(f"the callback for {event!r} must be a function of one Event (got {fn!r})")
         self.callbacks[event].append(fn)
 
     def stop(self) -> None:

@@ -90,6 +90,8 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
     positive_int("batch_size", batch_size)
     if max_length is not None:
         positive_int("max_length", max_length)
+    if size is not None:
+        positive_int("size", size)
     run = None
     if isinstance(run_or_model, Model):
         model = run_or_model

@@ -19,6 +19,7 @@ from typing import Any, Sequence, Callable
 import pandas as pd
 
 from tunekit import plots
+from tunekit.config import ConfigError
 from tunekit.metrics import primary
 from tunekit.runs import Run
 
@@ -206,19 +207,30 @@ def write_report(runs: Any, path: str | os.PathLike = "tunekit-report.html",
                  title: str = "tunekit comparison", extra: Sequence[tuple[str, Any]] = ()) -> Path:
     """Write the report to ``path`` atomically (a temporary file, then a rename) and return it."""
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"path: cannot create the folder {str(path.parent)!r} for the report: "
+                          f"{e.strerror or e}") from None
+    if path.is_dir():
+        raise ConfigError(f"path {str(path)!r} is a folder; give the report's file name, e.g. {str(path / 'report.html')!r}")
     text = render_report(runs, title, extra)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    except OSError as e:
+        raise ConfigError(f"path: cannot write the report into {str(path.parent)!r}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for sharing
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):  # e.g. the disk filled: the old report, if any, is untouched
+            raise ConfigError(f"path: writing the report {str(path)!r} failed: {e.strerror or e}") from None
         raise
     return path.resolve()
 

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from tunekit import adapters
+from tunekit.config import finite_number, positive_int, require
 from tunekit.architectures import LABEL_ORDER  # noqa: F401 - the labels' order on every axis
 from tunekit.inspect.models import Pair, load_pairs
 from tunekit.models import Model
@@ -207,6 +208,9 @@ def update_spectra(runs, top_k: int = 10, eps: float = 0.5,
     """Singular values of every 2-D update ``delta W`` (head and, optionally, the embedding
     matrices included), with effective rank, stable rank, the number of directions holding
     ``energy`` of the update, and intruder dimensions of ``W0 + delta`` against ``W0``."""
+    positive_int("top_k", top_k)
+    require(finite_number(eps) and 0 < eps <= 1, "eps", "a number in (0, 1] (a cosine threshold)", eps)
+    require(finite_number(energy) and 0 < energy <= 1, "energy", "a fraction in (0, 1]", energy)
     rows, sv, noise, cos = [], {}, {}, {}
     u0_cache: dict = {}
     for pair in load_pairs(runs):
