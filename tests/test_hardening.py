@@ -250,6 +250,8 @@ def test_the_lab_says_an_unknown_pick_in_its_status_line(tiny_dir, small, tmp_pa
     assert lab.select(model="no-such-model") is False
     assert "Unknown model &#x27;no-such-model&#x27;" in lab.status and lab.model_w.value == tiny_dir
     assert lab.select(data="imdb") is False and "Unknown data &#x27;imdb&#x27;" in lab.status
+    with pytest.raises(ConfigError, match="train_size must be a positive integer"):
+        tk.Lab(model=tiny_dir, data=small, train_size=-1)
 
 
 def test_a_model_directory_that_breaks_after_the_lab_opened(tiny_dir, small, tmp_path):

@@ -55,6 +55,9 @@ class Lab(W.VBox):
 
     def __init__(self, model: str = "minilm", data: Any = "rotten_tomatoes", runs_dir: str = DEFAULT_RUNS_DIR,
                  train_size: int = 500, eval_size: int = 300, task: str = "classification"):
+        from tunekit.config import positive_int
+        positive_int("train_size", train_size)
+        positive_int("eval_size", eval_size)
         self.data = tk.data.load(data)
         self.model_source = model
         self.runs_dir = runs_dir
