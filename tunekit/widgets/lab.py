@@ -86,7 +86,6 @@ class Lab(W.VBox):
         self.stop_button.on_click(lambda _b: self.stop())
         self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="300px"))
         self.status_w = W.HTML()
-        self.progress._view_name = "NoSuchView"  # BREAK
         self.loss_fig = self._watched(go.FigureWidget(layout=_curve_layout("training loss")))
         self.metric = tk.metrics.primary(task)  # the second curve: accuracy, or perplexity for a causal LM
         self.acc_fig = self._watched(go.FigureWidget(layout=_curve_layout(f"validation {self.metric.title}")))
