@@ -318,3 +318,11 @@ def test_bad_arguments_across_the_api(full_run, small, tmp_path):
     for call, words in cases:
         with pytest.raises(ConfigError, match=words):
             call()
+
+
+@pytest.mark.parametrize("content, words", [("{bad", "not a Jupyter notebook"), ('{"cells": 5}', "not a Jupyter notebook")])
+def test_export_a_file_that_is_not_a_notebook(tmp_path, capsys, content, words):
+    pytest.importorskip("nbformat")
+    (tmp_path / "n.ipynb").write_text(content)
+    rc, err = _cli(["export", str(tmp_path / "n.ipynb"), "--out", str(tmp_path / "site")], capsys)
+    assert rc == 2 and words in err and "n.ipynb" in err

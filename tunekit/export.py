@@ -60,15 +60,24 @@ def read_notebook(path: Union[str, Path]):
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"notebook: no such file {str(path)!r}")
-    return nbformat.read(str(path), as_version=4)
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+        nbformat.validate(nb)
+    except Exception as e:  # noqa: BLE001 - not JSON, not a notebook, a newer format ...
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ExportError(f"notebook: {str(path)!r} is not a Jupyter notebook nbformat can read ({first})") from None
+    return nb
 
 
 # ----- parameters --------------------------------------------------------------------------------
 def parameter_names(nb) -> list[str]:
     """The names the notebook's ``parameters`` cell assigns, in order."""
     cell = _parameters_cell(nb)
-    return [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
-            for t in node.targets if isinstance(t, ast.Name)]
+    try:
+        body = ast.parse(cell.source).body
+    except SyntaxError as e:
+        raise ExportError(f"notebook: its parameters cell is not valid Python (line {e.lineno}: {e.msg})") from None
+    return [t.id for node in body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
 
 
 def _parameters_cell(nb):
