@@ -326,3 +326,16 @@ def test_export_a_file_that_is_not_a_notebook(tmp_path, capsys, content, words):
     (tmp_path / "n.ipynb").write_text(content)
     rc, err = _cli(["export", str(tmp_path / "n.ipynb"), "--out", str(tmp_path / "site")], capsys)
     assert rc == 2 and words in err and "n.ipynb" in err
+
+
+def test_the_post_training_tab_says_a_bad_student_in_words(tiny_dir, small, tmp_path):
+    pytest.importorskip("ipywidgets")
+    lab = tk.Lab(model=tiny_dir, data=small, runs_dir=str(tmp_path / "runs"), train_size=32, eval_size=16)
+    lab.controls.kind_w.value = "full"
+    assert lab.train(wait=True)
+    post = lab.runs.post
+    post.run_w.value = lab.last_run
+    post.op_w.value = "distil into fewer blocks"
+    post.student_w.value = "0, two"
+    assert post.apply() is False
+    assert "student blocks must be block numbers" in post.status.value and not post.running

@@ -82,9 +82,16 @@ class PostPanel(W.VBox):
         try:
             run = tk.load_run(f"{self.runs_panel.runs_dir}/{self.run_w.value}")
             data = self.runs_panel._data_for([run])
-        except ValueError as e:  # a record that cannot be read, or trained on other data
-            self._say(f"Not done: {e}", "error")
+        except Exception as e:  # noqa: BLE001 - a record that cannot be read, or trained on other data
+            self._say(f"Not done: {e if isinstance(e, tk.TunekitError) else f'{type(e).__name__}: {e}'}", "error")
             return False
+        if self.op_w.value and OPERATIONS[self.op_w.value][0] == "distil":
+            try:
+                blocks = [int(x) for x in self.student_w.value.split(",") if x.strip()]
+            except ValueError:
+                self._say(f"Not done: student blocks must be block numbers separated by commas, such as 0, 2, 4 "
+                          f"(got {self.student_w.value!r})", "error")
+                return False
         kind, slider = OPERATIONS[self.op_w.value]
         value = self.sliders[slider].value
 
@@ -98,7 +105,6 @@ class PostPanel(W.VBox):
                     out = tk.quantize(run, method="int8-dynamic" if value == 8 else "intx-dynamic",
                                       bits=None if value == 8 else value, data=data)
                 else:
-                    blocks = [int(x) for x in self.student_w.value.split(",") if x.strip()]
                     out = tk.distil(run, student=blocks, temperature=value, data=data, progress=False)
                 s = out.summary
                 metric = tk.metrics.primary(out.task).key
@@ -107,7 +113,7 @@ class PostPanel(W.VBox):
                           f"(was {before.get('val_' + metric, run.summary.get('val_' + metric, float('nan'))):.3f}), "
                           f"{s.get('size_mb')} MB (was {before.get('size_mb')}), "
                           f"{s.get('latency_ms')} ms on this CPU (was {before.get('latency_ms')})", "ok")
-            except ValueError as e:  # ConfigError, DataError: bad input, in words
+            except tk.TunekitError as e:  # bad input, in words
                 self._say(f"Not done: {e}", "error")
             except Exception as e:  # noqa: BLE001 - every failure in words, in the app
                 self._say(f"Failed: {type(e).__name__}: {e}", "error")

@@ -93,8 +93,9 @@ class RunsPanel(W.VBox):
                 self.panes[view].children = [_as_widget(x) for x in builders[view](runs)]
                 self.message.value = ""
             except Exception as e:  # noqa: BLE001 - say it in the app, in words
+                said = str(e) if isinstance(e, tk.TunekitError) else f"{type(e).__name__}: {e}"
                 self.message.value = (f'<span style="color:#b00020">{html.escape(view)} failed: '
-                                      f"{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>")
+                                      f"{html.escape(said)}</span>")
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         if wait:
