@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("voila")
-# test_browser skips this module too when Chromium (or JupyterLab) is missing
-from test_browser import CHROMIUM, JS_DRAWN, JS_LOSS_POINTS, JS_STATE, _curves_drawn, _notebook_copy  # noqa: E402
+# test_browser skips this module too when JupyterLab is missing
+from test_browser import JS_DRAWN, JS_LOSS_POINTS, JS_STATE, _curves_drawn, _notebook_copy  # noqa: E402
 
 import jupyter_browser as jb  # noqa: E402
 
@@ -56,7 +55,8 @@ def _screenshot(page, path: Path) -> None:
     page.screenshot(path=str(path), full_page=True)
 
 
-def test_lab_under_voila(tmp_path):
+def test_lab_under_voila(tmp_path, chromium):
+    from playwright.sync_api import sync_playwright
     shots = Path(os.environ.get("TUNEKIT_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     nb = _notebook_copy(tmp_path)
@@ -66,8 +66,8 @@ def test_lab_under_voila(tmp_path):
     srv = jb.Server("voila", nb, nb.parent, sys.executable, timeout)
     try:
         srv.start()
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=jb.CHROMIUM_FLAGS)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=jb.CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.add_init_script(FORCE_MISSED_INIT)
 
