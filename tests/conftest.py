@@ -3,7 +3,6 @@ small slices of the real built-in data."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -81,28 +80,9 @@ def python3_kernel(tmp_path_factory):
     mp.undo()
 
 
-# ----- the real-browser tests (tests/test_browser.py, test_voila.py, test_export.py) ---------------
-REQUIRE_BROWSER = "TUNEKIT_REQUIRE_BROWSER"
-
-
+# ----- the real-browser tests (tests/test_browser.py, test_voila.py, test_export.py, test_notebooks.py) --
 @pytest.fixture
 def chromium() -> str:
-    """The Chromium that Playwright drives: ``$TUNEKIT_CHROMIUM``, else ``chromium`` on PATH,
-    else Debian's /usr/bin/chromium (Playwright cannot download browsers here).
-
-    Without it, or without Playwright, the test is skipped; with ``TUNEKIT_REQUIRE_BROWSER=1``
-    (.ci/run sets it) it fails instead, so CI cannot pass a browser test that never ran."""
-    path = os.environ.get("TUNEKIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    missing = []
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("Playwright (bash scripts/setup.sh --dev)")
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        missing.append(f"Chromium, not found at {path} (sudo apt-get install chromium)")
-    if not missing:
-        return path
-    why = "the browser tests need " + " and ".join(missing)
-    if os.environ.get(REQUIRE_BROWSER) == "1":
-        pytest.fail(f"{why}; {REQUIRE_BROWSER}=1 makes this a failure, not a skip", pytrace=False)
-    pytest.skip(why)
+    """The Chromium path; skips, or fails under TUNEKIT_REQUIRE_BROWSER=1 (see static_page)."""
+    import static_page  # tests/ is on sys.path
+    return static_page.require_browser()

@@ -5,13 +5,43 @@ page that needs a CDN shows it here (as blank widgets), not only on a workshop's
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
 
+import pytest
+
 from jupyter_browser import CHROMIUM_FLAGS as FLAGS  # tests/ is on sys.path
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+REQUIRE_BROWSER = "TUNEKIT_REQUIRE_BROWSER"
+
+
+def chromium_path() -> str:
+    """``$TUNEKIT_CHROMIUM``, else ``chromium`` on PATH, else Debian's /usr/bin/chromium."""
+    return os.environ.get("TUNEKIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def require_browser() -> str:
+    """The Chromium that Playwright drives (Playwright cannot download browsers here).
+
+    Without it, or without Playwright, the calling test is skipped; with
+    ``TUNEKIT_REQUIRE_BROWSER=1`` (.ci/run sets it) it fails instead, so CI cannot pass a
+    browser test that never ran. Every real-browser test goes through here."""
+    path = chromium_path()
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("Playwright (bash scripts/setup.sh --dev)")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        missing.append(f"Chromium, not found at {path} (sudo apt-get install chromium)")
+    if not missing:
+        return path
+    why = "the browser tests need " + " and ".join(missing)
+    if os.environ.get(REQUIRE_BROWSER) == "1":
+        pytest.fail(f"{why}; {REQUIRE_BROWSER}=1 makes this a failure, not a skip", pytrace=False)
+    pytest.skip(why)
 JS_STATE = """() => ({
   plots: [...document.querySelectorAll('.js-plotly-plot')].filter(p => p._fullLayout).length,
   titles: [...document.querySelectorAll('.js-plotly-plot')].map(p => (p.layout && p.layout.title &&
@@ -23,14 +53,6 @@ JS_STATE = """() => ({
   text: document.body.innerText.includes('Error displaying widget')})"""
 
 
-def available() -> bool:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return False
-    return Path(CHROMIUM).exists()
-
-
 def check_page(page_path: Path, expect_plots: int = 0, expect_widgets: bool = False, screenshot: Path | None = None,
                timeout: float = 90) -> dict:
     """Load ``page_path`` offline; wait until ``expect_plots`` figures have drawn (and, with
@@ -39,7 +61,7 @@ def check_page(page_path: Path, expect_plots: int = 0, expect_widgets: bool = Fa
 
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = p.chromium.launch(executable_path=require_browser(), headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1600})
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))

@@ -121,8 +121,7 @@ def test_02_transfer_vs_finetune_runs(python3_kernel, tmp_path):
 def _check_export(nb, tmp_path: Path, expect_plots: int, expect_widgets: bool = False) -> dict:
     """Export the executed notebook and open the page offline in Chromium: every figure draws."""
     page = export_html(nb, tmp_path / "site" / "page.html")
-    if not static_page.available():
-        pytest.skip("Debian chromium / playwright not installed (bash scripts/setup.sh --dev installs them)")
+    static_page.require_browser()  # skipped without a browser; a failure in CI
     state = static_page.check_page(page, expect_plots=expect_plots, expect_widgets=expect_widgets,
                                    screenshot=tmp_path / "page.png")
     assert state["plots"] == expect_plots, state
