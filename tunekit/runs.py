@@ -16,9 +16,11 @@
         adapter/             adapters (LoRA, IA3): peft's own save_pretrained format,
                              with a model card (README.md)
 
-Every JSON file is written atomically (temporary file, then rename). A record
-that is still marked "running" but whose process is gone is reported as
-"crashed". :func:`list_runs` skips a corrupt record with a warning. Records written
+Every JSON and safetensors file is written atomically (temporary file, fsync, rename).
+A record that is still marked "running" but whose process is gone (or, in the process
+that wrote it, whose writer stopped) is reported as "crashed", with the last step it
+logged. Listing reads config.json and summary.json only (summaries are re-read when
+they change). :func:`list_runs` skips a corrupt record with a warning. Records written
 before ``kind`` existed read as ``kind="train"``, their task as classification.
 
 This module imports no torch at import time, so plots and reports can read runs
@@ -36,7 +38,8 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError
-from tunekit.writer import STATUSES, RunWriter, now, sanitize_name, write_json  # noqa: F401 - this module's API too
+from tunekit.writer import (STATUSES, RecordWriteError, RunWriter, now,  # noqa: F401 - this module's API too
+                            sanitize_name, write_json, writing_here)
 
 
 
@@ -61,7 +64,17 @@ class Run:
         self.path = Path(path)
         self.model = model
         self.config = self._read_json("config.json")
+        self._summary_stamp = self._stamp("summary.json")  # taken first: a later rewrite is then seen
         self._summary = self._read_json("summary.json")
+        self._last_step: tuple = (None, None)  # (metrics.jsonl stamp, last logged step)
+
+    def _stamp(self, name: str) -> Optional[tuple]:
+        """What changes whenever the file is rewritten (every JSON write is a rename: a new inode)."""
+        try:
+            st = os.stat(self.path / name)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     def _read_json(self, name: str) -> dict:
         f = self.path / name
@@ -135,23 +148,64 @@ class Run:
     @property
     def summary(self) -> dict:
         """The latest summary.json (re-read, so a run training elsewhere shows progress)."""
-        try:
-            self._summary = self._read_json("summary.json")
-        except RunRecordError:
-            pass
+        stamp = self._stamp("summary.json")
+        if stamp is None or stamp != self._summary_stamp:  # re-read only when it was rewritten
+            try:
+                self._summary = self._read_json("summary.json")
+                self._summary_stamp = stamp
+            except RunRecordError:
+                pass
         s = dict(self._summary)
-        if s.get("status") == "running" and self.model is None and s.get("host") == socket.gethostname() \
-                and isinstance(s.get("pid"), int) and not _pid_alive(s["pid"]):
+        if s.get("status") == "running" and self.model is None and self._writer_gone(s):
             s["status"] = "crashed"
             s["reason"] = "the training process ended before the run finished"
+            last = self.last_logged_step()
+            if last is not None:
+                s["reason"] += f" (last logged step: {last})"
+                s.setdefault("steps", last)
         return s
+
+    def _writer_gone(self, s: dict) -> bool:
+        """Whether the process that marked this record running can no longer finish it: it is
+        gone, or it is this process and no writer here holds the record (its run stopped)."""
+        pid = s.get("pid")
+        if s.get("host") != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool):
+            return False
+        if pid == os.getpid():
+            return not writing_here(self.path)
+        return not _pid_alive(pid)
+
+    def last_logged_step(self) -> Optional[int]:
+        """The last step number in metrics.jsonl (read from its end), or None."""
+        stamp = self._stamp("metrics.jsonl")
+        if stamp is None:
+            return None
+        if self._last_step[0] == stamp:
+            return self._last_step[1]
+        last = None
+        try:
+            with open(self.path / "metrics.jsonl", "rb") as fh:
+                fh.seek(max(0, stamp[2] - 65536))
+                tail = fh.read()
+        except OSError:
+            return None
+        for line in reversed(tail.splitlines()):
+            try:
+                event = json.loads(line.decode("utf-8"))
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(event, dict) and isinstance(event.get("step"), int):
+                last = event["step"]
+                break
+        self._last_step = (stamp, last)
+        return last
 
     def update_summary(self, **fields) -> None:
         """Add ``fields`` to summary.json (atomically): measurements made after the run ended."""
         summary = self._read_json("summary.json")
         summary.update(fields)
         write_json(self.path / "summary.json", summary)
-        self._summary = summary
+        self._summary, self._summary_stamp = summary, self._stamp("summary.json")
 
     @property
     def status(self) -> str:

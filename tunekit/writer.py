@@ -1,21 +1,25 @@
 """Writing one run record while it trains: the directory, atomic JSON, live metrics, tensors.
 
 :class:`RunWriter` is what the engine uses; :mod:`tunekit.runs` reads what it writes.
+Every JSON and safetensors file is replaced atomically (a temporary file in the same folder,
+fsynced, then renamed), so a killed process or a full disk leaves the old file or the new one;
+a failed write is a ``TrainingError`` that names the file, and for a full disk the disk.
 No torch import at module level.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, TunekitError
 
 STATUSES = ("running", "completed", "stopped", "failed", "crashed")
 
@@ -34,20 +38,87 @@ def now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
+class RecordWriteError(TunekitError, OSError):
+    """A file of a run record could not be written (the disk is full, the folder is gone, no
+    permission); the message names the file, and for a full disk the disk."""
+
+
+def _mount_point(path: Path) -> Path:
+    """The mount point of the file system that holds ``path`` (what "the disk" is)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _no_space(e: BaseException) -> bool:
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)  # a full disk, or this user's share of it
+    text = str(e)  # safetensors' own writer reports the OS error in its message
+    return any(words in text for words in ("No space left", "os error 28", "Disk quota exceeded", "os error 122"))
+
+
+def describe_write_error(path: Path, e: BaseException) -> str:
+    """Words for a failed write of ``path``: the disk when it is full, else the OS's reason."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    if _no_space(e):
+        return (f"no space left on the disk that holds {path.parent} (the file system mounted at "
+                f"{_mount_point(path.parent)}) while writing {path.name}: free some space there, or "
+                f"choose another runs_dir")
+    if isinstance(e, FileNotFoundError) and not path.parent.is_dir():
+        return f"{path.parent} no longer exists, so {path.name} could not be written"
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return f"{path} could not be written: {reason}"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (where the platform allows opening a folder)."""
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=_jsonable)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, written in
+    full and fsynced, then renamed over ``path``. A crash or a full disk leaves the old file or
+    the new one, never part of one, and no temporary file. Raises :class:`RecordWriteError`."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise RecordWriteError(describe_write_error(path, e)) from e
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with _suppress():
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise RecordWriteError(describe_write_error(path, e)) from e
         raise
+    _fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (see :func:`write_bytes`): a crash leaves the old file or the new
+    one, never half of one."""
+    write_bytes(Path(path), json.dumps(obj, indent=1, default=_jsonable).encode("utf-8"))
 
 
 def _jsonable(x):
@@ -64,63 +135,203 @@ class _suppress:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        return True
+    def __exit__(self, kind, *exc):
+        return kind is not None and issubclass(kind, Exception)
 
+
+_OPEN: set[str] = set()
+"""The records that a :class:`RunWriter` of this process is writing now (resolved paths): a
+record marked running by this process but not here has stopped without finishing it."""
+
+
+def writing_here(path: str | os.PathLike) -> bool:
+    """Whether a :class:`RunWriter` of this process is still writing the record at ``path``."""
+    return os.path.realpath(path) in _OPEN
+
+
+def _training_error(message: str) -> Exception:
+    from tunekit.engine import TrainingError  # the engine imports this module
+    return TrainingError(message)
 
 
 class RunWriter:
-    """Creates and updates one run directory while a run trains."""
+    """Creates and updates one run directory while a run trains.
+
+    Every JSON and safetensors file is replaced atomically (temporary file, fsync, rename);
+    ``metrics.jsonl`` is appended one whole line per write. Before each write the writer checks
+    that its directory is still the one it made: a directory removed (or moved) while the run
+    trains, or a write that fails (a full disk), raises a ``TrainingError`` that says so at once.
+    After that the writer records the failure in ``summary.json`` where it still can, and its
+    later ``log`` / ``update`` calls do nothing.
+    """
 
     def __init__(self, runs_dir: str | os.PathLike, name: str, config: dict):
         root = Path(runs_dir).expanduser()
         try:
             root.mkdir(parents=True, exist_ok=True)
-            probe = root / f".write-test-{os.getpid()}"
+            probe = root / f".write-test-{os.getpid()}-{secrets.token_hex(4)}"
             probe.write_text("ok")
             probe.unlink()
         except OSError as e:
-            raise ConfigError(f"runs_dir {str(root)!r} cannot be written: {e.strerror or e}") from e
+            reason = (f"no space left on its disk (the file system mounted at {_mount_point(root)})"
+                      if _no_space(e) else e.strerror or str(e))
+            raise ConfigError(f"runs_dir {str(root)!r} cannot be written: {reason}") from e
         base = sanitize_name(name)
         path, i = root / base, 1
-        while True:
+        while True:  # mkdir is atomic: of two processes choosing one name, one gets "name-2"
             try:
                 path.mkdir()
                 break
             except FileExistsError:
                 i += 1
                 path = root / f"{base}-{i}"
+            except OSError as e:
+                raise ConfigError(f"runs_dir {str(root)!r} cannot be written: {describe_write_error(path, e)}") from e
         self.path = path
         self.name = path.name
-        config = {**config, "name": self.name}
-        write_json(path / "config.json", config)
-        self.summary: dict = {"status": "running", "started": now(), "pid": os.getpid(),
-                              "host": socket.gethostname()}
-        write_json(path / "summary.json", self.summary)
-        self._metrics = open(path / "metrics.jsonl", "a", encoding="utf-8")
+        self._dir_id = self._identity()
+        self._failed: Optional[str] = None
+        self._last_step: Optional[int] = None
+        self._metrics: Optional[int] = None
+        _OPEN.add(os.path.realpath(path))
+        try:
+            write_json(path / "config.json", {**config, "name": self.name})
+            self.summary: dict = {"status": "running", "started": now(), "pid": os.getpid(),
+                                  "host": socket.gethostname()}
+            write_json(path / "summary.json", self.summary)
+            self._metrics = os.open(path / "metrics.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        except OSError as e:
+            words = str(e) if isinstance(e, RecordWriteError) else describe_write_error(path / "metrics.jsonl", e)
+            if (path / "config.json").is_file():
+                self._fail(words, e)
+            _OPEN.discard(os.path.realpath(path))
+            shutil.rmtree(path, ignore_errors=True)  # nothing of the run is in it yet
+            raise ConfigError(f"runs_dir {str(root)!r} cannot be written: {words}") from e
 
+    # ----- checks -------------------------------------------------------------------------------
+    def _identity(self) -> Optional[tuple]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _gone(self) -> Optional[str]:
+        """Words for a directory that is no longer the record this writer made, else None."""
+        if self._identity() != self._dir_id:
+            at = f" (after step {self._last_step}, the last one recorded)" if self._last_step is not None else ""
+            return (f"the run directory {self.path} was removed while the run trained{at}; "
+                    f"the run stopped, as nothing more of it could be recorded")
+        return None
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise _training_error(self._failed)
+        gone = self._gone()
+        if gone:
+            self._fail(gone)
+
+    def _fail(self, message: str, cause: Optional[BaseException] = None):
+        """Stop writing: record the failure where the directory still allows it, then raise."""
+        gone = self._gone()
+        if gone and "was removed" not in message:
+            message = gone
+        self._failed = message
+        _OPEN.discard(os.path.realpath(self.path))
+        self._close_metrics()
+        if not gone:
+            with _suppress():  # a full disk may refuse this too; the record then reads as crashed
+                write_json(self.path / "summary.json",
+                           {**getattr(self, "summary", {}), "status": "failed", "reason": message, "ended": now()})
+        raise _training_error(message) from cause
+
+    def _guarded(self, path: Path, write) -> None:
+        self._check()
+        try:
+            write()
+        except RecordWriteError as e:
+            self._fail(str(e), e)
+        except OSError as e:
+            self._fail(describe_write_error(path, e), e)
+
+    def _close_metrics(self) -> None:
+        if self._metrics is not None:
+            with _suppress():
+                os.close(self._metrics)
+            self._metrics = None
+
+    @property
+    def failed(self) -> Optional[str]:
+        """Why the writer stopped writing (a full disk, its directory removed), or None."""
+        return self._failed
+
+    # ----- writes -------------------------------------------------------------------------------
     def log(self, event: str, payload: dict) -> None:
-        self._metrics.write(json.dumps({"event": event, **payload}, default=_jsonable) + "\n")
-        self._metrics.flush()
+        """Append one event to metrics.jsonl (one whole line, or none: a failed write is undone)."""
+        if self._failed is not None:
+            return
+        line = (json.dumps({"event": event, **payload}, default=_jsonable) + "\n").encode("utf-8")
+
+        def append():
+            size = os.fstat(self._metrics).st_size
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(self._metrics, view):]
+            except OSError:
+                with _suppress():
+                    os.ftruncate(self._metrics, size)  # no torn line left behind
+                raise
+        self._guarded(self.path / "metrics.jsonl", append)
+        if isinstance(payload.get("step"), int):
+            self._last_step = payload["step"]
 
     def update(self, **fields) -> None:
         self.summary.update(fields)
-        write_json(self.path / "summary.json", self.summary)
+        if self._failed is not None:
+            return
+        self._guarded(self.path / "summary.json", lambda: write_json(self.path / "summary.json", self.summary))
 
     def finish(self, status: str, reason: Optional[str] = None, **fields) -> None:
+        """Write the final summary. After a failure it is written if the directory still
+        allows it (a full disk may not), and never raises: the run's own error is what counts."""
         assert status in STATUSES, status
-        self.update(status=status, reason=reason, ended=now(), **fields)
-        self._metrics.close()
+        if self._failed is not None:
+            self.summary.update(status=status, reason=reason or self._failed, ended=now(), **fields)
+            if not self._gone():
+                with _suppress():
+                    write_json(self.path / "summary.json", self.summary)
+            return
+        try:
+            self.update(status=status, reason=reason, ended=now(), **fields)
+        finally:
+            self._close_metrics()
+            _OPEN.discard(os.path.realpath(self.path))
 
     def save_tensors(self, filename: str, tensors: dict) -> None:
+        """Save ``tensors`` as ``filename`` atomically (temporary file, fsync, rename)."""
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
-        tmp = self.path / f".{filename}.tmp"
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
-        os.replace(tmp, self.path / filename)
+        target = self.path / filename
+        self._check()
+        tmp = self.path / f".{filename}.{secrets.token_hex(4)}.tmp"
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        try:
+            save_file(tensors, str(tmp))
+            _fsync_file(tmp)
+            os.replace(tmp, target)
+            _fsync_dir(self.path)
+        except (OSError, SafetensorError) as e:  # safetensors reports the OS's errors as its own
+            with _suppress():
+                os.unlink(tmp)
+            self._fail(describe_write_error(target, e), e)
 
     def save_adapter(self, peft_model, base_model_id: Optional[str] = None) -> None:
         """peft's ``save_pretrained`` into ``adapter/``; ``base_model_name_or_path`` is set to
-        ``base_model_id`` (a hub id where one is known) rather than a path on this machine."""
+        ``base_model_id`` (a hub id where one is known) rather than a path on this machine.
+        Written into a temporary folder, fsynced, then renamed into place."""
+        from safetensors import SafetensorError
+        self._check()
         tmp = self.path / ".adapter.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         config = peft_model.peft_config["default"]
@@ -131,17 +342,33 @@ class RunWriter:
             # tunekit never resizes the vocabulary: saying so keeps peft from asking the hub about
             # the base model's config (a network call, and a warning when offline)
             peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    _fsync_file(f)
+            _fsync_dir(tmp)
+            shutil.rmtree(self.path / "adapter", ignore_errors=True)
+            os.replace(tmp, self.path / "adapter")
+            _fsync_dir(self.path)
+        except (OSError, SafetensorError) as e:  # safetensors reports the OS's errors as its own
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._fail(describe_write_error(self.path / "adapter", e), e)
         finally:
             config.base_model_name_or_path = old
-        shutil.rmtree(self.path / "adapter", ignore_errors=True)
-        os.replace(tmp, self.path / "adapter")
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class ReplicaWriter:
     """What a process other than the main one holds while several train one run: the run's
     name and path (the main process writes the record), and no-op writes."""
+
+    failed = None
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
