@@ -339,3 +339,31 @@ def test_the_post_training_tab_says_a_bad_student_in_words(tiny_dir, small, tmp_
     post.student_w.value = "0, two"
     assert post.apply() is False
     assert "student blocks must be block numbers" in post.status.value and not post.running
+
+
+# ----- records ------------------------------------------------------------------------------------
+def test_records_that_cannot_say_what_they_trained(full_run, tmp_path):
+    import shutil
+    with pytest.raises(tk.RunRecordError, match="folder's path"):
+        tk.load_run(5)
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(tk.RunRecordError, match="is a file"):
+        tk.load_run(tmp_path / "f.txt")
+    copy = tmp_path / "copy"
+    shutil.copytree(full_run.path, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    del cfg["model"]
+    (copy / "config.json").write_text(json.dumps(cfg))
+    run = tk.load_run(copy)
+    assert run.summary["status"] == "completed"  # it still lists and reads
+    with pytest.raises(tk.RunRecordError, match="does not say which model"):
+        run.load_model()
+    with pytest.raises(ConfigError, match="trains on"):
+        full_run.load_model(device="xpu")
+    assert isinstance(tk.RunRecordError("x"), tk.TunekitError)
+
+
+def test_run_export_into_a_folder_that_cannot_be_written(full_run, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ConfigError, match="cannot be written"):
+        full_run.export(tmp_path / "a-file" / "out")

@@ -38,7 +38,7 @@ for _name in ("torchao", "torch.utils._pytree"):
 
 _EXPORTS = {
     "TrainConfig": "tunekit.config", "ConfigError": "tunekit.config", "TunekitError": "tunekit.config",
-    "TrainingError": "tunekit.engine", "RunRecordError": "tunekit.runs",
+    "TrainingError": "tunekit.config", "RunRecordError": "tunekit.runs",
     "TextDataset": "tunekit.data", "DataError": "tunekit.data",
     "load_model": "tunekit.models", "Model": "tunekit.models", "TextClassifier": "tunekit.models",
     "make_tiny": "tunekit.models", "Backbone": "tunekit.backbone",

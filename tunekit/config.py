@@ -25,6 +25,15 @@ class ConfigError(TunekitError, ValueError):
     """A parameter is outside its allowed range. The message names it."""
 
 
+class TrainingError(TunekitError, RuntimeError):
+    """A run failed (non-finite loss, out of memory, a full disk ...). ``.run`` is its partial
+    record (a :class:`~tunekit.runs.Run`) when one was written."""
+
+    def __init__(self, message: str, run: Any = None):
+        super().__init__(message)
+        self.run = run
+
+
 def finite_number(x) -> bool:
     """A real, finite number (not a bool, not nan or inf)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

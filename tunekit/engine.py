@@ -51,7 +51,7 @@ from tunekit import cache as prefix
 from tunekit import memory
 from tunekit.adapters import ADAPTER
 from tunekit.batches import loader, to_device
-from tunekit.config import ConfigError, TrainConfig, TunekitError
+from tunekit.config import ConfigError, TrainConfig, TrainingError  # noqa: F401 - TrainingError: this module's API too
 from tunekit.distributed import world as current_world
 from tunekit.data import load as load_data
 from tunekit.evaluation import evaluate_batches, subset
@@ -67,14 +67,6 @@ EVENTS = ("train_start", "phase_start", "step", "memory", "eval", "epoch_end", "
 
 class StopTraining(Exception):
     """Raise from a callback (or call ``Trainer.stop()``) to end a run cleanly."""
-
-
-class TrainingError(TunekitError, RuntimeError):
-    """A run failed (non-finite loss, out of memory, ...). ``.run`` is its partial record."""
-
-    def __init__(self, message: str, run: Optional[Run] = None):
-        super().__init__(message)
-        self.run = run
 
 
 @dataclass
@@ -260,13 +252,18 @@ class Trainer:
             summary = self._finish(status, reason, state, saved_initial,
                                    val_in if status != "failed" else None, amp, device)
         except Exception as e:  # noqa: BLE001 - e.g. the disk filled while saving the weights
-            reason = f"{reason + '; then ' if reason else ''}saving the run failed: {type(e).__name__}: {e}"
+            said = str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
+            reason = f"{reason + '; then ' if reason else ''}saving the run failed: {said}"
             with contextlib.suppress(Exception):
                 writer.finish("failed", reason, steps=state["step"])
             raise TrainingError(f"run {writer.name!r} failed: {reason}", self.run_record) from e
         end = {"status": status, "reason": reason, **summary}
         writer.log("train_end", end)
-        writer.finish(status, reason, **summary)  # the record is final before any callback runs
+        try:
+            writer.finish(status, reason, **summary)  # the record is final before any callback runs
+        except TrainingError as e:  # the disk filled on the last write
+            e.run = self.run_record
+            raise
         if world.main and (writer.path / "adapter").is_dir():  # the card quotes the final summary
             from tunekit.cards import write_card
             write_card(run, writer.path / "adapter", adapter=True)

@@ -37,13 +37,13 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from tunekit.config import DEFAULT_RUNS_DIR, ConfigError
+from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TunekitError
 from tunekit.writer import (STATUSES, RecordWriteError, RunWriter, now,  # noqa: F401 - this module's API too
                             sanitize_name, write_json, writing_here)
 
 
 
-class RunRecordError(ValueError):
+class RunRecordError(TunekitError, ValueError):
     """A run directory is missing or unreadable."""
 
 
@@ -61,7 +61,12 @@ class Run:
     """A run record, live (just trained, ``.model`` set) or reloaded from disk."""
 
     def __init__(self, path: str | os.PathLike, model=None):
+        if not isinstance(path, (str, os.PathLike)):
+            raise RunRecordError(f"a run is opened from its folder's path (got {type(path).__name__} {path!r})")
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise RunRecordError(f"{self.path} is a file, not a run record (a folder with config.json and "
+                                 "summary.json)")
         self.model = model
         self.config = self._read_json("config.json")
         self._summary_stamp = self._stamp("summary.json")  # taken first: a later rewrite is then seen
@@ -261,8 +266,20 @@ class Run:
     @property
     def model_source(self) -> str:
         """Where the pretrained model is: the recorded path if it still exists, else the name/id."""
-        m = self.config["model"]
-        return m["path"] if m.get("path") and Path(m["path"]).exists() else m["source"]
+        m = self._model_entry()
+        return m["path"] if m.get("path") and Path(m["path"]).exists() else (m.get("source") or m["path"])
+
+    def _model_entry(self) -> dict:
+        """config.json's ``model`` entry, checked to say which model (and, for classification,
+        which labels) the run trained."""
+        m = self.config.get("model")
+        if not isinstance(m, dict) or not (m.get("source") or m.get("path")):
+            raise RunRecordError(f"{self.path / 'config.json'} does not say which model the run trained "
+                                 "(no 'model' with a 'source'); the record cannot rebuild it")
+        if self.task == "classification" and not isinstance(m.get("label_names"), list):
+            raise RunRecordError(f"{self.path / 'config.json'}: 'model' has no 'label_names'; the record cannot "
+                                 "rebuild its classification head")
+        return m
 
     def dataset(self, data=None):
         """``data`` loaded (a TextDataset, a built-in name, ...), or, for None, the built-in data
@@ -300,7 +317,7 @@ class Run:
         if self.task == "classification" and self.pooling:
             model.module.pooling = self.pooling
         model.module.eval()
-        return model.to(device) if device else model
+        return _to_device(model, device)
 
     @property
     def structure(self) -> list[dict]:
@@ -321,7 +338,7 @@ class Run:
 
     def _fresh_model(self):
         from tunekit.models import load_model
-        m = self.config["model"]
+        m = self._model_entry()
         if self.task == "classification":
             return load_model(self.model_source, label_names=m["label_names"], seed=self.seed,
                               pooling=m.get("pooling"))
@@ -343,7 +360,7 @@ class Run:
             model.module.pooling = self.pooling or "model"
         model.history.append({"name": self.name, "path": str(self.path.resolve())})
         model.module.eval()
-        return model.to(device) if device else model
+        return _to_device(model, device)
 
     def export(self, folder: str | os.PathLike) -> Path:
         """Write the trained model as a plain Hugging Face folder that needs no tunekit: its
@@ -361,10 +378,13 @@ class Run:
         model = self.load_model(merged=True)
         from tunekit.post.structure import describe_in_config
         describe_in_config(model, self.structure)  # new shapes into the config, or a clear refusal
-        folder.mkdir(parents=True, exist_ok=True)
-        model.hf.save_pretrained(str(folder))
-        model.tokenizer.save_pretrained(str(folder))
-        write_card(self, folder, adapter=False)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            model.hf.save_pretrained(str(folder))
+            model.tokenizer.save_pretrained(str(folder))
+            write_card(self, folder, adapter=False)
+        except OSError as e:
+            raise ConfigError(f"export folder {str(folder)!r} cannot be written: {e.strerror or e}") from None
         return folder
 
     def initial_tensors(self) -> dict:
@@ -411,6 +431,11 @@ LOADERS = {"peft": _load_peft, "safetensors": _load_safetensors,
 """Weights loaders by record ``format``: ``loader(run, model)`` applies the record's weights to
 ``model`` (its parent's result, structure replayed) and returns the model. A string names a
 loader in a module imported only when such a record is loaded."""
+
+
+def _to_device(model, device: Optional[str]):
+    from tunekit.runtime import pick_device  # torch: only when a model is loaded
+    return model.to(pick_device(device)) if device else model
 
 
 def loader(fmt: str):

@@ -19,7 +19,7 @@ import socket
 from pathlib import Path
 from typing import Any, Optional
 
-from tunekit.config import ConfigError, TunekitError
+from tunekit.config import ConfigError, TrainingError, TunekitError
 
 STATUSES = ("running", "completed", "stopped", "failed", "crashed")
 
@@ -149,11 +149,6 @@ def writing_here(path: str | os.PathLike) -> bool:
     return os.path.realpath(path) in _OPEN
 
 
-def _training_error(message: str) -> Exception:
-    from tunekit.engine import TrainingError  # the engine imports this module
-    return TrainingError(message)
-
-
 class RunWriter:
     """Creates and updates one run directory while a run trains.
 
@@ -226,7 +221,7 @@ class RunWriter:
 
     def _check(self) -> None:
         if self._failed is not None:
-            raise _training_error(self._failed)
+            raise TrainingError(self._failed)
         gone = self._gone()
         if gone:
             self._fail(gone)
@@ -243,7 +238,7 @@ class RunWriter:
             with _suppress():  # a full disk may refuse this too; the record then reads as crashed
                 write_json(self.path / "summary.json",
                            {**getattr(self, "summary", {}), "status": "failed", "reason": message, "ended": now()})
-        raise _training_error(message) from cause
+        raise TrainingError(message) from cause
 
     def _guarded(self, path: Path, write) -> None:
         self._check()
