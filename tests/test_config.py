@@ -59,7 +59,7 @@ def test_schedules_warm_up_then_follow_their_shape(schedule):
     (lambda: tk.LoRA(rank=-4), "LoRA.rank must be an integer >= 1"),
     (lambda: tk.LoRA(rank=2.5), "LoRA.rank must be an integer >= 1"),
     (lambda: tk.LoRA(dropout=1.0), r"LoRA.dropout must be in \[0, 1\)"),
-    (lambda: tk.LoRA(alpha=-1), "LoRA.alpha must be > 0"),
+    (lambda: tk.LoRA(alpha=-1), "LoRA.alpha must be a finite number > 0"),
     (lambda: tk.Freeze(), "exactly one of train=, frozen=, train_blocks="),
     (lambda: tk.Freeze(train=["head"], frozen=["embeddings"]), "exactly one of"),
     (lambda: tk.Freeze.top(-1), "k must be an integer >= 0"),

@@ -269,6 +269,9 @@ def _quiet_transformers():
 
 
 def _no_head(model, model_type: str, task: str) -> str:
+    if task == "causal_lm":
+        return (f"task 'causal_lm' needs a model with a causal language-model head (a decoder such as SmolLM2, "
+                f"Llama, Qwen2 or GPT-2); transformers has none for model {str(model)!r}, a {model_type!r} model")
     return (f"model {str(model)!r} is a {model_type!r} model, for which transformers has no {task} head "
             "(not a text model, or not one for this task); tunekit trains text encoders (BERT, RoBERTa, "
             "DistilBERT ...) for classification and decoders (Llama, Qwen2, GPT-2 ...) for both tasks")
