@@ -39,7 +39,7 @@ def test_diagram_lists_groups_and_counts_update_before_training(lab):
     assert f"<b>{expected:,}</b>" in c.counts.value and "training memory" in c.counts.value
     for g in d.toggles:
         d.toggles[g].value = False
-    assert "nothing left to train" in c.counts.value
+    assert "Nothing trains" in d.error.value and c.counts.value == "" and c.problem  # said beside the toggles
 
 
 def test_strategy_controls_make_strategies(lab):
@@ -112,9 +112,9 @@ def test_a_displayed_curve_that_stops_acknowledging_is_redrawn(lab):
     assert lab.loss_fig is not loss and lab.acc_fig is acc
     assert lab._curves.children == (lab.loss_fig, acc)
     assert list(lab.loss_fig.data[-1].x) == list(loss.data[-1].x) == [1, 2]
-    assert lab.loss_fig.layout.title.text == "training loss"
+    assert lab.loss_fig.layout.title.text.startswith("training loss")
     assert lab.redraw_stale_curves() == [], "the new figure has no view yet"
-    assert lab.train(wait=True) and len(lab.loss_fig.data) == 2, "the next run draws into the new figure"
+    assert lab.train(wait=True) and len(lab.loss_fig.data) == 4, "the next run draws into the new figure"
 
 
 def test_second_train_is_refused_and_stop_keeps_the_partial_run(lab):
@@ -138,7 +138,7 @@ def test_bad_input_shows_in_words_and_nothing_starts(lab):
     for g in lab.diagram.toggles:
         lab.diagram.toggles[g].value = False
     assert not lab.train()
-    assert "Not started" in lab.status and "nothing left to train" in lab.status
+    assert "Not started" in lab.status and "Nothing trains" in lab.status and lab.train_button.disabled
     assert tk.list_runs(lab.runs_dir) == []
 
 

@@ -71,4 +71,8 @@ class LoRA(AdapterStrategy):
 
     @property
     def label(self) -> str:
-        return f"lora-r{self.rank}"
+        """``lora-r8``; with an alpha other than the default 2 x rank, ``lora-r8-a32`` (so
+        that runs that differ in alpha never share a label)."""
+        if self.alpha == 2 * self.rank:
+            return f"lora-r{self.rank}"
+        return f"lora-r{self.rank}-a{self.alpha:g}"

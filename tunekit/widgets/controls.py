@@ -2,33 +2,94 @@
 
 State lives in traitlets; turning it into a tunekit Strategy / TrainConfig is one
 small function each (:meth:`StrategyControls.strategy`, :meth:`StrategyControls.overrides`).
+The diagram always shows what the selected strategy trains (:func:`trained_parts`, read
+from the strategy's own plan), and every value a control shows is the one the run uses:
+the learning rate follows the strategy's default and LoRA's alpha follows 2 x rank until
+the user sets them.
 """
 from __future__ import annotations
 
+import copy
 import html
+import re
 from typing import Optional
 
 import ipywidgets as W
+import torch
 import traitlets
 
 import tunekit as tk
+from tunekit import adapters
 from tunekit.adapters import adaptable_layers
 from tunekit.runtime import training_memory_estimate
 
 KINDS = [("Freeze (toggle layers)", "freeze"), ("LoRA", "lora"), ("IA3", "ia3"), ("Full fine-tune", "full"),
          ("Probe (head only)", "probe")]
+KIND_CLASSES = {"freeze": tk.Freeze, "lora": tk.LoRA, "ia3": tk.IA3, "full": tk.Full, "probe": tk.Probe}
+
+
+def group_title(group: str) -> str:
+    """A layer group in the user's words: ``block.5`` -> ``block 5``."""
+    return group.replace(".", " ")
+
+
+def _in_words(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def trained_parts(model, strategy) -> dict[str, dict]:
+    """What ``strategy`` trains on ``model``, by layer group:
+    ``{group: {"params": trainable parameters, "adapted": [layer labels]}}`` where
+    ``adapted`` is empty for a group that trains in full. Read from the strategy's own plan
+    (for an adapter: from a peft skeleton on the meta device, as peft builds it; nothing is
+    allocated and ``model`` is not touched). Raises ConfigError as the plan does."""
+    plan = strategy.plan(model)
+    if plan.adapter is None:
+        by = model.parameter_counts()["by_group"]
+        return {g: {"params": by[g]["total"], "adapted": []} for g in model.group_names
+                if g in plan.train and g in model.active_groups}
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):  # as adapters.count builds it
+        skeleton = type(model.hf)(copy.deepcopy(model.hf.config))
+        adapters.wrap(skeleton, copy.deepcopy(plan.adapter))
+    layout = adapters.Layout.of(skeleton)
+    parts: dict[str, dict] = {}
+    for name, p in skeleton.named_parameters():
+        if not p.requires_grad:
+            continue
+        canonical, role = layout.roles[name]
+        group, _, label = model.backbone.locate(canonical)
+        part = parts.setdefault(group, {"params": 0, "adapted": [], "full": False})
+        part["params"] += p.numel()
+        if role == adapters.ADAPTER:
+            if label not in part["adapted"]:
+                part["adapted"].append(label)
+        else:
+            part["full"] = True
+    for part in parts.values():  # a group with a fully trained module is shown as trained in full
+        if part.pop("full"):
+            part["adapted"] = []
+    return {g: parts[g] for g in model.group_names if g in parts}
 
 
 class ModelDiagram(W.VBox):
-    """The model's layer groups, top to bottom, each with a train / frozen toggle."""
+    """The model's layer groups, top to bottom, each with a train / frozen toggle.
+
+    ``chosen`` is what the user toggled (what Freeze trains); ``show`` paints what a
+    strategy trains (``trainable``: groups trained in full; ``adapted``: groups with adapter
+    layers, by label), and ``locked`` disables the toggles where the strategy decides."""
 
     trainable = traitlets.List(traitlets.Unicode()).tag(sync=False)
+    adapted = traitlets.Dict().tag(sync=False)
+    chosen = traitlets.List(traitlets.Unicode()).tag(sync=False)
     locked = traitlets.Bool(False)
 
     def __init__(self, model: tk.TextClassifier, **kw):
         self.model = model
         self.toggles: dict[str, W.ToggleButton] = {}
-        counts = model.parameter_counts()["by_group"]
+        self.notes: dict[str, W.HTML] = {}
+        self.params: dict[str, int] = {}  # trainable parameters per group, as shown
+        self._showing = False
+        self._counts = counts = model.parameter_counts()["by_group"]
         rows = []
         for g in model.group_names:
             unused = g not in model.active_groups
@@ -36,18 +97,20 @@ class ModelDiagram(W.VBox):
                                disabled=unused, layout=W.Layout(width="130px"))
             t.observe(self._toggled, "value")
             self.toggles[g] = t
-            note = f"unused ({model.pooling} pooling)" if unused else f"{counts[g]['total']:,} params"
-            rows.append(W.HBox([t, W.Label(note, layout=W.Layout(width="170px"))]))
+            self.notes[g] = W.HTML(layout=W.Layout(width="200px"))
+            rows.append(W.HBox([t, self.notes[g]]))
+        self.title = W.HTML()
+        self.error = W.HTML()
         self.presets = {name: W.Button(description=name, layout=W.Layout(width="auto"))
                         for name in ("probe", "top k", "full")}
         for name, b in self.presets.items():
             b.on_click(lambda _b, n=name: self.preset(n))
         self.k = W.BoundedIntText(min(2, model.num_blocks), min=1, max=max(1, model.num_blocks), description="k",
                                   style={"description_width": "15px"}, layout=W.Layout(width="80px"))
-        self.k.observe(lambda _c: self.preset("top k"), "value")
-        super().__init__([W.HTML("<b>Model</b> (pressed = trains)"), *rows,
-                          W.HBox([*self.presets.values(), self.k])], **kw)
+        self.k.observe(lambda _c: None if self.locked else self.preset("top k"), "value")
+        super().__init__([self.title, *rows, self.error, W.HBox([*self.presets.values(), self.k])], **kw)
         self.preset("top k")
+        self.show(None)
 
     def preset(self, name: str) -> None:
         """probe: only the head; top k (or "top 3"): the top k blocks and what sits above them;
@@ -60,15 +123,52 @@ class ModelDiagram(W.VBox):
         self.set(groups)
 
     def set(self, groups) -> None:
-        with self.hold_trait_notifications():
-            for g, t in self.toggles.items():
-                t.value = g in groups and g in self.model.active_groups
-        self._toggled(None)
+        """Set the user's choice (the toggles under Freeze)."""
+        self.chosen = [g for g in self.toggles if g in groups and g in self.model.active_groups]
+        if not self.locked:
+            self._put(self.chosen)
+
+    def _put(self, groups) -> None:
+        self._showing = True
+        try:
+            with self.hold_trait_notifications():
+                for g, t in self.toggles.items():
+                    t.value = g in groups
+        finally:
+            self._showing = False
 
     def _toggled(self, _change) -> None:
-        for t in self.toggles.values():
-            t.button_style = "success" if t.value else ""
-        self.trainable = [g for g, t in self.toggles.items() if t.value]
+        if self._showing:
+            return
+        self.chosen = [g for g, t in self.toggles.items() if t.value]
+
+    def show(self, parts: Optional[dict], label: str = "", adapter: str = "") -> None:
+        """Paint what a strategy trains (``parts`` as :func:`trained_parts` gives it; None: the
+        user's toggles with the group sizes; {}: nothing trains)."""
+        if parts is None:
+            parts = {g: {"params": self._counts[g]["total"], "adapted": []} for g in self.chosen}
+        full = [g for g, p in parts.items() if not p["adapted"]]
+        self._put(full)
+        for g, t in self.toggles.items():
+            part = parts.get(g)
+            t.button_style = "" if part is None else ("info" if part["adapted"] else "success")
+            total = self._counts[g]["total"]
+            if g not in self.model.active_groups:
+                note = f"unused ({self.model.pooling} pooling)"
+            elif part is None:
+                note = f"{total:,} params"
+            elif part["adapted"]:
+                note = (f'<span title="{part["params"]:,} adapter parameters train">'
+                        f'{html.escape(adapter)}: {html.escape(", ".join(part["adapted"]))}</span>')
+            else:
+                note = f"{total:,} params train"
+            self.notes[g].value = note
+        self.params = {g: p["params"] for g, p in parts.items()}
+        self.adapted = {g: list(p["adapted"]) for g, p in parts.items() if p["adapted"]}
+        self.trainable = full
+        self.title.value = ("<b>Model</b> (pressed = trains; press a layer to train it)" if not self.locked else
+                            f"<b>Model</b>: what {html.escape(label)} trains (set by the strategy; "
+                            f"green: in full, blue: adapter)")
 
     @traitlets.observe("locked")
     def _lock(self, change) -> None:
@@ -76,15 +176,25 @@ class ModelDiagram(W.VBox):
             t.disabled = change["new"] or g not in self.model.active_groups
         for b in self.presets.values():
             b.disabled = change["new"]
+        self.k.disabled = change["new"]
+
+
+def _red(message: str) -> str:
+    return f'<span class="tunekit-error" style="color:#b00020">{html.escape(message)}</span>' if message else ""
 
 
 class StrategyControls(W.VBox):
-    """Strategy and hyper-parameters; ``strategy()`` and ``overrides()`` read them out."""
+    """Strategy and hyper-parameters; ``strategy()`` and ``overrides()`` read them out.
+
+    ``problem`` is what makes the controls invalid, in words ("" when a run can start); it
+    is shown beside the control that causes it."""
 
     kind = traitlets.Unicode("freeze")
+    problem = traitlets.Unicode("")
 
     def __init__(self, model: tk.TextClassifier, diagram: ModelDiagram, **kw):
         self.model, self.diagram = model, diagram
+        self._updating = False
         style = {"description_width": "110px"}
         wide = W.Layout(width="330px")
         self.kind_w = W.Dropdown(options=KINDS, value="freeze", description="strategy", style=style, layout=wide)
@@ -94,13 +204,17 @@ class StrategyControls(W.VBox):
         default_short = sorted({t.rsplit(".", 1)[-1] for t in default_targets})
         self.rank = W.IntSlider(8, min=1, max=64, description="LoRA rank", style=style, layout=wide,
                                 continuous_update=False)
-        self.alpha = W.FloatText(16.0, description="LoRA alpha", style=style, layout=wide)
+        self.alpha = W.FloatText(16.0, description="LoRA alpha", style=style, layout=W.Layout(width="230px"))
+        self.alpha_note = W.HTML(layout=W.Layout(width="100px"))
+        self.alpha_edited = False  # True once the user set alpha to something other than 2 x rank
         self.targets = W.SelectMultiple(options=targets, value=default_short, rows=min(6, len(targets)),
                                         description="LoRA targets", style=style, layout=wide)
-        self.lora_box = W.VBox([self.rank, self.alpha, self.targets])
-        self.lr = W.FloatLogSlider(value=1e-4, base=10, min=-6, max=-1, step=0.25, description="learning rate",
-                                   style=style, layout=wide, readout_format=".1e")
-        self.default_lr = W.Checkbox(True, description="strategy's default lr", indent=False)
+        self.errors = {name: W.HTML() for name in ("kind", "rank", "alpha", "targets")}
+        self.lora_box = W.VBox([self.rank, self.errors["rank"], W.HBox([self.alpha, self.alpha_note]),
+                                self.errors["alpha"], self.targets, self.errors["targets"]])
+        self.lr = W.FloatLogSlider(value=tk.Freeze.default_lr, base=10, min=-6, max=-1, step=0.25,
+                                   description="learning rate", style=style, layout=wide, readout_format=".3g")
+        self.default_lr = W.Checkbox(True, description="the strategy's default", indent=False)
         self.epochs = W.BoundedIntText(1, min=1, max=100, description="epochs", style=style, layout=wide)
         self.batch_size = W.BoundedIntText(16, min=1, max=1024, description="batch size", style=style, layout=wide)
         self.schedule = W.Dropdown(options=["linear", "cosine", "constant"], description="schedule", style=style,
@@ -111,16 +225,18 @@ class StrategyControls(W.VBox):
                                           layout=wide)
         self.seed = W.BoundedIntText(0, min=0, max=2**31 - 1, description="seed", style=style, layout=wide)
         self.counts = W.HTML()
-        for w in (self.kind_w, self.rank, self.alpha, self.targets):
+        for w in (self.kind_w, self.rank, self.targets):
             w.observe(self._changed, "value")
-        diagram.observe(self._changed, "trainable")
-        self.default_lr.observe(lambda c: setattr(self.lr, "disabled", c["new"]), "value")
-        self.lr.disabled = True
-        super().__init__([W.HTML("<b>Strategy</b>"), self.kind_w, self.lora_box, self.default_lr, self.lr,
-                          self.epochs, self.batch_size, self.schedule, self.train_size, self.eval_size,
-                          self.seed, self.counts], **kw)
+        self.alpha.observe(self._alpha_set, "value")
+        diagram.observe(self._changed, "chosen")
+        self.lr.observe(self._lr_set, "value")
+        self.default_lr.observe(lambda c: self._changed() if c["new"] else None, "value")
+        super().__init__([W.HTML("<b>Strategy</b>"), self.kind_w, self.errors["kind"], self.lora_box,
+                          self.lr, self.default_lr, self.epochs, self.batch_size, self.schedule, self.train_size,
+                          self.eval_size, self.seed, self.counts], **kw)
         self._changed()
 
+    # ----- reading the controls out ------------------------------------------------------------
     def strategy(self) -> tk.Strategy:
         """The strategy the controls describe (raises ConfigError on a bad combination)."""
         kind = self.kind_w.value
@@ -132,45 +248,107 @@ class StrategyControls(W.VBox):
             return tk.IA3()
         if kind == "probe":
             return tk.Probe()
-        trainable = set(self.diagram.trainable)
+        trainable = set(self.diagram.chosen)
         if trainable == {"head"}:  # head only: the probe computes features once
             return tk.Probe()
         for k in range(1, self.model.num_blocks + 1):  # the top k blocks: the same run as tk.Freeze.top(k)
             if trainable == set(tk.Freeze.top(k).trainable_groups(self.model)):
                 return tk.Freeze.top(k)
-        return tk.Freeze(train=list(self.diagram.trainable))
+        return tk.Freeze(train=list(self.diagram.chosen))
 
     def take_settings(self, other: "StrategyControls") -> None:
         """Copy the strategy kind and hyper-parameters from ``other`` (the controls of the model
-        this one replaces); the LoRA targets and the diagram stay this model's own."""
-        for name in ("epochs", "batch_size", "schedule", "train_size", "eval_size", "seed", "default_lr", "lr",
-                     "rank", "alpha", "kind_w"):
+        this one replaces); the LoRA targets and the diagram stay this model's own. A learning
+        rate or alpha that followed its default keeps following it."""
+        for name in ("epochs", "batch_size", "schedule", "train_size", "eval_size", "seed", "rank", "kind_w"):
             getattr(self, name).value = getattr(other, name).value
+        if other.alpha_edited:
+            self.alpha.value = other.alpha.value
+        if not other.default_lr.value:
+            self.lr.value = other.lr.value
 
     def overrides(self) -> dict:
-        """TrainConfig fields set by the controls."""
+        """TrainConfig fields set by the controls (the learning rate only once the user set it;
+        until then the run takes the strategy's default, which the control shows)."""
         out = dict(epochs=self.epochs.value, batch_size=self.batch_size.value, schedule=self.schedule.value,
                    train_size=self.train_size.value, eval_size=self.eval_size.value, seed=self.seed.value)
         if not self.default_lr.value:
             out["lr"] = float(self.lr.value)
         return out
 
+    # ----- keeping what is shown true ------------------------------------------------------------
+    def _lr_set(self, change) -> None:
+        if not self._updating:  # the user moved it: their value from now on
+            self.default_lr.value = False
+
+    def _alpha_set(self, change) -> None:
+        if not self._updating:
+            self.alpha_edited = change["new"] != 2 * self.rank.value
+            self._changed()
+
+    def _set(self, widget, value) -> None:
+        self._updating = True
+        try:
+            widget.value = value
+        finally:
+            self._updating = False
+
     def _changed(self, _change=None) -> None:
+        if self._updating:
+            return
         kind = self.kind = self.kind_w.value
         self.lora_box.layout.display = "" if kind == "lora" else "none"
-        if kind in ("full", "probe"):
-            self.diagram.set(self.model.active_groups if kind == "full" else ["head"])
+        if not self.alpha_edited:
+            self._set(self.alpha, float(2 * self.rank.value))
+        default = 2 * self.rank.value
+        self.alpha_note.value = ("= 2 &times; rank" if not self.alpha_edited else
+                                 f"set by you (default 2 &times; rank = {default})")
         self.diagram.locked = kind != "freeze"
-        try:
-            c = self.strategy().count(self.model)
-        except tk.ConfigError as e:
-            self.counts.value = f'<span style="color:#b00">{html.escape(str(e))}</span>'
+        problem, where, strategy, parts = "", "kind", None, {}
+        if kind == "freeze" and not self.diagram.chosen:
+            names = [group_title(g) for g in self.model.active_groups]
+            problem, where = f"Nothing trains: press at least one layer ({_in_words(names)}) or a preset.", "diagram"
+        elif kind == "lora" and not self.targets.value:
+            problem, where = "Pick at least one layer for LoRA to adapt.", "targets"
+        else:
+            try:
+                strategy = self.strategy()
+                parts = trained_parts(self.model, strategy)
+            except tk.ConfigError as e:
+                problem, where = self._in_words(str(e))
+                strategy = None
+        for name, w in self.errors.items():
+            w.value = _red(problem) if name == where else ""
+        self.diagram.error.value = _red(problem) if where == "diagram" else ""
+        if strategy is not None:
+            adapter = {"lora": "LoRA", "ia3": "IA3"}.get(strategy.name, strategy.name)
+            self.diagram.show(parts, strategy.label, adapter)
+        else:
+            self.diagram.show({} if self.diagram.locked else None, KIND_CLASSES[kind].name)
+        cls = type(strategy) if strategy is not None else KIND_CLASSES[kind]
+        self.default_lr.description = f"default for {cls.name}"
+        if self.default_lr.value:
+            self._set(self.lr, cls.default_lr)
+        self.problem = problem
+        if problem:
+            self.counts.value = ""
             return
-        self._count = c
+        c = self._count = strategy.count(self.model)
         mem = training_memory_estimate(c)
         self.counts.value = (self._params_line(c) + f"<br>training memory &ge; {mem['total_mb']:,} MB "
                              f"(estimate: weights {mem['weights_mb']:,} + gradients {mem['gradients_mb']:,} + "
                              f"AdamW {mem['optimizer_mb']:,}; activations extra)")
+
+    FIELDS = {"rank": ("rank", "The rank"), "alpha": ("alpha", "Alpha"), "target_modules": ("targets", "The targets")}
+
+    def _in_words(self, message: str) -> tuple[str, str]:
+        """(message, control) for a strategy's ConfigError: ``LoRA.rank must be at most 32 (...)
+        (got 64)`` -> ``The rank must be at most 32 (...).`` beside the rank."""
+        m = re.match(r"^(?:LoRA|IA3)\.(\w+):? (.*?)(?: \(got .*\))?$", message, re.S)
+        if m and m.group(1) in self.FIELDS:
+            where, words = self.FIELDS[m.group(1)]
+            return f"{words} {m.group(2)}.", where
+        return message, "kind"
 
     @staticmethod
     def _params_line(c: dict) -> str:

@@ -15,18 +15,38 @@ from typing import Any, Optional
 
 import ipywidgets as W
 import plotly.graph_objects as go
+import plotly.io as pio
 import traitlets
 
 import tunekit as tk
 from tunekit.config import DEFAULT_RUNS_DIR
+from tunekit.plots.runs import ema
 from tunekit.sources import BUILTIN_MODELS
 from tunekit.widgets.controls import ModelDiagram, StrategyControls
 from tunekit.widgets.views import RunsPanel
 
 
+SMOOTH = 0.6
+"""The live loss curve's smoothing (TensorBoard's default, as Compare's training curves)."""
+
+
 def _curve_layout(title: str) -> dict:
     return dict(title=title, height=280, template="plotly_white", margin=dict(l=50, r=10, t=40, b=40),
                 xaxis_title="step")
+
+
+def clock(seconds: float) -> str:
+    """``0:12``, ``12:05``, ``1:02:05``."""
+    seconds = int(round(max(0.0, seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def progress_label(step: int, total: int, elapsed_s: float) -> str:
+    """``step 12/40 · 0:12 elapsed < 0:28 left`` (the time left from the mean time per step so far)."""
+    left = elapsed_s / step * max(0, total - step) if step > 0 else 0.0
+    return f"step {step}/{total} · {clock(elapsed_s)} elapsed < {clock(left)} left"
 
 
 class Lab(W.VBox):
@@ -66,6 +86,7 @@ class Lab(W.VBox):
         self.diagram = ModelDiagram(self.model)
         self.controls = StrategyControls(self.model, self.diagram)
         self.controls.train_size.value, self.controls.eval_size.value = train_size, eval_size
+        self._status_kind = ""
         # pickers: the built-ins plus what was given in code (kept as given, loaded on demand)
         self._data_sources = {name: name for name in tk.data.BUILTIN}
         data_label = data if isinstance(data, str) else f"{self.data.name} (given in code)"
@@ -84,9 +105,13 @@ class Lab(W.VBox):
         self.stop_button = W.Button(description="Stop", button_style="warning", disabled=True)
         self.train_button.on_click(lambda _b: self.train())
         self.stop_button.on_click(lambda _b: self.stop())
-        self.progress = W.IntProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="300px"))
-        self.status_w = W.HTML()
-        self.loss_fig = self._watched(go.FigureWidget(layout=_curve_layout("training loss")))
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="",
+                                      layout=W.Layout(width="300px", visibility="hidden"))
+        self.progress_w = W.Label("", layout=W.Layout(visibility="hidden"))
+        # two lines reserved (a longer message scrolls): a message never pushes the curves down
+        self.status_w = W.HTML(layout=W.Layout(height="3em", overflow="auto"))
+        self.loss_fig = self._watched(go.FigureWidget(layout=_curve_layout(
+            f"training loss (smoothed {SMOOTH:g}; raw faint)")))
         self.metric = tk.metrics.primary(task)  # the second curve: accuracy, or perplexity for a causal LM
         self.acc_fig = self._watched(go.FigureWidget(layout=_curve_layout(f"validation {self.metric.title}")))
         self.runs = RunsPanel(runs_dir, self.data)
@@ -100,11 +125,30 @@ class Lab(W.VBox):
         self._describe()
         self._left = left = W.VBox([self.diagram, self.controls], layout=W.Layout(width="360px"))
         self._curves = W.VBox([self.loss_fig, self.acc_fig])
-        right = W.VBox([W.HBox([self.train_button, self.stop_button, self.progress]), self.status_w,
+        right = W.VBox([W.HBox([self.train_button, self.stop_button, self.progress, self.progress_w]), self.status_w,
                         self._curves], layout=W.Layout(flex="1"))
         super().__init__([W.HTML("<h3>tunekit lab</h3>"), W.HBox([self.model_w, self.data_w]), self.header,
                           W.HBox([left, right]), self.runs])
         self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
+        self._follow(self.controls)
+
+    def _follow(self, controls: StrategyControls) -> None:
+        """Train is enabled only while the controls are valid; a strategy switch clears an old error."""
+        controls.observe(lambda _c: self._enable_train(), "problem")
+        controls.observe(lambda _c: self._clear_error(), "kind")
+        controls.observe(lambda _c: self._clear_error(refused_only=True), "problem")
+        self._enable_train()
+
+    def _enable_train(self) -> None:
+        self.train_button.disabled = self.running or bool(self.controls.problem)
+        self.train_button.tooltip = self.controls.problem
+
+    def _clear_error(self, refused_only: bool = False) -> None:
+        if self.running or self._status_kind not in ("error", "warn"):
+            return
+        if refused_only and "Not started" not in self.status:
+            return
+        self.status, self._status_kind = "", ""
 
     def _load(self, source: str, data, seed: int = 0):
         return tk.models.load_for(source, data, self.task, seed)
@@ -165,6 +209,7 @@ class Lab(W.VBox):
         self.data, self.model, self.model_source = data, loaded, model
         self.diagram, self.controls = diagram, controls
         self._left.children = (diagram, controls)
+        self._follow(controls)
         self.runs.data = data
         self._picked = (model, data_label)
         self._describe()
@@ -177,6 +222,8 @@ class Lab(W.VBox):
         if self.running:
             self._say("A run is already training: stop it first (a second Train is not queued).", "warn")
             return False
+        if self.controls.problem:
+            return self._refuse(self.controls.problem)
         try:
             strategy = self.controls.strategy()
             overrides = self.controls.overrides()
@@ -185,9 +232,7 @@ class Lab(W.VBox):
             for ph in strategy.phases():
                 ph.strategy.count(model)
         except Exception as e:  # noqa: BLE001 - the Train button never raises out of its click handler
-            said = str(e) if isinstance(e, tk.TunekitError) else f"{type(e).__name__}: {e}"
-            self._say(f"Not started: {said}", "error")
-            return False
+            return self._refuse(str(e) if isinstance(e, tk.TunekitError) else f"{type(e).__name__}: {e}")
         self._trainer = trainer
         self._start_curves(strategy.label)
         trainer.add_callback("train_start", self._on_start)
@@ -203,6 +248,17 @@ class Lab(W.VBox):
         if wait:
             self.wait()
         return True
+
+    def _refuse(self, said: str) -> bool:
+        """Say why a Train did not start; the last run's progress goes away with it."""
+        self._show_progress(False)
+        self._say(f"Not started: {said}", "error")
+        return False
+
+    def _show_progress(self, shown: bool) -> None:
+        if not shown:
+            self.progress.value, self.progress_w.value = 0, ""
+        self.progress.layout.visibility = self.progress_w.layout.visibility = "visible" if shown else "hidden"
 
     def stop(self) -> None:
         """Ask the running run to stop at its next step (its partial record is kept)."""
@@ -224,8 +280,13 @@ class Lab(W.VBox):
             acc = s.get(f"val_{self.metric.key}")
             acc = f", validation {self.metric.title} {acc:{self.metric.fmt}}" if isinstance(acc, float) else ""
             kind = "ok" if run.status == "completed" else "warn"
-            self._say(f"Run {run.name} {run.status}{acc} "
-                      f"({s.get('steps')} steps, {s.get('wall_time_s')} s).", kind)
+            wall = s.get("wall_time_s")
+            wall = (f"{wall:.1f} s" if wall < 60 else clock(wall)) if isinstance(wall, (int, float)) else "? s"
+            steps, total = s.get("steps"), self.progress.max
+            if run.status == "completed":
+                self._say(f"Run {run.name} completed{acc} ({steps} steps, {wall}).", kind)
+            else:
+                self._say(f"Run {run.name} {run.status} at step {steps} of {total}{acc} ({wall}).", kind)
             self.last_run = run.name
         except tk.engine.TrainingError as e:
             self._say(f"Run failed: {e}", "error")
@@ -235,7 +296,8 @@ class Lab(W.VBox):
         finally:
             self._draw_pending()
             self.running = False
-            self.train_button.disabled, self.stop_button.disabled = False, True
+            self.stop_button.disabled = True
+            self._enable_train()
             self.model_w.disabled = self.data_w.disabled = False
             self.runs.refresh()
             # the browser acknowledges the last update within a moment; check once it had the time
@@ -244,26 +306,37 @@ class Lab(W.VBox):
             timer.start()
 
     def _start_curves(self, label: str) -> None:
-        label = f"{label} #{len(self.loss_fig.data) + 1}"  # the n-th run trained in this lab
+        n = len(self.acc_fig.data)  # runs trained in this lab so far
+        label = f"{label} #{n + 1}"
+        colorway = pio.templates["plotly_white"].layout.colorway
+        color = colorway[n % len(colorway)]
         self.redraw_stale_curves()
         with self._curve_lock:
-            with self.loss_fig.batch_update():
-                self.loss_fig.add_scatter(x=[], y=[], mode="lines", name=label)
+            with self.loss_fig.batch_update():  # the raw loss faint behind its smoothed line, as in Compare
+                self.loss_fig.add_scatter(x=[], y=[], mode="lines", name=label, legendgroup=label, showlegend=False,
+                                          opacity=0.25, hoverinfo="skip", line={"color": color, "width": 1})
+                self.loss_fig.add_scatter(x=[], y=[], mode="lines", name=label, legendgroup=label,
+                                          line={"color": color, "width": 2})
             with self.acc_fig.batch_update():
-                self.acc_fig.add_scatter(x=[], y=[], mode="lines+markers", name=label)
+                self.acc_fig.add_scatter(x=[], y=[], mode="lines+markers", name=label, line={"color": color})
             self._sent(self.loss_fig)
             self._sent(self.acc_fig)
-        self.progress.value = 0
+        self._show_progress(False)
+        self._show_progress(True)
         self._pending, self._drawn_at = [], 0.0
 
     def _on_start(self, ev) -> None:
         self.progress.max = max(1, ev.payload["total_steps"])
+        self.progress_w.value = progress_label(0, self.progress.max, 0.0)
         p = ev.payload["params"]
         self._say(f"Training {ev.payload['run']}: {p['trainable']:,} of {p['total']:,} "
                   f"parameters train ({p['percent']:.3g}%) on {ev.payload['device']}.", "info")
 
     def _on_step(self, ev) -> None:
-        self._pending.append((ev.payload["step"], ev.payload["loss"]))
+        step = ev.payload["step"]
+        self.progress.value = min(step, self.progress.max)
+        self.progress_w.value = progress_label(step, self.progress.max, ev.payload["elapsed_s"])
+        self._pending.append((step, ev.payload["loss"]))
         if time.monotonic() - self._drawn_at >= self.curve_interval:
             self._draw_pending()
 
@@ -277,16 +350,19 @@ class Lab(W.VBox):
             return
         steps, losses = zip(*pending)
         self._extend("loss_fig", steps, losses)
-        self.progress.value = min(steps[-1], self.progress.max)
 
     def _extend(self, name: str, xs: tuple, ys: tuple) -> None:
-        """Append points to the newest trace of curve figure ``name`` in one browser update."""
+        """Append points to the newest run of curve figure ``name`` in one browser update (the
+        loss: to its raw trace, and its smoothed trace redrawn from the raw one)."""
         with self._curve_lock:  # the figure object may be replaced (redraw_stale_curves): look it up here
             fig = getattr(self, name)
             trace = fig.data[-1]
-            with fig.batch_update():
-                trace.x = tuple(trace.x or ()) + tuple(xs)
-                trace.y = tuple(trace.y or ()) + tuple(ys)
+            raw = fig.data[-2] if name == "loss_fig" else trace
+            x, y = tuple(raw.x or ()) + tuple(xs), tuple(raw.y or ()) + tuple(ys)
+            with fig.batch_update():  # (inside it a trace reads back its old values: computed above)
+                raw.x, raw.y = x, y
+                if raw is not trace:
+                    trace.x, trace.y = x, tuple(ema(y, SMOOTH))
             self._sent(fig)
 
     # ----- curves the browser stopped following ----------------------------------------------------
@@ -337,4 +413,5 @@ class Lab(W.VBox):
     def _say(self, message: str, kind: str = "info") -> None:
         """Show ``message`` (plain text, escaped here) in the status line."""
         color = {"info": "#333", "ok": "#176f2c", "warn": "#8a5a00", "error": "#b00020"}[kind]
+        self._status_kind = kind
         self.status = f'<span class="tunekit-status tunekit-{kind}" style="color:{color}">{html.escape(message)}</span>'

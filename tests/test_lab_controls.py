@@ -1,0 +1,181 @@
+"""The lab's controls tell the truth (issue 12): the diagram shows what the strategy trains,
+the learning rate and LoRA alpha shown are the ones the run uses, errors are said in words
+beside their control with Train disabled, and progress says steps, elapsed and remaining time.
+Without a browser: set traits, click, read widget values and figure data."""
+import pytest
+
+import tunekit as tk
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("anywidget")
+
+
+@pytest.fixture
+def lab(tiny_dir, small, tmp_path):
+    from tunekit.widgets import Lab
+    lab = Lab(model=tiny_dir, data=small, runs_dir=str(tmp_path / "runs"))
+    lab.controls.train_size.value = 32
+    lab.controls.eval_size.value = 16
+    return lab
+
+
+def _adapted_by_plan(model, strategy) -> dict:
+    """{block group: sorted module labels} the strategy's own targets select."""
+    out: dict = {}
+    for name in strategy.targets(model):
+        group, _, label = model.backbone.locate(name + ".weight")
+        out.setdefault(group, set()).add(label)
+    return {g: sorted(v) for g, v in out.items()}
+
+
+@pytest.mark.parametrize("kind", ["lora", "ia3", "probe", "full"])
+def test_the_diagram_shows_what_the_strategy_trains(lab, kind):
+    c, d, model = lab.controls, lab.diagram, lab.model
+    d.set(["embeddings", "head"])  # the user's own freeze choice, which the strategy must not keep showing
+    c.kind_w.value = kind
+    strategy = c.strategy()
+    plan = strategy.plan(model)
+    assert d.locked and all(t.disabled for t in d.toggles.values()), "the strategy decides: toggles locked"
+    assert sum(d.params.values()) == strategy.count(model)["trainable"]
+    if plan.adapter is not None:
+        full = sorted({model.group_of(m + ".weight") for m in plan.adapter.modules_to_save or []})
+        assert sorted(d.trainable) == full == ["head"]
+        assert {g: sorted(v) for g, v in d.adapted.items()} == _adapted_by_plan(model, strategy)
+        assert set(d.adapted) == {f"block.{i}" for i in range(model.num_blocks)}
+        for g, labels in d.adapted.items():
+            assert d.toggles[g].button_style == "info" and not d.toggles[g].value
+            assert ", ".join(labels) in d.notes[g].value
+    else:
+        assert d.trainable == list(plan.train) and d.adapted == {}
+        assert [g for g, t in d.toggles.items() if t.value] == list(plan.train)
+    assert d.toggles["head"].value and d.toggles["head"].button_style == "success"
+    assert d.toggles["embeddings"].value == (kind == "full"), "the user's toggles are not what is shown"
+    c.kind_w.value = "freeze"  # back to the user's toggles, unlocked
+    assert not d.locked and d.chosen == ["embeddings", "head"]
+    assert [g for g, t in d.toggles.items() if t.value] == ["embeddings", "head"] and d.adapted == {}
+    assert sum(d.params.values()) == c.strategy().count(model)["trainable"]
+
+
+def test_the_lr_shown_is_the_lr_the_run_uses(lab):
+    c = lab.controls
+    for kind in ("freeze", "lora", "ia3", "full", "probe"):
+        c.kind_w.value = kind
+        assert c.lr.value == pytest.approx(type(c.strategy()).default_lr) and c.default_lr.value
+    c.kind_w.value = "freeze"
+    lab.diagram.presets["probe"].click()  # head only under Freeze: a probe runs, with the probe's lr
+    assert isinstance(c.strategy(), tk.Probe) and c.lr.value == pytest.approx(tk.Probe.default_lr)
+    c.kind_w.value = "lora"
+    shown = c.lr.value
+    assert shown == pytest.approx(tk.LoRA.default_lr)
+    assert lab.train(wait=True)
+    run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
+    assert run.history("phase_start")["lr"].tolist() == [pytest.approx(shown)]
+    c.lr.value = 10 ** -2.5  # the user's value: kept across a strategy switch, and used
+    assert not c.default_lr.value
+    c.kind_w.value = "full"
+    assert c.lr.value == pytest.approx(10 ** -2.5)
+    assert lab.train(wait=True)
+    run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
+    assert run.config["train"]["lr"] == pytest.approx(c.lr.value)
+    assert run.history("phase_start")["lr"].tolist() == [pytest.approx(c.lr.value)]
+    c.default_lr.value = True  # back to the default: shown, and what the run will use
+    assert c.lr.value == pytest.approx(tk.Full.default_lr) and "lr" not in c.overrides()
+
+
+def test_alpha_follows_twice_the_rank_until_edited_and_the_label_shows_it(lab):
+    c = lab.controls
+    c.kind_w.value = "lora"
+    for r in (4, 16, 1):
+        c.rank.value = r
+        assert c.alpha.value == 2 * r and c.strategy().alpha == 2 * r and c.strategy().label == f"lora-r{r}"
+    c.alpha.value = 32
+    for r in (4, 8):
+        c.rank.value = r
+        assert c.alpha.value == 32 and c.strategy().alpha == 32 and c.strategy().label == f"lora-r{r}-a32"
+    assert "set by you" in c.alpha_note.value
+    c.alpha.value = 2 * c.rank.value  # the default again: it follows the rank again
+    c.rank.value = 4
+    assert c.alpha.value == 8 and c.strategy().label == "lora-r4" and "set by you" not in c.alpha_note.value
+    assert tk.LoRA(rank=8, alpha=16).label == "lora-r8" and tk.LoRA(rank=8, alpha=8.5).label == "lora-r8-a8.5"
+
+
+def test_errors_are_in_words_beside_their_control_and_disable_train(tiny_dir, small, tmp_path):
+    from tunekit.widgets.controls import ModelDiagram, StrategyControls
+    model = tk.load_model(tiny_dir, label_names=small.label_names, pooling="mean")  # the pooler is unused
+    d = ModelDiagram(model)
+    c = StrategyControls(model, d)
+    for t in d.toggles.values():
+        t.value = False
+    said = d.error.value
+    assert c.problem and c.problem in said.replace("&gt;", ">")
+    assert "block 0, block 1" in said and "head" in said
+    assert "pooler" not in said and "freeze-" not in said and "block.0" not in said
+    assert c.counts.value == "", "no count while nothing trains"
+    d.toggles["head"].value = True
+    assert c.problem == "" and d.error.value == ""
+    c.kind_w.value = "lora"
+    c.alpha.value = 0
+    assert c.problem.startswith("Alpha must be") and c.errors["alpha"].value and not c.errors["kind"].value
+    assert "LoRA.alpha" not in c.problem and "(got" not in c.problem
+    c.alpha.value = 8
+    assert c.problem == "" and not c.errors["alpha"].value
+
+
+def test_train_is_disabled_while_invalid_and_an_old_error_goes(lab):
+    d, c = lab.diagram, lab.controls
+    assert not lab.train_button.disabled
+    assert lab.train(wait=True)
+    assert lab.progress.layout.visibility == "visible" and lab.progress.value == 2
+    for t in d.toggles.values():
+        t.value = False
+    assert lab.train_button.disabled and lab.train_button.tooltip == c.problem
+    assert not lab.train() and "Not started: Nothing trains" in lab.status
+    assert lab.progress.value == 0 and lab.progress_w.value == "", "the last run's progress goes with it"
+    assert lab.progress.layout.visibility == "hidden" and lab.status_w.layout.height == "3em"
+    d.toggles["head"].value = True
+    assert not lab.train_button.disabled and lab.status == "", "fixed: the refusal is gone"
+    lab._say("Run failed: something", "error")
+    c.kind_w.value = "full"
+    assert lab.status == "", "a strategy switch clears an old error"
+
+
+def test_progress_label_and_a_stopped_run_says_of_how_many(lab, monkeypatch):
+    from tunekit.engine import StopTraining, Trainer
+    from tunekit.widgets.lab import progress_label
+    assert progress_label(10, 40, 12.0) == "step 10/40 · 0:12 elapsed < 0:36 left"
+    assert progress_label(40, 40, 75.0) == "step 40/40 · 1:15 elapsed < 0:00 left"
+    labels = []
+    lab.progress_w.observe(lambda ch: labels.append(ch["new"]), "value")
+    lab.controls.kind_w.value = "full"
+    lab.controls.train_size.value = 64  # 4 steps of 16
+    assert lab.train(wait=True)
+    steps = [x for x in labels if x.startswith("step ") and not x.startswith("step 0/")]
+    assert [x.split(" · ")[0] for x in steps] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+    assert steps[-1].endswith("< 0:00 left") and "elapsed" in steps[0]
+    assert "completed" in lab.status and "(4 steps, " in lab.status
+
+    class StopsAtTwo(Trainer):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+
+            def stop(ev):
+                if ev.payload["step"] == 2:
+                    raise StopTraining()
+            self.add_callback("step", stop)
+    monkeypatch.setattr(tk, "Trainer", StopsAtTwo)
+    assert lab.train(wait=True)
+    assert "stopped at step 2 of 4" in lab.status and " s)." in lab.status, lab.status
+
+
+def test_the_live_loss_is_smoothed_with_the_raw_loss_faint_behind(lab):
+    from tunekit.plots.runs import ema
+    lab.controls.kind_w.value = "full"
+    lab.controls.train_size.value = 96  # 6 steps
+    assert lab.train(wait=True)
+    raw, smooth = lab.loss_fig.data[-2], lab.loss_fig.data[-1]
+    run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
+    assert list(raw.y) == pytest.approx(run.history("step")["loss"].tolist()) and list(raw.x) == list(smooth.x)
+    assert list(smooth.y) == pytest.approx(ema(list(raw.y), 0.6)) and list(smooth.y) != list(raw.y)
+    assert raw.opacity == 0.25 and raw.showlegend is False and smooth.showlegend is not False
+    assert raw.line.color == smooth.line.color == lab.acc_fig.data[-1].line.color
+    assert "smoothed 0.6" in lab.loss_fig.layout.title.text
