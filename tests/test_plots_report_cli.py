@@ -99,27 +99,28 @@ def test_colours_consistent_and_failed_runs_marked(three):
     for fig in by_fig:
         run_traces = [t for t in fig.data if t.name != "Pareto front"]
         colours = [t.line.color if t.mode != "markers+text" else t.marker.color for t in run_traces]
-        assert colours == plots.PALETTE[:3]
+        assert colours == [plots.run_color(r) for r in three] and len(set(colours)) == 3  # three records in a row
     curve = by_fig[0].data
     assert [t.line.dash for t in curve] == ["solid", "solid", "dash"]
-    assert curve[2].name == "full [stopped]" and curve[0].name == "probe"
+    assert curve[2].name == "full · 32 ex · 1 ep [stopped]" and curve[0].name == "probe · 32 ex · 1 ep"
     assert by_fig[2].data[2].marker.symbol == "circle-open"
 
 
-def test_legend_adds_name_when_labels_repeat(tmp_path):
+def test_legend_tells_apart_runs_that_look_alike(tmp_path):
     runs = [make_run(tmp_path, "lora-a", "lora-r8"), make_run(tmp_path, "lora-b", "lora-r8"),
             make_run(tmp_path, "full", "full")]
-    names = [t.name for t in plots.eval_curves(runs).data]
-    assert names == ["lora-r8 (lora-a)", "lora-r8 (lora-b)", "full"]
+    names = [t.name for t in plots.eval_curves(runs).data]  # #k: the k-th record of the folder
+    assert names == ["LoRA r8 · 32 ex · 1 ep #1", "LoRA r8 · 32 ex · 1 ep #2", "full · 32 ex · 1 ep"]
 
 
 def test_runs_without_steps_do_not_crash(three, empty):
     runs = three + [empty]
     fig = plots.training_curves(runs)
-    assert len(fig.data) == 8 and list(fig.data[-1].x) == [] and fig.data[-1].name == "full (full-oom) [failed]"
+    assert len(fig.data) == 8 and list(fig.data[-1].x) == []
+    assert fig.data[-1].name == "full · 32 ex · 1 ep #4 [failed]"  # full-1 is #3: the 3rd record of the folder
     assert len(plots.eval_curves(runs).data) == 4
     fig = plots.pareto(runs)
-    assert "full (full-oom) [failed]" in fig.layout.annotations[0].text  # listed, not plotted
+    assert "full · 32 ex · 1 ep #4 [failed]" in fig.layout.annotations[0].text  # listed, not plotted
     assert plots.comparison_table(runs)["accuracy"].isna().tolist() == [False, False, False, True]
     assert len(plots.training_curves([empty]).data) == 2
     assert len(plots.pareto([]).data) == 0 and len(plots.training_curves([]).data) == 0
@@ -127,14 +128,20 @@ def test_runs_without_steps_do_not_crash(three, empty):
 
 def test_comparison_table(three):
     df = plots.comparison_table(three)
-    assert list(df.columns) == ["strategy", "run", "trainable params", "trainable %", "accuracy", "macro-F1",
-                                "wall time s", "samples/s", "peak memory MB", "status"]
+    assert list(df.columns) == ["run", "strategy", "rank", "alpha", "lr", "epochs", "train examples", "batch size",
+                                "seed", "accuracy", "macro-F1", "trainable params", "trainable %", "wall time s",
+                                "samples/s", "memory MB", "status", "record"]
+    assert df["run"].tolist() == ["probe · 32 ex · 1 ep", "LoRA r8 · 32 ex · 1 ep", "full · 32 ex · 1 ep"]
+    assert df["record"].tolist() == ["probe-1", "lora-1", "full-1"]
     assert df["strategy"].tolist() == ["probe", "lora-r8", "full"]
+    assert df["rank"].tolist()[1] == 8 and df["train examples"].tolist() == [32, 32, 32]
+    assert df["memory MB"].isna().all()  # process RSS (these records) is never shown
     assert df["trainable params"].tolist() == [100, 1_000, 10_000]
     assert df["trainable %"].tolist() == pytest.approx([1, 10, 100])
     assert df["status"].tolist() == ["completed", "completed", "stopped"]
     from_disk = plots.comparison_table(list_runs(three[0].path.parent))  # started in the same second: by name
-    assert from_disk.sort_values("run").reset_index(drop=True).equals(df.sort_values("run").reset_index(drop=True))
+    assert from_disk.sort_values("record").reset_index(drop=True).equals(
+        df.sort_values("record").reset_index(drop=True))
     text = formatted_table(three)
     assert text["trainable params"].tolist() == ["100", "1,000", "10,000"] and text["accuracy"][1] == "0.800"
 
@@ -148,7 +155,7 @@ def test_pareto(three):
     assert list(front.x) == [100, 1_000]  # full is both bigger and worse than LoRA
     memory = plots.pareto(three, x="peak_memory_mb")
     assert memory.layout.xaxis.type == "linear"
-    assert "RSS" in memory.layout.xaxis.title.text and "earlier runs" in memory.layout.xaxis.title.text
+    assert len(memory.data) == 0 and "process RSS" in memory.layout.annotations[0].text  # RSS is not plotted
     assert [t.x[0] for t in plots.pareto(three, x="wall_time_s").data[:3]] == [1.0, 3.0, 9.0]
     assert len(plots.pareto(table(three)).data) == 4  # a runs.table() works too
     with pytest.raises(ConfigError, match="x must be"):

@@ -24,6 +24,13 @@ from tunekit.metrics import primary
 from tunekit.runs import Run
 
 _FORMATS: dict[str, Callable[[float], str]] = {
+    "rank": lambda v: f"{int(v)}",
+    "alpha": lambda v: f"{v:g}",
+    "lr": lambda v: f"{v:g}",
+    "epochs": lambda v: f"{int(v)}",
+    "train examples": lambda v: f"{int(v):,}",
+    "batch size": lambda v: f"{int(v)}",
+    "seed": lambda v: f"{int(v)}",
     "trainable params": lambda v: f"{int(v):,}",
     "trainable %": lambda v: f"{v:.3g}",
     "accuracy": lambda v: f"{v:.3f}",
@@ -31,11 +38,13 @@ _FORMATS: dict[str, Callable[[float], str]] = {
     "perplexity": lambda v: f"{v:,.2f}",
     "wall time s": lambda v: f"{v:,.1f}",
     "samples/s": lambda v: f"{v:,.0f}",
-    "peak memory MB": lambda v: f"{v:,.0f}",
+    "memory MB": lambda v: f"{v:,.0f}",
     "params": lambda v: f"{int(v):,}",
     "size MB": lambda v: f"{v:,.1f}",
     "CPU latency ms": lambda v: f"{v:,.0f}",
 }
+TEXT_COLUMNS = ("run", "strategy", "kind", "status", "record")
+"""Columns of the runs table read as text (left-aligned); the others are numbers (right)."""
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
        padding: 0 1em; color: #222; }
@@ -72,34 +81,45 @@ def _distinct(values) -> list:
     return out
 
 
-def _table_html(runs: list[Run]) -> str:
+def runs_table_html(runs: Any, css_class: str = "tunekit-runs") -> str:
+    """The runs table as plain HTML, the same in the lab and in the report: one header cell
+    per column and one cell per column in every row, text left and numbers right (inline
+    styles, so it needs no style sheet), and each run's colour swatch before its name."""
+    runs = plots.as_runs(runs)
     df = formatted_table(runs)
     colours = plots.colors(runs)
-    text_cols = {"strategy", "run", "status"}
-    head = "".join(f'<th class="{"text" if c in text_cols else "num"}">{_esc(c)}</th>' for c in df.columns)
+    cell = "padding:0.25em 0.7em;border-bottom:1px solid #eee;white-space:nowrap;"
+
+    def align(c):
+        return "text" if c in TEXT_COLUMNS else "num", "left" if c in TEXT_COLUMNS else "right"
+
+    head = "".join(f'<th class="{align(c)[0]}" style="{cell}text-align:{align(c)[1]}">{_esc(c)}</th>'
+                   for c in df.columns)
     body = []
-    for r, (_, row) in zip(runs, df.iterrows()):
+    for r, row in zip(runs, df.to_dict("records")):
         cells = []
         for c in df.columns:
-            cls = "text" if c in text_cols else "num"
             value = _esc(row[c])
-            if c == "strategy":
-                value = f'<span class="swatch" style="background:{_esc(colours[r.name])}"></span>{value}'
-            cells.append(f'<td class="{cls}">{value}</td>')
+            if c == "run":
+                value = (f'<span class="swatch" title="{_esc(colours[r.name])}" style="display:inline-block;'
+                         f"width:0.8em;height:0.8em;border-radius:50%;margin-right:0.4em;vertical-align:middle;"
+                         f'background:{_esc(colours[r.name])}"></span>{value}')
+            cells.append(f'<td class="{align(c)[0]}" style="{cell}text-align:{align(c)[1]}">{value}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f'<table class="{_esc(css_class)}" style="border-collapse:collapse"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
 
 
 def _settings_html(runs: list[Run]) -> str:
     """Per-run settings: epochs, batch size, peak learning rate of each phase, seed, steps."""
-    rows = []
+    rows, names = [], plots.display_names(runs)
     for r in runs:
         t = r.config.get("train", {})
         lrs = [m.get("lr") for m in r.metrics() if m.get("event") == "phase_start"] or [t.get("lr")]
         peak_lr = " then ".join("-" if v is None else f"{v:.3g}" for v in lrs)
         phases = r.config.get("phases", [])
         epochs = " + ".join(str(p.get("epochs")) for p in phases) if len(phases) > 1 else t.get("epochs", "-")
-        rows.append([r.name, epochs, t.get("batch_size", "-"), peak_lr, t.get("max_length", "-"),
+        rows.append([names[r.name], epochs, t.get("batch_size", "-"), peak_lr, t.get("max_length", "-"),
                      t.get("seed", "-"), r.summary.get("steps", "-")])
     head = ["run", "epochs", "batch size", "peak lr", "max tokens", "seed", "steps"]
     return ("<table><thead><tr>" + "".join(f'<th class="{"text" if i == 0 else "num"}">{_esc(h)}</th>'
@@ -139,20 +159,24 @@ def _setup_html(runs: list[Run], written: str) -> str:
 def _notes_html(runs: list[Run]) -> str:
     notes = []
     kinds = _distinct([r.summary.get("memory_kind") for r in runs])
-    meaning = {"cuda_max_allocated": "the most GPU memory PyTorch had allocated (torch.cuda.max_memory_allocated)",
+    meaning = {"cuda_max_allocated": "the most GPU memory PyTorch had allocated during the run "
+                                     "(torch.cuda.max_memory_allocated)",
                "measured_tensors": "the bytes of the run's own tensors, measured: weights, gradients, optimizer "
                                    "state, the activations autograd kept over one training step, and any "
-                                   "frozen-prefix cache",
-               "process_rss": "the training process's resident memory on the CPU (includes Python, data "
-                              "and libraries, so it compares runs only roughly)"}
+                                   "frozen-prefix cache"}
     for k in kinds:
-        notes.append(f"Peak memory {k}: {meaning.get(k, k)}.")
-    if len(kinds) > 1:
+        if k in meaning:
+            notes.append(f"Memory ({k}): {meaning[k]}.")
+        else:
+            notes.append(f"Memory is left out for the runs that recorded {k} (the process's memory, which grows "
+                         "with the runs made before in the same process, so it does not compare runs).")
+    if len([k for k in kinds if k in meaning]) > 1:
         notes.append("The runs measured memory in different ways; their memory columns do not compare.")
+    names = plots.display_names(runs)
     for r in runs:
         s = r.summary
         if s.get("status") != "completed":
-            notes.append(f"{r.name} ({r.label}) {s.get('status')}: {s.get('reason') or 'no reason recorded'}.")
+            notes.append(f"{names[r.name]} ({r.name}) {s.get('status')}: {s.get('reason') or 'no reason recorded'}.")
     return "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
 
 
@@ -186,7 +210,7 @@ def render_report(runs: Any, title: str = "tunekit comparison", extra: Sequence[
              f"by tunekit.</p>"]
     if not runs:
         parts.append("<p>No runs to show.</p>")
-    parts += ["<h2>Comparison</h2>", _table_html(runs), _notes_html(runs),
+    parts += ["<h2>Comparison</h2>", runs_table_html(runs, css_class="runs"), _notes_html(runs),
               "<h2>Setup</h2>", _setup_html(runs, written), "<h3>Settings per run</h3>", _settings_html(runs)]
     first = True
     for heading, fig in (_figures(runs) if runs else []) + list(extra):
@@ -235,4 +259,4 @@ def write_report(runs: Any, path: str | os.PathLike = "tunekit-report.html",
     return path.resolve()
 
 
-__all__ = ["write_report", "render_report", "formatted_table"]
+__all__ = ["write_report", "render_report", "formatted_table", "runs_table_html", "TEXT_COLUMNS"]

@@ -3,6 +3,8 @@
 No torch is imported here (nor by anything these modules import): figures can be
 drawn where only the records are.
 
+* :mod:`tunekit.plots.identity` - a run's name in words and its colour, the same in every view.
+* :mod:`tunekit.plots.axes` - accuracy axes from chance to 1, empty figures that say so.
 * :mod:`tunekit.plots.runs` - training and validation curves, comparison table, Pareto views.
 * :mod:`tunekit.plots.weights` - weight-change heatmaps, update spectra and ranks.
 * :mod:`tunekit.plots.representations` - CKA vs layer, PCA of pooled features.
@@ -13,9 +15,12 @@ from __future__ import annotations
 
 import importlib
 
+from tunekit.plots.axes import say_empty, score_axis  # noqa: F401
+from tunekit.plots.identity import (  # noqa: F401
+    PALETTE, as_runs, colors, display_names, legend_names, run_color,
+)
 from tunekit.plots.runs import (  # noqa: F401
-    PALETTE, as_runs, colors, comparison_table, ema, eval_curves, legend_names, pareto, pareto_front,
-    training_curves,
+    comparison_table, ema, eval_curves, pareto, pareto_front, training_curves,
 )
 
 _LAZY = {

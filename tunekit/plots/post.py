@@ -14,12 +14,14 @@ import plotly.graph_objects as go
 
 from tunekit.config import ConfigError
 from tunekit.metrics import METRICS, primary
-from tunekit.plots.runs import PALETTE, as_runs
+from tunekit.plots.identity import PALETTE, _text, as_runs, run_color
+from tunekit.runs import RunRecordError
 
 
 def sparsity_curve(runs: Any, metric: str | None = None) -> go.Figure:
     """The task's metric of each ``prune`` record against its sparsity (the share of block
-    weights that are zero), with the unpruned parent at 0; one line per parent."""
+    weights that are zero), with the unpruned parent at 0; one line per parent, in the
+    parent's colour and under its name in words."""
     runs = [r for r in as_runs(runs) if r.kind == "prune" and r.summary.get("sparsity") is not None]
     if not runs:
         raise ConfigError("sparsity_curve needs prune records of method='magnitude' (tk.prune(run, sparsity=[...]))")
@@ -31,11 +33,17 @@ def sparsity_curve(runs: Any, metric: str | None = None) -> go.Figure:
     for r in runs:
         by_parent.setdefault((r.parent or {}).get("name", "?"), []).append(r)
     for i, (parent, group) in enumerate(by_parent.items()):
+        try:
+            found = group[0].parent_run()
+        except RunRecordError:
+            found = None
+        color = run_color(found) if found is not None else PALETTE[i % len(PALETTE)]
+        parent = _text(found.display_name if found is not None else parent)
         first = group[0].summary.get("before", {})
         points = sorted({0.0: first.get(f"val_{key}"), **{r.summary["sparsity"]: r.summary.get(f"val_{key}")
                                                           for r in group}}.items())
         fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                                 name=parent, line={"color": PALETTE[i % len(PALETTE)]},
+                                 name=parent, line={"color": color},
                                  hovertemplate=f"sparsity %{{x:.0%}}<br>{key} %{{y:.4f}}<extra>{parent}</extra>"))
     m = METRICS[key]
     fig.update_layout(title=f"{m.title[0].upper() + m.title[1:]} as more weights are zeroed",

@@ -5,8 +5,9 @@
     tk.plots.pca_scatter(tk.inspect.pca_features(runs, data))
 
 Pure functions from the DataFrames of :mod:`tunekit.inspect.representations` to
-plotly figures. No torch here (nor in what this imports). The i-th run in the
-frame gets the i-th run colour, as in :mod:`tunekit.plots.runs` for the same list.
+plotly figures. No torch here (nor in what this imports). ``cka_by_layer(drift,
+colors=tk.plots.colors(runs))`` draws each run in its own colour, as every figure of its
+records does; without ``colors`` the i-th run in the frame gets the i-th palette colour.
 """
 from __future__ import annotations
 

@@ -7,69 +7,45 @@
     tk.plots.pareto(runs)                   # that metric vs trainable parameters
 
 Every function takes a list of :class:`~tunekit.runs.Run` (a single run, a run
-directory or a runs directory work too). The i-th run gets the i-th colour in
-every figure, so pass the same list to each. The legend shows the strategy label,
-plus the run name where two runs share a label, plus the status of any run that
-did not complete; such runs are drawn dashed (curves) or hollow (pareto).
+directory or a runs directory work too). A run is named and coloured the same way in every
+figure and table, whichever runs are shown beside it (:mod:`tunekit.plots.identity`): its
+name in words (``LoRA r8 α16 · 200 ex · 1 ep``), told apart from look-alikes, plus the
+status of a run that did not complete; such runs are drawn dashed (curves) or hollow
+(pareto). Accuracy and macro-F1 axes run from chance (dashed) to 1 and give the size of
+the evaluation set (:mod:`tunekit.plots.axes`); a figure with nothing to draw says so.
 
 No torch here: this module reads records only, so it works where torch is absent.
 """
 from __future__ import annotations
 
-import html
 import math
-import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 
 from tunekit.config import ConfigError
 from tunekit.metrics import METRICS, primary
-from tunekit.runs import Run, list_runs, table
+from tunekit.plots.axes import SCORES, eval_sizes, is_empty, num_labels, say_empty, score_axis
+from tunekit.plots.identity import (PALETTE, _text, as_runs, colors, display_names, learning_rate,  # noqa: F401
+                                    legend_names, run_color)
+from tunekit.runs import Run, table
 
-PALETTE = qualitative.Plotly
-"""Run colours, in order; they repeat after ten runs."""
 EVAL_METRICS = {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1",
                 "val_loss": "validation loss", "val_perplexity": "validation perplexity"}
 STEP_X = {"step": "step", "samples": "training examples seen", "epoch": "epoch", "elapsed_s": "seconds"}
-PARETO_X = {"trainable_params": "trainable parameters", "peak_memory_mb": "peak memory (MB)",
+PARETO_X = {"trainable_params": "trainable parameters", "peak_memory_mb": "training memory (MB)",
             "wall_time_s": "wall time (s)", "total_params": "parameters held",
             "nonzero_params": "non-zero parameters", "size_mb": "size on disk (MB)",
             "latency_ms": "CPU latency per batch (ms)"}
-TABLE_COLUMNS = {  # runs.table() column -> readable name
-    "strategy": "strategy", "run": "run", "trainable_params": "trainable params",
-    "trainable_percent": "trainable %", "accuracy": "accuracy", "macro_f1": "macro-F1",
-    "perplexity": "perplexity", "wall_time_s": "wall time s", "samples_per_s": "samples/s", "peak_memory_mb": "peak memory MB",
-    "status": "status",
+MEMORY_KINDS = {  # summary["memory_kind"] -> what the figure is; process RSS is never shown
+    "measured_tensors": "training memory per run (MB; weights + gradients + optimizer state + activations, "
+                        "measured)",
+    "cuda_max_allocated": "peak GPU memory allocated per run (MB; torch.cuda.max_memory_allocated)",
 }
 _DASH = {"completed": "solid", "running": "dot", "stopped": "dash", "failed": "dashdot", "crashed": "dashdot"}
-
-
-# ----- input: runs, paths, or tables -----------------------------------------------------------------
-def as_runs(runs: Any) -> list[Run]:
-    """A list of runs from a Run, a run directory, a runs directory, or an iterable of those."""
-    if isinstance(runs, Run):
-        return [runs]
-    if isinstance(runs, (str, os.PathLike)):
-        path = Path(runs).expanduser()
-        return [Run(path)] if (path / "config.json").is_file() else list_runs(path)
-    if isinstance(runs, pd.DataFrame):
-        raise ConfigError("runs must be Run records here (got a DataFrame); pass the runs themselves")
-    try:
-        items = list(runs)
-    except TypeError:
-        raise ConfigError(f"runs must be a Run, a list of runs or a runs directory (got {type(runs).__name__})") \
-            from None
-    out = []
-    for r in items:
-        if not isinstance(r, (Run, str, os.PathLike)):
-            raise ConfigError(f"runs must hold Run records or run directories (got {type(r).__name__})")
-        out.extend(as_runs(r))
-    return out
 
 
 @dataclass
@@ -77,7 +53,8 @@ class _Series:
     """What one legend entry needs: a name, a colour, a status, and its histories."""
 
     name: str
-    label: str
+    label: str  # the run's name in words, told apart from the others shown
+    legend: str  # the label, plus the status unless completed; escaped for plotly
     status: str
     color: str
     steps: pd.DataFrame
@@ -87,41 +64,12 @@ class _Series:
 def _series(runs: Any) -> list[_Series]:
     """Runs, or ``{legend name: history DataFrame}``, as legend entries with colours."""
     if isinstance(runs, dict) and all(isinstance(v, pd.DataFrame) for v in runs.values()):
-        return [_Series(str(k), str(k), "completed", PALETTE[i % len(PALETTE)], df, df)
+        return [_Series(str(k), str(k), _text(k), "completed", PALETTE[i % len(PALETTE)], df, df)
                 for i, (k, df) in enumerate(runs.items())]
     runs = as_runs(runs)
-    return [_Series(r.name, r.label, r.status, PALETTE[i % len(PALETTE)], r.history("step"), r.history("eval"))
-            for i, r in enumerate(runs)]
-
-
-def colors(runs: Any) -> dict[str, str]:
-    """``{run name: colour}`` as every figure here draws it."""
-    return {s.name: s.color for s in _series(runs)}
-
-
-def _text(s: Any) -> str:
-    """Record text for plotly, which reads a little HTML in labels: show it literally."""
-    return html.escape(str(s), quote=False)
-
-
-def legend_names(runs: Any) -> dict[str, str]:
-    """``{run name: legend text}``: the label, the run name where labels repeat, the status
-    unless completed."""
-    series = _series(runs)
-    return _legend(series)
-
-
-def _legend(series: list[_Series]) -> dict[str, str]:
-    counts: dict[str, int] = {}
-    for s in series:
-        counts[s.label] = counts.get(s.label, 0) + 1
-    out = {}
-    for s in series:
-        text = s.label if counts[s.label] == 1 or s.label == s.name else f"{s.label} ({s.name})"
-        if s.status != "completed":
-            text += f" [{s.status}]"
-        out[s.name] = _text(text)
-    return out
+    names, legends = display_names(runs), legend_names(runs)
+    return [_Series(r.name, names[r.name], legends[r.name], r.status, run_color(r), r.history("step"),
+                    r.history("eval")) for r in runs]
 
 
 def _column(df: pd.DataFrame, name: str) -> list:
@@ -149,11 +97,16 @@ def ema(values: Iterable[Optional[float]], smooth: float) -> list[Optional[float
     return out
 
 
-def _run_line(s, label: str, xs, ys, x_name: str, mode: str) -> go.Scatter:
+def _run_line(s: _Series, xs, ys, x_name: str, mode: str) -> go.Scatter:
     """One run's curve: its colour, dashed unless it completed, hover ``value at x``."""
-    return go.Scatter(x=xs, y=ys, mode=mode, name=label, legendgroup=s.name,
+    return go.Scatter(x=xs, y=ys, mode=mode, name=s.legend, legendgroup=s.name,
                       line={"color": s.color, "width": 2, "dash": _dash(s.status)},
-                      hovertemplate=f"%{{y:.4f}} at {x_name} %{{x}}<extra>{label}</extra>")
+                      hovertemplate=f"%{{y:.4f}} at {x_name} %{{x}}<extra>{s.legend}</extra>")
+
+
+def _nothing(fig: go.Figure, series: list, what: str) -> go.Figure:
+    """Say so where there is nothing to draw: no runs, or runs without ``what`` yet."""
+    return say_empty(fig, "no runs selected" if not series else f"no {what} logged yet") if is_empty(fig) else fig
 
 
 def training_curves(runs: Any, smooth: float = 0.6, x: str = "step") -> go.Figure:
@@ -168,19 +121,18 @@ def training_curves(runs: Any, smooth: float = 0.6, x: str = "step") -> go.Figur
     if x not in STEP_X:
         raise ConfigError(f"x must be one of {list(STEP_X)} (got {x!r})")
     series = _series(runs)
-    names = _legend(series)
     fig = go.Figure()
     for s in series:
         xs, ys = _column(s.steps, x), _column(s.steps, "loss")
         if smooth:
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=names[s.name], legendgroup=s.name,
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=s.legend, legendgroup=s.name,
                                      showlegend=False, opacity=0.25, hoverinfo="skip",
                                      line={"color": s.color, "width": 1, "dash": _dash(s.status)}))
-        fig.add_trace(_run_line(s, names[s.name], xs, ema(ys, smooth), x, "lines"))
+        fig.add_trace(_run_line(s, xs, ema(ys, smooth), x, "lines"))
     title = "Training loss" + (f" (smoothed {smooth:g}; raw faint)" if smooth else "")
     fig.update_layout(title=title, xaxis_title=STEP_X[x], yaxis_title="cross-entropy loss",
                       template="plotly_white", legend_title_text="run", hovermode="x unified")
-    return fig
+    return _nothing(fig, series, "training steps")
 
 
 def _task_of(runs: list[Run]) -> str:
@@ -191,58 +143,105 @@ def _task_of(runs: list[Run]) -> str:
 def eval_curves(runs: Any, metric: Optional[str] = None) -> go.Figure:
     """A validation metric (val_accuracy, val_macro_f1, val_loss or val_perplexity) at each
     evaluation, by step. None: the runs' task's main metric (accuracy; perplexity for a
-    causal LM)."""
+    causal LM). Accuracy and macro-F1 run from chance (dashed) to 1, titled with the
+    evaluation-set size."""
     runs = as_runs(runs)
     if metric is None:
         metric = "val_" + primary(_task_of(runs)).key
     if metric not in EVAL_METRICS:
         raise ConfigError(f"metric must be one of {list(EVAL_METRICS)} (got {metric!r})")
     series = _series(runs)
-    names = _legend(series)
     fig = go.Figure()
     for s in series:
-        fig.add_trace(_run_line(s, names[s.name], _column(s.evals, "step"), _column(s.evals, metric), "step",
-                                "lines+markers"))
+        fig.add_trace(_run_line(s, _column(s.evals, "step"), _column(s.evals, metric), "step", "lines+markers"))
     fig.update_layout(title=EVAL_METRICS[metric].capitalize(), xaxis_title="step",
                       yaxis_title=EVAL_METRICS[metric], template="plotly_white", legend_title_text="run")
-    if metric in ("val_accuracy", "val_macro_f1"):
-        fig.update_yaxes(rangemode="tozero")
+    if is_empty(fig):
+        return _nothing(fig, series, "evaluations")
+    if metric[4:] in SCORES:
+        score_axis(fig, metric[4:], num_labels(runs), eval_sizes(runs))
     return fig
 
 
 # ----- tables and trade-offs ----------------------------------------------------------------------
-def _rows(runs: Any) -> pd.DataFrame:
-    """``runs.table()`` rows, from runs or from such a table itself."""
+def _rows(runs: Any) -> tuple[pd.DataFrame, Optional[list[Run]]]:
+    """``runs.table()`` rows and the runs, from runs or from such a table itself (no runs)."""
     if isinstance(runs, pd.DataFrame):
-        return runs.reset_index(drop=True)
-    return table(as_runs(runs))
+        return runs.reset_index(drop=True), None
+    runs = as_runs(runs)
+    return table(runs), runs
+
+
+def _memory(row: dict) -> Optional[float]:
+    """A run's measured memory figure; None for process RSS (it grows with the runs made
+    before in the same process, so it compares nothing) and for unknown kinds."""
+    return row.get("peak_memory_mb") if row.get("memory_kind") in MEMORY_KINDS else None
+
+
+def _settings(run: Run) -> dict:
+    """What a training run was asked to do (post-training records: none of it)."""
+    if run.kind in ("prune", "quantize"):
+        return {}
+    t, st, d = run.config.get("train") or {}, run.strategy, run.config.get("data") or {}
+    phases = [p.get("epochs") for p in run.config.get("phases") or []]
+    epochs = sum(phases) if phases and all(isinstance(e, int) for e in phases) else t.get("epochs")
+    out = {"lr": learning_rate(run), "epochs": epochs, "train examples": d.get("train_used") or t.get("train_size"),
+           "batch size": t.get("batch_size"), "seed": t.get("seed")}
+    if st.get("name") == "lora":
+        rank, label = st.get("rank"), str(run.label)
+        if rank is None and re.match(r"lora-r(\d+)", label):
+            rank = int(re.match(r"lora-r(\d+)", label).group(1))  # records that kept only the label
+        out.update({"rank": rank, "alpha": st.get("alpha")})
+    return out
+
+
+HYPERPARAMETERS = ("rank", "alpha", "lr", "epochs", "train examples", "batch size", "seed")
+"""The settings columns of :func:`comparison_table` (rank and alpha only where a run is LoRA)."""
 
 
 def comparison_table(runs: Any) -> pd.DataFrame:
-    """One row per run with readable columns: strategy, run, trainable params, trainable %,
-    the metrics the runs' tasks have (accuracy and macro-F1; perplexity), wall time s,
-    samples/s, peak memory MB, status; with post-training records among them also kind,
-    params, size MB and CPU latency ms. Numbers stay numbers (missing ones are NaN); accepts
-    runs or a :func:`tunekit.runs.table`."""
-    rows = _rows(runs)
-    metric_columns = {"accuracy", "macro_f1", "perplexity"}
+    """One row per run with readable columns: run (its name in words, as in the figures),
+    strategy; the settings (rank and alpha where a run is LoRA, lr, epochs, train examples,
+    batch size, seed); the metrics the runs' tasks have (accuracy and macro-F1; perplexity),
+    trainable params, trainable %, wall time s, samples/s, memory MB (the measured per-run
+    figure; process RSS is left out), status, record (the run's folder name). With
+    post-training records among them also kind, params, size MB and CPU latency ms. Numbers
+    stay numbers (missing ones are NaN); accepts runs or a :func:`tunekit.runs.table` (which
+    holds no settings)."""
+    rows, records = _rows(runs)
+    n = len(rows)
+    col = lambda name: rows[name] if name in rows.columns else pd.Series([None] * n, dtype=object)  # noqa: E731
+    names = display_names(records) if records is not None else {}
+    settings = [_settings(r) for r in records] if records is not None else [{}] * n
+    out = pd.DataFrame({"run": [names.get(r, s) for r, s in zip(col("run"), col("strategy"))],
+                        "strategy": col("strategy")})
+    post = "kind" in rows.columns and (rows["kind"].fillna("train") != "train").any()
+    if post:  # post-training records: what each is
+        out["kind"] = rows["kind"].fillna("train")
+    lora = any("rank" in s for s in settings)
+    for key in HYPERPARAMETERS:
+        if key not in ("rank", "alpha") or lora:
+            out[key] = [s.get(key) for s in settings]
     tasks = set(rows["task"].dropna()) if "task" in rows.columns else {"classification"}
-    keep = {"accuracy", "macro_f1"} if "classification" in tasks or not tasks else set()
-    keep |= {"perplexity"} if "causal_lm" in tasks else set()
-    out = pd.DataFrame({new: rows[old] if old in rows.columns else [None] * len(rows)
-                        for old, new in TABLE_COLUMNS.items() if old not in metric_columns or old in keep})
-    if "kind" in rows.columns and (rows["kind"].fillna("train") != "train").any():
-        # post-training records: what each is, and what it costs to keep and run
-        out.insert(1, "kind", rows["kind"].fillna("train"))
-        at = out.columns.get_loc("status")
+    if "classification" in tasks or not tasks:
+        out["accuracy"], out["macro-F1"] = col("accuracy"), col("macro_f1")
+    if "causal_lm" in tasks:
+        out["perplexity"] = col("perplexity")
+    for old, new in (("trainable_params", "trainable params"), ("trainable_percent", "trainable %"),
+                     ("wall_time_s", "wall time s"), ("samples_per_s", "samples/s")):
+        out[new] = col(old)
+    out["memory MB"] = [_memory(r) for r in rows.to_dict("records")]
+    if post:  # what it costs to keep and run
         for old, new in (("total_params", "params"), ("size_mb", "size MB"), ("latency_ms", "CPU latency ms")):
             if old in rows.columns:
-                out.insert(at, new, rows[old])
-                at += 1
-    for col in out.columns:
-        if col not in ("strategy", "run", "status", "kind"):
-            out[col] = pd.to_numeric(out[col], errors="coerce")
-    out["trainable params"] = out["trainable params"].astype("Int64")
+                out[new] = rows[old]
+    out["status"], out["record"] = col("status"), col("run")
+    for c in out.columns:
+        if c not in ("run", "strategy", "status", "kind", "record"):
+            out[c] = pd.to_numeric(out[c], errors="coerce")
+    for c in ("trainable params", "rank", "epochs", "train examples", "batch size", "seed"):
+        if c in out.columns:
+            out[c] = out[c].astype("Int64")
     return out
 
 
@@ -267,15 +266,17 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
     (what the result costs to keep and run; measured by :mod:`tunekit.post`, and by
     ``tk.measure(run)`` for a training run).
 
-    ``y``: accuracy, macro_f1 or perplexity; None takes the runs' task's main metric. One
-    marker per run (hollow for runs that did not complete) and a grey line through the
-    Pareto front (nothing cheaper is as good). ``log_x`` None: logarithmic for trainable
-    parameters and wall time, linear otherwise. Runs without both values (e.g. failed before
-    the first evaluation) are listed under the plot instead.
+    ``y``: accuracy, macro_f1 or perplexity; None takes the runs' task's main metric
+    (accuracy and macro-F1 run from chance, dashed, to 1). One marker per run (hollow for
+    runs that did not complete) and a grey line through the Pareto front (nothing cheaper
+    is as good). ``log_x`` None: logarithmic for trainable parameters and wall time, linear
+    otherwise. Memory is each run's own measured figure (its tensors, or CUDA's peak
+    allocation); a run that recorded only its process's RSS is not plotted. Runs without
+    both values (e.g. failed before the first evaluation) are listed under the plot instead.
     """
     if x not in PARETO_X:
         raise ConfigError(f"x must be one of {list(PARETO_X)} (got {x!r})")
-    rows = _rows(runs)
+    rows, records = _rows(runs)
     if y is None:
         tasks = set(rows["task"].dropna()) if "task" in rows.columns else set()
         y = primary(tasks.pop() if len(tasks) == 1 else "classification").key
@@ -283,50 +284,61 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
         raise ConfigError(f"y must be one of {list(PARETO_Y)} (got {y!r})")
     metric = METRICS[y]
     log_x = x in ("trainable_params", "wall_time_s") if log_x is None else bool(log_x)
-    series = [_Series(str(r.get("run")), str(r.get("strategy")), str(r.get("status")),
-                      PALETTE[i % len(PALETTE)], pd.DataFrame(), pd.DataFrame())
-              for i, r in enumerate(rows.to_dict("records"))]
-    names = _legend(series)
-    fig, points, missing = go.Figure(), [], []
-    for s, r in zip(series, rows.to_dict("records")):
-        px, py = _number(r.get(x)), _number(r.get(y))
+    dicts = rows.to_dict("records")
+    if records is not None:
+        legends, names = legend_names(records), display_names(records)
+        series = [_Series(r.name, names[r.name], legends[r.name], r.status, run_color(r), pd.DataFrame(),
+                          pd.DataFrame()) for r in records]
+    else:  # a table holds no record paths: colours from the names
+        series = [_Series(str(r.get("run")), str(r.get("strategy")),
+                          _text(f"{r.get('strategy')} ({r.get('run')})" if r.get("status") == "completed"
+                                else f"{r.get('strategy')} ({r.get('run')}) [{r.get('status')}]"),
+                          str(r.get("status")), run_color(str(r.get("run"))), pd.DataFrame(), pd.DataFrame())
+                  for r in dicts]
+    fig, points, missing, rss = go.Figure(), [], [], []
+    for s, r in zip(series, dicts):
+        px = _number(_memory(r) if x == "peak_memory_mb" else r.get(x))
+        py = _number(r.get(y))
         if px is None or py is None or (log_x and px <= 0):
-            missing.append(names[s.name])
+            (rss if x == "peak_memory_mb" and r.get("memory_kind") == "process_rss" else missing).append(s.legend)
             continue
         points.append((px, py))
         fig.add_trace(go.Scatter(
-            x=[px], y=[py], mode="markers+text", name=names[s.name], text=[_text(s.label)],
+            x=[px], y=[py], mode="markers+text", name=s.legend, text=[_text(s.label)],
             textposition="top center", legendgroup=s.name,
             marker={"color": s.color, "size": 12, "line": {"color": s.color, "width": 2},
                     "symbol": "circle" if s.status == "completed" else "circle-open"},
-            hovertemplate=f"{PARETO_X[x]} %{{x:,}}<br>{y} %{{y:.4f}}<extra>{names[s.name]}</extra>"))
+            hovertemplate=f"{PARETO_X[x]} %{{x:,}}<br>{y} %{{y:.4f}}<extra>{s.legend}</extra>"))
     front = pareto_front(points, metric.higher_is_better)
     if len(front) > 1:
         fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines",
                                  name="Pareto front", line={"color": "lightgrey", "dash": "dot"},
                                  hoverinfo="skip"))
     x_title = PARETO_X[x]
-    if x == "peak_memory_mb" and "memory_kind" in rows.columns:
-        kinds = set(rows["memory_kind"].dropna())
-        if kinds == {"process_rss"}:  # what a CPU run measures: say what it includes
-            x_title = ("peak process memory, RSS (MB; includes Python, the libraries and models of "
-                       "earlier runs in the same process)")
-        elif kinds == {"cuda_max_allocated"}:
-            x_title = "peak GPU memory allocated (MB)"
-        elif kinds == {"measured_tensors"}:
-            x_title = "training memory (MB; weights + gradients + optimizer state + activations, measured)"
-        elif len(kinds) > 1:
-            x_title = "peak memory (MB; measured differently across runs)"
+    if x == "peak_memory_mb":
+        kinds = {r.get("memory_kind") for r in dicts if _memory(r) is not None}
+        x_title = MEMORY_KINDS[kinds.pop()] if len(kinds) == 1 else "memory per run (MB)" if not kinds else \
+            "memory per run (MB; measured differently across runs: tensors measured, or CUDA's peak)"
     fig.update_layout(title=f"{metric.title[0].upper() + metric.title[1:]} vs {PARETO_X[x]}"
                             + ("" if metric.higher_is_better else " (lower is better)"),
                       xaxis_title=x_title + (" (log scale)" if log_x else ""),
                       yaxis_title="validation " + metric.title,
                       template="plotly_white", legend_title_text="run")
     fig.update_xaxes(type="log" if log_x else "linear")
-    if missing:
-        fig.add_annotation(text="not plotted (no value): " + ", ".join(missing), showarrow=False,
-                           xref="paper", yref="paper", x=0, y=-0.22, xanchor="left", font={"size": 11})
-        fig.update_layout(margin={"b": 110})
+    notes = ["not plotted (no value): " + ", ".join(missing)] if missing else []
+    if rss:
+        notes.append("not plotted (memory recorded as process RSS, which grows with the runs before it): "
+                     + ", ".join(rss))
+    for i, note in enumerate(notes):
+        fig.add_annotation(text=note, showarrow=False, xref="paper", yref="paper", x=0, y=-0.22 - 0.07 * i,
+                           xanchor="left", font={"size": 11})
+    if notes:
+        fig.update_layout(margin={"b": 110 + 25 * (len(notes) - 1)})
+    if not points:
+        return say_empty(fig, "no runs selected" if not series else "no run recorded its own memory (only the "
+                         "process's RSS)" if rss and not missing else "no run has both values yet")
+    if y in SCORES and records is not None:
+        score_axis(fig, y, num_labels(records), eval_sizes(records))
     return fig
 
 
@@ -339,4 +351,4 @@ def _number(v) -> Optional[float]:
 
 
 __all__ = ["training_curves", "eval_curves", "comparison_table", "pareto", "pareto_front", "PARETO_Y", "ema", "colors",
-           "legend_names", "as_runs", "PALETTE"]
+           "legend_names", "display_names", "run_color", "as_runs", "PALETTE", "HYPERPARAMETERS"]

@@ -9,6 +9,8 @@
     tk.plots.rank_by_block(sp.table)            # effective rank per block, one line per run
 
 No torch import: these take DataFrames (and the ``Spectra`` object by duck typing).
+``colors=tk.plots.colors(runs)`` draws each run in its own colour, as every figure of its
+records does (the lab's Weights view passes it).
 """
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ MODULE_ORDER = list(LABEL_ORDER)
 OUTSIDE = ["embeddings", "pooler", "norm", "head"]
 
 
-def _palette(names: Sequence[str]) -> dict[str, str]:
-    """The i-th run gets the i-th colour, as in every other tunekit figure."""
-    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+def _palette(names: Sequence[str], colors: Optional[dict] = None) -> dict[str, str]:
+    """``colors`` (``{run: colour}``, e.g. ``tk.plots.colors(runs)``: each run's own colour, as
+    in every figure of its records); runs not in it get the i-th palette colour."""
+    return {n: (colors or {}).get(n, PALETTE[i % len(PALETTE)]) for i, n in enumerate(names)}
 
 
 def _runs_in(df: pd.DataFrame) -> list[tuple[str, str]]:
@@ -105,13 +108,14 @@ def weight_change_difference(wc: pd.DataFrame, run_a: str, run_b: str, value: st
     return fig
 
 
-def head_change_bar(wc: pd.DataFrame, value: str = "rel_change") -> go.Figure:
+def head_change_bar(wc: pd.DataFrame, value: str = "rel_change", colors: Optional[dict] = None) -> go.Figure:
     """The groups outside the blocks (embeddings, pooler / norm, head), one bar per run each:
-    the new head moves far more than anything else, so it gets its own axis."""
+    the new head moves far more than anything else, so it gets its own axis. ``colors``:
+    ``{run: colour}`` (``tk.plots.colors(runs)``)."""
     d = wc[wc["block"].isna() & wc["group"].isin(OUTSIDE)]
     runs = _runs_in(wc)
     labels = [lab for _, lab in runs]
-    palette = _palette([r for r, _ in runs])
+    palette = _palette([r for r, _ in runs], colors)
     fig = go.Figure()
     for run, label in runs:
         r = d[d["run"] == run].set_index("group").reindex([g for g in OUTSIDE if g in set(d["group"])])
@@ -122,16 +126,18 @@ def head_change_bar(wc: pd.DataFrame, value: str = "rel_change") -> go.Figure:
     return fig
 
 
-def spectrum(spectra, name: str, runs: Optional[Sequence[str]] = None, log: bool = True) -> go.Figure:
+def spectrum(spectra, name: str, runs: Optional[Sequence[str]] = None, log: bool = True,
+             colors: Optional[dict] = None) -> go.Figure:
     """Singular values of one matrix's update per run (solid), with Gaussian noise of the same
-    shape and Frobenius norm (dotted): an update that hugs its noise line is unstructured."""
+    shape and Frobenius norm (dotted): an update that hugs its noise line is unstructured.
+    ``colors``: ``{run: colour}`` (``tk.plots.colors(runs)``)."""
     keys = [k for k in spectra.singular_values if k[1] == name and (runs is None or k[0] in runs)]
     if not keys:
         known = sorted({k[1] for k in spectra.singular_values})[:6]
         raise ConfigError(f"no spectrum for {name!r}; matrices include {known} ...")
     table = spectra.table.set_index(["run", "name"])
     run_names = [k[0] for k in keys]
-    palette = _palette(run_names)
+    palette = _palette(run_names, colors)
     labels = [table.loc[k, "label"] for k in keys]
     fig = go.Figure()
     for key, label in zip(keys, labels):
@@ -150,10 +156,11 @@ def spectrum(spectra, name: str, runs: Optional[Sequence[str]] = None, log: bool
 
 
 def rank_by_block(table: pd.DataFrame, metric: str = "effective_rank",
-                  modules: Optional[Sequence[str]] = None) -> go.Figure:
+                  modules: Optional[Sequence[str]] = None, colors: Optional[dict] = None) -> go.Figure:
     """A rank measure of the updates per block (mean over the block's updated matrices, or
     only the given ``modules``; a matrix that did not move has no rank to speak of), one
-    line per run. ``metric``: effective_rank, stable_rank, energy90 or intruders."""
+    line per run. ``metric``: effective_rank, stable_rank, energy90 or intruders.
+    ``colors``: ``{run: colour}`` (``tk.plots.colors(runs)``)."""
     if metric not in ("effective_rank", "stable_rank", "energy90", "intruders"):
         raise ConfigError(f"metric must be effective_rank, stable_rank, energy90 or intruders (got {metric!r})")
     d = table[table["block"].notna()]
@@ -163,7 +170,7 @@ def rank_by_block(table: pd.DataFrame, metric: str = "effective_rank",
         d = d[d["module"].isin(modules)]
     runs = _runs_in(table)
     labels = [lab for _, lab in runs]
-    palette = _palette([r for r, _ in runs])
+    palette = _palette([r for r, _ in runs], colors)
     fig = go.Figure()
     for run, label in runs:
         g = d[d["run"] == run].groupby("block")[metric].mean()

@@ -1,10 +1,13 @@
 """The lower half of the lab: every run in the runs directory, and the views over a selection.
 
 Each view is one call into :mod:`tunekit.inspect` and :mod:`tunekit.plots`; figures are
-shown as plotly FigureWidgets, tables and attributions as escaped HTML.
+shown as plotly FigureWidgets, tables and attributions as escaped HTML. A run has one name
+(:func:`tunekit.plots.display_names`) and one colour (:func:`tunekit.plots.run_color`) in the
+table, the picker and every view.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import threading
 from typing import Callable
@@ -15,7 +18,7 @@ import plotly.graph_objects as go
 import tunekit as tk
 from tunekit import inspect, plots
 from tunekit.inspect.views import DEFAULT_SENTENCE
-from tunekit.report import formatted_table
+from tunekit.report import runs_table_html
 
 VIEWS = ("Compare", "Weights", "Representations", "Attribution")
 
@@ -66,11 +69,10 @@ class RunsPanel(W.VBox):
     def refresh(self) -> None:
         """Re-read the runs directory (it survives kernel restarts); select the newest runs."""
         runs = self.runs()
-        table = formatted_table(runs) if runs else None
-        self.table.value = (table.to_html(index=False, escape=True, classes="tunekit-runs", border=0)
-                            if table is not None else "<i>No runs yet: press Train.</i>")
+        self.table.value = runs_table_html(runs) if runs else "<i>No runs yet: press Train.</i>"
         before, known = set(self.select.value), {v for _, v in self.select.options}
-        self.select.options = [(f"{r.label}  {r.name}  [{r.status}]", r.name) for r in runs]
+        names = plots.display_names(runs)
+        self.select.options = [(f"{names[r.name]}  [{r.status}]", r.name) for r in runs]
         # keep the selection, and add runs that appeared since (the one just trained)
         chosen = [r.name for r in runs if r.name in before or (known and r.name not in known)]
         self.select.value = tuple(chosen or [r.name for r in runs[-4:]])
@@ -117,18 +119,28 @@ class RunsPanel(W.VBox):
             raise ValueError("none of the selected runs has trained weights to inspect")
         return ok
 
+    @staticmethod
+    def _named(df, runs: list):
+        """``df`` (an instrument's frame, one ``label`` per ``run``) with the runs' names in
+        words, as the table and the Compare figures show them."""
+        names = plots.display_names(runs)
+        df["label"] = [names.get(r, lab) for r, lab in zip(df["run"], df["label"])]
+        return df
+
     def _view_weights(self, runs: list) -> list:
         runs = self._usable(runs)
-        wc = inspect.weight_change(runs)
+        colours = plots.colors(runs)
+        wc = self._named(inspect.weight_change(runs), runs)
         sp = inspect.update_spectra(runs)
-        out = [plots.weight_change_heatmap(wc), plots.head_change_bar(wc)]
+        self._named(sp.table, runs)
+        out = [plots.weight_change_heatmap(wc), plots.head_change_bar(wc, colors=colours)]
         if len(runs) >= 2:
             out.append(plots.weight_change_difference(wc, runs[-1].name, runs[0].name))
         moved = sp.table[(sp.table["delta_norm"] > 0) & sp.table["block"].notna()]
         if len(moved):
-            out.append(plots.rank_by_block(sp.table))
+            out.append(plots.rank_by_block(sp.table, colors=colours))
             # the spectrum of the matrix that moved most, for every run that changed it
-            out.append(plots.spectrum(sp, moved.loc[moved["delta_norm"].idxmax(), "name"]))
+            out.append(plots.spectrum(sp, moved.loc[moved["delta_norm"].idxmax(), "name"], colors=colours))
         return out
 
     def _data_for(self, runs: list) -> tk.TextDataset:
@@ -145,10 +157,13 @@ class RunsPanel(W.VBox):
     def _view_representations(self, runs: list) -> list:
         runs = self._usable(runs)
         data = self._data_for(runs)
-        return [plots.cka_by_layer(inspect.representation_drift(runs, data=data, n=128)),
-                plots.pca_scatter(inspect.pca_features(runs, data, n=128))]
+        drift = self._named(inspect.representation_drift(runs, data=data, n=128), runs)
+        return [plots.cka_by_layer(drift, colors=plots.colors(runs)),
+                plots.pca_scatter(self._named(inspect.pca_features(runs, data, n=128), runs))]
 
     def _view_attribution(self, runs: list) -> list:
         runs = self._usable(runs)
-        attrs = inspect.attribute_runs(runs, self.sentence.value)
+        names = plots.display_names(runs)
+        attrs = [a if a.run not in names else dataclasses.replace(a, label=names[a.run])
+                 for a in inspect.attribute_runs(runs, self.sentence.value)]
         return [plots.attribution_html(attrs), plots.attribution_view(attrs, difference=True)]

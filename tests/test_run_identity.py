@@ -1,0 +1,253 @@
+"""A run has one name and one colour everywhere (issue 12): legends, the runs table, the
+picker, the views and the report; accuracy axes from chance to 1 with the evaluation-set
+size; empty charts that say so; memory that is each run's own measured figure, never RSS.
+
+Most records are written with RunWriter as the engine writes them (milliseconds); one test
+trains two real runs on the tiny BERT.
+"""
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import pytest
+
+import tunekit as tk
+from tunekit import plots
+from tunekit.report import render_report, runs_table_html
+from tunekit.runs import Run, RunWriter
+
+
+def record(runs_dir, name, strategy, *, label=None, examples=200, epochs=1, lr=None, seed=0, batch=16,
+           accuracy=0.7, memory=(300.0, "measured_tensors"), labels=("neg", "pos"), validation=300, kind="train",
+           parent=None, config_extra=None, status="completed"):
+    """A completed record with the fields the engine writes (``strategy``: its describe())."""
+    config = {"kind": kind, "parent": parent, "task": "classification",
+              "strategy": strategy, "strategy_label": label or strategy["name"],
+              "model": {"source": "tiny", "label_names": list(labels)},
+              "data": {"name": "rt", "label_names": list(labels), "train_used": examples,
+                       "validation_used": validation},
+              "train": {"epochs": epochs, "lr": lr, "seed": seed, "batch_size": batch, "max_length": 64,
+                        "train_size": examples},
+              "params": {"trainable": 1000, "total": 10_000, "percent": 10.0}, **(config_extra or {})}
+    w = RunWriter(runs_dir, name, config)
+    for s in (1, 2, 3):
+        w.log("step", {"step": s, "loss": 0.7 - 0.05 * s, "samples": 16 * s, "epoch": s / 3, "elapsed_s": s / 10})
+    w.log("eval", {"step": 3, "val_accuracy": accuracy, "val_macro_f1": accuracy - 0.05, "val_loss": 0.6})
+    mb, how = memory
+    w.finish(status, None, steps=3, wall_time_s=1.0, val_accuracy=accuracy, val_macro_f1=accuracy - 0.05,
+             val_loss=0.6, peak_memory_mb=mb, memory_kind=how)
+    return Run(w.path)
+
+
+LORA8 = {"name": "lora", "rank": 8, "alpha": 16, "dropout": 0.05}
+LORA4 = {"name": "lora", "rank": 4, "alpha": 8, "dropout": 0.05}
+
+
+@pytest.fixture
+def five(tmp_path):
+    d = tmp_path / "runs"
+    return [record(d, "lora-r8-20261201-202739", LORA8, label="lora-r8", examples=200, epochs=1),
+            record(d, "lora-r8-20261201-203012", LORA8, label="lora-r8", examples=500, epochs=2),
+            record(d, "probe-20261201-203300", {"name": "probe", "pooling": None}, label="probe"),
+            record(d, "full-20261201-203500", {"name": "full"}, label="full", examples=500, epochs=2),
+            record(d, "lora-r4-20261201-204000", LORA4, label="lora-r4")]
+
+
+def _trace_colours(fig) -> dict[str, str]:
+    """{legend group (the run's name): colour} of a figure's run traces."""
+    out = {}
+    for t in fig.data:
+        if t.legendgroup:
+            out[t.legendgroup] = t.marker.color if t.mode == "markers+text" else t.line.color
+    return out
+
+
+# ----- names ------------------------------------------------------------------------------------------
+def test_the_name_says_what_distinguishes_runs(five, tmp_path):
+    assert [r.display_name for r in five] == [
+        "LoRA r8 α16 · 200 ex · 1 ep", "LoRA r8 α16 · 500 ex · 2 ep", "probe · 200 ex · 1 ep",
+        "full · 500 ex · 2 ep", "LoRA r4 α8 · 200 ex · 1 ep"]
+    assert [r.label for r in five][:2] == ["lora-r8", "lora-r8"]  # the label and the name stay as they were
+    pruned = record(tmp_path / "runs", "full-prune50", {"name": "prune", "method": "magnitude", "sparsity": 0.5,
+                                                          "scope": "global"}, label="prune50", kind="prune",
+                    parent={"name": five[3].name, "path": str(five[3].path)})
+    assert pruned.display_name == "full · 500 ex · 2 ep → prune 50 %"
+    lpft = record(tmp_path / "runs", "lpft", {"name": "lpft", "probe_epochs": 1},
+                  config_extra={"phases": [{"epochs": 1, "lr": 1e-2}, {"epochs": 2, "lr": None}]})
+    assert lpft.display_name == "LP-FT · 200 ex · 1+2 ep"
+
+
+def test_old_records_get_a_sensible_name(tmp_path):
+    bare = RunWriter(tmp_path, "old-run", {"strategy_label": "lora-r8"})
+    bare.finish("completed", None, val_accuracy=0.6)
+    nothing = RunWriter(tmp_path, "older", {})
+    nothing.finish("completed", None)
+    assert Run(bare.path).display_name == "LoRA r8"
+    assert Run(nothing.path).display_name == "?"
+    orphan = record(tmp_path, "pruned", {"name": "prune", "method": "magnitude", "sparsity": 0.3},
+                    kind="prune", parent={"name": "gone-run", "path": str(tmp_path / "gone-run")})
+    assert orphan.display_name == "gone-run → prune 30 %"  # its parent's record is gone: by its name
+    assert plots.comparison_table([Run(bare.path), Run(nothing.path)])["run"].tolist() == ["LoRA r8", "?"]
+
+
+def test_look_alikes_are_told_apart_the_same_way_in_every_selection(tmp_path):
+    d = tmp_path / "runs"
+    a = record(d, "a", LORA8, label="lora-r8")
+    b = record(d, "b", LORA8, label="lora-r8")
+    c = record(d, "c", LORA8, label="lora-r8", lr=1e-4)
+    names = plots.display_names([a, b, c])  # what differs, then the place in the folder
+    assert names == {"a": "LoRA r8 α16 · 200 ex · 1 ep · lr default #1",
+                     "b": "LoRA r8 α16 · 200 ex · 1 ep · lr default #2",
+                     "c": "LoRA r8 α16 · 200 ex · 1 ep · lr 0.0001"}
+    assert plots.display_names([b, a]) == {"a": "LoRA r8 α16 · 200 ex · 1 ep #1",  # by the records' places,
+                                           "b": "LoRA r8 α16 · 200 ex · 1 ep #2"}  # not the list order
+    assert plots.display_names([b]) == {"b": "LoRA r8 α16 · 200 ex · 1 ep"}  # alone: nothing to tell apart
+    assert len(set(plots.display_names([a, b, c]).values())) == 3
+    fig = plots.eval_curves([c, b, a])
+    assert [t.name for t in fig.data] == [names[r.name] for r in (c, b, a)]
+    assert plots.comparison_table([a, b, c])["run"].tolist() == [names[r.name] for r in (a, b, c)]
+
+
+# ----- colours ----------------------------------------------------------------------------------------
+def test_a_run_keeps_its_colour_across_selections(five):
+    own = {r.name: plots.run_color(r) for r in five}
+    assert len(set(own.values())) == 5  # five records made one after the other: five colours
+    selections = [five, five[::-1], five[2:], [five[4], five[0]], [five[3]]]
+    for chosen in selections:
+        for fig in (plots.training_curves(chosen), plots.eval_curves(chosen), plots.pareto(chosen),
+                    plots.pareto(chosen, "peak_memory_mb")):
+            shown = _trace_colours(fig)
+            assert shown == {r.name: own[r.name] for r in chosen}, fig.layout.title.text
+        assert plots.colors(chosen) == {r.name: own[r.name] for r in chosen}
+    later = record(five[0].path.parent, "a-later-run", {"name": "full"})  # a new run changes no old colour
+    assert {r.name: plots.run_color(r) for r in five} == own
+    assert plots.run_color(later) not in (own[five[-1].name],)  # and differs from the run made just before
+
+
+def test_the_views_draw_each_run_in_its_colour(five, small):
+    from tunekit.widgets.views import RunsPanel
+    panel = RunsPanel(str(five[0].path.parent), small)
+    own = {r.name: plots.run_color(r) for r in five}
+    for chosen in (five[:3], five[1:4][::-1]):
+        for fig in panel._view_compare(chosen):
+            assert _trace_colours(fig) == {r.name: own[r.name] for r in chosen}
+    names = plots.display_names(five)
+    listed = panel.runs()  # oldest first (these five started in one second: by name)
+    assert [label for label, _ in panel.select.options] == [f"{names[r.name]}  [completed]" for r in listed]
+    for r in five:
+        assert f"background:{own[r.name]}" in panel.table.value and names[r.name] in panel.table.value
+
+
+# ----- the runs table ---------------------------------------------------------------------------------
+class _Table(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows, self.swatches, self._cell = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("th", "td"):
+            self._cell = [tag, a.get("style", ""), ""]
+            self.rows[-1].append(self._cell)
+        elif tag == "span" and "swatch" in a.get("class", ""):
+            self.swatches.append(a["style"].split("background:")[1])
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[2] += data
+
+
+def test_the_runs_table_has_settings_swatches_and_aligned_headers(five):
+    page = _Table()
+    page.feed(runs_table_html(five))
+    head, *body = page.rows
+    columns = [text for _, _, text in head]
+    assert all(tag == "th" for tag, _, _ in head) and all(tag == "td" for row in body for tag, _, _ in row)
+    assert len(body) == 5 and all(len(row) == len(head) for row in body)  # one cell under every header
+    for key in ("run", "strategy", "rank", "alpha", "lr", "epochs", "train examples", "batch size", "seed",
+                "accuracy", "memory MB", "status", "record"):
+        assert key in columns, key
+    for row in body:  # a header is aligned as its cells are: text left, numbers right
+        for (_, h_style, name), (_, c_style, _) in zip(head, row):
+            side = "left" if name in ("run", "strategy", "status", "record") else "right"
+            assert f"text-align:{side}" in h_style and f"text-align:{side}" in c_style, name
+    cell = {name: [row[i][2] for row in body] for i, name in enumerate(columns)}
+    assert cell["run"] == [r.display_name for r in five]
+    assert cell["rank"] == ["8", "8", "-", "-", "4"] and cell["alpha"] == ["16", "16", "-", "-", "8"]
+    assert cell["train examples"] == ["200", "500", "200", "500", "200"] and cell["epochs"][1] == "2"
+    assert page.swatches == [plots.run_color(r) for r in five]
+
+
+# ----- axes -------------------------------------------------------------------------------------------
+def _chance_lines(fig) -> list[float]:
+    return [s.y0 for s in fig.layout.shapes if s.line.dash == "dash"]
+
+
+@pytest.mark.parametrize("metric", ["val_accuracy", "val_macro_f1"])
+def test_score_axes_run_from_chance_to_one(five, tmp_path, metric):
+    fig = plots.eval_curves(five, metric)
+    assert list(fig.layout.yaxis.autorangeoptions.include) == [0.5, 1.0] and _chance_lines(fig) == [0.5]
+    title = fig.layout.yaxis.title.text
+    assert "n=300; one example = 0.0033" in title and "chance, 1 in 2 classes" in title
+    three = [record(tmp_path / "three", f"r{i}", {"name": "full"}, labels=("a", "b", "c"), validation=50)
+             for i in range(2)]
+    fig = plots.pareto(three, y=metric[4:])
+    assert _chance_lines(fig) == [pytest.approx(1 / 3)] and "n=50; one example = 0.02" in fig.layout.yaxis.title.text
+    assert _chance_lines(plots.eval_curves(five, "val_loss")) == []  # a loss has no chance level
+
+
+def test_empty_charts_say_so(five, tmp_path):
+    for fig in (plots.training_curves([]), plots.eval_curves([]), plots.pareto([])):
+        assert [a.text for a in fig.layout.annotations] == ["no runs selected"]
+        assert fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
+    w = RunWriter(tmp_path, "just-started", {"strategy": {"name": "full"}})
+    fig = plots.training_curves([Run(w.path)])
+    assert "no training steps logged yet" in [a.text for a in fig.layout.annotations]
+    assert fig.layout.yaxis.visible is False
+    assert plots.training_curves(five).layout.yaxis.visible is not False
+
+
+def test_memory_is_the_measured_figure_never_rss(tmp_path):
+    d = tmp_path / "runs"
+    runs = [record(d, "a", {"name": "full"}, memory=(744.0, "process_rss")),
+            record(d, "b", LORA8, memory=(1102.0, "process_rss")),
+            record(d, "c", {"name": "probe"}, memory=(42.5, "measured_tensors")),
+            record(d, "d", LORA4, memory=(120.0, "measured_tensors"))]
+    fig = plots.pareto(runs, "peak_memory_mb")
+    assert sorted(t.x[0] for t in fig.data if t.name != "Pareto front") == [42.5, 120.0]
+    assert fig.layout.xaxis.title.text.startswith("training memory per run (MB")
+    assert "process RSS" in fig.layout.annotations[0].text
+    assert plots.comparison_table(runs)["memory MB"].tolist()[2:] == [42.5, 120.0]
+    assert plots.comparison_table(runs)["memory MB"].isna().tolist()[:2] == [True, True]
+    cuda = [record(tmp_path / "gpu", "g", {"name": "full"}, memory=(2026.0, "cuda_max_allocated"))]
+    assert "GPU memory allocated per run" in plots.pareto(cuda, "peak_memory_mb").layout.xaxis.title.text
+
+
+# ----- the report, and real records -------------------------------------------------------------------
+def test_the_report_names_and_colours_runs_as_the_lab_does(five):
+    text = render_report(five)
+    for r in five:
+        assert r.display_name in text and f"background:{plots.run_color(r)}" in text
+
+
+def test_real_runs(tiny, small, fast):
+    lora = tk.train(tiny, small, tk.LoRA(rank=2), **fast)
+    probe = tk.train(tk.load_model(tiny.source, label_names=small.label_names), small, tk.Probe(), **fast)
+    assert lora.display_name == "LoRA r2 α4 · 64 ex · 1 ep" and probe.display_name == "probe · 64 ex · 1 ep"
+    table = plots.comparison_table([lora, probe])
+    assert table["lr"].tolist() == [pytest.approx(1e-3), pytest.approx(1e-2)]  # the strategies' defaults
+    assert table["rank"].tolist()[0] == 2 and table["batch size"].tolist() == [16, 16]
+    fig = plots.pareto([lora, probe], "peak_memory_mb")
+    assert len([t for t in fig.data if t.name != "Pareto front"]) == 2
+    assert lora.summary["memory_kind"] in ("measured_tensors", "cuda_max_allocated")
+    validation = lora.config["data"]["validation_used"]
+    assert f"n={validation};" in plots.eval_curves([lora, probe]).layout.yaxis.title.text
+    from tunekit.widgets.views import RunsPanel
+    panel = RunsPanel(fast["runs_dir"], small)
+    bars = panel._view_weights([probe, lora])[1]  # the change outside the blocks, one bar per run
+    assert [t.marker.color for t in bars.data] == [plots.run_color(probe), plots.run_color(lora)]
+    assert [t.name for t in bars.data] == [probe.display_name, lora.display_name]
+    stacked = panel._view_attribution([lora, probe])[0]
+    assert lora.display_name in stacked and probe.display_name in stacked

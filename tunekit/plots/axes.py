@@ -1,0 +1,89 @@
+"""Axes that say what they show.
+
+    tk.plots.score_axis(fig, "accuracy", num_labels=2, n=300)   # chance (dashed) to 1, n noted
+    tk.plots.say_empty(fig, "no runs selected")                  # words, not axes spanning -1..4
+
+An accuracy (or macro-F1) axis runs from the chance level to 1, whatever the runs reached,
+so that two charts of the same runs look alike and a gain of 0.01 looks as small as it is:
+chance is ``1 / number of classes`` (a uniform guess; the majority-class share is not in
+the records) and is drawn as a dashed line. The axis title gives the evaluation-set size
+and what one example is worth (``n=300; one example = 0.0033``). The axis still widens to
+show a run below chance.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import plotly.graph_objects as go
+
+from tunekit.runs import Run
+
+SCORES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+"""Metrics in [0, 1] where higher is better: their axes start at chance."""
+
+
+def num_labels(runs: Iterable[Run]) -> Optional[int]:
+    """The number of classes the (classification) runs were evaluated on, if they agree."""
+    counts = set()
+    for r in runs:
+        if r.task != "classification":
+            return None
+        names = (r.config.get("data") or {}).get("label_names") or (r.config.get("model") or {}).get("label_names")
+        counts.add(len(names) if isinstance(names, list) and names else None)
+    return counts.pop() if len(counts) == 1 and None not in counts else None
+
+
+def eval_sizes(runs: Iterable[Run]) -> list[int]:
+    """The distinct numbers of validation examples the runs were evaluated on, smallest first."""
+    sizes = {(r.config.get("data") or {}).get("validation_used") for r in runs}
+    return sorted(n for n in sizes if isinstance(n, int) and not isinstance(n, bool) and n > 0)
+
+
+def score_title(metric: str, sizes: Iterable[int] = (), chance: Optional[float] = None,
+                prefix: str = "validation ") -> str:
+    """``validation accuracy (n=300; one example = 0.0033)``, and where chance is drawn,
+    ``dashed: chance, 1 in 2 classes`` on a second line."""
+    sizes = sorted(set(sizes))
+    title = prefix + SCORES.get(metric, metric)
+    if len(sizes) == 1:
+        title += f" (n={sizes[0]:,}; one example = {1 / sizes[0]:.2g})"
+    elif sizes:
+        title += f" (n={sizes[0]:,} to {sizes[-1]:,}; one example = {1 / sizes[-1]:.2g} to {1 / sizes[0]:.2g})"
+    if chance is not None:
+        title += f"<br>dashed: chance, 1 in {round(1 / chance)} classes"
+    return title
+
+
+def score_axis(fig: go.Figure, metric: str = "accuracy", num_labels: Optional[int] = None,
+               n: Optional[int | Iterable[int]] = None, prefix: str = "validation ") -> go.Figure:
+    """Make ``fig``'s y axis a score axis: from chance (``1 / num_labels``, dashed) to 1,
+    titled with the evaluation-set size ``n`` (one size, or the sizes of several runs).
+    Without ``num_labels`` the axis starts at 0. Works on a FigureWidget too (call it once:
+    points added later stay inside the range, which widens for a run below chance)."""
+    sizes = [] if n is None else [n] if isinstance(n, int) else list(n)
+    chance = 1 / num_labels if isinstance(num_labels, int) and num_labels >= 2 else None
+    fig.update_yaxes(title_text=score_title(metric, sizes, chance, prefix), autorange=True,
+                     autorangeoptions={"include": [0.0 if chance is None else chance, 1.0]})
+    if chance is not None:
+        fig.add_hline(y=chance, line_dash="dash", line_color="#888", line_width=1,
+                      annotation_text=f"chance {chance:.2g}", annotation_position="bottom right",
+                      annotation_font={"size": 11, "color": "#666"})
+    return fig
+
+
+def is_empty(fig: go.Figure) -> bool:
+    """Whether no trace of ``fig`` has a point to draw."""
+    return not any(len([v for v in (getattr(t, "y", None) or ()) if v is not None]) for t in fig.data)
+
+
+def say_empty(fig: go.Figure, text: str) -> go.Figure:
+    """``text`` in the middle of ``fig``, with its axes hidden (plotly draws empty axes
+    spanning -1..4 otherwise)."""
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                       font={"size": 14, "color": "#666"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+__all__ = ["SCORES", "num_labels", "eval_sizes", "score_title", "score_axis", "is_empty", "say_empty"]
