@@ -196,6 +196,8 @@ def test_score_axes_run_from_chance_to_one(five, tmp_path, metric):
     fig = plots.pareto(three, y=metric[4:])
     assert _chance_lines(fig) == [pytest.approx(1 / 3)] and "n=50; one example = 0.02" in fig.layout.yaxis.title.text
     assert _chance_lines(plots.eval_curves(five, "val_loss")) == []  # a loss has no chance level
+    plots.score_axis(fig, metric[4:], num_labels=4, n=100)  # again (the lab's live chart): one line, replaced
+    assert _chance_lines(fig) == [0.25] and [a.text for a in fig.layout.annotations] == ["chance 0.25"]
 
 
 def test_empty_charts_say_so(five, tmp_path):

@@ -58,17 +58,24 @@ def score_axis(fig: go.Figure, metric: str = "accuracy", num_labels: Optional[in
                n: Optional[int | Iterable[int]] = None, prefix: str = "validation ") -> go.Figure:
     """Make ``fig``'s y axis a score axis: from chance (``1 / num_labels``, dashed) to 1,
     titled with the evaluation-set size ``n`` (one size, or the sizes of several runs).
-    Without ``num_labels`` the axis starts at 0. Works on a FigureWidget too (call it once:
-    points added later stay inside the range, which widens for a run below chance)."""
+    Without ``num_labels`` the axis starts at 0. Works on a FigureWidget too, and again on
+    the same figure (the chance line is replaced): points added later stay inside the range,
+    which widens for a run below chance."""
     sizes = [] if n is None else [n] if isinstance(n, int) else list(n)
     chance = 1 / num_labels if isinstance(num_labels, int) and num_labels >= 2 else None
     fig.update_yaxes(title_text=score_title(metric, sizes, chance, prefix), autorange=True,
                      autorangeoptions={"include": [0.0 if chance is None else chance, 1.0]})
+    fig.layout.shapes = [s for s in fig.layout.shapes if s.name != _CHANCE]
+    fig.layout.annotations = [a for a in fig.layout.annotations if a.name != _CHANCE]
     if chance is not None:
-        fig.add_hline(y=chance, line_dash="dash", line_color="#888", line_width=1,
-                      annotation_text=f"chance {chance:.2g}", annotation_position="bottom right",
-                      annotation_font={"size": 11, "color": "#666"})
+        fig.add_hline(y=chance, line_dash="dash", line_color="#888", line_width=1, name=_CHANCE,
+                      annotation={"text": f"chance {chance:.2g}", "name": _CHANCE,
+                                  "font": {"size": 11, "color": "#666"}},
+                      annotation_position="bottom right")
     return fig
+
+
+_CHANCE = "tunekit-chance"
 
 
 def is_empty(fig: go.Figure) -> bool:
