@@ -45,6 +45,17 @@ def fast(tmp_path):
                 evals_per_epoch=2)
 
 
+@pytest.fixture
+def lab(tiny_dir, small, tmp_path):
+    """The lab on the tiny model and 240 reviews (tests/test_widgets.py, test_lab_controls.py)."""
+    pytest.importorskip("ipywidgets")
+    from tunekit.widgets import Lab
+    lab = Lab(model=tiny_dir, data=small, runs_dir=str(tmp_path / "runs"))
+    lab.controls.train_size.value = 32
+    lab.controls.eval_size.value = 16
+    return lab
+
+
 # ----- notebooks (tests/test_notebooks.py, tests/test_export.py) ----------------------------------
 def _uses_this_python(spec) -> bool:
     exe = spec.argv[0] if spec.argv else ""

@@ -10,15 +10,6 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("anywidget")
 
 
-@pytest.fixture
-def lab(tiny_dir, small, tmp_path):
-    from tunekit.widgets import Lab
-    lab = Lab(model=tiny_dir, data=small, runs_dir=str(tmp_path / "runs"))
-    lab.controls.train_size.value = 32
-    lab.controls.eval_size.value = 16
-    return lab
-
-
 def _adapted_by_plan(model, strategy) -> dict:
     """{block group: sorted module labels} the strategy's own targets select."""
     out: dict = {}
@@ -179,3 +170,18 @@ def test_the_live_loss_is_smoothed_with_the_raw_loss_faint_behind(lab):
     assert raw.opacity == 0.25 and raw.showlegend is False and smooth.showlegend is not False
     assert raw.line.color == smooth.line.color == lab.acc_fig.data[-1].line.color
     assert "smoothed 0.6" in lab.loss_fig.layout.title.text
+
+
+def test_live_curves_carry_the_run_name_and_colour_of_every_view(lab):
+    from tunekit import plots
+    lab.controls.kind_w.value = "probe"
+    lab.train(wait=True)
+    lab.train(wait=True)  # a look-alike: the names must still tell them apart
+    runs = [r for r, _ in lab._lab_runs]
+    names = plots.display_names(runs)
+    assert len(set(names.values())) == 2
+    for i, run in enumerate(runs):
+        assert lab.acc_fig.data[i].name == names[run.name]
+        assert lab.acc_fig.data[i].line.color == plots.run_color(run)
+        assert {t.line.color for t in lab.loss_fig.data[2 * i:2 * i + 2]} == {plots.run_color(run)}
+    assert "chance" in lab.acc_fig.layout.yaxis.title.text

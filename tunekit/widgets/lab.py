@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import threading
 import time
+import warnings
 from typing import Any, Optional
 
 import ipywidgets as W
@@ -19,6 +20,7 @@ import plotly.io as pio
 import traitlets
 
 import tunekit as tk
+from tunekit import plots
 from tunekit.config import DEFAULT_RUNS_DIR
 from tunekit.plots.runs import ema
 from tunekit.sources import BUILTIN_MODELS
@@ -116,6 +118,7 @@ class Lab(W.VBox):
         self.acc_fig = self._watched(go.FigureWidget(layout=_curve_layout(f"validation {self.metric.title}")))
         self.runs = RunsPanel(runs_dir, self.data)
         self._trainer: Optional[tk.Trainer] = None
+        self._lab_runs: list = []  # (run record, index of its curve) for every run drawn here
         self._thread: Optional[threading.Thread] = None
         self._pending: list[tuple[int, float]] = []  # (step, loss) not yet drawn
         self._drawn_at = 0.0
@@ -326,11 +329,35 @@ class Lab(W.VBox):
         self._pending, self._drawn_at = [], 0.0
 
     def _on_start(self, ev) -> None:
+        try:
+            self._name_curves(ev.trainer.run_record)
+        except Exception as e:  # noqa: BLE001 - naming a curve must never fail the run
+            warnings.warn(f"the live curves keep their first names: {type(e).__name__}: {e}")
         self.progress.max = max(1, ev.payload["total_steps"])
         self.progress_w.value = progress_label(0, self.progress.max, 0.0)
         p = ev.payload["params"]
         self._say(f"Training {ev.payload['run']}: {p['trainable']:,} of {p['total']:,} "
                   f"parameters train ({p['percent']:.3g}%) on {ev.payload['device']}.", "info")
+
+    def _name_curves(self, run) -> None:
+        """The new run's live curves take the name and colour it has in every other view (its
+        record exists once training starts); earlier curves of look-alikes are renamed too."""
+        if run is None:
+            return
+        self._lab_runs.append((run, len(self.acc_fig.data) - 1))  # its curves are the newest
+        names = plots.display_names([r for r, _ in self._lab_runs])
+        with self._curve_lock:
+            with self.loss_fig.batch_update():
+                for r, i in self._lab_runs:  # two loss traces per curve: raw (faint) and smoothed
+                    for t in self.loss_fig.data[2 * i:2 * i + 2]:
+                        t.name, t.legendgroup, t.line.color = names[r.name], r.name, plots.run_color(r)
+            with self.acc_fig.batch_update():
+                for r, i in self._lab_runs:
+                    t = self.acc_fig.data[i]
+                    t.name, t.legendgroup, t.line.color = names[r.name], r.name, plots.run_color(r)
+            if self.metric.key in ("accuracy", "macro_f1"):  # not in batch_update: add_hline fails there
+                plots.score_axis(self.acc_fig, self.metric.key, num_labels=len(self.data.label_names),
+                                 n=run.config.get("data", {}).get("validation_used"))
 
     def _on_step(self, ev) -> None:
         step = ev.payload["step"]
