@@ -242,6 +242,7 @@ def test_cli_compare_end_to_end(tiny_dir, tmp_path, capsys):
     assert text.count("Plotly.newPlot(") == 13
     for heading in ("Weight change per module", "Representation drift", "Token attributions"):
         assert f"<h2>{heading}" in text
+    assert "minus LoRA r2 α4 · 32 ex · 1 ep</h2>" in text  # the instruments name runs as every view does
 
     assert main(["runs", "--runs-dir", str(runs_dir)]) == 0
     assert capsys.readouterr().out.count("completed") == 3

@@ -7,6 +7,7 @@ This is what ``tunekit compare`` adds to its report (unless ``--no-inspect``).
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterable, Optional
 
 from tunekit import plots
@@ -35,32 +36,36 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
     if data is None:
         data = load_data(runs[0].config["data"]["name"])
     pairs = load_pairs(runs)
+    names, colours = plots.display_names(runs), plots.colors(runs)  # as in every other view
     say("weight change and spectra")
-    wc = weight_change(pairs)
+    wc = plots.named(weight_change(pairs), runs)
     spectra = update_spectra(pairs)
+    plots.named(spectra.table, runs)
     moved = spectra.table[spectra.table["delta_norm"] > 0]
     sections = [("Weight change per module", plots.weight_change_heatmap(wc)),
-                ("Weight change outside the blocks", plots.head_change_bar(wc))]
+                ("Weight change outside the blocks", plots.head_change_bar(wc, colors=colours))]
     if len(runs) >= 2:
-        sections.append((f"Weight change: {runs[-1].label} minus {runs[-2].label}",
+        sections.append((f"Weight change: {names[runs[-1].name]} minus {names[runs[-2].name]}",
                          plots.weight_change_difference(wc, runs[-1].name, runs[-2].name)))
     blocks = moved[moved["block"].notna()]
     if not blocks.empty:
         top = int(blocks["block"].max())
         name = blocks[(blocks["block"] == top) & (blocks["module"] == "query")]["name"]
         name = name.iloc[0] if len(name) else blocks["name"].iloc[-1]
-        sections += [("Effective rank of the updates", plots.rank_by_block(spectra.table)),
-                     (f"Spectrum of one update ({name})", plots.spectrum(spectra, name))]
+        sections += [("Effective rank of the updates", plots.rank_by_block(spectra.table, colors=colours)),
+                     (f"Spectrum of one update ({name})", plots.spectrum(spectra, name, colors=colours))]
     say("representation drift")
-    sections.append(("Representation drift (linear CKA, base vs tuned)",
-                     plots.cka_by_layer(representation_drift(pairs, data=data, n=n, seed=seed))))
+    drift = plots.named(representation_drift(pairs, data=data, n=n, seed=seed), runs)
+    sections.append(("Representation drift (linear CKA, base vs tuned)", plots.cka_by_layer(drift, colors=colours)))
     classifiers = [p for p in pairs if p.run.task == "classification"]
     if not classifiers:
         return sections
+    pca = plots.named(pca_features(classifiers, data, n=n, seed=seed), runs)
     sections.append(("Pooled features before and after (PCA on the base's axes)",
-                     plots.pca_scatter(pca_features(classifiers, data, n=n, seed=seed))))
+                     plots.pca_scatter(pca)))
     say("token attributions")
-    attributions = attribute_runs(classifiers, sentence)
+    attributions = [a if a.run not in names else dataclasses.replace(a, label=names[a.run])
+                    for a in attribute_runs(classifiers, sentence)]
     sections += [("Token attributions (integrated gradients)", plots.attribution_html(attributions)),
                  ("Token attributions, each run minus the base", plots.attribution_view(attributions, difference=True))]
     return sections

@@ -210,3 +210,11 @@ def legend_names(runs: Any) -> dict[str, str]:
 
 __all__ = ["PALETTE", "as_runs", "creation_order", "run_place", "run_color", "colors", "learning_rate",
            "display_names", "legend_names"]
+
+
+def named(df, runs: Any):
+    """``df`` (an instrument's frame: one ``label`` per ``run``) with the runs' names in
+    words, as every other view shows them (changed in place and returned)."""
+    names = display_names(runs)
+    df["label"] = [names.get(r, lab) for r, lab in zip(df["run"], df["label"])]
+    return df

@@ -119,20 +119,12 @@ class RunsPanel(W.VBox):
             raise ValueError("none of the selected runs has trained weights to inspect")
         return ok
 
-    @staticmethod
-    def _named(df, runs: list):
-        """``df`` (an instrument's frame, one ``label`` per ``run``) with the runs' names in
-        words, as the table and the Compare figures show them."""
-        names = plots.display_names(runs)
-        df["label"] = [names.get(r, lab) for r, lab in zip(df["run"], df["label"])]
-        return df
-
     def _view_weights(self, runs: list) -> list:
         runs = self._usable(runs)
         colours = plots.colors(runs)
-        wc = self._named(inspect.weight_change(runs), runs)
+        wc = plots.named(inspect.weight_change(runs), runs)
         sp = inspect.update_spectra(runs)
-        self._named(sp.table, runs)
+        plots.named(sp.table, runs)
         out = [plots.weight_change_heatmap(wc), plots.head_change_bar(wc, colors=colours)]
         if len(runs) >= 2:
             out.append(plots.weight_change_difference(wc, runs[-1].name, runs[0].name))
@@ -151,15 +143,15 @@ class RunsPanel(W.VBox):
             return self.data
         if len(names) == 1 and next(iter(names)) in tk.data.BUILTIN:
             return tk.data.load(next(iter(names)))
-        raise ValueError(f"the selected runs were trained on {', '.join(sorted(map(str, names)))}; "
+        raise tk.ConfigError(f"the selected runs were trained on {', '.join(sorted(map(str, names)))}; "
                          f"select runs of one data set (the lab holds {self.data.name})")
 
     def _view_representations(self, runs: list) -> list:
         runs = self._usable(runs)
         data = self._data_for(runs)
-        drift = self._named(inspect.representation_drift(runs, data=data, n=128), runs)
+        drift = plots.named(inspect.representation_drift(runs, data=data, n=128), runs)
         return [plots.cka_by_layer(drift, colors=plots.colors(runs)),
-                plots.pca_scatter(self._named(inspect.pca_features(runs, data, n=128), runs))]
+                plots.pca_scatter(plots.named(inspect.pca_features(runs, data, n=128), runs))]
 
     def _view_attribution(self, runs: list) -> list:
         runs = self._usable(runs)
