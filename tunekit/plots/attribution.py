@@ -21,6 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from tunekit.config import ConfigError
+from tunekit.plots.axes import FONT, projector_layout
 
 NORMALIZE = ("row", "global", "none")
 POSITIVE = (214, 39, 40)
@@ -239,11 +240,15 @@ def attribution_view(attributions: Any, difference: bool = False, normalize: str
     title = ("Attribution: each run minus the base" if difference else "Token attributions")
     if text:
         t = str(text)
-        title += f"<br><sup>{html.escape(t if len(t) <= 100 else t[:97] + '...')}</sup>"
+        title += f"<br><span style='font-size:{FONT}px'>{html.escape(t if len(t) <= 70 else t[:67] + '...')}</span>"
     fig.update_layout(
-        title={"text": title}, template="plotly_white", height=140 + 40 * len(recs),
+        title={"text": title}, template="plotly_white", height=170 + 40 * len(recs),
         xaxis={"tickmode": "array", "tickvals": list(range(width)), "ticktext": [html.escape(t) for t in ticks],
                "tickangle": -45, "title": {"text": "token"}},
         yaxis={"tickmode": "array", "tickvals": list(range(len(recs))), "ticktext": ylabels,
-               "autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 70, "b": 10})
+               "autorange": "reversed"})
+    # the colour bar is the legend here; long token ticks and run names push the margins (automargin)
+    projector_layout(fig, legend=False, title_chars=200, margin={"l": 10, "r": 10, "b": 10})
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     return fig

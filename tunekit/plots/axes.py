@@ -12,6 +12,8 @@ show a run below chance.
 """
 from __future__ import annotations
 
+import re
+import textwrap
 from typing import Iterable, Optional
 
 import plotly.graph_objects as go
@@ -70,7 +72,7 @@ def score_axis(fig: go.Figure, metric: str = "accuracy", num_labels: Optional[in
     if chance is not None:
         fig.add_hline(y=chance, line_dash="dash", line_color="#888", line_width=1, name=_CHANCE,
                       annotation={"text": f"chance {chance:.2g}", "name": _CHANCE,
-                                  "font": {"size": 11, "color": "#666"}},
+                                  "font": {"size": FONT, "color": "#666"}},
                       annotation_position="bottom right")
     return fig
 
@@ -87,10 +89,54 @@ def say_empty(fig: go.Figure, text: str) -> go.Figure:
     """``text`` in the middle of ``fig``, with its axes hidden (plotly draws empty axes
     spanning -1..4 otherwise)."""
     fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
-                       font={"size": 14, "color": "#666"})
+                       font={"size": FONT, "color": "#666"})
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return fig
 
 
-__all__ = ["SCORES", "num_labels", "eval_sizes", "score_title", "score_axis", "is_empty", "say_empty"]
+FONT = 14
+"""The smallest text size of every figure, in px: readable at a projector."""
+
+
+def wrap(text: str, width: int) -> str:
+    """``text`` broken at spaces into lines of at most ``width`` characters (plotly's ``<br>``);
+    existing ``<br>`` are kept, so a title wraps instead of being cut."""
+    lines = []
+    for part in re.split(r"<br\s*/?>", text or ""):
+        lines.extend(textwrap.wrap(part, width, break_long_words=False, break_on_hyphens=False) or [""])
+    return "<br>".join(lines)
+
+
+def projector_layout(fig: go.Figure, height: Optional[int] = None, legend: bool = True,
+                     title_chars: int = 60, margin: Optional[dict] = None) -> go.Figure:
+    """Lay ``fig`` out for a room: no fixed width (``autosize``: it follows its container, a
+    FigureWidget or an HTML page alike), text of at least :data:`FONT` px, the legend in rows
+    below the plot (a long legend never squeezes the plot), the title wrapped at
+    ``title_chars`` characters and margins that leave it room. Call it last (after
+    ``update_layout``); ``height`` in px (None: plotly's 450). Works on a FigureWidget."""
+    title = fig.layout.title.text or ""
+    if title:
+        title = wrap(title, title_chars)
+    lines = title.count("<br>") + 1 if title else 0
+    fig.update_layout(autosize=True, width=None, font={"size": FONT},
+                      title={"text": title or None, "x": 0, "xanchor": "left", "xref": "paper",
+                             "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 8},
+                             "font": {"size": FONT + 4}},
+                      margin={"l": 60, "r": 20, "t": 30 + 26 * lines, "b": 40, "autoexpand": True, **(margin or {})},
+                      hoverlabel={"font": {"size": FONT}})
+    if height is not None:
+        fig.update_layout(height=height)
+    if legend:
+        # below the x axis's ticks and title (about 60 px), in rows; the bottom margin grows with it
+        plot_h = max(100, (fig.layout.height or 450) - fig.layout.margin.t - fig.layout.margin.b)
+        fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -min(0.6, 62 / plot_h),
+                                  "yanchor": "top",
+                                  "yref": "paper", "font": {"size": FONT}, "title": {"side": "top left"}})
+    for a in fig.layout.annotations:  # subplot titles and notes: never under FONT px
+        if a.font.size is None or a.font.size < FONT:
+            a.font.size = FONT
+    return fig
+
+
+__all__ = ["FONT", "wrap", "projector_layout", "SCORES", "num_labels", "eval_sizes", "score_title", "score_axis", "is_empty", "say_empty"]

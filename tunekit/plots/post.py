@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 
 from tunekit.config import ConfigError
 from tunekit.metrics import METRICS, primary
+from tunekit.plots.axes import projector_layout
 from tunekit.plots.identity import PALETTE, _text, as_runs, run_color
 from tunekit.runs import RunRecordError
 
@@ -50,7 +51,7 @@ def sparsity_curve(runs: Any, metric: str | None = None) -> go.Figure:
                       xaxis_title="share of block weights set to zero", yaxis_title="validation " + m.title,
                       template="plotly_white", legend_title_text="pruned from")
     fig.update_xaxes(tickformat=".0%", range=[-0.02, 1.0])
-    return fig
+    return projector_layout(fig)
 
 
 def forgetting_map(df: pd.DataFrame, x: str = "forgot") -> go.Figure:
@@ -80,4 +81,4 @@ def forgetting_map(df: pd.DataFrame, x: str = "forgot") -> go.Figure:
                       yaxis_title=f"learned: {metric.title} gained on {then}", template="plotly_white",
                       showlegend=False)
     fig.add_vline(x=0, line={"color": "lightgrey", "dash": "dot"})
-    return fig
+    return projector_layout(fig, legend=False)

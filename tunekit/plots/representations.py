@@ -22,6 +22,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from tunekit.config import ConfigError
+from tunekit.plots.axes import FONT, projector_layout, wrap
 from tunekit.plots.runs import PALETTE
 
 METRICS = {"cka": "linear CKA", "debiased_cka": "debiased linear CKA"}
@@ -83,7 +84,7 @@ def cka_by_layer(df: pd.DataFrame, metric: str = "cka", colors: Optional[dict] =
                       legend_title_text="run", hovermode="closest")
     fig.update_xaxes(tickvals=layers, ticktext=_layer_names(layers))
     fig.update_yaxes(range=[low - 0.02 if low < 0 else 0.0, 1.02])
-    return fig
+    return projector_layout(fig)
 
 
 def _hover(text: str, width: int = 60, limit: int = 300) -> str:
@@ -94,7 +95,7 @@ def _hover(text: str, width: int = 60, limit: int = 300) -> str:
     return "<br>".join(html.escape(line, quote=False) for line in textwrap.wrap(text, width) or [""])
 
 
-def pca_scatter(df: pd.DataFrame, columns: int = 3, colors: Optional[dict] = None) -> go.Figure:
+def pca_scatter(df: pd.DataFrame, columns: int = 2, colors: Optional[dict] = None) -> go.Figure:
     """The head's features before (faint) and after (solid) training, on the base's two PCs.
 
     ``df`` is :func:`tunekit.inspect.pca_features`'s frame. One subplot per run (at most
@@ -108,14 +109,21 @@ def pca_scatter(df: pd.DataFrame, columns: int = 3, colors: Optional[dict] = Non
     classes = list(dict.fromkeys(df["class"].tolist()))
     class_color = {c: (colors or {}).get(c, CLASS_PALETTE[i % len(CLASS_PALETTE)]) for i, c in enumerate(classes)}
     explained = df.attrs.get("explained_variance", {})
+    ncols = min(columns, len(runs))
+    nrows = math.ceil(len(runs) / ncols)
+    # subplot titles: the run's name and the variance share on its own line, wrapped to the
+    # column's width (about 32 characters at 2 columns in a ~900 px output), at most 3 lines
+    chars = max(16, 64 // ncols)
     titles = []
     for run, name, _ in runs:
         ev = explained.get(run)
-        titles.append(name + (f" (PCs hold {100 * sum(ev):.0f}% of the base variance)" if ev else ""))
-    ncols = min(columns, len(runs))
-    nrows = math.ceil(len(runs) / ncols)
-    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.06,
-                        vertical_spacing=0.12 if nrows > 1 else 0.0)
+        titles.append(wrap(name, chars) + (f"<br>PCs hold {100 * sum(ev):.0f}% of base variance" if ev else ""))
+    lines = max(t.count("<br>") + 1 for t in titles)
+    row_h = 340  # px of one row's plot
+    gap = 70 + 20 * lines  # px between rows: the x axis title, then the next row's title lines
+    height = nrows * row_h + (nrows - 1) * gap
+    fig = make_subplots(rows=nrows, cols=ncols, subplot_titles=titles, horizontal_spacing=0.12,
+                        vertical_spacing=gap / height if nrows > 1 else 0.0)
     for i, (run, name, _) in enumerate(runs):
         row, col = i // ncols + 1, i % ncols + 1
         for stage, opacity, size in (("before", 0.25, 6), ("after", 0.9, 7)):
@@ -133,8 +141,11 @@ def pca_scatter(df: pd.DataFrame, columns: int = 3, colors: Optional[dict] = Non
         fig.update_xaxes(title_text="PC1 of the base features", row=row, col=col)
         fig.update_yaxes(title_text="PC2" if col == 1 else None, row=row, col=col)
     n = df.attrs.get("n")
-    fig.update_layout(title="Head input features before (faint) and after (solid) training, on the base's PCs"
+    fig.update_layout(title="Head input features, before (faint) and after (solid) training, on the base's PCs"
                             + (f" ({n} examples)" if n else ""),
-                      template="plotly_white", legend_title_text="class (stage)",
-                      height=380 * nrows + 100)
-    return fig
+                      template="plotly_white", legend_title_text="class (stage)")
+    for a in fig.layout.annotations:  # subplot titles: FONT px, lines from the bottom up
+        a.font.size = FONT
+    title_lines = wrap(fig.layout.title.text, 60).count("<br>") + 1
+    top = 30 + 26 * title_lines + 20 * lines
+    return projector_layout(fig, height=height + top + 140, margin={"t": top, "b": 140})

@@ -28,7 +28,8 @@ import plotly.graph_objects as go
 
 from tunekit.config import ConfigError
 from tunekit.metrics import METRICS, primary
-from tunekit.plots.axes import SCORES, eval_sizes, is_empty, num_labels, say_empty, score_axis
+from tunekit.plots.axes import (FONT, SCORES, eval_sizes, is_empty, num_labels, projector_layout, say_empty,
+                                score_axis, wrap)
 from tunekit.plots.identity import (PALETTE, _text, as_runs, colors, display_names, learning_rate,  # noqa: F401
                                     legend_names, run_color)
 from tunekit.runs import Run, table
@@ -132,7 +133,7 @@ def training_curves(runs: Any, smooth: float = 0.6, x: str = "step") -> go.Figur
     title = "Training loss" + (f" (smoothed {smooth:g}; raw faint)" if smooth else "")
     fig.update_layout(title=title, xaxis_title=STEP_X[x], yaxis_title="cross-entropy loss",
                       template="plotly_white", legend_title_text="run", hovermode="x unified")
-    return _nothing(fig, series, "training steps")
+    return projector_layout(_nothing(fig, series, "training steps"))
 
 
 def _task_of(runs: list[Run]) -> str:
@@ -157,10 +158,10 @@ def eval_curves(runs: Any, metric: Optional[str] = None) -> go.Figure:
     fig.update_layout(title=EVAL_METRICS[metric].capitalize(), xaxis_title="step",
                       yaxis_title=EVAL_METRICS[metric], template="plotly_white", legend_title_text="run")
     if is_empty(fig):
-        return _nothing(fig, series, "evaluations")
+        return projector_layout(_nothing(fig, series, "evaluations"))
     if metric[4:] in SCORES:
         score_axis(fig, metric[4:], num_labels(runs), eval_sizes(runs))
-    return fig
+    return projector_layout(fig)
 
 
 # ----- tables and trade-offs ----------------------------------------------------------------------
@@ -329,17 +330,27 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
     if rss:
         notes.append("not plotted (memory recorded as process RSS, which grows with the runs before it): "
                      + ", ".join(rss))
+    # notes sit above the plot, under the title (the legend is below it), wrapped, never cut
+    notes = [wrap(n, 90) for n in notes]
+    lines = [n.count("<br>") + 1 for n in notes]
     for i, note in enumerate(notes):
-        fig.add_annotation(text=note, showarrow=False, xref="paper", yref="paper", x=0, y=-0.22 - 0.07 * i,
-                           xanchor="left", font={"size": 11})
-    if notes:
-        fig.update_layout(margin={"b": 110 + 25 * (len(notes) - 1)})
+        fig.add_annotation(text=note, showarrow=False, xref="paper", yref="paper", x=0, y=1, xanchor="left",
+                           yanchor="bottom", align="left", yshift=4 + 20 * sum(lines[i + 1:]), font={"size": FONT})
     if not points:
-        return say_empty(fig, "no runs selected" if not series else "no run recorded its own memory (only the "
-                         "process's RSS)" if rss and not missing else "no run has both values yet")
+        return projector_layout(say_empty(fig, "no runs selected" if not series else "no run recorded its own memory "
+                                          "(only the process's RSS)" if rss and not missing
+                                          else "no run has both values yet"), margin=_note_margin(fig, lines))
     if y in SCORES and records is not None:
         score_axis(fig, y, num_labels(records), eval_sizes(records))
-    return fig
+    return projector_layout(fig, margin=_note_margin(fig, lines))
+
+
+def _note_margin(fig: go.Figure, note_lines: list[int]) -> Optional[dict]:
+    """The top margin for the title (wrapped as projector_layout wraps it) and the notes above the plot."""
+    if not note_lines:
+        return None
+    title = wrap(fig.layout.title.text or "", 60)
+    return {"t": 30 + 26 * (title.count("<br>") + 1) + 20 * sum(note_lines) + 8}
 
 
 def _number(v) -> Optional[float]:

@@ -22,6 +22,7 @@ import traitlets
 import tunekit as tk
 from tunekit import plots
 from tunekit.config import DEFAULT_RUNS_DIR
+from tunekit.plots.axes import projector_layout, score_title, wrap
 from tunekit.plots.runs import ema
 from tunekit.sources import BUILTIN_MODELS
 from tunekit.widgets.controls import ModelDiagram, StrategyControls
@@ -32,9 +33,19 @@ SMOOTH = 0.6
 """The live loss curve's smoothing (TensorBoard's default, as Compare's training curves)."""
 
 
-def _curve_layout(title: str) -> dict:
-    return dict(title=title, height=280, template="plotly_white", margin=dict(l=50, r=10, t=40, b=40),
-                xaxis_title="step")
+CURVE_HEIGHT = 300
+"""px of each live curve; the two sit side by side, so that Train, the status line and both
+curves fit one 1280x800 screen with JupyterLab's file browser open. Each run beyond the first
+adds a legend row (22 px), up to four."""
+
+# the two live curves share the right column's width; plotly follows its container (autosize)
+_CSS = ("<style>.tunekit-curves{width:100%;gap:4px}.tunekit-curves>*{flex:1 1 0;min-width:0;width:0}"
+        ".tunekit-lab-right{min-width:0}</style>")
+
+
+def _curve(title: str) -> go.FigureWidget:
+    fig = go.FigureWidget(layout=dict(title=title, template="plotly_white", xaxis_title="step"))
+    return projector_layout(fig, height=CURVE_HEIGHT, title_chars=28, margin={"l": 56, "r": 10, "b": 40})
 
 
 def clock(seconds: float) -> str:
@@ -112,10 +123,9 @@ class Lab(W.VBox):
         self.progress_w = W.Label("", layout=W.Layout(visibility="hidden"))
         # two lines reserved (a longer message scrolls): a message never pushes the curves down
         self.status_w = W.HTML(layout=W.Layout(height="3em", overflow="auto"))
-        self.loss_fig = self._watched(go.FigureWidget(layout=_curve_layout(
-            f"training loss (smoothed {SMOOTH:g}; raw faint)")))
+        self.loss_fig = self._watched(_curve(f"training loss (smoothed {SMOOTH:g}; raw faint)"))
         self.metric = tk.metrics.primary(task)  # the second curve: accuracy, or perplexity for a causal LM
-        self.acc_fig = self._watched(go.FigureWidget(layout=_curve_layout(f"validation {self.metric.title}")))
+        self.acc_fig = self._watched(_curve(f"validation {self.metric.title}"))
         self.runs = RunsPanel(runs_dir, self.data)
         self._trainer: Optional[tk.Trainer] = None
         self._lab_runs: list = []  # (run record, index of its curve) for every run drawn here
@@ -126,11 +136,14 @@ class Lab(W.VBox):
         self.curve_redraws = 0  # stuck figures replaced so far (see redraw_stale_curves)
         self.header = W.HTML()
         self._describe()
-        self._left = left = W.VBox([self.diagram, self.controls], layout=W.Layout(width="360px"))
-        self._curves = W.VBox([self.loss_fig, self.acc_fig])
-        right = W.VBox([W.HBox([self.train_button, self.stop_button, self.progress, self.progress_w]), self.status_w,
-                        self._curves], layout=W.Layout(flex="1"))
-        super().__init__([W.HTML("<h3>tunekit lab</h3>"), W.HBox([self.model_w, self.data_w]), self.header,
+        self._left = left = W.VBox([self.diagram, self.controls], layout=W.Layout(width="340px", flex="0 0 340px"))
+        self._curves = W.HBox([self.loss_fig, self.acc_fig])
+        self._curves.add_class("tunekit-curves")
+        right = W.VBox([W.HBox([self.train_button, self.stop_button, self.progress, self.progress_w],
+                               layout=W.Layout(flex_flow="row wrap")), self.status_w,
+                        self._curves], layout=W.Layout(flex="1 1 0", min_width="0"))
+        right.add_class("tunekit-lab-right")
+        super().__init__([W.HTML(_CSS + "<h3>tunekit lab</h3>"), W.HBox([self.model_w, self.data_w]), self.header,
                           W.HBox([left, right]), self.runs])
         self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
         self._follow(self.controls)
@@ -315,6 +328,8 @@ class Lab(W.VBox):
         color = colorway[n % len(colorway)]
         self.redraw_stale_curves()
         with self._curve_lock:
+            for fig in (self.loss_fig, self.acc_fig):  # room for one more legend row, up to four
+                fig.layout.height = CURVE_HEIGHT + 22 * min(n, 3)
             with self.loss_fig.batch_update():  # the raw loss faint behind its smoothed line, as in Compare
                 self.loss_fig.add_scatter(x=[], y=[], mode="lines", name=label, legendgroup=label, showlegend=False,
                                           opacity=0.25, hoverinfo="skip", line={"color": color, "width": 1})
@@ -356,8 +371,13 @@ class Lab(W.VBox):
                     t = self.acc_fig.data[i]
                     t.name, t.legendgroup, t.line.color = names[r.name], r.name, plots.run_color(r)
             if self.metric.key in ("accuracy", "macro_f1"):  # not in batch_update: add_hline fails there
-                plots.score_axis(self.acc_fig, self.metric.key, num_labels=len(self.data.label_names),
-                                 n=run.config.get("data", {}).get("validation_used"))
+                n = run.config.get("data", {}).get("validation_used")
+                plots.score_axis(self.acc_fig, self.metric.key, num_labels=len(self.data.label_names), n=n)
+                # a narrow chart: the evaluation-set size goes to the title, the axis keeps a short name
+                title = score_title(self.metric.key, [n] if isinstance(n, int) else [])
+                self.acc_fig.layout.title.text = wrap(title, 28)
+                self.acc_fig.layout.yaxis.title.text = f"{self.metric.title} (dashed: chance)"
+                self.acc_fig.layout.margin.t = 30 + 26 * (self.acc_fig.layout.title.text.count("<br>") + 1)
 
     def _on_step(self, ev) -> None:
         step = ev.payload["step"]
