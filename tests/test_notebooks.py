@@ -136,7 +136,7 @@ def test_01_quickstart_lab_exports_to_a_static_page(python3_kernel, tmp_path):
     nb = _execute("01_quickstart.ipynb", params, tmp_path, python3_kernel, store_widget_state=True)
     assert "widgets" in nb.metadata, "nbclient saved the lab's widget state"
     state = _check_export(nb, tmp_path, expect_plots=2, expect_widgets=True)  # loss and accuracy FigureWidgets
-    assert {"Train", "Stop", "Show compare"} <= set(state["buttons"]), state["buttons"]
+    assert {"Train", "Stop", "Recompute"} <= set(state["buttons"]), state["buttons"]
     assert {"training loss", "validation accuracy"} <= set(state["titles"]), state["titles"]
 
 

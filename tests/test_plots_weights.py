@@ -53,7 +53,7 @@ def test_spectrum_and_rank_by_block():
         singular_values = {("r1", "w"): [3.0, 2.0, 1.0], ("r2", "w"): [2.0, 0.0, 0.0]}
         noise = {("r1", "w"): [2.2, 2.0, 1.8]}
     fig = P.spectrum(Spectra, "w")
-    assert [t.name for t in fig.data] == ["full", "noise, full", "lora"]
+    assert [t.name for t in fig.data] == ["full", "random noise of the same size (full)", "lora"]
     assert list(fig.data[2].y) == [2.0]  # zeros are not drawn on the log axis
     with pytest.raises(ConfigError, match="no spectrum for 'x'"):
         P.spectrum(Spectra, "x")

@@ -19,6 +19,7 @@ from typing import Any, Sequence, Callable
 import pandas as pd
 
 from tunekit import plots
+from tunekit.plots import captions
 from tunekit.config import ConfigError
 from tunekit.metrics import primary
 from tunekit.runs import Run
@@ -215,13 +216,15 @@ def render_report(runs: Any, title: str = "tunekit comparison", extra: Sequence[
     first = True
     for heading, fig in (_figures(runs) if runs else []) + list(extra):
         parts.append(f"<h2>{_esc(heading)}</h2>")
+        line = captions.caption_html(captions.caption_for(fig))  # how to read it, as under the lab's views
         if isinstance(fig, str):
-            parts.append(fig)
+            parts += [fig, line]
             continue
         height = fig.layout.height
         parts.append(fig.to_html(full_html=False, include_plotlyjs=first, include_mathjax=False,
                                  config={"displaylogo": False, "responsive": True},
                                  default_height=f"{height}px" if height else "460px"))
+        parts.append(line)
         first = False
     parts.append("</body></html>\n")
     return "\n".join(parts)

@@ -22,10 +22,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tunekit.architectures import LABEL_ORDER
+from tunekit.plots.captions import param_label
 from tunekit.config import ConfigError
 from tunekit.plots.runs import PALETTE
 
 MODULE_ORDER = list(LABEL_ORDER)
+VALUE_WORDS = {"rel_change": "relative change ‖ΔW‖/‖W‖", "delta_norm": "size of the change ‖ΔW‖"}
+"""Axis and colour-bar titles of the two measures of weight change."""
 OUTSIDE = ["embeddings", "pooler", "norm", "head"]
 
 
@@ -43,6 +46,18 @@ def _runs_in(df: pd.DataFrame) -> list[tuple[str, str]]:
 
 def _title(run: str, label: str, labels: list[str]) -> str:
     return html.escape(label if labels.count(label) == 1 else f"{label} ({run})")
+
+
+def _ticks(value: str, top: float) -> dict:
+    """Readable ticks for a change axis: percent for relative changes of 0.1 % and up, else
+    scientific notation with 2 significant digits (never SI prefixes such as µ)."""
+    if value == "rel_change" and abs(top or 0) >= 1e-3:
+        return dict(tickformat=".2~%")
+    return dict(tickformat=".2~e", exponentformat="e")
+
+
+def _hover_number(value: str) -> str:
+    return "%{z:.2~%}" if value == "rel_change" else "%{z:.2~e}"
 
 
 def _grid(df: pd.DataFrame, run: str, value: str, modules: list[str], blocks: list[int]) -> list[list]:
@@ -80,11 +95,13 @@ def weight_change_heatmap(wc: pd.DataFrame, value: str = "rel_change",
         z = _grid(wc, run, value, mods, blocks)
         fig.add_trace(go.Heatmap(
             z=z, x=mods, y=[f"block {b}" for b in blocks], zmin=0, zmax=zmax, coloraxis="coloraxis",
-            hovertemplate="%{y} %{x}<br>" + value + " = %{z:.3g}<extra>" + html.escape(run) + "</extra>"),
+            hovertemplate="%{y} · %{x}<br>" + VALUE_WORDS[value] + " = " + _hover_number(value)
+            + "<extra>" + html.escape(run) + "</extra>"),
             row=1, col=i)
-    name = "||ΔW|| / ||W0||" if value == "rel_change" else "||ΔW||"
+    name = VALUE_WORDS[value]
     fig.update_layout(title=f"Weight change per module ({name})", template="plotly_white",
-                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=zmax, colorbar=dict(title=name)),
+                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=zmax,
+                                     colorbar=dict(title=name, **_ticks(value, zmax))),
                       height=160 + 40 * len(blocks), width=max(500, 330 * len(runs)))
     return fig
 
@@ -101,9 +118,11 @@ def weight_change_difference(wc: pd.DataFrame, run_a: str, run_b: str, value: st
     z = [[(x - y) if x is not None and y is not None else None for x, y in zip(ra, rb)] for ra, rb in zip(a, b)]
     span = max([abs(v) for row in z for v in row if v is not None] or [1.0]) or 1.0
     fig = go.Figure(go.Heatmap(z=z, x=mods, y=[f"block {b}" for b in blocks], zmid=0, zmin=-span, zmax=span,
-                               colorscale="RdBu_r", colorbar=dict(title="difference"),
-                               hovertemplate="%{y} %{x}<br>difference = %{z:.3g}<extra></extra>"))
-    fig.update_layout(title=html.escape(f"{names[run_a]} minus {names[run_b]} ({value})"),
+                               colorscale="RdBu_r", colorbar=dict(title="difference", **_ticks(value, span)),
+                               hovertemplate="%{y} · %{x}<br>difference = " + _hover_number(value)
+                               + "<extra></extra>"))
+    what = VALUE_WORDS.get(value, value).split(" ‖")[0]
+    fig.update_layout(title=html.escape(f"{names[run_a]} minus {names[run_b]} ({what})"),
                       template="plotly_white", height=160 + 40 * len(blocks))
     return fig
 
@@ -120,9 +139,13 @@ def head_change_bar(wc: pd.DataFrame, value: str = "rel_change", colors: Optiona
     for run, label in runs:
         r = d[d["run"] == run].set_index("group").reindex([g for g in OUTSIDE if g in set(d["group"])])
         fig.add_trace(go.Bar(x=list(r.index), y=r[value].tolist(), name=_title(run, label, labels),
-                             marker_color=palette.get(run)))
+                             marker_color=palette.get(run),
+                             hovertemplate="%{x}<br>" + VALUE_WORDS[value] + " = "
+                             + _hover_number(value).replace("z:", "y:") + "<extra></extra>"))
+    top = float(d[value].max()) if len(d) and pd.notna(d[value].max()) else 0.0
     fig.update_layout(barmode="group", template="plotly_white", title="Change outside the blocks", height=380,
-                      yaxis_title="||ΔW|| / ||W0||" if value == "rel_change" else "||ΔW||")
+                      yaxis_title=VALUE_WORDS[value])
+    fig.update_yaxes(**_ticks(value, top))
     return fig
 
 
@@ -147,10 +170,15 @@ def spectrum(spectra, name: str, runs: Optional[Sequence[str]] = None, log: bool
                                  line=dict(color=palette[key[0]]), marker=dict(size=4)))
         if key in spectra.noise:
             n = spectra.noise[key]
-            fig.add_trace(go.Scatter(x=list(range(1, len(n) + 1)), y=n, mode="lines", name=f"noise, {title}",
+            fig.add_trace(go.Scatter(x=list(range(1, len(n) + 1)), y=n, mode="lines",
+                                     name=f"random noise of the same size ({title})",
                                      line=dict(color=palette[key[0]], dash="dot", width=1), opacity=0.6))
-    fig.update_layout(title=html.escape(f"Spectrum of ΔW: {name}"), template="plotly_white",
-                      xaxis_title="index (descending)", yaxis_title="singular value",
+    rows = spectra.table[spectra.table["name"] == name]
+    where = param_label(name)
+    if len(rows) and "block" in rows and pd.notna(rows["block"].iloc[0]) and "module" in rows:
+        where = f"block {int(rows['block'].iloc[0])} · {rows['module'].iloc[0]}"
+    fig.update_layout(title=html.escape(f"Spectrum of the update ΔW: {where}"), template="plotly_white",
+                      xaxis_title="direction (largest first)", yaxis_title="singular value (strength)",
                       yaxis_type="log" if log else "linear", xaxis_type="log" if log else "linear", height=420)
     return fig
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import threading
+import time
 from typing import Callable
 
 import ipywidgets as W
@@ -17,10 +18,26 @@ import plotly.graph_objects as go
 
 import tunekit as tk
 from tunekit import inspect, plots
+from tunekit.plots import captions
 from tunekit.inspect.views import DEFAULT_SENTENCE
 from tunekit.report import runs_table_html
 
 VIEWS = ("Compare", "Weights", "Representations", "Attribution")
+WHAT = {"Compare": "the training curves and costs", "Weights": "the weight change",
+        "Representations": "the representation drift", "Attribution": "the token attributions"}
+"""What each view computes, in the banner's words ("Computing the weight change for 3 runs…")."""
+
+_BANNER = ('<div class="tunekit-view-status" style="font-size:1em;padding:6px 10px;margin:4px 0;'
+           'border-radius:4px;{style}">{text}</div>')
+_STYLES = {"computing": "background:#e8f1fb;border-left:4px solid #1f77b4;color:#123",
+           "stale": "background:#fff4e0;border-left:4px solid #e08e0b;color:#402a00",
+           "error": "background:#fdecea;border-left:4px solid #b00020;color:#5f0010",
+           "info": "background:#f4f4f4;border-left:4px solid #999;color:#333"}
+
+
+def banner(kind: str, text: str) -> str:
+    """The status line inside a view's tab (escaped text, normal size, coloured by ``kind``)."""
+    return _BANNER.format(style=_STYLES[kind], text=html.escape(text))
 
 
 def _as_widget(item) -> W.Widget:
@@ -29,27 +46,64 @@ def _as_widget(item) -> W.Widget:
     return go.FigureWidget(item)
 
 
+def _kind(kind: str, item):
+    """Tag a figure with its kind (a key of :data:`tunekit.plots.captions.CAPTIONS`) for its caption."""
+    if not isinstance(item, str):
+        item._tunekit_kind = kind
+    return item
+
+
+def _with_captions(items: list) -> list[W.Widget]:
+    """Each figure (or HTML view) followed by its caption line: how to read it, in words."""
+    out = []
+    for item in items:
+        kind = getattr(item, "_tunekit_kind", None)
+        out.append(_as_widget(item))
+        text = captions.caption_for(item, kind)
+        if text:
+            out.append(W.HTML(captions.caption_html(text)))
+    return out
+
+
+def _runs_word(n: int) -> str:
+    return f"{n} run" + ("" if n == 1 else "s")
+
+
 class RunsPanel(W.VBox):
     """A table of the runs on disk, a selection, and the Compare / Weights /
-    Representations / Attribution views of the selected runs."""
+    Representations / Attribution views of the selected runs.
+
+    A view computes when its tab is opened; when the selection changes, the open view
+    recomputes and the others are marked out of date (they recompute when opened). While
+    a view computes, a banner and a progress bar inside its tab say what is being done;
+    a failure is said there in words."""
 
     def __init__(self, runs_dir: str, data: tk.TextDataset):
         self.runs_dir, self.data = runs_dir, data
         self.table = W.HTML()
         self.select = W.SelectMultiple(options=[], rows=6, description="compare", layout=W.Layout(width="520px"))
-        self.refresh_button = W.Button(description="Refresh runs")
+        self.refresh_button = W.Button(description="Refresh runs", layout=W.Layout(width="auto"))
         self.refresh_button.on_click(lambda _b: self.refresh())
         self.sentence = W.Text(value=DEFAULT_SENTENCE, description="sentence", layout=W.Layout(width="620px"))
         self.message = W.HTML()
         self.panes = {name: W.VBox() for name in VIEWS}
+        self.status = {name: W.HTML() for name in VIEWS}
+        self.progress = {name: W.IntProgress(value=0, min=0, max=1, bar_style="info",
+                                             layout=W.Layout(width="320px", display="none")) for name in VIEWS}
+        self.state = dict.fromkeys(VIEWS, "empty")  # empty, computing, drawn, stale, error
+        self.drawn_for: dict[str, tuple] = {}
+        self._generation = dict.fromkeys(VIEWS, 0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()  # one view computes at a time (they share the CPU and the models)
         self.buttons = {}
         tabs = []
         for name in VIEWS:
-            b = W.Button(description=f"Show {name.lower()}", button_style="info")
+            b = W.Button(description="Recompute", tooltip=f"compute {WHAT[name]} again for the selected runs",
+                         layout=W.Layout(width="auto"))
             b.on_click(lambda _b, n=name: self.show(n))
             self.buttons[name] = b
             extra = [self.sentence] if name == "Attribution" else []
-            tabs.append(W.VBox([*extra, b, self.panes[name]]))
+            tabs.append(W.VBox([*extra, W.HBox([b, self.progress[name]]), self.status[name], self.panes[name]]))
         from tunekit.widgets.post import PostPanel
         self.post = PostPanel(self)
         self.tabs = W.Tab(children=tabs + [self.post])
@@ -58,6 +112,9 @@ class RunsPanel(W.VBox):
         super().__init__([W.HTML("<b>Runs</b> (in " + html.escape(str(runs_dir)) + ")"), self.table,
                           W.HBox([self.select, self.refresh_button]), self.message, self.tabs])
         self.refresh()
+        self.tabs.observe(lambda _c: self._opened(), names="selected_index")
+        self.select.observe(lambda _c: self._selection_changed(), names="value")
+        self._opened()
 
     def runs(self) -> list:
         return tk.list_runs(self.runs_dir)
@@ -79,37 +136,116 @@ class RunsPanel(W.VBox):
         if hasattr(self, "post"):
             self.post.refresh(runs)
 
-    def show(self, view: str, wait: bool = False) -> None:
+    # ----- when views compute ---------------------------------------------------------------
+    def visible(self) -> str | None:
+        """The view whose tab is open (None for the Post-training tab)."""
+        i = self.tabs.selected_index
+        return VIEWS[i] if i is not None and i < len(VIEWS) else None
+
+    def _opened(self) -> None:
+        """A tab was opened: compute its view unless it shows the current selection already."""
+        view = self.visible()
+        if view and self.state[view] in ("empty", "stale") and self.select.value:
+            self.show(view)
+        elif view and not self.select.value:
+            self.status[view].value = banner("info", "Select one or more runs above to see this view.")
+
+    def _selection_changed(self) -> None:
+        """The open view recomputes; the others, if drawn, are marked out of date."""
+        chosen = tuple(self.select.value)
+        for view in VIEWS:
+            if self.state[view] in ("empty",) or self.drawn_for.get(view) == chosen:
+                continue
+            if view == self.visible() and chosen:
+                self.show(view, stale=True)
+            elif self.state[view] != "computing" or not chosen:
+                self.state[view] = "stale"
+                self.status[view].value = banner(
+                    "stale", "Out of date: the selection changed. "
+                    + ("It recomputes when you open this tab." if chosen else "Select one or more runs."))
+        self._opened()
+
+    def wait(self, timeout: float = 300) -> None:
+        """Wait for the views being computed (tests; the app itself never waits)."""
+        deadline = time.monotonic() + timeout
+        while any(t.is_alive() for t in self._threads) and time.monotonic() < deadline:
+            for t in list(self._threads):
+                t.join(max(0.0, deadline - time.monotonic()))
+
+    def show(self, view: str, wait: bool = False, stale: bool = False) -> None:
         """Compute a view for the selected runs (in a thread: the kernel stays responsive)."""
         runs = self.selected()
         if not runs:
             self.message.value = "<i>Select one or more runs first.</i>"
+            self.status[view].value = banner("info", "Select one or more runs above to see this view.")
             return
+        self.message.value = ""
         builders: dict[str, Callable[[list], list]] = {
             "Compare": self._view_compare, "Weights": self._view_weights,
             "Representations": self._view_representations, "Attribution": self._view_attribution}
-        self.message.value = f"<i>Computing {html.escape(view.lower())} for {len(runs)} run(s) ...</i>"
+        self._generation[view] += 1
+        generation, chosen = self._generation[view], tuple(self.select.value)
+        self.state[view] = "computing"
+        doing = f"Computing {WHAT[view]} for {_runs_word(len(runs))}…"
+        if stale or (self.panes[view].children and self.drawn_for.get(view) != chosen):
+            self.status[view].value = banner("stale", "Out of date: the selection changed — "
+                                             + doing[0].lower() + doing[1:])
+        else:
+            self.status[view].value = banner("computing", doing)
+        bar = self.progress[view]
+        bar.value, bar.max, bar.layout.display = 0, 1, None
+
+        def step(done: int, total: int) -> None:
+            if generation == self._generation[view]:
+                bar.max, bar.value = max(1, total), min(done, max(1, total))
 
         def work():
-            try:
-                self.panes[view].children = [_as_widget(x) for x in builders[view](runs)]
-                self.message.value = ""
-            except Exception as e:  # noqa: BLE001 - say it in the app, in words
-                said = str(e) if isinstance(e, tk.TunekitError) else f"{type(e).__name__}: {e}"
-                self.message.value = (f'<span style="color:#b00020">{html.escape(view)} failed: '
-                                      f"{html.escape(said)}</span>")
+            with self._lock:
+                if generation != self._generation[view]:
+                    return  # a newer request for this view replaced this one
+                try:
+                    items = builders[view](runs, step)
+                    widgets = _with_captions(items)
+                except Exception as e:  # noqa: BLE001 - say it in the app, in words
+                    if generation != self._generation[view]:
+                        return
+                    said = str(e) if isinstance(e, (tk.TunekitError, ValueError)) else f"{type(e).__name__}: {e}"
+                    self.state[view] = "error"
+                    self.drawn_for[view] = chosen
+                    self.status[view].value = banner("error", f"Could not draw this view: {said}")
+                    bar.layout.display = "none"
+                    return
+                if generation != self._generation[view]:
+                    return
+                self.panes[view].children = widgets
+                self.state[view], self.drawn_for[view] = "drawn", chosen
+                bar.layout.display = "none"
+                if tuple(self.select.value) != chosen:  # the selection changed while this computed
+                    self.state[view] = "stale"
+                    self.status[view].value = banner("stale", "Out of date: the selection changed. It "
+                                                     "recomputes when you open this tab.")
+                    if view == self.visible():
+                        self._opened()  # starts the next computation (it waits for this lock)
+                    return
+                names = plots.display_names(runs)
+                self.status[view].value = (
+                    '<div class="tunekit-view-status" style="color:#555;margin:4px 0">Showing '
+                    + html.escape(", ".join(names[r.name] for r in runs)) + ".</div>")
+
         thread = threading.Thread(target=work, daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
         if wait:
             thread.join()
 
-    def _view_compare(self, runs: list) -> list:
+    def _view_compare(self, runs: list, step=lambda done, total: None) -> list:
         trained = [r for r in runs if r.kind != "prune" and r.kind != "quantize"] or runs
-        out = [plots.training_curves(trained), plots.eval_curves(trained),
-               plots.pareto(trained, "trainable_params"), plots.pareto(trained, "peak_memory_mb"),
-               plots.pareto(trained, "wall_time_s")]
+        out = [_kind("training_curves", plots.training_curves(trained)),
+               _kind("eval_curves", plots.eval_curves(trained))]
+        out += [_kind("pareto", plots.pareto(trained, x))
+                for x in ("trainable_params", "peak_memory_mb", "wall_time_s")]
         if any(r.summary.get("size_mb") is not None for r in runs):  # post-training records: what they cost to run
-            out += [plots.pareto(runs, "size_mb"), plots.pareto(runs, "latency_ms")]
+            out += [_kind("pareto", plots.pareto(runs, x)) for x in ("size_mb", "latency_ms")]
         return out
 
     def _usable(self, runs: list) -> list:
@@ -119,20 +255,38 @@ class RunsPanel(W.VBox):
             raise ValueError("none of the selected runs has trained weights to inspect")
         return ok
 
-    def _view_weights(self, runs: list) -> list:
+    def _view_weights(self, runs: list, step=lambda done, total: None) -> list:
         runs = self._usable(runs)
-        colours = plots.colors(runs)
+        names, colours = plots.display_names(runs), plots.colors(runs)
+        step(0, 3)
         wc = plots.named(inspect.weight_change(runs), runs)
+        step(1, 3)
         sp = inspect.update_spectra(runs)
         plots.named(sp.table, runs)
-        out = [plots.weight_change_heatmap(wc), plots.head_change_bar(wc, colors=colours)]
-        if len(runs) >= 2:
-            out.append(plots.weight_change_difference(wc, runs[-1].name, runs[0].name))
-        moved = sp.table[(sp.table["delta_norm"] > 0) & sp.table["block"].notna()]
-        if len(moved):
-            out.append(plots.rank_by_block(sp.table, colors=colours))
+        step(2, 3)
+        out = [_kind("weight_change_heatmap", plots.weight_change_heatmap(wc)),
+               _kind("head_change_bar", plots.head_change_bar(wc, colors=colours))]
+        # "A minus B" only between runs that changed something inside the blocks: against a run that
+        # changed none (a probe), the difference is the other run's own map, nothing more
+        blocks = wc[wc["block"].notna()]
+        moved = [r for r in runs if (blocks.loc[blocks["run"] == r.name, "rel_change"] > 0).any()]
+        still = [r for r in runs if r not in moved]
+        if len(moved) >= 2:
+            out.append(_kind("weight_change_difference",
+                        plots.weight_change_difference(wc, moved[-1].name, moved[0].name)))
+        elif len(runs) >= 2 and still:
+            out.append(html.escape(
+                "No difference map: " + ", ".join(names[r.name] for r in still)
+                + (" changes" if len(still) == 1 else " change") + " no weight inside the blocks (a probe trains "
+                "only the head; frozen blocks stay put), so a difference would only repeat the other run's map "
+                "above.").join(['<div class="tunekit-note" style="margin:6px 0 14px 0">', "</div>"]))
+        changed = sp.table[(sp.table["delta_norm"] > 0) & sp.table["block"].notna()]
+        if len(changed):
+            out.append(_kind("rank_by_block", plots.rank_by_block(sp.table, colors=colours)))
             # the spectrum of the matrix that moved most, for every run that changed it
-            out.append(plots.spectrum(sp, moved.loc[moved["delta_norm"].idxmax(), "name"], colors=colours))
+            top = changed.loc[changed["delta_norm"].idxmax(), "name"]
+            out.append(_kind("spectrum", plots.spectrum(sp, top, colors=colours)))
+        step(3, 3)
         return out
 
     def _data_for(self, runs: list) -> tk.TextDataset:
@@ -146,16 +300,23 @@ class RunsPanel(W.VBox):
         raise tk.ConfigError(f"the selected runs were trained on {', '.join(sorted(map(str, names)))}; "
                          f"select runs of one data set (the lab holds {self.data.name})")
 
-    def _view_representations(self, runs: list) -> list:
+    def _view_representations(self, runs: list, step=lambda done, total: None) -> list:
         runs = self._usable(runs)
         data = self._data_for(runs)
+        step(0, 2)
         drift = plots.named(inspect.representation_drift(runs, data=data, n=128), runs)
-        return [plots.cka_by_layer(drift, colors=plots.colors(runs)),
-                plots.pca_scatter(plots.named(inspect.pca_features(runs, data, n=128), runs))]
+        step(1, 2)
+        pca = plots.named(inspect.pca_features(runs, data, n=128), runs)
+        step(2, 2)
+        return [_kind("cka_by_layer", plots.cka_by_layer(drift, colors=plots.colors(runs))),
+                _kind("pca_scatter", plots.pca_scatter(pca))]
 
-    def _view_attribution(self, runs: list) -> list:
+    def _view_attribution(self, runs: list, step=lambda done, total: None) -> list:
         runs = self._usable(runs)
         names = plots.display_names(runs)
+        step(0, 1)
         attrs = [a if a.run not in names else dataclasses.replace(a, label=names[a.run])
                  for a in inspect.attribute_runs(runs, self.sentence.value)]
-        return [plots.attribution_html(attrs), plots.attribution_view(attrs, difference=True)]
+        step(1, 1)
+        return [_kind("attribution_html", plots.attribution_html(attrs)),
+                _kind("attribution_difference", plots.attribution_view(attrs, difference=True))]
