@@ -115,6 +115,8 @@ def test_every_figure_in_every_view_has_a_caption_line_under_it(trained, small):
     titles = [w.layout.title.text or "" for w in _figures(panel, "Weights")]
     assert not any(" minus " in t for t in titles), titles
     assert "No difference map" in weights and "changes no weight inside the blocks" in weights
+    attribution = panel.panes["Attribution"].children[0].value
+    assert "scores add up to the output within" in attribution and "\u03b4 =" not in attribution
 
 
 def test_the_same_caption_is_under_each_figure_of_the_report(trained):

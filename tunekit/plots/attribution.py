@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 
 from tunekit.config import ConfigError
 from tunekit.plots.axes import FONT, projector_layout
+from tunekit.plots.captions import share_in_words
 
 NORMALIZE = ("row", "global", "none")
 POSITIVE = (214, 39, 40)
@@ -158,8 +159,9 @@ def _fmt_delta(r: dict) -> str:
     d, g = r.get("delta"), r.get("gap_relative")
     if not isinstance(d, (int, float)):
         return ""
-    rel = f" ({100 * g:.2g} %)" if isinstance(g, (int, float)) and math.isfinite(g) else ""
-    return f"\u03b4 = {d:+.2e}{rel}"
+    if isinstance(g, (int, float)) and math.isfinite(g):  # in words: how closely the scores add up
+        return f"scores add up to the output within {share_in_words(g)}"
+    return f"scores add up to the output within {abs(d):.2g}"
 
 
 # ----- HTML --------------------------------------------------------------------------------------
