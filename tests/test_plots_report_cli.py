@@ -243,6 +243,7 @@ def test_cli_compare_end_to_end(tiny_dir, tmp_path, capsys):
     for heading in ("Weight change per module", "Representation drift", "Token attributions"):
         assert f"<h2>{heading}" in text
     assert "minus LoRA r2 α4 · 32 ex · 1 ep</h2>" in text  # the instruments name runs as every view does
+    assert "<h2>Spectrum of one update (block 1 · " in text  # a matrix in words, not its parameter path
 
     assert main(["runs", "--runs-dir", str(runs_dir)]) == 0
     assert capsys.readouterr().out.count("completed") == 3

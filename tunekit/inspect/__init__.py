@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "weight_change": "weights", "update_spectra": "weights", "weight_deltas": "weights",
+    "weight_change": "weights", "moved_blocks": "weights", "update_spectra": "weights", "weight_deltas": "weights",
     "effective_rank": "weights", "stable_rank": "weights", "energy_rank": "weights",
     "intruder_dimensions": "weights",
     "linear_cka": "representations", "linear_cka_gram": "representations", "debiased_cka": "representations",

@@ -15,7 +15,8 @@ from tunekit.data import load as load_data
 from tunekit.inspect.attribution import attribute_runs
 from tunekit.inspect.models import RunLike, as_run, load_pairs
 from tunekit.inspect.representations import pca_features, representation_drift
-from tunekit.inspect.weights import update_spectra, weight_change
+from tunekit.inspect.weights import moved_blocks, update_spectra, weight_change
+from tunekit.plots.captions import param_label
 
 DEFAULT_SENTENCE = "A gorgeous, witty film, though the last act drags badly."
 
@@ -44,16 +45,17 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
     moved = spectra.table[spectra.table["delta_norm"] > 0]
     sections = [("Weight change per module", plots.weight_change_heatmap(wc)),
                 ("Weight change outside the blocks", plots.head_change_bar(wc, colors=colours))]
-    if len(runs) >= 2:
-        sections.append((f"Weight change: {names[runs[-1].name]} minus {names[runs[-2].name]}",
-                         plots.weight_change_difference(wc, runs[-1].name, runs[-2].name)))
+    changed = moved_blocks(wc)  # a difference against a run that changed no block repeats the other's map
+    if len(changed) >= 2:
+        sections.append((f"Weight change: {names[changed[-1]]} minus {names[changed[-2]]}",
+                         plots.weight_change_difference(wc, changed[-1], changed[-2])))
     blocks = moved[moved["block"].notna()]
     if not blocks.empty:
         top = int(blocks["block"].max())
         name = blocks[(blocks["block"] == top) & (blocks["module"] == "query")]["name"]
         name = name.iloc[0] if len(name) else blocks["name"].iloc[-1]
         sections += [("Effective rank of the updates", plots.rank_by_block(spectra.table, colors=colours)),
-                     (f"Spectrum of one update ({name})", plots.spectrum(spectra, name, colors=colours))]
+                     (f"Spectrum of one update ({param_label(name)})", plots.spectrum(spectra, name, colors=colours))]
     say("representation drift")
     drift = plots.named(representation_drift(pairs, data=data, n=n, seed=seed), runs)
     sections.append(("Representation drift (linear CKA, base vs tuned)", plots.cka_by_layer(drift, colors=colours)))

@@ -110,6 +110,14 @@ def weight_change(runs) -> pd.DataFrame:
 
 
 # ----- spectra -------------------------------------------------------------------------------------
+def moved_blocks(wc: pd.DataFrame) -> list[str]:
+    """The runs (names, in ``wc``'s order) whose update changed a weight inside the blocks; a
+    probe or a frozen run changes none, so a difference map against it only repeats the other
+    run's own map."""
+    blocks = wc[wc["block"].notna() & (wc["rel_change"] > 0)]
+    return [r for r in dict.fromkeys(wc["run"]) if r in set(blocks["run"])]
+
+
 def effective_rank(s: torch.Tensor) -> float:
     """exp of the entropy of the normalised singular values (Roy & Vetterli, 2007); 0 for a zero matrix."""
     s = s[s > 0].double()

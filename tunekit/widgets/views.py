@@ -268,8 +268,8 @@ class RunsPanel(W.VBox):
                _kind("head_change_bar", plots.head_change_bar(wc, colors=colours))]
         # "A minus B" only between runs that changed something inside the blocks: against a run that
         # changed none (a probe), the difference is the other run's own map, nothing more
-        blocks = wc[wc["block"].notna()]
-        moved = [r for r in runs if (blocks.loc[blocks["run"] == r.name, "rel_change"] > 0).any()]
+        changed_names = inspect.moved_blocks(wc)
+        moved = [r for r in runs if r.name in changed_names]
         still = [r for r in runs if r not in moved]
         if len(moved) >= 2:
             out.append(_kind("weight_change_difference",
