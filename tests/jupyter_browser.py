@@ -349,7 +349,9 @@ def run_lab(page, args, report):
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{menu}$")).click()
             page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{item}$")).click()
     report["run_via"] = via
-    if via == "command":  # more room for the notebook in the screenshot
+    if via == "command" and getattr(args, "file_browser", False):  # as a user sees it: the file browser open
+        page.evaluate("() => { window.jupyterapp.shell.expandLeft(); window.jupyterapp.shell.activateById('filebrowser'); }")
+    elif via == "command":  # more room for the notebook in the screenshot
         page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
     # done = every non-empty code cell has a number and the kernel is idle; after an
     # exception JupyterLab aborts the remaining cells, so "error + idle" (twice) also ends it

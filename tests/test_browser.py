@@ -4,6 +4,12 @@ Opens notebook 01, runs all cells, checks that every widget of the lab (as the k
 them) has a view and no view is an error, clicks Train and waits until the loss curve has points
 and the runs table has a row, then trains a longer second run, clicks Stop and checks it is marked stopped;
 then opens the Post-training tab, presses Apply and waits for the prune record in the table.
+At 1280x800 with JupyterLab's file browser open (issue 12), the page is measured: every
+figure inside its output cell and the window, its texts (title, axis titles, subplot titles,
+notes) inside the figure and apart, its legend entries apart and below the plot; once the lab
+is scrolled into view, the Train button, the status line and both live curves are on screen.
+Each view tab (Compare, Weights, Representations, Attribution, Post-training) is opened,
+measured and photographed.
 Throughout, no cell may raise and the page may log no console error, page error, failed request
 or HTTP error.
 Screenshots go to $TUNEKIT_SCREENSHOTS (default: the test's tmp dir).
@@ -68,8 +74,89 @@ JS_DRAWN = """() => {
 
 
 
+# Layout at a projector (issue 12): per visible figure, what does not fit. Texts: the title, axis
+# titles (text.xtitle, text.x2title, ...) and annotations (subplot titles, notes).
+JS_FIT = """() => {
+  const W = window.innerWidth, bad = [], figures = [];
+  const R = e => e.getBoundingClientRect();
+  const shown = e => { const r = R(e); return r.width > 0 && r.height > 0 && e.offsetParent !== null; };
+  const apart = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) <= 1 ||
+                          Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) <= 1;
+  const box = r => `${Math.round(r.left)},${Math.round(r.top)} ${Math.round(r.width)}x${Math.round(r.height)}`;
+  for (const p of document.querySelectorAll('.jp-OutputArea-output .js-plotly-plot')) {
+    if (!shown(p)) continue;
+    const t = (((p.layout && p.layout.title && (p.layout.title.text || p.layout.title)) || '') + '').slice(0, 40);
+    const r = R(p), cell = R(p.closest('.jp-OutputArea-output'));
+    const svg = p.querySelector('svg.main-svg'), s = svg ? R(svg) : r;
+    figures.push({title: t, width: Math.round(s.width), height: Math.round(s.height)});
+    for (const [what, q] of [['figure', r], ['drawing', s]]) {
+      if (q.left < cell.left - 1 || q.right > cell.right + 1)
+        bad.push(`${t}: ${what} ${box(q)} outside its cell (x ${Math.round(cell.left)}..${Math.round(cell.right)})`);
+      if (q.right > W + 1) bad.push(`${t}: ${what} ${box(q)} past the window's width ${W}`);
+    }
+    const texts = [...p.querySelectorAll('text[class$="title"], .annotation-text')].filter(e => shown(e) && e.textContent.trim());
+    for (const e of texts) {
+      const q = R(e);
+      if (q.left < s.left - 1 || q.right > s.right + 1 || q.top < s.top - 1 || q.bottom > s.bottom + 1)
+        bad.push(`${t}: text '${e.textContent.slice(0, 40)}' ${box(q)} cut by the figure ${box(s)}`);
+    }
+    for (let i = 0; i < texts.length; i++) for (let j = i + 1; j < texts.length; j++)
+      if (!apart(R(texts[i]), R(texts[j])))
+        bad.push(`${t}: '${texts[i].textContent.slice(0, 30)}' overlaps '${texts[j].textContent.slice(0, 30)}'`);
+    const entries = [...p.querySelectorAll('.legend .traces')].filter(shown);
+    for (let i = 0; i < entries.length; i++) for (let j = i + 1; j < entries.length; j++)
+      if (!apart(R(entries[i]), R(entries[j])))
+        bad.push(`${t}: legend entries '${entries[i].textContent}' and '${entries[j].textContent}' overlap`);
+    const legend = p.querySelector('.legend .bg');
+    if (legend && entries.length) {
+      const l = R(legend);
+      for (const d of p.querySelectorAll('.nsewdrag')) if (shown(d) && !apart(l, R(d)))
+        bad.push(`${t}: the legend ${box(l)} covers the plot ${box(R(d))}`);
+      for (const e of texts) if (!apart(l, R(e))) bad.push(`${t}: the legend covers '${e.textContent.slice(0, 30)}'`);
+      if (l.bottom > s.bottom + 1 || l.right > s.right + 1) bad.push(`${t}: the legend ${box(l)} is cut`);
+    }
+    const fonts = texts.map(e => parseFloat(getComputedStyle(e).fontSize)).filter(f => f < 14);
+    if (fonts.length) bad.push(`${t}: text under 14 px (${fonts.join(', ')})`);
+  }
+  return {bad, figures}; }"""
+
+# the lab scrolled into view (its top at the notebook's top): what of it is inside the window
+JS_LAB_TOP = """() => {
+  const lab = [...document.querySelectorAll('.jp-OutputArea-output')].find(o => [...o.querySelectorAll('h3')]
+                .some(h => h.textContent.includes('tunekit lab')));
+  if (!lab) return null;
+  lab.scrollIntoView({block: 'start'});
+  return true; }"""
+JS_LAB_FIT = """() => {
+  const H = window.innerHeight, W = window.innerWidth, R = e => e.getBoundingClientRect();
+  const inside = e => { if (!e) return false; const r = R(e);
+                        return r.width > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= H + 1 && r.right <= W + 1; };
+  const where = e => { if (!e) return null; const r = R(e); return [r.left, r.top, r.right, r.bottom].map(Math.round); };
+  const train = [...document.querySelectorAll('.jp-OutputArea-output .widget-button')].find(b => b.textContent.trim() === 'Train');
+  const status = (document.querySelector('.tunekit-status') || {}).parentElement;
+  const curves = [...document.querySelectorAll('.tunekit-curves .js-plotly-plot')];
+  const fb = document.querySelector('#filebrowser');
+  return {window: [W, H], train: inside(train), status: inside(status), curves: curves.map(inside),
+          where: {train: where(train), status: where(status), curves: curves.map(where)},
+          file_browser: fb ? Math.round(R(fb).width) : 0}; }"""
+# the open view tab: its status line and how many figures it shows
+JS_VIEW = """() => {
+  const shown = e => e.offsetParent !== null && e.getBoundingClientRect().width > 0;
+  const status = [...document.querySelectorAll('.tunekit-view-status')].filter(shown).map(e => e.textContent).join(' | ');
+  const figs = [...document.querySelectorAll('.jp-OutputArea-output .js-plotly-plot')]
+                 .filter(e => shown(e) && !e.closest('.tunekit-curves') && e.querySelector('svg.main-svg')).length;
+  return {status, figures: figs}; }"""
+VIEW_TABS = ("Compare", "Weights", "Representations", "Attribution")
+
+
+def _lab_curve(d: dict, start: str) -> dict:
+    """The lab's live curve whose title starts with ``start`` (titles are wrapped and carry n)."""
+    return next((v for t, v in d.items() if t.startswith(start) and isinstance(v, dict)), {})
+
+
 def _curves_drawn(d: dict) -> bool:
-    return d.get("training loss", {}).get("lines", 0) >= 1 and d.get("validation accuracy", {}).get("points", 0) >= 1
+    return _lab_curve(d, "training loss").get("lines", 0) >= 1 and \
+        _lab_curve(d, "validation accuracy").get("points", 0) >= 1
 
 
 def _notebook_copy(tmp_path: Path, census: Path | None = None) -> Path:
@@ -108,7 +195,8 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
     shots.mkdir(parents=True, exist_ok=True)
     census_path = tmp_path / "census.json"
     nb = _notebook_copy(tmp_path, census=census_path)
-    args = Namespace(timeout=240, run_via="command")
+    args = Namespace(timeout=240, run_via="command", file_browser=True)
+    misfits: list[str] = []  # layout problems, by view (asserted at the end, after every screenshot)
     report: dict = {}
     problems: list[str] = []
     srv = jb.Server("lab", nb, nb.parent, sys.executable, args.timeout)
@@ -116,7 +204,7 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
         srv.start()
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, headless=True, args=jb.CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
             _watch(page, problems)
             page.goto(srv.url(), wait_until="domcontentloaded", timeout=args.timeout * 1000)
             jb.run_lab(page, args, report)
@@ -141,7 +229,44 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
             state = jb.poll(page, JS_STATE, lambda s: "completed" in s["status"] and s["rows"] == 1, 240,
                             "the first run to complete and appear in the runs table")
             jb.poll(page, JS_DRAWN, _curves_drawn, 60, "the loss line and the accuracy points")
-            page.screenshot(path=str(shots / "lab-trained.png"), full_page=True)
+            page.wait_for_timeout(1000)
+            assert page.evaluate(JS_LAB_TOP)
+            page.wait_for_timeout(500)
+            top = page.evaluate(JS_LAB_FIT)
+            page.screenshot(path=str(shots / "lab-trained.png"))
+            assert top["file_browser"] > 150, top  # the left sidebar is open, as a user has it
+            assert top["train"] and top["status"] and top["curves"] == [True, True], top
+            misfits += [f"lab: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+
+            for i, tab in enumerate(VIEW_TABS):  # each view of the one run: computed, measured, photographed
+                page.locator(".lm-TabBar-tab", has_text=tab).first.click()
+                seen_v: list = []
+
+                def view_done(v):
+                    seen_v.append(json.dumps(v))
+                    return ("Showing" in v["status"] or "Could not" in v["status"]) and v["figures"] > 0 \
+                        and len(seen_v) >= 6 and len(set(seen_v[-6:])) == 1
+                try:
+                    v = jb.poll(page, JS_VIEW, view_done, 150, f"the {tab} view")
+                except TimeoutError as e:  # say what the tab shows, photograph it, and go on to the next
+                    shown = page.evaluate("() => [...document.querySelectorAll('.widget-tab-contents > *, "
+                                          ".jupyter-widget-tab > .widget-box')].filter(e => e.offsetParent)"
+                                          ".map(e => e.innerText.slice(0, 300))")
+                    page.screenshot(path=str(shots / f"view-{i + 1}-{tab}-timeout.png"))
+                    misfits.append(f"{tab}: {e}; the tab shows {shown}")
+                    continue
+                assert "Could not" not in v["status"], (tab, v)
+                page.locator(".lm-TabBar-tab", has_text=tab).first.scroll_into_view_if_needed()
+                page.evaluate("() => { const t = [...document.querySelectorAll('.jupyter-widget-tab, .widget-tab')]"
+                              ".pop(); if (t) t.scrollIntoView({block: 'start'}); }")
+                page.wait_for_timeout(300)
+                page.screenshot(path=str(shots / f"view-{i + 1}-{tab}.png"))
+                figs = [f for f in page.locator(".jp-OutputArea-output .js-plotly-plot").all()
+                        if f.is_visible() and not f.evaluate("e => !!e.closest('.tunekit-curves')")]
+                for k, f in enumerate(figs):
+                    f.screenshot(path=str(shots / f"view-{i + 1}-{tab}-{k + 1}.png"))
+                misfits += [f"{tab}: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+            page.locator(".lm-TabBar-tab", has_text="Compare").first.click()
 
             _fill(page, "train examples", "4000")
             _fill(page, "epochs", "3")
@@ -152,20 +277,26 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
             state = jb.poll(page, JS_STATE, lambda s: "stopped" in s["status"] and s["rows"] == 2, 180,
                             "the stopped run to be recorded")
             assert "stopped" in state["table"]
-            page.screenshot(path=str(shots / "lab-stopped.png"), full_page=True)
+            page.screenshot(path=str(shots / "lab-stopped.png"))
 
             # the Post-training tab: prune the newest run at the default 50 %; the record joins the table
             page.locator(".lm-TabBar-tab", has_text="Post-training").first.click()
             outputs.get_by_role("button", name="Apply", exact=True).click()
             state = jb.poll(page, JS_STATE, lambda s: s["rows"] == 3 and "prune50" in s["table"], 240,
                             "the prune record to join the runs table")
-            page.screenshot(path=str(shots / "lab-post.png"), full_page=True)
+            page.wait_for_timeout(1000)
+            page.evaluate("() => { const t = [...document.querySelectorAll('.jupyter-widget-tab, .widget-tab')]"
+                          ".pop(); if (t) t.scrollIntoView({block: 'start'}); }")
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(shots / "view-5-Post-training.png"))
+            misfits += [f"Post-training: {b}" for b in page.evaluate(JS_FIT)["bad"]]
             ws = page.evaluate(jb.JS_WIDGET_STATE, jb.BAD_TEXTS)
             assert ws["error_widgets"] == 0 and not ws["bad"] and ws["errors"] == 0, ws
             browser.close()
     finally:
         srv.stop()
     assert not problems, problems
+    assert not misfits, misfits
     from tunekit.runs import list_runs
     statuses = sorted(r.status for r in list_runs(tmp_path / "runs"))
     assert statuses == ["completed", "completed", "stopped"]

@@ -72,6 +72,10 @@ def test_every_figure_follows_its_container_and_is_readable(runs, tmp_path):
     for name, fig in _figures(runs, tmp_path).items():
         lay = fig.layout
         assert lay.autosize is True and lay.width is None, name
+        assert lay.height, name  # else a FigureWidget drawn off screen falls back to 360 px
+        # a rotated y title of one line longer than the plot is cut: long ones are broken into lines
+        ytitle = lay.yaxis.title.text or ""
+        assert all(len(line) <= 40 for line in ytitle.split("<br>")), (name, ytitle)
         assert lay.font.size >= FONT >= 14, name
         assert lay.title.font.size is None or lay.title.font.size >= 14, name
         for a in lay.annotations:  # subplot titles, the chance note, the 'not plotted' notes

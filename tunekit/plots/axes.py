@@ -43,14 +43,15 @@ def eval_sizes(runs: Iterable[Run]) -> list[int]:
 
 def score_title(metric: str, sizes: Iterable[int] = (), chance: Optional[float] = None,
                 prefix: str = "validation ") -> str:
-    """``validation accuracy (n=300; one example = 0.0033)``, and where chance is drawn,
-    ``dashed: chance, 1 in 2 classes`` on a second line."""
+    """``validation accuracy<br>(n=300; one example = 0.0033)``, and where chance is drawn,
+    ``dashed: chance, 1 in 2 classes`` on a third line."""
     sizes = sorted(set(sizes))
     title = prefix + SCORES.get(metric, metric)
+    # each part on its own line: a rotated axis title longer than the plot's height is cut
     if len(sizes) == 1:
-        title += f" (n={sizes[0]:,}; one example = {1 / sizes[0]:.2g})"
+        title += f"<br>(n={sizes[0]:,}; one example = {1 / sizes[0]:.2g})"
     elif sizes:
-        title += f" (n={sizes[0]:,} to {sizes[-1]:,}; one example = {1 / sizes[-1]:.2g} to {1 / sizes[0]:.2g})"
+        title += f"<br>(n={sizes[0]:,} to {sizes[-1]:,}; one example = {1 / sizes[-1]:.2g} to {1 / sizes[0]:.2g})"
     if chance is not None:
         title += f"<br>dashed: chance, 1 in {round(1 / chance)} classes"
     return title
@@ -73,7 +74,7 @@ def score_axis(fig: go.Figure, metric: str = "accuracy", num_labels: Optional[in
         fig.add_hline(y=chance, line_dash="dash", line_color="#888", line_width=1, name=_CHANCE,
                       annotation={"text": f"chance {chance:.2g}", "name": _CHANCE,
                                   "font": {"size": FONT, "color": "#666"}},
-                      annotation_position="bottom right")
+                      annotation_position="top right")  # above the line: clear of the x tick labels
     return fig
 
 
@@ -114,23 +115,26 @@ def projector_layout(fig: go.Figure, height: Optional[int] = None, legend: bool 
     FigureWidget or an HTML page alike), text of at least :data:`FONT` px, the legend in rows
     below the plot (a long legend never squeezes the plot), the title wrapped at
     ``title_chars`` characters and margins that leave it room. Call it last (after
-    ``update_layout``); ``height`` in px (None: plotly's 450). Works on a FigureWidget."""
+    ``update_layout``); ``height`` in px (None: the figure's own, else 450). Works on a FigureWidget."""
     title = fig.layout.title.text or ""
     if title:
         title = wrap(title, title_chars)
     lines = title.count("<br>") + 1 if title else 0
     fig.update_layout(autosize=True, width=None, font={"size": FONT},
                       title={"text": title or None, "x": 0, "xanchor": "left", "xref": "paper",
-                             "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 8},
+                             # plotly lifts a title of several lines by half a line per extra line
+                             "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": 8 + 13 * max(0, lines - 1)},
                              "font": {"size": FONT + 4}},
                       margin={"l": 60, "r": 20, "t": 30 + 26 * lines, "b": 40, "autoexpand": True, **(margin or {})},
                       hoverlabel={"font": {"size": FONT}})
-    if height is not None:
-        fig.update_layout(height=height)
+    fig.update_yaxes(automargin=True)  # a y title of several lines widens the left margin
+    fig.update_xaxes(automargin=True)
+    # a height always: a FigureWidget drawn before it is on screen falls back to 360 px otherwise
+    fig.update_layout(height=height or fig.layout.height or 450)
     if legend:
         # below the x axis's ticks and title (about 60 px), in rows; the bottom margin grows with it
         plot_h = max(100, (fig.layout.height or 450) - fig.layout.margin.t - fig.layout.margin.b)
-        fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -min(0.6, 62 / plot_h),
+        fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -min(0.6, 76 / plot_h),
                                   "yanchor": "top",
                                   "yref": "paper", "font": {"size": FONT}, "title": {"side": "top left"}})
     for a in fig.layout.annotations:  # subplot titles and notes: never under FONT px

@@ -34,18 +34,18 @@ SMOOTH = 0.6
 
 
 CURVE_HEIGHT = 300
-"""px of each live curve; the two sit side by side, so that Train, the status line and both
-curves fit one 1280x800 screen with JupyterLab's file browser open. Each run beyond the first
+"""px of each live curve; the two sit side by side under Train and the status line, so that
+they fit one 1280x800 screen with JupyterLab's file browser open. Each run beyond the first
 adds a legend row (22 px), up to four."""
 
 # the two live curves share the right column's width; plotly follows its container (autosize)
 _CSS = ("<style>.tunekit-curves{width:100%;gap:4px}.tunekit-curves>*{flex:1 1 0;min-width:0;width:0}"
-        ".tunekit-lab-right{min-width:0}</style>")
+        ".tunekit-lab-right{min-width:0}.tunekit-lab-right .widget-html-content{white-space:normal}</style>")
 
 
 def _curve(title: str) -> go.FigureWidget:
     fig = go.FigureWidget(layout=dict(title=title, template="plotly_white", xaxis_title="step"))
-    return projector_layout(fig, height=CURVE_HEIGHT, title_chars=28, margin={"l": 56, "r": 10, "b": 40})
+    return projector_layout(fig, height=CURVE_HEIGHT, title_chars=40, margin={"l": 56, "r": 10, "b": 40})
 
 
 def clock(seconds: float) -> str:
@@ -136,15 +136,18 @@ class Lab(W.VBox):
         self.curve_redraws = 0  # stuck figures replaced so far (see redraw_stale_curves)
         self.header = W.HTML()
         self._describe()
-        self._left = left = W.VBox([self.diagram, self.controls], layout=W.Layout(width="340px", flex="0 0 340px"))
+        # Train, the status line and both curves side by side first (one 1280x800 screen with the
+        # file browser open holds them), then the model diagram and the strategy's controls side by side
+        self._left = left = W.HBox([self.diagram, self.controls], layout=W.Layout(flex_flow="row wrap",
+                                                                                  gap="16px"))
         self._curves = W.HBox([self.loss_fig, self.acc_fig])
         self._curves.add_class("tunekit-curves")
         right = W.VBox([W.HBox([self.train_button, self.stop_button, self.progress, self.progress_w],
                                layout=W.Layout(flex_flow="row wrap")), self.status_w,
-                        self._curves], layout=W.Layout(flex="1 1 0", min_width="0"))
+                        self._curves], layout=W.Layout(width="100%", min_width="0"))
         right.add_class("tunekit-lab-right")
         super().__init__([W.HTML(_CSS + "<h3>tunekit lab</h3>"), W.HBox([self.model_w, self.data_w]), self.header,
-                          W.HBox([left, right]), self.runs])
+                          right, left, self.runs])
         self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
         self._follow(self.controls)
 
@@ -375,9 +378,11 @@ class Lab(W.VBox):
                 plots.score_axis(self.acc_fig, self.metric.key, num_labels=len(self.data.label_names), n=n)
                 # a narrow chart: the evaluation-set size goes to the title, the axis keeps a short name
                 title = score_title(self.metric.key, [n] if isinstance(n, int) else [])
-                self.acc_fig.layout.title.text = wrap(title, 28)
+                self.acc_fig.layout.title.text = wrap(title, 30)
                 self.acc_fig.layout.yaxis.title.text = f"{self.metric.title} (dashed: chance)"
-                self.acc_fig.layout.margin.t = 30 + 26 * (self.acc_fig.layout.title.text.count("<br>") + 1)
+                lines = self.acc_fig.layout.title.text.count("<br>") + 1
+                self.acc_fig.layout.margin.t = 30 + 26 * lines
+                self.acc_fig.layout.title.pad.t = 8 + 13 * (lines - 1)  # as projector_layout places it
 
     def _on_step(self, ev) -> None:
         step = ev.payload["step"]
