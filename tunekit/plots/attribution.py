@@ -244,7 +244,7 @@ def attribution_view(attributions: Any, difference: bool = False, normalize: str
         t = str(text)
         title += f"<br><span style='font-size:{FONT}px'>{html.escape(t if len(t) <= 70 else t[:67] + '...')}</span>"
     fig.update_layout(
-        title={"text": title}, template="plotly_white", height=170 + 40 * len(recs),
+        title={"text": title}, template="plotly_white", height=230 + 44 * len(recs),
         xaxis={"tickmode": "array", "tickvals": list(range(width)), "ticktext": [html.escape(t) for t in ticks],
                "tickangle": -45, "title": {"text": "token"}},
         yaxis={"tickmode": "array", "tickvals": list(range(len(recs))), "ticktext": ylabels,

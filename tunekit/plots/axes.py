@@ -132,8 +132,15 @@ def projector_layout(fig: go.Figure, height: Optional[int] = None, legend: bool 
     # a height always: a FigureWidget drawn before it is on screen falls back to 360 px otherwise
     fig.update_layout(height=height or fig.layout.height or 450)
     if legend:
-        # below the x axis's ticks and title (about 60 px), in rows; the bottom margin grows with it
-        plot_h = max(100, (fig.layout.height or 450) - fig.layout.margin.t - fig.layout.margin.b)
+        # below the x axis's ticks and title (about 76 px), in rows: the figure grows by the rows it
+        # needs (entries of ~8 px a character in ~700 px), so the plot keeps its height
+        names = [str(t.name or "") for t in fig.data if t.showlegend is not False and t.name]
+        per_row = max(1, 700 // (8 * max((len(n) for n in names), default=10) + 50))
+        rows = -(-len(names) // per_row) if len(names) > 1 else 0
+        if rows:
+            extra = 24 * rows + (26 if fig.layout.legend.title.text else 0)
+            fig.update_layout(height=fig.layout.height + extra, margin={"b": fig.layout.margin.b + 76 + extra})
+        plot_h = max(100, fig.layout.height - fig.layout.margin.t - fig.layout.margin.b)
         fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -min(0.6, 76 / plot_h),
                                   "yanchor": "top",
                                   "yref": "paper", "font": {"size": FONT}, "title": {"side": "top left"}})

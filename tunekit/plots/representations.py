@@ -148,4 +148,4 @@ def pca_scatter(df: pd.DataFrame, columns: int = 2, colors: Optional[dict] = Non
         a.font.size = FONT
     title_lines = wrap(fig.layout.title.text, 60).count("<br>") + 1
     top = 30 + 26 * title_lines + 20 * lines
-    return projector_layout(fig, height=height + top + 140, margin={"t": top, "b": 140})
+    return projector_layout(fig, height=height + top + 40, margin={"t": top, "b": 40})
