@@ -42,9 +42,8 @@ PARETO_X = {"trainable_params": "trainable parameters", "peak_memory_mb": "train
             "nonzero_params": "non-zero parameters", "size_mb": "size on disk (MB)",
             "latency_ms": "CPU latency per batch (ms)"}
 MEMORY_KINDS = {  # summary["memory_kind"] -> what the figure is; process RSS is never shown
-    "measured_tensors": "training memory per run (MB; weights + gradients + optimizer state + activations, "
-                        "measured)",
-    "cuda_max_allocated": "peak GPU memory allocated per run (MB; torch.cuda.max_memory_allocated)",
+    "measured_tensors": "training memory per run (MB, measured:<br>weights + gradients + optimizer + activations)",
+    "cuda_max_allocated": "peak GPU memory allocated per run (MB, measured:<br>torch.cuda.max_memory_allocated)",
 }
 _DASH = {"completed": "solid", "running": "dot", "stopped": "dash", "failed": "dashdot", "crashed": "dashdot"}
 
@@ -319,7 +318,7 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
     if x == "peak_memory_mb":
         kinds = {r.get("memory_kind") for r in dicts if _memory(r) is not None}
         x_title = MEMORY_KINDS[kinds.pop()] if len(kinds) == 1 else "memory per run (MB)" if not kinds else \
-            "memory per run (MB; measured differently across runs: tensors measured, or CUDA's peak)"
+            "memory per run (MB; measured differently across runs:<br>tensors measured, or CUDA's peak)"
     fig.update_layout(title=f"{metric.title[0].upper() + metric.title[1:]} vs {PARETO_X[x]}"
                             + ("" if metric.higher_is_better else " (lower is better)"),
                       xaxis_title=x_title + (" (log scale)" if log_x else ""),

@@ -43,6 +43,17 @@ _CSS = ("<style>.tunekit-curves{width:100%;gap:4px}.tunekit-curves>*{flex:1 1 0;
         ".tunekit-lab-right{min-width:0}.tunekit-lab-right .widget-html-content{white-space:normal}</style>")
 
 
+def _legend_rows(fig: go.FigureWidget, runs: int) -> None:
+    """The legend at the figure's bottom edge, one row per run (a run's name in words takes a
+    row of a half-width chart), the x axis and its title above it: the legend never covers
+    them, and each run beyond the first adds a row, up to four."""
+    rows = min(max(runs, 1), 4)
+    fig.layout.height = CURVE_HEIGHT + 22 * (rows - 1)
+    fig.layout.margin.b = 64 + 22 * rows
+    legend = fig.layout.legend  # (called inside the caller's batch_update: one message)
+    legend.yref, legend.y, legend.yanchor, legend.orientation = "container", 0, "bottom", "h"
+
+
 def _curve(title: str) -> go.FigureWidget:
     fig = go.FigureWidget(layout=dict(title=title, template="plotly_white", xaxis_title="step"))
     return projector_layout(fig, height=CURVE_HEIGHT, title_chars=40, margin={"l": 56, "r": 10, "b": 40})
@@ -331,14 +342,14 @@ class Lab(W.VBox):
         color = colorway[n % len(colorway)]
         self.redraw_stale_curves()
         with self._curve_lock:
-            for fig in (self.loss_fig, self.acc_fig):  # room for one more legend row, up to four
-                fig.layout.height = CURVE_HEIGHT + 22 * min(n, 3)
             with self.loss_fig.batch_update():  # the raw loss faint behind its smoothed line, as in Compare
+                _legend_rows(self.loss_fig, n + 1)
                 self.loss_fig.add_scatter(x=[], y=[], mode="lines", name=label, legendgroup=label, showlegend=False,
                                           opacity=0.25, hoverinfo="skip", line={"color": color, "width": 1})
                 self.loss_fig.add_scatter(x=[], y=[], mode="lines", name=label, legendgroup=label,
                                           line={"color": color, "width": 2})
             with self.acc_fig.batch_update():
+                _legend_rows(self.acc_fig, n + 1)
                 self.acc_fig.add_scatter(x=[], y=[], mode="lines+markers", name=label, line={"color": color})
             self._sent(self.loss_fig)
             self._sent(self.acc_fig)
