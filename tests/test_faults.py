@@ -384,7 +384,8 @@ sys.addaudithook(_audit)
 def test_listing_and_the_runs_table_read_only_config_and_summary(tmp_path, small):
     """Every file the listing, the comparison table and the lab's runs panel open, seen by an
     audit hook: config.json and summary.json once per record, nothing else; metrics.jsonl
-    only for the record marked running by a process that is gone (its last step)."""
+    only for the record marked running by a process that is gone (its last step), and for
+    the runs the panel selects (at most four: its Compare tab draws their curves)."""
     global _OPENED
     from tunekit.report import formatted_table
     from tunekit.widgets.views import RunsPanel
@@ -405,14 +406,22 @@ def test_listing_and_the_runs_table_read_only_config_and_summary(tmp_path, small
         runs = tk.list_runs(tmp_path)
         listed = list(_OPENED)
         table = formatted_table(runs)
-        RunsPanel(str(tmp_path), small).refresh()
+        panel = RunsPanel(str(tmp_path), small)
+        panel.refresh()
+        for _ in range(600):  # the Compare view computes in a thread
+            if panel.state["Compare"] != "computing":
+                break
+            time.sleep(0.05)
     finally:
         opened, _OPENED = _OPENED, None
+    drawn = set(panel.select.value)
+    assert len(drawn) <= 4
     assert len(runs) == len(table) == 6
     assert {r.name: r.status for r in runs}["crashed"] == "crashed"
     names = [Path(p).relative_to(tmp_path).as_posix() for p in opened if Path(p).is_relative_to(tmp_path)]
     assert sorted(set(names)) == sorted({f"{d}/{f}" for d in ("r0", "r1", "r2", "r3", "r4", "crashed")
-                                         for f in ("config.json", "summary.json")} | {"crashed/metrics.jsonl"})
+                                         for f in ("config.json", "summary.json")} | {"crashed/metrics.jsonl"}
+                                        | {f"{d}/metrics.jsonl" for d in drawn})
     listed = [Path(p).relative_to(tmp_path).as_posix() for p in listed if Path(p).is_relative_to(tmp_path)]
     assert sorted(n for n in listed if n.endswith("summary.json")) == sorted(f"{d}/summary.json" for d in
                                                                              ("r0", "r1", "r2", "r3", "r4", "crashed"))
