@@ -9,7 +9,8 @@ figure inside its output cell and the window, its texts (title, axis titles, sub
 notes) inside the figure and apart, its legend entries apart and below the plot; once the lab
 is scrolled into view, the Train button, the status line and both live curves are on screen.
 Each view tab (Compare, Weights, Representations, Attribution, Post-training) is opened,
-measured and photographed.
+measured and photographed; every figure must be drawn at the width of its place (plotly's
+FigureWidget alone draws at 700 px whatever its place: tunekit.widgets.sizer).
 Throughout, no cell may raise and the page may log no console error, page error, failed request
 or HTTP error.
 Screenshots go to $TUNEKIT_SCREENSHOTS (default: the test's tmp dir).
@@ -42,10 +43,12 @@ _all = list(_tree(lab))
 with open({path!r}, "w") as _f:
     _json.dump({{"widgets": len(_all), "figures": sum(type(w).__name__ == "FigureWidget" for w in _all),
                 "buttons": sorted(w.description for w in _all if isinstance(w, _W.Button))}}, _f)"""
-# ipywidgets' views carry .jupyter-widgets; a plotly FigureWidget (an anywidget) is a .js-plotly-plot
+# ipywidgets' views carry .jupyter-widgets; a plotly FigureWidget (an anywidget) is a .js-plotly-plot, and
+# tunekit's FitFigures (an anywidget too) a .tunekit-fit-figures
 JS_VIEWS = """() => {
   const q = s => [...document.querySelectorAll('.jp-OutputArea-output ' + s)];
-  return {views: q('.jupyter-widgets').length + q('.js-plotly-plot').length, figures: q('.js-plotly-plot').length,
+  return {views: q('.jupyter-widgets').length + q('.js-plotly-plot').length + q('.tunekit-fit-figures').length,
+          figures: q('.js-plotly-plot').length,
           buttons: q('.widget-button').map(b => b.textContent.trim())}; }"""
 
 JS_LOSS_POINTS = """() => {
@@ -89,6 +92,8 @@ JS_FIT = """() => {
     const r = R(p), cell = R(p.closest('.jp-OutputArea-output'));
     const svg = p.querySelector('svg.main-svg'), s = svg ? R(svg) : r;
     figures.push({title: t, width: Math.round(s.width), height: Math.round(s.height)});
+    // drawn at its place's width: not wider (plotly's 700 px fallback, cut off), not narrower (half empty)
+    if (Math.abs(s.width - r.width) > 2) bad.push(`${t}: drawn ${Math.round(s.width)} px wide in a place ${Math.round(r.width)} px wide`);
     for (const [what, q] of [['figure', r], ['drawing', s]]) {
       if (q.left < cell.left - 1 || q.right > cell.right + 1)
         bad.push(`${t}: ${what} ${box(q)} outside its cell (x ${Math.round(cell.left)}..${Math.round(cell.right)})`);

@@ -4,6 +4,7 @@ and subplot titles that never overlap. No browser: the layout dicts are read."""
 from __future__ import annotations
 
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 
 from tunekit import plots
@@ -62,10 +63,36 @@ def _figures(runs, tmp_path):
         "sparsity_curve": sparsity_curve(_prunes(tmp_path / "runs", runs[1])),
         "forgetting_map": forgetting_map(forget),
         "attribution_view": attribution_view([att, {**att, "run": "full", "label": "full"}]),
+        **_weight_figures(),
     }
 
 
-LEGEND_FREE = {"forgetting_map", "attribution_view"}  # text labels / a colour bar instead of a legend
+def _weight_frame(n_runs: int = 4) -> pd.DataFrame:
+    """inspect.weight_change's columns: every block x module, and the parts outside the blocks, per run."""
+    rows = []
+    for r in range(n_runs):
+        for b in range(6):
+            for k, m in enumerate(("query", "key", "value", "attn_out", "attn_norm", "intermediate", "output",
+                                   "out_norm")):
+                rows.append(dict(run=f"run{r}", label=f"{LONG} #{r}", group=f"block.{b}", block=b, module=m,
+                                 name=f"bert.encoder.layer.{b}.{m}.weight", rel_change=0.001 * (b + k + r),
+                                 delta_norm=0.01 * (b + k)))
+        for g in ("embeddings", "head"):
+            rows.append(dict(run=f"run{r}", label=f"{LONG} #{r}", group=g, block=None, module=g, name=f"{g}.weight",
+                             rel_change=0.01 * r, delta_norm=0.1))
+    return pd.DataFrame(rows)
+
+
+def _weight_figures() -> dict:
+    wc = _weight_frame()
+    table = wc[wc["block"].notna()].assign(effective_rank=3.0)
+    return {"weight_change_heatmap": plots.weight_change_heatmap(wc),
+            "weight_change_difference": plots.weight_change_difference(wc, "run1", "run0"),
+            "head_change_bar": plots.head_change_bar(wc), "rank_by_block": plots.rank_by_block(table)}
+
+
+LEGEND_FREE = {"forgetting_map", "attribution_view", "weight_change_heatmap",  # text labels / a colour bar
+               "weight_change_difference"}  # instead of a legend
 
 
 def test_every_figure_follows_its_container_and_is_readable(runs, tmp_path):
@@ -88,6 +115,28 @@ def test_every_figure_follows_its_container_and_is_readable(runs, tmp_path):
         limit = 200 if name == "attribution_view" else 60
         assert all(len(line) <= limit or " " not in line for line in lines), (name, title)
         assert lay.margin.t >= 26 * len(lines), (name, lay.margin.t, title)
+
+
+def test_every_figure_is_tagged_with_its_kind_so_its_caption_never_hangs_on_its_title(runs, tmp_path):
+    from tunekit.plots import captions
+    for name, fig in _figures(runs, tmp_path).items():
+        kind = name.split(" (")[0]
+        assert fig.layout.meta["tunekit_kind"] == kind, name
+        fig.layout.title.text = "a title the plot function never gave it"  # a later rename keeps the caption
+        assert captions.caption_for(fig) == captions.caption(kind) != "", name
+        assert captions.caption_for(go.FigureWidget(fig)) == captions.caption(kind), name
+
+
+def test_the_weight_maps_name_the_parts_of_a_block_in_words_and_wrap_their_panel_titles():
+    wc = _weight_frame(4)
+    heat = plots.weight_change_heatmap(wc)
+    assert list(heat.data[0].x) == ["query", "key", "value", "attention out", "attention norm", "MLP in",
+                                    "MLP out", "MLP norm"]
+    assert list(plots.weight_change_difference(wc, "run1", "run0").data[0].x) == list(heat.data[0].x)
+    panels = [a for a in heat.layout.annotations if a.yanchor == "bottom"]
+    assert len(panels) == 4 and all(len(line) <= 21 for a in panels for line in a.text.split("<br>"))
+    lines = max(a.text.count("<br>") + 1 for a in panels)  # the top margin holds the title and the panel titles
+    assert heat.layout.margin.t >= 30 + 26 + 22 * lines
 
 
 def test_wrap_breaks_at_spaces_and_keeps_breaks():

@@ -233,7 +233,7 @@ def test_cka_figure_has_one_line_per_run(runs, drift):
     assert len(fig.data) == len(runs)
     assert [t.name for t in fig.data] == [r.label for r in runs]
     assert list(fig.data[0].x) == [0, 1, 2]
-    assert list(fig.layout.xaxis.ticktext) == ["embeddings", "block.0", "block.1"]
+    assert list(fig.layout.xaxis.ticktext) == ["embeddings", "block 0", "block 1"]
     assert fig.layout.yaxis.range[0] == 0.0 and fig.layout.yaxis.range[1] >= 1.0
     assert len(cka_by_layer(drift, metric="debiased_cka").data) == len(runs)
     with pytest.raises(tk.ConfigError, match="metric"):

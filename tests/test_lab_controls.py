@@ -122,7 +122,7 @@ def test_train_is_disabled_while_invalid_and_an_old_error_goes(lab):
     assert lab.train_button.disabled and lab.train_button.tooltip == c.problem
     assert not lab.train() and "Not started: Nothing trains" in lab.status
     assert lab.progress.value == 0 and lab.progress_w.value == "", "the last run's progress goes with it"
-    assert lab.progress.layout.visibility == "hidden" and lab.status_w.layout.height == "3em"
+    assert lab.progress.layout.visibility == "hidden" and lab.status_w.layout.height == "2.8em"
     d.toggles["head"].value = True
     assert not lab.train_button.disabled and lab.status == "", "fixed: the refusal is gone"
     lab._say("Run failed: something", "error")
@@ -177,7 +177,7 @@ def test_live_curves_carry_the_run_name_and_colour_of_every_view(lab):
     lab.controls.kind_w.value = "probe"
     lab.train(wait=True)
     lab.train(wait=True)  # a look-alike: the names must still tell them apart
-    runs = [r for r, _ in lab._lab_runs]
+    runs = [r for r, _ in lab.live.runs]
     names = plots.display_names(runs)
     assert len(set(names.values())) == 2
     for i, run in enumerate(runs):
@@ -185,3 +185,55 @@ def test_live_curves_carry_the_run_name_and_colour_of_every_view(lab):
         assert lab.acc_fig.data[i].line.color == plots.run_color(run)
         assert {t.line.color for t in lab.loss_fig.data[2 * i:2 * i + 2]} == {plots.run_color(run)}
     assert "chance" in lab.acc_fig.layout.yaxis.title.text
+
+
+def test_a_run_has_its_colour_from_the_moment_train_is_pressed(lab, monkeypatch):
+    """The live curve starts in the colour of the number the record will get, under that number; the
+    name in words follows at train_start, and the legend under both curves says the same."""
+    from tunekit import plots
+    seen = {}
+    real_named = lab.live.named
+
+    def named(run):  # the provisional curve, as it was before the record existed
+        seen["name"], seen["color"] = lab.acc_fig.data[-1].name, lab.acc_fig.data[-1].line.color
+        real_named(run)
+    monkeypatch.setattr(lab.live, "named", named)
+    lab.controls.kind_w.value = "probe"
+    assert lab.train(wait=True)
+    run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
+    assert seen["color"] == plots.run_color(run) == lab.acc_fig.data[-1].line.color
+    assert seen["name"].startswith(f"#{run.config['number']} ")
+    name = plots.display_names([run])[run.name]
+    assert lab.acc_fig.data[-1].name == name and name.startswith(f"#{run.config['number']} probe")
+    assert name in lab.status and run.name not in lab.status  # the status line names it as every view does
+    legend = lab.live.legend.value
+    assert name in legend and f"background:{plots.run_color(run)}" in legend
+
+
+def test_empty_live_curves_say_what_will_appear_instead_of_empty_axes(lab):
+    for fig in (lab.loss_fig, lab.acc_fig):
+        assert not fig.data and "appears here" in fig.layout.annotations[0].text
+        assert fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
+    lab.controls.train_size.value = 32
+    assert lab.train(wait=True)
+    for fig in (lab.loss_fig, lab.acc_fig):
+        assert fig.layout.xaxis.visible and fig.layout.yaxis.visible
+        assert not any("appears here" in (a.text or "") for a in fig.layout.annotations)
+
+
+def test_figures_follow_their_container(lab, tiny_dir, small, tmp_path):
+    """plotly's FigureWidget draws at its element's width once, when made (700 px off the page): the
+    lab's and the views' figures are responsive, and a FitFigures in the lab and in the runs panel
+    tells them when their cell changes size (the real-browser test measures the result)."""
+    from tunekit.widgets.sizer import FitFigures
+    from tunekit.widgets.views import _as_widget
+
+    def tree(w):
+        yield w
+        for c in getattr(w, "children", ()):
+            yield from tree(c)
+    assert sum(isinstance(w, FitFigures) for w in tree(lab)) == 2  # the lab's, the runs panel's (shown alone too)
+    assert sum(isinstance(w, FitFigures) for w in tree(lab.runs)) == 1
+    assert lab.loss_fig._config["responsive"] and lab.acc_fig._config["responsive"]
+    assert _as_widget(tk.plots.training_curves([]))._config["responsive"]
+    assert "ResizeObserver" in FitFigures._esm and "resize" in FitFigures._esm

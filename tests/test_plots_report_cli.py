@@ -5,6 +5,8 @@ Figures and the report are tested on synthetic run records written with RunWrite
 """
 from __future__ import annotations
 
+import re
+
 import subprocess
 import sys
 
@@ -102,7 +104,7 @@ def test_colours_consistent_and_failed_runs_marked(three):
         assert colours == [plots.run_color(r) for r in three] and len(set(colours)) == 3  # three records in a row
     curve = by_fig[0].data
     assert [t.line.dash for t in curve] == ["solid", "solid", "dash"]
-    assert curve[2].name == "full · 32 ex · 1 ep [stopped]" and curve[0].name == "probe · 32 ex · 1 ep"
+    assert curve[2].name == "#3 full · 32 ex · 1 ep [stopped]" and curve[0].name == "#1 probe · 32 ex · 1 ep"
     assert by_fig[2].data[2].marker.symbol == "circle-open"
 
 
@@ -110,17 +112,17 @@ def test_legend_tells_apart_runs_that_look_alike(tmp_path):
     runs = [make_run(tmp_path, "lora-a", "lora-r8"), make_run(tmp_path, "lora-b", "lora-r8"),
             make_run(tmp_path, "full", "full")]
     names = [t.name for t in plots.eval_curves(runs).data]  # #k: the k-th record of the folder
-    assert names == ["LoRA r8 · 32 ex · 1 ep #1", "LoRA r8 · 32 ex · 1 ep #2", "full · 32 ex · 1 ep"]
+    assert names == ["#1 LoRA r8 · 32 ex · 1 ep", "#2 LoRA r8 · 32 ex · 1 ep", "#3 full · 32 ex · 1 ep"]
 
 
 def test_runs_without_steps_do_not_crash(three, empty):
     runs = three + [empty]
     fig = plots.training_curves(runs)
     assert len(fig.data) == 8 and list(fig.data[-1].x) == []
-    assert fig.data[-1].name == "full · 32 ex · 1 ep #4 [failed]"  # full-1 is #3: the 3rd record of the folder
+    assert fig.data[-1].name == "#4 full · 32 ex · 1 ep [failed]"  # full-1 is #3: the 3rd record of the folder
     assert len(plots.eval_curves(runs).data) == 4
     fig = plots.pareto(runs)
-    assert "full · 32 ex · 1 ep #4 [failed]" in fig.layout.annotations[0].text  # listed, not plotted
+    assert "#4 full · 32 ex · 1 ep [failed]" in fig.layout.annotations[0].text  # listed, not plotted
     assert plots.comparison_table(runs)["accuracy"].isna().tolist() == [False, False, False, True]
     assert len(plots.training_curves([empty]).data) == 2
     assert len(plots.pareto([]).data) == 0 and len(plots.training_curves([]).data) == 0
@@ -131,7 +133,7 @@ def test_comparison_table(three):
     assert list(df.columns) == ["run", "strategy", "rank", "alpha", "lr", "epochs", "train examples", "batch size",
                                 "seed", "accuracy", "macro-F1", "trainable params", "trainable %", "wall time s",
                                 "samples/s", "memory MB", "status", "record"]
-    assert df["run"].tolist() == ["probe · 32 ex · 1 ep", "LoRA r8 · 32 ex · 1 ep", "full · 32 ex · 1 ep"]
+    assert df["run"].tolist() == ["#1 probe · 32 ex · 1 ep", "#2 LoRA r8 · 32 ex · 1 ep", "#3 full · 32 ex · 1 ep"]
     assert df["record"].tolist() == ["probe-1", "lora-1", "full-1"]
     assert df["strategy"].tolist() == ["probe", "lora-r8", "full"]
     assert df["rank"].tolist()[1] == 8 and df["train examples"].tolist() == [32, 32, 32]
@@ -242,7 +244,7 @@ def test_cli_compare_end_to_end(tiny_dir, tmp_path, capsys):
     assert text.count("Plotly.newPlot(") == 13
     for heading in ("Weight change per module", "Representation drift", "Token attributions"):
         assert f"<h2>{heading}" in text
-    assert "minus LoRA r2 α4 · 32 ex · 1 ep</h2>" in text  # the instruments name runs as every view does
+    assert re.search(r"minus #\d LoRA r2 α4 · 32 ex · 1 ep</h2>", text)  # the instruments name runs as every view does
     assert "<h2>Spectrum of one update (block 1 · " in text  # a matrix in words, not its parameter path
 
     assert main(["runs", "--runs-dir", str(runs_dir)]) == 0

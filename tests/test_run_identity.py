@@ -87,25 +87,49 @@ def test_old_records_get_a_sensible_name(tmp_path):
     orphan = record(tmp_path, "pruned", {"name": "prune", "method": "magnitude", "sparsity": 0.3},
                     kind="prune", parent={"name": "gone-run", "path": str(tmp_path / "gone-run")})
     assert orphan.display_name == "gone-run → prune 30 %"  # its parent's record is gone: by its name
-    assert plots.comparison_table([Run(bare.path), Run(nothing.path)])["run"].tolist() == ["LoRA r8", "?"]
+    assert plots.comparison_table([Run(bare.path), Run(nothing.path)])["run"].tolist() == ["#1 LoRA r8", "#2 ?"]
 
 
-def test_look_alikes_are_told_apart_the_same_way_in_every_selection(tmp_path):
+def test_a_run_has_one_name_whichever_runs_are_shown_beside_it(tmp_path):
     d = tmp_path / "runs"
     a = record(d, "a", LORA8, label="lora-r8")
     b = record(d, "b", LORA8, label="lora-r8")
-    c = record(d, "c", LORA8, label="lora-r8", lr=1e-4)
-    names = plots.display_names([a, b, c])  # what differs, then the place in the folder
-    assert names == {"a": "LoRA r8 α16 · 200 ex · 1 ep · lr default #1",
-                     "b": "LoRA r8 α16 · 200 ex · 1 ep · lr default #2",
-                     "c": "LoRA r8 α16 · 200 ex · 1 ep · lr 0.0001"}
-    assert plots.display_names([b, a]) == {"a": "LoRA r8 α16 · 200 ex · 1 ep #1",  # by the records' places,
-                                           "b": "LoRA r8 α16 · 200 ex · 1 ep #2"}  # not the list order
-    assert plots.display_names([b]) == {"b": "LoRA r8 α16 · 200 ex · 1 ep"}  # alone: nothing to tell apart
-    assert len(set(plots.display_names([a, b, c]).values())) == 3
+    c = record(d, "c", LORA8, label="lora-r8", lr=1e-4, seed=3, batch=8)
+    names = plots.display_names([a, b, c])  # its number in the folder, then what it is, and what was asked
+    assert names == {"a": "#1 LoRA r8 α16 · 200 ex · 1 ep", "b": "#2 LoRA r8 α16 · 200 ex · 1 ep",
+                     "c": "#3 LoRA r8 α16 · 200 ex · 1 ep · lr 0.0001 · batch 8 · seed 3"}
+    for chosen in ([b, a], [b], [c, a], [a, b, c][::-1]):  # the same name in every selection
+        assert plots.display_names(chosen) == {r.name: names[r.name] for r in chosen}
     fig = plots.eval_curves([c, b, a])
     assert [t.name for t in fig.data] == [names[r.name] for r in (c, b, a)]
     assert plots.comparison_table([a, b, c])["run"].tolist() == [names[r.name] for r in (a, b, c)]
+    assert [Run(r.path).config["number"] for r in (a, b, c)] == [1, 2, 3]  # kept in the record
+
+
+def test_a_number_is_never_moved_by_deleting_a_record(tmp_path):
+    import shutil
+    d = tmp_path / "runs"
+    a, b, c = (record(d, n, LORA8, label="lora-r8") for n in "abc")
+    colour = plots.run_color(c)
+    shutil.rmtree(a.path)  # the oldest record goes: the others keep their number and colour
+    assert plots.display_names([Run(b.path), Run(c.path)]) == {"b": "#2 LoRA r8 α16 · 200 ex · 1 ep",
+                                                               "c": "#3 LoRA r8 α16 · 200 ex · 1 ep"}
+    assert plots.run_color(Run(c.path)) == colour
+    assert plots.next_number(d) == 4 and Run(record(d, "d", LORA4, label="lora-r4").path).config["number"] == 4
+
+
+def test_old_records_without_a_number_get_their_place(tmp_path):
+    import json
+    d = tmp_path / "runs"
+    old = [record(d, n, LORA8, label="lora-r8") for n in ("old-a", "old-b")]
+    for r in old:  # as records made before numbers were kept
+        config = json.loads((r.path / "config.json").read_text())
+        del config["number"]
+        (r.path / "config.json").write_text(json.dumps(config))
+    new = record(d, "new", LORA4, label="lora-r4")  # after the old ones, whatever they are
+    assert plots.display_names([Run(p.path) for p in (*old, new)]) == {
+        "old-a": "#1 LoRA r8 α16 · 200 ex · 1 ep", "old-b": "#2 LoRA r8 α16 · 200 ex · 1 ep",
+        "new": "#3 LoRA r4 α8 · 200 ex · 1 ep"}
 
 
 # ----- colours ----------------------------------------------------------------------------------------
@@ -122,6 +146,8 @@ def test_a_run_keeps_its_colour_across_selections(five):
     later = record(five[0].path.parent, "a-later-run", {"name": "full"})  # a new run changes no old colour
     assert {r.name: plots.run_color(r) for r in five} == own
     assert plots.run_color(later) not in (own[five[-1].name],)  # and differs from the run made just before
+    assert len(set(plots.PALETTE)) == len(plots.PALETTE) == 18  # eighteen runs in a row, eighteen colours
+    assert [plots.color_of(n) for n in (1, 18, 19)] == [plots.PALETTE[0], plots.PALETTE[17], plots.PALETTE[0]]
 
 
 def test_the_views_draw_each_run_in_its_colour(five, small):
@@ -174,7 +200,7 @@ def test_the_runs_table_has_settings_swatches_and_aligned_headers(five):
             side = "left" if name in ("run", "strategy", "status", "record") else "right"
             assert f"text-align:{side}" in h_style and f"text-align:{side}" in c_style, name
     cell = {name: [row[i][2] for row in body] for i, name in enumerate(columns)}
-    assert cell["run"] == [r.display_name for r in five]
+    assert cell["run"] == [plots.display_names(five)[r.name] for r in five]
     assert cell["rank"] == ["8", "8", "-", "-", "4"] and cell["alpha"] == ["16", "16", "-", "-", "8"]
     assert cell["train examples"] == ["200", "500", "200", "500", "200"] and cell["epochs"][1] == "2"
     assert page.swatches == [plots.run_color(r) for r in five]
@@ -250,6 +276,6 @@ def test_real_runs(tiny, small, fast):
     panel = RunsPanel(fast["runs_dir"], small)
     bars = panel._view_weights([probe, lora])[1]  # the change outside the blocks, one bar per run
     assert [t.marker.color for t in bars.data] == [plots.run_color(probe), plots.run_color(lora)]
-    assert [t.name for t in bars.data] == [probe.display_name, lora.display_name]
+    assert [t.name for t in bars.data] == [plots.display_names([r])[r.name] for r in (probe, lora)]
     stacked = panel._view_attribution([lora, probe])[0]
     assert lora.display_name in stacked and probe.display_name in stacked

@@ -131,7 +131,8 @@ def test_parameter_names_in_words():
     p = captions.param_label
     assert p("bert.encoder.layer.5.attention.self.value.weight") == "block 5 · value"
     assert p("distilbert.transformer.layer.0.attention.q_lin.weight") == "block 0 · query"
-    assert p("model.layers.3.self_attn.o_proj.weight") == "block 3 · attn_out"
+    assert p("model.layers.3.self_attn.o_proj.weight") == "block 3 · attention out"
+    assert p("bert.encoder.layer.2.output.dense.weight") == "block 2 · MLP out"
     assert p("bert.embeddings.word_embeddings.weight") == "embeddings · word"
     assert p("classifier.weight") == "head"
     assert captions.share_in_words(-1.79e-06 / 0.267) == "0.00067 %"

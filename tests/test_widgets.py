@@ -83,7 +83,7 @@ def test_curve_updates_are_batched_and_none_is_lost(lab):
     assert "measured" in lab.controls.counts.value and f"{measured['total_mb']:,.1f} MB" in lab.controls.counts.value
     loss = lab.loss_fig.data[-1]
     assert list(loss.x) == list(range(1, 11)) and len(loss.y) == 10
-    assert lab.progress.value == 10 and not lab._pending
+    assert lab.progress.value == 10 and not lab.live._pending
     evals = len(lab.acc_fig.data[-1].x)
     # the run's name and colour, the first step, evaluations, the end
     assert 1 <= len(sends) <= evals + 3, f"{len(sends)} updates for 10 steps"
@@ -102,7 +102,7 @@ def test_a_displayed_curve_that_stops_acknowledging_is_redrawn(lab):
     time.sleep(0.01)
     assert lab.redraw_stale_curves() == ["loss_fig"] and lab.curve_redraws == 1
     assert lab.loss_fig is not loss and lab.acc_fig is acc
-    assert lab._curves.children == (lab.loss_fig, acc)
+    assert lab.live.box.children == (lab.loss_fig, acc)
     assert list(lab.loss_fig.data[-1].x) == list(loss.data[-1].x) == [1, 2]
     assert lab.loss_fig.layout.title.text.startswith("training loss")
     assert lab.redraw_stale_curves() == [], "the new figure has no view yet"

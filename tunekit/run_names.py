@@ -1,17 +1,28 @@
-"""A run record's name in words, for people: "LoRA r8 α16 · 200 ex · 1 ep", "probe · 64 ex ·
-1 ep", "full · 500 ex · 2 ep → prune 50 %". Read from the record's config only (no torch), and
-sensible for old records that kept only a strategy label. :func:`tunekit.plots.display_names`
-tells apart runs shown together that share one."""
+"""Who a run record is, for people: its number in its runs folder and its name in words.
+
+A record's **number** (``#3``) is fixed when it is made: one more than the highest number in
+its runs folder (``config.json`` ``"number"``), so it never changes, whatever is deleted or
+shown beside it. Records made before numbers were kept get their place in the folder instead
+(by the time their ``config.json`` was written, then by name).
+
+A record's **name in words**: "LoRA r8 α16 · 200 ex · 1 ep", "probe · 64 ex · 1 ep · lr 0.01",
+"full · 500 ex · 2 ep → prune 50 %": the strategy and its settings, the examples, the epochs,
+and any learning rate, batch size or seed that was asked for instead of the default. Read from
+the record's config only (no torch), and sensible for old records that kept only a label.
+"""
 from __future__ import annotations
 
+import json
+import os
 import re
+from typing import Optional
 
 
 def _num(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def _strategy_words(config: dict) -> str:
+def strategy_words(config: dict) -> str:
     """The strategy of a training record in words: ``LoRA r8 α16``, ``probe``, ``freeze (top 2
     blocks)``, ``LP-FT``, ``QAT int8``; unknown ones by their recorded label."""
     st = config.get("strategy") or {}
@@ -66,6 +77,23 @@ def _operation_words(config: dict) -> str:
     return label
 
 
+def _asked(config: dict) -> list[str]:
+    """The settings asked for instead of their defaults (a learning rate, batch size, seed)."""
+    train = config.get("train") or {}
+    lr = train.get("lr")
+    phases = config.get("phases") or []
+    if phases and phases[-1].get("lr") is not None:
+        lr = phases[-1]["lr"]
+    out = []
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+        out.append("lr " + f"{lr:.2g}".replace("e-0", "e-"))  # 0.00018, 3e-5: two figures say it
+    if isinstance(train.get("batch_size"), int) and train["batch_size"] != 16:
+        out.append(f"batch {train['batch_size']}")
+    if isinstance(train.get("seed"), int) and train["seed"] != 0:
+        out.append(f"seed {train['seed']}")
+    return out
+
+
 def display_name(run, depth: int = 0) -> str:
     """``run``'s name in words (see :attr:`tunekit.runs.Run.display_name`); a post-training
     record is named by the chain of records it came from (at most 8 deep)."""
@@ -81,7 +109,7 @@ def display_name(run, depth: int = 0) -> str:
                 except (ValueError, OSError):  # a parent record gone or damaged: its folder name
                     pass
         return f"{start} → {_operation_words(config)}"
-    parts = [_strategy_words(config)]
+    parts = [strategy_words(config)]
     train = config.get("train") or {}
     examples = (config.get("data") or {}).get("train_used") or train.get("train_size")
     if isinstance(examples, int):
@@ -91,4 +119,76 @@ def display_name(run, depth: int = 0) -> str:
         parts.append("+".join(map(str, phases)) + " ep")
     elif isinstance(train.get("epochs"), int):
         parts.append(f"{train['epochs']} ep")
-    return " · ".join(parts)
+    return " · ".join(parts + _asked(config))
+
+
+# ----- numbers ------------------------------------------------------------------------------------------
+_FOLDERS: dict[str, tuple[int, dict[str, int]]] = {}
+
+
+def creation_order(runs_dir, refresh: bool = False) -> dict[str, int]:
+    """``{record name: place}`` of the records in ``runs_dir``, 0 for the first made (by the
+    time its config.json was written, then by name). Only file times are read."""
+    entries = []
+    try:
+        with os.scandir(os.fspath(runs_dir)) as it:
+            for e in it:
+                if e.name.startswith(".") or not e.is_dir():
+                    continue
+                try:
+                    entries.append((os.stat(os.path.join(e.path, "config.json")).st_mtime_ns, e.name))
+                except OSError:
+                    continue  # not a record (or one still being made)
+    except OSError:
+        return {}
+    return {name: i for i, (_, name) in enumerate(sorted(entries))}
+
+
+def _stored_number(config_path: str) -> Optional[int]:
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            n = json.load(f).get("number")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def numbers(runs_dir, refresh: bool = False) -> dict[str, int]:
+    """``{record name: number}`` of the records in ``runs_dir``: each record's stored number,
+    or (records made before numbers were kept) its place in the folder plus one. Kept until the
+    folder changes."""
+    root = os.path.abspath(os.fspath(runs_dir))
+    try:
+        stamp = os.stat(root).st_mtime_ns
+    except OSError:
+        return {}
+    cached = _FOLDERS.get(root)
+    if cached is not None and cached[0] == stamp and not refresh:
+        return cached[1]
+    out = {}
+    for name, place in creation_order(root).items():
+        stored = _stored_number(os.path.join(root, name, "config.json"))
+        out[name] = stored if stored is not None else place + 1
+    _FOLDERS[root] = (stamp, out)
+    return out
+
+
+def next_number(runs_dir) -> int:
+    """The number the next record made in ``runs_dir`` gets: one more than the highest there."""
+    return 1 + max(numbers(runs_dir, refresh=True).values(), default=0)
+
+
+def run_number(run) -> Optional[int]:
+    """``run``'s number in its runs folder (a Run, or its record's path), or None."""
+    path = getattr(run, "path", None) or run
+    path = os.path.abspath(os.fspath(path))
+    config = getattr(run, "config", None)
+    if isinstance(config, dict):
+        n = config.get("number")
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    parent, name = os.path.split(path)
+    found = numbers(parent)
+    if name not in found:  # made since the folder was last read (within its clock tick)
+        found = numbers(parent, refresh=True)
+    return found.get(name)

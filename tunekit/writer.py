@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tunekit.config import ConfigError, TrainingError, TunekitError
+from tunekit.run_names import next_number
 
 STATUSES = ("running", "completed", "stopped", "failed", "crashed")
 
@@ -172,6 +173,7 @@ class RunWriter:
                       if _no_space(e) else e.strerror or str(e))
             raise ConfigError(f"runs_dir {str(root)!r} cannot be written: {reason}") from e
         base = sanitize_name(name)
+        number = next_number(root)  # the record's number for good: its name (#k) and colour
         path, i = root / base, 1
         while True:  # mkdir is atomic: of two processes choosing one name, one gets "name-2"
             try:
@@ -190,7 +192,7 @@ class RunWriter:
         self._metrics: Optional[int] = None
         _OPEN.add(os.path.realpath(path))
         try:
-            write_json(path / "config.json", {**config, "name": self.name})
+            write_json(path / "config.json", {**config, "name": self.name, "number": number})
             self.summary: dict = {"status": "running", "started": now(), "pid": os.getpid(),
                                   "host": socket.gethostname()}
             write_json(path / "summary.json", self.summary)

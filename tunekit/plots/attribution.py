@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 
 from tunekit.config import ConfigError
 from tunekit.plots.axes import FONT, projector_layout
-from tunekit.plots.captions import share_in_words
+from tunekit.plots.captions import share_in_words, tag
 
 NORMALIZE = ("row", "global", "none")
 POSITIVE = (214, 39, 40)
@@ -253,4 +253,4 @@ def attribution_view(attributions: Any, difference: bool = False, normalize: str
     projector_layout(fig, legend=False, title_chars=200, margin={"l": 10, "r": 10, "b": 10})
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
-    return fig
+    return tag(fig, "attribution_difference" if difference else "attribution_view")

@@ -9,6 +9,7 @@ The lab's views and the report put the same line under the same figure. No torch
 from __future__ import annotations
 
 import math
+import functools
 import re
 from typing import Any, Optional
 
@@ -80,14 +81,37 @@ _TITLES = [
 ]
 
 
+def tag(fig, kind: str):
+    """Mark ``fig`` as a figure of ``kind`` (a key of :data:`CAPTIONS`), kept in its layout's
+    ``meta`` (through FigureWidgets, JSON and HTML pages): its caption never depends on its title."""
+    meta = fig.layout.meta
+    fig.layout.meta = {**(dict(meta) if isinstance(meta, dict) else {}), "tunekit_kind": kind}
+    return fig
+
+
+def figure_kind(kind: str):
+    """Decorator: the figure a plot function returns is tagged as ``kind`` (see :func:`tag`)."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def plot(*args, **kwargs):
+            fig = fn(*args, **kwargs)
+            return tag(fig, kind) if hasattr(fig, "layout") else fig
+        return plot
+    return decorate
+
+
 def kind_of(item: Any) -> Optional[str]:
-    """The kind of a tunekit figure (from its title) or HTML snippet; None if not known."""
+    """The kind of a tunekit figure (from the tag its plot function gave it; for a figure without
+    one, from its title) or HTML snippet; None if not known."""
     if isinstance(item, str):
         return "attribution_html" if "tunekit-attribution" in item else None
     try:
+        meta = item.layout.meta
         title = item.layout.title.text or ""
     except AttributeError:
         return None
+    if isinstance(meta, dict) and meta.get("tunekit_kind") in CAPTIONS:
+        return meta["tunekit_kind"]
     title = title.split("<br>")[0].strip().lower()
     for pattern, kind in _TITLES:
         if re.search(pattern, title):
@@ -113,6 +137,17 @@ _OUTSIDE_PARTS = {"word_embeddings": "word", "position_embeddings": "position", 
                   "token type", "LayerNorm": "norm", "wte": "word", "wpe": "position", "embed_tokens": "word"}
 
 
+MODULE_WORDS = {"query": "query", "key": "key", "value": "value", "qkv": "query·key·value",
+                "attn_out": "attention out", "attn_norm": "attention norm", "gate": "MLP gate",
+                "intermediate": "MLP in", "output": "MLP out", "out_norm": "MLP norm"}
+"""The parts of a block in words (the canonical labels of :mod:`tunekit.architectures`)."""
+
+
+def module_words(label: str) -> str:
+    """A block part's canonical label in words: ``attn_out`` -> ``attention out``."""
+    return MODULE_WORDS.get(label, str(label).replace("_", " "))
+
+
 def param_label(name: str) -> str:
     """A parameter's name in words, the same for every architecture:
     ``bert.encoder.layer.5.attention.self.value.weight`` -> ``block 5 · value``,
@@ -126,7 +161,7 @@ def param_label(name: str) -> str:
     path = ".".join(parts)
     m = _BLOCK.search(path)
     if m:
-        return f"block {int(m.group(1))} · {module_label(m.group(2))}{kind}"
+        return f"block {int(m.group(1))} · {module_words(module_label(m.group(2)))}{kind}"
     low = path.lower()
     if any(w in low for w in ("classifier", "score", "lm_head", "head", "pre_classifier")) and "embed" not in low:
         return "head" + kind

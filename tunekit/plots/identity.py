@@ -1,19 +1,15 @@
 """Who a run is, in every figure and table: one name and one colour for its whole life.
 
-    tk.plots.display_names(runs)   # {run name: "LoRA r8 α16 · 200 ex · 1 ep", ...}, told apart
+    tk.plots.display_names(runs)   # {run name: "#3 LoRA r8 α16 · 200 ex · 1 ep", ...}
     tk.plots.legend_names(runs)    # the same, plus the status of a run that did not complete
     tk.plots.run_color(run)        # the run's colour, whatever else is selected
 
-A run's name in words is :attr:`tunekit.runs.Run.display_name`. Where two runs shown
-together would share it, :func:`display_names` adds the settings that differ between them
-(model, data, learning rate, batch size, seed) and, if they still agree, ``#k``: the run's
-place in its runs folder (the k-th record made there), the same number wherever it is shown.
-
-A run's colour is chosen by that same place: the k-th record of a runs folder gets the k-th
-palette colour (they repeat after ten), so consecutive runs differ and a run keeps its colour
-in every view, whichever runs are selected beside it. The place is the order in which the
-records' ``config.json`` were written (then the name); only deleting an older record of the
-folder moves the later ones. A run outside any folder of records gets a colour from its name.
+A run's name is its number in its runs folder and its name in words
+(:attr:`tunekit.runs.Run.display_name`); its colour is the palette colour of that number. The
+number is fixed when the record is made (:mod:`tunekit.run_names`), so a run keeps its name
+and colour in every view, whichever runs are selected beside it and whatever is deleted;
+consecutive runs differ in colour. A run outside any folder of records gets a colour from its
+name.
 
 No torch here, and nothing but ``config.json`` and ``summary.json`` is opened.
 """
@@ -30,10 +26,13 @@ import pandas as pd
 from plotly.colors import qualitative
 
 from tunekit.config import ConfigError
+from tunekit.run_names import creation_order, next_number, run_number  # noqa: F401
 from tunekit.runs import Run, list_runs
 
-PALETTE = qualitative.Plotly
-"""Run colours, by each run's place in its runs folder; they repeat after ten runs."""
+PALETTE = list(qualitative.Plotly) + list(qualitative.Dark2)
+"""Run colours, by each run's number in its runs folder: eighteen (Plotly's ten, then
+ColorBrewer's Dark2), then again from the first; the number in the name tells apart two runs
+that share one."""
 
 
 # ----- input: runs, paths, or tables -----------------------------------------------------------------
@@ -64,56 +63,26 @@ def _text(s: Any) -> str:
     return html.escape(str(s), quote=False)
 
 
-# ----- a run's place in its folder, and its colour ------------------------------------------------------
-_ORDERS: dict[str, tuple[int, dict[str, int]]] = {}
-
-
-def creation_order(runs_dir: str | os.PathLike, refresh: bool = False) -> dict[str, int]:
-    """``{record name: place}`` of the records in ``runs_dir``, 0 for the first made (by the
-    time its config.json was written, then by name). Only file times are read; the result is
-    kept until the folder changes."""
-    root = os.path.abspath(os.fspath(runs_dir))
-    try:
-        stamp = os.stat(root).st_mtime_ns
-    except OSError:
-        return {}
-    cached = _ORDERS.get(root)
-    if cached is not None and cached[0] == stamp and not refresh:
-        return cached[1]
-    entries = []
-    try:
-        with os.scandir(root) as it:
-            for e in it:
-                if e.name.startswith(".") or not e.is_dir():
-                    continue
-                try:
-                    entries.append((os.stat(os.path.join(e.path, "config.json")).st_mtime_ns, e.name))
-                except OSError:
-                    continue  # not a record (or one still being made)
-    except OSError:
-        return {}
-    order = {name: i for i, (_, name) in enumerate(sorted(entries))}
-    _ORDERS[root] = (stamp, order)
-    return order
-
-
+# ----- a run's number and its colour -------------------------------------------------------------------
 def run_place(run: Run | str | os.PathLike) -> Optional[int]:
-    """The run's place in its runs folder (0 for the first record made there), or None."""
-    path = run.path if isinstance(run, Run) else Path(run)
-    order = creation_order(path.parent)
-    if path.name not in order:  # made since the folder was last read (within its clock tick)
-        order = creation_order(path.parent, refresh=True)
-    return order.get(path.name)
+    """The run's number in its runs folder less one (0 for the first), or None."""
+    n = run_number(run)
+    return None if n is None else n - 1
 
 
 def run_color(run: Run | str | os.PathLike) -> str:
-    """The run's colour in every figure: the palette colour of its place in its runs folder
-    (a run outside one: a colour from its name). ``run``: a Run or its record's path."""
+    """The run's colour in every figure: the palette colour of its number (a run outside a
+    runs folder: a colour from its name). ``run``: a Run or its record's path."""
     place = run_place(run)
     if place is None:
         name = run.name if isinstance(run, Run) else Path(run).name
         place = zlib.crc32(name.encode("utf-8"))
-    return PALETTE[place % len(PALETTE)]
+    return color_of(place + 1)
+
+
+def color_of(number: int) -> str:
+    """The colour of the run numbered ``number`` (a record's, or the next one's before it exists)."""
+    return PALETTE[(number - 1) % len(PALETTE)]
 
 
 def colors(runs: Any) -> dict[str, str]:
@@ -145,59 +114,15 @@ def learning_rate(run: Run) -> Optional[float]:
     return float(cls.default_lr) if cls is not None else None
 
 
-def _model(run: Run) -> Optional[str]:
-    m = run.config.get("model") or {}
-    source = m.get("source") or m.get("path")
-    return f"model {Path(str(source)).name}" if source else None
-
-
-def _setting(key: str, what: str):
-    return lambda run: (lambda v: None if v is None else f"{what} {v:g}" if isinstance(v, float) else f"{what} {v}")(
-        (run.config.get("train") or {}).get(key))
-
-
-_TELL_APART = (
-    _model,
-    lambda run: f"data {(run.config.get('data') or {}).get('name')}" if (run.config.get("data") or {}).get("name")
-    else None,
-    lambda run: "lr default" if asked_learning_rate(run) is None else f"lr {asked_learning_rate(run):g}",
-    _setting("batch_size", "batch"),
-    _setting("seed", "seed"),
-    _setting("max_length", "max tokens"),
-)
-"""What is added to the names of runs that would otherwise look alike, in this order."""
-
-
 def display_names(runs: Any) -> dict[str, str]:
-    """``{run name: name in words}`` for runs shown together, each different: the runs'
-    :attr:`~tunekit.runs.Run.display_name`; runs that share it get the settings that differ
-    between them (`` · lr 0.001``) and, if still alike, `` #k`` (their place in the runs folder)."""
-    runs = as_runs(runs)
-    names = {r.name: r.display_name for r in runs}
-    groups: dict[str, list[Run]] = {}
-    for r in runs:
-        groups.setdefault(names[r.name], []).append(r)
-    for base, group in groups.items():
-        if len({r.name for r in group}) < 2:
-            continue
-        for tell in _TELL_APART:
-            values = [tell(r) for r in group]
-            if len(set(values)) > 1:
-                for r, v in zip(group, values):
-                    names[r.name] += "" if v is None else f" · {v}"
-        alike: dict[str, list[Run]] = {}
-        for r in group:
-            alike.setdefault(names[r.name], []).append(r)
-        for same in alike.values():
-            if len({r.name for r in same}) < 2:
-                continue
-            places = [run_place(r) for r in same]
-            if None in places:  # not all in a runs folder: by start, among these
-                order = sorted(same, key=lambda r: (str(r.summary.get("started") or ""), r.name))
-                places = [order.index(r) for r in same]
-            for r, place in zip(same, places):
-                names[r.name] += f" #{place + 1}"
-    return names
+    """``{run name: name}`` for runs shown together: ``"#3 LoRA r8 α16 · 200 ex · 1 ep"``, the
+    run's number in its runs folder and its :attr:`~tunekit.runs.Run.display_name`. The same
+    wherever a run is shown, whichever runs are shown beside it."""
+    out = {}
+    for r in as_runs(runs):
+        n = run_number(r)
+        out[r.name] = r.display_name if n is None else f"#{n} {r.display_name}"
+    return out
 
 
 def legend_names(runs: Any) -> dict[str, str]:
@@ -208,7 +133,8 @@ def legend_names(runs: Any) -> dict[str, str]:
     return {r.name: _text(names[r.name] + ("" if r.status == "completed" else f" [{r.status}]")) for r in runs}
 
 
-__all__ = ["PALETTE", "as_runs", "creation_order", "run_place", "run_color", "colors", "learning_rate",
+__all__ = ["PALETTE", "as_runs", "creation_order", "run_number", "next_number", "run_place", "run_color",
+           "color_of", "colors", "learning_rate",
            "display_names", "legend_names"]
 
 

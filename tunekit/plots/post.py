@@ -15,10 +15,12 @@ import plotly.graph_objects as go
 from tunekit.config import ConfigError
 from tunekit.metrics import METRICS, primary
 from tunekit.plots.axes import projector_layout
+from tunekit.plots.captions import figure_kind
 from tunekit.plots.identity import PALETTE, _text, as_runs, run_color
 from tunekit.runs import RunRecordError
 
 
+@figure_kind("sparsity_curve")
 def sparsity_curve(runs: Any, metric: str | None = None) -> go.Figure:
     """The task's metric of each ``prune`` record against its sparsity (the share of block
     weights that are zero), with the unpruned parent at 0; one line per parent, in the
@@ -54,6 +56,7 @@ def sparsity_curve(runs: Any, metric: str | None = None) -> go.Figure:
     return projector_layout(fig)
 
 
+@figure_kind("forgetting_map")
 def forgetting_map(df: pd.DataFrame, x: str = "forgot") -> go.Figure:
     """Learned (gain on task B) against forgotten (``x="forgot"``: the loss on task A; or
     ``"drift"``: how far A's sentence embeddings moved) per strategy, from

@@ -23,6 +23,7 @@ from plotly.subplots import make_subplots
 
 from tunekit.config import ConfigError
 from tunekit.plots.axes import FONT, projector_layout, wrap
+from tunekit.plots.captions import figure_kind
 from tunekit.plots.runs import PALETTE
 
 METRICS = {"cka": "linear CKA", "debiased_cka": "debiased linear CKA"}
@@ -52,9 +53,10 @@ def _runs(df: pd.DataFrame, colors: Optional[dict]) -> list[tuple[str, str, str]
 
 
 def _layer_names(layers: list[int]) -> list[str]:
-    return ["embeddings" if k == 0 else f"block.{k - 1}" for k in layers]
+    return ["embeddings" if k == 0 else f"block {k - 1}" for k in layers]
 
 
+@figure_kind("cka_by_layer")
 def cka_by_layer(df: pd.DataFrame, metric: str = "cka", colors: Optional[dict] = None) -> go.Figure:
     """CKA between the base and the tuned model at every layer, one line per run.
 
@@ -95,6 +97,7 @@ def _hover(text: str, width: int = 60, limit: int = 300) -> str:
     return "<br>".join(html.escape(line, quote=False) for line in textwrap.wrap(text, width) or [""])
 
 
+@figure_kind("pca_scatter")
 def pca_scatter(df: pd.DataFrame, columns: int = 2, colors: Optional[dict] = None) -> go.Figure:
     """The head's features before (faint) and after (solid) training, on the base's two PCs.
 

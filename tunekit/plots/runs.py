@@ -30,6 +30,7 @@ from tunekit.config import ConfigError
 from tunekit.metrics import METRICS, primary
 from tunekit.plots.axes import (FONT, SCORES, eval_sizes, is_empty, num_labels, projector_layout, say_empty,
                                 score_axis, wrap)
+from tunekit.plots.captions import figure_kind
 from tunekit.plots.identity import (PALETTE, _text, as_runs, colors, display_names, learning_rate,  # noqa: F401
                                     legend_names, run_color)
 from tunekit.runs import Run, table
@@ -109,6 +110,7 @@ def _nothing(fig: go.Figure, series: list, what: str) -> go.Figure:
     return say_empty(fig, "no runs selected" if not series else f"no {what} logged yet") if is_empty(fig) else fig
 
 
+@figure_kind("training_curves")
 def training_curves(runs: Any, smooth: float = 0.6, x: str = "step") -> go.Figure:
     """Training loss of each run against ``x`` (step, samples, epoch or elapsed_s).
 
@@ -140,6 +142,7 @@ def _task_of(runs: list[Run]) -> str:
     return tasks.pop() if len(tasks) == 1 else "classification"
 
 
+@figure_kind("eval_curves")
 def eval_curves(runs: Any, metric: Optional[str] = None) -> go.Figure:
     """A validation metric (val_accuracy, val_macro_f1, val_loss or val_perplexity) at each
     evaluation, by step. None: the runs' task's main metric (accuracy; perplexity for a
@@ -259,6 +262,7 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = Tru
 PARETO_Y = ("accuracy", "macro_f1", "perplexity")
 
 
+@figure_kind("pareto")
 def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
            log_x: Optional[bool] = None) -> go.Figure:
     """A metric of each run against its cost ``x``: trainable_params, peak_memory_mb or

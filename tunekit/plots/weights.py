@@ -22,12 +22,14 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tunekit.architectures import LABEL_ORDER
-from tunekit.plots.captions import param_label
 from tunekit.config import ConfigError
+from tunekit.plots.axes import projector_layout, wrap
+from tunekit.plots.captions import figure_kind, module_words, param_label
 from tunekit.plots.runs import PALETTE
 
 MODULE_ORDER = list(LABEL_ORDER)
 VALUE_WORDS = {"rel_change": "relative change ‖ΔW‖/‖W‖", "delta_norm": "size of the change ‖ΔW‖"}
+BAR_WORDS = {"rel_change": "relative change<br>‖ΔW‖/‖W‖", "delta_norm": "size of the<br>change ‖ΔW‖"}
 """Axis and colour-bar titles of the two measures of weight change."""
 OUTSIDE = ["embeddings", "pooler", "norm", "head"]
 
@@ -75,6 +77,7 @@ def _axes(df: pd.DataFrame, modules: Optional[Sequence[str]]) -> tuple[list[str]
     return mods, blocks
 
 
+@figure_kind("weight_change_heatmap")
 def weight_change_heatmap(wc: pd.DataFrame, value: str = "rel_change",
                           modules: Optional[Sequence[str]] = None, zmax: Optional[float] = None) -> go.Figure:
     """Blocks (rows, block 0 at the bottom) x modules (columns), one panel per run, all on
@@ -89,23 +92,30 @@ def weight_change_heatmap(wc: pd.DataFrame, value: str = "rel_change",
     mods, blocks = _axes(wc, modules)
     if zmax is None:
         zmax = float(wc.loc[wc["block"].notna(), value].max() or 1.0) or 1.0
-    fig = make_subplots(rows=1, cols=len(runs), shared_yaxes=True, horizontal_spacing=0.03,
-                        subplot_titles=[_title(r, lab, labels) for r, lab in runs])
+    n = len(runs)
+    titles = [wrap(_title(r, lab, labels), max(18, 84 // n)) for r, lab in runs]  # a panel's share of ~900 px
+    sub_lines = max(t.count("<br>") + 1 for t in titles)
+    fig = make_subplots(rows=1, cols=n, shared_yaxes=True, horizontal_spacing=0.03, subplot_titles=titles)
+    words = [module_words(m) for m in mods]
     for i, (run, _) in enumerate(runs, start=1):
         z = _grid(wc, run, value, mods, blocks)
         fig.add_trace(go.Heatmap(
-            z=z, x=mods, y=[f"block {b}" for b in blocks], zmin=0, zmax=zmax, coloraxis="coloraxis",
+            z=z, x=words, y=[f"block {b}" for b in blocks], zmin=0, zmax=zmax, coloraxis="coloraxis",
             hovertemplate="%{y} · %{x}<br>" + VALUE_WORDS[value] + " = " + _hover_number(value)
             + "<extra>" + html.escape(run) + "</extra>"),
             row=1, col=i)
     name = VALUE_WORDS[value]
-    fig.update_layout(title=f"Weight change per module ({name})", template="plotly_white",
+    title = wrap(f"Weight change per module ({name})", 60)
+    fig.update_layout(title=title, template="plotly_white",
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=zmax,
-                                     colorbar=dict(title=name, **_ticks(value, zmax))),
-                      height=160 + 40 * len(blocks), width=max(500, 330 * len(runs)))
-    return fig
+                                     colorbar=dict(title=BAR_WORDS[value], **_ticks(value, zmax))))
+    fig.update_xaxes(tickangle=-45)
+    top = 30 + 26 * (title.count("<br>") + 1) + 22 * sub_lines  # the title, then the panels' titles
+    return projector_layout(fig, height=top + 130 + 36 * len(blocks), legend=False,
+                            margin={"t": top, "b": 20, "r": 20})
 
 
+@figure_kind("weight_change_difference")
 def weight_change_difference(wc: pd.DataFrame, run_a: str, run_b: str, value: str = "rel_change",
                              modules: Optional[Sequence[str]] = None) -> go.Figure:
     """Run a minus run b per block x module, on a diverging scale centred at 0."""
@@ -117,16 +127,18 @@ def weight_change_difference(wc: pd.DataFrame, run_a: str, run_b: str, value: st
     a, b = _grid(wc, run_a, value, mods, blocks), _grid(wc, run_b, value, mods, blocks)
     z = [[(x - y) if x is not None and y is not None else None for x, y in zip(ra, rb)] for ra, rb in zip(a, b)]
     span = max([abs(v) for row in z for v in row if v is not None] or [1.0]) or 1.0
-    fig = go.Figure(go.Heatmap(z=z, x=mods, y=[f"block {b}" for b in blocks], zmid=0, zmin=-span, zmax=span,
+    fig = go.Figure(go.Heatmap(z=z, x=[module_words(m) for m in mods], y=[f"block {b}" for b in blocks], zmid=0,
+                               zmin=-span, zmax=span,
                                colorscale="RdBu_r", colorbar=dict(title="difference", **_ticks(value, span)),
                                hovertemplate="%{y} · %{x}<br>difference = " + _hover_number(value)
                                + "<extra></extra>"))
     what = VALUE_WORDS.get(value, value).split(" ‖")[0]
-    fig.update_layout(title=html.escape(f"{names[run_a]} minus {names[run_b]} ({what})"),
-                      template="plotly_white", height=160 + 40 * len(blocks))
-    return fig
+    fig.update_layout(title=html.escape(f"{names[run_a]} minus {names[run_b]} ({what})"), template="plotly_white")
+    fig.update_xaxes(tickangle=-45)
+    return projector_layout(fig, height=220 + 36 * len(blocks), legend=False)
 
 
+@figure_kind("head_change_bar")
 def head_change_bar(wc: pd.DataFrame, value: str = "rel_change", colors: Optional[dict] = None) -> go.Figure:
     """The groups outside the blocks (embeddings, pooler / norm, head), one bar per run each:
     the new head moves far more than anything else, so it gets its own axis. ``colors``:
@@ -144,11 +156,12 @@ def head_change_bar(wc: pd.DataFrame, value: str = "rel_change", colors: Optiona
                              + _hover_number(value).replace("z:", "y:") + "<extra></extra>"))
     top = float(d[value].max()) if len(d) and pd.notna(d[value].max()) else 0.0
     fig.update_layout(barmode="group", template="plotly_white", title="Change outside the blocks", height=380,
-                      yaxis_title=VALUE_WORDS[value])
+                      yaxis_title=BAR_WORDS[value])
     fig.update_yaxes(**_ticks(value, top))
-    return fig
+    return projector_layout(fig)
 
 
+@figure_kind("spectrum")
 def spectrum(spectra, name: str, runs: Optional[Sequence[str]] = None, log: bool = True,
              colors: Optional[dict] = None) -> go.Figure:
     """Singular values of one matrix's update per run (solid), with Gaussian noise of the same
@@ -176,13 +189,14 @@ def spectrum(spectra, name: str, runs: Optional[Sequence[str]] = None, log: bool
     rows = spectra.table[spectra.table["name"] == name]
     where = param_label(name)
     if len(rows) and "block" in rows and pd.notna(rows["block"].iloc[0]) and "module" in rows:
-        where = f"block {int(rows['block'].iloc[0])} · {rows['module'].iloc[0]}"
+        where = f"block {int(rows['block'].iloc[0])} · {module_words(rows['module'].iloc[0])}"
     fig.update_layout(title=html.escape(f"Spectrum of the update ΔW: {where}"), template="plotly_white",
                       xaxis_title="direction (largest first)", yaxis_title="singular value (strength)",
                       yaxis_type="log" if log else "linear", xaxis_type="log" if log else "linear", height=420)
-    return fig
+    return projector_layout(fig)
 
 
+@figure_kind("rank_by_block")
 def rank_by_block(table: pd.DataFrame, metric: str = "effective_rank",
                   modules: Optional[Sequence[str]] = None, colors: Optional[dict] = None) -> go.Figure:
     """A rank measure of the updates per block (mean over the block's updated matrices, or
@@ -206,4 +220,4 @@ def rank_by_block(table: pd.DataFrame, metric: str = "effective_rank",
                                  name=_title(run, label, labels), line=dict(color=palette[run])))
     fig.update_layout(title=f"{metric.replace('_', ' ')} of the update per block", template="plotly_white",
                       xaxis_title="block", yaxis_title=metric.replace("_", " "), xaxis=dict(dtick=1), height=380)
-    return fig
+    return projector_layout(fig)

@@ -21,6 +21,7 @@ import traitlets
 import tunekit as tk
 from tunekit import adapters
 from tunekit.adapters import adaptable_layers
+from tunekit.run_names import strategy_words
 from tunekit.runtime import training_memory_estimate
 
 KINDS = [("Freeze (toggle layers)", "freeze"), ("LoRA", "lora"), ("IA3", "ia3"), ("Full fine-tune", "full"),
@@ -71,8 +72,27 @@ def trained_parts(model, strategy) -> dict[str, dict]:
     return {g: parts[g] for g in model.group_names if g in parts}
 
 
+def _short(n: int) -> str:
+    """A parameter count for a narrow cell: ``11.9 M``, ``770``."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return str(n)
+
+
+# the diagram: one row of layers from the input (left) to the head (right), wrapping when long
+_DIAGRAM_CSS = ("<style>.tunekit-strip{flex-wrap:wrap;gap:2px 4px;align-items:flex-start}"
+                ".tunekit-cell{flex:1 0 auto;min-width:%dpx;max-width:160px}.tunekit-cell .widget-html-content"
+                "{white-space:normal;line-height:1.25;text-align:center}"
+                ".tunekit-cell .widget-toggle-button{width:100%%;padding:0 6px}</style>")
+CELL_WIDTH = 80
+"""px of a layer's cell in the diagram, at least (nine cells, a 6-block model, fit one row beside
+the file browser at 1280 px; a longer model wraps to more rows)."""
+
+
 class ModelDiagram(W.VBox):
-    """The model's layer groups, top to bottom, each with a train / frozen toggle.
+    """The model's layer groups in one row, from the input (left) to the head (right), each a
+    train / frozen toggle with its size under it.
 
     ``chosen`` is what the user toggled (what Freeze trains); ``show`` paints what a
     strategy trains (``trainable``: groups trained in full; ``adapted``: groups with adapter
@@ -90,15 +110,19 @@ class ModelDiagram(W.VBox):
         self.params: dict[str, int] = {}  # trainable parameters per group, as shown
         self._showing = False
         self._counts = counts = model.parameter_counts()["by_group"]
-        rows = []
+        cells = []
         for g in model.group_names:
             unused = g not in model.active_groups
-            t = W.ToggleButton(value=False, description=g, tooltip=f"{counts[g]['total']:,} parameters",
-                               disabled=unused, layout=W.Layout(width="130px"))
+            t = W.ToggleButton(value=False, description=group_title(g), tooltip=f"{counts[g]['total']:,} parameters",
+                               disabled=unused, layout=W.Layout(width="auto"))
             t.observe(self._toggled, "value")
             self.toggles[g] = t
-            self.notes[g] = W.HTML(layout=W.Layout(width="200px"))
-            rows.append(W.HBox([t, self.notes[g]]))
+            self.notes[g] = W.HTML()
+            cell = W.VBox([t, self.notes[g]])
+            cell.add_class("tunekit-cell")
+            cells.append(cell)
+        strip = W.HBox(cells)
+        strip.add_class("tunekit-strip")
         self.title = W.HTML()
         self.error = W.HTML()
         self.presets = {name: W.Button(description=name, layout=W.Layout(width="auto"))
@@ -108,7 +132,9 @@ class ModelDiagram(W.VBox):
         self.k = W.BoundedIntText(min(2, model.num_blocks), min=1, max=max(1, model.num_blocks), description="k",
                                   style={"description_width": "15px"}, layout=W.Layout(width="80px"))
         self.k.observe(lambda _c: None if self.locked else self.preset("top k"), "value")
-        super().__init__([self.title, *rows, self.error, W.HBox([*self.presets.values(), self.k])], **kw)
+        head = W.HBox([self.title, W.HBox([*self.presets.values(), self.k])],
+                      layout=W.Layout(justify_content="space-between", flex_flow="row wrap", align_items="center"))
+        super().__init__([W.HTML(_DIAGRAM_CSS % CELL_WIDTH), head, strip, self.error], **kw)
         self.preset("top k")
         self.show(None)
 
@@ -154,21 +180,24 @@ class ModelDiagram(W.VBox):
             t.button_style = "" if part is None else ("info" if part["adapted"] else "success")
             total = self._counts[g]["total"]
             if g not in self.model.active_groups:
-                note = f"unused ({self.model.pooling} pooling)"
+                note = f'<span title="not used: the head reads {self.model.pooling} pooling">unused</span>'
             elif part is None:
-                note = f"{total:,} params"
+                note = f'<span title="{total:,} parameters, frozen">{_short(total)}</span>'
             elif part["adapted"]:
-                note = (f'<span title="{part["params"]:,} adapter parameters train">'
-                        f'{html.escape(adapter)}: {html.escape(", ".join(part["adapted"]))}</span>')
+                note = (f'<span title="{part["params"]:,} {html.escape(adapter)} parameters train: '
+                        f'{html.escape(", ".join(part["adapted"]))}">+ {html.escape(adapter)}</span>')
             else:
-                note = f"{total:,} params train"
+                note = f'<span title="{total:,} parameters train">{_short(total)} train</span>'
             self.notes[g].value = note
         self.params = {g: p["params"] for g, p in parts.items()}
         self.adapted = {g: list(p["adapted"]) for g, p in parts.items() if p["adapted"]}
         self.trainable = full
-        self.title.value = ("<b>Model</b> (pressed = trains; press a layer to train it)" if not self.locked else
-                            f"<b>Model</b>: what {html.escape(label)} trains (set by the strategy; "
-                            f"green: in full, blue: adapter)")
+        where = sorted({", ".join(labels) for labels in self.adapted.values()})
+        on = f"{html.escape(adapter)} on {html.escape('; '.join(where))}, " if where else ""
+        self.title.value = ("<b>Model</b>, input to output: pressed = trains (press a layer to train it)"
+                            if not self.locked else
+                            f"<b>Model</b>: what {html.escape(label)} trains (set by the strategy: "
+                            f"{on}green = in full)")
 
     @traitlets.observe("locked")
     def _lock(self, change) -> None:
@@ -177,6 +206,12 @@ class ModelDiagram(W.VBox):
         for b in self.presets.values():
             b.disabled = change["new"]
         self.k.disabled = change["new"]
+
+
+# a grid of controls: as many 270 px columns as the width holds
+_GRID_CSS = ("<style>.tunekit-grid{display:grid!important;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));"
+             "gap:2px 12px;width:100%}.tunekit-grid>*{min-width:0}.tunekit-grid .widget-html-content"
+             "{white-space:normal;line-height:1.3}</style>")
 
 
 def _red(message: str) -> str:
@@ -195,8 +230,8 @@ class StrategyControls(W.VBox):
     def __init__(self, model: tk.TextClassifier, diagram: ModelDiagram, **kw):
         self.model, self.diagram = model, diagram
         self._updating = False
-        style = {"description_width": "110px"}
-        wide = W.Layout(width="330px")
+        style = {"description_width": "100px"}
+        wide = W.Layout(width="auto")
         self.kind_w = W.Dropdown(options=KINDS, value="freeze", description="strategy", style=style, layout=wide)
         # every layer peft can adapt inside the base model (Linear, and GPT-2's Conv1D)
         targets = sorted({n.rsplit(".", 1)[-1] for n in adaptable_layers(model.hf, model.hf.base_model_prefix + ".")})
@@ -204,17 +239,20 @@ class StrategyControls(W.VBox):
         default_short = sorted({t.rsplit(".", 1)[-1] for t in default_targets})
         self.rank = W.IntSlider(8, min=1, max=64, description="LoRA rank", style=style, layout=wide,
                                 continuous_update=False)
-        self.alpha = W.FloatText(16.0, description="LoRA alpha", style=style, layout=W.Layout(width="230px"))
-        self.alpha_note = W.HTML(layout=W.Layout(width="100px"))
+        self.alpha = W.FloatText(16.0, description="LoRA alpha", style=style, layout=W.Layout(width="190px"))
+        self.alpha_note = W.HTML()
         self.alpha_edited = False  # True once the user set alpha to something other than 2 x rank
-        self.targets = W.SelectMultiple(options=targets, value=default_short, rows=min(6, len(targets)),
+        self.targets = W.SelectMultiple(options=targets, value=default_short, rows=min(2, len(targets)),
                                         description="LoRA targets", style=style, layout=wide)
         self.errors = {name: W.HTML() for name in ("kind", "rank", "alpha", "targets")}
-        self.lora_box = W.VBox([self.rank, self.errors["rank"], W.HBox([self.alpha, self.alpha_note]),
-                                self.errors["alpha"], self.targets, self.errors["targets"]])
+        lora_grid = W.HBox([W.VBox([self.rank, self.errors["rank"]]),
+                            W.VBox([W.HBox([self.alpha, self.alpha_note]), self.errors["alpha"]]),
+                            W.VBox([self.targets, self.errors["targets"]])])
+        lora_grid.add_class("tunekit-grid")
+        self.lora_box = W.VBox([lora_grid])  # shown for LoRA only
         self.lr = W.FloatLogSlider(value=tk.Freeze.default_lr, base=10, min=-6, max=-1, step=0.25,
-                                   description="learning rate", style=style, layout=wide, readout_format=".3g")
-        self.default_lr = W.Checkbox(True, description="the strategy's default", indent=False)
+                                   description="learning rate", style=style, layout=wide, readout_format=".2g")
+        self.default_lr = W.Checkbox(True, description="the strategy's default", indent=False, layout=wide)
         self.epochs = W.BoundedIntText(1, min=1, max=100, description="epochs", style=style, layout=wide)
         self.batch_size = W.BoundedIntText(16, min=1, max=1024, description="batch size", style=style, layout=wide)
         self.schedule = W.Dropdown(options=["linear", "cosine", "constant"], description="schedule", style=style,
@@ -231,9 +269,12 @@ class StrategyControls(W.VBox):
         diagram.observe(self._changed, "chosen")
         self.lr.observe(self._lr_set, "value")
         self.default_lr.observe(lambda c: self._changed() if c["new"] else None, "value")
-        super().__init__([W.HTML("<b>Strategy</b>"), self.kind_w, self.errors["kind"], self.lora_box,
-                          self.lr, self.default_lr, self.epochs, self.batch_size, self.schedule, self.train_size,
-                          self.eval_size, self.seed, self.counts], **kw)
+        # three columns beside the file browser at 1280 px (fewer when narrower): strategy, learning
+        # rate and its default, then the run's sizes; LoRA's settings in a row of their own
+        grid = W.HBox([W.VBox([self.kind_w, self.errors["kind"]]), self.lr, self.default_lr, self.epochs,
+                       self.batch_size, self.schedule, self.train_size, self.eval_size, self.seed])
+        grid.add_class("tunekit-grid")
+        super().__init__([W.HTML(_GRID_CSS), grid, self.lora_box, self.counts], **kw)
         self._changed()
 
     # ----- reading the controls out ------------------------------------------------------------
@@ -322,7 +363,8 @@ class StrategyControls(W.VBox):
         self.diagram.error.value = _red(problem) if where == "diagram" else ""
         if strategy is not None:
             adapter = {"lora": "LoRA", "ia3": "IA3"}.get(strategy.name, strategy.name)
-            self.diagram.show(parts, strategy.label, adapter)
+            self.diagram.show(parts, strategy_words({"strategy": strategy.describe(),
+                                                     "strategy_label": strategy.label}), adapter)
         else:
             self.diagram.show({} if self.diagram.locked else None, KIND_CLASSES[kind].name)
         cls = type(strategy) if strategy is not None else KIND_CLASSES[kind]

@@ -21,6 +21,7 @@ from tunekit import inspect, plots
 from tunekit.plots import captions
 from tunekit.inspect.views import DEFAULT_SENTENCE
 from tunekit.report import runs_table_html
+from tunekit.widgets.sizer import FitFigures, figure_widget
 
 VIEWS = ("Compare", "Weights", "Representations", "Attribution")
 WHAT = {"Compare": "the training curves and costs", "Weights": "the weight change",
@@ -43,7 +44,7 @@ def banner(kind: str, text: str) -> str:
 def _as_widget(item) -> W.Widget:
     if isinstance(item, str):
         return W.HTML(item)
-    return go.FigureWidget(item)
+    return figure_widget(item)  # as wide as its tab (FitFigures, in the panel, tells it when)
 
 
 def _kind(kind: str, item):
@@ -109,7 +110,7 @@ class RunsPanel(W.VBox):
         self.tabs = W.Tab(children=tabs + [self.post])
         for i, name in enumerate(VIEWS + ("Post-training",)):
             self.tabs.set_title(i, name)
-        super().__init__([W.HTML("<b>Runs</b> (in " + html.escape(str(runs_dir)) + ")"), self.table,
+        super().__init__([FitFigures(), W.HTML("<b>Runs</b> (in " + html.escape(str(runs_dir)) + ")"), self.table,
                           W.HBox([self.select, self.refresh_button]), self.message, self.tabs])
         self.refresh()
         self.tabs.observe(lambda _c: self._opened(), names="selected_index")
