@@ -7,7 +7,8 @@ then opens the Post-training tab, presses Apply and waits for the prune record i
 At 1280x800 with JupyterLab's file browser open (issue 12), the page is measured: every
 figure inside its output cell and the window, its texts (title, axis titles, subplot titles,
 notes) inside the figure and apart, its legend entries apart and below the plot; once the lab
-is scrolled into view, the Train button, the status line and both live curves are on screen.
+is scrolled into view, the model diagram, the strategy's settings, the Train button, the status
+line and both live curves are on screen.
 Each view tab (Compare, Weights, Representations, Attribution, Post-training) is opened,
 measured and photographed; every figure must be drawn at the width of its place (plotly's
 FigureWidget alone draws at 700 px whatever its place: tunekit.widgets.sizer).
@@ -133,16 +134,22 @@ JS_LAB_TOP = """() => {
   lab.scrollIntoView({block: 'start'});
   return true; }"""
 JS_LAB_FIT = """() => {
-  const H = window.innerHeight, W = window.innerWidth, R = e => e.getBoundingClientRect();
+  const R = e => e.getBoundingClientRect();
+  // on screen = inside the notebook's visible area (below JupyterLab's toolbar, above its status bar)
+  const nb = R(document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer, .jp-NotebookPanel .jp-Notebook'));
+  const H = Math.min(window.innerHeight, nb.bottom), W = Math.min(window.innerWidth, nb.right), T = Math.max(0, nb.top);
   const inside = e => { if (!e) return false; const r = R(e);
-                        return r.width > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= H + 1 && r.right <= W + 1; };
+                        return r.width > 0 && r.top >= T - 1 && r.left >= 0 && r.bottom <= H + 1 && r.right <= W + 1; };
   const where = e => { if (!e) return null; const r = R(e); return [r.left, r.top, r.right, r.bottom].map(Math.round); };
   const train = [...document.querySelectorAll('.jp-OutputArea-output .widget-button')].find(b => b.textContent.trim() === 'Train');
   const status = (document.querySelector('.tunekit-status') || {}).parentElement;
   const curves = [...document.querySelectorAll('.tunekit-curves .js-plotly-plot')];
+  // the controls: the model diagram's row of layers and presets, the strategy's grid of settings
+  const controls = [...document.querySelectorAll('.tunekit-strip, .tunekit-grid')].filter(e => e.offsetParent !== null);
   const fb = document.querySelector('#filebrowser');
-  return {window: [W, H], train: inside(train), status: inside(status), curves: curves.map(inside),
-          where: {train: where(train), status: where(status), curves: curves.map(where)},
+  return {window: [W, H], visible: [Math.round(T), Math.round(H)], train: inside(train), status: inside(status), curves: curves.map(inside),
+          controls: controls.map(inside),
+          where: {train: where(train), status: where(status), curves: curves.map(where), controls: controls.map(where)},
           file_browser: fb ? Math.round(R(fb).width) : 0}; }"""
 # the open view tab: its status line and how many figures it shows
 JS_VIEW = """() => {
@@ -241,6 +248,7 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
             page.screenshot(path=str(shots / "lab-trained.png"))
             assert top["file_browser"] > 150, top  # the left sidebar is open, as a user has it
             assert top["train"] and top["status"] and top["curves"] == [True, True], top
+            assert len(top["controls"]) >= 2 and all(top["controls"]), top  # the diagram and the settings too
             misfits += [f"lab: {b}" for b in page.evaluate(JS_FIT)["bad"]]
 
             for i, tab in enumerate(VIEW_TABS):  # each view of the one run: computed, measured, photographed

@@ -27,7 +27,7 @@ def _wc():
 def test_heatmap_panels_share_one_scale_and_axes():
     fig = P.weight_change_heatmap(_wc())
     assert len(fig.data) == 3
-    assert all(list(t.x) == ["query", "key", "value", "attn_out", "intermediate", "output"] for t in fig.data)
+    assert all(list(t.x) == ["query", "key", "value", "attention out", "MLP in", "MLP out"] for t in fig.data)
     assert all(t.coloraxis == "coloraxis" for t in fig.data)
     assert fig.layout.coloraxis.cmax == pytest.approx(1.0)
     lora = fig.data[1]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from tunekit import plots
 from tunekit.plots import captions
+from tunekit.run_names import lr_words
 from tunekit.config import ConfigError
 from tunekit.metrics import primary
 from tunekit.runs import Run
@@ -27,7 +28,7 @@ from tunekit.runs import Run
 _FORMATS: dict[str, Callable[[float], str]] = {
     "rank": lambda v: f"{int(v)}",
     "alpha": lambda v: f"{v:g}",
-    "lr": lambda v: f"{v:g}",
+    "lr": lr_words,
     "epochs": lambda v: f"{int(v)}",
     "train examples": lambda v: f"{int(v):,}",
     "batch size": lambda v: f"{int(v)}",
@@ -107,8 +108,10 @@ def runs_table_html(runs: Any, css_class: str = "tunekit-runs") -> str:
                          f'background:{_esc(colours[r.name])}"></span>{value}')
             cells.append(f'<td class="{align(c)[0]}" style="{cell}text-align:{align(c)[1]}">{value}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="{_esc(css_class)}" style="border-collapse:collapse"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    # a table wider than its place scrolls sideways instead of being cut off
+    return (f'<div style="overflow-x:auto;max-width:100%"><table class="{_esc(css_class)}" '
+            f'style="border-collapse:collapse"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _settings_html(runs: list[Run]) -> str:

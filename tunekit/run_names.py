@@ -77,6 +77,11 @@ def _operation_words(config: dict) -> str:
     return label
 
 
+def lr_words(lr: float) -> str:
+    """A learning rate in two figures, as a slider leaves it: ``0.00018``, ``3e-5``, ``0.01``."""
+    return f"{lr:.2g}".replace("e-0", "e-")
+
+
 def _asked(config: dict) -> list[str]:
     """The settings asked for instead of their defaults (a learning rate, batch size, seed)."""
     train = config.get("train") or {}
@@ -86,7 +91,7 @@ def _asked(config: dict) -> list[str]:
         lr = phases[-1]["lr"]
     out = []
     if isinstance(lr, (int, float)) and not isinstance(lr, bool):
-        out.append("lr " + f"{lr:.2g}".replace("e-0", "e-"))  # 0.00018, 3e-5: two figures say it
+        out.append("lr " + lr_words(lr))
     if isinstance(train.get("batch_size"), int) and train["batch_size"] != 16:
         out.append(f"batch {train['batch_size']}")
     if isinstance(train.get("seed"), int) and train["seed"] != 0:

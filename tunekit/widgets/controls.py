@@ -1,4 +1,4 @@
-"""The left side of the lab: the model diagram with freeze toggles, and the strategy controls.
+"""The lab's controls: the model diagram (one row of layers, each a freeze toggle) and the strategy's settings.
 
 State lives in traitlets; turning it into a tunekit Strategy / TrainConfig is one
 small function each (:meth:`StrategyControls.strategy`, :meth:`StrategyControls.overrides`).
@@ -24,7 +24,7 @@ from tunekit.adapters import adaptable_layers
 from tunekit.run_names import strategy_words
 from tunekit.runtime import training_memory_estimate
 
-KINDS = [("Freeze (toggle layers)", "freeze"), ("LoRA", "lora"), ("IA3", "ia3"), ("Full fine-tune", "full"),
+KINDS = [("Freeze layers", "freeze"), ("LoRA", "lora"), ("IA3", "ia3"), ("Full fine-tune", "full"),
          ("Probe (head only)", "probe")]
 KIND_CLASSES = {"freeze": tk.Freeze, "lora": tk.LoRA, "ia3": tk.IA3, "full": tk.Full, "probe": tk.Probe}
 
@@ -209,9 +209,12 @@ class ModelDiagram(W.VBox):
 
 
 # a grid of controls: as many 270 px columns as the width holds
-_GRID_CSS = ("<style>.tunekit-grid{display:grid!important;grid-template-columns:repeat(auto-fill,minmax(270px,1fr));"
-             "gap:2px 12px;width:100%}.tunekit-grid>*{min-width:0}.tunekit-grid .widget-html-content"
-             "{white-space:normal;line-height:1.3}</style>")
+_GRID_CSS = ("<style>.tunekit-grid{display:grid!important;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));"
+             "gap:2px 10px;width:100%}.tunekit-grid>*{min-width:0}.tunekit-grid .widget-html-content"
+             "{white-space:normal;line-height:1.3}.tunekit-lora{grid-column:span 3;display:flex;gap:10px}"
+             ".tunekit-lora>*{flex:1 1 0;min-width:0}.tunekit-lora>:first-child{flex-grow:1.4}"
+             ".tunekit-span2{grid-column:span 2;display:flex;gap:10px}.tunekit-span2>:first-child{flex:1 1 0;min-width:0}"
+             "</style>")
 
 
 def _red(message: str) -> str:
@@ -230,7 +233,7 @@ class StrategyControls(W.VBox):
     def __init__(self, model: tk.TextClassifier, diagram: ModelDiagram, **kw):
         self.model, self.diagram = model, diagram
         self._updating = False
-        style = {"description_width": "100px"}
+        style = {"description_width": "92px"}
         wide = W.Layout(width="auto")
         self.kind_w = W.Dropdown(options=KINDS, value="freeze", description="strategy", style=style, layout=wide)
         # every layer peft can adapt inside the base model (Linear, and GPT-2's Conv1D)
@@ -239,27 +242,29 @@ class StrategyControls(W.VBox):
         default_short = sorted({t.rsplit(".", 1)[-1] for t in default_targets})
         self.rank = W.IntSlider(8, min=1, max=64, description="LoRA rank", style=style, layout=wide,
                                 continuous_update=False)
-        self.alpha = W.FloatText(16.0, description="LoRA alpha", style=style, layout=W.Layout(width="190px"))
+        self.alpha = W.FloatText(16.0, description="LoRA alpha", style=style, layout=wide)
         self.alpha_note = W.HTML()
         self.alpha_edited = False  # True once the user set alpha to something other than 2 x rank
         self.targets = W.SelectMultiple(options=targets, value=default_short, rows=min(2, len(targets)),
                                         description="LoRA targets", style=style, layout=wide)
         self.errors = {name: W.HTML() for name in ("kind", "rank", "alpha", "targets")}
-        lora_grid = W.HBox([W.VBox([self.rank, self.errors["rank"]]),
-                            W.VBox([W.HBox([self.alpha, self.alpha_note]), self.errors["alpha"]]),
-                            W.VBox([self.targets, self.errors["targets"]])])
-        lora_grid.add_class("tunekit-grid")
-        self.lora_box = W.VBox([lora_grid])  # shown for LoRA only
+        # shown for LoRA only: rank, alpha and targets side by side, three columns of the grid
+        self.lora_box = W.HBox([W.VBox([self.rank, self.errors["rank"]]),
+                                W.VBox([self.alpha, self.alpha_note, self.errors["alpha"]]),
+                                W.VBox([self.targets, self.errors["targets"]])])
+        self.lora_box.add_class("tunekit-lora")
         self.lr = W.FloatLogSlider(value=tk.Freeze.default_lr, base=10, min=-6, max=-1, step=0.25,
                                    description="learning rate", style=style, layout=wide, readout_format=".2g")
-        self.default_lr = W.Checkbox(True, description="the strategy's default", indent=False, layout=wide)
+        self.default_lr = W.Checkbox(True, description="the strategy's default", indent=False,
+                                     layout=W.Layout(width="auto"))
         self.epochs = W.BoundedIntText(1, min=1, max=100, description="epochs", style=style, layout=wide)
         self.batch_size = W.BoundedIntText(16, min=1, max=1024, description="batch size", style=style, layout=wide)
         self.schedule = W.Dropdown(options=["linear", "cosine", "constant"], description="schedule", style=style,
                                    layout=wide)
-        self.train_size = W.BoundedIntText(500, min=8, max=10**7, description="train examples", style=style,
+        sizes = {"description_width": "108px"}  # "train examples" whole
+        self.train_size = W.BoundedIntText(500, min=8, max=10**7, description="train examples", style=sizes,
                                            layout=wide)
-        self.eval_size = W.BoundedIntText(300, min=8, max=10**7, description="eval examples", style=style,
+        self.eval_size = W.BoundedIntText(300, min=8, max=10**7, description="eval examples", style=sizes,
                                           layout=wide)
         self.seed = W.BoundedIntText(0, min=0, max=2**31 - 1, description="seed", style=style, layout=wide)
         self.counts = W.HTML()
@@ -269,12 +274,14 @@ class StrategyControls(W.VBox):
         diagram.observe(self._changed, "chosen")
         self.lr.observe(self._lr_set, "value")
         self.default_lr.observe(lambda c: self._changed() if c["new"] else None, "value")
-        # three columns beside the file browser at 1280 px (fewer when narrower): strategy, learning
-        # rate and its default, then the run's sizes; LoRA's settings in a row of their own
-        grid = W.HBox([W.VBox([self.kind_w, self.errors["kind"]]), self.lr, self.default_lr, self.epochs,
-                       self.batch_size, self.schedule, self.train_size, self.eval_size, self.seed])
+        # four columns beside the file browser at 1280 px (fewer when narrower): strategy, learning
+        # rate and its default, epochs; the run's sizes; the seed, then LoRA's rank, alpha and targets
+        lr = W.HBox([self.lr, self.default_lr])
+        lr.add_class("tunekit-span2")
+        grid = W.HBox([W.VBox([self.kind_w, self.errors["kind"]]), lr, self.epochs,
+                       self.batch_size, self.schedule, self.train_size, self.eval_size, self.seed, self.lora_box])
         grid.add_class("tunekit-grid")
-        super().__init__([W.HTML(_GRID_CSS), grid, self.lora_box, self.counts], **kw)
+        super().__init__([W.HTML(_GRID_CSS), grid, self.counts], **kw)
         self._changed()
 
     # ----- reading the controls out ------------------------------------------------------------
