@@ -279,3 +279,20 @@ def test_real_runs(tiny, small, fast):
     assert [t.name for t in bars.data] == [plots.display_names([r])[r.name] for r in (probe, lora)]
     stacked = panel._view_attribution([lora, probe])[0]
     assert lora.display_name in stacked and probe.display_name in stacked
+
+
+def test_numbering_a_record_reads_only_the_records_it_has_not_read(tmp_path, monkeypatch):
+    """A run's start numbers its record: in a folder of many records that is one stat per record
+    and one read of each config.json not read before (not one read of every record per run)."""
+    import builtins
+    from tunekit import run_names
+    d = tmp_path / "runs"
+    for i in range(30):
+        RunWriter(d, f"r{i}", {"strategy_label": "probe"}).finish("completed", None)
+    assert run_names.next_number(d) == 31
+    RunWriter(d, "new", {"strategy_label": "probe"}).finish("completed", None)
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    assert run_names.next_number(d) == 32
+    assert opened == [str(d / "new" / "config.json")]

@@ -131,9 +131,8 @@ def display_name(run, depth: int = 0) -> str:
 _FOLDERS: dict[str, tuple[int, dict[str, int]]] = {}
 
 
-def creation_order(runs_dir, refresh: bool = False) -> dict[str, int]:
-    """``{record name: place}`` of the records in ``runs_dir``, 0 for the first made (by the
-    time its config.json was written, then by name). Only file times are read."""
+def _records(runs_dir) -> list[tuple[int, str]]:
+    """``(config.json mtime_ns, name)`` of each record in ``runs_dir``, oldest first."""
     entries = []
     try:
         with os.scandir(os.fspath(runs_dir)) as it:
@@ -145,23 +144,38 @@ def creation_order(runs_dir, refresh: bool = False) -> dict[str, int]:
                 except OSError:
                     continue  # not a record (or one still being made)
     except OSError:
-        return {}
-    return {name: i for i, (_, name) in enumerate(sorted(entries))}
+        return []
+    return sorted(entries)
 
 
-def _stored_number(config_path: str) -> Optional[int]:
+def creation_order(runs_dir, refresh: bool = False) -> dict[str, int]:
+    """``{record name: place}`` of the records in ``runs_dir``, 0 for the first made (by the
+    time its config.json was written, then by name). Only file times are read."""
+    return {name: i for i, (_, name) in enumerate(_records(runs_dir))}
+
+
+_STORED: dict[str, tuple[int, Optional[int]]] = {}  # config.json path: (its mtime_ns, the number in it)
+
+
+def _stored_number(config_path: str, mtime_ns: int) -> Optional[int]:
+    """The number a record's config.json holds (read once per version of the file), or None."""
+    known = _STORED.get(config_path)
+    if known is not None and known[0] == mtime_ns:
+        return known[1]
     try:
         with open(config_path, encoding="utf-8") as f:
             n = json.load(f).get("number")
     except (OSError, ValueError, AttributeError):
-        return None
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+        n = None
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    _STORED[config_path] = (mtime_ns, n)
+    return n
 
 
 def numbers(runs_dir, refresh: bool = False) -> dict[str, int]:
     """``{record name: number}`` of the records in ``runs_dir``: each record's stored number,
     or (records made before numbers were kept) its place in the folder plus one. Kept until the
-    folder changes."""
+    folder changes; a config.json is read once (a folder of a thousand records costs one stat each)."""
     root = os.path.abspath(os.fspath(runs_dir))
     try:
         stamp = os.stat(root).st_mtime_ns
@@ -171,8 +185,8 @@ def numbers(runs_dir, refresh: bool = False) -> dict[str, int]:
     if cached is not None and cached[0] == stamp and not refresh:
         return cached[1]
     out = {}
-    for name, place in creation_order(root).items():
-        stored = _stored_number(os.path.join(root, name, "config.json"))
+    for place, (mtime, name) in enumerate(_records(root)):
+        stored = _stored_number(os.path.join(root, name, "config.json"), mtime)
         out[name] = stored if stored is not None else place + 1
     _FOLDERS[root] = (stamp, out)
     return out
