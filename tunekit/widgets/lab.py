@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import threading
-import time
 import warnings
 from typing import Any, Optional
 

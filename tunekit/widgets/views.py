@@ -14,7 +14,6 @@ import time
 from typing import Callable
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
 import tunekit as tk
 from tunekit import inspect, plots
