@@ -71,6 +71,11 @@ def test_records_of_tunekit_0_1_list_and_draw(old_records):
     assert table["accuracy"].notna().all() and set(table["task"]) == {"classification"}
     assert len(tk.plots.eval_curves(runs).data) == 2 and len(tk.plots.pareto(runs).data) >= 2
     tk.report.render_report(runs)
+    # records made before numbers were kept: numbered by their place in the folder, each its own colour,
+    # and a new record is numbered after them
+    names = tk.plots.display_names(runs)
+    assert sorted(n.split(" ")[0] for n in names.values()) == ["#1", "#2"]
+    assert len({tk.plots.run_color(r) for r in runs}) == 2 and tk.plots.next_number(old_records) == 3
 
 
 @pytest.mark.slow
