@@ -58,7 +58,8 @@ class StrategyControls(W.VBox):
         self._updating = False
         style = {"description_width": "92px"}
         wide = W.Layout(width="auto")
-        self.kind_w = W.Dropdown(options=KINDS, value="freeze", description="strategy", style=style, layout=wide)
+        self.kind_w = W.Dropdown(options=KINDS, value="freeze", description="strategy",  # its choice whole
+                                 style={"description_width": "62px"}, layout=wide)
         # every layer peft can adapt inside the base model (Linear, and GPT-2's Conv1D)
         targets = sorted({n.rsplit(".", 1)[-1] for n in adaptable_layers(model.hf, model.hf.base_model_prefix + ".")})
         default_targets = [t for t in tk.LoRA().targets(model)] if targets else []
