@@ -50,7 +50,11 @@ def main() -> None:
     import tunekit as tk
     from tunekit.inspect.models import base_model, tuned_model
     from tunekit.inspect.representations import (
-        _sample, debiased_cka, linear_cka, pooled_hidden_states, representation_drift,
+        _sample,
+        debiased_cka,
+        linear_cka,
+        pooled_hidden_states,
+        representation_drift,
     )
 
     if args.threads:

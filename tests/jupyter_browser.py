@@ -261,7 +261,7 @@ JS_CELL_STATE = """() => {
   const app = window.jupyterapp, w = app && app.shell.currentWidget, sc = w && w.sessionContext;
   const ready = sc ? !!(sc.isReady && sc.session && sc.session.kernel &&
                         sc.session.kernel.connectionStatus === 'connected')
-                   : /\| Idle/.test(document.querySelector('#jp-main-statusbar')?.innerText || '');
+                   : /\\| Idle/.test(document.querySelector('#jp-main-statusbar')?.innerText || '');
   return {total, pending, errors, ready, kernel: ind ? ind.getAttribute('data-status') : null};
 }"""
 

@@ -1,5 +1,4 @@
 """The one adapter path: peft's structure names the parameters, peft's merge measures the change."""
-import pytest
 import torch
 
 import tunekit as tk

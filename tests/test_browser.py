@@ -255,7 +255,7 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
                 page.locator(".lm-TabBar-tab", has_text=tab).first.click()
                 seen_v: list = []
 
-                def view_done(v):
+                def view_done(v, seen_v=seen_v):
                     seen_v.append(json.dumps(v))
                     return ("Showing" in v["status"] or "Could not" in v["status"]) and v["figures"] > 0 \
                         and len(seen_v) >= 6 and len(set(seen_v[-6:])) == 1

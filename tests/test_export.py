@@ -15,8 +15,15 @@ pytest.importorskip("nbconvert")
 
 import static_page  # noqa: E402  (tests/ is on sys.path)
 from tunekit import cli  # noqa: E402
-from tunekit.export import (ExportError, add_plotly_html, export_html, parameter_names, parse_parameter,  # noqa: E402
-                            run_notebook, with_parameters)
+from tunekit.export import (  # noqa: E402
+    ExportError,
+    add_plotly_html,
+    export_html,
+    parameter_names,
+    parse_parameter,
+    run_notebook,
+    with_parameters,
+)
 
 PLOTLY = "application/vnd.plotly.v1+json"
 

@@ -318,7 +318,7 @@ def test_threads_starting_runs_with_one_name_at_once_get_a_record_each(tmp_path)
         for round_ in range(10):
             root, barrier, made, errors = tmp_path / str(round_), threading.Barrier(8), [], []
 
-            def start(i):
+            def start(i, barrier=barrier, made=made, root=root, errors=errors):
                 barrier.wait()
                 try:
                     made.append(RunWriter(root, "same", {"who": i}))

@@ -7,14 +7,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
+from test_plots_report_cli import make_run
 from tunekit import plots
 from tunekit.plots.attribution import attribution_view
 from tunekit.plots.axes import FONT, projector_layout, wrap
 from tunekit.plots.post import forgetting_map, sparsity_curve
 from tunekit.plots.representations import cka_by_layer, pca_scatter
 from tunekit.runs import Run, RunWriter
-
-from test_plots_report_cli import make_run
 
 LONG = "LoRA r8 α16 · 200 ex · 1 ep · a rather long label that goes on"
 
@@ -180,7 +179,7 @@ def test_pca_subplot_titles_never_overlap_and_clear_the_plots(n_runs):
                if k.startswith("xaxis")]
     for text, x0, x1, y0, y1 in boxes:
         assert 0 <= x0 and x1 <= 1, text
-        for (dx0, dx1), (dy0, dy1) in domains:
+        for (dx0, dx1), (dy0, _dy1) in domains:
             if dy0 > y0 and not (x1 <= dx0 or dx1 <= x0):
                 assert y1 <= dy0 - 40 / (fig.layout.height - fig.layout.margin.t - fig.layout.margin.b), \
                     (text, "runs into the row above (its x axis title)")

@@ -11,7 +11,12 @@ import torch
 
 import tunekit as tk
 from tunekit.inspect.attribution import (
-    Attribution, attribute, attribute_runs, hook_counts, pad_baseline, removing_hooks,
+    Attribution,
+    attribute,
+    attribute_runs,
+    hook_counts,
+    pad_baseline,
+    removing_hooks,
 )
 from tunekit.plots.attribution import attribution_html, attribution_view
 

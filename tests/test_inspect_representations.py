@@ -12,7 +12,12 @@ import torch
 
 import tunekit as tk
 from tunekit.inspect.representations import (
-    debiased_cka, head_features, linear_cka, linear_cka_gram, pca_features, pooled_hidden_states,
+    debiased_cka,
+    head_features,
+    linear_cka,
+    linear_cka_gram,
+    pca_features,
+    pooled_hidden_states,
     representation_drift,
 )
 from tunekit.plots.representations import cka_by_layer, pca_scatter

@@ -19,6 +19,7 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 import static_page  # noqa: E402  (tests/ is on sys.path)
 from tunekit.export import add_plotly_html, export_html, parameter_names, run_notebook  # noqa: E402
+
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 

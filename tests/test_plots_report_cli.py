@@ -6,7 +6,6 @@ Figures and the report are tested on synthetic run records written with RunWrite
 from __future__ import annotations
 
 import re
-
 import subprocess
 import sys
 

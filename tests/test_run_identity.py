@@ -285,6 +285,7 @@ def test_numbering_a_record_reads_only_the_records_it_has_not_read(tmp_path, mon
     """A run's start numbers its record: in a folder of many records that is one stat per record
     and one read of each config.json not read before (not one read of every record per run)."""
     import builtins
+
     from tunekit import run_names
     d = tmp_path / "runs"
     for i in range(30):

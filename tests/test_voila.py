@@ -22,9 +22,8 @@ import pytest
 pytestmark = pytest.mark.slow
 pytest.importorskip("voila")
 # test_browser skips this module too when JupyterLab is missing
-from test_browser import JS_DRAWN, JS_LOSS_POINTS, JS_STATE, _curves_drawn, _notebook_copy  # noqa: E402
-
 import jupyter_browser as jb  # noqa: E402
+from test_browser import JS_DRAWN, JS_LOSS_POINTS, JS_STATE, _curves_drawn, _notebook_copy  # noqa: E402
 
 # The only failures expected offline: Voila's page links Font Awesome from a CDN (the icons fall
 # back to the bundled JupyterLab ones). Anything else in the console fails the test.

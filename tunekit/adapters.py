@@ -100,7 +100,7 @@ def effective_state(hf: nn.Module) -> dict[str, torch.Tensor]:
     out = {layout.canonical(n): params[n].detach() for n in layout.names(BASE)}
     for n in layout.names(COPY):  # a fully trained module: its trained copy
         out[layout.canonical(n)] = params[n].detach()
-    for name, (base, merged) in _merged_layers(hf).items():
+    for name, (_, merged) in _merged_layers(hf).items():
         for key, value in merged.items():
             out[f"{name}.{key}"] = value
     return out

@@ -287,7 +287,8 @@ def inputs_for(model, plan, train: EncodedSplit, validation: EncodedSplit, batch
     if plan.cached_features:
         mb = feature_size_mb(model, train) + feature_size_mb(model, validation)
         if mb <= budget_mb:
-            return Inputs(feature_cache(model, train, batch_size, amp), feature_cache(model, validation, batch_size, amp),
+            return Inputs(feature_cache(model, train, batch_size, amp),
+                          feature_cache(model, validation, batch_size, amp),
                           CacheInfo("features", model.num_blocks, round(mb, 2)), frozen)
         return Inputs(train, validation, CacheInfo(None, frozen, reason=(
             f"the probe's features would take {mb:,.0f} MB, over cache_budget_mb={budget_mb:g}; "

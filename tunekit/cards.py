@@ -67,7 +67,8 @@ def _snippet(task: str, pooling: Optional[str], labels: list, base: str, head: s
         lines.append("model = PeftModel.from_pretrained(model, here)  # this folder")
     lines += ["model.eval()", "", "texts = [\"A gorgeous, witty film, though the last act drags badly.\", "
               "\"Dull and far too long.\"]",
-              f"batch = tokenizer(texts, padding=True, truncation=True, max_length={max_length}, return_tensors=\"pt\")",
+              f"batch = tokenizer(texts, padding=True, truncation=True, max_length={max_length}, "
+              "return_tensors=\"pt\")",
               "with torch.no_grad():"]
     if task == "classification" and pools_itself(pooling, head):
         plain = "model.get_base_model()" if adapter else "model"

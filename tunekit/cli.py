@@ -288,7 +288,8 @@ def _check_writable(path) -> None:
 def _checked_inputs(args, strategies: list, option: str):
     """The data and a model loaded for it, with every strategy checked against the model, so
     that a bad option fails now, not after a run has trained; errors name the option."""
-    from tunekit.data import DataError, load as load_data
+    from tunekit.data import DataError
+    from tunekit.data import load as load_data
     from tunekit.models import ModelNotFoundError, load_for, resolve_model_path
     try:
         data = load_data(args.data)
@@ -392,7 +393,8 @@ def _open_run(args):
     try:
         return load_run(path)
     except RunRecordError as e:
-        raise InputError("RUN", f"{args.run_ref!r} is neither a run directory nor a run in {args.runs_dir!r} ({e})") from e
+        raise InputError("RUN", f"{args.run_ref!r} is neither a run directory nor a run in "
+                                f"{args.runs_dir!r} ({e})") from e
 
 
 def cmd_evaluate(args) -> int:
@@ -423,7 +425,8 @@ def cmd_export(args) -> int:
         raise InputError("--param", str(e).partition(": ")[2]) from e
     try:
         export_notebooks(args.notebooks, args.out, execute=args.execute, params=params, cdn=args.cdn,
-                         timeout=args.timeout, ipynb=args.ipynb, progress=lambda m: print(f"tunekit: {m}", file=sys.stderr))
+                         timeout=args.timeout, ipynb=args.ipynb,
+                         progress=lambda m: print(f"tunekit: {m}", file=sys.stderr))
     except ExportError as e:
         message = str(e)
         option = _EXPORT_OPTIONS.get(message.split(":")[0])

@@ -127,10 +127,10 @@ def _split(df: pd.DataFrame, validation: float | int, test: float | int, seed: i
     if n_val + n_test >= n:
         raise DataError(f"{where}: {distinct} leave nothing to train on after "
                         f"validation_size={validation} and test_size={test}")
-    for size, got, field in ((validation, n_val, "validation_size"), (test, n_test, "test_size")):
+    for size, got, name in ((validation, n_val, "validation_size"), (test, n_test, "test_size")):
         if size and not got:
-            raise DataError(f"{where}: {field}={size} of {distinct} is no example at all; give more distinct "
-                            f"texts, or a count such as {field}=1")
+            raise DataError(f"{where}: {name}={size} of {distinct} is no example at all; give more distinct "
+                            f"texts, or a count such as {name}=1")
     rng = np.random.default_rng(seed)
     # Interleave classes after shuffling each one, so any prefix is stratified.
     order = []
@@ -140,7 +140,9 @@ def _split(df: pd.DataFrame, validation: float | int, test: float | int, seed: i
     order = np.concatenate(order)
     order = order[np.lexsort((rng.random(len(order)), order[:, 0]))][:, 1].astype(int)
     val, test_, train = np.split(order, [n_val, n_val + n_test])
-    pick = lambda ix: df.iloc[np.sort(ix)].reset_index(drop=True)
+
+    def pick(ix):
+        return df.iloc[np.sort(ix)].reset_index(drop=True)
     return pick(train), pick(val), pick(test_)
 
 

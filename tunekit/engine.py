@@ -46,14 +46,13 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from tunekit import __version__
+from tunekit import __version__, memory
 from tunekit import cache as prefix
-from tunekit import memory
 from tunekit.adapters import ADAPTER
 from tunekit.batches import loader, to_device
 from tunekit.config import ConfigError, TrainConfig, TrainingError  # noqa: F401 - TrainingError: this module's API too
-from tunekit.distributed import world as current_world
 from tunekit.data import load as load_data
+from tunekit.distributed import world as current_world
 from tunekit.evaluation import evaluate_batches, subset
 from tunekit.metrics import primary
 from tunekit.models import Model, load_for
@@ -452,7 +451,7 @@ class Trainer:
             try:
                 last = self._evaluate(val_in, model.device, amp, state, float("nan"))
             except Exception as e:  # noqa: BLE001 - a stopped run must still be recorded
-                warnings.warn(f"final evaluation of the stopped run failed: {e}")
+                warnings.warn(f"final evaluation of the stopped run failed: {e}", stacklevel=2)
         mem = state["memory"]
         if mem is not None and device.type == "cuda":
             mem["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / memory.MB, 2)
@@ -462,7 +461,8 @@ class Trainer:
                    "train_time_s": round(train_time, 3),
                    "samples_per_s": round(state["samples"] / train_time, 2) if train_time else None,
                    "tokens_per_s": round(state["tokens"] / train_time, 1) if train_time and state["tokens"] else None,
-                   "padding": round(1 - state["tokens"] / state["padded_tokens"], 4) if state["padded_tokens"] else None,
+                   "padding": (round(1 - state["tokens"] / state["padded_tokens"], 4)
+                               if state["padded_tokens"] else None),
                    "memory": mem,
                    "peak_memory_mb": None if mem is None else mem.get("cuda_peak_mb", mem["total_mb"]),
                    "memory_kind": None if mem is None else ("cuda_max_allocated" if device.type == "cuda"
@@ -523,7 +523,7 @@ def compare(strategies: Sequence[Any], data: Any = "rotten_tomatoes", model: str
         try:
             runs.append(Trainer(m, data, strategy, config, callbacks).run())
         except TrainingError as e:
-            warnings.warn(f"{strategy.label} failed: {e}")
+            warnings.warn(f"{strategy.label} failed: {e}", stacklevel=2)
             if e.run is not None:
                 runs.append(e.run)
     return runs

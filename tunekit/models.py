@@ -35,8 +35,14 @@ from torch import nn
 
 from tunekit.backbone import Backbone
 from tunekit.config import ConfigError, TunekitError, require
-from tunekit.sources import BUILTIN_MODELS, DEFAULT_MODEL, ModelNotFoundError, minilm_dir, resolve_model_path  # noqa: F401
-from tunekit.sources import check_model_dir
+from tunekit.sources import (  # noqa: F401
+    BUILTIN_MODELS,
+    DEFAULT_MODEL,
+    ModelNotFoundError,
+    check_model_dir,
+    minilm_dir,
+    resolve_model_path,
+)
 from tunekit.tasks import POOLINGS, Classification, Task, task_class  # noqa: F401
 from tunekit.tasks.classification import default_pooling  # noqa: F401
 

@@ -14,15 +14,15 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
 from tunekit import plots
-from tunekit.plots import captions
-from tunekit.run_names import lr_words
 from tunekit.config import ConfigError
 from tunekit.metrics import primary
+from tunekit.plots import captions
+from tunekit.run_names import lr_words
 from tunekit.runs import Run
 
 _FORMATS: dict[str, Callable[[float], str]] = {
@@ -243,7 +243,8 @@ def write_report(runs: Any, path: str | os.PathLike = "tunekit-report.html",
         raise ConfigError(f"path: cannot create the folder {str(path.parent)!r} for the report: "
                           f"{e.strerror or e}") from None
     if path.is_dir():
-        raise ConfigError(f"path {str(path)!r} is a folder; give the report's file name, e.g. {str(path / 'report.html')!r}")
+        raise ConfigError(f"path {str(path)!r} is a folder; give the report's file name, "
+                          f"e.g. {str(path / 'report.html')!r}")
     text = render_report(runs, title, extra)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")

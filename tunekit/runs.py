@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import warnings
 from pathlib import Path
@@ -39,9 +38,7 @@ from typing import Iterable, Optional
 import pandas as pd
 
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TunekitError
-from tunekit.writer import (STATUSES, RecordWriteError, RunWriter, now,  # noqa: F401 - this module's API too
-                            sanitize_name, write_json, writing_here)
-
+from tunekit.writer import STATUSES, RecordWriteError, RunWriter, now, sanitize_name, write_json, writing_here  # noqa: F401 - this module's API too
 
 
 class RunRecordError(TunekitError, ValueError):

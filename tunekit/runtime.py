@@ -10,7 +10,6 @@ import torch
 from tunekit.config import ConfigError
 from tunekit.metrics import macro_f1  # noqa: F401 - it lived here before tunekit.metrics
 
-
 TRAIN_DEVICES = ("cpu", "cuda", "mps")
 
 
@@ -102,11 +101,10 @@ def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
 
 def versions() -> dict:
     import platform
+    from importlib import metadata
 
     import peft
     import transformers
-
-    from importlib import metadata
 
     from tunekit import __version__
     out = {"tunekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,

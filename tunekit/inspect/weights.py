@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 
 from tunekit import adapters
-from tunekit.config import finite_number, positive_int, require
 from tunekit.architectures import LABEL_ORDER  # noqa: F401 - the labels' order on every axis
+from tunekit.config import finite_number, positive_int, require
 from tunekit.inspect.models import Pair, load_pairs
 from tunekit.models import Model
 

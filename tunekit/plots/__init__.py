@@ -17,10 +17,24 @@ import importlib
 
 from tunekit.plots.axes import say_empty, score_axis  # noqa: F401
 from tunekit.plots.identity import (  # noqa: F401
-    PALETTE, as_runs, color_of, colors, display_names, legend_names, named, next_number, run_color, run_number,
+    PALETTE,
+    as_runs,
+    color_of,
+    colors,
+    display_names,
+    legend_names,
+    named,
+    next_number,
+    run_color,
+    run_number,
 )
 from tunekit.plots.runs import (  # noqa: F401
-    comparison_table, ema, eval_curves, pareto, pareto_front, training_curves,
+    comparison_table,
+    ema,
+    eval_curves,
+    pareto,
+    pareto_front,
+    training_curves,
 )
 
 _LAZY = {

@@ -150,4 +150,5 @@ def projector_layout(fig: go.Figure, height: Optional[int] = None, legend: bool 
     return fig
 
 
-__all__ = ["FONT", "wrap", "projector_layout", "SCORES", "num_labels", "eval_sizes", "score_title", "score_axis", "is_empty", "say_empty"]
+__all__ = ["FONT", "wrap", "projector_layout", "SCORES", "num_labels", "eval_sizes", "score_title", "score_axis",
+           "is_empty", "say_empty"]

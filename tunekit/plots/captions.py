@@ -8,8 +8,8 @@ The lab's views and the report put the same line under the same figure. No torch
 """
 from __future__ import annotations
 
-import math
 import functools
+import math
 import re
 from typing import Any, Optional
 

@@ -28,11 +28,28 @@ import plotly.graph_objects as go
 
 from tunekit.config import ConfigError
 from tunekit.metrics import METRICS, primary
-from tunekit.plots.axes import (FONT, SCORES, eval_sizes, is_empty, num_labels, projector_layout, say_empty,
-                                score_axis, wrap)
+from tunekit.plots.axes import (
+    FONT,
+    SCORES,
+    eval_sizes,
+    is_empty,
+    num_labels,
+    projector_layout,
+    say_empty,
+    score_axis,
+    wrap,
+)
 from tunekit.plots.captions import figure_kind
-from tunekit.plots.identity import (PALETTE, _text, as_runs, colors, display_names, learning_rate,  # noqa: F401
-                                    legend_names, run_color)
+from tunekit.plots.identity import (  # noqa: F401
+    PALETTE,
+    _text,
+    as_runs,
+    colors,
+    display_names,
+    learning_rate,
+    legend_names,
+    run_color,
+)
 from tunekit.runs import Run, table
 
 EVAL_METRICS = {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1",

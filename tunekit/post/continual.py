@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 
 from tunekit.config import ConfigError, positive_int
-from tunekit.post.base import copy_model
 from tunekit.metrics import primary
+from tunekit.post.base import copy_model
 
 SPLITS = ("validation", "test")
 

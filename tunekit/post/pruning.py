@@ -183,8 +183,8 @@ def structured_steps(src: Source, method: str, amount: Any, importance: str, exa
                               f"(got {amount!r})")
         remove = [min(c - 1, int(round(c * amount))) for c in counts]
     if importance == "taylor":
-        scores = taylor_importance(model, _importance_batches(src, examples, max_length=src.train.get("max_length") or 128),
-                                   method)
+        batches = _importance_batches(src, examples, max_length=src.train.get("max_length") or 128)
+        scores = taylor_importance(model, batches, method)
     else:
         scores = magnitude_importance(model, method)
     kept = {str(i): sorted(torch.argsort(s, descending=True)[:c - r].tolist())

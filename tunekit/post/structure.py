@@ -86,8 +86,9 @@ def heads_of(model, block: nn.Module) -> int:
     """The number of attention heads ``block`` holds now (after any pruning)."""
     rows = block_layers(block, ("query",))
     if not rows:
+        fused = sorted({module_label(p) for p, _ in block_layers(block, ("qkv",))}) or "none"
         raise ConfigError(f"head pruning needs separate query / key / value projections; "
-                          f"{type(model.hf).__name__} has {sorted({module_label(p) for p, _ in block_layers(block, ('qkv',))}) or 'none'} "
+                          f"{type(model.hf).__name__} has {fused} "
                           "(use method='magnitude' or 'neurons')")
     layer = rows[0][1]
     out = layer.weight.shape[1] if _is_conv1d(layer) else layer.weight.shape[0]

@@ -90,7 +90,7 @@ class Strategy:
         """AdamW parameter groups over the trainable parameters only. Biases and norms
         get no weight decay."""
         decay, no_decay = [], []
-        for n, p in model.hf.named_parameters():
+        for p in model.hf.parameters():
             if p.requires_grad:
                 (no_decay if p.ndim < 2 else decay).append(p)
         return [g for g in ({"params": decay, "lr": lr, "weight_decay": weight_decay},

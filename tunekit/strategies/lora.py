@@ -16,7 +16,6 @@ from typing import Optional, Sequence
 from tunekit.config import finite_number, require
 from tunekit.strategies.adapter import AdapterStrategy, as_names
 
-
 MAX_SCALE = 1000.0
 """The largest alpha / rank accepted: beyond it an update of any size swamps the weights."""
 

@@ -36,7 +36,8 @@ _GRID_CSS = ("<style>.tunekit-grid{display:grid!important;grid-template-columns:
              "gap:2px 10px;width:100%}.tunekit-grid>*{min-width:0}.tunekit-grid .widget-html-content"
              "{white-space:normal;line-height:1.3}.tunekit-lora{grid-column:span 3;display:flex;gap:10px}"
              ".tunekit-lora>*{flex:1 1 0;min-width:0}.tunekit-lora>:first-child{flex-grow:1.4}"
-             ".tunekit-span2{grid-column:span 2;display:flex;gap:10px}.tunekit-span2>:first-child{flex:1 1 0;min-width:0}"
+             ".tunekit-span2{grid-column:span 2;display:flex;gap:10px}"
+             ".tunekit-span2>:first-child{flex:1 1 0;min-width:0}"
              "</style>")
 
 

@@ -114,8 +114,9 @@ class Lab(W.VBox):
         self._left = W.VBox([self.diagram, self.controls])
         train_row = W.HBox([self.train_button, self.stop_button, self.progress, self.progress_w],
                            layout=W.Layout(flex_flow="row wrap", align_items="center"))
-        super().__init__([W.HTML(_CSS), FitFigures(), W.HBox([W.HTML("<h3>tunekit lab</h3>"), self.model_w, self.data_w],
-                                               layout=W.Layout(flex_flow="row wrap", align_items="center")),
+        title_row = W.HBox([W.HTML("<h3>tunekit lab</h3>"), self.model_w, self.data_w],
+                           layout=W.Layout(flex_flow="row wrap", align_items="center"))
+        super().__init__([W.HTML(_CSS), FitFigures(), title_row,
                           self.header, self._left, train_row, self.status_w, self.live, self.runs])
         self.add_class("tunekit-lab")
         self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
@@ -340,7 +341,7 @@ class Lab(W.VBox):
         try:
             self.live.named(ev.trainer.run_record)
         except Exception as e:  # noqa: BLE001 - naming a curve must never fail the run
-            warnings.warn(f"the live curves keep their first names: {type(e).__name__}: {e}")
+            warnings.warn(f"the live curves keep their first names: {type(e).__name__}: {e}", stacklevel=2)
         self.progress.max = max(1, ev.payload["total_steps"])
         self.progress_w.value = progress_label(0, self.progress.max, 0.0)
         p, run = ev.payload["params"], ev.trainer.run_record

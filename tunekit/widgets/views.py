@@ -17,8 +17,8 @@ import ipywidgets as W
 
 import tunekit as tk
 from tunekit import inspect, plots
-from tunekit.plots import captions
 from tunekit.inspect.views import DEFAULT_SENTENCE
+from tunekit.plots import captions
 from tunekit.report import runs_table_html
 from tunekit.widgets.sizer import FitFigures, figure_widget
 
