@@ -5,7 +5,8 @@ import torch
 
 import tunekit as tk
 from tunekit.config import ConfigError
-from tunekit.models import ModelNotFoundError, canonical_name
+from tunekit.models import ModelNotFoundError
+from tunekit.restore import canonical_name
 
 
 def test_tiny_model_groups_are_ordered_and_cover_every_parameter(tiny):

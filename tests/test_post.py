@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import tunekit as tk
+from tunekit import structure as st
 from tunekit.config import ConfigError
-from tunekit.post import structure as st
 from tunekit.post.distillation import DistillationModule, layer_map, relation_loss, response_loss
 from tunekit.post.pruning import block_linears
 
@@ -190,8 +190,8 @@ def test_quantize_bad_input(trained, small, monkeypatch):
                lambda r: tk.distil(r, data=small)):
         with pytest.raises(ConfigError, match="is quantized.*float run it came from"):
             op(q)
-    from tunekit.post import quantization
-    monkeypatch.setattr(quantization, "torchao_available", lambda: False)
+    from tunekit import quantizers
+    monkeypatch.setattr(quantizers, "torchao_available", lambda: False)
     with pytest.raises(ConfigError, match="torchao.*not installed.*pip install torchao=="):
         tk.quantize(trained, data=small)
 

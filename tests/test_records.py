@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tunekit as tk
-from tunekit import runs as runs_module
+from tunekit import restore
 
 OLD = Path(__file__).parent / "data" / "records-v0.1"
 
@@ -25,8 +25,8 @@ def test_a_record_says_what_it_is(tiny, small, fast):
 def test_the_loader_is_looked_up_by_format(tiny, small, fast, monkeypatch):
     run = tk.train(tiny, small, tk.Full(), **fast)
     seen = []
-    original = runs_module.LOADERS["safetensors"]
-    monkeypatch.setitem(runs_module.LOADERS, "safetensors", lambda r, m: seen.append(r.name) or original(r, m))
+    original = restore.LOADERS["safetensors"]
+    monkeypatch.setitem(restore.LOADERS, "safetensors", lambda r, m: seen.append(r.name) or original(r, m))
     tk.load_run(run.path).load_model()
     assert seen == [run.name]
     cfg = json.loads((run.path / "config.json").read_text())

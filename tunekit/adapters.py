@@ -24,6 +24,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from tunekit.architectures import adaptable_types
 from tunekit.config import ConfigError
 
 BASE, ADAPTER, COPY, ORIGINAL = "base", "adapter", "trained_copy", "original"
@@ -154,7 +155,6 @@ def count(hf: nn.Module, config) -> dict:
     """Exact trainable / total parameters that ``config`` gives ``hf``, as peft counts them
     (``get_nb_trainable_parameters``), from a skeleton on the meta device: nothing is
     allocated and ``hf`` is not touched."""
-    from tunekit.strategies.base import counts
     # building draws random initial values (on the meta device, but from the CPU generator):
     # counting must not move the seeded random stream that training then uses
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
@@ -164,9 +164,14 @@ def count(hf: nn.Module, config) -> dict:
     return counts(trainable, total)
 
 
+def counts(trainable: int, total: int) -> dict:
+    """``{"trainable", "total", "percent"}``: how every parameter count in tunekit is given."""
+    return {"trainable": int(trainable), "total": int(total),
+            "percent": 100.0 * trainable / total if total else 0.0}
+
+
 def adaptable_layers(hf: nn.Module, under: str) -> dict[str, nn.Module]:
     """Layers peft can adapt (Linear, Conv1D) whose name starts with ``under``."""
-    from tunekit.architectures import adaptable_types
     types = adaptable_types()
     return {n: m for n, m in hf.named_modules() if isinstance(m, types) and n.startswith(under)}
 

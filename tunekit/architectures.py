@@ -16,7 +16,12 @@ and transformers' ``Conv1D`` (GPT-2 keeps its projections as ``Conv1D``, weight
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+from tunekit.config import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # path inside a block -> label
 MODULE_LABELS: dict[str, str] = {
@@ -83,3 +88,26 @@ def default_targets(model_type: str, table: dict, block_paths: list[str],
         return list(table[model_type])
     found = sorted({p for p in block_paths if module_label(p) in labels})
     return found or None
+
+
+def find_blocks(base_model) -> tuple[str, "nn.ModuleList"]:
+    """``(path, ModuleList)`` of a base model's transformer blocks: the longest list of modules
+    of one type (``encoder.layer`` for BERT, ``layers`` for Llama, ``h`` for GPT-2). The one way
+    tunekit finds the blocks; :class:`~tunekit.backbone.Backbone` keeps what it finds."""
+    from torch import nn
+    best = None
+    for name, mod in base_model.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and len({type(m) for m in mod}) == 1:
+            if best is None or len(mod) > len(best[1]):
+                best = (name, mod)
+    if best is None:
+        raise ConfigError(f"cannot find the transformer blocks of {type(base_model).__name__}")
+    return best
+
+
+def block_layers(block, labels: Optional[tuple[str, ...]] = None, types: Optional[tuple[type, ...]] = None) -> list:
+    """``(path inside the block, layer)`` of the layers of ``block`` of ``types`` (default: the
+    adaptable ones, Linear and Conv1D) whose canonical label is in ``labels`` (default: all)."""
+    types = types or adaptable_types()
+    return [(p, m) for p, m in block.named_modules()
+            if isinstance(m, types) and (labels is None or module_label(p) in labels)]

@@ -17,20 +17,8 @@ from typing import Optional, Sequence
 from torch import nn
 
 from tunekit import adapters
-from tunekit.architectures import module_label
+from tunekit.architectures import block_layers, find_blocks, module_label
 from tunekit.config import ConfigError
-
-
-def _block_list(base: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The ModuleList of transformer blocks: the longest list of same-type modules."""
-    best = None
-    for name, mod in base.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and len({type(m) for m in mod}) == 1:
-            if best is None or len(mod) > len(best[1]):
-                best = (name, mod)
-    if best is None:
-        raise ConfigError(f"cannot find the transformer blocks of {type(base).__name__}")
-    return best
 
 
 class Backbone:
@@ -42,6 +30,8 @@ class Backbone:
         peft: the ``peft.PeftModel`` once an adapter is attached (for saving), else None.
         groups: ordered ``{group name: [canonical parameter-name prefixes]}``.
         num_blocks: number of transformer blocks.
+        blocks_path: where the blocks are inside the base model (``encoder.layer``, ``layers``);
+            ``blocks_prefix``: the same inside ``hf``, with a dot (``bert.encoder.layer.``).
     """
 
     def __init__(self, hf: nn.Module, tokenizer):
@@ -54,7 +44,7 @@ class Backbone:
     def _find_groups(self) -> None:
         prefix = self.hf.base_model_prefix
         base = self.hf.base_model
-        blocks_path, blocks = _block_list(base)
+        blocks_path, blocks = find_blocks(base)
         blocks_prefix = f"{prefix}.{blocks_path}"
         groups: dict[str, list[str]] = {"embeddings": []}
         groups.update({f"block.{i}": [f"{blocks_prefix}.{i}."] for i in range(len(blocks))})
@@ -79,8 +69,23 @@ class Backbone:
         groups["head"] = []  # everything outside the base model
         self.groups = groups
         self.num_blocks = len(blocks)
+        self.blocks_path = blocks_path
         self.blocks_prefix = blocks_prefix + "."
-        self._prefix = prefix + "."
+        self.base_prefix = prefix + "."
+
+    # ----- the blocks --------------------------------------------------------------------------------
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, read from the model now (after pruning or a student's
+        subset they are the blocks it has)."""
+        return self.hf.base_model.get_submodule(self.blocks_path)
+
+    def block_layers(self, labels: Optional[tuple[str, ...]] = None,
+                     types: Optional[tuple[type, ...]] = None) -> list[tuple[str, nn.Module]]:
+        """``(name in hf, layer)`` of every layer inside the blocks of ``types`` (default: Linear
+        and Conv1D) whose canonical label is in ``labels`` (default: all), block by block."""
+        return [(f"{self.blocks_prefix}{i}.{path}", layer) for i, block in enumerate(self.blocks)
+                for path, layer in block_layers(block, labels, types)]
 
     # ----- adapters --------------------------------------------------------------------------------
     @property
@@ -117,7 +122,7 @@ class Backbone:
         for group, prefixes in self.groups.items():
             if any(name.startswith(p) for p in prefixes):
                 return group
-        if name.startswith(self._prefix):
+        if name.startswith(self.base_prefix):
             return "embeddings"
         return "head"
 

@@ -25,6 +25,10 @@ class ConfigError(TunekitError, ValueError):
     """A parameter is outside its allowed range. The message names it."""
 
 
+class RunRecordError(TunekitError, ValueError):
+    """A run directory is missing or unreadable."""
+
+
 class TrainingError(TunekitError, RuntimeError):
     """A run failed (non-finite loss, out of memory, a full disk ...). ``.run`` is its partial
     record (a :class:`~tunekit.runs.Run`) when one was written."""

@@ -25,14 +25,13 @@ otherwise the error says so and names the built-in models.
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-from pathlib import Path
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
+from tunekit import adapters, quantizers
 from tunekit.backbone import Backbone
 from tunekit.config import ConfigError, TunekitError, require
 from tunekit.sources import (  # noqa: F401
@@ -45,18 +44,35 @@ from tunekit.sources import (  # noqa: F401
 )
 from tunekit.tasks import POOLINGS, Classification, Task, task_class  # noqa: F401
 from tunekit.tasks.classification import default_pooling  # noqa: F401
-
-_LEGACY_PEFT_NOISE = re.compile(r"^base_model\.model\.|\.base_layer(?=\.)|\.lora_[A-Za-z_]+\.[^.]+(?=\.)"
-                                r"|\.modules_to_save\.[^.]+(?=\.)|\.original_module(?=\.)")
+from tunekit.tiny import TINY_FAMILIES, make_tiny, make_tiny_bert  # noqa: F401 - where tunekit 0.1 had them
 
 
-def canonical_name(param_name: str) -> str:
-    """A parameter name as tunekit 0.1 wrote it into records (``PeftModel`` names such as
-    ``base_model.model.bert...query.lora_A.default.weight``), back to the plain model's.
+@dataclass
+class Plan:
+    """What one phase of a strategy trains, declared by the strategy and applied to a model by
+    :meth:`Model.adapt` (the one place where a plan changes a model).
 
-    Only for reading old records: live models name their parameters through
-    :attr:`Backbone.layout`, which reads peft's structure instead of the spelling."""
-    return _LEGACY_PEFT_NOISE.sub("", param_name)
+    * ``train``: the layer groups whose parameters train (everything else is frozen), or
+    * ``adapter``: a peft config; the model is wrapped with it (peft then trains the adapter
+      and the modules it names in ``modules_to_save``, such as a new head);
+    * ``cached_features``: train the head alone on features computed once (a probe);
+    * ``pooling``: the pooling the head reads (a probe may choose one);
+    * ``fake_quant``: weight bits to fake-quantize the block Linear layers at while they
+      train (quantization-aware training), or None.
+    """
+
+    train: tuple[str, ...] = ()
+    adapter: Any = None
+    cached_features: bool = False
+    pooling: Optional[str] = None
+    fake_quant: Optional[int] = None
+
+    @property
+    def format(self) -> str:
+        """How the run record stores what this plan trains: ``"peft"`` (an adapter folder that
+        plain peft loads) or ``"safetensors"`` (the trained tensors)."""
+        return "peft" if self.adapter is not None else "safetensors"
+
 
 
 class Model:
@@ -70,7 +86,7 @@ class Model:
         new_parameters: parameters the checkpoint does not hold (a new head).
         history: ``[{"name", "path"}]`` of the runs that have changed this object's weights.
         structure: the structural changes made since the last of those runs (blocks kept,
-            heads or neurons removed, a new head; see :mod:`tunekit.post.structure`), as
+            heads or neurons removed, a new head; see :mod:`tunekit.structure`), as
             the steps that replay them; the next record written from this model keeps them.
     """
 
@@ -173,25 +189,22 @@ class Model:
         self.backbone.set_trainable(groups, self.active_groups)
 
     def adapt(self, plan) -> None:
-        """Apply a strategy's :class:`~tunekit.strategies.Plan` (or a strategy, whose plan is
+        """Apply a strategy's :class:`Plan` (or a strategy, whose plan is
         taken): set the pooling it asks for, wrap the model with its peft adapter, or make
         exactly its groups trainable. The engine calls this once per phase; it is the one
         place where a plan changes a model."""
-        from tunekit.strategies import Plan, Strategy
-        if isinstance(plan, Strategy):
-            plan = plan.plan(self)
+        if not isinstance(plan, Plan) and callable(getattr(plan, "plan", None)):
+            plan = plan.plan(self)  # a strategy: the plan it declares for this model
         if not isinstance(plan, Plan):
             raise ConfigError(f"adapt() takes a Strategy or a Plan (got {type(plan).__name__})")
         if plan.pooling is not None:
             self.module.pooling = plan.pooling
         if plan.adapter is not None:
-            from tunekit import adapters
             self.backbone.attach(adapters.wrap(self.hf, plan.adapter))
         else:
             self.set_trainable(plan.train)
         if plan.fake_quant is not None:
-            from tunekit.post.quantization import prepare_qat
-            prepare_qat(self, plan.fake_quant)
+            quantizers.prepare_qat(self, plan.fake_quant)
 
     # ----- forward -------------------------------------------------------------------------------
     @property
@@ -386,55 +399,3 @@ def load_for(model: str, data, task: str = "classification", seed: int = 0) -> M
     if task == "classification":
         return load_model(model, label_names=data.label_names, seed=seed)
     return load_model(model, task=task, seed=seed)
-
-
-# ----- small random models, for tests and quick experiments ------------------------------------------
-def _tiny_config(family: str, vocab: int, layers: int, hidden: int):
-    import transformers as t
-    heads = max(1, hidden // 64)
-    common = dict(vocab_size=vocab, num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
-                  intermediate_size=hidden * 4, max_position_embeddings=512)
-    if family in ("bert", "roberta", "electra", "deberta-v2"):
-        cfg = {"bert": t.BertConfig, "roberta": t.RobertaConfig, "electra": t.ElectraConfig,
-               "deberta-v2": t.DebertaV2Config}[family](**common)
-        if family == "electra":
-            cfg.embedding_size = hidden
-        return cfg
-    if family == "distilbert":
-        return t.DistilBertConfig(vocab_size=vocab, n_layers=layers, dim=hidden, n_heads=heads,
-                                  hidden_dim=hidden * 4, max_position_embeddings=512)
-    if family == "gpt2":
-        return t.GPT2Config(vocab_size=vocab, n_layer=layers, n_embd=hidden, n_head=heads, n_positions=512)
-    if family in ("llama", "qwen2"):
-        cls = t.LlamaConfig if family == "llama" else t.Qwen2Config
-        return cls(num_key_value_heads=heads, tie_word_embeddings=True, **common)
-    raise ConfigError(f"family must be one of {TINY_FAMILIES} (got {family!r})")
-
-
-TINY_FAMILIES = ("bert", "roberta", "electra", "deberta-v2", "distilbert", "gpt2", "llama", "qwen2")
-
-
-def make_tiny(family: str, directory: str | os.PathLike, layers: int = 2, hidden: int = 128,
-              seed: int = 0) -> Path:
-    """Write a small randomly initialised model of ``family`` (one of :data:`TINY_FAMILIES`),
-    with the built-in MiniLM tokenizer, to ``directory`` and return it; ``load_model(directory)``
-    then loads it like any model (any task). The weights are random: it knows nothing yet."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    directory = Path(directory)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True, trust_remote_code=False)
-    cfg = _tiny_config(family, tokenizer.vocab_size, layers, hidden)
-    cfg.pad_token_id = tokenizer.pad_token_id
-    if getattr(cfg, "bos_token_id", None) is not None or getattr(cfg, "eos_token_id", None) is not None:
-        cfg.bos_token_id, cfg.eos_token_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    torch.manual_seed(seed)
-    decoder = family in ("gpt2", "llama", "qwen2")
-    model = (AutoModelForCausalLM if decoder else AutoModel).from_config(cfg)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-def make_tiny_bert(directory: str | os.PathLike, layers: int = 2, hidden: int = 128, seed: int = 0) -> Path:
-    """A tiny random BERT (see :func:`make_tiny`)."""
-    return make_tiny("bert", directory, layers, hidden, seed)

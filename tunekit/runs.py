@@ -37,12 +37,11 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TunekitError
+from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, RunRecordError
+from tunekit.data import BUILTIN, load
+from tunekit.metrics import for_task
+from tunekit.run_names import display_name
 from tunekit.writer import STATUSES, RecordWriteError, RunWriter, now, sanitize_name, write_json, writing_here  # noqa: F401 - this module's API too
-
-
-class RunRecordError(TunekitError, ValueError):
-    """A run directory is missing or unreadable."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -156,7 +155,6 @@ class Run:
         from, e.g. ``"full · 500 ex · 2 ep → prune 50 %"``. Records that lack a field leave it
         out. Two runs can share it: :func:`tunekit.plots.display_names` tells them apart."""
         if "_display_name" not in self.__dict__:
-            from tunekit.run_names import display_name
             self._display_name = display_name(self)
         return self._display_name
 
@@ -250,7 +248,6 @@ class Run:
 
     def metrics_summary(self) -> dict:
         """The task's final validation metrics, without the ``val_`` prefix (what it has)."""
-        from tunekit.metrics import for_task
         s = self.summary
         return {m.key: s.get(f"val_{m.key}") for m in for_task(self.task) if f"val_{m.key}" in s}
 
@@ -276,10 +273,10 @@ class Run:
     @property
     def model_source(self) -> str:
         """Where the pretrained model is: the recorded path if it still exists, else the name/id."""
-        m = self._model_entry()
+        m = self.model_entry()
         return m["path"] if m.get("path") and Path(m["path"]).exists() else (m.get("source") or m["path"])
 
-    def _model_entry(self) -> dict:
+    def model_entry(self) -> dict:
         """config.json's ``model`` entry, checked to say which model (and, for classification,
         which labels) the run trained."""
         m = self.config.get("model")
@@ -294,7 +291,6 @@ class Run:
     def dataset(self, data=None):
         """``data`` loaded (a TextDataset, a built-in name, ...), or, for None, the built-in data
         set this run was trained on; a run trained on other data needs ``data`` given."""
-        from tunekit.data import BUILTIN, load
         if data is None:
             name = self.config.get("data", {}).get("name")
             if name not in BUILTIN:
@@ -311,153 +307,44 @@ class Run:
     def pooling(self) -> Optional[str]:
         return self.summary.get("pooling") or self.config.get("model", {}).get("pooling")
 
-    def load_start(self, device: Optional[str] = None):
-        """The model as it was when this record's run started (eval mode): its parent's result
-        (or the pretrained checkpoint), with the record's ``initial.safetensors`` applied."""
-        import torch
-
-        model = self._base()
-        start = self.initial_tensors()
-        params = dict(model.hf.named_parameters())
-        with torch.no_grad():
-            for name, value in start.items():
-                target = params.get(name)
-                if target is not None and target.shape == value.shape:
-                    target.copy_(value)
-        if self.task == "classification" and self.pooling:
-            model.module.pooling = self.pooling
-        model.module.eval()
-        return _to_device(model, device)
-
     @property
     def structure(self) -> list[dict]:
         """The structural steps this record applies to its parent's model before its weights
         (blocks kept for a student, heads or neurons removed, a new head); [] for none."""
         return list(self.config.get("structure") or [])
 
-    def _base(self):
-        """The model this record's weights apply to: its parent's result (adapters merged) or
-        the pretrained checkpoint, with the record's structural steps replayed."""
-        parent = self.parent_run()
-        model = parent.load_model(merged=True) if parent is not None else self._fresh_model()
-        if self.structure:
-            from tunekit.post.structure import apply_steps
-            apply_steps(model, self.structure)
-            model.structure = []  # they belong to this record now
-        return model
-
-    def _fresh_model(self):
-        from tunekit.models import load_model
-        m = self._model_entry()
-        if self.task == "classification":
-            return load_model(self.model_source, label_names=m["label_names"], seed=self.seed,
-                              pooling=m.get("pooling"))
-        return load_model(self.model_source, task=self.task, seed=self.seed)
-
+    # ----- the model: rebuilt by tunekit.restore (records are data; rebuilding is the model side's job)
     def load_model(self, device: Optional[str] = None, merged: bool = False):
         """Rebuild the trained model: its parent's result (or the pretrained model), with the
         record's weights applied by the loader of its ``format``. Works after a kernel restart.
-        ``merged=True`` folds an adapter into the weights (a plain model, no peft layers)."""
-        fmt = self.format
-        if fmt is None:
-            raise RunRecordError(f"{self.path} holds no weights (saved with save_weights=False, "
-                                 f"or the run {self.status} before any were written)")
-        base = self._base()
-        model = loader(fmt)(self, base) or base
-        if merged and model.peft is not None:
-            model.replace_hf(model.peft.merge_and_unload())
-        if self.task == "classification":
-            model.module.pooling = self.pooling or "model"
-        model.history.append({"name": self.name, "path": str(self.path.resolve())})
-        model.module.eval()
-        return _to_device(model, device)
+        ``merged=True`` folds an adapter into the weights (a plain model, no peft layers).
+        See :func:`tunekit.restore.load_model`."""
+        from tunekit import restore  # lazy: reading records needs no torch (plots, reports)
+        return restore.load_model(self, device=device, merged=merged)
+
+    def load_start(self, device: Optional[str] = None):
+        """The model as it was when this record's run started (eval mode): its parent's result
+        (or the pretrained checkpoint), with the record's ``initial.safetensors`` applied."""
+        from tunekit import restore  # lazy: reading records needs no torch
+        return restore.load_start(self, device=device)
+
+    def initial_tensors(self) -> dict:
+        """Starting values (canonical names) of the trained tensors that the parent (or the
+        checkpoint) does not hold: the new head (:func:`tunekit.restore.initial_tensors`)."""
+        from tunekit import restore  # lazy: reading records needs no torch
+        return restore.initial_tensors(self)
 
     def export(self, folder: str | os.PathLike) -> Path:
         """Write the trained model as a plain Hugging Face folder that needs no tunekit: its
         weights (an adapter merged in), the tokenizer and a model card (README.md) whose
         snippet reproduces tunekit's logits. ``folder`` must not exist or be empty."""
-        from tunekit.cards import write_card
-        folder = Path(folder).expanduser()
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise ConfigError(f"export folder {str(folder)!r} exists and is not empty")
-        if self.format == "torchao":
-            raise ConfigError(f"{self.name} is quantized with torchao; plain transformers cannot rebuild its "
-                              f"int8 tensors from a folder, so it is not exported. Its weights are in "
-                              f"{self.path / 'weights.safetensors'} (tk.load_run(path).load_model() reloads "
-                              "them); export the float run it came from instead")
-        model = self.load_model(merged=True)
-        from tunekit.post.structure import describe_in_config
-        describe_in_config(model, self.structure)  # new shapes into the config, or a clear refusal
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            model.hf.save_pretrained(str(folder))
-            model.tokenizer.save_pretrained(str(folder))
-            write_card(self, folder, adapter=False)
-        except OSError as e:
-            raise ConfigError(f"export folder {str(folder)!r} cannot be written: {e.strerror or e}") from None
-        return folder
-
-    def initial_tensors(self) -> dict:
-        """Starting values (canonical names) of the trained tensors that the parent (or the
-        checkpoint) does not hold: the new head. Records of tunekit 0.1 named them as peft
-        does; those names are read back, and LoRA's own start values are left out."""
-        from safetensors.torch import load_file
-
-        from tunekit.models import canonical_name
-        f = self.path / "initial.safetensors"
-        if not f.is_file():
-            return {}
-        return {canonical_name(n): v for n, v in load_file(str(f)).items() if ".lora_" not in n}
+        from tunekit import restore  # lazy: reading records needs no torch
+        return restore.export(self, folder)
 
     def __repr__(self) -> str:
         metrics = "".join(f", {k}={v:.3f}" for k, v in list(self.metrics_summary().items())[:1]
                           if isinstance(v, (int, float)))
         return f"Run({self.name!r}, {self.label}, {self.status}{metrics})"
-
-
-def _load_peft(run: Run, model):
-    from peft import PeftModel
-    model.backbone.attach(PeftModel.from_pretrained(model.hf, str(run.path / "adapter")))
-    return model
-
-
-def _load_safetensors(run: Run, model):
-    from safetensors.torch import load_file
-    state = load_file(str(run.path / "weights.safetensors"))
-    params = dict(model.hf.named_parameters())
-    missing = set(state) - set(params)
-    if missing:
-        raise RunRecordError(f"{run.path}/weights.safetensors has tensors the model lacks: {sorted(missing)[:5]}")
-    mismatched = [n for n, v in state.items() if params[n].shape != v.shape]
-    if mismatched:
-        raise RunRecordError(f"{run.path}/weights.safetensors does not fit the model it applies to "
-                             f"({mismatched[0]} and {len(mismatched) - 1} more have other shapes)")
-    model.hf.load_state_dict(state, strict=False)
-    return model
-
-
-LOADERS = {"peft": _load_peft, "safetensors": _load_safetensors,
-           "torchao": "tunekit.post.quantization:load_quantized"}
-"""Weights loaders by record ``format``: ``loader(run, model)`` applies the record's weights to
-``model`` (its parent's result, structure replayed) and returns the model. A string names a
-loader in a module imported only when such a record is loaded."""
-
-
-def _to_device(model, device: Optional[str]):
-    from tunekit.runtime import pick_device  # torch: only when a model is loaded
-    return model.to(pick_device(device)) if device else model
-
-
-def loader(fmt: str):
-    """The weights loader of record format ``fmt``."""
-    if fmt not in LOADERS:
-        raise RunRecordError(f"unknown record format {fmt!r}; known: {sorted(LOADERS)} (written by a newer tunekit?)")
-    found = LOADERS[fmt]
-    if isinstance(found, str):
-        import importlib
-        module, name = found.split(":")
-        found = getattr(importlib.import_module(module), name)
-    return found
 
 
 def load_run(path: str | os.PathLike) -> Run:

@@ -305,23 +305,14 @@ class RunWriter:
             self._close_metrics()
             _OPEN.discard(os.path.realpath(self.path))
 
-    def save_tensors(self, filename: str, tensors: dict) -> None:
-        """Save ``tensors`` as ``filename`` atomically (temporary file, fsync, rename)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import save_file
-        target = self.path / filename
+    def save_tensors(self, filename: str, tensors: dict, metadata: Optional[dict] = None) -> None:
+        """Save ``tensors`` (with safetensors ``metadata``) as ``filename`` atomically: see
+        :func:`write_tensors`. A failure marks the record failed and raises RecordWriteError."""
         self._check()
-        tmp = self.path / f".{filename}.{secrets.token_hex(4)}.tmp"
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         try:
-            save_file(tensors, str(tmp))
-            _fsync_file(tmp)
-            os.replace(tmp, target)
-            _fsync_dir(self.path)
-        except (OSError, SafetensorError) as e:  # safetensors reports the OS's errors as its own
-            with _suppress():
-                os.unlink(tmp)
-            self._fail(describe_write_error(target, e), e)
+            write_tensors(self.path / filename, tensors, metadata)
+        except RecordWriteError as e:
+            self._fail(str(e), e.__cause__)
 
     def save_adapter(self, peft_model, base_model_id: Optional[str] = None) -> None:
         """peft's ``save_pretrained`` into ``adapter/``; ``base_model_name_or_path`` is set to
@@ -353,6 +344,26 @@ class RunWriter:
             config.base_model_name_or_path = old
 
 
+def write_tensors(path: Path, tensors: dict, metadata: Optional[dict] = None) -> None:
+    """Write ``tensors`` as one safetensors file at ``path`` atomically: a temporary file in the
+    same folder, fsynced, then renamed over ``path`` (a crash leaves the old file or the new one,
+    and no temporary file). The one way tunekit writes tensors. Raises RecordWriteError."""
+    from safetensors import SafetensorError  # lazy: reading and writing JSON records needs no torch
+    from safetensors.torch import save_file
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except (OSError, SafetensorError) as e:  # safetensors reports the OS's errors as its own
+        with _suppress():
+            os.unlink(tmp)
+        raise RecordWriteError(describe_write_error(path, e)) from e
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -381,7 +392,7 @@ class ReplicaWriter:
     def finish(self, status: str, reason: Optional[str] = None, **fields) -> None:
         self.update(status=status, reason=reason, **fields)
 
-    def save_tensors(self, filename: str, tensors: dict) -> None:
+    def save_tensors(self, filename: str, tensors: dict, metadata: Optional[dict] = None) -> None:
         pass
 
     def save_adapter(self, peft_model, base_model_id: Optional[str] = None) -> None:

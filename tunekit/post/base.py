@@ -32,10 +32,13 @@ import torch
 
 from tunekit import __version__
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, positive_int
+from tunekit.data import load as load_data
+from tunekit.evaluation import evaluate as run_evaluate
 from tunekit.models import Model
+from tunekit.quantizers import flatten
 from tunekit.runs import Run, load_run
 from tunekit.runtime import versions
-from tunekit.writer import RunWriter
+from tunekit.writer import RunWriter, write_tensors
 
 LATENCY_BATCH = 32
 LATENCY_REPEATS = 15
@@ -86,7 +89,6 @@ def source(run_or_model: Any, data: Any = None) -> Source:
     """The start of an operation: a run (a :class:`Run` or its directory; its model is loaded
     from disk, adapters merged) or a :class:`Model` (deep-copied). ``data``: the data set it
     is measured on (default: the run's built-in data set)."""
-    from tunekit.data import load as load_data
     if isinstance(run_or_model, Model):
         if data is None:
             raise ConfigError("a model (not a run) needs data=<TextDataset or built-in name> to be measured on")
@@ -108,7 +110,7 @@ def source(run_or_model: Any, data: Any = None) -> Source:
 
 
 # ----- measuring ---------------------------------------------------------------------------------------
-def _state_for_disk(model: Model) -> tuple[dict, Optional[dict]]:
+def model_tensors(model: Model) -> tuple[dict, Optional[dict]]:
     """The whole model's tensors as safetensors takes them (shared tensors once; torchao's
     quantized tensors flattened into their parts, with the metadata to rebuild them)."""
     state, seen = {}, set()
@@ -121,24 +123,16 @@ def _state_for_disk(model: Model) -> tuple[dict, Optional[dict]]:
         state[name] = t
     if all(type(t) is torch.Tensor for t in state.values()):
         return {k: v.detach().cpu().contiguous() for k, v in state.items()}, None
-    from tunekit.post.quantization import flatten
     return flatten(state)
 
 
-def save_model_tensors(model: Model, path: Path) -> None:
-    """Write the whole model to one safetensors file (atomically)."""
-    from safetensors.torch import save_file
-    tensors, metadata = _state_for_disk(model)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
 
 
 def size_mb(model: Model) -> float:
     """The model's size on disk: every tensor written to one safetensors file, measured."""
     with tempfile.TemporaryDirectory() as d:
         f = Path(d) / "model.safetensors"
-        save_model_tensors(model, f)
+        write_tensors(f, *model_tensors(model))
         return round(f.stat().st_size / 2 ** 20, 3)
 
 
@@ -209,7 +203,6 @@ def measure(model: Any, src: Optional[Source] = None, evaluate: bool = True, lat
     same size and latency axes as the post-training records; returns what was measured."""
     if src is None:
         return _measure_record(model)
-    from tunekit.evaluation import evaluate as run_evaluate
     out: dict[str, Any] = {}
     if evaluate:
         args = evaluation_args(src)

@@ -30,8 +30,15 @@ import pandas as pd
 import torch
 
 from tunekit.config import ConfigError, positive_int
+from tunekit.data import load as load_data
+from tunekit.engine import Trainer
+from tunekit.evaluation import evaluate
+from tunekit.inspect.representations import linear_cka
 from tunekit.metrics import primary
+from tunekit.models import load_for
 from tunekit.post.base import copy_model
+from tunekit.strategies import Full, get_strategy
+from tunekit.structure import apply_steps, new_head
 
 SPLITS = ("validation", "test")
 
@@ -67,7 +74,6 @@ def _held_out(data, split: str, n: int, seed: int) -> list[str]:
 
 def _swap_head(model, head_state: dict, labels: list[str]):
     """A copy of ``model`` (adapter merged) wearing another task's head."""
-    from tunekit.post.structure import new_head
     m = copy_model(model)
     if m.peft is not None:
         m.replace_hf(m.peft.merge_and_unload())
@@ -100,13 +106,6 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
         size: evaluate on a seeded subset of ``size`` held-out examples (None: all).
         train_overrides: :class:`~tunekit.config.TrainConfig` fields for both stages.
     """
-    from tunekit.data import load as load_data
-    from tunekit.engine import Trainer
-    from tunekit.evaluation import evaluate
-    from tunekit.inspect.representations import linear_cka
-    from tunekit.models import load_for
-    from tunekit.post.structure import apply_steps
-    from tunekit.strategies import Full, get_strategy
 
     if not strategies:
         raise ConfigError("forgetting needs at least one strategy to learn the second task with")

@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tunekit import structure as st
 from tunekit.config import ConfigError
 from tunekit.models import Model
-from tunekit.post import structure as st
 from tunekit.runs import Run, load_run
 from tunekit.strategies.base import Plan, Strategy
 from tunekit.tasks.base import TaskOutput

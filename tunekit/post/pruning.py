@@ -34,8 +34,8 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
+from tunekit import structure as st
 from tunekit.config import ConfigError, TrainConfig, positive_int
-from tunekit.post import structure as st
 from tunekit.post.base import Source, before_and_after, copy_model, derived_record, measure, source
 from tunekit.runs import Run
 
@@ -52,10 +52,7 @@ def _check_sparsity(s: Any) -> float:
 
 def block_linears(model) -> list[tuple[str, nn.Module]]:
     """``(name, layer)`` of every Linear / Conv1D layer inside the transformer blocks."""
-    from tunekit.architectures import adaptable_types
-    types = adaptable_types()
-    prefix = model.backbone.blocks_prefix
-    return [(n, m) for n, m in model.hf.named_modules() if isinstance(m, types) and (n + ".").startswith(prefix)]
+    return model.backbone.block_layers()
 
 
 def magnitude_prune(model, sparsity: float, scope: str = "global") -> dict:
@@ -138,8 +135,8 @@ def magnitude_importance(model, unit: str) -> list[torch.Tensor]:
     """Per block, the L2 norm of the weights each head or neuron owns (rows of the projections
     that produce it, columns of the one that reads it)."""
     out = []
-    rows_labels = st._HEAD_ROWS if unit == "heads" else st._FFN_ROWS
-    cols_labels = st._HEAD_COLS if unit == "heads" else st._FFN_COLS
+    rows_labels = st.HEAD_ROWS if unit == "heads" else st.FFN_ROWS
+    cols_labels = st.HEAD_COLS if unit == "heads" else st.FFN_COLS
     for block in st.blocks(model):
         width = st.head_size(model) if unit == "heads" else 1
         sq = None

@@ -62,7 +62,7 @@ class AdapterStrategy(Strategy):
         """The layers (inside the base model) that ``names`` select, by name; each name must
         select at least one (peft's matching: the name or a dotted suffix of it)."""
         names = list(names or self.target_modules or self.default_target_names(model))
-        inside = adapters.adaptable_layers(model.hf, model.backbone._prefix)
+        inside = adapters.adaptable_layers(model.hf, model.backbone.base_prefix)
         hits = adapters.match(inside, names)
         missing = [t for t, found in hits.items() if not found]
         if missing:

@@ -1,7 +1,8 @@
 """What every strategy is: a declaration of what trains, applied by the engine.
 
 A strategy is a small dataclass. The engine asks it for its :class:`Phase` list
-(one phase for most; LP-FT has two), and for each phase for a :class:`Plan`:
+(one phase for most; LP-FT has two), and for each phase for a :class:`~tunekit.models.Plan`
+(it lives beside the model it is applied to, so that models never import strategies):
 
 * ``train``: the layer groups whose parameters train (everything else is frozen), or
 * ``adapter``: a peft config; the engine wraps the model with it (peft then trains the
@@ -21,11 +22,14 @@ Adding a strategy is one file plus one registry line in ``strategies/__init__.py
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import ClassVar, Optional
 
-if TYPE_CHECKING:
-    from tunekit.models import Model
+from tunekit import adapters
+from tunekit.adapters import counts  # noqa: F401 - strategies count with it too
+from tunekit.config import ConfigError
+from tunekit.models import Model, Plan  # noqa: F401 - Plan: a strategy's declaration, kept beside the model it adapts
 
 
 @dataclass
@@ -41,23 +45,6 @@ class Phase:
     lr: Optional[float] = None
 
 
-@dataclass
-class Plan:
-    """What one phase trains (see the module docstring)."""
-
-    train: tuple[str, ...] = ()
-    adapter: Any = None
-    cached_features: bool = False
-    pooling: Optional[str] = None
-    fake_quant: Optional[int] = None
-
-    @property
-    def format(self) -> str:
-        """How the run record stores what this plan trains: ``"peft"`` (an adapter folder that
-        plain peft loads) or ``"safetensors"`` (the trained tensors)."""
-        return "peft" if self.adapter is not None else "safetensors"
-
-
 class Strategy:
     """Base class. Subclasses are dataclasses and set ``name`` and ``default_lr``."""
 
@@ -67,26 +54,24 @@ class Strategy:
     def phases(self) -> list[Phase]:
         return [Phase(self)]
 
-    def plan(self, model: "Model") -> Plan:
+    def plan(self, model: Model) -> Plan:
         """What trains on ``model`` (validated against it; the model is not changed)."""
         raise NotImplementedError
 
-    def count(self, model: "Model") -> dict:
+    def count(self, model: Model) -> dict:
         """Trainable / total parameters this strategy *will* give ``model``, without changing it."""
         plan = self.plan(model)
         if plan.adapter is not None:
-            from tunekit import adapters
             return adapters.count(model.hf, plan.adapter)
         return group_counts(model, set(plan.train))
 
-    def prepare(self, model: "Model") -> None:
+    def prepare(self, model: Model) -> None:
         """Deprecated (tunekit 0.1): apply this strategy to ``model``; use ``model.adapt(strategy)``."""
-        import warnings
         warnings.warn("Strategy.prepare(model) is deprecated: strategies now declare a Plan; use "
                       "model.adapt(strategy)", DeprecationWarning, stacklevel=2)
         model.adapt(self)
 
-    def param_groups(self, model: "Model", lr: float, weight_decay: float) -> list[dict]:
+    def param_groups(self, model: Model, lr: float, weight_decay: float) -> list[dict]:
         """AdamW parameter groups over the trainable parameters only. Biases and norms
         get no weight decay."""
         decay, no_decay = [], []
@@ -111,19 +96,13 @@ class Strategy:
         return self.name
 
 
-def counts(trainable: int, total: int) -> dict:
-    return {"trainable": int(trainable), "total": int(total),
-            "percent": 100.0 * trainable / total if total else 0.0}
-
-
-def group_counts(model: "Model", train: set[str]) -> dict:
+def group_counts(model: Model, train: set[str]) -> dict:
     by = model.parameter_counts()["by_group"]
     train = set(train) & set(model.active_groups)
     return counts(sum(v["total"] for g, v in by.items() if g in train), sum(v["total"] for v in by.values()))
 
 
-def needs_classification(model: "Model", who: str) -> None:
-    from tunekit.config import ConfigError
+def needs_classification(model: Model, who: str) -> None:
     if model.task.name != "classification":
         raise ConfigError(f"{who} trains a classification head on frozen features; this model's task is "
                           f"{model.task.name!r} (use Freeze, LoRA, IA3 or Full)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunekit.config import ConfigError
+from tunekit.quantizers import torchao
 from tunekit.strategies.base import Plan, Strategy
 
 
@@ -29,8 +30,7 @@ class QAT(Strategy):
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
             raise ConfigError(f"QAT.bits must be an integer in 2..8 (got {self.bits!r})")
-        from tunekit.post.quantization import _torchao
-        _torchao()  # a clear error now if torchao is missing
+        torchao()  # a clear error now if torchao is missing
 
     def plan(self, model) -> Plan:
         return Plan(train=tuple(model.active_groups), fake_quant=self.bits)

@@ -153,7 +153,7 @@ class Classification(Task):
         raise ConfigError(f"cannot find a classification head in {type(hf).__name__}")
 
     def module(self, backbone) -> ClassifierModule:
-        return ClassifierModule(backbone.hf, self.head_name(backbone.hf, backbone._prefix), self.pooling)
+        return ClassifierModule(backbone.hf, self.head_name(backbone.hf, backbone.base_prefix), self.pooling)
 
     def metrics(self) -> "ClassificationMetrics":
         return ClassificationMetrics(self.num_labels)

@@ -23,27 +23,21 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from tunekit.architectures import module_label
+from tunekit.architectures import block_layers, module_label
 from tunekit.config import ConfigError
+from tunekit.tasks import Classification
 
-#: labels of the projections that are sliced, by what they hold
-_HEAD_ROWS = ("query", "key", "value")
-_HEAD_COLS = ("attn_out",)
-_FFN_ROWS = ("intermediate", "gate")
-_FFN_COLS = ("output",)
+#: labels of the projections that are sliced, by what they hold: a head's rows and columns,
+#: a feed-forward neuron's rows and columns
+HEAD_ROWS = ("query", "key", "value")
+HEAD_COLS = ("attn_out",)
+FFN_ROWS = ("intermediate", "gate")
+FFN_COLS = ("output",)
 
 
 def blocks(model) -> nn.ModuleList:
-    """The model's list of transformer blocks."""
-    from tunekit.backbone import _block_list
-    return _block_list(model.hf.base_model)[1]
-
-
-def block_layers(block: nn.Module, labels: Sequence[str]) -> list[tuple[str, nn.Module]]:
-    """``(path, layer)`` of the Linear / Conv1D layers of ``block`` whose canonical label is in ``labels``."""
-    from tunekit.architectures import adaptable_types
-    types = adaptable_types()
-    return [(p, m) for p, m in block.named_modules() if isinstance(m, types) and module_label(p) in labels]
+    """The model's list of transformer blocks (what it has now)."""
+    return model.backbone.blocks
 
 
 def _is_conv1d(layer: nn.Module) -> bool:
@@ -120,9 +114,9 @@ def keep_heads(model, kept: dict) -> None:
         if heads[-1] >= n or heads[0] < 0:
             raise ConfigError(f"block {key} has heads 0..{n - 1} (got {heads})")
         index = torch.cat([torch.arange(h * size, (h + 1) * size) for h in heads])
-        for path, layer in block_layers(block, _HEAD_ROWS):
+        for path, layer in block_layers(block, HEAD_ROWS):
             _replace(block, path, slice_layer(layer, index, outputs=True))
-        for path, layer in block_layers(block, _HEAD_COLS):
+        for path, layer in block_layers(block, HEAD_COLS):
             _replace(block, path, slice_layer(layer, index, outputs=False))
         for mod in block.modules():  # bookkeeping attributes, where the attention module keeps them
             for attr in ("num_attention_heads", "n_heads", "num_heads"):
@@ -152,17 +146,16 @@ def keep_neurons(model, kept: dict) -> None:
         if neurons[-1] >= n or neurons[0] < 0:
             raise ConfigError(f"block {key} has neurons 0..{n - 1} (got {neurons[:3]}...)")
         index = torch.tensor(neurons)
-        for path, layer in block_layers(block, _FFN_ROWS):
+        for path, layer in block_layers(block, FFN_ROWS):
             _replace(block, path, slice_layer(layer, index, outputs=True))
-        for path, layer in block_layers(block, _FFN_COLS):
+        for path, layer in block_layers(block, FFN_COLS):
             _replace(block, path, slice_layer(layer, index, outputs=False))
 
 
 def keep_blocks(model, kept: Sequence[int]) -> None:
     """Keep only the blocks ``kept`` (in that order): the model's config and each block's
     ``layer_idx`` (decoders' key/value caches index by it) are updated to match."""
-    from tunekit.backbone import _block_list
-    path, old = _block_list(model.hf.base_model)
+    path, old = model.backbone.blocks_path, model.backbone.blocks
     kept = [int(i) for i in kept]
     if not kept:
         raise ConfigError("student: keep at least one block")
@@ -186,7 +179,6 @@ def keep_blocks(model, kept: Sequence[int]) -> None:
 
 def new_head(model, labels: Sequence[str], seed: int = 0) -> None:
     """Replace a classification model's head with a new one (seeded) for ``labels``."""
-    from tunekit.tasks import Classification
     if model.task.name != "classification":
         raise ConfigError(f"a new head is for classification models (this one is {model.task.name!r})")
     labels = [str(x) for x in labels]

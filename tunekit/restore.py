@@ -1,0 +1,178 @@
+"""A model rebuilt from a run record: the model side of records, so that records stay data.
+
+    model = restore.load_model(run)              # what run.load_model() hands over to
+    start = restore.load_start(run)              # the model as the run started
+    restore.export(run, "folder")                # a plain Hugging Face folder
+
+A record's weights apply to its *base*: its parent's result (adapters merged) or, for a
+record with no parent, the pretrained checkpoint it names, with the record's structural
+steps replayed (:mod:`tunekit.structure`: blocks kept, heads or neurons removed, a new head).
+The weights are then applied by the loader of the record's ``format`` (:data:`LOADERS`):
+``peft`` (an adapter folder), ``safetensors`` (the trained tensors) or ``torchao`` (quantized
+tensors). Records of tunekit 0.1 named parameters as peft does; :func:`canonical_name` reads
+those names back.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from tunekit import quantizers
+from tunekit.cards import write_card
+from tunekit.config import ConfigError, RunRecordError
+from tunekit.models import Model
+from tunekit.models import load_model as load_pretrained
+from tunekit.runtime import pick_device
+from tunekit.structure import apply_steps, describe_in_config
+
+_LEGACY_PEFT_NOISE = re.compile(r"^base_model\.model\.|\.base_layer(?=\.)|\.lora_[A-Za-z_]+\.[^.]+(?=\.)"
+                                r"|\.modules_to_save\.[^.]+(?=\.)|\.original_module(?=\.)")
+
+
+def canonical_name(param_name: str) -> str:
+    """A parameter name as tunekit 0.1 wrote it into records (``PeftModel`` names such as
+    ``base_model.model.bert...query.lora_A.default.weight``), back to the plain model's.
+
+    Only for reading old records: live models name their parameters through
+    :attr:`Backbone.layout`, which reads peft's structure instead of the spelling."""
+    return _LEGACY_PEFT_NOISE.sub("", param_name)
+
+
+# ----- the weights, by record format ----------------------------------------------------------------
+def _load_peft(run, model: Model) -> Model:
+    from peft import PeftModel  # lazy: peft's import takes seconds, and only adapter records need it
+    model.backbone.attach(PeftModel.from_pretrained(model.hf, str(run.path / "adapter")))
+    return model
+
+
+def _load_safetensors(run, model: Model) -> Model:
+    from safetensors.torch import load_file
+    state = load_file(str(run.path / "weights.safetensors"))
+    params = dict(model.hf.named_parameters())
+    missing = set(state) - set(params)
+    if missing:
+        raise RunRecordError(f"{run.path}/weights.safetensors has tensors the model lacks: {sorted(missing)[:5]}")
+    mismatched = [n for n, v in state.items() if params[n].shape != v.shape]
+    if mismatched:
+        raise RunRecordError(f"{run.path}/weights.safetensors does not fit the model it applies to "
+                             f"({mismatched[0]} and {len(mismatched) - 1} more have other shapes)")
+    model.hf.load_state_dict(state, strict=False)
+    return model
+
+
+def _load_torchao(run, model: Model) -> Model:
+    op = run.strategy
+    return quantizers.load_tensors(model, op["method"], int(op["bits"]), op.get("layers"),
+                                   run.path / "weights.safetensors")
+
+
+LOADERS: dict[str, Callable] = {"peft": _load_peft, "safetensors": _load_safetensors, "torchao": _load_torchao}
+"""Weights loaders by record ``format``: ``loader(run, model)`` applies the record's weights to
+``model`` (its parent's result, structure replayed) and returns the model."""
+
+
+def loader(fmt: str) -> Callable:
+    """The weights loader of record format ``fmt``."""
+    if fmt not in LOADERS:
+        raise RunRecordError(f"unknown record format {fmt!r}; known: {sorted(LOADERS)} (written by a newer tunekit?)")
+    return LOADERS[fmt]
+
+
+# ----- rebuilding ---------------------------------------------------------------------------------------
+def _to_device(model: Model, device: Optional[str]) -> Model:
+    return model.to(pick_device(device)) if device else model
+
+
+def pretrained(run) -> Model:
+    """The pretrained checkpoint a record with no parent started from, with its head seeded
+    as the run's was."""
+    m = run.model_entry()
+    if run.task == "classification":
+        return load_pretrained(run.model_source, label_names=m["label_names"], seed=run.seed,
+                               pooling=m.get("pooling"))
+    return load_pretrained(run.model_source, task=run.task, seed=run.seed)
+
+
+def base(run) -> Model:
+    """The model a record's weights apply to: its parent's result (adapters merged) or the
+    pretrained checkpoint, with the record's structural steps replayed."""
+    parent = run.parent_run()
+    model = load_model(parent, merged=True) if parent is not None else pretrained(run)
+    if run.structure:
+        apply_steps(model, run.structure)
+        model.structure = []  # they belong to this record now
+    return model
+
+
+def load_model(run, device: Optional[str] = None, merged: bool = False) -> Model:
+    """Rebuild a record's trained model: its base with the record's weights applied by the
+    loader of its ``format``. ``merged=True`` folds an adapter into the weights (a plain
+    model, no peft layers)."""
+    fmt = run.format
+    if fmt is None:
+        raise RunRecordError(f"{run.path} holds no weights (saved with save_weights=False, "
+                             f"or the run {run.status} before any were written)")
+    model = base(run)
+    model = loader(fmt)(run, model) or model
+    if merged and model.peft is not None:
+        model.replace_hf(model.peft.merge_and_unload())
+    if run.task == "classification":
+        model.module.pooling = run.pooling or "model"
+    model.history.append({"name": run.name, "path": str(run.path.resolve())})
+    model.module.eval()
+    return _to_device(model, device)
+
+
+def initial_tensors(run) -> dict:
+    """Starting values (canonical names) of the trained tensors that the parent (or the
+    checkpoint) does not hold: the new head. Records of tunekit 0.1 named them as peft
+    does; those names are read back, and LoRA's own start values are left out."""
+    from safetensors.torch import load_file
+    f = run.path / "initial.safetensors"
+    if not f.is_file():
+        return {}
+    return {canonical_name(n): v for n, v in load_file(str(f)).items() if ".lora_" not in n}
+
+
+def load_start(run, device: Optional[str] = None) -> Model:
+    """The model as it was when a record's run started (eval mode): its base with the
+    record's ``initial.safetensors`` applied."""
+    model = base(run)
+    params = dict(model.hf.named_parameters())
+    with torch.no_grad():
+        for name, value in initial_tensors(run).items():
+            target = params.get(name)
+            if target is not None and target.shape == value.shape:
+                target.copy_(value)
+    if run.task == "classification" and run.pooling:
+        model.module.pooling = run.pooling
+    model.module.eval()
+    return _to_device(model, device)
+
+
+def export(run, folder: str | os.PathLike) -> Path:
+    """Write a record's trained model as a plain Hugging Face folder that needs no tunekit: its
+    weights (an adapter merged in), the tokenizer and a model card (README.md) whose snippet
+    reproduces tunekit's logits. ``folder`` must not exist or be empty."""
+    folder = Path(folder).expanduser()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(f"export folder {str(folder)!r} exists and is not empty")
+    if run.format == "torchao":
+        raise ConfigError(f"{run.name} is quantized with torchao; plain transformers cannot rebuild its "
+                          f"int8 tensors from a folder, so it is not exported. Its weights are in "
+                          f"{run.path / 'weights.safetensors'} (tk.load_run(path).load_model() reloads "
+                          "them); export the float run it came from instead")
+    model = load_model(run, merged=True)
+    describe_in_config(model, run.structure)  # new shapes into the config, or a clear refusal
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        model.hf.save_pretrained(str(folder))
+        model.tokenizer.save_pretrained(str(folder))
+        write_card(run, folder, adapter=False)
+    except OSError as e:
+        raise ConfigError(f"export folder {str(folder)!r} cannot be written: {e.strerror or e}") from None
+    return folder
