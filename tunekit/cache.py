@@ -53,10 +53,6 @@ def frozen_blocks(model) -> int:
     return k
 
 
-def blocks_list(model) -> nn.ModuleList:
-    return model.hf.get_submodule(model.backbone.blocks_prefix.rstrip("."))
-
-
 def frozen_prefix_eval(model, k: int) -> None:
     """Put what runs below block ``k`` in eval mode (no dropout): the embeddings, every module
     the base model registers before its blocks (GPT-2's embedding dropout has no weights, so
@@ -69,13 +65,12 @@ def frozen_prefix_eval(model, k: int) -> None:
         model.module.eval()  # only the head trains (a probe): it reads what the eval-mode model gives it
         model.module.head().train()
         return
-    base = model.hf.base_model
-    inside = model.backbone.blocks_prefix[len(model.hf.base_model_prefix) + 1:].rstrip(".")
-    for name, child in base.named_children():
+    inside = model.backbone.blocks_path
+    for name, child in model.hf.base_model.named_children():
         if inside == name or inside.startswith(name + "."):
             break
         child.eval()
-    blocks = blocks_list(model)
+    blocks = model.backbone.blocks
     for i in range(k):
         blocks[i].eval()
 
@@ -119,7 +114,7 @@ def prefix_cache(model, split: EncodedSplit, k: int, batch_size: int,
     """Each example's hidden states after block ``k - 1`` (``[length, hidden]``, real tokens
     only), computed in eval mode (under the run's autocast ``amp``), and how that block
     returns them."""
-    blocks = blocks_list(model)
+    blocks = model.backbone.blocks
     seen: dict = {}
 
     def grab(mod, args, out):
@@ -276,7 +271,7 @@ class Inputs:
         """The task module, reading the cached blocks when there are any."""
         if self.info.kind != "prefix":
             return model.module
-        return CachedPrefix(model.module, blocks_list(model), self.frozen, self.shape)
+        return CachedPrefix(model.module, model.backbone.blocks, self.frozen, self.shape)
 
 
 def inputs_for(model, plan, train: EncodedSplit, validation: EncodedSplit, batch_size: int, budget_mb: float,

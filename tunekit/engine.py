@@ -50,6 +50,7 @@ from tunekit import __version__, memory
 from tunekit import cache as prefix
 from tunekit.adapters import ADAPTER
 from tunekit.batches import loader, to_device
+from tunekit.cards import hub_id, write_card
 from tunekit.config import ConfigError, TrainConfig, TrainingError  # noqa: F401 - TrainingError: this module's API too
 from tunekit.data import load as load_data
 from tunekit.distributed import world as current_world
@@ -264,7 +265,6 @@ class Trainer:
             e.run = self.run_record
             raise
         if world.main and (writer.path / "adapter").is_dir():  # the card quotes the final summary
-            from tunekit.cards import write_card
             write_card(run, writer.path / "adapter", adapter=True)
         world.barrier()  # the record is complete before any process returns it
         if run is None:
@@ -472,7 +472,6 @@ class Trainer:
             summary.update({k: v for k, v in last.items() if k.startswith("val_")})
         if cfg.save_weights and status != "failed" and state["step"] > 0:
             if model.peft is not None:
-                from tunekit.cards import hub_id
                 writer.save_adapter(model.peft, hub_id(model.source) or model.source)
                 summary["weights"] = "adapter"
             else:

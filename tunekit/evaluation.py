@@ -16,6 +16,10 @@ import numpy as np
 import torch
 
 from tunekit.config import ConfigError, positive_int
+from tunekit.data import load as load_data
+from tunekit.models import Model
+from tunekit.runs import Run, load_run
+from tunekit.runtime import autocast_dtype, pick_device
 
 SPLITS = ("train", "validation", "test")
 
@@ -80,10 +84,6 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
     Returns ``{metric: value}``: ``accuracy``, ``macro_f1``, ``loss`` (classification) or
     ``perplexity``, ``loss`` (causal LM), plus ``examples``.
     """
-    from tunekit.data import load as load_data
-    from tunekit.models import Model
-    from tunekit.runs import Run, load_run
-    from tunekit.runtime import autocast_dtype, pick_device
 
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS} (got {split!r})")

@@ -38,6 +38,7 @@ from torch import nn
 from tunekit.config import ConfigError
 from tunekit.inspect.models import Pair, RunLike, load_pairs
 from tunekit.models import Model as TextClassifier
+from tunekit.plots.attribution import attribution_html
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 _HOOK_FLAGS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
@@ -102,7 +103,6 @@ class Attribution:
         return df
 
     def _repr_html_(self) -> str:
-        from tunekit.plots.attribution import attribution_html
         return attribution_html([self])
 
 

@@ -33,10 +33,11 @@ from tunekit.config import ConfigError, positive_int
 from tunekit.data import load as load_data
 from tunekit.engine import Trainer
 from tunekit.evaluation import evaluate
-from tunekit.inspect.representations import linear_cka
+from tunekit.inspect.representations import linear_cka, pooled_hidden_states
 from tunekit.metrics import primary
 from tunekit.models import load_for
 from tunekit.post.base import copy_model
+from tunekit.runs import Run, load_run
 from tunekit.strategies import Full, get_strategy
 from tunekit.structure import apply_steps, new_head
 
@@ -45,7 +46,6 @@ SPLITS = ("validation", "test")
 
 def embeddings(model, texts: Sequence[str], max_length: int = 128, batch_size: int = 64) -> torch.Tensor:
     """Mean-pooled last hidden states [n, hidden] (fp32, eval mode, no gradients)."""
-    from tunekit.inspect.representations import pooled_hidden_states
     return pooled_hidden_states(model, list(texts), max_length, batch_size)[-1]
 
 
@@ -123,7 +123,6 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
         return evaluate(m, data, split=split, size=size, seed=seed, precision="fp32", device="cpu")[metric.key]
 
     if first_run is not None:
-        from tunekit.runs import Run, load_run
         first_run = first_run if isinstance(first_run, Run) else load_run(first_run)
         if first_run.task != task:
             raise ConfigError(f"first_run: it is a {first_run.task!r} run, not {task!r}")

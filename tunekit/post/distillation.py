@@ -43,7 +43,9 @@ from torch import nn
 
 from tunekit import structure as st
 from tunekit.config import ConfigError
+from tunekit.engine import Trainer
 from tunekit.models import Model
+from tunekit.post.base import Source, copy_model, latency_ms, latency_texts, measure, refuse_quantized
 from tunekit.runs import Run, load_run
 from tunekit.strategies.base import Plan, Strategy
 from tunekit.tasks.base import TaskOutput
@@ -273,7 +275,6 @@ def student_model(teacher: Model, student: Any) -> tuple[Model, list[int]]:
             raise ConfigError("student: give a plain model (no adapter attached)")
         return student, layer_map(student.num_blocks, teacher.num_blocks)
     if isinstance(student, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in student):
-        from tunekit.post.base import copy_model
         model = copy_model(teacher)
         st.apply_steps(model, [{"blocks": list(student)}])
         return model, list(student)
@@ -303,8 +304,6 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
     Every record gets the same measurements as the other post-training records (metrics,
     ``params``, ``size_mb``, ``latency_ms``), the teacher's under ``summary["teacher"]``.
     """
-    from tunekit.engine import Trainer
-    from tunekit.post.base import Source, latency_ms, latency_texts, measure
 
     weights = parse_losses(loss)
     if isinstance(hard, bool) or not isinstance(hard, (int, float)) or not math.isfinite(hard) or hard < 0:
@@ -317,7 +316,6 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
         teacher_run = teacher if isinstance(teacher, Run) else load_run(teacher)
     except Exception as e:  # noqa: BLE001 - one clear message for whatever is not a run
         raise ConfigError(f"teacher must be a run (a Run or its directory): {e}") from e
-    from tunekit.post.base import refuse_quantized
     refuse_quantized(teacher_run)
     data = teacher_run.dataset(data)
     teacher_model = teacher_run.load_model(merged=True)
@@ -363,7 +361,6 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
 
     base_student = None
     if baseline:
-        from tunekit.post.base import copy_model
         base_student = copy_model(student)
     distilled = one(weights, hard, student, name)
     if not baseline:

@@ -35,9 +35,12 @@ import torch
 from torch import nn
 
 from tunekit import structure as st
+from tunekit.batches import to_device
 from tunekit.config import ConfigError, TrainConfig, positive_int
+from tunekit.engine import train
 from tunekit.post.base import Source, before_and_after, copy_model, derived_record, measure, source
 from tunekit.runs import Run
+from tunekit.strategies import Full
 
 METHODS = ("magnitude", "heads", "neurons")
 SCOPES = ("global", "layer")
@@ -153,7 +156,6 @@ def magnitude_importance(model, unit: str) -> list[torch.Tensor]:
 
 
 def _importance_batches(src: Source, examples: int, batch_size: int = 16, max_length: int = 128):
-    from tunekit.batches import to_device
     task = src.model.task
     df = src.data.train.iloc[:examples]
     enc = task.encode(src.model.tokenizer, df["text"], df["label"], max_length)
@@ -279,8 +281,6 @@ def recover_run(pruned: Run, data: Any = None, **overrides) -> Run:
     """Fine-tune a pruned record's model through the engine (full fine-tuning; weights that
     pruning set to zero get no gradient, so they stay zero). A ``train`` record whose parent
     is ``pruned``, with its size and latency measured like the post-training records."""
-    from tunekit.engine import train
-    from tunekit.strategies import Full
     src = source(pruned, data)
     model = pruned.load_model()
     handles = []

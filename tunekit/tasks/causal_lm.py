@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from tunekit.batches import collate_tokens
+from tunekit.config import ConfigError
 from tunekit.tasks.base import MetricAccumulator, Task, TaskOutput
 
 
@@ -72,7 +73,6 @@ class CausalLM(Task):
     label_names: list = []
 
     def build(self, path: str, **kwargs):
-        from tunekit.config import ConfigError
         try:
             hf, new = super().build(path, **kwargs)
         except ValueError as e:  # transformers: "Unrecognized configuration class ..."

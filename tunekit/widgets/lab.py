@@ -18,7 +18,7 @@ import traitlets
 
 import tunekit as tk
 from tunekit import plots
-from tunekit.config import DEFAULT_RUNS_DIR
+from tunekit.config import DEFAULT_RUNS_DIR, positive_int
 from tunekit.sources import BUILTIN_MODELS
 from tunekit.widgets.controls import ModelDiagram, StrategyControls
 from tunekit.widgets.live import CSS as CURVES_CSS
@@ -66,7 +66,6 @@ class Lab(W.VBox):
 
     def __init__(self, model: str = "minilm", data: Any = "rotten_tomatoes", runs_dir: str = DEFAULT_RUNS_DIR,
                  train_size: int = 500, eval_size: int = 300, task: str = "classification"):
-        from tunekit.config import positive_int
         positive_int("train_size", train_size)
         positive_int("eval_size", eval_size)
         self.data = tk.data.load(data)

@@ -20,6 +20,7 @@ from tunekit import inspect, plots
 from tunekit.inspect.views import DEFAULT_SENTENCE
 from tunekit.plots import captions
 from tunekit.report import runs_table_html
+from tunekit.widgets.post import PostPanel
 from tunekit.widgets.sizer import FitFigures, figure_widget
 
 VIEWS = ("Compare", "Weights", "Representations", "Attribution")
@@ -104,7 +105,6 @@ class RunsPanel(W.VBox):
             self.buttons[name] = b
             extra = [self.sentence] if name == "Attribution" else []
             tabs.append(W.VBox([*extra, W.HBox([b, self.progress[name]]), self.status[name], self.panes[name]]))
-        from tunekit.widgets.post import PostPanel
         self.post = PostPanel(self)
         self.tabs = W.Tab(children=tabs + [self.post])
         for i, name in enumerate(VIEWS + ("Post-training",)):
