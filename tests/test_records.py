@@ -11,6 +11,10 @@ import tunekit as tk
 from tunekit import restore
 
 OLD = Path(__file__).parent / "data" / "records-v0.1"
+# written by main on 2026-12-03 (56055fe), before the core was rearranged into layers (issue 19):
+# a probe, a LoRA r1, and a LoRA r1 on BBC News that started from the probe with a new head
+# (a parent found beside it, a structural step replayed, an adapter loaded on top)
+MAIN_20261203 = Path(__file__).parent / "data" / "records-main-2026-12-03"
 
 
 def test_a_record_says_what_it_is(tiny, small, fast):
@@ -103,3 +107,39 @@ def test_a_parent_is_found_beside_the_record_after_the_runs_folder_moved(tiny, s
     shutil.rmtree(moved / first.name)
     with pytest.raises(tk.runs.RunRecordError, match=f"started from '{first.name}', whose record is not"):
         child.load_model()
+
+
+@pytest.fixture
+def main_records(tmp_path):
+    dst = tmp_path / "runs"
+    shutil.copytree(MAIN_20261203, dst)
+    return dst
+
+
+def test_records_of_main_before_the_layers_list_and_draw(main_records):
+    runs = tk.list_runs(main_records)
+    assert [r.name for r in runs] == ["v02-probe", "v02-lora-r1", "v02-bbc-after-probe"]
+    assert [(r.kind, r.format, (r.parent or {}).get("name")) for r in runs] == [
+        ("train", "safetensors", None), ("train", "peft", None), ("train", "peft", "v02-probe")]
+    assert runs[2].structure == [{"labels": ["business", "entertainment", "politics", "sports", "tech"], "seed": 0}]
+    table = tk.runs.table(runs)
+    assert table["accuracy"].notna().all()
+    assert len(tk.plots.eval_curves(runs).data) == 3 and len(tk.plots.pareto(runs).data) >= 3
+    tk.report.render_report(runs)
+    assert [tk.plots.display_names(runs)[r.name].split(" ")[0] for r in runs] == ["#1", "#2", "#3"]
+
+
+@pytest.mark.slow
+def test_records_of_main_before_the_layers_load_evaluate_and_inspect(main_records):
+    probe, lora, second = tk.list_runs(main_records)
+    for run in (probe, lora, second):
+        got = tk.evaluate(run)
+        assert got["accuracy"] == run.summary["val_accuracy"], run.name
+        assert got["loss"] == pytest.approx(run.summary["val_loss"], rel=1e-4), run.name
+    model = second.load_model()  # the probe's model, a new head for BBC News' five labels, the adapter on top
+    assert model.label_names == ["business", "entertainment", "politics", "sports", "tech"]
+    assert model.trained_by == ["v02-probe", "v02-bbc-after-probe"]
+    wc = tk.inspect.weight_change([lora, second])
+    assert set(wc[(wc.run == lora.name) & wc.block.notna() & (wc.delta_norm > 0)].module) == {"query", "value"}
+    start = second.load_start()  # the probe's result with the new head's starting values
+    torch.testing.assert_close(start.hf.classifier.weight, second.initial_tensors()["classifier.weight"])

@@ -58,7 +58,7 @@ def as_runs(runs: Any) -> list[Run]:
     return out
 
 
-def _text(s: Any) -> str:
+def literal_text(s: Any) -> str:
     """Record text for plotly, which reads a little HTML in labels: show it literally."""
     return html.escape(str(s), quote=False)
 
@@ -130,7 +130,7 @@ def legend_names(runs: Any) -> dict[str, str]:
     not complete (``[stopped]``), escaped for plotly."""
     runs = as_runs(runs)
     names = display_names(runs)
-    return {r.name: _text(names[r.name] + ("" if r.status == "completed" else f" [{r.status}]")) for r in runs}
+    return {r.name: literal_text(names[r.name] + ("" if r.status == "completed" else f" [{r.status}]")) for r in runs}
 
 
 __all__ = ["PALETTE", "as_runs", "creation_order", "run_number", "next_number", "run_place", "run_color",

@@ -16,7 +16,7 @@ from tunekit.config import ConfigError
 from tunekit.metrics import METRICS, primary
 from tunekit.plots.axes import projector_layout
 from tunekit.plots.captions import figure_kind
-from tunekit.plots.identity import PALETTE, _text, as_runs, run_color
+from tunekit.plots.identity import PALETTE, as_runs, literal_text, run_color
 from tunekit.runs import RunRecordError
 
 
@@ -41,7 +41,7 @@ def sparsity_curve(runs: Any, metric: str | None = None) -> go.Figure:
         except RunRecordError:
             found = None
         color = run_color(found) if found is not None else PALETTE[i % len(PALETTE)]
-        parent = _text(found.display_name if found is not None else parent)
+        parent = literal_text(found.display_name if found is not None else parent)
         first = group[0].summary.get("before", {})
         points = sorted({0.0: first.get(f"val_{key}"), **{r.summary["sparsity"]: r.summary.get(f"val_{key}")
                                                           for r in group}}.items())

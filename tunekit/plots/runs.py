@@ -42,12 +42,12 @@ from tunekit.plots.axes import (
 from tunekit.plots.captions import figure_kind
 from tunekit.plots.identity import (  # noqa: F401
     PALETTE,
-    _text,
     as_runs,
     colors,
     display_names,
     learning_rate,
     legend_names,
+    literal_text,
     run_color,
 )
 from tunekit.runs import Run, table
@@ -82,7 +82,7 @@ class _Series:
 def _series(runs: Any) -> list[_Series]:
     """Runs, or ``{legend name: history DataFrame}``, as legend entries with colours."""
     if isinstance(runs, dict) and all(isinstance(v, pd.DataFrame) for v in runs.values()):
-        return [_Series(str(k), str(k), _text(k), "completed", PALETTE[i % len(PALETTE)], df, df)
+        return [_Series(str(k), str(k), literal_text(k), "completed", PALETTE[i % len(PALETTE)], df, df)
                 for i, (k, df) in enumerate(runs.items())]
     runs = as_runs(runs)
     names, legends = display_names(runs), legend_names(runs)
@@ -312,7 +312,7 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
                           pd.DataFrame()) for r in records]
     else:  # a table holds no record paths: colours from the names
         series = [_Series(str(r.get("run")), str(r.get("strategy")),
-                          _text(f"{r.get('strategy')} ({r.get('run')})" if r.get("status") == "completed"
+                          literal_text(f"{r.get('strategy')} ({r.get('run')})" if r.get("status") == "completed"
                                 else f"{r.get('strategy')} ({r.get('run')}) [{r.get('status')}]"),
                           str(r.get("status")), run_color(str(r.get("run"))), pd.DataFrame(), pd.DataFrame())
                   for r in dicts]
@@ -325,7 +325,7 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
             continue
         points.append((px, py))
         fig.add_trace(go.Scatter(
-            x=[px], y=[py], mode="markers+text", name=s.legend, text=[_text(s.label)],
+            x=[px], y=[py], mode="markers+text", name=s.legend, text=[literal_text(s.label)],
             textposition="top center", legendgroup=s.name,
             marker={"color": s.color, "size": 12, "line": {"color": s.color, "width": 2},
                     "symbol": "circle" if s.status == "completed" else "circle-open"},
