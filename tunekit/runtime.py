@@ -3,10 +3,13 @@ schedules, peak memory and package versions."""
 from __future__ import annotations
 
 import math
+import platform
+from importlib import metadata
 from typing import Optional
 
 import torch
 
+from tunekit import __version__
 from tunekit.config import ConfigError
 from tunekit.metrics import macro_f1  # noqa: F401 - it lived here before tunekit.metrics
 
@@ -100,13 +103,10 @@ def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
 
 
 def versions() -> dict:
-    import platform
-    from importlib import metadata
-
-    import peft
+    """The versions that a record keeps: tunekit, torch, transformers, peft, Python (and torchao)."""
+    import peft  # lazy: peft and transformers take seconds to import; only a record being written needs this
     import transformers
 
-    from tunekit import __version__
     out = {"tunekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
            "peft": peft.__version__, "python": platform.python_version()}
     try:  # read from the package metadata: importing torchao is slow and not needed to say which

@@ -9,6 +9,7 @@ import urllib.parse
 from pathlib import Path
 
 from tunekit.config import ConfigError, TunekitError
+from tunekit.smollm2 import smollm2_dir
 
 BUILTIN_MODELS = {
     "minilm": "all-MiniLM-L6-v2 (BERT encoder, 6 blocks x 384, 22.7M parameters; "
@@ -101,7 +102,6 @@ def resolve_model_path(name_or_path: str) -> Path:
     if name == "minilm":
         return minilm_dir()
     if name == "smollm2":
-        from tunekit.smollm2 import smollm2_dir
         return smollm2_dir()
     path = Path(name).expanduser()
     if path.exists():
