@@ -17,6 +17,8 @@ import importlib
 import logging
 import sys
 
+from tunekit.strategy_registry import STRATEGIES as _STRATEGIES
+
 __version__ = "0.1.0"
 
 
@@ -43,10 +45,8 @@ _EXPORTS = {
     "load_model": "tunekit.models", "Model": "tunekit.models", "TextClassifier": "tunekit.models",
     "make_tiny": "tunekit.models", "Backbone": "tunekit.backbone",
     "ModelNotFoundError": "tunekit.models", "make_tiny_bert": "tunekit.models",
-    "Probe": "tunekit.strategies", "Freeze": "tunekit.strategies", "LoRA": "tunekit.strategies",
-    "IA3": "tunekit.strategies", "Full": "tunekit.strategies", "LPFT": "tunekit.strategies",
-    "QAT": "tunekit.strategies", "Strategy": "tunekit.strategies",
-    "get_strategy": "tunekit.strategies",
+    **{class_name: "tunekit.strategies" for class_name in _STRATEGIES.values()},  # tk.Probe, tk.LoRA, ...
+    "Strategy": "tunekit.strategies", "get_strategy": "tunekit.strategies",
     "train": "tunekit.engine", "compare": "tunekit.engine", "Trainer": "tunekit.engine",
     "Event": "tunekit.engine", "StopTraining": "tunekit.engine", "evaluate": "tunekit.evaluation",
     "Run": "tunekit.runs", "load_run": "tunekit.runs", "list_runs": "tunekit.runs",
@@ -60,13 +60,24 @@ _MODULES = ("data", "models", "backbone", "tasks", "adapters", "strategies", "en
 __all__ = sorted(_EXPORTS) + list(_MODULES)
 
 
+def _registered_at_run_time() -> dict:
+    """``{class name: class}`` of the strategies added with ``tunekit.strategies.register``,
+    once the strategies are loaded (never loading them: that imports torch)."""
+    strategies = sys.modules.get("tunekit.strategies")
+    registry = getattr(strategies, "REGISTRY", {})
+    return {cls.__name__: cls for cls in registry.values() if cls.__name__ not in _EXPORTS}
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     if name in _MODULES:
         return importlib.import_module(f"tunekit.{name}")
+    registered = _registered_at_run_time()
+    if name in registered:
+        return registered[name]
     raise AttributeError(f"module 'tunekit' has no attribute {name!r}")
 
 
 def __dir__():
-    return __all__ + ["__version__"]
+    return __all__ + sorted(_registered_at_run_time()) + ["__version__"]

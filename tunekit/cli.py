@@ -30,103 +30,22 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from tunekit import arguments
+from tunekit.arguments import InputError, open_run, parse_strategies, strategy_specs
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TunekitError
+from tunekit.post.cli import FIELD_OPTIONS as POST_FIELD_OPTIONS
+from tunekit.post.cli import add_commands as add_post_commands
+from tunekit.strategy_registry import STRATEGIES
 
-STRATEGY_NAMES = ("probe", "freeze", "lora", "ia3", "full", "lpft", "qat")
-# ConfigError messages start with the field they are about; this maps fields to options.
+# ConfigError messages start with the field they are about; this maps fields to options (the
+# post-training commands' fields are in tunekit.post.cli, beside those commands).
 _FIELD_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
                   "train_size": "--train-size", "eval_size": "--eval-size", "runs_dir": "--runs-dir",
-                  "max_length": "--max-length",
-                  "device": "--device", "LoRA": "--strategies", "Freeze": "--strategies",
-                  "LPFT": "--strategies", "Probe": "--strategies", "Full": "--strategies",
-                  "IA3": "--strategies", "strategy": "--strategies", "unknown strategy": "--strategies",
+                  "max_length": "--max-length", "device": "--device",
+                  **{class_name: "--strategies" for class_name in STRATEGIES.values()},  # "LoRA.rank ..."
+                  "strategy": "--strategies", "unknown strategy": "--strategies",
                   "model": "--model", "data": "--data", "task": "--task", "split": "--split",
-                  "sparsity": "--sparsity", "method": "--method", "scope": "--scope", "amount": "--amount",
-                  "importance": "--importance", "bits": "--bits", "loss": "--loss", "temperature": "--temperature",
-                  "student": "--student", "hard": "--hard", "QAT": "--strategies"}
-
-
-class InputError(Exception):
-    """Bad command-line input; ``option`` names the culprit."""
-
-    def __init__(self, option: Optional[str], message: str):
-        super().__init__(message)
-        self.option = option
-
-
-# ----- argument types ----------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})")
-    return value
-
-
-def _size(text: str) -> Optional[int]:
-    if text.strip().lower() == "all":
-        return None
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all' (got {text!r})") from None
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (got {text!r})")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-4 (got {text!r})")
-    return value
-
-
-def parse_strategies(text: str) -> list:
-    """``"probe,lora:4,freeze"`` -> a list of strategies (``freeze`` is ``Freeze.top(2)``,
-    ``freeze:K`` is ``Freeze.top(K)``, ``lora:R`` is ``LoRA(rank=R)``). Raises :class:`InputError`."""
-    from tunekit.strategies import Freeze, get_strategy
-
-    specs = []
-    for item in (s.strip() for s in text.split(",")):
-        if not item:
-            continue
-        name, _, arg = item.partition(":")
-        name = name.strip().lower()
-        if name not in STRATEGY_NAMES:
-            raise InputError("--strategies", f"unknown strategy {name!r}; known: {', '.join(STRATEGY_NAMES)} "
-                                             f"(lora:RANK and freeze:K take a number)")
-        if not arg:
-            specs.append(("freeze", 2) if name == "freeze" else {"name": name})
-            continue
-        if name not in ("lora", "freeze"):
-            raise InputError("--strategies", f"{name!r} takes no ':' argument (got {item!r})")
-        try:
-            n = int(arg)
-        except ValueError:
-            n = -1
-        if n < (1 if name == "lora" else 0):
-            what = "a LoRA rank >= 1" if name == "lora" else "a number of top blocks >= 0"
-            raise InputError("--strategies", f"{item!r}: after ':' comes {what} (got {arg!r})")
-        specs.append({"name": "lora", "rank": n} if name == "lora" else ("freeze", n))
-    if not specs:
-        raise InputError("--strategies", f"no strategies given (got {text!r})")
-    try:
-        return [Freeze.top(s[1]) if isinstance(s, tuple) else get_strategy(s) for s in specs]
-    except ConfigError as e:
-        raise InputError("--strategies", str(e)) from e
+                  **POST_FIELD_OPTIONS}
 
 
 # ExportError messages start with "field: "; this maps those fields to options of `tunekit export`.
@@ -146,10 +65,11 @@ def _training_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--task", default="classification", choices=("classification", "causal_lm"),
                    help="classification (a new head on the labels) or causal_lm (next-token loss on the "
                         "texts; labels ignored) (default %(default)s)")
-    c.add_argument("--epochs", type=_positive_int, default=1, help="passes over the training subset (default 1)")
-    c.add_argument("--train-size", type=_size, default=1000,
+    c.add_argument("--epochs", type=arguments.positive_int, default=1,
+                   help="passes over the training subset (default 1)")
+    c.add_argument("--train-size", type=arguments.size, default=1000,
                    help="training examples, a seeded subset; 'all' for the whole split (default 1000)")
-    c.add_argument("--eval-size", type=_size, default=500,
+    c.add_argument("--eval-size", type=arguments.size, default=500,
                    help="validation examples, a seeded subset; 'all' for the whole split (default 500)")
     c.add_argument("--model", default="minilm",
                    help="built-in name (minilm, smollm2), a model directory or a cached hub id (default minilm)")
@@ -159,11 +79,13 @@ def _training_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where run records go (default %(default)s)")
     c.add_argument("--report", default="tunekit-report.html", help="HTML report to write (default %(default)s)")
     c.add_argument("--title", default=None, help="report title (default: data and model)")
-    c.add_argument("--seed", type=_seed, default=0, help="seed for sub-sampling, shuffling and the head (default 0)")
-    c.add_argument("--lr", type=_positive_float, default=None,
+    c.add_argument("--seed", type=arguments.seed, default=0,
+                   help="seed for sub-sampling, shuffling and the head (default 0)")
+    c.add_argument("--lr", type=arguments.positive_float, default=None,
                    help="peak learning rate for every strategy (default: each strategy's own)")
-    c.add_argument("--batch-size", type=_positive_int, default=16, help="training examples per step (default 16)")
-    c.add_argument("--max-length", type=_positive_int, default=128,
+    c.add_argument("--batch-size", type=arguments.positive_int, default=16,
+                   help="training examples per step (default 16)")
+    c.add_argument("--max-length", type=arguments.positive_int, default=128,
                    help="tokens per example; longer texts are truncated (default 128)")
     c.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -172,7 +94,7 @@ def _training_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--no-group-by-length", action="store_true",
                    help="plain shuffled batches instead of length-grouped ones (which pad less)")
     c.add_argument("--compile", action="store_true", help="run the model through torch.compile")
-    c.add_argument("--log-every", type=_positive_int, default=None,
+    c.add_argument("--log-every", type=arguments.positive_int, default=None,
                    help="log the loss every N steps (default: every step on the CPU, every 10 on a GPU)")
 
 
@@ -194,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train each strategy on a fresh copy of the same model with the same data "
                                    "and seed; print a table and write a self-contained HTML report.")
     c.add_argument("--strategies", default="probe,lora,full",
-                   help="comma list of probe, freeze[:K] (top K blocks, default 2), lora[:RANK], ia3, full, lpft "
-                        "(default: %(default)s)")
+                   help=f"comma list of {strategy_specs(explain=True)} (default: %(default)s)")
     _training_options(c)
     c.add_argument("--no-inspect", action="store_true",
                    help="leave the instruments (weight change, spectra, CKA, PCA, attributions) out of the report")
@@ -207,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one strategy and write its run record. Under torchrun or "
                                    "accelerate launch every process trains (--batch-size is the global "
                                    "batch) and the main process writes the one record.")
-    t.add_argument("--strategy", default="lora",
-                   help="one of probe, freeze[:K], lora[:RANK], ia3, full, lpft (default %(default)s)")
+    t.add_argument("--strategy", default="lora", help=f"one of {strategy_specs()} (default %(default)s)")
     _training_options(t)
     t.add_argument("--name", default=None, help="run name (default: the strategy and a timestamp)")
     t.set_defaults(run=cmd_train, parser=t)
@@ -229,15 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which split (default %(default)s)")
     v.add_argument("--data", default=None,
                    help="built-in data set or CSV file (default: the run's own built-in data set)")
-    v.add_argument("--size", type=_size, default=None,
+    v.add_argument("--size", type=arguments.size, default=None,
                    help="a seeded subset of this many examples, or 'all' (default: the run's eval size on "
                         "validation, else all)")
     v.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where to look up RUN by name (default %(default)s)")
     v.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     v.set_defaults(run=cmd_evaluate, parser=v)
 
-    from tunekit.post.cli import add_commands
-    add_commands(sub)
+    add_post_commands(sub)
 
     e = sub.add_parser("export", help="write notebooks as HTML pages whose figures and widgets render offline",
                        description="Write each notebook as OUT/NAME.html, drawing its plotly figures and saved "
@@ -249,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="with --execute: set a name of the notebooks' parameters cell, e.g. -p TRAIN_SIZE=200 "
                         "(VALUE is a Python literal, else a string)")
-    e.add_argument("--timeout", type=_positive_int, default=1800,
+    e.add_argument("--timeout", type=arguments.positive_int, default=1800,
                    help="with --execute: seconds one cell may run (default %(default)s)")
     e.add_argument("--ipynb", action="store_true",
                    help="also write each notebook as exported (outputs, widget state, figures as HTML) "
@@ -262,12 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ----- commands ---------------------------------------------------------------------------------
 def _print_table(runs) -> None:
-    from tunekit.report import formatted_table
+    from tunekit.report import formatted_table  # lazy: pandas and plotly load only for the commands that print runs
     print(formatted_table(runs).to_string(index=False))
 
 
 def _write_report(runs, path, title, extra=()) -> Path:
-    from tunekit.report import write_report
+    from tunekit.report import write_report  # lazy: plotly loads only for the commands that write a report
     try:
         return write_report(runs, path, title=title, extra=extra)
     except OSError as e:
@@ -288,6 +207,7 @@ def _check_writable(path) -> None:
 def _checked_inputs(args, strategies: list, option: str):
     """The data and a model loaded for it, with every strategy checked against the model, so
     that a bad option fails now, not after a run has trained; errors name the option."""
+    # lazy: torch loads only for the commands that need it
     from tunekit.data import DataError
     from tunekit.data import load as load_data
     from tunekit.models import ModelNotFoundError, load_for, resolve_model_path
@@ -310,6 +230,7 @@ def _checked_inputs(args, strategies: list, option: str):
 
 
 def cmd_compare(args) -> int:
+    # lazy: torch loads only for the commands that need it
     from tunekit.data import DataError
     from tunekit.models import ModelNotFoundError
 
@@ -318,7 +239,7 @@ def cmd_compare(args) -> int:
     del model
     _check_writable(args.report)
 
-    from tunekit.engine import compare
+    from tunekit.engine import compare  # lazy: torch loads only for the commands that need it
     print(f"tunekit: {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'} "
           f"({', '.join(s.label for s in strategies)}) on {data.name} with {args.model}", file=sys.stderr)
     try:
@@ -337,7 +258,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from tunekit.engine import TrainingError, train
+    from tunekit.engine import TrainingError, train  # lazy: torch loads only for the commands that need it
 
     strategies = parse_strategies(args.strategy)
     if len(strategies) != 1:
@@ -361,7 +282,7 @@ def cmd_train(args) -> int:
 
 def _instrument_sections(runs, data, sentence) -> list:
     """The instrument views; if one fails, the report is still written without them."""
-    from tunekit.inspect.views import DEFAULT_SENTENCE, instrument_sections
+    from tunekit.inspect.views import DEFAULT_SENTENCE, instrument_sections  # lazy: torch, only when it is needed
     try:
         return instrument_sections(runs, data, sentence or DEFAULT_SENTENCE,
                                    progress=lambda what: print(f"tunekit: {what}", file=sys.stderr))
@@ -371,7 +292,7 @@ def _instrument_sections(runs, data, sentence) -> list:
 
 
 def cmd_runs(args) -> int:
-    from tunekit.runs import list_runs
+    from tunekit.runs import list_runs  # lazy: pandas loads only for the commands that read runs
     root = Path(args.runs_dir).expanduser()
     if root.exists() and not root.is_dir():
         raise InputError("--runs-dir", f"{str(root)!r} is not a directory")
@@ -385,24 +306,13 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def _open_run(args):
-    from tunekit.runs import RunRecordError, load_run
-    path = Path(args.run_ref).expanduser()
-    if not (path / "config.json").is_file():
-        path = Path(args.runs_dir).expanduser() / args.run_ref
-    try:
-        return load_run(path)
-    except RunRecordError as e:
-        raise InputError("RUN", f"{args.run_ref!r} is neither a run directory nor a run in "
-                                f"{args.runs_dir!r} ({e})") from e
-
-
 def cmd_evaluate(args) -> int:
+    # lazy: torch loads only for the commands that need it
     from tunekit.data import DataError
     from tunekit.evaluation import evaluate
     from tunekit.metrics import METRICS
 
-    run = _open_run(args)
+    run = open_run(args.run_ref, args.runs_dir)
     if not run.has_weights:
         raise InputError("RUN", f"{run.name} ({run.status}) holds no weights to evaluate")
     try:
@@ -418,7 +328,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from tunekit.export import ExportError, export_notebooks, parse_parameter
+    from tunekit.export import ExportError, export_notebooks, parse_parameter  # lazy: only `export` needs it
     try:
         params = dict(parse_parameter(p) for p in args.param)
     except ExportError as e:
@@ -455,7 +365,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{sub.prog}: error: {f'argument {option}: ' if option else ''}{e}", file=sys.stderr)
         return 2
     except TunekitError as e:  # a data, model, record or export error: one line, never a traceback
-        from tunekit.engine import TrainingError
+        from tunekit.engine import TrainingError  # lazy: torch, only once something has failed
         print(f"{sub.prog}: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, TrainingError) else 2
     except OSError as e:  # a file the user named that cannot be read or written

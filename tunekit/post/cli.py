@@ -8,14 +8,20 @@
 Each reads a run (by directory, or by name in ``--runs-dir``) and writes a record of its own
 kind beside it (:mod:`tunekit.post`), printing its numbers next to its parent's. Registered
 on the main parser by :func:`tunekit.cli.build_parser`; errors follow its rules (exit 2 with
-the option named).
+the option named, :data:`FIELD_OPTIONS` naming it for an error of :mod:`tunekit.post`). What
+the commands share with the others comes from :mod:`tunekit.arguments`.
 """
 from __future__ import annotations
 
 import argparse
 
-from tunekit.cli import InputError, _open_run, _positive_float, _positive_int, _seed, _size, parse_strategies
+from tunekit.arguments import InputError, open_run, parse_strategies, positive_float, positive_int, seed, size
 from tunekit.config import DEFAULT_RUNS_DIR
+
+# ConfigError messages of tunekit.post start with the parameter they are about; its option here
+FIELD_OPTIONS = {"sparsity": "--sparsity", "method": "--method", "scope": "--scope", "amount": "--amount",
+                 "importance": "--importance", "bits": "--bits", "loss": "--loss", "temperature": "--temperature",
+                 "student": "--student", "hard": "--hard"}
 
 
 def add_commands(sub) -> None:
@@ -34,7 +40,7 @@ def add_commands(sub) -> None:
     p.add_argument("--amount", default=None, help="heads: heads removed per block; neurons: fraction removed")
     p.add_argument("--importance", default="taylor", choices=("taylor", "magnitude"),
                    help="how heads and neurons are ranked (default %(default)s)")
-    p.add_argument("--recover-epochs", type=_positive_int, default=None,
+    p.add_argument("--recover-epochs", type=positive_int, default=None,
                    help="then fine-tune the pruned model for this many epochs (zeros stay zero)")
     p.set_defaults(run=cmd_prune, parser=p)
 
@@ -45,7 +51,7 @@ def add_commands(sub) -> None:
     _post_options(q)
     q.add_argument("--method", default=None, choices=("int8-dynamic", "int8-weight", "intx-dynamic"),
                    help="default int8-dynamic (intx-dynamic at the run's bits for a QAT run)")
-    q.add_argument("--bits", type=_positive_int, default=None, help="weight bits for intx-dynamic, 2..8 (default 8)")
+    q.add_argument("--bits", type=positive_int, default=None, help="weight bits for intx-dynamic, 2..8 (default 8)")
     q.set_defaults(run=cmd_quantize, parser=q)
 
     d = sub.add_parser("distil", help="distil a teacher run into a smaller student",
@@ -55,10 +61,10 @@ def add_commands(sub) -> None:
     d.add_argument("--student", default="0,2,4", help="the teacher's blocks the student keeps (default %(default)s)")
     d.add_argument("--loss", default="response", help="response, feature, relation or a + combination "
                    "(default %(default)s)")
-    d.add_argument("--temperature", type=_positive_float, default=2.0, help="softening temperature (default 2)")
+    d.add_argument("--temperature", type=positive_float, default=2.0, help="softening temperature (default 2)")
     d.add_argument("--hard", type=float, default=1.0, help="weight of the loss on the labels (default 1)")
-    d.add_argument("--epochs", type=_positive_int, default=1, help="student training epochs (default 1)")
-    d.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default 1e-4)")
+    d.add_argument("--epochs", type=positive_int, default=1, help="student training epochs (default 1)")
+    d.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default 1e-4)")
     d.add_argument("--baseline", action="store_true", help="also train the same student without the teacher")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(run=cmd_distil, parser=d)
@@ -71,10 +77,10 @@ def add_commands(sub) -> None:
     f.add_argument("--first", default="rotten_tomatoes", help="task A's data (default %(default)s)")
     f.add_argument("--then", default="bbc_news", help="task B's data (default %(default)s)")
     f.add_argument("--model", default="minilm", help="the pretrained model (default minilm)")
-    f.add_argument("--train-size", type=_size, default=1000, help="training examples per task (default 1000)")
-    f.add_argument("--eval-size", type=_size, default=500, help="validation examples during training (default 500)")
-    f.add_argument("--epochs", type=_positive_int, default=1, help="epochs per task (default 1)")
-    f.add_argument("--seed", type=_seed, default=0, help="seed (default 0)")
+    f.add_argument("--train-size", type=size, default=1000, help="training examples per task (default 1000)")
+    f.add_argument("--eval-size", type=size, default=500, help="validation examples during training (default 500)")
+    f.add_argument("--epochs", type=positive_int, default=1, help="epochs per task (default 1)")
+    f.add_argument("--seed", type=seed, default=0, help="seed (default 0)")
     f.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where run records go (default %(default)s)")
     f.add_argument("--no-progress", action="store_true", help="no progress bars")
     f.set_defaults(run=cmd_forgetting, parser=f)
@@ -91,7 +97,7 @@ def _post_options(c: argparse.ArgumentParser) -> None:
 def _post_data(args):
     if args.data is None:
         return None
-    from tunekit.data import DataError, load
+    from tunekit.data import DataError, load  # lazy: pandas and the data sets, only when asked for
     try:
         return load(args.data)
     except DataError as e:
@@ -100,7 +106,7 @@ def _post_data(args):
 
 def _print_post(runs) -> None:
     """Each new record beside what it started from."""
-    from tunekit.metrics import primary
+    from tunekit.metrics import primary  # lazy: only once a command has a record to print
     for run in runs:
         s, key = run.summary, primary(run.task).key
         before = s.get("before") or s.get("teacher") or {}
@@ -118,8 +124,8 @@ def _print_post(runs) -> None:
 
 
 def cmd_prune(args) -> int:
-    from tunekit.post.pruning import prune
-    run = _open_run(args)
+    from tunekit.post.pruning import prune  # lazy: torch loads only for the command that needs it
+    run = open_run(args.run_ref, args.runs_dir)
     try:
         sparsity = [float(x) for x in str(args.sparsity).split(",") if x.strip()]
     except ValueError as e:
@@ -139,15 +145,15 @@ def cmd_prune(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from tunekit.post.quantization import quantize
-    run = _open_run(args)
+    from tunekit.post.quantization import quantize  # lazy: torch loads only for the command that needs it
+    run = open_run(args.run_ref, args.runs_dir)
     _print_post([quantize(run, args.method, args.bits, data=_post_data(args), name=args.name)])
     return 0
 
 
 def cmd_distil(args) -> int:
-    from tunekit.post.distillation import distil
-    run = _open_run(args)
+    from tunekit.post.distillation import distil  # lazy: torch loads only for the command that needs it
+    run = open_run(args.run_ref, args.runs_dir)
     try:
         student = [int(x) for x in args.student.split(",") if x.strip()]
     except ValueError as e:
@@ -160,12 +166,12 @@ def cmd_distil(args) -> int:
 
 
 def cmd_forgetting(args) -> int:
-    from tunekit.post.continual import forgetting
+    from tunekit.post.continual import forgetting  # lazy: torch loads only for the command that needs it
     strategies = parse_strategies(args.strategies)
     df = forgetting(strategies, first=args.first, then=args.then, model=args.model, train_size=args.train_size,
                     eval_size=args.eval_size, epochs=args.epochs, seed=args.seed, runs_dir=args.runs_dir,
                     progress=not args.no_progress)
-    import pandas as pd
+    import pandas as pd  # lazy: only `forgetting` prints a data frame
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(df.drop(columns=["first_run"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"task A ({df.attrs['first']}) was learned by {df.attrs['first_run']}; metric {df.attrs['metric']} "

@@ -1,4 +1,5 @@
-"""Adaptation strategies, one file each, registered by name.
+"""Adaptation strategies, one file each, registered by name in one table
+(:data:`tunekit.strategy_registry.STRATEGIES`; :func:`register` adds one at run time).
 
     tk.Probe()                      # head only, on cached frozen features
     tk.Freeze(train_blocks=[4, 5])  # any subset of layer groups
@@ -11,28 +12,32 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 from tunekit.config import ConfigError
 from tunekit.strategies.base import Phase, Plan, Strategy
-from tunekit.strategies.freeze import Freeze
-from tunekit.strategies.full import Full
-from tunekit.strategies.ia3 import IA3
-from tunekit.strategies.lora import LoRA
-from tunekit.strategies.lpft import LPFT
-from tunekit.strategies.probe import Probe
-from tunekit.strategies.qat import QAT
+from tunekit.strategy_registry import STRATEGIES, module_of
 
 REGISTRY: dict[str, type[Strategy]] = {}
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
-    """Add a strategy class to the registry under ``cls.name``."""
+    """Add a strategy class to the registry under ``cls.name`` (the built-in ones are listed
+    in :data:`tunekit.strategy_registry.STRATEGIES`; this adds one at run time)."""
     REGISTRY[cls.name] = cls
     return cls
 
 
-for _cls in (Probe, Freeze, LoRA, IA3, Full, LPFT, QAT):
-    register(_cls)
+def _built_in(name: str, class_name: str) -> type[Strategy]:
+    """The class of a line of the registry table, checked to carry the table's name."""
+    cls = getattr(importlib.import_module(module_of(name)), class_name)
+    if cls.name != name:
+        raise TypeError(f"{module_of(name)}.{class_name}.name is {cls.name!r}, but the registry lists it as {name!r}")
+    return cls
+
+
+for _name, _class_name in STRATEGIES.items():
+    globals()[_class_name] = register(_built_in(_name, _class_name))  # tunekit.strategies.LoRA and the rest
 
 
 def get_strategy(spec) -> Strategy:
@@ -56,5 +61,4 @@ def get_strategy(spec) -> Strategy:
     return cls(**kw)
 
 
-__all__ = ["Strategy", "Phase", "Plan", "Probe", "Freeze", "LoRA", "IA3", "Full", "LPFT", "QAT", "REGISTRY", "register",
-           "get_strategy"]
+__all__ = ["Strategy", "Phase", "Plan", *STRATEGIES.values(), "REGISTRY", "register", "get_strategy"]

@@ -34,6 +34,7 @@ class Freeze(Strategy):
 
     name = "freeze"
     default_lr = 2e-4
+    lab_label = "Freeze layers"  # what the lab's strategy picker calls it
 
     def __post_init__(self) -> None:
         given = [k for k in ("train", "frozen", "train_blocks") if getattr(self, k) is not None]

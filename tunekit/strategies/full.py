@@ -12,6 +12,7 @@ class Full(Strategy):
 
     name = "full"
     default_lr = 1e-4
+    lab_label = "Full fine-tune"  # what the lab's strategy picker calls it
 
     def plan(self, model) -> Plan:
         return Plan(train=tuple(model.active_groups))

@@ -33,6 +33,7 @@ class IA3(AdapterStrategy):
 
     name = "ia3"
     default_lr = 3e-3
+    lab_label = "IA3"  # what the lab's strategy picker calls it
     peft_table = "TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING"
     default_labels = ("key", "value", "output")
 

@@ -40,6 +40,7 @@ class LoRA(AdapterStrategy):
 
     name = "lora"
     default_lr = 1e-3
+    lab_label = "LoRA"  # what the lab's strategy picker calls it
     peft_table = "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING"
     default_labels = ("query", "value")
 

@@ -31,6 +31,7 @@ class Probe(Strategy):
 
     name = "probe"
     default_lr = 1e-2
+    lab_label = "Probe (head only)"  # what the lab's strategy picker calls it
 
     def __post_init__(self) -> None:
         if self.pooling is not None and self.pooling not in POOLINGS:

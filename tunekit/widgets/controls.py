@@ -20,11 +20,14 @@ import tunekit as tk
 from tunekit.adapters import adaptable_layers
 from tunekit.run_names import strategy_words
 from tunekit.runtime import training_memory_estimate
+from tunekit.strategies import REGISTRY
 from tunekit.widgets.diagram import ModelDiagram, group_title, trained_parts  # noqa: F401  (the lab's imports)
 
-KINDS = [("Freeze layers", "freeze"), ("LoRA", "lora"), ("IA3", "ia3"), ("Full fine-tune", "full"),
-         ("Probe (head only)", "probe")]
-KIND_CLASSES = {"freeze": tk.Freeze, "lora": tk.LoRA, "ia3": tk.IA3, "full": tk.Full, "probe": tk.Probe}
+
+def lab_strategies() -> list[tuple[str, str]]:
+    """The strategy picker's choices, ``(label, name)`` in the registry's order: each registered
+    strategy whose class sets a ``lab_label`` of its own (a subclass does not inherit its place)."""
+    return [(vars(cls)["lab_label"], name) for name, cls in REGISTRY.items() if "lab_label" in vars(cls)]
 
 
 def _in_words(names: list[str]) -> str:
@@ -59,7 +62,7 @@ class StrategyControls(W.VBox):
         self._updating = False
         style = {"description_width": "92px"}
         wide = W.Layout(width="auto")
-        self.kind_w = W.Dropdown(options=KINDS, value="freeze", description="strategy",  # its choice whole
+        self.kind_w = W.Dropdown(options=lab_strategies(), value="freeze", description="strategy",  # its choice whole
                                  style={"description_width": "62px"}, layout=wide)
         # every layer peft can adapt inside the base model (Linear, and GPT-2's Conv1D)
         targets = sorted({n.rsplit(".", 1)[-1] for n in adaptable_layers(model.hf, model.hf.base_model_prefix + ".")})
@@ -115,12 +118,8 @@ class StrategyControls(W.VBox):
         kind = self.kind_w.value
         if kind == "lora":
             return tk.LoRA(rank=self.rank.value, alpha=self.alpha.value, target_modules=list(self.targets.value))
-        if kind == "full":
-            return tk.Full()
-        if kind == "ia3":
-            return tk.IA3()
-        if kind == "probe":
-            return tk.Probe()
+        if kind != "freeze":  # probe, full, ia3: no settings of their own
+            return REGISTRY[kind]()
         trainable = set(self.diagram.chosen)
         if trainable == {"head"}:  # head only: the probe computes features once
             return tk.Probe()
@@ -198,8 +197,8 @@ class StrategyControls(W.VBox):
             self.diagram.show(parts, strategy_words({"strategy": strategy.describe(),
                                                      "strategy_label": strategy.label}), adapter)
         else:
-            self.diagram.show({} if self.diagram.locked else None, KIND_CLASSES[kind].name)
-        cls = type(strategy) if strategy is not None else KIND_CLASSES[kind]
+            self.diagram.show({} if self.diagram.locked else None, kind)
+        cls = type(strategy) if strategy is not None else REGISTRY[kind]
         self.default_lr.description = f"default for {cls.name}"
         if self.default_lr.value:
             self._set(self.lr, cls.default_lr)

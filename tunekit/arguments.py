@@ -1,0 +1,144 @@
+"""What the ``tunekit`` commands share (:mod:`tunekit.cli`, :mod:`tunekit.post.cli`): the
+argparse types of their options, the lookup of a run by directory or name, the parsing of
+``--strategies``, and :class:`InputError`, the bad input that names its option.
+
+Importing this module stays light (no torch): ``tunekit --help`` builds every parser.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional
+
+from tunekit.config import ConfigError
+from tunekit.strategy_registry import STRATEGIES
+
+
+class InputError(Exception):
+    """Bad command-line input; ``option`` names the culprit."""
+
+    def __init__(self, option: Optional[str], message: str):
+        super().__init__(message)
+        self.option = option
+
+
+# ----- argument types ----------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {text!r})")
+    return value
+
+
+def size(text: str) -> Optional[int]:
+    """A number of examples, or ``all`` (None: the whole split)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all' (got {text!r})") from None
+
+
+def seed(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (got {text!r})")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0, such as a learning rate."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-4 (got {text!r})")
+    return value
+
+
+# ----- runs --------------------------------------------------------------------------------------
+def open_run(run_ref: str, runs_dir: str):
+    """The run ``run_ref`` names: a run directory, else a run of that name in ``runs_dir``.
+    Raises :class:`InputError` about ``RUN``."""
+    from tunekit.runs import RunRecordError, load_run  # lazy: pandas loads only for the commands that read runs
+    path = Path(run_ref).expanduser()
+    if not (path / "config.json").is_file():
+        path = Path(runs_dir).expanduser() / run_ref
+    try:
+        return load_run(path)
+    except RunRecordError as e:
+        raise InputError("RUN", f"{run_ref!r} is neither a run directory nor a run in {runs_dir!r} ({e})") from e
+
+
+# ----- strategies --------------------------------------------------------------------------------
+# strategies whose spec takes a number after ':': name -> (its placeholder, what the number is, its least value)
+_NUMBERED = {"lora": ("RANK", "a LoRA rank >= 1", 1), "freeze": ("K", "a number of top blocks >= 0", 0)}
+FREEZE_BLOCKS = 2  # ``freeze`` with no number trains the top 2 blocks
+
+
+def strategy_names() -> list[str]:
+    """The names ``--strategies`` accepts, in the registry's order: its table's, read without
+    importing torch, and once the strategies are loaded, also those registered at run time."""
+    loaded = sys.modules.get("tunekit.strategies")
+    registry = getattr(loaded, "REGISTRY", None)
+    return list(registry) if registry else list(STRATEGIES)
+
+
+def strategy_specs(explain: bool = False) -> str:
+    """The accepted specs for a help text: ``probe, freeze[:K], lora[:RANK], ...``; with
+    ``explain``, what the number of ``freeze`` means."""
+    def spec(name: str) -> str:
+        if name not in _NUMBERED:
+            return name
+        text = f"{name}[:{_NUMBERED[name][0]}]"
+        return text + f" (top K blocks, default {FREEZE_BLOCKS})" if explain and name == "freeze" else text
+    return ", ".join(spec(name) for name in strategy_names())
+
+
+def _strategy_spec(item: str):
+    """One item of ``--strategies`` -> a spec for ``get_strategy``, or ``("freeze", K)`` for
+    ``Freeze.top(K)``. Raises :class:`InputError`."""
+    name, _, arg = item.partition(":")
+    name = name.strip().lower()
+    known = strategy_names()
+    if name not in known:
+        numbered = " and ".join(f"{n}:{placeholder}" for n, (placeholder, _, _) in _NUMBERED.items())
+        raise InputError("--strategies", f"unknown strategy {name!r}; known: {', '.join(known)} "
+                                         f"({numbered} take a number)")
+    if not arg:
+        return ("freeze", FREEZE_BLOCKS) if name == "freeze" else {"name": name}
+    if name not in _NUMBERED:
+        raise InputError("--strategies", f"{name!r} takes no ':' argument (got {item!r})")
+    _, what, least = _NUMBERED[name]
+    try:
+        n = int(arg)
+    except ValueError:
+        n = -1
+    if n < least:
+        raise InputError("--strategies", f"{item!r}: after ':' comes {what} (got {arg!r})")
+    return {"name": "lora", "rank": n} if name == "lora" else ("freeze", n)
+
+
+def parse_strategies(text: str) -> list:
+    """``"probe,lora:4,freeze"`` -> a list of strategies (``freeze`` is ``Freeze.top(2)``,
+    ``freeze:K`` is ``Freeze.top(K)``, ``lora:R`` is ``LoRA(rank=R)``). Raises :class:`InputError`."""
+    from tunekit.strategies import Freeze, get_strategy  # lazy: torch loads only for the commands that train
+
+    specs = [_strategy_spec(item) for item in (s.strip() for s in text.split(",")) if item]
+    if not specs:
+        raise InputError("--strategies", f"no strategies given (got {text!r})")
+    try:
+        return [Freeze.top(s[1]) if isinstance(s, tuple) else get_strategy(s) for s in specs]
+    except ConfigError as e:
+        raise InputError("--strategies", str(e)) from e
