@@ -57,8 +57,9 @@ def test_the_table_is_the_registry_and_the_command_lines_names():
 
 def test_the_lab_offers_the_strategies_with_a_label_of_their_own(everything):
     from tunekit.widgets.controls import lab_strategies
-    assert lab_strategies() == [("Probe (head only)", "probe"), ("Freeze layers", "freeze"), ("LoRA", "lora"),
-                                ("IA3", "ia3"), ("Full fine-tune", "full")]  # Everything inherits Full's, not its place
+    assert lab_strategies() == [("Freeze layers", "freeze"), ("LoRA", "lora"), ("IA3", "ia3"),
+                                ("Full fine-tune", "full"), ("Probe (head only)", "probe")]  # as since 0.1
+    # Everything inherits Full's label, not its place in the picker
 
 
 def test_the_names_are_read_without_torch():

@@ -23,11 +23,16 @@ from tunekit.runtime import training_memory_estimate
 from tunekit.strategies import REGISTRY
 from tunekit.widgets.diagram import ModelDiagram, group_title, trained_parts  # noqa: F401  (the lab's imports)
 
+#: where the picker puts these first (the lab's order since 0.1); other strategies follow in the registry's order
+LAB_ORDER = ("freeze", "lora", "ia3", "full", "probe")
+
 
 def lab_strategies() -> list[tuple[str, str]]:
-    """The strategy picker's choices, ``(label, name)`` in the registry's order: each registered
-    strategy whose class sets a ``lab_label`` of its own (a subclass does not inherit its place)."""
-    return [(vars(cls)["lab_label"], name) for name, cls in REGISTRY.items() if "lab_label" in vars(cls)]
+    """The strategy picker's choices, ``(label, name)``: each registered strategy whose class
+    sets a ``lab_label`` of its own (a subclass does not inherit its place), those of
+    :data:`LAB_ORDER` first."""
+    names = sorted(REGISTRY, key=lambda n: LAB_ORDER.index(n) if n in LAB_ORDER else len(LAB_ORDER))
+    return [(vars(REGISTRY[n])["lab_label"], n) for n in names if "lab_label" in vars(REGISTRY[n])]
 
 
 def _in_words(names: list[str]) -> str:
