@@ -6,7 +6,7 @@ import torch
 
 import tunekit as tk
 from tunekit.architectures import LABEL_ORDER
-from tunekit.models import make_tiny
+from tunekit.tiny import make_tiny
 
 # family -> the labels LoRA's default targets carry, and IA3's
 FAMILIES = {

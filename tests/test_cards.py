@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import tunekit as tk
-from tunekit.models import make_tiny
+from tunekit.tiny import make_tiny
 
 TEXTS = ["A gorgeous, witty film, though the last act drags badly.", "Dull and far too long."]
 

@@ -3,7 +3,7 @@ import pytest
 
 import tunekit as tk
 from tunekit.cli import main
-from tunekit.models import make_tiny
+from tunekit.tiny import make_tiny
 
 
 def test_cli_evaluate_prints_the_recorded_metrics(tiny_dir, small, fast, capsys, tmp_path):

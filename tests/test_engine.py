@@ -10,7 +10,7 @@ import torch
 
 import tunekit as tk
 from tunekit.batches import LengthGroupedBatches, loader
-from tunekit.models import make_tiny
+from tunekit.tiny import make_tiny
 
 
 def _lengths(n=500, seed=0):

@@ -112,3 +112,13 @@ def test_a_model_directory_never_runs_its_own_code(tmp_path, small):
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(tk.ConfigError, match="never runs code from a model directory"):
         tk.load_model(str(d), label_names=small.label_names)
+
+
+def test_the_names_moved_by_the_layers_are_still_found_where_they_were():
+    """tunekit 0.1's places for names that moved to lower layers (issue 19) still give them."""
+    from tunekit import models, restore, runs, strategies, tiny
+    from tunekit.config import RunRecordError
+    assert models.make_tiny is tiny.make_tiny is tk.make_tiny and models.TINY_FAMILIES is tiny.TINY_FAMILIES
+    assert runs.RunRecordError is RunRecordError is tk.RunRecordError
+    assert strategies.Plan is models.Plan
+    assert callable(restore.canonical_name)

@@ -7,7 +7,7 @@ import torch
 
 import tunekit as tk
 from tunekit.config import ConfigError
-from tunekit.models import make_tiny
+from tunekit.tiny import make_tiny
 
 
 @pytest.fixture(scope="session")

@@ -235,7 +235,7 @@ def test_a_diverging_run_is_said_in_words(lab, monkeypatch):
 
 
 def test_lab_trains_a_causal_lm_and_draws_perplexity(tmp_path, small):
-    from tunekit.models import make_tiny
+    from tunekit.tiny import make_tiny
     from tunekit.widgets import Lab
     model = make_tiny("llama", tmp_path / "llama")
     texts = tk.data.from_texts(small.train["text"].tolist()[:80], validation_size=16, test_size=8)
@@ -256,7 +256,7 @@ def test_lab_trains_a_causal_lm_and_draws_perplexity(tmp_path, small):
 
 
 def test_lora_targets_list_every_layer_peft_adapts(tmp_path, small):
-    from tunekit.models import make_tiny
+    from tunekit.tiny import make_tiny
     from tunekit.widgets.controls import ModelDiagram, StrategyControls
     gpt2 = tk.load_model(str(make_tiny("gpt2", tmp_path / "gpt2")), label_names=small.label_names)
     c = StrategyControls(gpt2, ModelDiagram(gpt2))

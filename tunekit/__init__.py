@@ -40,11 +40,11 @@ for _name in ("torchao", "torch.utils._pytree"):
 
 _EXPORTS = {
     "TrainConfig": "tunekit.config", "ConfigError": "tunekit.config", "TunekitError": "tunekit.config",
-    "TrainingError": "tunekit.config", "RunRecordError": "tunekit.runs",
+    "TrainingError": "tunekit.config", "RunRecordError": "tunekit.config",
     "TextDataset": "tunekit.data", "DataError": "tunekit.data",
     "load_model": "tunekit.models", "Model": "tunekit.models", "TextClassifier": "tunekit.models",
-    "make_tiny": "tunekit.models", "Backbone": "tunekit.backbone",
-    "ModelNotFoundError": "tunekit.models", "make_tiny_bert": "tunekit.models",
+    "make_tiny": "tunekit.tiny", "Backbone": "tunekit.backbone",
+    "ModelNotFoundError": "tunekit.models", "make_tiny_bert": "tunekit.tiny",
     **{class_name: "tunekit.strategies" for class_name in _STRATEGIES.values()},  # tk.Probe, tk.LoRA, ...
     "Strategy": "tunekit.strategies", "get_strategy": "tunekit.strategies",
     "train": "tunekit.engine", "compare": "tunekit.engine", "Trainer": "tunekit.engine",
