@@ -179,12 +179,12 @@ def test_model_and_data_pickers_list_builtins_and_what_was_given(lab, tiny_dir, 
     assert lab.train(wait=True)
     [run] = tk.list_runs(lab.runs_dir)
     assert run.status == "completed" and run.config["model"]["label_names"] == lab.data.label_names
-    assert lab.runs._data_for([run]) is lab.data
+    assert lab.runs.data_for([run]) is lab.data
     lab.select(data=f"{small.name} (given in code)")
-    assert lab.runs._data_for([run]).name == "bbc_news", "a run is compared on the data it was trained on"
+    assert lab.runs.data_for([run]).name == "bbc_news", "a run is compared on the data it was trained on"
     lab.train(wait=True)
     with pytest.raises(ValueError, match="select runs of one data set"):
-        lab.runs._data_for(tk.list_runs(lab.runs_dir))
+        lab.runs.data_for(tk.list_runs(lab.runs_dir))
 
 
 def test_a_pick_that_cannot_load_is_said_and_undone(lab, monkeypatch, tiny_dir):

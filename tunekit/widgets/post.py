@@ -81,7 +81,7 @@ class PostPanel(W.VBox):
             return False
         try:
             run = tk.load_run(f"{self.runs_panel.runs_dir}/{self.run_w.value}")
-            data = self.runs_panel._data_for([run])
+            data = self.runs_panel.data_for([run])
         except Exception as e:  # noqa: BLE001 - a record that cannot be read, or trained on other data
             self._say(f"Not done: {e if isinstance(e, tk.TunekitError) else f'{type(e).__name__}: {e}'}", "error")
             return False

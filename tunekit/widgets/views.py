@@ -289,7 +289,7 @@ class RunsPanel(W.VBox):
         step(3, 3)
         return out
 
-    def _data_for(self, runs: list) -> tk.TextDataset:
+    def data_for(self, runs: list) -> tk.TextDataset:
         """The examples to compare representations on: the data the runs were trained on (the
         lab's current data, or that built-in set if the runs came from another)."""
         names = {r.config.get("data", {}).get("name") for r in runs}
@@ -302,7 +302,7 @@ class RunsPanel(W.VBox):
 
     def _view_representations(self, runs: list, step=lambda done, total: None) -> list:
         runs = self._usable(runs)
-        data = self._data_for(runs)
+        data = self.data_for(runs)
         step(0, 2)
         drift = plots.named(inspect.representation_drift(runs, data=data, n=128), runs)
         step(1, 2)
