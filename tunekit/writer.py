@@ -19,6 +19,7 @@ import socket
 from pathlib import Path
 from typing import Any, Optional
 
+from tunekit import __version__
 from tunekit.config import ConfigError, TrainingError, TunekitError
 from tunekit.run_names import next_number
 
@@ -37,6 +38,51 @@ def sanitize_name(name: str) -> str:
 
 def now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+# ----- a record's config.json ----------------------------------------------------------------------------
+TRAINED_ORDER = ("kind", "parent", "task", "format", "tunekit_version", "created", "model", "data", "strategy",
+                 "strategy_label", "phases", "train", "device", "versions", "precision", "world_size",
+                 "per_process_batch_size", "params", "trained_before", "structure")
+"""The order of the keys of a trained record's ``config.json`` (``tk.train``, ``tk.distil``)."""
+
+DERIVED_ORDER = ("kind", "parent", "task", "model", "data", "train", "format", "structure", "tunekit_version",
+                 "created", "strategy", "strategy_label", "device", "versions", "precision", "params")
+"""The order of the keys of a derived record's ``config.json`` (``tk.prune``, ``tk.quantize``)."""
+
+
+def record_config(*, kind: str, parent: Optional[dict], task: str, model: dict, data: dict, train: dict,
+                  strategy: dict, label: str, fmt: Optional[str], structure: list, device: str,
+                  versions: dict, precision: dict, params: dict, order: tuple = TRAINED_ORDER,
+                  **extra) -> dict:
+    """What a record's ``config.json`` says about how it was made (the writer adds its name and
+    number).
+
+    Args:
+        kind: ``"train"``, ``"distil"``, ``"prune"``, ``"quantize"`` ...
+        parent: the record (``{"name", "path"}``) the model came from, or None for a pretrained one.
+        task, model, data, train: the task's name, and the model, data and training settings
+            as they describe themselves.
+        strategy, label: what was done (a strategy's or an operation's description) and its
+            short label (``strategy_label``).
+        fmt: how the weights are saved (``format``: ``"safetensors"``, ``"peft"``, ``"torchao"``).
+        structure: the structural steps the model has been through (layers removed ...).
+        device: where it ran.
+        versions: the versions of the libraries it ran with (:func:`tunekit.runtime.versions`).
+        precision: ``{"requested", "autocast", "why"}``.
+        params: the parameter counts.
+        order: the order of the keys: :data:`TRAINED_ORDER` or :data:`DERIVED_ORDER`; each of its
+            keys must be given (the keys above, ``tunekit_version`` and ``created``, or ``extra``).
+        extra: further keys; those not in ``order`` follow the others, in the order given.
+    """
+    fields = {"kind": kind, "parent": parent, "task": task, "model": model, "data": data, "train": train,
+              "strategy": strategy, "strategy_label": label, "format": fmt, "structure": list(structure),
+              "tunekit_version": __version__, "created": now(), "device": device, "versions": versions,
+              "precision": precision, "params": params, **extra}
+    missing = [k for k in order if k not in fields]
+    if missing:
+        raise TypeError(f"record_config: a record in this order needs {missing}")
+    return {**{k: fields[k] for k in order}, **{k: v for k, v in fields.items() if k not in order}}
 
 
 class RecordWriteError(TunekitError, OSError):
