@@ -28,6 +28,9 @@ the loss is read back from the device only when it is logged. Frozen bottom bloc
 computed once and cached (:mod:`tunekit.cache`); under ``torchrun`` / ``accelerate launch``
 every process trains and the main one writes the record (:mod:`tunekit.distributed`).
 
+Every callback gets the trainer too (``ev.trainer``): ``ev.trainer.progress`` is how far the run
+has come (:class:`Progress`: step, samples, tokens, clocks, the last evaluation ...).
+
 A callback may raise :class:`StopTraining` to end the run (recorded as stopped).
 A non-finite loss ends the run as failed at that step; so does any other error.
 Either way the record on disk keeps everything up to that point.
@@ -46,8 +49,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from tunekit import __version__, memory
 from tunekit import cache as prefix
+from tunekit import memory
 from tunekit.adapters import ADAPTER
 from tunekit.batches import loader, to_device
 from tunekit.cards import hub_id, write_card
@@ -60,7 +63,7 @@ from tunekit.models import Model, load_for
 from tunekit.runs import Run
 from tunekit.runtime import adamw, choose_precision, lr_factor, pick_device, versions
 from tunekit.strategies import Strategy, get_strategy
-from tunekit.writer import ReplicaWriter, RunWriter
+from tunekit.writer import ReplicaWriter, RunWriter, record_config
 
 EVENTS = ("train_start", "phase_start", "step", "memory", "eval", "epoch_end", "train_end")
 
@@ -74,6 +77,129 @@ class Event:
     name: str
     payload: dict
     trainer: "Trainer" = field(repr=False)
+
+
+@dataclass
+class Progress:
+    """How far a run has come: what it has trained on, its clocks and what it measured last.
+    The trainer holds its run's as ``trainer.progress`` (a callback's ``ev.trainer.progress``)."""
+
+    step: int = 0
+    """Optimizer steps taken."""
+    samples: int = 0
+    """Training examples seen, over every process."""
+    tokens: int = 0
+    """Real (non-padding) tokens seen, over every process."""
+    padded_tokens: int = 0
+    """Tokens seen, padding included, over every process."""
+    started: float = field(default_factory=time.perf_counter)
+    """When the run started (``time.perf_counter()``): the zero of ``elapsed_s`` and ``wall_time_s``."""
+    train_time: float = 0.0
+    """Seconds spent training, up to the clock's last stop (evaluations do not count; building
+    a cache does)."""
+    clock: Optional[float] = None
+    """When the training clock started, while it runs; None while it is stopped."""
+    last_eval: Optional[dict] = None
+    """The last ``eval`` event's payload, or None before the first."""
+    memory: Optional[dict] = None
+    """The measured memory of the phase that needed the most so far, or None before any."""
+    cache: list = field(default_factory=list)
+    """Each phase's frozen-prefix cache, as it describes itself."""
+    validation: Any = None
+    """The validation inputs of the phase that trains now (None before the first phase has them):
+    a stopped run's final evaluation uses them."""
+    initial: dict = field(default_factory=dict)
+    """The starting values (by canonical name) of trainable tensors that the run's parent cannot
+    give back."""
+
+    def start_clock(self) -> None:
+        self.clock = time.perf_counter()
+
+    def stop_clock(self) -> None:
+        if self.clock is not None:
+            self.train_time += time.perf_counter() - self.clock
+            self.clock = None
+
+    def elapsed_s(self) -> float:
+        """Seconds since the run started, evaluations included."""
+        return round(time.perf_counter() - self.started, 3)
+
+
+@dataclass
+class Setup:
+    """What a run settles before it trains, and keeps to the end."""
+
+    device: torch.device
+    """Where it trains."""
+    amp: Optional[torch.dtype]
+    """The autocast dtype (bf16), or None to train in fp32."""
+    precision_why: str
+    """Why that precision (the record says)."""
+    phases: list
+    """The strategy's phases, in order."""
+    plans: list
+    """Each phase's plan, made before anything is written or trained (a later phase makes its
+    own again, against the model the earlier ones leave)."""
+    epochs: list
+    """Each phase's epochs."""
+    train: Any
+    """The encoded training examples (the ``train_size`` subset)."""
+    validation: Any
+    """The encoded validation examples (the ``eval_size`` subset)."""
+    steps_per_epoch: int
+    """Optimizer steps in one epoch."""
+    bar: Any = None
+    """The progress bar (``progress=True``, on the main process), else None."""
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps over every phase."""
+        return self.steps_per_epoch * sum(self.epochs)
+
+
+@dataclass
+class PhaseRun:
+    """One phase while it trains: what each step goes through, and the loss not logged yet."""
+
+    lr: float
+    """The phase's peak learning rate."""
+    inputs: Any
+    """Its inputs (:func:`tunekit.cache.inputs_for`): training and validation examples, the
+    cache's info, the frozen layers."""
+    forward: nn.Module
+    """What each step calls (the task module, wrapped or compiled as asked)."""
+    optimizer: torch.optim.Optimizer
+    """AdamW over the phase's parameter groups."""
+    schedule: Any
+    """The learning-rate schedule (a ``LambdaLR``), stepped once per step."""
+    batches: Any
+    """The ``DataLoader`` of training batches (this process's share)."""
+    steps_per_epoch: int
+    """Batches in one epoch (of this process)."""
+    trainable: list
+    """The parameters it trains (what ``grad_clip`` clips)."""
+    eval_at: set
+    """The batches of an epoch (counted from 1) after which it evaluates."""
+    log_every: int
+    """Steps between ``step`` events (an evaluation or an epoch's end logs too)."""
+    loss_sum: torch.Tensor
+    """The losses since the last ``step`` event, summed on the device."""
+    losses: int = 0
+    """How many losses ``loss_sum`` holds."""
+    measure: bool = True
+    """Whether the next step measures memory (the phase's first does)."""
+
+
+@dataclass
+class Outcome:
+    """How the training ended."""
+
+    status: str = "completed"
+    """``"completed"``, ``"stopped"`` or ``"failed"``."""
+    reason: Optional[str] = None
+    """Why it stopped or failed, in words."""
+    error: Optional[BaseException] = None
+    """The exception that ended it (raised again once the record is final), if any."""
 
 
 class Trainer:
@@ -118,6 +244,7 @@ class Trainer:
         self._stop = threading.Event()
         self.run_record: Optional[Run] = None
         self.writer: Optional[RunWriter] = None
+        self.progress = Progress()
 
     # ----- control -----------------------------------------------------------------------------
     def add_callback(self, event: str, fn: Callable[[Event], Any]) -> None:
@@ -144,7 +271,18 @@ class Trainer:
     # ----- the run -----------------------------------------------------------------------------
     def run(self) -> Run:
         """Train, write the record, return the :class:`Run`. Raises :class:`TrainingError` on failure."""
-        cfg, model, data = self.config, self.model, self.data
+        setup = self._set_up()
+        outcome = self._train(setup)
+        end = self._finish_record(outcome, self._summary_or_fail(setup, outcome))
+        for fn in self.callbacks.get("train_end", ()):  # a callback that raises cannot unfinish it
+            fn(Event("train_end", end, self))
+        self._raise_failure(outcome, self.run_record)
+        return self.run_record
+
+    # ----- set up ------------------------------------------------------------------------------
+    def _set_up(self) -> Setup:
+        """Check everything, encode the examples and open the record, before anything trains."""
+        cfg, model = self.config, self.model
         self.world = world = current_world(cfg.device)
         device = world.device or pick_device(cfg.device)
         if world.distributed and cfg.batch_size % world.size:
@@ -154,133 +292,53 @@ class Trainer:
         phases = self.strategy.phases()
         plans = [ph.strategy.plan(model) for ph in phases]  # validate before anything is written or trained
         params_before = self.strategy.count(model)
+        train_enc, val_enc = self._examples()
+        amp, precision_why = choose_precision(device, cfg.precision)
+        setup = Setup(device, amp, precision_why, phases, plans, [ph.epochs or cfg.epochs for ph in phases],
+                      train_enc, val_enc, train_enc.num_batches(cfg.batch_size))
+        self._open_record(setup, params_before)
+        self.progress = Progress()
+        self._forward: nn.Module = model.module
+        self._eval_forward: nn.Module = model.module
+        if cfg.progress and world.main:
+            from tqdm.auto import tqdm
+            setup.bar = tqdm(total=setup.total_steps, desc=f"{self.strategy.label}", unit="step", leave=True)
+        return setup
 
-        tok, task = model.tokenizer, model.task
-        train_df, val_df = data.train, data.validation
+    def _examples(self) -> tuple[Any, Any]:
+        """The encoded training and validation examples (their ``train_size`` / ``eval_size`` subsets)."""
+        cfg, tok, task = self.config, self.model.tokenizer, self.model.task
+        train_df, val_df = self.data.train, self.data.validation
         ix = subset(len(train_df), cfg.train_size, cfg.seed)
         train_df = train_df if ix is None else train_df.iloc[ix]
         ix = subset(len(val_df), cfg.eval_size, cfg.seed + 1)
         val_df = val_df if ix is None else val_df.iloc[ix]
         if len(val_df) == 0:
-            raise ConfigError(f"the validation split of {data.name!r} is empty; make it with validation_size > 0")
-        train_enc = task.encode(tok, train_df["text"], train_df["label"], cfg.max_length)
-        val_enc = task.encode(tok, val_df["text"], val_df["label"], cfg.max_length)
+            raise ConfigError(f"the validation split of {self.data.name!r} is empty; make it with "
+                              f"validation_size > 0")
+        return (task.encode(tok, train_df["text"], train_df["label"], cfg.max_length),
+                task.encode(tok, val_df["text"], val_df["label"], cfg.max_length))
 
-        steps_per_epoch = train_enc.num_batches(cfg.batch_size)
-        phase_epochs = [ph.epochs or cfg.epochs for ph in phases]
-        total_steps = steps_per_epoch * sum(phase_epochs)
-        label = self.strategy.label
-        amp, precision_why = choose_precision(device, cfg.precision)
-        self.writer = writer = self._writer(cfg.name or f"{label}-{time.strftime('%Y%m%d-%H%M%S')}", {
-            "kind": "train", "parent": dict(model.history[-1]) if model.history else None, "task": task.name,
-            "format": "peft" if any(p.adapter is not None for p in plans) else "safetensors",
-            "tunekit_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "model": model.describe(), "data": {**data.describe(), "train_used": len(train_enc),
-                                                "validation_used": len(val_enc)},
-            "strategy": self.strategy.describe(), "strategy_label": label,
-            "phases": [{"strategy": ph.strategy.describe(), "epochs": e, "lr": ph.lr}
-                       for ph, e in zip(phases, phase_epochs)],
-            "train": cfg.to_dict(), "device": str(device), "versions": versions(),
-            "precision": {"requested": cfg.precision, "autocast": "bf16" if amp is not None else None,
-                          "why": precision_why},
-            "world_size": world.size, "per_process_batch_size": cfg.batch_size // world.size,
-            "params": params_before, "trained_before": list(model.trained_by),
-            "structure": list(model.structure), **self.record,
-        })
-        run = self.run_record = Run(writer.path, model=model) if world.main else None
-        state = {"step": 0, "samples": 0, "tokens": 0, "padded_tokens": 0, "t0": time.perf_counter(),
-                 "last_eval": None, "train_time": 0.0, "clock": None, "memory": None, "cache": []}
-        self._forward: nn.Module = model.module
-        self._eval_forward: nn.Module = model.module
-        saved_initial: dict[str, torch.Tensor] = {}
-        bar = None
-        if cfg.progress and world.main:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total_steps, desc=f"{label}", unit="step", leave=True)
-        status, reason, error, val_in = "completed", None, None, None
-        try:
-            model.to(device)  # inside the try: a device that fails here still finishes the record
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            for p_index, (phase, plan, epochs) in enumerate(zip(phases, plans, phase_epochs)):
-                strat = phase.strategy
-                if p_index > 0:
-                    plan = strat.plan(model)  # against the model as the earlier phases left it
-                model.adapt(plan)
-                model.module.to(device)
-                params = model.parameter_counts()
-                self._keep_initial(saved_initial)
-                lr = phase.lr or cfg.lr or strat.default_lr
-                if cfg.progress and world.main:  # like peft's print_trainable_parameters
-                    print(f"{label}{f' phase {p_index + 1}' if len(phases) > 1 else ''}: trainable params "
-                          f"{params['trainable']:,} / {params['total']:,} ({params['percent']:.4g}%)")
-                if p_index == 0:
-                    writer.update(params=params)
-                    self._emit("train_start", {"run": writer.name, "strategy": self.strategy.describe(),
-                                               "params": params, "device": str(device),
-                                               "total_steps": total_steps, "train_size": len(train_enc),
-                                               "eval_size": len(val_enc)})
-                self._emit("phase_start", {"phase": p_index, "strategy": strat.describe(), "params": params,
-                                           "steps": steps_per_epoch * epochs, "lr": lr})
-                t = time.perf_counter()  # a cache's one pass is part of the training cost
-                inputs = prefix.inputs_for(model, plan, train_enc, val_enc, cfg.eval_batch_size,
-                                           cfg.cache_budget_mb, amp)
-                val_in, info = inputs.validation, inputs.info
-                state["train_time"] += time.perf_counter() - t
-                info.build_s = round(time.perf_counter() - t, 3)
-                state["cache"].append(info.describe())
-                writer.update(cache=state["cache"])
-                if info.reason and cfg.progress and world.main:
-                    print(f"{label}: {info.reason}")
-                self._phase(strat, inputs, epochs, lr, device, amp, state, bar, seed=cfg.seed + p_index)
-        except StopTraining:
-            status, reason = "stopped", f"stopped by the user at step {state['step']}"
-        except KeyboardInterrupt as e:  # Ctrl-C / interrupt the kernel: record, then let it propagate
-            status, reason, error = "stopped", f"interrupted at step {state['step']}", e
-        except BaseException as e:  # noqa: BLE001 - record every failure, then re-raise
-            status = "failed"
-            reason = str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
-            if isinstance(e, torch.cuda.OutOfMemoryError):
-                reason = (f"out of GPU memory at step {state['step']}: lower batch_size or max_length, "
-                          f"or use LoRA / freeze more layers ({e})")
-            error = e
-        finally:
-            if bar is not None:
-                bar.close()
-            self._stop_clock(state)
-        try:
-            summary = self._finish(status, reason, state, saved_initial,
-                                   val_in if status != "failed" else None, amp, device)
-        except Exception as e:  # noqa: BLE001 - e.g. the disk filled while saving the weights
-            said = str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
-            reason = f"{reason + '; then ' if reason else ''}saving the run failed: {said}"
-            with contextlib.suppress(Exception):
-                writer.finish("failed", reason, steps=state["step"])
-            raise TrainingError(f"run {writer.name!r} failed: {reason}", self.run_record) from e
-        end = {"status": status, "reason": reason, **summary}
-        writer.log("train_end", end)
-        try:
-            writer.finish(status, reason, **summary)  # the record is final before any callback runs
-        except TrainingError as e:  # the disk filled on the last write
-            e.run = self.run_record
-            raise
-        if world.main and (writer.path / "adapter").is_dir():  # the card quotes the final summary
-            write_card(run, writer.path / "adapter", adapter=True)
-        world.barrier()  # the record is complete before any process returns it
-        if run is None:
-            run = self.run_record = Run(writer.path, model=model)
-        model.history.append({"name": writer.name, "path": str(writer.path.resolve())})
-        model.structure = []  # the record holds them now
-        for fn in self.callbacks.get("train_end", ()):  # a callback that raises cannot unfinish it
-            fn(Event("train_end", end, self))
-        if isinstance(error, KeyboardInterrupt):
-            raise error
-        if status == "failed":
-            if isinstance(error, TrainingError):
-                error.run = run
-                raise error
-            raise TrainingError(f"run {writer.name!r} failed: {reason}", run) from error
-        return run
+    def _open_record(self, setup: Setup, params_before: dict) -> None:
+        """Write the record's config.json (``record`` fields last) and start its summary."""
+        cfg, model, world, label = self.config, self.model, self.world, self.strategy.label
+        config = record_config(
+            kind="train", parent=dict(model.history[-1]) if model.history else None, task=model.task.name,
+            model=model.describe(), data={**self.data.describe(), "train_used": len(setup.train),
+                                          "validation_used": len(setup.validation)},
+            train=cfg.to_dict(), strategy=self.strategy.describe(), label=label,
+            fmt="peft" if any(p.adapter is not None for p in setup.plans) else "safetensors",
+            structure=model.structure, device=str(setup.device), versions=versions(),
+            precision={"requested": cfg.precision, "autocast": "bf16" if setup.amp is not None else None,
+                       "why": setup.precision_why},
+            params=params_before,
+            phases=[{"strategy": ph.strategy.describe(), "epochs": e, "lr": ph.lr}
+                    for ph, e in zip(setup.phases, setup.epochs)],
+            world_size=world.size, per_process_batch_size=cfg.batch_size // world.size,
+            trained_before=list(model.trained_by))
+        self.writer = self._writer(cfg.name or f"{label}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                   {**config, **self.record})
+        self.run_record = Run(self.writer.path, model=model) if world.main else None
 
     def _writer(self, name: str, config: dict):
         """The run's writer: a :class:`RunWriter` on the main process; elsewhere a replica that
@@ -298,6 +356,77 @@ class Trainer:
         if problem:
             raise ConfigError(problem)
         return made if world.main else ReplicaWriter(path)
+
+    # ----- train -------------------------------------------------------------------------------
+    def _train(self, setup: Setup) -> Outcome:
+        """Train every phase; a stop, an interrupt or an error ends the training and says how."""
+        progress = self.progress
+        try:
+            self.model.to(setup.device)  # inside the try: a device that fails here still finishes the record
+            if setup.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(setup.device)
+            for index in range(len(setup.phases)):
+                self._train_phase(setup, index)
+        except StopTraining:
+            return Outcome("stopped", f"stopped by the user at step {progress.step}")
+        except KeyboardInterrupt as e:  # Ctrl-C / interrupt the kernel: record, then let it propagate
+            return Outcome("stopped", f"interrupted at step {progress.step}", e)
+        except BaseException as e:  # noqa: BLE001 - record every failure, then re-raise
+            return Outcome("failed", self._failure_words(e), e)
+        finally:
+            if setup.bar is not None:
+                setup.bar.close()
+            progress.stop_clock()
+        return Outcome()
+
+    def _failure_words(self, e: BaseException) -> str:
+        """Why the run failed, in the words its record keeps."""
+        if isinstance(e, torch.cuda.OutOfMemoryError):
+            return (f"out of GPU memory at step {self.progress.step}: lower batch_size or max_length, "
+                    f"or use LoRA / freeze more layers ({e})")
+        return str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
+
+    def _train_phase(self, setup: Setup, index: int) -> None:
+        """Apply phase ``index``'s plan, announce it, build its inputs, and train its epochs."""
+        cfg, model = self.config, self.model
+        phase = setup.phases[index]
+        strat = phase.strategy
+        plan = setup.plans[index] if index == 0 else strat.plan(model)  # against the model the earlier left
+        model.adapt(plan)
+        model.module.to(setup.device)
+        params = model.parameter_counts()
+        self._keep_initial(self.progress.initial)
+        lr = phase.lr or cfg.lr or strat.default_lr
+        if cfg.progress and self.world.main:  # like peft's print_trainable_parameters
+            print(f"{self.strategy.label}{f' phase {index + 1}' if len(setup.phases) > 1 else ''}: trainable "
+                  f"params {params['trainable']:,} / {params['total']:,} ({params['percent']:.4g}%)")
+        if index == 0:
+            self.writer.update(params=params)
+            self._emit("train_start", {"run": self.writer.name, "strategy": self.strategy.describe(),
+                                       "params": params, "device": str(setup.device),
+                                       "total_steps": setup.total_steps, "train_size": len(setup.train),
+                                       "eval_size": len(setup.validation)})
+        self._emit("phase_start", {"phase": index, "strategy": strat.describe(), "params": params,
+                                   "steps": setup.steps_per_epoch * setup.epochs[index], "lr": lr})
+        epochs = setup.epochs[index]
+        phase_run = self._start_phase(setup, strat, self._phase_inputs(setup, plan), lr, epochs, cfg.seed + index)
+        self._train_epochs(setup, phase_run, epochs)
+
+    def _phase_inputs(self, setup: Setup, plan):
+        """The phase's inputs (a frozen prefix computed once where it can be); building them is
+        training time."""
+        cfg, progress = self.config, self.progress
+        t = time.perf_counter()
+        inputs = prefix.inputs_for(self.model, plan, setup.train, setup.validation, cfg.eval_batch_size,
+                                   cfg.cache_budget_mb, setup.amp)
+        progress.validation, info = inputs.validation, inputs.info
+        progress.train_time += time.perf_counter() - t
+        info.build_s = round(time.perf_counter() - t, 3)
+        progress.cache.append(info.describe())
+        self.writer.update(cache=progress.cache)
+        if info.reason and cfg.progress and self.world.main:
+            print(f"{self.strategy.label}: {info.reason}")
+        return inputs
 
     def _keep_initial(self, saved: dict) -> None:
         """Save the starting values (by canonical name) of trainable tensors that the run's
@@ -320,6 +449,26 @@ class Trainer:
             if self.config.save_weights:
                 self.writer.save_tensors("initial.safetensors", saved)
 
+    def _start_phase(self, setup: Setup, strat: Strategy, inputs, lr: float, epochs: int, seed: int) -> PhaseRun:
+        """The phase's module, optimizer, batches and schedule."""
+        cfg, world, device = self.config, self.world, setup.device
+        self._modules(inputs)
+        groups = strat.param_groups(self.model, lr, cfg.weight_decay)
+        opt = adamw(groups, lr, device)
+        batches = loader(inputs.train, cfg.batch_size, shuffle=True, group_by_length=cfg.group_by_length,
+                         seed=seed, rank=world.rank, world_size=world.size,
+                         pin_memory=device.type == "cuda" and inputs.info.kind is None)
+        per_epoch = len(batches)
+        steps = per_epoch * epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, steps, cfg.warmup, cfg.schedule))
+        return PhaseRun(
+            lr=lr, inputs=inputs, forward=self._forward, optimizer=opt, schedule=sched, batches=batches,
+            steps_per_epoch=per_epoch, trainable=[p for g in groups for p in g["params"]],
+            eval_at={round(per_epoch * (k + 1) / cfg.evals_per_epoch) for k in range(cfg.evals_per_epoch)},
+            log_every=cfg.log_every or (1 if device.type == "cpu" else 10),
+            loss_sum=torch.zeros((), device=device))
+
     def _modules(self, inputs) -> None:
         """The module each step goes through, and the one evaluation goes through (never the
         DDP wrapper: its forward is a collective, and processes evaluate unequal shares)."""
@@ -331,157 +480,205 @@ class Trainer:
             forward = torch.compile(forward, dynamic=True)
         self._forward = forward
 
-    @staticmethod
-    def _start_clock(state) -> None:
-        state["clock"] = time.perf_counter()
-
-    @staticmethod
-    def _stop_clock(state) -> None:
-        if state["clock"] is not None:
-            state["train_time"] += time.perf_counter() - state["clock"]
-            state["clock"] = None
-
-    def _phase(self, strat: Strategy, inputs, epochs: int, lr: float, device, amp, state, bar,
-               seed: int) -> None:
-        cfg, model, world = self.config, self.model, self.world
-        train_in, val_in, info, frozen = inputs.train, inputs.validation, inputs.info, inputs.frozen
-        self._modules(inputs)
-        forward = self._forward
-        groups = strat.param_groups(model, lr, cfg.weight_decay)
-        opt = adamw(groups, lr, device)
-        train_loader = loader(train_in, cfg.batch_size, shuffle=True, group_by_length=cfg.group_by_length,
-                              seed=seed, rank=world.rank, world_size=world.size,
-                              pin_memory=device.type == "cuda" and info.kind is None)
-        per_epoch = len(train_loader)
-        steps = per_epoch * epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, steps, cfg.warmup, cfg.schedule))
-        eval_at = {round(per_epoch * (k + 1) / cfg.evals_per_epoch) for k in range(cfg.evals_per_epoch)}
-        log_every = cfg.log_every or (1 if device.type == "cpu" else 10)
-        trainable = [p for g in groups for p in g["params"]]
-        window, in_window, measure = torch.zeros((), device=device), 0, True
+    def _train_epochs(self, setup: Setup, phase: PhaseRun, epochs: int) -> None:
+        """Train the phase's epochs: its steps, a ``step`` event every ``log_every`` of them, and
+        its evaluations."""
+        model, progress, bar = self.model, self.progress, setup.bar
+        frozen = phase.inputs.frozen
         for epoch in range(epochs):
-            forward.train()
+            phase.forward.train()
             prefix.frozen_prefix_eval(model, frozen)  # frozen layers: no dropout, cached or not
-            self._start_clock(state)
-            for i, batch in enumerate(train_loader):
+            progress.start_clock()
+            for i, batch in enumerate(phase.batches):
                 if self._stop.is_set():
                     raise StopTraining()
-                n = len(batch["labels"] if "labels" in batch else batch["input_ids"])
-                if "attention_mask" in batch:  # counted on the host, before the batch moves
-                    state["tokens"] += int(batch["attention_mask"].sum()) * world.size
-                    state["padded_tokens"] += batch["attention_mask"].numel() * world.size
-                batch = to_device(batch, device)
-                meter = memory.ActivationMeter(model.module) if measure else None
-                with meter or contextlib.nullcontext(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    loss = forward(batch).loss
-                loss.backward()
-                grads = memory.gradient_bytes(model.module) if measure else 0
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-                opt.step()
-                step_lr = opt.param_groups[0]["lr"]
-                sched.step()
-                if measure:
-                    self._memory(state, opt, meter.bytes, grads, device, info)
-                    measure = False
-                opt.zero_grad(set_to_none=True)
-                window += loss.detach().float()
-                in_window += 1
-                state["step"] += 1
-                state["samples"] += n * world.size
-                due = (i + 1) in eval_at
-                if in_window >= log_every or due or i + 1 == per_epoch:
-                    loss_v = float(world.mean(window / in_window))  # the one read from the device
-                    if not math.isfinite(loss_v):
-                        bad = state["step"]
-                        state["step"] -= in_window  # the steps since the last finite loss do not count
-                        raise TrainingError(f"the loss became {loss_v} at step {bad}"
-                                            f"{'' if in_window == 1 else f' (or one of the {in_window} before)'}; "
-                                            f"try a lower learning rate (lr={lr:g})")
-                    window.zero_()
-                    in_window = 0
-                    elapsed = state["train_time"] + time.perf_counter() - state["clock"]
-                    self._emit("step", {"step": state["step"], "epoch": epoch + (i + 1) / per_epoch,
-                                        "loss": loss_v, "lr": step_lr, "samples": state["samples"],
-                                        "tokens": state["tokens"],
-                                        "elapsed_s": round(time.perf_counter() - state["t0"], 3),
-                                        "samples_per_s": state["samples"] / max(elapsed, 1e-9)})
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
+                step_lr = self._step(setup, phase, batch)
+                at = epoch + (i + 1) / phase.steps_per_epoch
+                due = (i + 1) in phase.eval_at
+                if phase.losses >= phase.log_every or due or i + 1 == phase.steps_per_epoch:
+                    loss_v = self._log_step(phase, at, step_lr, bar)
                 if bar is not None:
                     bar.update(1)
                 if due:
-                    self._stop_clock(state)
-                    ev = self._evaluate(val_in, device, amp, state, epoch + (i + 1) / per_epoch)
+                    progress.stop_clock()
+                    ev = self._evaluate(phase.inputs.validation, setup.device, setup.amp, at)
                     if bar is not None:
                         key = primary(model.task.name).key
                         bar.set_postfix({"loss": f"{loss_v:.3f}", key[:4]: f"{ev['val_' + key]:.3f}"})
                     prefix.frozen_prefix_eval(model, frozen)  # evaluation put everything back in train mode
-                    self._start_clock(state)
-            self._stop_clock(state)
-            self._emit("epoch_end", {"epoch": epoch + 1, "step": state["step"]})
+                    progress.start_clock()
+            progress.stop_clock()
+            self._emit("epoch_end", {"epoch": epoch + 1, "step": progress.step})
 
-    def _memory(self, state, opt, activation_bytes: int, grad_bytes: int, device, info) -> None:
+    def _step(self, setup: Setup, phase: PhaseRun, batch: dict) -> float:
+        """One optimizer step on ``batch``; returns the learning rate it took."""
+        cfg, model, world, device, progress = self.config, self.model, self.world, setup.device, self.progress
+        n = len(batch["labels"] if "labels" in batch else batch["input_ids"])
+        if "attention_mask" in batch:  # counted on the host, before the batch moves
+            progress.tokens += int(batch["attention_mask"].sum()) * world.size
+            progress.padded_tokens += batch["attention_mask"].numel() * world.size
+        batch = to_device(batch, device)
+        meter = memory.ActivationMeter(model.module) if phase.measure else None
+        with meter or contextlib.nullcontext(), \
+                torch.autocast(device.type, dtype=setup.amp, enabled=setup.amp is not None):
+            loss = phase.forward(batch).loss
+        loss.backward()
+        grads = memory.gradient_bytes(model.module) if phase.measure else 0
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(phase.trainable, cfg.grad_clip)
+        phase.optimizer.step()
+        step_lr = phase.optimizer.param_groups[0]["lr"]
+        phase.schedule.step()
+        if phase.measure:
+            self._memory(phase.optimizer, meter.bytes, grads, device, phase.inputs.info)
+            phase.measure = False
+        phase.optimizer.zero_grad(set_to_none=True)
+        phase.loss_sum += loss.detach().float()
+        phase.losses += 1
+        progress.step += 1
+        progress.samples += n * world.size
+        return step_lr
+
+    def _log_step(self, phase: PhaseRun, epoch: float, step_lr: float, bar) -> float:
+        """Read the mean loss since the last ``step`` event (the one read from the device) and
+        emit it; a loss that is not finite ends the run."""
+        progress = self.progress
+        loss_v = float(self.world.mean(phase.loss_sum / phase.losses))
+        if not math.isfinite(loss_v):
+            bad, since = progress.step, phase.losses
+            progress.step -= since  # the steps since the last finite loss do not count
+            raise TrainingError(f"the loss became {loss_v} at step {bad}"
+                                f"{'' if since == 1 else f' (or one of the {since} before)'}; "
+                                f"try a lower learning rate (lr={phase.lr:g})")
+        phase.loss_sum.zero_()
+        phase.losses = 0
+        elapsed = progress.train_time + time.perf_counter() - progress.clock
+        self._emit("step", {"step": progress.step, "epoch": epoch, "loss": loss_v, "lr": step_lr,
+                            "samples": progress.samples, "tokens": progress.tokens,
+                            "elapsed_s": progress.elapsed_s(),
+                            "samples_per_s": progress.samples / max(elapsed, 1e-9)})
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
+        return loss_v
+
+    def _memory(self, opt, activation_bytes: int, grad_bytes: int, device, info) -> None:
         """The phase's measured memory; the run keeps the largest phase's."""
+        progress = self.progress
         mem = memory.breakdown(self.model.module, opt, activation_bytes, grad_bytes, device,
                                cache_mb=info.mb if info.kind else 0.0)
-        if state["memory"] is None or mem["total_mb"] >= state["memory"]["total_mb"]:
-            state["memory"] = mem
-        self.writer.update(memory=state["memory"])
-        self._emit("memory", {"step": state["step"] + 1, **mem})
+        if progress.memory is None or mem["total_mb"] >= progress.memory["total_mb"]:
+            progress.memory = mem
+        self.writer.update(memory=progress.memory)
+        self._emit("memory", {"step": progress.step + 1, **mem})
 
-    def _evaluate(self, val_in, device, amp, state, epoch: float) -> dict:
-        model, cfg, world = self.model, self.config, self.world
+    def _evaluate(self, val_in, device, amp, epoch: float) -> dict:
+        """Evaluate on the validation examples and emit the ``eval`` event."""
+        model, cfg, world, progress = self.model, self.config, self.world, self.progress
         batches = (to_device(b, device) for b in loader(val_in, cfg.eval_batch_size, group_by_length=True,
                                                          rank=world.rank, world_size=world.size))
         metrics = evaluate_batches(self._eval_forward, model.task.metrics(), batches, device, amp,
                                    merge=world.merge)
-        ev = {"step": state["step"], "epoch": epoch, **{f"val_{k}": v for k, v in metrics.items()},
-              "elapsed_s": round(time.perf_counter() - state["t0"], 3)}
-        state["last_eval"] = ev
+        ev = {"step": progress.step, "epoch": epoch, **{f"val_{k}": v for k, v in metrics.items()},
+              "elapsed_s": progress.elapsed_s()}
+        progress.last_eval = ev
         self._emit("eval", ev)
         return ev
 
-    def _finish(self, status, reason, state, saved_initial, val_in, amp, device) -> dict:
-        model, cfg, writer = self.model, self.config, self.writer
-        last = state["last_eval"]
-        if status == "stopped" and val_in is not None and state["step"] > 0 and \
-                (last is None or last["step"] != state["step"]) and not self.world.distributed:
-            try:
-                last = self._evaluate(val_in, model.device, amp, state, float("nan"))
-            except Exception as e:  # noqa: BLE001 - a stopped run must still be recorded
-                warnings.warn(f"final evaluation of the stopped run failed: {e}", stacklevel=2)
-        mem = state["memory"]
+    # ----- finish ------------------------------------------------------------------------------
+    def _summary_or_fail(self, setup: Setup, outcome: Outcome) -> dict:
+        """The run's summary, its weights saved; a failure to save them ends the run as failed
+        (the record says so) with a :class:`TrainingError`."""
+        try:
+            return self._summary(setup, outcome.status)
+        except Exception as e:  # noqa: BLE001 - e.g. the disk filled while saving the weights
+            said = str(e) if isinstance(e, TrainingError) else f"{type(e).__name__}: {e}"
+            reason = f"{outcome.reason + '; then ' if outcome.reason else ''}saving the run failed: {said}"
+            with contextlib.suppress(Exception):
+                self.writer.finish("failed", reason, steps=self.progress.step)
+            raise TrainingError(f"run {self.writer.name!r} failed: {reason}", self.run_record) from e
+
+    def _summary(self, setup: Setup, status: str) -> dict:
+        """What the run did and measured (a stopped run is evaluated where it stopped), with
+        its weights saved unless it failed."""
+        model, progress, device = self.model, self.progress, setup.device
+        last = self._final_evaluation(setup) if status == "stopped" else progress.last_eval
+        mem = progress.memory
         if mem is not None and device.type == "cuda":
             mem["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / memory.MB, 2)
-        train_time = state["train_time"]
-        summary = {"steps": state["step"], "samples": state["samples"],
-                   "wall_time_s": round(time.perf_counter() - state["t0"], 3),
+        train_time, tokens = progress.train_time, progress.tokens
+        summary = {"steps": progress.step, "samples": progress.samples,
+                   "wall_time_s": progress.elapsed_s(),
                    "train_time_s": round(train_time, 3),
-                   "samples_per_s": round(state["samples"] / train_time, 2) if train_time else None,
-                   "tokens_per_s": round(state["tokens"] / train_time, 1) if train_time and state["tokens"] else None,
-                   "padding": (round(1 - state["tokens"] / state["padded_tokens"], 4)
-                               if state["padded_tokens"] else None),
+                   "samples_per_s": round(progress.samples / train_time, 2) if train_time else None,
+                   "tokens_per_s": round(tokens / train_time, 1) if train_time and tokens else None,
+                   "padding": (round(1 - tokens / progress.padded_tokens, 4) if progress.padded_tokens else None),
                    "memory": mem,
                    "peak_memory_mb": None if mem is None else mem.get("cuda_peak_mb", mem["total_mb"]),
                    "memory_kind": None if mem is None else ("cuda_max_allocated" if device.type == "cuda"
                                                             else "measured_tensors"),
-                   "cache": state["cache"], "pooling": model.pooling}
+                   "cache": progress.cache, "pooling": model.pooling}
         if last is not None:
             summary.update({k: v for k, v in last.items() if k.startswith("val_")})
-        if cfg.save_weights and status != "failed" and state["step"] > 0:
-            if model.peft is not None:
-                writer.save_adapter(model.peft, hub_id(model.source) or model.source)
-                summary["weights"] = "adapter"
-            else:
-                layout = model.backbone.layout
-                # trainable now, or trained in an earlier phase (LP-FT's head)
-                trained = {layout.canonical(n): p for n, p in model.hf.named_parameters()
-                           if p.requires_grad or layout.canonical(n) in saved_initial}
-                writer.save_tensors("weights.safetensors", trained)
-                summary["weights"] = "weights.safetensors"
+        if self.config.save_weights and status != "failed" and progress.step > 0:
+            summary["weights"] = self._save_weights()
         return summary
+
+    def _final_evaluation(self, setup: Setup) -> Optional[dict]:
+        """A stopped run's last evaluation: one more where it stopped, unless it has just
+        evaluated (or trained no step, or runs on several processes)."""
+        progress, last = self.progress, self.progress.last_eval
+        if progress.validation is not None and progress.step > 0 and \
+                (last is None or last["step"] != progress.step) and not self.world.distributed:
+            try:
+                last = self._evaluate(progress.validation, self.model.device, setup.amp, float("nan"))
+            except Exception as e:  # noqa: BLE001 - a stopped run must still be recorded
+                warnings.warn(f"final evaluation of the stopped run failed: {e}", stacklevel=2)
+        return last
+
+    def _save_weights(self) -> str:
+        """Save what the run trained: the adapter, or the trained tensors; returns where."""
+        model, writer = self.model, self.writer
+        if model.peft is not None:
+            writer.save_adapter(model.peft, hub_id(model.source) or model.source)
+            return "adapter"
+        layout = model.backbone.layout
+        # trainable now, or trained in an earlier phase (LP-FT's head)
+        trained = {layout.canonical(n): p for n, p in model.hf.named_parameters()
+                   if p.requires_grad or layout.canonical(n) in self.progress.initial}
+        writer.save_tensors("weights.safetensors", trained)
+        return "weights.safetensors"
+
+    def _finish_record(self, outcome: Outcome, summary: dict) -> dict:
+        """Make the record final (``train_end`` logged, the summary, an adapter's card) on every
+        process before any returns it, and name it in the model's history; returns the
+        ``train_end`` payload."""
+        writer, model = self.writer, self.model
+        end = {"status": outcome.status, "reason": outcome.reason, **summary}
+        writer.log("train_end", end)
+        try:
+            writer.finish(outcome.status, outcome.reason, **summary)  # final before any callback runs
+        except TrainingError as e:  # the disk filled on the last write
+            e.run = self.run_record
+            raise
+        if self.world.main and (writer.path / "adapter").is_dir():  # the card quotes the final summary
+            write_card(self.run_record, writer.path / "adapter", adapter=True)
+        self.world.barrier()  # the record is complete before any process returns it
+        if self.run_record is None:
+            self.run_record = Run(writer.path, model=model)
+        model.history.append({"name": writer.name, "path": str(writer.path.resolve())})
+        model.structure = []  # the record holds them now
+        return end
+
+    def _raise_failure(self, outcome: Outcome, run: Run) -> None:
+        """Raise again what ended the run: an interrupt as it was, a failure as a :class:`TrainingError`."""
+        error = outcome.error
+        if isinstance(error, KeyboardInterrupt):
+            raise error
+        if outcome.status == "failed":
+            if isinstance(error, TrainingError):
+                error.run = run
+                raise error
+            raise TrainingError(f"run {self.writer.name!r} failed: {outcome.reason}", run) from error
 
 
 def train(model: Model, data: Any, strategy: Any = None, config: Optional[TrainConfig] = None, *,

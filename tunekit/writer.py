@@ -19,6 +19,7 @@ import socket
 from pathlib import Path
 from typing import Any, Optional
 
+from tunekit import __version__
 from tunekit.config import ConfigError, TrainingError, TunekitError
 from tunekit.run_names import next_number
 
@@ -37,6 +38,44 @@ def sanitize_name(name: str) -> str:
 
 def now() -> str:
     return _dt.datetime.now().isoformat(timespec="seconds")
+
+
+# ----- a record's config.json ----------------------------------------------------------------------------
+CONFIG_ORDER = ("kind", "parent", "task", "format", "tunekit_version", "created", "model", "data", "strategy",
+                "strategy_label", "phases", "train", "device", "versions", "precision", "world_size",
+                "per_process_batch_size", "params", "trained_before", "structure")
+"""The order of the keys of every record's ``config.json``, trained or derived (a reader never
+depends on it; it keeps records easy to compare by eye)."""
+
+
+def record_config(*, kind: str, parent: Optional[dict], task: str, model: dict, data: dict, train: dict,
+                  strategy: dict, label: str, fmt: Optional[str], structure: list, device: str,
+                  versions: dict, precision: dict, params: dict, **extra) -> dict:
+    """What a record's ``config.json`` says about how it was made (the writer adds its name and
+    number).
+
+    Args:
+        kind: ``"train"``, ``"distil"``, ``"prune"``, ``"quantize"`` ...
+        parent: the record (``{"name", "path"}``) the model came from, or None for a pretrained one.
+        task, model, data, train: the task's name, and the model, data and training settings
+            as they describe themselves.
+        strategy, label: what was done (a strategy's or an operation's description) and its
+            short label (``strategy_label``).
+        fmt: how the weights are saved (``format``: ``"safetensors"``, ``"peft"``, ``"torchao"``).
+        structure: the structural steps the model has been through (layers removed ...).
+        device: where it ran.
+        versions: the versions of the libraries it ran with (:func:`tunekit.runtime.versions`).
+        precision: ``{"requested", "autocast", "why"}``.
+        params: the parameter counts.
+        extra: further keys (a trained record's ``phases``, ``world_size`` ...); they take their
+            place in :data:`CONFIG_ORDER`, and any it does not list follow, in the order given.
+    """
+    fields = {"kind": kind, "parent": parent, "task": task, "model": model, "data": data, "train": train,
+              "strategy": strategy, "strategy_label": label, "format": fmt, "structure": list(structure),
+              "tunekit_version": __version__, "created": now(), "device": device, "versions": versions,
+              "precision": precision, "params": params, **extra}
+    return {**{k: fields[k] for k in CONFIG_ORDER if k in fields},
+            **{k: v for k, v in fields.items() if k not in CONFIG_ORDER}}
 
 
 class RecordWriteError(TunekitError, OSError):

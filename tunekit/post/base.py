@@ -30,7 +30,6 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from tunekit import __version__
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, positive_int
 from tunekit.data import load as load_data
 from tunekit.evaluation import evaluate as run_evaluate
@@ -38,7 +37,7 @@ from tunekit.models import Model
 from tunekit.quantizers import flatten
 from tunekit.runs import Run, load_run
 from tunekit.runtime import versions
-from tunekit.writer import RunWriter, write_tensors
+from tunekit.writer import RunWriter, record_config, write_tensors
 
 LATENCY_BATCH = 32
 LATENCY_REPEATS = 15
@@ -252,13 +251,13 @@ def derived_record(src: Source, result: Model, kind: str, label: str, operation:
     The record is marked running while the block runs, completed when it returns, and
     failed, with the reason, when it raises (the error then propagates)."""
     counts = parameter_counts(result)
-    config = {"kind": kind, "parent": src.parent, **describe_source(src), "model": result.describe(),
-              "format": fmt, "structure": list(result.structure), "tunekit_version": __version__,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "strategy": operation, "strategy_label": label,
-              "device": "cpu", "versions": versions(),
-              "precision": {"requested": "fp32", "autocast": None, "why": "post-training measurements run in fp32"},
-              "params": {"trainable": 0, "total": counts["params"], "percent": 0.0,
-                         "nonzero": counts["nonzero_params"]}}
+    inherited = describe_source(src)
+    config = record_config(
+        kind=kind, parent=src.parent, task=inherited["task"], model=result.describe(), data=inherited["data"],
+        train=inherited["train"], strategy=operation, label=label, fmt=fmt, structure=result.structure,
+        device="cpu", versions=versions(),
+        precision={"requested": "fp32", "autocast": None, "why": "post-training measurements run in fp32"},
+        params={"trainable": 0, "total": counts["params"], "percent": 0.0, "nonzero": counts["nonzero_params"]})
     writer = RunWriter(runs_dir or src.runs_dir, name or f"{src.name}-{label}", config)
     t = time.perf_counter()
     try:
