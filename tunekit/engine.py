@@ -29,7 +29,7 @@ computed once and cached (:mod:`tunekit.cache`); under ``torchrun`` / ``accelera
 every process trains and the main one writes the record (:mod:`tunekit.distributed`).
 
 Every callback gets the trainer too (``ev.trainer``): ``ev.trainer.progress`` is how far the run
-has come (:class:`Progress`: step, samples, tokens, clocks, the last evaluation ...).
+has come (:class:`~tunekit.run_state.Progress`: step, samples, tokens, clocks, the last evaluation ...).
 
 A callback may raise :class:`StopTraining` to end the run (recorded as stopped).
 A non-finite loss ends the run as failed at that step; so does any other error.
@@ -60,6 +60,7 @@ from tunekit.distributed import world as current_world
 from tunekit.evaluation import evaluate_batches, subset
 from tunekit.metrics import primary
 from tunekit.models import Model, load_for
+from tunekit.run_state import Outcome, PhaseRun, Progress, Setup
 from tunekit.runs import Run
 from tunekit.runtime import adamw, choose_precision, lr_factor, pick_device, versions
 from tunekit.strategies import Strategy, get_strategy
@@ -77,129 +78,6 @@ class Event:
     name: str
     payload: dict
     trainer: "Trainer" = field(repr=False)
-
-
-@dataclass
-class Progress:
-    """How far a run has come: what it has trained on, its clocks and what it measured last.
-    The trainer holds its run's as ``trainer.progress`` (a callback's ``ev.trainer.progress``)."""
-
-    step: int = 0
-    """Optimizer steps taken."""
-    samples: int = 0
-    """Training examples seen, over every process."""
-    tokens: int = 0
-    """Real (non-padding) tokens seen, over every process."""
-    padded_tokens: int = 0
-    """Tokens seen, padding included, over every process."""
-    started: float = field(default_factory=time.perf_counter)
-    """When the run started (``time.perf_counter()``): the zero of ``elapsed_s`` and ``wall_time_s``."""
-    train_time: float = 0.0
-    """Seconds spent training, up to the clock's last stop (evaluations do not count; building
-    a cache does)."""
-    clock: Optional[float] = None
-    """When the training clock started, while it runs; None while it is stopped."""
-    last_eval: Optional[dict] = None
-    """The last ``eval`` event's payload, or None before the first."""
-    memory: Optional[dict] = None
-    """The measured memory of the phase that needed the most so far, or None before any."""
-    cache: list = field(default_factory=list)
-    """Each phase's frozen-prefix cache, as it describes itself."""
-    validation: Any = None
-    """The validation inputs of the phase that trains now (None before the first phase has them):
-    a stopped run's final evaluation uses them."""
-    initial: dict = field(default_factory=dict)
-    """The starting values (by canonical name) of trainable tensors that the run's parent cannot
-    give back."""
-
-    def start_clock(self) -> None:
-        self.clock = time.perf_counter()
-
-    def stop_clock(self) -> None:
-        if self.clock is not None:
-            self.train_time += time.perf_counter() - self.clock
-            self.clock = None
-
-    def elapsed_s(self) -> float:
-        """Seconds since the run started, evaluations included."""
-        return round(time.perf_counter() - self.started, 3)
-
-
-@dataclass
-class Setup:
-    """What a run settles before it trains, and keeps to the end."""
-
-    device: torch.device
-    """Where it trains."""
-    amp: Optional[torch.dtype]
-    """The autocast dtype (bf16), or None to train in fp32."""
-    precision_why: str
-    """Why that precision (the record says)."""
-    phases: list
-    """The strategy's phases, in order."""
-    plans: list
-    """Each phase's plan, made before anything is written or trained (a later phase makes its
-    own again, against the model the earlier ones leave)."""
-    epochs: list
-    """Each phase's epochs."""
-    train: Any
-    """The encoded training examples (the ``train_size`` subset)."""
-    validation: Any
-    """The encoded validation examples (the ``eval_size`` subset)."""
-    steps_per_epoch: int
-    """Optimizer steps in one epoch."""
-    bar: Any = None
-    """The progress bar (``progress=True``, on the main process), else None."""
-
-    @property
-    def total_steps(self) -> int:
-        """Optimizer steps over every phase."""
-        return self.steps_per_epoch * sum(self.epochs)
-
-
-@dataclass
-class PhaseRun:
-    """One phase while it trains: what each step goes through, and the loss not logged yet."""
-
-    lr: float
-    """The phase's peak learning rate."""
-    inputs: Any
-    """Its inputs (:func:`tunekit.cache.inputs_for`): training and validation examples, the
-    cache's info, the frozen layers."""
-    forward: nn.Module
-    """What each step calls (the task module, wrapped or compiled as asked)."""
-    optimizer: torch.optim.Optimizer
-    """AdamW over the phase's parameter groups."""
-    schedule: Any
-    """The learning-rate schedule (a ``LambdaLR``), stepped once per step."""
-    batches: Any
-    """The ``DataLoader`` of training batches (this process's share)."""
-    steps_per_epoch: int
-    """Batches in one epoch (of this process)."""
-    trainable: list
-    """The parameters it trains (what ``grad_clip`` clips)."""
-    eval_at: set
-    """The batches of an epoch (counted from 1) after which it evaluates."""
-    log_every: int
-    """Steps between ``step`` events (an evaluation or an epoch's end logs too)."""
-    loss_sum: torch.Tensor
-    """The losses since the last ``step`` event, summed on the device."""
-    losses: int = 0
-    """How many losses ``loss_sum`` holds."""
-    measure: bool = True
-    """Whether the next step measures memory (the phase's first does)."""
-
-
-@dataclass
-class Outcome:
-    """How the training ended."""
-
-    status: str = "completed"
-    """``"completed"``, ``"stopped"`` or ``"failed"``."""
-    reason: Optional[str] = None
-    """Why it stopped or failed, in words."""
-    error: Optional[BaseException] = None
-    """The exception that ended it (raised again once the record is final), if any."""
 
 
 class Trainer:
