@@ -59,11 +59,14 @@ def test_a_second_run_starts_from_its_parent(tiny, small, fast):
     assert m.trained_by == [first.name, second.name]
 
 
+def _copy(records: Path, tmp_path: Path) -> Path:
+    """A copy of shipped records in a runs folder of their own (tests change their summaries)."""
+    return Path(shutil.copytree(records, tmp_path / "runs"))
+
+
 @pytest.fixture
 def old_records(tmp_path):
-    dst = tmp_path / "runs"
-    shutil.copytree(OLD, dst)
-    return dst
+    return _copy(OLD, tmp_path)
 
 
 def test_records_of_tunekit_0_1_list_and_draw(old_records):
@@ -111,9 +114,7 @@ def test_a_parent_is_found_beside_the_record_after_the_runs_folder_moved(tiny, s
 
 @pytest.fixture
 def main_records(tmp_path):
-    dst = tmp_path / "runs"
-    shutil.copytree(MAIN_20261203, dst)
-    return dst
+    return _copy(MAIN_20261203, tmp_path)
 
 
 def test_records_of_main_before_the_layers_list_and_draw(main_records):
