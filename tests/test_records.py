@@ -60,7 +60,7 @@ def test_a_second_run_starts_from_its_parent(tiny, small, fast):
 
 
 def _copy(records: Path, tmp_path: Path) -> Path:
-    """A copy of shipped records in a runs folder of their own (tests change their summaries)."""
+    """A copy of shipped records in a runs folder of their own, so that no test changes the shipped files."""
     return Path(shutil.copytree(records, tmp_path / "runs"))
 
 
