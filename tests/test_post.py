@@ -388,3 +388,22 @@ def test_forgetting_can_start_from_a_run_that_learned_task_a(trained, small, bbc
     assert df.loc[0, "forgot"] == 0.0
     with pytest.raises(ConfigError, match="first_run"):
         tk.forgetting([tk.Probe()], first=bbc_small, then=small, first_run=trained, **fast)
+
+
+def test_records_of_one_parent_with_other_shapes_do_not_share_a_start(trained, small):
+    """Issue 20: a magnitude prune and a heads prune of one run start from the same parent, but
+    the heads prune replays its structure on its start: the two must not share one start, and
+    no instrument may change a start it shares."""
+    magnitude = tk.prune(trained, sparsity=0.5, data=small)
+    heads = tk.prune(trained, method="heads", amount=1, data=small)
+    quantized = tk.quantize(trained, data=small)
+    for order in ([heads, magnitude, quantized], [magnitude, heads, quantized]):
+        wc = tk.inspect.weight_change(order)
+        assert set(wc.run) == {r.name for r in order}
+    pairs = tk.inspect.models.load_pairs([magnitude, quantized, heads])
+    assert pairs[0].start is pairs[1].start and pairs[2].start is not pairs[0].start
+    before = {n: p.detach().clone() for n, p in pairs[0].start.hf.named_parameters()}
+    tk.inspect.weight_change(pairs)
+    tk.inspect.update_spectra(pairs)
+    after = dict(pairs[0].start.hf.named_parameters())
+    assert all(torch.equal(v, after[n]) for n, v in before.items())

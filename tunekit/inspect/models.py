@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import warnings
 from typing import Iterable, Optional, Union
@@ -44,9 +45,11 @@ class Pair:
 
     @functools.cached_property
     def start_key(self) -> tuple:
-        """Runs with equal keys start from the same weights: the same parent (or checkpoint)
-        and the same starting values of the tensors it lacks."""
-        return (self.run.model_source, (self.run.parent or {}).get("name"), self.start_digest())
+        """Runs with equal keys start from the same weights: the same parent (or checkpoint),
+        the same structural steps replayed on it (a heads prune starts from a smaller model than
+        a magnitude prune of the same parent) and the same starting values of the tensors it lacks."""
+        return (self.run.model_source, (self.run.parent or {}).get("name"),
+                json.dumps(self.run.structure, sort_keys=True), self.start_digest())
 
     def start_digest(self, skip_groups: Iterable[str] = ()) -> str:
         """A digest of the record's starting tensors, leaving out those of ``skip_groups``
