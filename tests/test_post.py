@@ -407,3 +407,37 @@ def test_records_of_one_parent_with_other_shapes_do_not_share_a_start(trained, s
     tk.inspect.update_spectra(pairs)
     after = dict(pairs[0].start.hf.named_parameters())
     assert all(torch.equal(v, after[n]) for n, v in before.items())
+
+
+def test_the_run_an_operation_starts_from_gets_its_size_and_latency_once(trained, small):
+    """Issue 20: Pareto by size or latency plotted the post-training records but not the run they
+    came from ("not plotted (no value)"); the operation's 'before' measurements are kept in it."""
+    assert trained.summary.get("size_mb") is None
+    pruned = tk.prune(trained, sparsity=0.5, data=small)
+    parent = tk.load_run(trained.path)
+    for key in ("size_mb", "latency_ms", "nonzero_params"):
+        assert parent.summary[key] == pruned.summary["before"][key], key
+    assert parent.summary["params"]["total"] == pruned.summary["before"]["params"]  # its own counts stay
+    first = parent.summary["latency_ms"]
+    tk.quantize(trained, data=small)
+    assert tk.load_run(trained.path).summary["latency_ms"] == first  # measured once, not overwritten
+    for x in ("size_mb", "latency_ms"):
+        fig = tk.plots.pareto([parent, pruned], x=x)
+        assert not any("not plotted" in (a.text or "") for a in fig.layout.annotations), x
+        assert sum(len(t.x) for t in fig.data if t.mode and "markers" in t.mode) >= 2, x
+
+
+def test_latency_is_also_a_paired_ratio_with_its_spread():
+    """Issue 20: milliseconds wander with the machine's load; the ratio of two models timed in
+    turns is reported with its quartiles."""
+    from tunekit.post.base import latency_ratio
+    got = latency_ratio([2.0, 4.2, 1.0, 6.0, 3.0], [1.0, 2.0, 0.5, 3.0, 1.0])
+    assert got == {"latency_ratio": 2.0, "latency_ratio_q1": 2.0, "latency_ratio_q3": 2.1}
+    assert latency_ratio([1.0], [1.0]) == {}
+
+
+def test_an_operation_records_the_latency_ratio(trained, small):
+    pruned = tk.prune(trained, sparsity=0.5, data=small)
+    s = pruned.summary
+    assert s["latency_ratio_q1"] <= s["latency_ratio"] <= s["latency_ratio_q3"]
+    assert "latency_ratio" not in s["before"]

@@ -174,7 +174,23 @@ def latency_ms(models: Sequence[Model], texts, max_length: int = 128, repeats: i
             m.to(d)
     about = {"latency_batch": len(texts), "latency_threads": torch.get_num_threads(),
              "latency_repeats": repeats, "latency_machine": machine()}
-    return [{"latency_ms": round(1000 * statistics.median(t), 3), **about} for t in times]
+    out = [{"latency_ms": round(1000 * statistics.median(t), 3), **about} for t in times]
+    for i in range(1, len(models)):
+        out[i].update(latency_ratio(times[i], times[0]))
+    return out
+
+
+def latency_ratio(times: Sequence[float], reference: Sequence[float]) -> dict:
+    """The paired ratio of two models' latencies, timed in turns: per repeat, this model's time
+    over the reference's (the first model's), as the median and the quartiles of those ratios
+    (``latency_ratio``, ``latency_ratio_q1``, ``latency_ratio_q3``). The machine's load moves both
+    times of a repeat alike, so the ratio holds where the milliseconds do not."""
+    ratios = sorted(t / r for t, r in zip(times, reference) if r > 0)
+    if len(ratios) < 2:
+        return {}
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return {"latency_ratio": round(statistics.median(ratios), 4), "latency_ratio_q1": round(q1, 4),
+            "latency_ratio_q3": round(q3, 4)}
 
 
 def machine() -> str:
@@ -219,11 +235,29 @@ def latency_texts(src: Source) -> list[str]:
     return src.data.validation["text"].tolist()[:LATENCY_BATCH] or src.data.train["text"].tolist()[:LATENCY_BATCH]
 
 
+#: what :func:`measure` adds to a record's summary besides its metrics: held and non-zero parameters,
+#: size on disk, CPU latency and how that latency was taken
+MEASUREMENTS = ("params", "nonzero_params", "size_mb", "latency_ms", "latency_batch", "latency_threads",
+                "latency_repeats", "latency_machine")
+
+
+def keep_measurements(run: Run, measured: dict) -> None:
+    """Add to ``run``'s summary the :data:`MEASUREMENTS` of ``measured`` that it lacks (a training
+    run measured as the start of an operation), so that it sits on the same size and latency axes
+    as the records made from it. Measurements it already has are kept: each is taken once."""
+    missing = {k: measured[k] for k in MEASUREMENTS if k in measured and run.summary.get(k) is None}
+    if missing:
+        run.update_summary(**missing)
+
+
 def before_and_after(reference: Model, result: Model, src: Source, evaluate: bool = True) -> tuple[dict, dict]:
-    """:func:`measure` of a model before and after an operation, their latencies taken in turns."""
+    """:func:`measure` of a model before and after an operation, their latencies taken in turns.
+    The record the operation starts from keeps the measurements it lacked (:func:`keep_measurements`)."""
     before = measure(reference, src, evaluate=evaluate, latency=False)
     after = measure(result, src, evaluate=evaluate, latency=False)
     lb, la = latency_ms([reference, result], latency_texts(src), src.train.get("max_length") or 128)
+    if src.run is not None:
+        keep_measurements(src.run, {**before, **lb})
     return {**before, **lb}, {**after, **la}
 
 
