@@ -441,3 +441,17 @@ def test_an_operation_records_the_latency_ratio(trained, small):
     s = pruned.summary
     assert s["latency_ratio_q1"] <= s["latency_ratio"] <= s["latency_ratio_q3"]
     assert "latency_ratio" not in s["before"]
+
+
+def test_size_and_speed_are_said_in_words(trained, small):
+    """Issue 20: why a magnitude prune is no smaller or faster, and why int8 is not a quarter."""
+    pruned = tk.prune(trained, sparsity=0.5, data=small)
+    text = tk.post.in_words(pruned)
+    assert "50 % of the block weights are now exactly zero" in text and "dense matrices" in text
+    assert f"It takes {pruned.summary['latency_ratio']:.2f}x the time of the model before (" in text
+    q = tk.quantize(trained, data=small)
+    text = tk.post.in_words(q)
+    assert "not a quarter" in text and "stay in 32-bit float" in text
+    rest = q.summary["before"]["params"] - q.summary["quantized_params"]
+    assert f"the other {rest:,} parameters" in text and 0 < q.summary["quantized_params"] < q.summary["before"]["params"]
+    assert tk.post.in_words(trained) == ""  # a training run: nothing measured

@@ -18,7 +18,7 @@ import importlib
 
 _EXPORTS = {
     "prune": "tunekit.post.pruning", "quantize": "tunekit.post.quantization", "distil": "tunekit.post.distillation",
-    "forgetting": "tunekit.post.continual", "measure": "tunekit.post.base",
+    "forgetting": "tunekit.post.continual", "measure": "tunekit.post.base", "in_words": "tunekit.post.words",
     "recover_run": "tunekit.post.pruning", "sweep_table": "tunekit.post.pruning",
     "Distillation": "tunekit.post.distillation", "DistillationModule": "tunekit.post.distillation",
 }

@@ -61,7 +61,9 @@ def quantize(run: Any, method: Optional[str] = None, bits: Optional[int] = None,
     reference = copy_model(src.model)
     float_outputs = _outputs(src)
     model = src.model
+    modules = dict(model.hf.named_modules())
     layers = apply(model, method, bits)
+    quantized_params = sum(modules[n].weight.numel() for n in layers)  # counted in float, before the swap
     operation = {"name": "quantize", "method": method, "bits": bits, "layers": layers,
                  "trained_for": "qat" if qat_bits is not None else None}
     label = method if method != "intx-dynamic" else f"intx{bits}-dynamic"
@@ -70,7 +72,8 @@ def quantize(run: Any, method: Optional[str] = None, bits: Optional[int] = None,
         writer.save_tensors("weights.safetensors", *model_tensors(model))
         before, after = before_and_after(reference, model, src)
         diff = float((_outputs(src, model) - float_outputs).abs().max())
-        writer.update(**after, before=before, max_logit_diff=diff, quantized_layers=len(layers))
+        writer.update(**after, before=before, max_logit_diff=diff, quantized_layers=len(layers),
+                      quantized_params=quantized_params)
     return Run(writer.path)
 
 
