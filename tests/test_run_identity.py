@@ -146,8 +146,39 @@ def test_a_run_keeps_its_colour_across_selections(five):
     later = record(five[0].path.parent, "a-later-run", {"name": "full"})  # a new run changes no old colour
     assert {r.name: plots.run_color(r) for r in five} == own
     assert plots.run_color(later) not in (own[five[-1].name],)  # and differs from the run made just before
-    assert len(set(plots.PALETTE)) == len(plots.PALETTE) == 18  # eighteen runs in a row, eighteen colours
-    assert [plots.color_of(n) for n in (1, 18, 19)] == [plots.PALETTE[0], plots.PALETTE[17], plots.PALETTE[0]]
+    assert len(set(plots.PALETTE)) == len(plots.PALETTE) == 12  # twelve runs in a row, twelve colours
+    assert [plots.color_of(n) for n in (1, 12, 13)] == [plots.PALETTE[0], plots.PALETTE[11], plots.PALETTE[0]]
+
+
+def _srgb(hex_colour: str) -> list[float]:
+    c = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    return [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in c]
+
+
+def _contrast_on_white(hex_colour: str) -> float:
+    r, g, b = _srgb(hex_colour)
+    return 1.05 / (0.2126 * r + 0.7152 * g + 0.0722 * b + 0.05)
+
+
+def _lab(hex_colour: str) -> tuple[float, float, float]:
+    r, g, b = _srgb(hex_colour)
+    x, y, z = ((0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047, 0.2126 * r + 0.7152 * g + 0.0722 * b,
+               (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883)
+    f = [t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116 for t in (x, y, z)]
+    return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
+
+
+def test_run_colours_are_told_apart_on_a_projector():
+    """Issue 20: #1 blue and #4 purple were too close, cyan, light green and pink too faint on
+    white. Every colour stands out on white at least 3:1 and any two differ by Delta E >= 24."""
+    import math
+    faint = {c: round(_contrast_on_white(c), 2) for c in plots.PALETTE if _contrast_on_white(c) < 3}
+    assert not faint, faint
+    close = [(a, b) for i, a in enumerate(plots.PALETTE) for b in plots.PALETTE[i + 1:]
+             if math.dist(_lab(a), _lab(b)) < 24]
+    assert not close, close
+    old = ["#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3"]  # what the checks catch
+    assert _contrast_on_white("#19D3F3") < 3 and math.dist(_lab(old[0]), _lab(old[3])) < 24
 
 
 def test_the_views_draw_each_run_in_its_colour(five, small):

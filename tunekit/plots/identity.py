@@ -23,16 +23,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
-from plotly.colors import qualitative
 
 from tunekit.config import ConfigError
 from tunekit.run_names import creation_order, next_number, run_number  # noqa: F401
 from tunekit.runs import Run, list_runs
 
-PALETTE = list(qualitative.Plotly) + list(qualitative.Dark2)
-"""Run colours, by each run's number in its runs folder: eighteen (Plotly's ten, then
-ColorBrewer's Dark2), then again from the first; the number in the name tells apart two runs
-that share one."""
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#d95f02", "#7b3294", "#8c564b",
+           "#e7298a", "#00838f", "#5a5a5a", "#808000", "#1b2a6b", "#b8860b"]
+"""Run colours, by each run's number in its runs folder: twelve, then again from the first (the
+number in the name tells apart two runs that share one). Chosen for a projector: each stands
+out on white at least 3:1 (WCAG contrast; no cyan, light green or pink), and any two differ by
+at least 24 in CIELAB (Delta E 1976), blue and purple included; tests/test_run_identity.py
+measures both."""
 
 
 # ----- input: runs, paths, or tables -----------------------------------------------------------------
