@@ -328,3 +328,16 @@ def test_numbering_a_record_reads_only_the_records_it_has_not_read(tmp_path, mon
     monkeypatch.setattr(builtins, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
     assert run_names.next_number(d) == 32
     assert opened == [str(d / "new" / "config.json")]
+
+
+def test_the_runs_table_puts_what_a_room_reads_first_and_keeps_the_name_in_view(five):
+    """Issue 20: at 848 px the accuracy and status were off-screen behind 2,000 px of settings."""
+    page = _Table()
+    page.feed(runs_table_html(five))
+    head = page.rows[0]
+    columns = [text for _, _, text in head]
+    assert columns[:5] == ["run", "accuracy", "macro-F1", "status", "trainable %"]
+    assert "position:sticky;left:0" in head[0][1] and all("position:sticky" in row[0][1] for row in page.rows)
+    assert not any("position:sticky" in style for _, style, _ in head[1:])
+    html = runs_table_html(five)
+    assert html.startswith('<div class="tunekit-table-scroll" style="overflow-x:auto;max-width:100%')

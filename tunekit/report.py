@@ -46,6 +46,9 @@ _FORMATS: dict[str, Callable[[float], str]] = {
     "CPU latency ms": lambda v: f"{v:,.0f}",
 }
 TEXT_COLUMNS = ("run", "strategy", "kind", "status", "record")
+#: the runs table's first columns, where a room looks: the name, the metrics, the status, the cost
+FIRST_COLUMNS = ("run", "accuracy", "macro-F1", "perplexity", "status", "kind", "size MB", "CPU latency ms",
+                 "trainable %", "wall time s", "memory MB")
 """Columns of the runs table read as text (left-aligned); the others are numbers (right)."""
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
@@ -86,17 +89,25 @@ def _distinct(values) -> list:
 def runs_table_html(runs: Any, css_class: str = "tunekit-runs") -> str:
     """The runs table as plain HTML, the same in the lab and in the report: one header cell
     per column and one cell per column in every row, text left and numbers right (inline
-    styles, so it needs no style sheet), and each run's colour swatch before its name."""
+    styles, so it needs no style sheet), and each run's colour swatch before its name.
+
+    What a room reads first comes first: the run's name, its metrics and its status (the name
+    already says the strategy and its settings); the rest follows. A table wider than its place
+    scrolls sideways inside itself, with the run's name column kept in view."""
     runs = plots.as_runs(runs)
     df = formatted_table(runs)
+    df = df[[c for c in FIRST_COLUMNS if c in df.columns] + [c for c in df.columns if c not in FIRST_COLUMNS]]
     colours = plots.colors(runs)
     cell = "padding:0.25em 0.7em;border-bottom:1px solid #eee;white-space:nowrap;"
+    pinned = "position:sticky;left:0;z-index:1;background:#fff;"  # the name stays while the rest scrolls
 
     def align(c):
         return "text" if c in TEXT_COLUMNS else "num", "left" if c in TEXT_COLUMNS else "right"
 
-    head = "".join(f'<th class="{align(c)[0]}" style="{cell}text-align:{align(c)[1]}">{_esc(c)}</th>'
-                   for c in df.columns)
+    def style(c):
+        return f"{cell}{pinned if c == 'run' else ''}text-align:{align(c)[1]}"
+
+    head = "".join(f'<th class="{align(c)[0]}" style="{style(c)}">{_esc(c)}</th>' for c in df.columns)
     body = []
     for r, row in zip(runs, df.to_dict("records")):
         cells = []
@@ -106,10 +117,11 @@ def runs_table_html(runs: Any, css_class: str = "tunekit-runs") -> str:
                 value = (f'<span class="swatch" title="{_esc(colours[r.name])}" style="display:inline-block;'
                          f"width:0.8em;height:0.8em;border-radius:50%;margin-right:0.4em;vertical-align:middle;"
                          f'background:{_esc(colours[r.name])}"></span>{value}')
-            cells.append(f'<td class="{align(c)[0]}" style="{cell}text-align:{align(c)[1]}">{value}</td>')
+            cells.append(f'<td class="{align(c)[0]}" style="{style(c)}">{value}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    # a table wider than its place scrolls sideways instead of being cut off
-    return (f'<div style="overflow-x:auto;max-width:100%"><table class="{_esc(css_class)}" '
+    # a table wider than its place scrolls sideways inside its own box, never the panel around it
+    return (f'<div class="tunekit-table-scroll" style="overflow-x:auto;max-width:100%;width:100%;min-width:0;'
+            f'overscroll-behavior-x:contain"><table class="{_esc(css_class)}" '
             f'style="border-collapse:collapse"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
