@@ -186,3 +186,16 @@ def test_pca_subplot_titles_never_overlap_and_clear_the_plots(n_runs):
     # the main title is wrapped, not cut ("(128 exam")
     assert "(128 examples)" in fig.layout.title.text
     assert fig.layout.margin.t >= 26 * (fig.layout.title.text.count("<br>") + 1)
+
+
+def test_the_weight_map_labels_every_part_and_narrow_panels_say_the_run_number():
+    """Issue 20: the heatmap labelled 4 of its 8 columns and its panel titles ran into each other."""
+    heat = plots.weight_change_heatmap(_weight_frame(4))
+    axes = [heat.layout[k] for k in heat.layout if k.startswith("xaxis")]
+    assert len(axes) == 4 and all(list(a.tickvals) == list(heat.data[0].x) and a.tickmode == "array" for a in axes)
+    assert all(a.tickangle == -90 for a in axes)
+    nine = _weight_frame(9)
+    nine["label"] = ["#" + str(int(r[3:]) + 1) + " LoRA r8 α16 · 200 ex · 1 ep" for r in nine["run"]]  # as the lab names
+    many = plots.weight_change_heatmap(nine)
+    panels = [a.text for a in many.layout.annotations if a.yanchor == "bottom"]
+    assert len(panels) == 9 and all(len(line) <= 84 // 9 for t in panels for line in t.split("<br>")), panels

@@ -50,6 +50,15 @@ def _title(run: str, label: str, labels: list[str]) -> str:
     return html.escape(label if labels.count(label) == 1 else f"{label} ({run})")
 
 
+def _panel_title(run: str, label: str, labels: list[str], chars: int) -> str:
+    """A panel's title wrapped to its share of the width (``chars`` characters a line); where
+    that share is too narrow for words (many panels), the run's number alone ("#3"), which the
+    hover and the runs table expand."""
+    if chars < 12 and label.startswith("#"):
+        return html.escape(label.split(" ", 1)[0])
+    return wrap(_title(run, label, labels), max(chars, 8))
+
+
 def _ticks(value: str, top: float) -> dict:
     """Readable ticks for a change axis: percent for relative changes of 0.1 % and up, else
     scientific notation with 2 significant digits (never SI prefixes such as µ)."""
@@ -93,7 +102,7 @@ def weight_change_heatmap(wc: pd.DataFrame, value: str = "rel_change",
     if zmax is None:
         zmax = float(wc.loc[wc["block"].notna(), value].max() or 1.0) or 1.0
     n = len(runs)
-    titles = [wrap(_title(r, lab, labels), max(18, 84 // n)) for r, lab in runs]  # a panel's share of ~900 px
+    titles = [_panel_title(r, lab, labels, 84 // n) for r, lab in runs]  # a panel's share of ~84 characters
     sub_lines = max(t.count("<br>") + 1 for t in titles)
     fig = make_subplots(rows=1, cols=n, shared_yaxes=True, horizontal_spacing=0.03, subplot_titles=titles)
     words = [module_words(m) for m in mods]
@@ -109,7 +118,8 @@ def weight_change_heatmap(wc: pd.DataFrame, value: str = "rel_change",
     fig.update_layout(title=title, template="plotly_white",
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=zmax,
                                      colorbar=dict(title=BAR_WORDS[value], **_ticks(value, zmax))))
-    fig.update_xaxes(tickangle=-45)
+    # every part of a block labelled under every panel (plotly drops labels it finds crowded), upright
+    fig.update_xaxes(tickmode="array", tickvals=words, ticktext=words, tickangle=-90, automargin=True)
     top = 30 + 26 * (title.count("<br>") + 1) + 22 * sub_lines  # the title, then the panels' titles
     return projector_layout(fig, height=top + 130 + 36 * len(blocks), legend=False,
                             margin={"t": top, "b": 20, "r": 20})
