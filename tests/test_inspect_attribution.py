@@ -295,3 +295,15 @@ def test_gap_on_the_builtin_model(rt):
     gaps = {n: attribute(model, text, n_steps=n).gap_relative for n in (10, 50, 200)}
     assert gaps[50] < 1e-2  # measured 9e-6 (0 .. 9e-4 over five sentences)
     assert gaps[200] < gaps[10]  # measured 1.2e-6 vs 0.18
+
+
+def test_the_heatmap_names_rows_by_number_and_the_table_scrolls_inside_itself():
+    """Issue 20: long run names squeezed the difference heatmap to 230 px, and the table's tokens
+    were cut off."""
+    rows = [fake("#1 probe · 200 ex · 1 ep", [0.1, 0.5, 0.1, 0.0]),
+            fake("#12 LoRA r8 α16 · 200 ex · 1 ep", [0.2, 0.1, 0.0, 0.0])]
+    fig = attribution_view(rows)
+    assert [t.split(":")[0] for t in fig.layout.yaxis.ticktext] == ["#1", "#12"]
+    assert "#12 LoRA r8 α16" in fig.data[0].text[1][0]  # the whole name in the hover
+    html = attribution_html(rows)
+    assert "overflow-x:auto;max-width:100%" in html and html.count("position:sticky;left:0") == 2

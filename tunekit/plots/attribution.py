@@ -96,6 +96,12 @@ def row_names(recs: list[dict]) -> list[str]:
             for lab, r in zip(labels, recs)]
 
 
+def short_name(name: str) -> str:
+    """What a figure's axis says for a row: the run's number ("#3") where the name starts with one
+    (its full name is in the hover and the runs table), else the name."""
+    return name.split(" ", 1)[0] if name.startswith("#") and " " in name else name
+
+
 def _base_index(recs: list[dict]) -> int:
     for i, r in enumerate(recs):
         if r.get("run") == "base" or r.get("label") == "base":
@@ -191,6 +197,7 @@ def attribution_html(attributions: Any, normalize: str = "row", difference: bool
     esc = html.escape
     td = "padding:2px 4px;border:1px solid #eee;white-space:nowrap;"
     head = "font-weight:600;text-align:left;padding:2px 8px;white-space:nowrap;"
+    pinned = "position:sticky;left:0;z-index:1;background:#fff;"  # the run's name stays while tokens scroll
     rows = []
     for name, r, vals, rv in zip(names, recs, values, raw):
         cells = "".join(
@@ -199,7 +206,7 @@ def attribution_html(attributions: Any, normalize: str = "row", difference: bool
         target = r.get("target_label")
         explains = f'<br><span style="color:#666;font-weight:400">explains {esc(str(target))}</span>' \
             if target is not None else ""
-        rows.append(f'<tr><th style="{head}">{esc(name)}{explains}</th>'
+        rows.append(f'<tr><th style="{head}{pinned}">{esc(name)}{explains}</th>'
                     f'<td style="{head}font-weight:400">{esc(_fmt_prob(r))}</td>{cells}'
                     f'<td style="{head}font-weight:400;color:#666">{esc(_fmt_delta(r))}</td></tr>')
     text = recs[0].get("text")
@@ -207,7 +214,8 @@ def attribution_html(attributions: Any, normalize: str = "row", difference: bool
     caption = (f'<div style="margin-bottom:4px"><b>{esc(str(text))}</b></div>' if text else "") + \
         f'<div style="color:#666;margin-bottom:4px">Token attributions ({esc(what)}; colour ' \
         f'normalised: {esc(normalize)}).</div>'
-    return (f'<div class="tunekit-attribution" style="font-family:sans-serif;font-size:13px;overflow-x:auto">'
+    return (f'<div class="tunekit-attribution" style="font-family:sans-serif;font-size:13px;overflow-x:auto;'
+            f'max-width:100%;width:100%;min-width:0;overscroll-behavior-x:contain">'
             f'{caption}<table style="border-collapse:collapse">{"".join(rows)}</table></div>')
 
 
@@ -223,7 +231,8 @@ def attribution_view(attributions: Any, difference: bool = False, normalize: str
     """
     recs, values, raw = _matrix(attributions, normalize, difference)
     names = [html.escape(n) for n in row_names(recs)]
-    ylabels = [f"{n}: {html.escape(_fmt_prob(r))}" for n, r in zip(names, recs)]
+    # the axis says the run's number and its probability, so long names never squeeze the heatmap
+    ylabels = [f"{html.escape(short_name(n))}: {html.escape(_fmt_prob(r))}" for n, r in zip(row_names(recs), recs)]
     width = max(len(r["tokens"]) for r in recs)
     z = [list(v) + [None] * (width - len(v)) for v in values]
     kind = "difference" if difference else "score"
