@@ -163,6 +163,14 @@ def test_pareto(three):
         plots.pareto(three, x="accuracy")
 
 
+def test_pareto_points_say_the_run_number_and_are_never_clipped(three):
+    """Issue 20: whole names as point labels were cut at the plot's edges and ran into each other."""
+    fig = plots.pareto(three)
+    points = [t for t in fig.data if t.mode == "markers+text"]
+    assert [t.text[0] for t in points] == ["#1", "#2", "#3"] and all(t.cliponaxis is False for t in points)
+    assert [t.name.split(" ")[0] for t in points] == ["#1", "#2", "#3"]  # the legend keeps the whole name
+
+
 def test_pareto_front():
     assert plots.pareto_front([(1, 0.5), (2, 0.4), (3, 0.9), (3, 0.8)]) == [(1, 0.5), (3, 0.9)]
 

@@ -325,8 +325,10 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
             continue
         points.append((px, py))
         fig.add_trace(go.Scatter(
-            x=[px], y=[py], mode="markers+text", name=s.legend, text=[literal_text(s.label)],
-            textposition="top center", legendgroup=s.name,
+            # the point says the run's number (its name is in the legend and the hover): long names
+            # ran into each other and past the plot's edges
+            x=[px], y=[py], mode="markers+text", name=s.legend, text=[literal_text(_point_label(s.label))],
+            textposition="top center", legendgroup=s.name, cliponaxis=False,
             marker={"color": s.color, "size": 12, "line": {"color": s.color, "width": 2},
                     "symbol": "circle" if s.status == "completed" else "circle-open"},
             hovertemplate=f"{PARETO_X[x]} %{{x:,}}<br>{y} %{{y:.4f}}<extra>{s.legend}</extra>"))
@@ -363,6 +365,11 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
     if y in SCORES and records is not None:
         score_axis(fig, y, num_labels(records), eval_sizes(records))
     return projector_layout(fig, margin=_note_margin(fig, lines))
+
+
+def _point_label(name: str) -> str:
+    """A point's text: the run's number ("#3") where its name starts with one, else the name."""
+    return name.split(" ", 1)[0] if name.startswith("#") and " " in name else name
 
 
 def _note_margin(fig: go.Figure, note_lines: list[int]) -> Optional[dict]:
