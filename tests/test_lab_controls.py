@@ -2,6 +2,8 @@
 the learning rate and LoRA alpha shown are the ones the run uses, errors are said in words
 beside their control with Train disabled, and progress says steps, elapsed and remaining time.
 Without a browser: set traits, click, read widget values and figure data."""
+import math
+
 import pytest
 
 import tunekit as tk
@@ -61,16 +63,77 @@ def test_the_lr_shown_is_the_lr_the_run_uses(lab):
     assert lab.train(wait=True)
     run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
     assert run.history("phase_start")["lr"].tolist() == [pytest.approx(shown)]
-    c.lr.value = 10 ** -2.5  # the user's value: kept across a strategy switch, and used
+    c.lr.value = 5e-3  # the user's value: kept across a strategy switch, and used
     assert not c.default_lr.value
     c.kind_w.value = "full"
-    assert c.lr.value == pytest.approx(10 ** -2.5)
+    assert c.lr.value == 5e-3
     assert lab.train(wait=True)
     run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
     assert run.config["train"]["lr"] == pytest.approx(c.lr.value)
     assert run.history("phase_start")["lr"].tolist() == [pytest.approx(c.lr.value)]
     c.default_lr.value = True  # back to the default: shown, and what the run will use
     assert c.lr.value == pytest.approx(tk.Full.default_lr) and "lr" not in c.overrides()
+
+
+def _from_browser(widget, **state) -> None:
+    """Apply a state update as the front end sends it (ipywidgets' comm handler calls set_state)."""
+    widget.set_state(state)
+
+
+def _browser_echo(slider) -> dict:
+    """What the front end sends back once it has drawn ``slider``: a selection slider its position;
+    a log slider the value snapped to its step (as ipywidgets' FloatLogSlider view does)."""
+    if "index" in slider.keys:
+        return {"index": slider.index}
+    exponent = slider.min + round((math.log(slider.value, slider.base) - slider.min) / slider.step) * slider.step
+    return {"value": slider.base ** exponent}
+
+
+def test_the_browser_echo_of_the_lr_is_no_edit_and_every_default_is_shown_exactly(lab):
+    """Issue 20: the log slider (step 0.25) snapped Freeze's 2e-4 to 10^-3.75 in the browser, whose echo
+    unticked the default and every run trained at 1.8e-4."""
+    from tunekit.run_names import lr_words
+    from tunekit.widgets.controls import lab_strategies
+    c = lab.controls
+    _from_browser(c.lr, **_browser_echo(c.lr))
+    assert c.default_lr.value and c.lr.value == tk.Freeze.default_lr and "lr" not in c.overrides()
+    assert lab.train(wait=True)
+    run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
+    assert run.history("phase_start")["lr"].tolist() == [tk.Freeze.default_lr]
+    assert "0.00018" not in tk.plots.display_names([run])[run.name]
+    for _label, kind in lab_strategies():  # every strategy's default, exactly, and its echo changes nothing
+        c.kind_w.value = kind
+        default = tk.strategies.REGISTRY[kind].default_lr
+        assert c.lr.value == default and float(c.lr.label) == default and c.lr.label == lr_words(default)
+        _from_browser(c.lr, **_browser_echo(c.lr))
+        assert c.default_lr.value and c.lr.value == default and "lr" not in c.overrides()
+    c.kind_w.value = "lora"
+    _from_browser(c.lr, index=c.lr.index + 1)  # a person moves it one notch: theirs, used exactly as shown
+    assert not c.default_lr.value and c.lr.value == 2e-3 and c.lr.label == "0.002"
+    assert c.overrides()["lr"] == c.lr.value == float(c.lr.label)
+    c.kind_w.value = "full"  # kept across a switch, and a later echo of it changes nothing
+    _from_browser(c.lr, **_browser_echo(c.lr))
+    assert c.lr.value == 2e-3 and not c.default_lr.value and c.overrides()["lr"] == 2e-3
+
+
+def test_take_settings_keeps_a_followed_default_and_copies_a_chosen_lr(lab):
+    from tunekit.widgets.controls import ModelDiagram, StrategyControls
+    c = lab.controls
+    c.kind_w.value = "lora"
+
+    def fresh():
+        other = StrategyControls(lab.model, ModelDiagram(lab.model))
+        other.take_settings(c)
+        return other
+    other = fresh()
+    assert other.kind_w.value == "lora" and other.default_lr.value and other.lr.value == tk.LoRA.default_lr
+    _from_browser(c.lr, index=c.lr.index + 1)
+    _from_browser(c.lr, index=c.lr.index - 1)  # moved away and back: the user's 1e-3, no longer the default
+    assert not c.default_lr.value and c.lr.value == tk.LoRA.default_lr
+    other = fresh()
+    assert not other.default_lr.value and other.overrides()["lr"] == tk.LoRA.default_lr
+    other.kind_w.value = "full"
+    assert other.lr.value == tk.LoRA.default_lr, "the user's rate does not follow the strategy"
 
 
 def test_alpha_follows_twice_the_rank_until_edited_and_the_label_shows_it(lab):
