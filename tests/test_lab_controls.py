@@ -136,6 +136,34 @@ def test_take_settings_keeps_a_followed_default_and_copies_a_chosen_lr(lab):
     assert other.lr.value == tk.LoRA.default_lr, "the user's rate does not follow the strategy"
 
 
+def _choices_in_view(w) -> tuple[list, list]:
+    """(the choices a person sees without scrolling, those of them shown as chosen)."""
+    if hasattr(w, "toggles"):  # a toggle per choice, all shown
+        seen = [name for name, t in w.toggles.items() if t.layout.display != "none"]
+        return seen, [name for name in seen if w.toggles[name].value]
+    seen = list(w.options[:w.rows])  # a SelectMultiple's first rows
+    return seen, [o for o in seen if o in w.value]
+
+
+def test_the_lora_targets_show_what_is_chosen(lab):
+    c = lab.controls
+    c.kind_w.value = "lora"
+    assert c.targets.value == ("query", "value") == tuple(c.strategy().target_modules)
+    seen, chosen = _choices_in_view(c.targets)
+    assert chosen == list(c.targets.value), "the chosen targets are in view, marked chosen"
+    assert seen == list(c.targets.options) == ["dense", "key", "query", "value"], "every choice in view"
+    assert [c.targets.toggles[n].button_style for n in seen] == ["", "", "success", "success"]
+    c.targets.toggles["key"].value = True  # a press: the value, the strategy and the diagram follow
+    assert c.targets.value == ("key", "query", "value") and tuple(c.strategy().target_modules) == c.targets.value
+    assert "key" in ", ".join(lab.diagram.adapted["block.0"])
+    c.targets.value = ("dense",)  # set from code: the toggles follow
+    assert _choices_in_view(c.targets)[1] == ["dense"] and c.targets.toggles["dense"].icon == "check"
+    c.targets.toggles["dense"].value = False
+    assert c.targets.value == () and c.problem == "Pick at least one layer for LoRA to adapt."
+    with pytest.raises(Exception, match="not among the options"):
+        c.targets.value = ("nope",)
+
+
 def test_alpha_follows_twice_the_rank_until_edited_and_the_label_shows_it(lab):
     c = lab.controls
     c.kind_w.value = "lora"

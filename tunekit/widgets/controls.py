@@ -54,6 +54,51 @@ def lr_choices() -> list[tuple[str, float]]:
     return [(lr_label(v), v) for v in values]
 
 
+class TargetToggles(W.HBox):
+    """A multiple choice shown whole: a toggle per option (pressed: chosen), wrapping onto more
+    lines when narrow, after its description. ``value`` is the tuple of chosen options, in the
+    options' order (as ``SelectMultiple``'s), and may be set from code."""
+
+    value = traitlets.Tuple()
+
+    def __init__(self, options, value=(), description: str = "", description_width: str = "92px"):
+        self.options = tuple(options)
+        self.toggles = {name: W.ToggleButton(value=False, description=name, tooltip=f"adapt {name}",
+                                             layout=W.Layout(width="auto", margin="1px 2px"))
+                        for name in self.options}
+        buttons = W.HBox(list(self.toggles.values()), layout=W.Layout(flex_flow="row wrap", flex="1 1 0",
+                                                                      min_width="0"))
+        label = W.Label(description, layout=W.Layout(width=description_width, flex="0 0 auto"))
+        super().__init__([label, buttons], layout=W.Layout(width="auto", align_items="center"))
+        self._syncing = False
+        for t in self.toggles.values():
+            t.observe(self._pressed, "value")
+        self.value = tuple(value)
+
+    @traitlets.validate("value")
+    def _valid(self, proposal) -> tuple:
+        unknown = [v for v in proposal["value"] if v not in self.options]
+        if unknown:
+            raise traitlets.TraitError(f"not among the options {list(self.options)}: {unknown}")
+        return tuple(o for o in self.options if o in proposal["value"])
+
+    @traitlets.observe("value")
+    def _show(self, change) -> None:
+        """Press the toggles of the chosen options, and only those, marked with a tick and colour."""
+        self._syncing = True
+        try:
+            for name, t in self.toggles.items():
+                t.value = chosen = name in change["new"]
+                t.button_style, t.icon = ("success", "check") if chosen else ("", "")
+        finally:
+            self._syncing = False
+
+    def _pressed(self, _change) -> None:
+        """A toggle was pressed: the value is the pressed ones."""
+        if not self._syncing:
+            self.value = tuple(name for name, t in self.toggles.items() if t.value)
+
+
 def _in_words(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
@@ -98,8 +143,7 @@ class StrategyControls(W.VBox):
         self.alpha = W.FloatText(16.0, description="LoRA alpha", style=style, layout=wide)
         self.alpha_note = W.HTML()
         self.alpha_edited = False  # True once the user set alpha to something other than 2 x rank
-        self.targets = W.SelectMultiple(options=targets, value=default_short, rows=min(2, len(targets)),
-                                        description="LoRA targets", style=style, layout=wide)
+        self.targets = TargetToggles(targets, default_short, description="LoRA targets")
         self.errors = {name: W.HTML() for name in ("kind", "rank", "alpha", "targets")}
         # shown for LoRA only: rank, alpha and targets side by side, three columns of the grid
         self.lora_box = W.HBox([W.VBox([self.rank, self.errors["rank"]]),
