@@ -164,6 +164,38 @@ def test_the_lora_targets_show_what_is_chosen(lab):
         c.targets.value = ("nope",)
 
 
+def test_the_progress_label_starts_at_zero_and_keeps_no_time_left_after_a_run(lab, monkeypatch):
+    """Issue 20: the label kept "step 4/4" when the next Train started, and "< 0:06 left" after a Stop."""
+    from tunekit.engine import Trainer
+    c = lab.controls
+    c.kind_w.value = "full"
+    c.train_size.value = 64  # 4 steps of 16
+    assert lab.train(wait=True)
+    assert lab.progress_w.value.startswith("completed: step 4 of 4 · ") and "left" not in lab.progress_w.value
+    assert lab.progress.value == lab.progress.max == 4
+
+    class StoppedAtTwo(Trainer):  # a person presses Stop during step 2
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.add_callback("step", lambda ev: lab.stop() if ev.payload["step"] == 2 else None)
+    monkeypatch.setattr(tk, "Trainer", StoppedAtTwo)
+    c.train_size.value = 96  # 6 steps: the new run's total, from the moment Train is pressed
+    labels, bar = [], []
+    lab.progress_w.observe(lambda ch: labels.append(ch["new"]), "value")
+    lab.progress.observe(lambda ch: bar.append(ch["new"]), "value")
+    assert lab.train(wait=True)
+    assert labels[0] == "step 0/6 · starting" and bar[0] == 0, "the last run's count is gone at once"
+    assert lab.progress_w.value.startswith("stopped at step 2 of 6 · ") and "elapsed" in lab.progress_w.value
+    assert "left" not in lab.progress_w.value and lab.progress.value == 2
+    assert "stopped at step 2 of 6" in lab.status
+
+    def fails(self):
+        raise RuntimeError("the disk is gone")
+    monkeypatch.setattr(StoppedAtTwo, "run", fails)
+    assert lab.train(wait=True)
+    assert lab.progress_w.value == "failed at step 0 of 6" and "the disk is gone" in lab.status
+
+
 def test_alpha_follows_twice_the_rank_until_edited_and_the_label_shows_it(lab):
     c = lab.controls
     c.kind_w.value = "lora"
