@@ -71,7 +71,7 @@ def test_the_name_says_what_distinguishes_runs(five, tmp_path):
     pruned = record(tmp_path / "runs", "full-prune50", {"name": "prune", "method": "magnitude", "sparsity": 0.5,
                                                           "scope": "global"}, label="prune50", kind="prune",
                     parent={"name": five[3].name, "path": str(five[3].path)})
-    assert pruned.display_name == "full · 500 ex · 2 ep → prune 50 %"
+    assert pruned.display_name == "prune 50 % of #4"  # what was done to which record (issue 20)
     lpft = record(tmp_path / "runs", "lpft", {"name": "lpft", "probe_epochs": 1},
                   config_extra={"phases": [{"epochs": 1, "lr": 1e-2}, {"epochs": 2, "lr": None}]})
     assert lpft.display_name == "LP-FT · 200 ex · 1+2 ep"
@@ -86,7 +86,7 @@ def test_old_records_get_a_sensible_name(tmp_path):
     assert Run(nothing.path).display_name == "?"
     orphan = record(tmp_path, "pruned", {"name": "prune", "method": "magnitude", "sparsity": 0.3},
                     kind="prune", parent={"name": "gone-run", "path": str(tmp_path / "gone-run")})
-    assert orphan.display_name == "gone-run → prune 30 %"  # its parent's record is gone: by its name
+    assert orphan.display_name == "prune 30 % of gone-run"  # its parent's record is gone: by its name
     assert plots.comparison_table([Run(bare.path), Run(nothing.path)])["run"].tolist() == ["#1 LoRA r8", "#2 ?"]
 
 

@@ -274,12 +274,12 @@ def test_post_training_tab_prunes_quantizes_and_the_records_join_the_views(lab):
     post.op_w.value = "prune: smallest weights"
     post.sliders["sparsity"].value = 0.5
     assert post.apply(wait=True)
-    assert "prune50" in post.status.value and "was" in post.status.value, post.status.value
+    assert "#2 prune 50 % of #1" in post.status.value and "was" in post.status.value, post.status.value
     post.run_w.value = lab.last_run
     post.op_w.value = "quantize (torchao)"
     assert post.controls.children[0] is post.sliders["bits"]
     assert post.apply(wait=True)
-    assert "int8-dynamic" in post.status.value, post.status.value
+    assert "#3 int8 dynamic of #1" in post.status.value, post.status.value
     post.op_w.value = "prune: attention heads"
     post.sliders["heads"].value = 5  # the tiny model has 2 heads per block
     post.run_w.value = lab.last_run

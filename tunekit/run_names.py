@@ -5,10 +5,12 @@ its runs folder (``config.json`` ``"number"``), so it never changes, whatever is
 shown beside it. Records made before numbers were kept get their place in the folder instead
 (by the time their ``config.json`` was written, then by name).
 
-A record's **name in words**: "LoRA r8 α16 · 200 ex · 1 ep", "probe · 64 ex · 1 ep · lr 0.01",
-"full · 500 ex · 2 ep → prune 50 %": the strategy and its settings, the examples, the epochs,
-and any learning rate, batch size or seed that was asked for instead of the default. Read from
-the record's config only (no torch), and sensible for old records that kept only a label.
+A record's **name in words**: "LoRA r8 α16 · 200 ex · 1 ep", "probe · 64 ex · 1 ep · lr 0.01":
+the strategy and its settings, the examples, the epochs, and any learning rate, batch size or
+seed that was asked for instead of the default. A post-training record says what was done to
+which record, by its number: "prune 50 % of #1", "int8 dynamic of #5", "distil of #1, 3
+blocks". Read from the records' configs only (no torch), and sensible for old records that
+kept only a label.
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ import json
 import os
 import re
 from typing import Optional
+
+DERIVED = ("prune", "quantize", "distil")
+"""The kinds of post-training records: each is made from another record (see :func:`made_from`)."""
 
 
 def _num(v) -> str:
@@ -99,21 +104,52 @@ def _asked(config: dict) -> list[str]:
     return out
 
 
-def display_name(run, depth: int = 0) -> str:
-    """``run``'s name in words (see :attr:`tunekit.runs.Run.display_name`); a post-training
-    record is named by the chain of records it came from (at most 8 deep)."""
+def made_from(run) -> Optional[dict]:
+    """``{"name", "path"}`` of the record a post-training record was made from (a
+    distillation's teacher; a pruned or quantized record's parent), or None for a training
+    run and for a post-training step applied to the pretrained checkpoint."""
     config = run.config
-    if run.kind in ("prune", "quantize"):
-        parent = run.parent
-        start = "pretrained"
-        if parent is not None:
-            start = str(parent.get("name"))
-            if depth < 8:  # a chain of records: name each by what it came from
-                try:
-                    start = display_name(run.parent_run(), depth + 1)
-                except (ValueError, OSError):  # a parent record gone or damaged: its folder name
-                    pass
-        return f"{start} → {_operation_words(config)}"
+    if config.get("teacher") and run.kind == "distil":
+        return config["teacher"]
+    if run.kind in DERIVED:
+        return run.parent
+    return None
+
+
+def _source_words(run) -> str:
+    """What a post-training record was made from, in words: that record's number (``#1``),
+    read from its record; its folder name when the record is gone or has no number; ``the
+    pretrained model`` when it started from no record."""
+    ref = made_from(run)
+    if ref is None:
+        return "the pretrained model"
+    beside = os.path.join(os.path.dirname(os.path.abspath(os.fspath(run.path))), str(ref.get("name")))
+    for candidate in ([ref["path"]] if ref.get("path") else []) + [beside]:
+        if os.path.isfile(os.path.join(candidate, "config.json")):
+            number = run_number(candidate)
+            if number is not None:
+                return f"#{number}"
+    return str(ref.get("name"))  # its record is gone (or outside any folder): by its name
+
+
+def _student_words(config: dict) -> str:
+    """A distilled student's size, ``, 3 blocks``, when its record says it ("" otherwise)."""
+    matched = (config.get("distillation") or {}).get("matched_teacher_blocks")
+    if isinstance(matched, list) and matched:
+        return f", {len(matched)} block" + ("s" if len(matched) != 1 else "")
+    return ""
+
+
+def display_name(run) -> str:
+    """``run``'s name in words (see :attr:`tunekit.runs.Run.display_name`); a post-training
+    record says what was done and to which record, by that record's number: ``prune 50 % of
+    #1``, ``int8 dynamic of #5``, ``distil of #1, 3 blocks``."""
+    config = run.config
+    if run.kind in DERIVED:
+        of = " of " + _source_words(run)
+        if run.kind == "distil":
+            return "distil" + of + _student_words(config)
+        return _operation_words(config) + of
     parts = [strategy_words(config)]
     train = config.get("train") or {}
     examples = (config.get("data") or {}).get("train_used") or train.get("train_size")
@@ -125,6 +161,23 @@ def display_name(run, depth: int = 0) -> str:
     elif isinstance(train.get("epochs"), int):
         parts.append(f"{train['epochs']} ep")
     return " · ".join(parts + _asked(config))
+
+
+def loss_words(run) -> str:
+    """What ``run``'s training loss is, in words: ``cross-entropy loss`` (every task's loss on
+    its labels or next tokens); a distillation's loss is its distillation loss, with its terms
+    and their weights: ``distillation loss (response + cross-entropy)``, ``distillation loss
+    (response + 0.5 relation)``."""
+    distillation = run.config.get("distillation") or {}
+    weights = distillation.get("loss") or {}
+    if run.kind != "distil" or not isinstance(weights, dict) or not weights:
+        return "cross-entropy loss"
+    terms = list(weights.items())
+    hard = distillation.get("hard")
+    if isinstance(hard, (int, float)) and hard > 0:
+        terms.append(("cross-entropy", hard))
+    words = [name if w == 1 else f"{_num(w)} {name}" for name, w in terms]
+    return "distillation loss (" + " + ".join(words) + ")"
 
 
 # ----- numbers ------------------------------------------------------------------------------------------

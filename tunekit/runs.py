@@ -151,9 +151,10 @@ class Run:
     def display_name(self) -> str:
         """What the run is, in words, with what tells it from its neighbours: the strategy
         and its settings, the training examples and the epochs, e.g. ``"LoRA r8 α16 · 200 ex ·
-        1 ep"``, ``"probe · 200 ex · 1 ep"``; a post-training record names what it started
-        from, e.g. ``"full · 500 ex · 2 ep → prune 50 %"``. Records that lack a field leave it
-        out. Two runs can share it: :func:`tunekit.plots.display_names` tells them apart."""
+        1 ep"``, ``"probe · 200 ex · 1 ep"``; a post-training record names what was done to
+        which record, by its number, e.g. ``"prune 50 % of #1"``, ``"distil of #1, 3 blocks"``.
+        Records that lack a field leave it out. Two runs can share it:
+        :func:`tunekit.plots.display_names` tells them apart."""
         if "_display_name" not in self.__dict__:
             self._display_name = display_name(self)
         return self._display_name

@@ -50,6 +50,7 @@ from tunekit.plots.identity import (  # noqa: F401
     literal_text,
     run_color,
 )
+from tunekit.run_names import loss_words
 from tunekit.runs import Run, table
 
 EVAL_METRICS = {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1",
@@ -77,6 +78,7 @@ class _Series:
     color: str
     steps: pd.DataFrame
     evals: pd.DataFrame
+    loss: str = "cross-entropy loss"  # what its training loss is, in words (run_names.loss_words)
 
 
 def _series(runs: Any) -> list[_Series]:
@@ -87,7 +89,7 @@ def _series(runs: Any) -> list[_Series]:
     runs = as_runs(runs)
     names, legends = display_names(runs), legend_names(runs)
     return [_Series(r.name, names[r.name], legends[r.name], r.status, run_color(r), r.history("step"),
-                    r.history("eval")) for r in runs]
+                    r.history("eval"), loss_words(r)) for r in runs]
 
 
 def _column(df: pd.DataFrame, name: str) -> list:
@@ -115,11 +117,19 @@ def ema(values: Iterable[Optional[float]], smooth: float) -> list[Optional[float
     return out
 
 
-def _run_line(s: _Series, xs, ys, x_name: str, mode: str) -> go.Scatter:
-    """One run's curve: its colour, dashed unless it completed, hover ``value at x``."""
+def _run_line(s: _Series, xs, ys, x_name: str, mode: str, what: str = "") -> go.Scatter:
+    """One run's curve: its colour, dashed unless it completed, hover ``value [what] at x``."""
+    what = f" {what}" if what else ""
     return go.Scatter(x=xs, y=ys, mode=mode, name=s.legend, legendgroup=s.name,
                       line={"color": s.color, "width": 2, "dash": _dash(s.status)},
-                      hovertemplate=f"%{{y:.4f}} at {x_name} %{{x}}<extra>{s.legend}</extra>")
+                      hovertemplate=f"%{{y:.4f}}{what} at {x_name} %{{x}}<extra>{s.legend}</extra>")
+
+
+def _loss_axis_title(series: list) -> str:
+    """The training-loss axis, named by what the runs' losses are: one name when they share it
+    (``cross-entropy loss``), else each of them (a distillation's loss is not cross-entropy)."""
+    kinds = list(dict.fromkeys(s.loss for s in series)) or ["cross-entropy loss"]
+    return kinds[0] if len(kinds) == 1 else "loss: " + " / ".join(kinds)
 
 
 def _nothing(fig: go.Figure, series: list, what: str) -> go.Figure:
@@ -147,9 +157,9 @@ def training_curves(runs: Any, smooth: float = 0.6, x: str = "step") -> go.Figur
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=s.legend, legendgroup=s.name,
                                      showlegend=False, opacity=0.25, hoverinfo="skip",
                                      line={"color": s.color, "width": 1, "dash": _dash(s.status)}))
-        fig.add_trace(_run_line(s, xs, ema(ys, smooth), x, "lines"))
+        fig.add_trace(_run_line(s, xs, ema(ys, smooth), x, "lines", s.loss))
     title = "Training loss" + (f" (smoothed {smooth:g}; raw faint)" if smooth else "")
-    fig.update_layout(title=title, xaxis_title=STEP_X[x], yaxis_title="cross-entropy loss",
+    fig.update_layout(title=title, xaxis_title=STEP_X[x], yaxis_title=_loss_axis_title(series),
                       template="plotly_white", legend_title_text="run", hovermode="x unified")
     return projector_layout(_nothing(fig, series, "training steps"))
 

@@ -284,7 +284,7 @@ def student_model(teacher: Model, student: Any) -> tuple[Model, list[int]]:
 
 def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, hard: float = 1.0,
            temperature: float = 2.0, data: Any = None, baseline: bool = False, name: Optional[str] = None,
-           **train_overrides) -> Run | tuple[Run, Run]:
+           callbacks: Optional[dict] = None, **train_overrides) -> Run | tuple[Run, Run]:
     """Distil a tuned teacher run into a student and write a ``distil`` record.
 
     Args:
@@ -298,6 +298,11 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
         data: the training data (default: the teacher's built-in data set).
         baseline: also train the same student without a teacher (hard-label loss only), on
             the same data and seed; then ``(distilled, baseline)`` is returned.
+        callbacks: ``{event name: fn or [fn, ...]}`` given to the :class:`~tunekit.engine.Trainer`
+            of each student (see :mod:`tunekit.engine`): follow its ``step`` events, or end it
+            early by raising :class:`~tunekit.engine.StopTraining` (or ``ev.trainer.stop()``).
+            A stopped student keeps its partial record, marked stopped and measured like the
+            others. With ``baseline=True`` they follow the baseline's training too.
         train_overrides: :class:`~tunekit.config.TrainConfig` fields (``epochs``, ``lr`` ...);
             by default the teacher's seed, max_length, train_size and eval_size.
 
@@ -348,7 +353,7 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
                   "distillation": {"loss": weights_, "hard": hard_, "temperature": temperature,
                                    "matched_teacher_blocks": matched}}
         try:
-            run = Trainer(model, data, strategy, record=record,
+            run = Trainer(model, data, strategy, callbacks=callbacks, record=record,
                           **{**overrides, **({"name": run_name} if run_name else {})}).run()
         finally:
             model.module = plain

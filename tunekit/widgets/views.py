@@ -20,6 +20,7 @@ from tunekit import inspect, plots
 from tunekit.inspect.views import DEFAULT_SENTENCE
 from tunekit.plots import captions
 from tunekit.report import runs_table_html
+from tunekit.run_names import made_from
 from tunekit.widgets.post import PostPanel
 from tunekit.widgets.sizer import FitFigures, figure_widget
 
@@ -66,6 +67,45 @@ def _with_captions(items: list) -> list[W.Widget]:
     return out
 
 
+def _origin(run, by_name: dict) -> str:
+    """The name of the training run a record comes from: a post-training record's source,
+    followed back (a prune of a distillation of #1: #1) while that source is in the folder; a
+    training run's (or an orphan's) own name."""
+    name, seen = run.name, {run.name}
+    source = made_from(run)
+    while source is not None and source.get("name") in by_name and source["name"] not in seen:
+        name = source["name"]
+        seen.add(name)
+        source = made_from(by_name[name])
+    return name
+
+
+def default_selection(runs: list, limit: int) -> list[str]:
+    """The runs selected when nothing was (a new lab, a kernel restart): the newest training
+    runs, each with every record derived from it (pruned, quantized, distilled), at most
+    ``limit`` names, in the runs' order. A family larger than ``limit`` keeps its training run
+    and its newest derived records."""
+    by_name = {r.name: r for r in runs}
+    roots: list[str] = []  # training runs (and records whose source is gone), oldest first
+    derived: dict[str, list[str]] = {}
+    for r in runs:
+        root = _origin(r, by_name)
+        if root == r.name:
+            roots.append(root)
+        else:
+            derived.setdefault(root, []).append(r.name)
+    chosen: list[str] = []
+    for root in reversed(roots):  # the newest training run first
+        family = [root] + derived.get(root, [])
+        if len(chosen) + len(family) > limit:
+            if not chosen:  # the newest family alone is too many: its training run, its newest records
+                chosen = [root] + family[1:][len(family) - limit:]
+            break
+        chosen += family
+    keep = set(chosen)
+    return [r.name for r in runs if r.name in keep]
+
+
 def _runs_word(n: int) -> str:
     return f"{n} run" + ("" if n == 1 else "s")
 
@@ -78,6 +118,9 @@ class RunsPanel(W.VBox):
     recomputes and the others are marked out of date (they recompute when opened). While
     a view computes, a banner and a progress bar inside its tab say what is being done;
     a failure is said there in words."""
+
+    DEFAULT_LIMIT = 4
+    """How many runs are selected when none was: the newest training runs with their derived records."""
 
     def __init__(self, runs_dir: str, data: tk.TextDataset):
         self.runs_dir, self.data = runs_dir, data
@@ -124,7 +167,8 @@ class RunsPanel(W.VBox):
         return [r for r in self.runs() if r.name in names]
 
     def refresh(self) -> None:
-        """Re-read the runs directory (it survives kernel restarts); select the newest runs."""
+        """Re-read the runs directory (it survives kernel restarts); keep the selection and add
+        new runs, or select the newest training runs with their derived records."""
         runs = self.runs()
         self.table.value = runs_table_html(runs) if runs else "<i>No runs yet: press Train.</i>"
         before, known = set(self.select.value), {v for _, v in self.select.options}
@@ -132,7 +176,7 @@ class RunsPanel(W.VBox):
         self.select.options = [(f"{names[r.name]}  [{r.status}]", r.name) for r in runs]
         # keep the selection, and add runs that appeared since (the one just trained)
         chosen = [r.name for r in runs if r.name in before or (known and r.name not in known)]
-        self.select.value = tuple(chosen or [r.name for r in runs[-4:]])
+        self.select.value = tuple(chosen or default_selection(runs, self.DEFAULT_LIMIT))
         if hasattr(self, "post"):
             self.post.refresh(runs)
 
