@@ -62,7 +62,7 @@ def test_sparsity_sweep_is_one_call(trained, small):
     runs = tk.prune(trained, sparsity=[0.0, 0.5, 0.9], data=small)
     assert [round(r.summary["sparsity"], 2) for r in runs] == [0.0, 0.5, 0.9]
     shown = tk.plots.comparison_table([trained, *runs])
-    assert list(shown["kind"]) == ["train", "prune", "prune", "prune"] and shown["size MB"].notna().sum() == 3
+    assert list(shown["kind"]) == ["train", "prune", "prune", "prune"] and shown["size MB"].notna().sum() == 4  # the start too
     assert "CPU latency ms" in tk.report.formatted_table([trained, *runs]).columns
     fig = tk.plots.sparsity_curve(runs)
     assert [round(x, 2) for x in fig.data[0].x] == [0.0, 0.5, 0.9]  # the parent is the point at 0
