@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 from tunekit.config import ConfigError
 from tunekit.plots.axes import FONT, projector_layout
 from tunekit.plots.captions import share_in_words, tag
+from tunekit.plots.identity import short_name
 
 NORMALIZE = ("row", "global", "none")
 POSITIVE = (214, 39, 40)
@@ -94,12 +95,6 @@ def row_names(recs: list[dict]) -> list[str]:
     labels = [str(r.get("label") or r.get("run") or f"#{i}") for i, r in enumerate(recs)]
     return [f"{lab} ({r.get('run')})" if labels.count(lab) > 1 and r.get("run") not in (None, lab) else lab
             for lab, r in zip(labels, recs)]
-
-
-def short_name(name: str) -> str:
-    """What a figure's axis says for a row: the run's number ("#3") where the name starts with one
-    (its full name is in the hover and the runs table), else the name."""
-    return name.split(" ", 1)[0] if name.startswith("#") and " " in name else name
 
 
 def _base_index(recs: list[dict]) -> int:

@@ -65,6 +65,12 @@ def literal_text(s: Any) -> str:
     return html.escape(str(s), quote=False)
 
 
+def short_name(name: str) -> str:
+    """What a crowded figure says for a run: its number (``"#3"``) where its name starts with one
+    (the whole name stays in the legend, the hover and the runs table), else the name."""
+    return name.split(" ", 1)[0] if name.startswith("#") and " " in name else name
+
+
 # ----- a run's number and its colour -------------------------------------------------------------------
 def run_place(run: Run | str | os.PathLike) -> Optional[int]:
     """The run's number in its runs folder less one (0 for the first), or None."""
@@ -135,7 +141,7 @@ def legend_names(runs: Any) -> dict[str, str]:
     return {r.name: literal_text(names[r.name] + ("" if r.status == "completed" else f" [{r.status}]")) for r in runs}
 
 
-__all__ = ["PALETTE", "as_runs", "creation_order", "run_number", "next_number", "run_place", "run_color",
+__all__ = ["PALETTE", "short_name", "as_runs", "creation_order", "run_number", "next_number", "run_place", "run_color",
            "color_of", "colors", "learning_rate",
            "display_names", "legend_names"]
 

@@ -49,6 +49,7 @@ from tunekit.plots.identity import (  # noqa: F401
     legend_names,
     literal_text,
     run_color,
+    short_name,
 )
 from tunekit.run_names import loss_words
 from tunekit.runs import Run, table
@@ -337,7 +338,7 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
         fig.add_trace(go.Scatter(
             # the point says the run's number (its name is in the legend and the hover): long names
             # ran into each other and past the plot's edges
-            x=[px], y=[py], mode="markers+text", name=s.legend, text=[literal_text(_point_label(s.label))],
+            x=[px], y=[py], mode="markers+text", name=s.legend, text=[literal_text(short_name(s.label))],
             textposition="top center", legendgroup=s.name, cliponaxis=False,
             marker={"color": s.color, "size": 12, "line": {"color": s.color, "width": 2},
                     "symbol": "circle" if s.status == "completed" else "circle-open"},
@@ -375,11 +376,6 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
     if y in SCORES and records is not None:
         score_axis(fig, y, num_labels(records), eval_sizes(records))
     return projector_layout(fig, margin=_note_margin(fig, lines))
-
-
-def _point_label(name: str) -> str:
-    """A point's text: the run's number ("#3") where its name starts with one, else the name."""
-    return name.split(" ", 1)[0] if name.startswith("#") and " " in name else name
 
 
 def _note_margin(fig: go.Figure, note_lines: list[int]) -> Optional[dict]:

@@ -245,7 +245,8 @@ def keep_measurements(run: Run, measured: dict) -> None:
     """Add to ``run``'s summary the :data:`MEASUREMENTS` of ``measured`` that it lacks (a training
     run measured as the start of an operation), so that it sits on the same size and latency axes
     as the records made from it. Measurements it already has are kept: each is taken once."""
-    missing = {k: measured[k] for k in MEASUREMENTS if k in measured and run.summary.get(k) is None}
+    summary = run.summary  # read once: each read checks the file
+    missing = {k: measured[k] for k in MEASUREMENTS if k in measured and summary.get(k) is None}
     if missing:
         run.update_summary(**missing)
 
