@@ -2,6 +2,8 @@
 the learning rate and LoRA alpha shown are the ones the run uses, errors are said in words
 beside their control with Train disabled, and progress says steps, elapsed and remaining time.
 Without a browser: set traits, click, read widget values and figure data."""
+import math
+
 import pytest
 
 import tunekit as tk
@@ -61,16 +63,137 @@ def test_the_lr_shown_is_the_lr_the_run_uses(lab):
     assert lab.train(wait=True)
     run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
     assert run.history("phase_start")["lr"].tolist() == [pytest.approx(shown)]
-    c.lr.value = 10 ** -2.5  # the user's value: kept across a strategy switch, and used
+    c.lr.value = 5e-3  # the user's value: kept across a strategy switch, and used
     assert not c.default_lr.value
     c.kind_w.value = "full"
-    assert c.lr.value == pytest.approx(10 ** -2.5)
+    assert c.lr.value == 5e-3
     assert lab.train(wait=True)
     run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
     assert run.config["train"]["lr"] == pytest.approx(c.lr.value)
     assert run.history("phase_start")["lr"].tolist() == [pytest.approx(c.lr.value)]
     c.default_lr.value = True  # back to the default: shown, and what the run will use
     assert c.lr.value == pytest.approx(tk.Full.default_lr) and "lr" not in c.overrides()
+
+
+def _from_browser(widget, **state) -> None:
+    """Apply a state update as the front end sends it (ipywidgets' comm handler calls set_state)."""
+    widget.set_state(state)
+
+
+def _browser_echo(slider) -> dict:
+    """What the front end sends back once it has drawn ``slider``: a selection slider its position;
+    a log slider the value snapped to its step (as ipywidgets' FloatLogSlider view does)."""
+    if "index" in slider.keys:
+        return {"index": slider.index}
+    exponent = slider.min + round((math.log(slider.value, slider.base) - slider.min) / slider.step) * slider.step
+    return {"value": slider.base ** exponent}
+
+
+def test_the_browser_echo_of_the_lr_is_no_edit_and_every_default_is_shown_exactly(lab):
+    """Issue 20: the log slider (step 0.25) snapped Freeze's 2e-4 to 10^-3.75 in the browser, whose echo
+    unticked the default and every run trained at 1.8e-4."""
+    from tunekit.run_names import lr_words
+    from tunekit.widgets.controls import lab_strategies
+    c = lab.controls
+    _from_browser(c.lr, **_browser_echo(c.lr))
+    assert c.default_lr.value and c.lr.value == tk.Freeze.default_lr and "lr" not in c.overrides()
+    assert lab.train(wait=True)
+    run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
+    assert run.history("phase_start")["lr"].tolist() == [tk.Freeze.default_lr]
+    assert "0.00018" not in tk.plots.display_names([run])[run.name]
+    for _label, kind in lab_strategies():  # every strategy's default, exactly, and its echo changes nothing
+        c.kind_w.value = kind
+        default = tk.strategies.REGISTRY[kind].default_lr
+        assert c.lr.value == default and float(c.lr.label) == default and c.lr.label == lr_words(default)
+        _from_browser(c.lr, **_browser_echo(c.lr))
+        assert c.default_lr.value and c.lr.value == default and "lr" not in c.overrides()
+    c.kind_w.value = "lora"
+    _from_browser(c.lr, index=c.lr.index + 1)  # a person moves it one notch: theirs, used exactly as shown
+    assert not c.default_lr.value and c.lr.value == 2e-3 and c.lr.label == "0.002"
+    assert c.overrides()["lr"] == c.lr.value == float(c.lr.label)
+    c.kind_w.value = "full"  # kept across a switch, and a later echo of it changes nothing
+    _from_browser(c.lr, **_browser_echo(c.lr))
+    assert c.lr.value == 2e-3 and not c.default_lr.value and c.overrides()["lr"] == 2e-3
+
+
+def test_take_settings_keeps_a_followed_default_and_copies_a_chosen_lr(lab):
+    from tunekit.widgets.controls import ModelDiagram, StrategyControls
+    c = lab.controls
+    c.kind_w.value = "lora"
+
+    def fresh():
+        other = StrategyControls(lab.model, ModelDiagram(lab.model))
+        other.take_settings(c)
+        return other
+    other = fresh()
+    assert other.kind_w.value == "lora" and other.default_lr.value and other.lr.value == tk.LoRA.default_lr
+    _from_browser(c.lr, index=c.lr.index + 1)
+    _from_browser(c.lr, index=c.lr.index - 1)  # moved away and back: the user's 1e-3, no longer the default
+    assert not c.default_lr.value and c.lr.value == tk.LoRA.default_lr
+    other = fresh()
+    assert not other.default_lr.value and other.overrides()["lr"] == tk.LoRA.default_lr
+    other.kind_w.value = "full"
+    assert other.lr.value == tk.LoRA.default_lr, "the user's rate does not follow the strategy"
+
+
+def _choices_in_view(w) -> tuple[list, list]:
+    """(the choices a person sees without scrolling, those of them shown as chosen)."""
+    if hasattr(w, "toggles"):  # a toggle per choice, all shown
+        seen = [name for name, t in w.toggles.items() if t.layout.display != "none"]
+        return seen, [name for name in seen if w.toggles[name].value]
+    seen = list(w.options[:w.rows])  # a SelectMultiple's first rows
+    return seen, [o for o in seen if o in w.value]
+
+
+def test_the_lora_targets_show_what_is_chosen(lab):
+    c = lab.controls
+    c.kind_w.value = "lora"
+    assert c.targets.value == ("query", "value") == tuple(c.strategy().target_modules)
+    seen, chosen = _choices_in_view(c.targets)
+    assert chosen == list(c.targets.value), "the chosen targets are in view, marked chosen"
+    assert seen == list(c.targets.options) == ["dense", "key", "query", "value"], "every choice in view"
+    assert [c.targets.toggles[n].button_style for n in seen] == ["", "", "success", "success"]
+    c.targets.toggles["key"].value = True  # a press: the value, the strategy and the diagram follow
+    assert c.targets.value == ("key", "query", "value") and tuple(c.strategy().target_modules) == c.targets.value
+    assert "key" in ", ".join(lab.diagram.adapted["block.0"])
+    c.targets.value = ("dense",)  # set from code: the toggles follow
+    assert _choices_in_view(c.targets)[1] == ["dense"] and c.targets.toggles["dense"].icon == "check"
+    c.targets.toggles["dense"].value = False
+    assert c.targets.value == () and c.problem == "Pick at least one layer for LoRA to adapt."
+    with pytest.raises(Exception, match="not among the options"):
+        c.targets.value = ("nope",)
+
+
+def test_the_progress_label_starts_at_zero_and_keeps_no_time_left_after_a_run(lab, monkeypatch):
+    """Issue 20: the label kept "step 4/4" when the next Train started, and "< 0:06 left" after a Stop."""
+    from tunekit.engine import Trainer
+    c = lab.controls
+    c.kind_w.value = "full"
+    c.train_size.value = 64  # 4 steps of 16
+    assert lab.train(wait=True)
+    assert lab.progress_w.value.startswith("completed: step 4 of 4 · ") and "left" not in lab.progress_w.value
+    assert lab.progress.value == lab.progress.max == 4
+
+    class StoppedAtTwo(Trainer):  # a person presses Stop during step 2
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.add_callback("step", lambda ev: lab.stop() if ev.payload["step"] == 2 else None)
+    monkeypatch.setattr(tk, "Trainer", StoppedAtTwo)
+    c.train_size.value = 96  # 6 steps: the new run's total, from the moment Train is pressed
+    labels, bar = [], []
+    lab.progress_w.observe(lambda ch: labels.append(ch["new"]), "value")
+    lab.progress.observe(lambda ch: bar.append(ch["new"]), "value")
+    assert lab.train(wait=True)
+    assert labels[0] == "step 0/6 · starting" and bar[0] == 0, "the last run's count is gone at once"
+    assert lab.progress_w.value.startswith("stopped at step 2 of 6 · ") and "elapsed" in lab.progress_w.value
+    assert "left" not in lab.progress_w.value and lab.progress.value == 2
+    assert "stopped at step 2 of 6" in lab.status
+
+    def fails(self):
+        raise RuntimeError("the disk is gone")
+    monkeypatch.setattr(StoppedAtTwo, "run", fails)
+    assert lab.train(wait=True)
+    assert lab.progress_w.value == "failed at step 0 of 6" and "the disk is gone" in lab.status
 
 
 def test_alpha_follows_twice_the_rank_until_edited_and_the_label_shows_it(lab):

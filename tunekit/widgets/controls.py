@@ -18,7 +18,7 @@ import traitlets
 
 import tunekit as tk
 from tunekit.adapters import adaptable_layers
-from tunekit.run_names import strategy_words
+from tunekit.run_names import lr_words, strategy_words
 from tunekit.runtime import training_memory_estimate
 from tunekit.strategies import REGISTRY
 from tunekit.widgets.diagram import ModelDiagram, group_title, trained_parts  # noqa: F401  (the lab's imports)
@@ -33,6 +33,70 @@ def lab_strategies() -> list[tuple[str, str]]:
     :data:`LAB_ORDER` first."""
     names = sorted(REGISTRY, key=lambda n: LAB_ORDER.index(n) if n in LAB_ORDER else len(LAB_ORDER))
     return [(vars(REGISTRY[n])["lab_label"], n) for n in names if "lab_label" in vars(REGISTRY[n])]
+
+
+#: the learning rates the slider offers, each decade from 1e-6 to 0.1 in steps of 1, 2, 3, 5
+#: (every built-in strategy's default is one of them; :func:`lr_choices` adds any other)
+LR_STEPS = tuple(float(f"{m}e{e}") for e in range(-6, 0) for m in (1, 2, 3, 5)) + (0.1,)
+
+
+def lr_label(lr: float) -> str:
+    """The slider's readout of ``lr``, exact: ``0.0002``, ``1e-5``, as a run's name says it
+    (:func:`tunekit.run_names.lr_words`) where that is exact, else every digit."""
+    short = lr_words(lr)
+    return short if float(short) == lr else repr(float(lr)).replace("e-0", "e-")
+
+
+def lr_choices() -> list[tuple[str, float]]:
+    """The learning-rate slider's ``(label, value)`` choices, smallest first: :data:`LR_STEPS`
+    and every registered strategy's ``default_lr``, so that each default is shown exactly."""
+    values = sorted(set(LR_STEPS) | {float(cls.default_lr) for cls in REGISTRY.values()})
+    return [(lr_label(v), v) for v in values]
+
+
+class TargetToggles(W.HBox):
+    """A multiple choice shown whole: a toggle per option (pressed: chosen), wrapping onto more
+    lines when narrow, after its description. ``value`` is the tuple of chosen options, in the
+    options' order (as ``SelectMultiple``'s), and may be set from code."""
+
+    value = traitlets.Tuple()
+
+    def __init__(self, options, value=(), description: str = "", description_width: str = "92px"):
+        self.options = tuple(options)
+        self.toggles = {name: W.ToggleButton(value=False, description=name, tooltip=f"adapt {name}",
+                                             layout=W.Layout(width="auto", margin="1px 2px"))
+                        for name in self.options}
+        buttons = W.HBox(list(self.toggles.values()), layout=W.Layout(flex_flow="row wrap", flex="1 1 0",
+                                                                      min_width="0"))
+        label = W.Label(description, layout=W.Layout(width=description_width, flex="0 0 auto"))
+        super().__init__([label, buttons], layout=W.Layout(width="auto", align_items="center"))
+        self._syncing = False
+        for t in self.toggles.values():
+            t.observe(self._pressed, "value")
+        self.value = tuple(value)
+
+    @traitlets.validate("value")
+    def _valid(self, proposal) -> tuple:
+        unknown = [v for v in proposal["value"] if v not in self.options]
+        if unknown:
+            raise traitlets.TraitError(f"not among the options {list(self.options)}: {unknown}")
+        return tuple(o for o in self.options if o in proposal["value"])
+
+    @traitlets.observe("value")
+    def _show(self, change) -> None:
+        """Press the toggles of the chosen options, and only those, marked with a tick and colour."""
+        self._syncing = True
+        try:
+            for name, t in self.toggles.items():
+                t.value = chosen = name in change["new"]
+                t.button_style, t.icon = ("success", "check") if chosen else ("", "")
+        finally:
+            self._syncing = False
+
+    def _pressed(self, _change) -> None:
+        """A toggle was pressed: the value is the pressed ones."""
+        if not self._syncing:
+            self.value = tuple(name for name, t in self.toggles.items() if t.value)
 
 
 def _in_words(names: list[str]) -> str:
@@ -65,6 +129,7 @@ class StrategyControls(W.VBox):
     def __init__(self, model: tk.TextClassifier, diagram: ModelDiagram, **kw):
         self.model, self.diagram = model, diagram
         self._updating = False
+        self._shown_default = float(tk.Freeze.default_lr)  # the default the learning rate follows
         style = {"description_width": "92px"}
         wide = W.Layout(width="auto")
         self.kind_w = W.Dropdown(options=lab_strategies(), value="freeze", description="strategy",  # its choice whole
@@ -78,16 +143,17 @@ class StrategyControls(W.VBox):
         self.alpha = W.FloatText(16.0, description="LoRA alpha", style=style, layout=wide)
         self.alpha_note = W.HTML()
         self.alpha_edited = False  # True once the user set alpha to something other than 2 x rank
-        self.targets = W.SelectMultiple(options=targets, value=default_short, rows=min(2, len(targets)),
-                                        description="LoRA targets", style=style, layout=wide)
+        self.targets = TargetToggles(targets, default_short, description="LoRA targets")
         self.errors = {name: W.HTML() for name in ("kind", "rank", "alpha", "targets")}
         # shown for LoRA only: rank, alpha and targets side by side, three columns of the grid
         self.lora_box = W.HBox([W.VBox([self.rank, self.errors["rank"]]),
                                 W.VBox([self.alpha, self.alpha_note, self.errors["alpha"]]),
                                 W.VBox([self.targets, self.errors["targets"]])])
         self.lora_box.add_class("tunekit-lora")
-        self.lr = W.FloatLogSlider(value=tk.Freeze.default_lr, base=10, min=-6, max=-1, step=0.25,
-                                   description="learning rate", style=style, layout=wide, readout_format=".2g")
+        # a slider over round values that include every strategy's default: what it shows is exactly the
+        # run's rate, and the browser sends back a position, never a rounded rate
+        self.lr = W.SelectionSlider(options=lr_choices(), value=tk.Freeze.default_lr, description="learning rate",
+                                    style=style, layout=wide)
         self.default_lr = W.Checkbox(True, description="the strategy's default", indent=False,
                                      layout=W.Layout(width="auto"))
         self.epochs = W.BoundedIntText(1, min=1, max=100, description="epochs", style=style, layout=wide)
@@ -143,6 +209,7 @@ class StrategyControls(W.VBox):
             self.alpha.value = other.alpha.value
         if not other.default_lr.value:
             self.lr.value = other.lr.value
+            self.default_lr.value = False  # the user's rate, even where it equals this strategy's default
 
     def overrides(self) -> dict:
         """TrainConfig fields set by the controls (the learning rate only once the user set it;
@@ -155,8 +222,11 @@ class StrategyControls(W.VBox):
 
     # ----- keeping what is shown true ------------------------------------------------------------
     def _lr_set(self, change) -> None:
-        if not self._updating:  # the user moved it: their value from now on
-            self.default_lr.value = False
+        """A person moved the learning rate: theirs from now on (the default unticks). The lab's own
+        update, or the browser sending back the rate shown, is no edit."""
+        if self._updating or change["new"] == self._shown_default:
+            return
+        self.default_lr.value = False
 
     def _alpha_set(self, change) -> None:
         if not self._updating:
@@ -205,8 +275,9 @@ class StrategyControls(W.VBox):
             self.diagram.show({} if self.diagram.locked else None, kind)
         cls = type(strategy) if strategy is not None else REGISTRY[kind]
         self.default_lr.description = f"default for {cls.name}"
+        self._shown_default = float(cls.default_lr)
         if self.default_lr.value:
-            self._set(self.lr, cls.default_lr)
+            self._set(self.lr, self._shown_default)
         self.problem = problem
         if problem:
             self.counts.value = ""

@@ -39,9 +39,37 @@ def clock(seconds: float) -> str:
 
 
 def progress_label(step: int, total: int, elapsed_s: float) -> str:
-    """``step 12/40 · 0:12 elapsed < 0:28 left`` (the time left from the mean time per step so far)."""
-    left = elapsed_s / step * max(0, total - step) if step > 0 else 0.0
+    """``step 12/40 · 0:12 elapsed < 0:28 left`` (the time left from the mean time per step so far);
+    ``step 0/40 · starting`` before the first step, when there is nothing to estimate from."""
+    if step <= 0:
+        return f"step 0/{total} · starting"
+    left = elapsed_s / step * max(0, total - step)
     return f"step {step}/{total} · {clock(elapsed_s)} elapsed < {clock(left)} left"
+
+
+def end_label(status: str, steps: int, total: int, wall_s: Optional[float] = None) -> str:
+    """A finished run's progress, with no time left to wait: ``completed: step 32 of 32 · 0:12
+    elapsed``, ``stopped at step 5 of 32 · 0:03 elapsed``, ``failed at step 0 of 32``."""
+    where = f"step {steps} of {total}"
+    said = f"completed: {where}" if status == "completed" else f"{status} at {where}"
+    return said + (f" · {clock(wall_s)} elapsed" if isinstance(wall_s, (int, float)) else "")
+
+
+def planned_steps(strategy, overrides: dict, data) -> int:
+    """The optimizer steps a run of ``strategy`` will take with the controls' ``overrides`` on
+    ``data``, as the engine counts them (its ``train_start`` event says the same): the batches of
+    the ``train_size`` examples, times the epochs of every phase."""
+    examples = min(overrides["train_size"], len(data.train))
+    per_epoch = -(-examples // overrides["batch_size"])
+    return max(1, per_epoch * sum(ph.epochs or overrides["epochs"] for ph in strategy.phases()))
+
+
+def _summary_of(run) -> dict:
+    """A failed run's summary ({} when it has no record, or the record cannot be read)."""
+    try:
+        return run.summary if run is not None else {}
+    except Exception:  # noqa: BLE001 - the progress label falls back to the last step it showed
+        return {}
 
 
 class Lab(W.VBox):
@@ -252,6 +280,7 @@ class Lab(W.VBox):
         try:
             strategy = self.controls.strategy()
             overrides = self.controls.overrides()
+            self._start_progress(planned_steps(strategy, overrides, self.data))  # before the slow load
             model = self._load(self.model_source, self.data, seed=overrides["seed"])
             trainer = tk.Trainer(model, self.data, strategy, runs_dir=self.runs_dir, progress=False, **overrides)
             for ph in strategy.phases():
@@ -261,8 +290,6 @@ class Lab(W.VBox):
         self._trainer = trainer
         number = plots.next_number(self.runs_dir)  # the number (and so the colour) its record will get
         self.live.start(f"#{number} {strategy.label}", plots.color_of(number))
-        self._show_progress(False)
-        self._show_progress(True)
         trainer.add_callback("train_start", self._on_start)
         trainer.add_callback("step", self._on_step)
         trainer.add_callback("eval", self._on_eval)
@@ -287,6 +314,21 @@ class Lab(W.VBox):
         if not shown:
             self.progress.value, self.progress_w.value = 0, ""
         self.progress.layout.visibility = self.progress_w.layout.visibility = "visible" if shown else "hidden"
+
+    def _start_progress(self, total: int) -> None:
+        """A new run's progress: the bar empty over its ``total`` steps, the label at step 0 (nothing
+        of the last run's count or time is left)."""
+        self.progress.value = 0
+        self.progress.max = max(1, total)
+        self.progress_w.value = progress_label(0, self.progress.max, 0.0)
+        self._show_progress(True)
+
+    def _end_progress(self, status: str, steps: Optional[int] = None, wall_s: Optional[float] = None) -> None:
+        """A finished run's progress: where it ended, and no time-left estimate. ``steps``: those the
+        run took (default: the last step the bar showed)."""
+        steps = self.progress.value if not isinstance(steps, int) else steps
+        self.progress.value = min(steps, self.progress.max)
+        self.progress_w.value = end_label(status, steps, self.progress.max, wall_s)
 
     def stop(self) -> None:
         """Ask the running run to stop at its next step (its partial record is kept)."""
@@ -316,14 +358,18 @@ class Lab(W.VBox):
                 self._say(f"Run {name} completed{acc} ({steps} steps, {wall}).", kind)
             else:
                 self._say(f"Run {name} {run.status} at step {steps} of {total}{acc} ({wall}).", kind)
+            self._end_progress(run.status, steps, s.get("wall_time_s"))
             self.live.finished(run.status)
             self.last_run = run.name
         except tk.engine.TrainingError as e:
             self._say(f"Run failed: {e}", "error")
+            s = _summary_of(e.run)
+            self._end_progress("failed", s.get("steps"), s.get("wall_time_s"))
             self.live.finished("failed")
             self.last_run = e.run.name if e.run is not None else ""
         except Exception as e:  # noqa: BLE001 - show every failure in the app, in words
             self._say(f"Run failed: {type(e).__name__}: {e}", "error")
+            self._end_progress("failed")
         finally:
             self.live.flush()
             self.running = False
