@@ -44,11 +44,12 @@ _all = list(_tree(lab))
 with open({path!r}, "w") as _f:
     _json.dump({{"widgets": len(_all), "figures": sum(type(w).__name__ == "FigureWidget" for w in _all),
                 "buttons": sorted(w.description for w in _all if isinstance(w, _W.Button))}}, _f)"""
-# ipywidgets' views carry .jupyter-widgets; a plotly FigureWidget (an anywidget) is a .js-plotly-plot, and
-# tunekit's FitFigures (an anywidget too) a .tunekit-fit-figures
+# ipywidgets' views carry .jupyter-widgets (all but SelectionSlider's: .widget-slider only); a plotly
+# FigureWidget (an anywidget) is a .js-plotly-plot, and tunekit's FitFigures (an anywidget too) a .tunekit-fit-figures
 JS_VIEWS = """() => {
-  const q = s => [...document.querySelectorAll('.jp-OutputArea-output ' + s)];
-  return {views: q('.jupyter-widgets').length + q('.js-plotly-plot').length + q('.tunekit-fit-figures').length,
+  const q = s => [...document.querySelectorAll(s.split(', ').map(c => '.jp-OutputArea-output ' + c).join(', '))];
+  return {views: q('.jupyter-widgets, .widget-slider').length + q('.js-plotly-plot').length +
+                 q('.tunekit-fit-figures').length,
           figures: q('.js-plotly-plot').length,
           buttons: q('.widget-button').map(b => b.textContent.trim())}; }"""
 
