@@ -9,6 +9,7 @@ figure inside its output cell and the window, its texts (title, axis titles, sub
 notes) inside the figure and apart, its legend entries apart and below the plot; once the lab
 is scrolled into view, the model diagram, the strategy's settings, the Train button, the status
 line and both live curves are on screen.
+The file browser is then closed and opened again: each figure must follow its place's new width.
 Each view tab (Compare, Weights, Representations, Attribution, Post-training) is opened,
 measured and photographed; every figure must be drawn at the width of its place (plotly's
 FigureWidget alone draws at 700 px whatever its place: tunekit.widgets.sizer).
@@ -251,6 +252,26 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
             assert top["train"] and top["status"] and top["curves"] == [True, True], top
             assert len(top["controls"]) >= 2 and all(top["controls"]), top  # the diagram and the settings too
             misfits += [f"lab: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+            # a teacher closes the file browser, then opens it again to find a file (issue 20), while the
+            # views of the new run are being drawn: within a few seconds of each, every figure is drawn at
+            # its new place's width (each svg.main-svg against its place); one left at another width fails
+            # Then the live curves' own box narrows and widens inside an unchanged cell (as a box does when
+            # what is beside it changes): a window resize event alone would not redraw them
+            box = "document.querySelector('.tunekit-curves').style.width"
+            for call, said in (("window.jupyterapp.shell.collapseLeft()", "file browser closed"),
+                               ("window.jupyterapp.shell.expandLeft(); window.jupyterapp.shell.activateById('filebrowser')",
+                                "file browser opened again"),
+                               (f"{box} = '60%'", "the curves' box narrowed in its cell"),
+                               (f"{box} = ''", "the curves' box widened again")):
+                page.evaluate(f"() => {{ {call}; }}")
+                # (in the narrowed box only the widths are measured: its texts are not laid out for 250 px)
+                misfit = (lambda f: f["bad"]) if "file browser" in said else \
+                    (lambda f: [b for b in f["bad"] if " drawn " in b])
+                try:
+                    jb.poll(page, JS_FIT, lambda f, misfit=misfit: not misfit(f), 8, f"every figure to fit, {said}")
+                except TimeoutError:
+                    misfits += [f"lab, {said}: {b}" for b in misfit(page.evaluate(JS_FIT))]
+            assert page.evaluate(JS_LAB_FIT)["file_browser"] > 150
 
             for i, tab in enumerate(VIEW_TABS):  # each view of the one run: computed, measured, photographed
                 page.locator(".lm-TabBar-tab", has_text=tab).first.click()

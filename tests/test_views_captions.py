@@ -89,11 +89,14 @@ def test_the_lab_computes_the_open_tab_and_marks_or_recomputes_after_a_selection
 
 def test_an_error_is_said_inside_the_tab(trained, small, monkeypatch):
     panel = _panel(trained, small)
+    _open(panel, "Weights")  # drawn for the selection first: its figures must not stay under the error
+    assert panel.state["Weights"] == "drawn" and panel.panes["Weights"].children
     monkeypatch.setattr(panel, "_view_weights", lambda runs, step: (_ for _ in ()).throw(
         tk.ConfigError("the weights could not be read")))
-    _open(panel, "Weights")
+    panel.show("Weights", wait=True)  # Recompute
     assert panel.state["Weights"] == "error"
     assert "Could not draw this view: the weights could not be read" in panel.status["Weights"].value
+    assert panel.panes["Weights"].children == ()  # the older figures went with the error (issue 20)
 
 
 def test_every_figure_in_every_view_has_a_caption_line_under_it(trained, small):

@@ -2,14 +2,15 @@
 
 plotly's FigureWidget (an anywidget) draws its figure once, when its view is made, at the width
 its element has then: an element not yet on the page has none, so plotly takes its 700 px
-fallback, and it never looks again (the widget has no resize listener of its own). Two parts
-fix that:
+fallback, and it never looks again. Two parts fix that:
 
-- :func:`figure_widget` makes FigureWidgets with plotly.js's ``responsive`` option, which
-  redraws a figure at its container's width on every window ``resize`` event;
-- :class:`FitFigures`, an invisible widget, watches the size of the output cell it is shown in
-  (a view's figures added, the file browser opened or closed, the window resized) and then
-  sends one ``resize`` event, so those figures take their container's width.
+- :func:`figure_widget` makes FigureWidgets with plotly.js's ``responsive`` option, which gives
+  each drawn figure its own resize handler (and redraws on a window ``resize`` event);
+- :class:`FitFigures`, an invisible widget, watches every plotly figure of the output cell it is
+  shown in: each figure's place and its drawing (a ``ResizeObserver`` on both), the cell's size,
+  and figures added later (a view's figures, a live curve redrawn). When a figure's drawing is not as wide as
+  its place (the file browser opened or closed, a tab shown, the window resized, a figure drawn
+  before it had a place), that figure's own resize handler runs; no window event is relied on.
 """
 from __future__ import annotations
 
@@ -21,31 +22,53 @@ export default {
   render({ el }) {
     el.style.display = "none";
     el.classList.add("tunekit-fit-figures");
-    let timer = null, observer = null, stopped = false, last = "";
-    const fire = () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => window.dispatchEvent(new Event("resize")), 150);
+    let area = null, timer = null, stopped = false;
+    const watched = new WeakSet();
+    // a figure drawn at another width than its place's: redraw it (its own handler, else a resize event)
+    const misfit = p => {
+      const svg = p.querySelector("svg.main-svg"), w = p.getBoundingClientRect().width;
+      return svg && w > 0 && Math.abs(svg.getBoundingClientRect().width - w) > 2;
     };
+    const fit = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        if (stopped || !area) return;
+        let fallback = false;
+        for (const p of area.querySelectorAll(".js-plotly-plot")) {
+          if (!misfit(p)) continue;
+          if (typeof p._responsiveChartHandler === "function") p._responsiveChartHandler();
+          else fallback = true;
+        }
+        if (fallback) window.dispatchEvent(new Event("resize"));
+      }, 120);
+    };
+    const sizes = new ResizeObserver(fit);
+    // each figure's place and its drawing: a drawing made (or remade) at the wrong width is seen too
+    const watch = () => {
+      for (const p of area.querySelectorAll(".js-plotly-plot, .js-plotly-plot svg.main-svg")) {
+        if (!watched.has(p)) { watched.add(p); sizes.observe(p); }
+      }
+      fit();
+    };
+    const added = new MutationObserver(watch);
     const start = () => {
       if (stopped) return;
-      const area = el.isConnected && (el.closest(".jp-OutputArea-output") || el.parentElement);
+      area = el.isConnected && (el.closest(".jp-OutputArea-output") || el.parentElement);
       if (!area) { requestAnimationFrame(start); return; }
-      observer = new ResizeObserver(entries => {
-        const r = entries[entries.length - 1].contentRect, size = `${Math.round(r.width)}x${Math.round(r.height)}`;
-        if (size !== last) { last = size; fire(); }
-      });
-      observer.observe(area);
+      sizes.observe(area);
+      added.observe(area, { childList: true, subtree: true });
+      watch();
     };
     start();
-    return () => { stopped = true; if (observer) observer.disconnect(); clearTimeout(timer); };
+    return () => { stopped = true; sizes.disconnect(); added.disconnect(); clearTimeout(timer); };
   }
 };
 """
 
 
 class FitFigures(anywidget.AnyWidget):
-    """Invisible; keeps the responsive plotly figures of its output cell as wide as their
-    containers (see the module's docstring). One per lab or runs panel."""
+    """Invisible; keeps every responsive plotly figure of its output cell drawn at its place's
+    width (see the module's docstring). One per lab or runs panel."""
 
     _esm = _ESM
 

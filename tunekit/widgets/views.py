@@ -256,6 +256,7 @@ class RunsPanel(W.VBox):
                     said = str(e) if isinstance(e, (tk.TunekitError, ValueError)) else f"{type(e).__name__}: {e}"
                     self.state[view] = "error"
                     self.drawn_for[view] = chosen
+                    self.panes[view].children = ()  # no figure of an older selection under the error
                     self.status[view].value = banner("error", f"Could not draw this view: {said}")
                     bar.layout.display = "none"
                     return
