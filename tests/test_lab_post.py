@@ -114,6 +114,9 @@ def test_the_post_tab_names_runs_as_the_lab_does(lab):
     assert "#2 prune 50 % of #1: accuracy" in post.status.value, post.status.value
     assert "#2 prune 50 % of #1" in [label for label, _ in post.run_w.options]
     assert trained.name not in post.status.value and "prune50" not in post.status.value
+    # size and speed in words: why a magnitude prune is no smaller, and the paired latency ratio, not ms
+    assert "still stored and multiplied as dense matrices" in post.status.value, post.status.value
+    assert "x the time of the model before" in post.status.value and " ms" not in post.status.value
 
 
 def test_distillation_shows_its_progress_and_stop_keeps_a_stopped_record(lab, monkeypatch):

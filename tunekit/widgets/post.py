@@ -164,17 +164,21 @@ class PostPanel(W.VBox):
             self.runs_panel.refresh()
 
     def _report(self, run, out) -> None:
-        """The new record by its one name, its metric, size and latency beside its source's."""
+        """The new record by its one name, its metric beside its source's, and what its size and
+        speed mean in words (:func:`tunekit.post.in_words`: the paired latency ratio with its
+        spread, not milliseconds that wander with the machine's load)."""
         s = out.summary
         metric = tk.metrics.primary(out.task).key
         before = s.get("before") or s.get("teacher") or {}
         name = plots.display_names([out])[out.name]
         stopped = out.status != "completed"
         done = f" {out.status} at step {s.get('steps')} of {self.progress.max}" if stopped else ""
-        self._say(f"{name}{done}: {metric} {s.get('val_' + metric, float('nan')):.3f} "
-                  f"(was {before.get('val_' + metric, run.summary.get('val_' + metric, float('nan'))):.3f}), "
-                  f"{s.get('size_mb')} MB (was {before.get('size_mb')}), "
-                  f"{s.get('latency_ms')} ms on this CPU (was {before.get('latency_ms')})", "warn" if stopped else "ok")
+        was = before.get("val_" + metric, run.summary.get("val_" + metric, float("nan")))
+        said = tk.post.in_words(out)
+        if not said and s.get("size_mb") is not None:  # no ratio or reason to give: the sizes, rounded
+            said = f"{s['size_mb']:,.1f} MB (was {before.get('size_mb', float('nan')):,.1f})."
+        self._say(f"{name}{done}: {metric} {s.get('val_' + metric, float('nan')):.3f} (was {was:.3f}). {said}",
+                  "warn" if stopped else "ok")
 
     # ----- a distillation's progress and Stop --------------------------------------------------------
     def stop(self) -> None:
