@@ -6,7 +6,8 @@ and the runs table has a row, then trains a longer second run, clicks Stop and c
 then opens the Post-training tab, presses Apply and waits for the prune record in the table.
 At 1280x800 with JupyterLab's file browser open (issue 12), the page is measured: every
 figure inside its output cell and the window, its texts (title, axis titles, subplot titles,
-notes) inside the figure and apart, its legend entries apart and below the plot; once the lab
+notes, the points' labels, the axes' tick labels) inside the figure and apart, its legend entries
+apart and below the plot; once the lab
 is scrolled into view, the model diagram, the strategy's settings, the Train button, the status
 line and both live curves are on screen.
 The file browser is then closed and opened again: each figure must follow its place's new width.
@@ -82,7 +83,7 @@ JS_DRAWN = """() => {
 
 # Layout at a projector (issue 12): per visible figure, what does not fit. Texts: the title, axis
 # titles (text.xtitle, text.x2title, ...) and annotations (subplot titles, notes).
-JS_FIT = """() => {
+JS_FIT = r"""() => {
   const W = window.innerWidth, bad = [], figures = [];
   const R = e => e.getBoundingClientRect();
   const shown = e => { const r = R(e); return r.width > 0 && r.height > 0 && e.offsetParent !== null; };
@@ -122,6 +123,34 @@ JS_FIT = """() => {
         bad.push(`${t}: the legend ${box(l)} covers the plot ${box(R(d))}`);
       for (const e of texts) if (!apart(l, R(e))) bad.push(`${t}: the legend covers '${e.textContent.slice(0, 30)}'`);
       if (l.bottom > s.bottom + 1 || l.right > s.right + 1) bad.push(`${t}: the legend ${box(l)} is cut`);
+    }
+    // the points' labels (scatter text) and the axes' tick labels: inside the figure, and apart from
+    // each other, from the texts above and (for tick labels) from the other labels of their axis
+    const labels = [...p.querySelectorAll('.scatterlayer .textpoint text')].filter(e => shown(e) && e.textContent.trim());
+    for (const e of labels) {
+      const q = R(e);
+      if (q.left < s.left - 1 || q.right > s.right + 1 || q.top < s.top - 1 || q.bottom > s.bottom + 1)
+        bad.push(`${t}: point label '${e.textContent}' ${box(q)} cut by the figure ${box(s)}`);
+      for (const o of texts) if (!apart(q, R(o)))
+        bad.push(`${t}: point label '${e.textContent}' overlaps '${o.textContent.slice(0, 30)}'`);
+    }
+    for (let i = 0; i < labels.length; i++) for (let j = i + 1; j < labels.length; j++)
+      if (!apart(R(labels[i]), R(labels[j])))
+        bad.push(`${t}: point labels '${labels[i].textContent}' and '${labels[j].textContent}' overlap`);
+    for (const layer of p.querySelectorAll('.xaxislayer-above, .yaxislayer-above')) {
+      const ticks = [...layer.querySelectorAll('text')].filter(e => shown(e) && e.textContent.trim());
+      for (const e of ticks) {
+        const q = R(e);
+        if (q.left < s.left - 1 || q.right > s.right + 1 || q.top < s.top - 1 || q.bottom > s.bottom + 1)
+          bad.push(`${t}: tick label '${e.textContent.slice(0, 30)}' ${box(q)} cut by the figure ${box(s)}`);
+      }
+      // (labels turned by other than a right angle are measured by their boxes, which overlap where the
+      // letters do not: those are only checked for being cut)
+      const square = ticks.filter(e => { const m = /rotate\((-?[\d.]+)/.exec(e.getAttribute('transform') || '');
+                                         return !m || Math.abs(parseFloat(m[1])) % 90 === 0; });
+      for (let i = 0; i < square.length; i++) for (let j = i + 1; j < square.length; j++)
+        if (!apart(R(square[i]), R(square[j])))
+          bad.push(`${t}: tick labels '${square[i].textContent.slice(0, 20)}' and '${square[j].textContent.slice(0, 20)}' overlap`);
     }
     const fonts = texts.map(e => parseFloat(getComputedStyle(e).fontSize)).filter(f => f < 14);
     if (fonts.length) bad.push(`${t}: text under 14 px (${fonts.join(', ')})`);
@@ -325,11 +354,28 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
             page.wait_for_timeout(300)
             page.screenshot(path=str(shots / "view-5-Post-training.png"))
             misfits += [f"Post-training: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+            # Compare again, with the prune record: its Pareto charts by size and latency, and the note
+            # on the stopped run that has neither (issue 20)
+            page.locator(".lm-TabBar-tab", has_text="Compare").first.click()
+            seen_c: list = []
+            jb.poll(page, JS_VIEW, lambda v: "Showing" in v["status"] and "prune" in v["status"] and v["figures"] > 5
+                    and (seen_c.append(json.dumps(v)) or len(seen_c) >= 6) and len(set(seen_c[-6:])) == 1,
+                    150, "the Compare view with the prune record")
+            page.evaluate("() => { const t = [...document.querySelectorAll('.jupyter-widget-tab, .widget-tab')]"
+                          ".pop(); if (t) t.scrollIntoView({block: 'start'}); }")
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(shots / "view-6-Compare-after-prune.png"))
+            figs = [f for f in page.locator(".jp-OutputArea-output .js-plotly-plot").all()
+                    if f.is_visible() and not f.evaluate("e => !!e.closest('.tunekit-curves')")]
+            for k, f in enumerate(figs):
+                f.screenshot(path=str(shots / f"view-6-Compare-after-prune-{k + 1}.png"))
+            misfits += [f"Compare after the prune: {b}" for b in page.evaluate(JS_FIT)["bad"]]
             ws = page.evaluate(jb.JS_WIDGET_STATE, jb.BAD_TEXTS)
             assert ws["error_widgets"] == 0 and not ws["bad"] and ws["errors"] == 0, ws
             browser.close()
     finally:
         srv.stop()
+    (shots / "misfits.txt").write_text("\n".join(misfits))  # whole, where pytest's message is cut
     assert not problems, problems
     assert not misfits, misfits
     from tunekit.runs import list_runs

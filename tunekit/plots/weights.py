@@ -203,6 +203,9 @@ def spectrum(spectra, name: str, runs: Optional[Sequence[str]] = None, log: bool
     fig.update_layout(title=html.escape(f"Spectrum of the update ΔW: {where}"), template="plotly_white",
                       xaxis_title="direction (largest first)", yaxis_title="singular value (strength)",
                       yaxis_type="log" if log else "linear", xaxis_type="log" if log else "linear", height=420)
+    if log:  # label 1, 2 and 5 of each decade: plotly's every digit ran into each other on a short axis
+        fig.update_xaxes(dtick="D2")
+        fig.update_yaxes(dtick="D2")
     return projector_layout(fig)
 
 
