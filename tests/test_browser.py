@@ -9,7 +9,7 @@ figure inside its output cell and the window, its texts (title, axis titles, sub
 notes, the points' labels, the axes' tick labels) inside the figure and apart, its legend entries
 apart and below the plot; once the lab
 is scrolled into view, the model diagram, the strategy's settings, the Train button, the status
-line and both live curves are on screen.
+line, both live curves and their legend are on screen.
 The file browser is then closed and opened again: each figure must follow its place's new width.
 Each view tab (Compare, Weights, Representations, Attribution, Post-training) is opened,
 measured and photographed; every figure must be drawn at the width of its place (plotly's
@@ -134,6 +134,10 @@ JS_FIT = r"""() => {
       for (const o of texts) if (!apart(q, R(o)))
         bad.push(`${t}: point label '${e.textContent}' overlaps '${o.textContent.slice(0, 30)}'`);
     }
+    const markers = [...p.querySelectorAll('.scatterlayer .points path.point')].filter(shown);
+    for (const e of labels) for (const m of markers)
+      if (m.closest('.trace') !== e.closest('.trace') && !apart(R(e), R(m)))
+        bad.push(`${t}: point label '${e.textContent}' covers another point`);
     for (let i = 0; i < labels.length; i++) for (let j = i + 1; j < labels.length; j++)
       if (!apart(R(labels[i]), R(labels[j])))
         bad.push(`${t}: point labels '${labels[i].textContent}' and '${labels[j].textContent}' overlap`);
@@ -175,12 +179,15 @@ JS_LAB_FIT = """() => {
   const train = [...document.querySelectorAll('.jp-OutputArea-output .widget-button')].find(b => b.textContent.trim() === 'Train');
   const status = (document.querySelector('.tunekit-status') || {}).parentElement;
   const curves = [...document.querySelectorAll('.tunekit-curves .js-plotly-plot')];
+  const legend = document.querySelector('.tunekit-legend');
   // the controls: the model diagram's row of layers and presets, the strategy's grid of settings
   const controls = [...document.querySelectorAll('.tunekit-strip, .tunekit-grid')].filter(e => e.offsetParent !== null);
   const fb = document.querySelector('#filebrowser');
   return {window: [W, H], visible: [Math.round(T), Math.round(H)], train: inside(train), status: inside(status), curves: curves.map(inside),
+          legend: inside(legend),
           controls: controls.map(inside),
-          where: {train: where(train), status: where(status), curves: curves.map(where), controls: controls.map(where)},
+          where: {train: where(train), status: where(status), curves: curves.map(where), controls: controls.map(where),
+                  legend: where(legend)},
           file_browser: fb ? Math.round(R(fb).width) : 0}; }"""
 # the open view tab: its status line and how many figures it shows
 JS_VIEW = """() => {
@@ -279,6 +286,7 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
             page.screenshot(path=str(shots / "lab-trained.png"))
             assert top["file_browser"] > 150, top  # the left sidebar is open, as a user has it
             assert top["train"] and top["status"] and top["curves"] == [True, True], top
+            assert top["legend"], top  # the live curves' legend too: the room reads which run is which
             assert len(top["controls"]) >= 2 and all(top["controls"]), top  # the diagram and the settings too
             misfits += [f"lab: {b}" for b in page.evaluate(JS_FIT)["bad"]]
             # a teacher closes the file browser, then opens it again to find a file (issue 20), while the

@@ -171,6 +171,23 @@ def test_pareto_points_say_the_run_number_and_are_never_clipped(three):
     assert [t.name.split(" ")[0] for t in points] == ["#1", "#2", "#3"]  # the legend keeps the whole name
 
 
+def test_a_point_label_goes_under_its_point_where_another_point_sits_just_above(tmp_path):
+    """Issue 20: a prune record at its source's size, a little less accurate: its label, above
+    it, fell on the source's marker."""
+    d = tmp_path / "runs"
+    runs = [make_run(d, "full-1", "full", trainable=1_000, accuracy=0.594),
+            make_run(d, "full-1-prune", "prune", trainable=1_000, accuracy=0.562),
+            make_run(d, "lora-1", "lora-r8", trainable=100, accuracy=0.58)]
+    fig = plots.pareto(runs)
+    positions = {t.text[0]: t.textposition for t in fig.data if t.mode == "markers+text"}
+    assert positions == {"#1": "top center", "#2": "bottom center", "#3": "top center"}, positions
+    # the chance line is drawn but not labelled (a stopped run's label at chance fell on "chance 0.5");
+    # the axis title says what the dashed line is
+    assert [s.line.dash for s in fig.layout.shapes] == ["dash"]
+    assert not [a for a in fig.layout.annotations if "chance" in (a.text or "")]
+    assert "dashed: chance" in fig.layout.yaxis.title.text
+
+
 def test_pareto_front():
     assert plots.pareto_front([(1, 0.5), (2, 0.4), (3, 0.9), (3, 0.8)]) == [(1, 0.5), (3, 0.9)]
 

@@ -58,19 +58,23 @@ def score_title(metric: str, sizes: Iterable[int] = (), chance: Optional[float] 
 
 
 def score_axis(fig: go.Figure, metric: str = "accuracy", num_labels: Optional[int] = None,
-               n: Optional[int | Iterable[int]] = None, prefix: str = "validation ") -> go.Figure:
+               n: Optional[int | Iterable[int]] = None, prefix: str = "validation ", label: bool = True) -> go.Figure:
     """Make ``fig``'s y axis a score axis: from chance (``1 / num_labels``, dashed) to 1,
     titled with the evaluation-set size ``n`` (one size, or the sizes of several runs).
     Without ``num_labels`` the axis starts at 0. Works on a FigureWidget too, and again on
     the same figure (the chance line is replaced): points added later stay inside the range,
-    which widens for a run below chance."""
+    which widens for a run below chance. ``label=False``: the line without its "chance 0.5"
+    text (the axis title says what the dashed line is; a chart of labelled points, whose labels
+    would fall on that text at the plot's edge)."""
     sizes = [] if n is None else [n] if isinstance(n, int) else list(n)
     chance = 1 / num_labels if isinstance(num_labels, int) and num_labels >= 2 else None
     fig.update_yaxes(title_text=score_title(metric, sizes, chance, prefix), autorange=True,
                      autorangeoptions={"include": [0.0 if chance is None else chance, 1.0]})
     fig.layout.shapes = [s for s in fig.layout.shapes if s.name != _CHANCE]
     fig.layout.annotations = [a for a in fig.layout.annotations if a.name != _CHANCE]
-    if chance is not None:
+    if chance is not None and not label:
+        fig.add_hline(y=chance, line_dash="dash", line_color="#888", line_width=1, name=_CHANCE)
+    elif chance is not None:
         fig.add_hline(y=chance, line_dash="dash", line_color="#888", line_width=1, name=_CHANCE,
                       annotation={"text": f"chance {chance:.2g}", "name": _CHANCE,
                                   "font": {"size": FONT, "color": "#666"}},

@@ -343,6 +343,7 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
             marker={"color": s.color, "size": 12, "line": {"color": s.color, "width": 2},
                     "symbol": "circle" if s.status == "completed" else "circle-open"},
             hovertemplate=f"{PARETO_X[x]} %{{x:,}}<br>{y} %{{y:.4f}}<extra>{s.legend}</extra>"))
+    _labels_apart(fig, points, log_x, score=y in SCORES)
     front = pareto_front(points, metric.higher_is_better)
     if len(front) > 1:
         fig.add_trace(go.Scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines",
@@ -373,9 +374,25 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
         return projector_layout(say_empty(fig, "no runs selected" if not series else "no run recorded its own memory "
                                           "(only the process's RSS)" if rss and not missing
                                           else "no run has both values yet"), margin=_note_margin(fig, lines))
-    if y in SCORES and records is not None:
-        score_axis(fig, y, num_labels(records), eval_sizes(records))
+    if y in SCORES and records is not None:  # the dashed line unlabelled: the points' labels fell on its text
+        score_axis(fig, y, num_labels(records), eval_sizes(records), label=False)
     return projector_layout(fig, margin=_note_margin(fig, lines))
+
+
+def _labels_apart(fig: go.Figure, points: list[tuple[float, float]], log_x: bool, score: bool) -> None:
+    """A point's label goes under it where another point sits just above it at about the same x
+    (a prune's record beside its source at the same size): above, the label fell on that marker.
+    ``score``: the y axis runs from chance to 1 (about 0.5 of it shown), not over the points alone."""
+    if len(points) < 2:
+        return
+    xs = [math.log10(x) if log_x and x > 0 else x for x, _ in points]
+    ys = [y for _, y in points]
+    dx = (max(xs) - min(xs)) or 1.0
+    dy = max(max(ys) - min(ys), 0.5 if score else 0.0) or 1.0
+    for i, trace in enumerate(fig.data[:len(points)]):
+        if any(j != i and abs(xs[j] - xs[i]) <= 0.05 * dx and 0 <= ys[j] - ys[i] <= 0.12 * dy
+               and (ys[j] > ys[i] or j < i) for j in range(len(points))):
+            trace.textposition = "bottom center"
 
 
 def _note_margin(fig: go.Figure, note_lines: list[int]) -> Optional[dict]:
