@@ -11,6 +11,8 @@ apart and below the plot; once the lab
 is scrolled into view, the model diagram, the strategy's settings, the Train button, the status
 line, both live curves and their legend are on screen.
 The file browser is then closed and opened again: each figure must follow its place's new width.
+The projector switch is pressed with the file browser closed: the lab's text (at least 15 px) and
+its figures' text larger, and the lab still one screen; then released.
 Each view tab (Compare, Weights, Representations, Attribution, Post-training) is opened,
 measured and photographed; every figure must be drawn at the width of its place (plotly's
 FigureWidget alone draws at 700 px whatever its place: tunekit.widgets.sizer).
@@ -189,6 +191,22 @@ JS_LAB_FIT = """() => {
           where: {train: where(train), status: where(status), curves: curves.map(where), controls: controls.map(where),
                   legend: where(legend)},
           file_browser: fb ? Math.round(R(fb).width) : 0}; }"""
+# the lab's text (every visible element with text of its own, outside figures): the smallest sizes
+JS_TEXT_SIZES = """() => {
+  const sizes = [];
+  for (const e of document.querySelectorAll('.tunekit-lab *')) {
+    if (e.closest('.js-plotly-plot') || e.offsetParent === null) continue;
+    const own = [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    const field = (e.tagName === 'INPUT' || e.tagName === 'SELECT') && e.value;
+    if (own || field) sizes.push([parseFloat(getComputedStyle(e).fontSize), (field ? e.value : e.textContent.trim()).slice(0, 30)]);
+  }
+  sizes.sort((a, b) => a[0] - b[0]);
+  return sizes.slice(0, 5); }"""
+# the figures' text (titles, axes, ticks, legends, labels): the smallest size, and that text
+JS_FIGURE_TEXT = """() => [...document.querySelectorAll('.tunekit-lab .js-plotly-plot svg text')]
+  .filter(e => e.textContent.trim() && e.getBoundingClientRect().width > 0)
+  .map(e => [parseFloat(getComputedStyle(e).fontSize), e.textContent.slice(0, 30), e.getAttribute('class')])
+  .sort((a, b) => a[0] - b[0])[0]"""
 # the open view tab: its status line and how many figures it shows
 JS_VIEW = """() => {
   const shown = e => e.offsetParent !== null && e.getBoundingClientRect().width > 0;
@@ -309,6 +327,30 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
                 except TimeoutError:
                     misfits += [f"lab, {said}: {b}" for b in misfit(page.evaluate(JS_FIT))]
             assert page.evaluate(JS_LAB_FIT)["file_browser"] > 150
+            # the projector switch (issue 20): the lab's text and its figures' larger, and with the file
+            # browser closed (as a room sees it) still one screen
+            small_text, small_figure_text = page.evaluate(JS_TEXT_SIZES), page.evaluate(JS_FIGURE_TEXT)
+            page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+            outputs.get_by_role("button", name="projector", exact=True).click()
+            jb.poll(page, JS_TEXT_SIZES, lambda t: t and t[0][0] >= 15, 20, "the lab's text to grow")
+            try:
+                jb.poll(page, JS_FIT, lambda f: not f["bad"], 8, "every figure to fit at the projector's size")
+            except TimeoutError:
+                misfits += [f"lab, projector: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+            assert page.evaluate(JS_LAB_TOP)
+            page.wait_for_timeout(500)
+            top = page.evaluate(JS_LAB_FIT)
+            page.screenshot(path=str(shots / "lab-projector.png"))
+            assert top["train"] and top["status"] and top["curves"] == [True, True] and top["legend"], top
+            assert len(top["controls"]) >= 2 and all(top["controls"]), top
+            big_text, big_figure_text = page.evaluate(JS_TEXT_SIZES), page.evaluate(JS_FIGURE_TEXT)
+            assert small_text[0][0] < 15 <= big_text[0][0], (small_text, big_text)  # 13 px before
+            assert big_figure_text[0] >= 1.2 * small_figure_text[0] >= 1.2 * 14, (small_figure_text, big_figure_text)
+            outputs.get_by_role("button", name="projector", exact=True).click()
+            jb.poll(page, JS_TEXT_SIZES, lambda t: t and t[0][0] == small_text[0][0], 20, "the lab's text back")
+            page.evaluate("() => { window.jupyterapp.shell.expandLeft(); "
+                          "window.jupyterapp.shell.activateById('filebrowser'); }")
+            page.wait_for_timeout(1000)
 
             for i, tab in enumerate(VIEW_TABS):  # each view of the one run: computed, measured, photographed
                 page.locator(".lm-TabBar-tab", has_text=tab).first.click()

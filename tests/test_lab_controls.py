@@ -360,3 +360,50 @@ def test_figures_follow_their_container(lab, tiny_dir, small, tmp_path):
     assert lab.loss_fig._config["responsive"] and lab.acc_fig._config["responsive"]
     assert _as_widget(tk.plots.training_curves([]))._config["responsive"]
     assert "ResizeObserver" in FitFigures._esm and "resize" in FitFigures._esm
+
+
+def test_the_projector_switch_scales_the_lab_text_and_every_figure_together_and_back(lab):
+    """Issue 20: 13 px text in a room. One switch: the lab's text (a CSS class that sets
+    JupyterLab's font sizes inside the lab) and the text of the live curves and of every view's
+    figures, shown now or drawn later, 1.25 times larger; off again, everything as it was (the
+    one-screen layout at that size: tests/test_browser.py)."""
+    from tunekit.widgets.lab import PROJECTOR_SCALE
+    assert lab.train(wait=True)
+    runs = lab.runs
+    runs.show("Compare", wait=True)
+    figs = lambda: [w for w in runs.panes["Compare"].children if type(w).__name__ == "FigureWidget"]  # noqa: E731
+    before = [(f.layout.font.size, f.layout.title.font.size) for f in figs()]
+    curve = (lab.loss_fig.layout.font.size, lab.loss_fig.layout.title.font.size, lab.acc_fig.layout.margin.t)
+    assert before and curve[0] == 14 and "tunekit-projector" not in lab._dom_classes
+    assert lab.projector_w.description == "projector" and not lab.projector_w.value
+
+    lab.projector_w.value = True  # the button, as a person presses it
+    assert lab.projector and "tunekit-projector" in lab._dom_classes
+    assert lab.loss_fig.layout.font.size == pytest.approx(14 * PROJECTOR_SCALE)
+    assert lab.loss_fig.layout.title.font.size == pytest.approx(curve[1] * PROJECTOR_SCALE)
+    assert lab.acc_fig.layout.margin.t > curve[2]  # the title's room grows with it
+    from tunekit.widgets.live import CURVE_HEIGHT  # not the height: plotly.js would fix the width with it
+    assert lab.loss_fig.layout.height == lab.acc_fig.layout.height == CURVE_HEIGHT
+    assert lab.loss_fig.layout.width is None and lab.loss_fig.layout.autosize
+    assert [(f.layout.font.size, f.layout.title.font.size) for f in figs()] == \
+        [pytest.approx((a * PROJECTOR_SCALE, b * PROJECTOR_SCALE)) for a, b in before]
+    assert all(a.font.size >= 14 * PROJECTOR_SCALE for f in figs() for a in f.layout.annotations)
+    runs.show("Compare", wait=True)  # drawn again while it is on: as large
+    assert [f.layout.font.size for f in figs()] == pytest.approx([a * PROJECTOR_SCALE for a, _ in before])
+    assert lab.train(wait=True)  # a run's chance line, added while it is on, as large as the rest
+    chance = [a for a in lab.acc_fig.layout.annotations if "chance" in (a.text or "")]
+    assert chance and chance[0].font.size == pytest.approx(14 * PROJECTOR_SCALE)
+
+    lab.projector = False  # from code too; and back to the sizes of before
+    assert not lab.projector_w.value and "tunekit-projector" not in lab._dom_classes
+    assert (lab.loss_fig.layout.font.size, lab.loss_fig.layout.title.font.size) == pytest.approx(curve[:2])
+    assert lab.loss_fig.layout.height == CURVE_HEIGHT
+    runs.show("Compare", wait=True)
+    assert [(f.layout.font.size, f.layout.title.font.size) for f in figs()] == [pytest.approx(b) for b in before]
+
+
+def test_the_projector_switch_can_start_on(tiny_dir, small, tmp_path):
+    from tunekit.widgets import Lab
+    lab = Lab(model=tiny_dir, data=small, runs_dir=str(tmp_path / "runs"), projector=True)
+    assert lab.projector_w.value and "tunekit-projector" in lab._dom_classes
+    assert lab.loss_fig.layout.font.size > 14

@@ -347,3 +347,22 @@ def test_cli_unwritable_report_fails_before_training(tiny_dir, tmp_path, capsys)
                "--runs-dir", str(tmp_path / "runs"), "--report", str(tmp_path / "a-file" / "r.html")])
     assert rc == 2 and "--report" in capsys.readouterr().err
     assert list_runs(tmp_path / "runs") == []
+
+
+def test_log_axes_are_labelled_whole_at_the_text_size():
+    """Issue 20: plotly writes the 2..9 of a decade as small digits (10.5 px where the text is 14),
+    and on a short axis they ran into each other; 1, 2 and 5 of each decade, written whole."""
+    from tunekit.plots.axes import log_ticks
+    assert log_ticks(100, 10_000) == ([100, 200, 500, 1_000, 2_000, 5_000, 10_000],
+                                      ["100", "200", "500", "1,000", "2,000", "5,000", "10k"])
+    assert log_ticks(770, 22_000_000)[1] == ["1,000", "10k", "100k", "1M", "10M"]  # 1 of each, past 9 ticks
+    assert log_ticks(0.0023, 0.1)[1] == ["0.002", "0.005", "0.01", "0.02", "0.05", "0.1"]
+    assert log_ticks(1.6, 5.0)[1] == ["1.5", "2", "3", "4", "5", "6"]  # finer within less than a decade
+    assert log_ticks(1.9, 1.9)[1] == ["1.5", "2"]  # one value: still two labels, whole
+    assert log_ticks(0.0, 5.0) is None
+
+
+def test_the_pareto_log_axis_has_whole_labels(three):
+    fig = plots.pareto(three)  # trainable parameters 100 .. 10,000
+    assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.tickmode == "array"
+    assert list(fig.layout.xaxis.ticktext) == ["100", "200", "500", "1,000", "2,000", "5,000", "10k"]

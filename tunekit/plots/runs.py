@@ -35,6 +35,7 @@ from tunekit.plots.axes import (
     is_empty,
     num_labels,
     projector_layout,
+    readable_log_axes,
     say_empty,
     score_axis,
     wrap,
@@ -360,6 +361,7 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
                       yaxis_title="validation " + metric.title,
                       template="plotly_white", legend_title_text="run")
     fig.update_xaxes(type="log" if log_x else "linear")
+    readable_log_axes(fig)
     notes = ["not plotted (no value): " + ", ".join(missing)] if missing else []
     if rss:
         notes.append("not plotted (memory recorded as process RSS, which grows with the runs before it): "

@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 
 from tunekit.architectures import LABEL_ORDER
 from tunekit.config import ConfigError
-from tunekit.plots.axes import projector_layout, wrap
+from tunekit.plots.axes import projector_layout, readable_log_axes, wrap
 from tunekit.plots.captions import figure_kind, module_words, param_label
 from tunekit.plots.runs import PALETTE
 
@@ -203,9 +203,8 @@ def spectrum(spectra, name: str, runs: Optional[Sequence[str]] = None, log: bool
     fig.update_layout(title=html.escape(f"Spectrum of the update ΔW: {where}"), template="plotly_white",
                       xaxis_title="direction (largest first)", yaxis_title="singular value (strength)",
                       yaxis_type="log" if log else "linear", xaxis_type="log" if log else "linear", height=420)
-    if log:  # label 1, 2 and 5 of each decade: plotly's every digit ran into each other on a short axis
-        fig.update_xaxes(dtick="D2")
-        fig.update_yaxes(dtick="D2")
+    if log:  # 1, 2 and 5 of each decade, whole: plotly's small digits ran into each other on a short axis
+        readable_log_axes(fig)
     return projector_layout(fig)
 
 

@@ -26,8 +26,16 @@ from tunekit.widgets.live import SMOOTH, LiveCurves  # noqa: F401  (SMOOTH: the 
 from tunekit.widgets.sizer import FitFigures
 from tunekit.widgets.views import RunsPanel
 
+PROJECTOR_SCALE = 1.25
+"""The lab's projector switch: its text and its figures' text this many times their size (13 px
+JupyterLab text becomes 16 px; figures' 14 px, 17.5)."""
+
 _CSS = ("<style>.tunekit-lab .widget-html-content{white-space:normal}"
-        ".tunekit-lab h3{margin:0 16px 0 0}</style>" + CURVES_CSS)
+        ".tunekit-lab h3{margin:0 16px 0 0}"
+        # the projector switch: JupyterLab's font-size variables, inside the lab only (they inherit)
+        ".tunekit-projector{--jp-widgets-font-size:16px;--jp-ui-font-size1:16px;--jp-content-font-size1:16px;"
+        "font-size:16px}.tunekit-projector .tunekit-legend{font-size:17.5px}"
+        ".tunekit-projector .widget-label{min-width:max-content}</style>" + CURVES_CSS)
 
 
 def clock(seconds: float) -> str:
@@ -86,14 +94,17 @@ class Lab(W.VBox):
         train_size, eval_size: the starting values of the "train examples" and "eval examples" boxes.
         task: ``"classification"`` (a head on the data's labels) or ``"causal_lm"`` (next-token
             loss on the data's texts; the second curve shows perplexity).
+        projector: start with the projector switch on (larger text in the lab and its figures).
     """
 
     status = traitlets.Unicode("")
     running = traitlets.Bool(False)
     last_run = traitlets.Unicode("")
+    #: the projector switch: the lab's text and its figures' text :data:`PROJECTOR_SCALE` times larger
+    projector = traitlets.Bool(False)
 
     def __init__(self, model: str = "minilm", data: Any = "rotten_tomatoes", runs_dir: str = DEFAULT_RUNS_DIR,
-                 train_size: int = 500, eval_size: int = 300, task: str = "classification"):
+                 train_size: int = 500, eval_size: int = 300, task: str = "classification", projector: bool = False):
         positive_int("train_size", train_size)
         positive_int("eval_size", eval_size)
         self.data = tk.data.load(data)
@@ -111,10 +122,12 @@ class Lab(W.VBox):
         self._data_sources[data_label] = data
         model = str(model)  # a Path works too
         models = list(BUILTIN_MODELS) + ([] if model in BUILTIN_MODELS else [model])
+        # the pickers share the title's row with the projector switch: they shrink before anything wraps
+        picker = W.Layout(width="auto", flex="1 1 240px", max_width="330px")
         self.model_w = W.Dropdown(options=models, value=model, description="model",
-                                  style={"description_width": "50px"}, layout=W.Layout(width="330px"))
+                                  style={"description_width": "50px"}, layout=picker)
         self.data_w = W.Dropdown(options=list(self._data_sources), value=data_label, description="data",
-                                 style={"description_width": "50px"}, layout=W.Layout(width="330px"))
+                                 style={"description_width": "50px"}, layout=picker)
         self._picked = (model, data_label)  # what is loaded now (a failed pick goes back to it)
         self._holding = False
         self.model_w.observe(lambda _c: self._pick(), "value")
@@ -141,13 +154,29 @@ class Lab(W.VBox):
         self._left = W.VBox([self.diagram, self.controls])
         train_row = W.HBox([self.train_button, self.stop_button, self.progress, self.progress_w],
                            layout=W.Layout(flex_flow="row wrap", align_items="center"))
-        title_row = W.HBox([W.HTML("<h3>tunekit lab</h3>"), self.model_w, self.data_w],
+        self.projector_w = W.ToggleButton(False, description="projector", layout=W.Layout(width="auto"),
+                                          tooltip="larger text in the lab and its figures, for a room")
+        traitlets.link((self.projector_w, "value"), (self, "projector"))
+        title_row = W.HBox([W.HTML("<h3>tunekit lab</h3>"), self.model_w, self.data_w, self.projector_w],
                            layout=W.Layout(flex_flow="row wrap", align_items="center"))
         super().__init__([W.HTML(_CSS), FitFigures(), title_row,
                           self.header, self._left, train_row, self.status_w, self.live, self.runs])
         self.add_class("tunekit-lab")
         self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
         self._follow(self.controls)
+        self.projector = bool(projector)
+
+    @traitlets.observe("projector")
+    def _projector_changed(self, change) -> None:
+        """The projector switch: the lab's text and every figure's text :data:`PROJECTOR_SCALE`
+        times larger (or back). The lab stays one 1280x800 screen with the file browser closed, as
+        a room sees it (with it open, the longer lines wrap and the live legend falls below)."""
+        on = bool(change["new"])
+        (self.add_class if on else self.remove_class)("tunekit-projector")
+        self.projector_w.button_style = "info" if on else ""  # pressed, and seen to be
+        scale = PROJECTOR_SCALE if on else 1.0
+        self.live.set_text_scale(scale)
+        self.runs.set_text_scale(scale)
 
     # ----- the live curves (tunekit.widgets.live), as the lab has always offered them ---------------
     loss_fig = property(lambda self: self.live.loss_fig, doc="The live training-loss FigureWidget.")

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import traitlets
 
 from tunekit import plots
-from tunekit.plots.axes import FONT, projector_layout, say_empty, score_title, wrap
+from tunekit.plots.axes import FONT, projector_layout, say_empty, scale_text, score_title, wrap
 from tunekit.plots.runs import ema
 from tunekit.widgets.sizer import figure_widget
 
@@ -71,6 +71,7 @@ class LiveCurves(W.VBox):
         self._pending: list[tuple[int, float]] = []  # (step, loss) not yet drawn
         self._drawn_at = 0.0
         self._lock = threading.RLock()  # the worker, a timer and the kernel all touch the curves
+        self.text_scale = 1.0  # the lab's projector switch: the curves' text this many times its size
         super().__init__([W.HTML(CSS), self.box, self.legend])
 
     # ----- a run's curves ------------------------------------------------------------------------
@@ -125,10 +126,24 @@ class LiveCurves(W.VBox):
                 # a narrow chart: the evaluation-set size goes to the title, the axis keeps a short name
                 title = score_title(self.metric.key, [n] if isinstance(n, int) else [])
                 self.acc_fig.layout.title.text = wrap(title, 30)
-                self.acc_fig.layout.yaxis.title.text = f"{self.metric.title} (dashed: chance)"
+                # two short lines: one long line ran past the short plot at a projector's text size
+                self.acc_fig.layout.yaxis.title.text = f"{self.metric.title}<br>(dashed: chance)"
                 lines = self.acc_fig.layout.title.text.count("<br>") + 1
-                self.acc_fig.layout.margin.t = 30 + 26 * lines
-                self.acc_fig.layout.title.pad.t = 8 + 13 * (lines - 1)  # as projector_layout places it
+                k = self.text_scale  # (the chance line's text and the title's room as large as the rest)
+                self.acc_fig.layout.margin.t = round((30 + 26 * lines) * k)
+                self.acc_fig.layout.title.pad.t = round((8 + 13 * (lines - 1)) * k)  # as projector_layout places it
+                for a in self.acc_fig.layout.annotations:
+                    if a.font.size == FONT:
+                        a.font.size = round(FONT * k, 2)
+
+    def set_text_scale(self, scale: float) -> None:
+        """The curves' text ``scale`` times its size (the lab's projector switch: 1.25 on, 1 off).
+        Their height stays: a height set on a drawn figure makes plotly.js fix its width as well
+        (``relayout`` turns ``autosize`` off), and the curve would no longer follow its place."""
+        with self._lock:
+            for fig in (self.loss_fig, self.acc_fig):
+                scale_text(fig, scale / self.text_scale)
+            self.text_scale = scale
 
     def finished(self, status: str) -> None:
         """The newest run ended with ``status`` (said in the legend unless it completed)."""

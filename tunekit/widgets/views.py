@@ -14,6 +14,7 @@ import time
 from typing import Callable
 
 import ipywidgets as W
+import plotly.graph_objects as go
 
 import tunekit as tk
 from tunekit import inspect, plots
@@ -42,10 +43,11 @@ def banner(kind: str, text: str) -> str:
     return _BANNER.format(style=_STYLES[kind], text=html.escape(text))
 
 
-def _as_widget(item) -> W.Widget:
+def _as_widget(item, text_scale: float = 1.0) -> W.Widget:
     if isinstance(item, str):
         return W.HTML(item)
-    return figure_widget(item)  # as wide as its tab (FitFigures, in the panel, tells it when)
+    # as wide as its tab (FitFigures, in the panel, tells it when); its text as large as the lab's
+    return figure_widget(plots.axes.scale_text(item, text_scale))
 
 
 def _kind(kind: str, item):
@@ -55,12 +57,12 @@ def _kind(kind: str, item):
     return item
 
 
-def _with_captions(items: list) -> list[W.Widget]:
+def _with_captions(items: list, text_scale: float = 1.0) -> list[W.Widget]:
     """Each figure (or HTML view) followed by its caption line: how to read it, in words."""
     out = []
     for item in items:
         kind = getattr(item, "_tunekit_kind", None)
-        out.append(_as_widget(item))
+        out.append(_as_widget(item, text_scale))
         text = captions.caption_for(item, kind)
         if text:
             out.append(W.HTML(captions.caption_html(text)))
@@ -139,6 +141,7 @@ class RunsPanel(W.VBox):
         self._generation = dict.fromkeys(VIEWS, 0)
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()  # one view computes at a time (they share the CPU and the models)
+        self.text_scale = 1.0  # the lab's projector switch: the figures' text this many times its size
         self.buttons = {}
         tabs = []
         for name in VIEWS:
@@ -161,6 +164,15 @@ class RunsPanel(W.VBox):
 
     def runs(self) -> list:
         return tk.list_runs(self.runs_dir)
+
+    def set_text_scale(self, scale: float) -> None:
+        """The views' figures with their text ``scale`` times its size (the lab's projector
+        switch), those shown now and those drawn later."""
+        factor, self.text_scale = scale / self.text_scale, scale
+        for pane in self.panes.values():
+            for w in pane.children:
+                if isinstance(w, go.FigureWidget):
+                    plots.axes.scale_text(w, factor)
 
     def selected(self) -> list:
         names = set(self.select.value)
@@ -249,7 +261,7 @@ class RunsPanel(W.VBox):
                     return  # a newer request for this view replaced this one
                 try:
                     items = builders[view](runs, step)
-                    widgets = _with_captions(items)
+                    widgets = _with_captions(items, self.text_scale)
                 except Exception as e:  # noqa: BLE001 - say it in the app, in words
                     if generation != self._generation[view]:
                         return
