@@ -182,11 +182,14 @@ JS_LAB_FIT = """() => {
   const status = (document.querySelector('.tunekit-status') || {}).parentElement;
   const curves = [...document.querySelectorAll('.tunekit-curves .js-plotly-plot')];
   const legend = document.querySelector('.tunekit-legend');
+  // its entries (a swatch and a name each) apart: at least 8 px between two on one line
+  const entries = legend ? [...legend.querySelectorAll('.widget-html-content > span')].map(R) : [];
+  const crowded = entries.slice(1).filter((r, i) => Math.abs(r.top - entries[i].top) < 2 && r.left - entries[i].right < 8).length;
   // the controls: the model diagram's row of layers and presets, the strategy's grid of settings
   const controls = [...document.querySelectorAll('.tunekit-strip, .tunekit-grid')].filter(e => e.offsetParent !== null);
   const fb = document.querySelector('#filebrowser');
   return {window: [W, H], visible: [Math.round(T), Math.round(H)], train: inside(train), status: inside(status), curves: curves.map(inside),
-          legend: inside(legend),
+          legend: inside(legend), legend_crowded: crowded,
           controls: controls.map(inside),
           where: {train: where(train), status: where(status), curves: curves.map(where), controls: controls.map(where),
                   legend: where(legend)},
@@ -392,6 +395,7 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
                             "the stopped run to be recorded")
             assert "stopped" in state["table"]
             page.screenshot(path=str(shots / "lab-stopped.png"))
+            assert page.evaluate(JS_LAB_FIT)["legend_crowded"] == 0  # two runs' entries in the legend, apart
 
             # the Post-training tab: prune the newest run at the default 50 %; the record joins the table
             page.locator(".lm-TabBar-tab", has_text="Post-training").first.click()

@@ -34,8 +34,9 @@ the lab's controls, Train and both curves fit one 1280x800 screen with the file 
 # the two curves share the width; plotly follows its container (autosize). The lab puts these rules
 # first on its page as well: a figure drawn before them would take plotly's 700 px fallback width.
 CSS = ("<style>.tunekit-curves{width:100%;gap:4px}.tunekit-curves>*{flex:1 1 0;min-width:0;width:0}"
-        f".tunekit-legend{{display:flex;flex-wrap:wrap;gap:2px 18px;font-size:{FONT}px;line-height:1.4;"
-        "max-height:4.4em;overflow-y:auto}.tunekit-legend .widget-html-content{white-space:normal}</style>")
+        # the entries are the children of the HTML widget's content box: that box lays them out, apart
+        f".tunekit-legend{{font-size:{FONT}px;line-height:1.4;max-height:4.4em;overflow-y:auto}}"
+        ".tunekit-legend .widget-html-content{display:flex;flex-wrap:wrap;gap:2px 18px;white-space:normal}</style>")
 
 
 def _curve(title: str, empty: str) -> go.FigureWidget:
