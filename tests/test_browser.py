@@ -10,6 +10,7 @@ notes, the points' labels, the axes' tick labels) inside the figure and apart, i
 apart and below the plot; once the lab
 is scrolled into view, the model diagram, the strategy's settings, the Train button, the status
 line, both live curves and their legend are on screen.
+LoRA's settings are shown: its targets chosen (query, value), each whole and on screen.
 The file browser is then closed and opened again: each figure must follow its place's new width.
 The projector switch is pressed with the file browser closed: the lab's text (at least 15 px) and
 its figures' text larger, and the lab still one screen; then released.
@@ -384,6 +385,26 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
                     f.screenshot(path=str(shots / f"view-{i + 1}-{tab}-{k + 1}.png"))
                 misfits += [f"{tab}: {b}" for b in page.evaluate(JS_FIT)["bad"]]
             page.locator(".lm-TabBar-tab", has_text="Compare").first.click()
+
+            # LoRA's settings (issue 20): the targets show what is chosen, each target in full, on screen
+            strategy = page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="strategy"))
+            strategy.locator("select").select_option(label="LoRA")
+            page.locator(".tunekit-lora .widget-toggle-button").first.wait_for(state="visible", timeout=20_000)
+            assert page.evaluate(JS_LAB_TOP)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / "lab-lora.png"))
+            targets = page.evaluate("""() => [...document.querySelectorAll('.tunekit-lora .widget-toggle-button')].map(b => {
+                const r = b.getBoundingClientRect();
+                return {name: b.textContent.trim(), chosen: b.classList.contains('mod-active'),
+                        whole: b.scrollWidth <= b.clientWidth + 1, on_screen: r.top >= 0 && r.bottom <= window.innerHeight};
+              })""")
+            assert [t["name"] for t in targets if t["chosen"]] == ["query", "value"], targets  # LoRA's defaults
+            assert all(t["whole"] and t["on_screen"] for t in targets), targets
+            rows = page.evaluate("() => new Set([...document.querySelectorAll('.tunekit-lora .widget-toggle-button')]"
+                                 ".map(b => Math.round(b.getBoundingClientRect().top))).size")
+            assert rows == 1, rows  # one line of toggles beside the file browser (stacked, they took four)
+            strategy.locator("select").select_option(label="Freeze layers")
+            page.wait_for_timeout(500)
 
             _fill(page, "train examples", "4000")
             _fill(page, "epochs", "3")

@@ -68,7 +68,7 @@ class TargetToggles(W.HBox):
                         for name in self.options}
         buttons = W.HBox(list(self.toggles.values()), layout=W.Layout(flex_flow="row wrap", flex="1 1 0",
                                                                       min_width="0"))
-        label = W.Label(description, layout=W.Layout(width=description_width, flex="0 0 auto"))
+        label = W.Label(description, layout=W.Layout(width=description_width, flex="0 0 auto", margin="0 8px 0 0"))
         super().__init__([label, buttons], layout=W.Layout(width="auto", align_items="center"))
         self._syncing = False
         for t in self.toggles.values():
@@ -106,8 +106,11 @@ def _in_words(names: list[str]) -> str:
 # a grid of controls: as many 200 px columns as the width holds
 _GRID_CSS = ("<style>.tunekit-grid{display:grid!important;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));"
              "gap:2px 10px;width:100%}.tunekit-grid>*{min-width:0}.tunekit-grid .widget-html-content"
-             "{white-space:normal;line-height:1.3}.tunekit-lora{grid-column:span 3;display:flex;gap:10px}"
-             ".tunekit-lora>*{flex:1 1 0;min-width:0}.tunekit-lora>:first-child{flex-grow:1.4}"
+             # LoRA's rank, alpha and targets: a row of their own, the targets the widest (a toggle each, in
+             # one line: stacked in a third of the row they took four lines)
+             "{white-space:normal;line-height:1.3}.tunekit-lora{grid-column:1/-1;display:flex;gap:10px}"
+             ".tunekit-lora>*{flex:0.8 1 0;min-width:0}.tunekit-lora>:first-child{flex-grow:1.5}"
+             ".tunekit-lora>:last-child{flex-grow:2}"
              ".tunekit-span2{grid-column:span 2;display:flex;gap:10px}"
              ".tunekit-span2>:first-child{flex:1 1 0;min-width:0}"
              "</style>")
@@ -143,7 +146,7 @@ class StrategyControls(W.VBox):
         self.alpha = W.FloatText(16.0, description="LoRA alpha", style=style, layout=wide)
         self.alpha_note = W.HTML()
         self.alpha_edited = False  # True once the user set alpha to something other than 2 x rank
-        self.targets = TargetToggles(targets, default_short, description="LoRA targets")
+        self.targets = TargetToggles(targets, default_short, description="LoRA targets", description_width="auto")
         self.errors = {name: W.HTML() for name in ("kind", "rank", "alpha", "targets")}
         # shown for LoRA only: rank, alpha and targets side by side, three columns of the grid
         self.lora_box = W.HBox([W.VBox([self.rank, self.errors["rank"]]),
@@ -174,7 +177,7 @@ class StrategyControls(W.VBox):
         self.lr.observe(self._lr_set, "value")
         self.default_lr.observe(lambda c: self._changed() if c["new"] else None, "value")
         # four columns beside the file browser at 1280 px (fewer when narrower): strategy, learning
-        # rate and its default, epochs; the run's sizes; the seed, then LoRA's rank, alpha and targets
+        # rate and its default, epochs; the run's sizes; the seed; LoRA's rank, alpha and targets
         lr = W.HBox([self.lr, self.default_lr])
         lr.add_class("tunekit-span2")
         grid = W.HBox([W.VBox([self.kind_w, self.errors["kind"]]), lr, self.epochs,
