@@ -53,9 +53,11 @@ _EXPORTS = {
     "Lab": "tunekit.widgets",
     "prune": "tunekit.post", "quantize": "tunekit.post", "distil": "tunekit.post", "forgetting": "tunekit.post",
     "measure": "tunekit.post",
+    "experiment": "tunekit.experiments", "Experiment": "tunekit.experiments",
+    "list_experiments": "tunekit.experiments",
 }
 _MODULES = ("data", "models", "backbone", "tasks", "adapters", "strategies", "engine", "runs", "plots", "config",
-            "report", "inspect", "widgets", "metrics", "post")
+            "report", "inspect", "widgets", "metrics", "post", "experiments")
 
 __all__ = sorted(_EXPORTS) + list(_MODULES)
 

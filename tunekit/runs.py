@@ -360,6 +360,8 @@ def list_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[Run]:
         return []
     runs = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (d / "experiment.json").exists():  # an experiment's record: its cells are runs of their own
+            continue
         try:
             runs.append(Run(d))
         except RunRecordError as e:

@@ -1,0 +1,107 @@
+"""tk.experiment (issue 21, first part): a grid of (strategy, size, seed) cells, each an ordinary
+run record, reported on the test split with bootstrap intervals; resumable; refused bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import tunekit as tk
+from tunekit.config import ConfigError
+from tunekit.evaluation import subset
+from tunekit.experiments import bootstrap_mean, in_words
+
+
+@pytest.fixture
+def grid(tiny_dir, small, tmp_path):
+    kw = dict(sizes=[16, 48], seeds=2, model=tiny_dir, name="tiny grid", runs_dir=str(tmp_path / "runs"),
+              eval_size=16, batch_size=16)
+    return kw
+
+
+def test_a_grid_trains_every_cell_once_and_resumes(grid, small, tmp_path, monkeypatch):
+    exp = tk.experiment([tk.Probe(), tk.Full()], small, **grid)
+    assert len(exp.done()) == 2 * 2 * 2
+    record = json.loads((exp.path / "experiment.json").read_text())
+    assert record["kind"] == "experiment" and record["grid"]["strategies"] == ["probe", "full"]
+    # every cell is an ordinary run record, listed and loadable; the experiment's folder is not a run
+    runs = tk.list_runs(grid["runs_dir"])
+    assert len(runs) == 8 and {r.status for r in runs} == {"completed"}
+    assert sorted(r.name for r in runs) == sorted(c["run"] for c in exp.done())
+    cell = exp.cells["full|48|1"]
+    run = tk.load_run(exp.path.parent / cell["run"])
+    assert run.config["data"]["train_used"] == 48 and run.config["train"]["seed"] == 1
+    assert len(cell["correct"]) == len(small.test) and cell["test_accuracy"] == np.mean(cell["correct"])
+    assert exp.cells["probe|16|0"]["lr"] == tk.Probe.default_lr
+
+    table = exp.table()
+    assert list(table[["strategy", "size"]].itertuples(index=False, name=None)) == \
+        [("probe", 16), ("probe", 48), ("full", 16), ("full", 48)]
+    assert (table["seeds"] == 2).all() and (table["low"] <= table["accuracy"]).all() \
+        and (table["accuracy"] <= table["high"]).all()
+    assert (table["seconds"] > 0).all() and (table["trainable"] > 0).all()
+    diff = exp.compare("full", "probe")
+    assert list(diff["size"]) == [16, 48] and (diff["low"] <= diff["high"]).all()
+    assert all(("inside the noise" in s) == inside for s, inside in zip(diff["said"], diff["inside_noise"]))
+
+    # the same call again trains nothing; a cell lost in a crash is the only one retrained
+    calls = []
+    real = tk.experiments._train_cell
+    monkeypatch.setattr(tk.experiments, "_train_cell", lambda *a, **k: calls.append(a[2:5]) or real(*a, **k))
+    again = tk.experiment([tk.Probe(), tk.Full()], small, **grid)
+    assert calls == [] and len(again.done()) == 8
+    del again.record["cells"]["full|16|0"]
+    (again.path / "experiment.json").write_text(json.dumps(again.record))
+    third = tk.experiment([tk.Probe(), tk.Full()], small, **grid)
+    assert calls == [("full", 16, 0)] and len(third.done()) == 8
+    assert [e.name for e in tk.list_experiments(grid["runs_dir"])] == ["tiny grid"]
+
+
+def test_the_training_subsets_are_nested_for_a_seed():
+    """The 100 examples of a seed are inside its 300 (a learning curve moves with data, not noise)."""
+    for seed in (0, 1, 2):
+        small, large = set(subset(1000, 100, seed)), set(subset(1000, 300, seed))
+        assert small < large
+    assert set(subset(1000, 100, 0)) != set(subset(1000, 100, 1))
+
+
+def test_bad_grids_are_refused_before_anything_trains(grid, small):
+    with pytest.raises(ConfigError, match="more than the 192 training examples"):
+        tk.experiment([tk.Probe()], small, **{**grid, "sizes": [16, 500]})
+    with pytest.raises(ConfigError, match="seeds"):
+        tk.experiment([tk.Probe()], small, **{**grid, "seeds": 0})
+    with pytest.raises(ConfigError, match="at least one strategy"):
+        tk.experiment([], small, **grid)
+    with pytest.raises(ConfigError, match="unknown strategy|Unknown strategy|not a strategy"):
+        tk.experiment(["no-such-strategy"], small, **grid)
+    with pytest.raises(ConfigError, match="share a label"):
+        tk.experiment([tk.LoRA(rank=4), tk.LoRA(rank=4)], small, **grid)
+    with pytest.raises(ConfigError, match="not built yet"):
+        tk.experiment([tk.Probe()], small, lr="tune", **grid)
+    with pytest.raises(ConfigError, match="lr names strategies not in the grid"):
+        tk.experiment([tk.Probe()], small, lr={"full": 1e-4}, **grid)
+    with pytest.raises(ConfigError, match="set per cell"):
+        tk.experiment([tk.Probe()], small, seed=3, **grid)
+    assert not tk.list_runs(grid["runs_dir"])  # nothing trained
+
+
+def test_the_same_name_with_another_grid_is_refused(grid, small):
+    tk.experiment([tk.Probe()], small, **{**grid, "sizes": [16], "seeds": 1})
+    with pytest.raises(ConfigError, match="another grid .*sizes.*resume it, or give this one another name"):
+        tk.experiment([tk.Probe()], small, **{**grid, "sizes": [16, 48], "seeds": 1})
+
+
+def test_the_bootstrap_interval_covers_both_seeds_and_examples():
+    rng = np.random.default_rng(0)
+    same = rng.integers(0, 2, size=(3, 400))
+    mean, lo, hi = bootstrap_mean(same)
+    assert lo < mean < hi and 0.03 < hi - lo < 0.15  # about +-2 standard errors of 1,200 coin flips
+    # seeds that disagree widen it beyond what the examples alone give
+    apart = np.vstack([np.ones(400), np.zeros(400), np.ones(400)])
+    _, lo2, hi2 = bootstrap_mean(apart)
+    assert hi2 - lo2 > 0.5
+    assert bootstrap_mean(same) == bootstrap_mean(same)  # seeded: the same record, the same interval
+    assert in_words(-0.004, -0.021, 0.013, "LoRA r8", "full", 300) == \
+        "LoRA r8 vs full at 300 examples: -0.4 points [-2.1, +1.3], inside the noise"
+    assert in_words(0.05, 0.02, 0.08, "full", "probe", 1000).endswith("full better")

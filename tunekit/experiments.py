@@ -1,0 +1,377 @@
+"""Experiments: which strategy wins at which data size, with error bars.
+
+    exp = tk.experiment([tk.Probe(), tk.Freeze.top(2), tk.LoRA(rank=8), tk.Full()], "rotten_tomatoes",
+                        sizes=[100, 300, 1000], seeds=3, name="rt-transfer")
+    exp.table()                      # one row per (strategy, size): mean, 95 % interval, seeds, cost
+    exp.compare("LoRA r8", "full")   # the paired difference per size, with its interval
+
+The grid is every (strategy, training-set size, seed). Each cell is an ordinary run record in
+``runs_dir`` (listed, loaded, inspected and pruned like any other); the experiment's own record,
+``runs_dir/<name>/experiment.json``, names the grid and, per finished cell, its run, its cost and
+whether it got each test example right. It is rewritten (atomically) after every cell, so calling
+the same experiment again **resumes**: finished cells are not retrained, a failed one is retried,
+and a kernel restart or a kill loses at most the cell in progress.
+
+Fair by construction:
+
+- for a seed, the training subsets are nested: the ``n`` examples are the first ``n`` of one
+  seeded permutation of the training split (:func:`tunekit.evaluation.subset`), so the 100 are
+  inside the 300 and a learning curve moves with the data, not with sampling noise;
+- every cell is evaluated on the same validation subset while it trains, and reported on the same
+  **test** split, which no training or choice saw;
+- a seed seeds the model's new weights, the subset and the shuffling alike, for every strategy.
+
+Statistics: per cell, the mean test accuracy over seeds with a 95 % interval from a two-level
+percentile bootstrap (resample the seeds, then the test examples within each resampled seed;
+:data:`BOOTSTRAP` resamples, seeded), so the interval holds both sources of noise. Between two
+strategies, :meth:`Experiment.compare` takes the paired difference on the same seeds and the same
+test examples, bootstrapped the same way, and says when it is inside the noise.
+
+This part trains the cells one after another in this process; a learning-rate search
+(``lr="tune"``), workers sharing one queue, the lab's tab, the plots and the command line are the
+rest of issue 21.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TrainConfig, TrainingError, positive_int
+from tunekit.data import load as load_data
+from tunekit.engine import Trainer
+from tunekit.models import load_for
+from tunekit.runs import Run, RunRecordError
+from tunekit.strategies import get_strategy
+from tunekit.writer import write_json
+
+BOOTSTRAP = 2000
+"""Bootstrap resamples for every interval (percentile method, seeded: the same record gives the
+same interval)."""
+
+FORMAT = "tunekit-experiment/1"
+RECORD = "experiment.json"
+
+
+def _cell_key(label: str, size: int, seed: int) -> str:
+    return f"{label}|{size}|{seed}"
+
+
+def _folder_word(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "x"
+
+
+def bootstrap_mean(correct: np.ndarray, resamples: int = BOOTSTRAP, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of ``correct`` (seeds x examples, 0/1 or any score) and its ``level`` interval
+    by a two-level percentile bootstrap: resample the seeds (rows), then the examples (columns)
+    within each resampled seed. One seed: the examples alone."""
+    correct = np.asarray(correct, dtype=float)
+    if correct.ndim != 2 or correct.size == 0:
+        raise ValueError("expected a non-empty seeds x examples array")
+    rng = np.random.default_rng(seed)
+    seeds, examples = correct.shape
+    rows = rng.integers(0, seeds, size=(resamples, seeds)) if seeds > 1 else np.zeros((resamples, 1), int)
+    cols = rng.integers(0, examples, size=(resamples, seeds, examples))
+    means = correct[rows[..., None], cols].mean(axis=(1, 2))
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(correct.mean()), float(lo), float(hi)
+
+
+def in_words(diff: float, lo: float, hi: float, a: str, b: str, size: int) -> str:
+    """``LoRA r8 vs full at 300 examples: -0.4 points [-2.1, 1.3], inside the noise``."""
+    verdict = ("inside the noise" if lo <= 0 <= hi
+               else f"{a if diff > 0 else b} better")
+    return f"{a} vs {b} at {size:,} examples: {100 * diff:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}], {verdict}"
+
+
+@dataclass
+class Experiment:
+    """An experiment's record (``runs_dir/<name>/experiment.json``), read as data."""
+
+    path: Path
+    record: dict
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Experiment":
+        """The experiment in folder ``path`` (or its ``experiment.json``)."""
+        p = Path(path)
+        p = p.parent if p.name == RECORD else p
+        try:
+            record = json.loads((p / RECORD).read_text())
+        except (OSError, ValueError) as e:
+            raise RunRecordError(f"{p / RECORD} is not a readable experiment record: {e}") from e
+        if record.get("format") != FORMAT:
+            raise RunRecordError(f"{p / RECORD} is not a tunekit experiment record (format {record.get('format')!r})")
+        return cls(p, record)
+
+    @property
+    def name(self) -> str:
+        return self.record["name"]
+
+    @property
+    def grid(self) -> dict:
+        return self.record["grid"]
+
+    @property
+    def cells(self) -> dict:
+        return self.record.get("cells", {})
+
+    def done(self) -> list[dict]:
+        """The finished cells (their test results recorded)."""
+        return [c for c in self.cells.values() if c.get("status") == "completed" and c.get("correct") is not None]
+
+    def runs(self) -> list[Run]:
+        """The run records of the finished cells (ordinary runs), in the grid's order."""
+        root = self.path.parent
+        return [Run(root / c["run"]) for c in self.done() if (root / c["run"]).is_dir()]
+
+    def _matrix(self, label: str, size: int) -> tuple[np.ndarray, list[int]]:
+        cells = sorted((c for c in self.done() if c["strategy"] == label and c["size"] == size),
+                       key=lambda c: c["seed"])
+        if not cells:
+            return np.zeros((0, 0)), []
+        return np.array([c["correct"] for c in cells], dtype=float), [c["seed"] for c in cells]
+
+    def table(self) -> pd.DataFrame:
+        """One row per (strategy, size) with a finished cell: the test accuracy's mean over seeds,
+        its 95 % interval (two-level bootstrap, see the module), the seeds done, and the mean
+        cost per cell: wall time, measured peak memory, trainable parameters, the learning rate."""
+        rows = []
+        for label in self.grid["strategies"]:
+            for size in self.grid["sizes"]:
+                m, seeds = self._matrix(label, size)
+                if not seeds:
+                    continue
+                mean, lo, hi = bootstrap_mean(m, seed=size)
+                cells = [c for c in self.done() if c["strategy"] == label and c["size"] == size]
+                rows.append({"strategy": label, "size": size, "accuracy": mean, "low": lo, "high": hi,
+                             "seeds": len(seeds), "test examples": m.shape[1],
+                             "seconds": float(np.mean([c["wall_time_s"] for c in cells])),
+                             "memory_mb": _mean([c.get("peak_memory_mb") for c in cells]),
+                             "trainable": _mean([c.get("trainable") for c in cells]),
+                             "lr": cells[0].get("lr")})
+        return pd.DataFrame(rows, columns=["strategy", "size", "accuracy", "low", "high", "seeds", "test examples",
+                                           "seconds", "memory_mb", "trainable", "lr"])
+
+    def compare(self, a: str, b: str) -> pd.DataFrame:
+        """``a`` minus ``b`` in test accuracy per size, paired: on the seeds both finished and the
+        same test examples, with a 95 % interval (two-level bootstrap over the per-example
+        differences) and the finding in words (``inside the noise`` when the interval holds 0)."""
+        for s in (a, b):
+            if s not in self.grid["strategies"]:
+                raise ConfigError(f"strategy {s!r} is not in experiment {self.name!r}; "
+                                  f"it has {self.grid['strategies']}")
+        rows = []
+        for size in self.grid["sizes"]:
+            ma, sa = self._matrix(a, size)
+            mb, sb = self._matrix(b, size)
+            both = sorted(set(sa) & set(sb))
+            if not both:
+                continue
+            d = ma[[sa.index(s) for s in both]] - mb[[sb.index(s) for s in both]]
+            diff, lo, hi = bootstrap_mean(d, seed=size + 1)
+            rows.append({"size": size, "difference": diff, "low": lo, "high": hi, "seeds": len(both),
+                         "inside_noise": bool(lo <= 0 <= hi), "said": in_words(diff, lo, hi, a, b, size)})
+        return pd.DataFrame(rows, columns=["size", "difference", "low", "high", "seeds", "inside_noise", "said"])
+
+    def __repr__(self) -> str:
+        g = self.grid
+        total = len(g["strategies"]) * len(g["sizes"]) * g["seeds"]
+        return f"Experiment({self.name!r}, {len(self.done())}/{total} cells done, {self.path})"
+
+
+def _mean(values) -> Optional[float]:
+    xs = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return float(np.mean(xs)) if xs else None
+
+
+@torch.no_grad()
+def _test_correct(model, test: pd.DataFrame, batch_size: int, max_length: int) -> list[int]:
+    """1 where ``model`` predicts the test example's label, else 0 (in the test split's order)."""
+    probs = model.predict_proba(list(test["text"]), max_length=max_length, batch_size=batch_size)
+    return (probs.argmax(-1).numpy() == test["label"].to_numpy()).astype(int).tolist()
+
+
+def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, sizes: Sequence[int],
+               seeds: int = 3, model: str = "minilm", name: str = "experiment",
+               runs_dir: str = DEFAULT_RUNS_DIR, lr: Optional[float | dict] = None,
+               test_size: Optional[int] = None, progress: bool = True, **overrides) -> Experiment:
+    """Train every (strategy, size, seed) cell not yet done, and return the :class:`Experiment`.
+
+    Args:
+        strategies: strategy objects or names (``tk.LoRA(rank=8)``, ``"probe"``); their labels
+            name them in the table (two strategies with one label are refused).
+        data: a TextDataset or anything :func:`tunekit.data.load` takes; its test split reports.
+        sizes: training-set sizes, each at most the training split's size (nested per seed).
+        seeds: how many seeds (0, 1, ...) per (strategy, size).
+        model: the built-in name, directory or cached hub id every cell starts from.
+        name: the experiment's folder in ``runs_dir``; the same name and grid resumes it, the
+            same name with another grid is refused.
+        lr: None (each strategy's default), one rate for all, or ``{label: rate}``.
+        test_size: report on a seeded subset of the test split (None: all of it).
+        progress: a progress bar over the cells (tqdm), with the cell being trained.
+        **overrides: other :class:`~tunekit.config.TrainConfig` fields for every cell (epochs,
+            batch_size, eval_size, ...).
+    """
+    data = load_data(data)
+    if not strategies:
+        raise ConfigError("experiment needs at least one strategy (e.g. [tk.Probe(), tk.LoRA(rank=8), tk.Full()])")
+    strategies = [get_strategy(s) for s in strategies]
+    labels = [s.label for s in strategies]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"two strategies share a label in {labels}: give each its own settings")
+    sizes = list(sizes)
+    if not sizes:
+        raise ConfigError("sizes must list at least one training-set size, e.g. sizes=[100, 300, 1000]")
+    for n in sizes:
+        positive_int("sizes", n)
+        if n > len(data.train):
+            raise ConfigError(f"sizes: {n:,} is more than the {len(data.train):,} training examples of "
+                              f"{data.name!r}")
+    if len(set(sizes)) != len(sizes):
+        raise ConfigError(f"sizes has a size twice: {sizes}")
+    sizes = sorted(sizes)
+    positive_int("seeds", seeds)
+    if len(data.test) == 0:
+        raise ConfigError(f"{data.name!r} has no test split to report on; make one (test_size > 0 when loading)")
+    if test_size is not None:
+        positive_int("test_size", test_size)
+    for key in ("seed", "train_size", "runs_dir", "name"):
+        if key in overrides:
+            raise ConfigError(f"{key} is set per cell by the experiment; leave it out")
+    rates = _rates(lr, labels)
+    TrainConfig(**overrides)  # every override checked before anything trains
+
+    folder = Path(runs_dir).expanduser() / _folder_word(name)
+    grid = {"strategies": labels, "specs": [s.describe() for s in strategies],
+            "sizes": sizes, "seeds": int(seeds), "data": data.name, "model": str(model),
+            "test_size": test_size, "lr": rates, "overrides": {k: overrides[k] for k in sorted(overrides)}}
+    exp = _open(folder, name, grid)
+    test = data.test
+    if test_size is not None and test_size < len(test):
+        test = test.sample(n=test_size, random_state=0).sort_index()
+
+    if len(exp.done()) < len(labels) * len(sizes) * seeds:  # every strategy checked on the model before any trains
+        m = load_for(model, data, "classification", 0)
+        for strategy in strategies:
+            for phase in strategy.phases():
+                phase.strategy.plan(m)
+    total = len(labels) * len(sizes) * seeds
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=len(exp.done()), desc=name, unit="cell")
+    try:
+        for seed in range(seeds):
+            for size in sizes:
+                for strategy, label in zip(strategies, labels):
+                    key = _cell_key(label, size, seed)
+                    if exp.cells.get(key, {}).get("status") == "completed":
+                        continue
+                    if bar is not None:
+                        bar.set_postfix_str(f"{label}, {size:,} examples, seed {seed}")
+                    cell = _train_cell(exp, strategy, label, size, seed, data, test, model, rates.get(label),
+                                       overrides)
+                    exp.cells[key] = cell
+                    write_json(folder / RECORD, exp.record)
+                    if bar is not None:
+                        bar.update(1)
+                    if cell["status"] != "completed":
+                        warnings.warn(f"cell {label}, {size} examples, seed {seed} {cell['status']}: "
+                                      f"{cell.get('reason')}", stacklevel=2)
+    finally:
+        if bar is not None:
+            bar.close()
+    done = len(exp.done())
+    if done < total:
+        warnings.warn(f"experiment {name!r}: {done} of {total} cells finished; call it again to retry the others",
+                      stacklevel=2)
+    return exp
+
+
+def _rates(lr, labels: list[str]) -> dict:
+    if lr is None:
+        return {}
+    if lr == "tune":
+        raise ConfigError("lr='tune' (a learning-rate search per strategy) is not built yet: pass None (each "
+                          "strategy's default), one rate, or {label: rate}")
+    if isinstance(lr, dict):
+        unknown = sorted(set(lr) - set(labels))
+        if unknown:
+            raise ConfigError(f"lr names strategies not in the grid: {unknown} (the grid has {labels})")
+        for k, v in lr.items():
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise ConfigError(f"lr[{k!r}] must be a positive number (got {v!r})")
+        return {k: float(v) for k, v in lr.items()}
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+        return {label: float(lr) for label in labels}
+    raise ConfigError(f"lr must be None, a positive number or {{label: rate}} (got {lr!r})")
+
+
+def _open(folder: Path, name: str, grid: dict) -> Experiment:
+    """The experiment record in ``folder``: a new one, or the existing one if its grid is this
+    one (resume); another grid under the same name is refused."""
+    if (folder / RECORD).exists():
+        exp = Experiment.load(folder)
+        if exp.grid != grid:
+            changed = sorted(k for k in set(grid) | set(exp.grid) if grid.get(k) != exp.grid.get(k))
+            raise ConfigError(f"experiment {name!r} exists in {folder} with another grid (it differs in "
+                              f"{', '.join(changed)}): call it with the same grid to resume it, or give "
+                              f"this one another name")
+        return exp
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} exists and is not an experiment: give the experiment another name")
+    folder.mkdir(parents=True, exist_ok=True)
+    exp = Experiment(folder, {"format": FORMAT, "kind": "experiment", "name": name, "grid": grid, "cells": {},
+                              "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json(folder / RECORD, exp.record)
+    return exp
+
+
+def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, data, test: pd.DataFrame,
+                model: str, lr: Optional[float], overrides: dict) -> dict:
+    """Train one cell (a fresh model, the first ``size`` examples of the seed's permutation) and
+    score it on the test examples; the cell's entry for the experiment's record."""
+    run_name = _folder_word(f"{exp.name}-{label}-n{size}-s{seed}")
+    cfg = TrainConfig(**{"progress": False, **overrides}).replace(
+        seed=seed, train_size=size, runs_dir=str(exp.path.parent), name=run_name,
+        **({"lr": lr} if lr is not None else {}))
+    cell = {"strategy": label, "size": size, "seed": seed, "run": None, "status": "failed"}
+    try:
+        m = load_for(model, data, "classification", seed)
+        run = Trainer(m, data, strategy, cfg).run()
+    except TrainingError as e:
+        cell.update(reason=str(e), run=e.run.name if e.run is not None else None)
+        return cell
+    s = run.summary
+    cell.update(run=run.name, status=run.status, reason=s.get("reason"), wall_time_s=s.get("wall_time_s"),
+                peak_memory_mb=s.get("peak_memory_mb"), trainable=(run.config.get("params") or {}).get("trainable"),
+                lr=(run.config.get("train") or {}).get("lr") or getattr(strategy, "default_lr", None))
+    if run.status == "completed":
+        cell["correct"] = _test_correct(m, test, cfg.eval_batch_size, cfg.max_length)
+        cell["test_accuracy"] = float(np.mean(cell["correct"]))
+    return cell
+
+
+def list_experiments(runs_dir: str = DEFAULT_RUNS_DIR) -> list[Experiment]:
+    """Every experiment record under ``runs_dir`` (a damaged one is skipped with a warning)."""
+    root = Path(runs_dir).expanduser()
+    out = []
+    for d in sorted(p for p in root.iterdir() if (p / RECORD).exists()) if root.is_dir() else []:
+        try:
+            out.append(Experiment.load(d))
+        except RunRecordError as e:
+            warnings.warn(f"skipping experiment record: {e}", stacklevel=2)
+    return out
+
+
+__all__ = ["experiment", "Experiment", "list_experiments", "bootstrap_mean", "in_words", "BOOTSTRAP"]
