@@ -105,3 +105,46 @@ def test_the_bootstrap_interval_covers_both_seeds_and_examples():
     assert in_words(-0.004, -0.021, 0.013, "LoRA r8", "full", 300) == \
         "LoRA r8 vs full at 300 examples: -0.4 points [-2.1, +1.3], inside the noise"
     assert in_words(0.05, 0.02, 0.08, "full", "probe", 1000).endswith("full better")
+
+
+def _table(rows):
+    import pandas as pd
+    cols = ["strategy", "size", "accuracy", "low", "high", "seeds", "test examples", "seconds", "memory_mb",
+            "trainable", "lr"]
+    return pd.DataFrame([dict(zip(cols, r)) for r in rows], columns=cols)
+
+
+def test_learning_and_cost_curves_read_the_table():
+    from tunekit import plots
+    table = _table([("probe", 100, 0.60, 0.55, 0.65, 3, 500, 2.0, 100.0, 770, 1e-3),
+                    ("probe", 1000, 0.66, 0.62, 0.70, 3, 500, 9.0, 100.0, 770, 1e-3),
+                    ("full", 100, 0.58, 0.50, 0.66, 3, 500, 20.0, 400.0, 22_000_000, 2e-5),
+                    ("full", 1000, 0.80, 0.77, 0.83, 3, 500, 90.0, 400.0, 22_000_000, 2e-5)])
+    fig = plots.learning_curves(table)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert [t.name for t in lines] == ["probe", "full"] and len(bands) == 2
+    assert list(bands[1].x) == [100, 1000, 1000, 100] and list(bands[1].y) == [0.66, 0.83, 0.77, 0.50]
+    assert fig.layout.xaxis.type == "log" and fig.layout.meta["tunekit_kind"] == "learning_curves"
+    cost = plots.cost_curves(table, x="trainable")
+    assert [list(t.text) for t in cost.data] == [["100", "1,000"], ["100", "1,000"]]
+    assert list(cost.data[1].error_y.array) == pytest.approx([0.08, 0.03])
+    assert plots.cost_curves(table, x="memory_mb").layout.xaxis.type == "linear"
+    with pytest.raises(ConfigError, match="x must be one of"):
+        plots.cost_curves(table, x="accuracy")
+    assert "no cell" in plots.learning_curves(table.iloc[:0]).layout.annotations[0].text
+
+
+def test_what_to_choose_takes_the_cheapest_strategy_within_the_noise_of_the_best(grid, small):
+    exp = tk.experiment([tk.Probe(), tk.Full()], small, **{**grid, "sizes": [48]})
+    choice = exp.choose()
+    assert list(choice["size"]) == [48]
+    row = choice.iloc[0]
+    table = exp.table().set_index("strategy")
+    assert row["best"] == table["accuracy"].idxmax()
+    inside = bool(exp.compare(row["best"], "probe" if row["best"] == "full" else "full")["inside_noise"].iloc[0])
+    cheaper = table["seconds"].idxmin()
+    assert row["choose"] == (cheaper if inside else row["best"]), (row.to_dict(), inside)
+    assert row["said"].startswith(f"at 48 examples {row['best']} is best")
+    with pytest.raises(ConfigError, match="cost must be"):
+        exp.choose(cost="accuracy")

@@ -183,6 +183,36 @@ class Experiment:
                          "inside_noise": bool(lo <= 0 <= hi), "said": in_words(diff, lo, hi, a, b, size)})
         return pd.DataFrame(rows, columns=["size", "difference", "low", "high", "seeds", "inside_noise", "said"])
 
+    def choose(self, cost: str = "seconds") -> pd.DataFrame:
+        """What to choose, per size: the strategy with the best mean test accuracy, and the
+        cheapest strategy (by ``cost``: ``"seconds"``, ``"memory_mb"`` or ``"trainable"``) whose
+        paired difference to the best holds 0 in its 95 % interval (as good, within the noise),
+        with what each costs and a sentence."""
+        if cost not in ("seconds", "memory_mb", "trainable"):
+            raise ConfigError(f"cost must be 'seconds', 'memory_mb' or 'trainable' (got {cost!r})")
+        table, rows = self.table(), []
+        for size, at in table.groupby("size", sort=True):
+            best = at.loc[at["accuracy"].idxmax()]
+            alike = [best["strategy"]]
+            for other in at["strategy"]:
+                if other == best["strategy"]:
+                    continue
+                d = self.compare(best["strategy"], other)
+                d = d[d["size"] == size]
+                if len(d) and bool(d["inside_noise"].iloc[0]):
+                    alike.append(other)
+            pool = at[at["strategy"].isin(alike)]
+            cheap = pool.loc[pool[cost].fillna(float("inf")).idxmin()]
+            said = (f"at {size:,} examples {best['strategy']} is best ({best['accuracy']:.3f}); "
+                    + (f"{cheap['strategy']} is as good within the noise ({cheap['accuracy']:.3f}) and cheaper"
+                       if cheap["strategy"] != best["strategy"] else "no cheaper strategy is as good within the noise"))
+            rows.append({"size": size, "best": best["strategy"], "best_accuracy": best["accuracy"],
+                         "best_low": best["low"], "best_high": best["high"], "choose": cheap["strategy"],
+                         "choose_accuracy": cheap["accuracy"], "seconds": cheap["seconds"],
+                         "memory_mb": cheap["memory_mb"], "trainable": cheap["trainable"], "said": said})
+        return pd.DataFrame(rows, columns=["size", "best", "best_accuracy", "best_low", "best_high", "choose",
+                                           "choose_accuracy", "seconds", "memory_mb", "trainable", "said"])
+
     def __repr__(self) -> str:
         g = self.grid
         total = len(g["strategies"]) * len(g["sizes"]) * g["seeds"]

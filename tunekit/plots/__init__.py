@@ -10,6 +10,7 @@ drawn where only the records are.
 * :mod:`tunekit.plots.representations` - CKA vs layer, PCA of pooled features.
 * :mod:`tunekit.plots.attribution` - token attributions of several runs, stacked.
 * :mod:`tunekit.plots.post` - post-training: a metric vs sparsity, learned vs forgotten.
+* :mod:`tunekit.plots.experiments` - an experiment's learning curves with bands, the cost plane.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ _LAZY = {
     "cka_by_layer": "representations", "pca_scatter": "representations",
     "attribution_view": "attribution", "attribution_html": "attribution",
     "forgetting_map": "post", "sparsity_curve": "post",
+    "learning_curves": "experiments", "cost_curves": "experiments",
 }
 
 

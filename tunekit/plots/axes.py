@@ -13,6 +13,7 @@ show a run below chance.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import textwrap
 from typing import Iterable, Optional
@@ -183,6 +184,11 @@ def log_ticks(lo: float, hi: float, most: int = 9) -> Optional[tuple[list[float]
     return values, [_number_words(v) for v in values]
 
 
+def _values(xs) -> list:
+    """A trace's x or y as a list (plotly keeps a tuple, or the numpy array it was given)."""
+    return [] if xs is None else list(xs.tolist() if hasattr(xs, "tolist") else xs)
+
+
 def readable_log_axes(fig: go.Figure) -> go.Figure:
     """Every log axis of a one-plot ``fig`` labelled with :func:`log_ticks` over its traces' values
     (whole labels at the figure's text size, not plotly's small digits), from ``lo / 1.3`` to
@@ -191,8 +197,8 @@ def readable_log_axes(fig: go.Figure) -> go.Figure:
         axis = fig.layout[f"{letter}axis"]
         if axis.type != "log":
             continue
-        values = [float(v) for t in fig.data for v in (getattr(t, letter, None) or ())
-                  if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v)]
+        values = [float(v) for t in fig.data for v in _values(getattr(t, letter, None))
+                  if isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0 and math.isfinite(v)]
         ticks = log_ticks(min(values), max(values)) if values else None
         if ticks:
             axis.update(tickmode="array", tickvals=ticks[0], ticktext=ticks[1],

@@ -23,6 +23,12 @@ CAPTIONS: dict[str, str] = {
                    "lower is better.",
     "pareto": "Each dot is one run: its validation score (up) against what it cost (across). The best runs sit "
               "up and to the left; the dotted line joins the runs that no other run beats on both.",
+    "learning_curves": "Each line is one strategy: its accuracy on the test split (up) as it gets more training "
+                       "examples (across), the mean over seeds; the band is the 95 % interval over seeds and "
+                       "test examples. Where two bands overlap, the difference may be noise.",
+    "cost_curves": "Each line is one strategy through its training-set sizes (the labels): test accuracy (up) "
+                   "against what a cell cost (across), with the 95 % interval as a bar. Up and to the left is "
+                   "better.",
     "weight_change_heatmap": "How far each weight matrix moved from where it started, as a share of its size "
                              "(rows: blocks, columns: parts of a block): brighter = moved more; dark = did not "
                              "move (frozen layers, and every block of a probe, stay at 0).",
