@@ -148,3 +148,22 @@ def test_what_to_choose_takes_the_cheapest_strategy_within_the_noise_of_the_best
     assert row["said"].startswith(f"at 48 examples {row['best']} is best")
     with pytest.raises(ConfigError, match="cost must be"):
         exp.choose(cost="accuracy")
+
+
+def test_the_command_line_trains_prints_and_resumes(tiny_dir, tmp_path, capsys):
+    from tunekit.cli import main
+    argv = ["experiment", "--strategies", "probe,full", "--sizes", "16,32", "--seeds", "1", "--model", tiny_dir,
+            "--runs-dir", str(tmp_path / "runs"), "--name", "cli", "--eval-size", "16", "--test-size", "32",
+            "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "95 % interval" in out and "at 16 examples" in out and "at 32 examples" in out
+    assert len(tk.list_runs(tmp_path / "runs")) == 4
+    assert main(argv) == 0 and len(tk.list_runs(tmp_path / "runs")) == 4  # resumed: nothing trained again
+    capsys.readouterr()
+    assert main(argv[:4] + ["16,99999999"] + argv[5:]) == 2
+    assert "argument --sizes" in capsys.readouterr().err
+    assert main(argv[:4] + ["16,x"] + argv[5:]) == 2
+    assert main(argv[:6] + ["2"] + argv[7:]) == 2  # the same name, another grid: refused, says how to resume
+    err = capsys.readouterr().err
+    assert "argument --name" in err and "resume" in err

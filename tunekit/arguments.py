@@ -45,6 +45,18 @@ def size(text: str) -> Optional[int]:
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'all' (got {text!r})") from None
 
 
+def sizes(text: str) -> list[int]:
+    """``"100,300,1000"`` -> ``[100, 300, 1000]``: training-set sizes, positive integers."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        try:
+            out.append(positive_int(item))
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"must be positive integers separated by commas, e.g. 100,300,1000 "
+                                             f"(got {text!r})") from None
+    return out
+
+
 def seed(text: str) -> int:
     """An integer >= 0."""
     try:

@@ -8,6 +8,7 @@
     tunekit quantize RUN --method int8-dynamic
     tunekit distil RUN --student 0,2,4 --loss response+feature --baseline
     tunekit forgetting --strategies probe,lora,full --first rotten_tomatoes --then bbc_news
+    tunekit experiment --strategies probe,freeze:2,lora:8,full --sizes 100,300,1000 --seeds 3
     python -m tunekit.cli compare ...
 
 ``compare`` trains each strategy on a fresh copy of the same model and data
@@ -45,6 +46,7 @@ _FIELD_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-siz
                   **{class_name: "--strategies" for class_name in STRATEGIES.values()},  # "LoRA.rank ..."
                   "strategy": "--strategies", "unknown strategy": "--strategies",
                   "model": "--model", "data": "--data", "task": "--task", "split": "--split",
+                  "sizes": "--sizes", "seeds": "--seeds", "test_size": "--test-size", "experiment": "--name",
                   **POST_FIELD_OPTIONS}
 
 
@@ -158,6 +160,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_post_commands(sub)
 
+    x = sub.add_parser("experiment", help="train strategies x training-set sizes x seeds; print test accuracy "
+                       "with 95 %% intervals and what to choose (resumes a grid of the same name)",
+                       description="Every (strategy, size, seed) cell is an ordinary run record; the "
+                       "experiment's record (RUNS_DIR/NAME/experiment.json) keeps the grid and each finished "
+                       "cell, so the same command again resumes it.")
+    x.add_argument("--strategies", default="probe,freeze:2,lora:8,full",
+                   help="strategy specs, comma separated (default %(default)s)")
+    x.add_argument("--sizes", type=arguments.sizes, default=[100, 300, 1000],
+                   help="training-set sizes, comma separated; nested per seed (default 100,300,1000)")
+    x.add_argument("--seeds", type=arguments.positive_int, default=3, help="seeds per cell (default 3)")
+    x.add_argument("--name", default="experiment", help="the experiment's folder in --runs-dir (default %(default)s)")
+    x.add_argument("--model", default="minilm", help="built-in name, model directory or cached hub id (default minilm)")
+    x.add_argument("--data", default="rotten_tomatoes", help="built-in data set or a CSV file (default %(default)s)")
+    x.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where records go (default %(default)s)")
+    x.add_argument("--epochs", type=arguments.positive_int, default=1, help="epochs per cell (default 1)")
+    x.add_argument("--eval-size", type=arguments.size, default=500,
+                   help="validation examples watched while training; 'all' for the split (default 500)")
+    x.add_argument("--test-size", type=arguments.size, default=None,
+                   help="test examples reported on, a seeded subset (default: the whole test split)")
+    x.add_argument("--lr", type=arguments.positive_float, default=None,
+                   help="peak learning rate for every strategy (default: each strategy's own)")
+    x.add_argument("--batch-size", type=arguments.positive_int, default=16, help="examples per step (default 16)")
+    x.add_argument("--max-length", type=arguments.positive_int, default=128, help="tokens per example (default 128)")
+    x.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    x.add_argument("--no-progress", action="store_true", help="no progress bar")
+    x.set_defaults(run=cmd_experiment, parser=x, task="classification", seed=0)
+
     e = sub.add_parser("export", help="write notebooks as HTML pages whose figures and widgets render offline",
                        description="Write each notebook as OUT/NAME.html, drawing its plotly figures and saved "
                                    "widgets with no kernel and no internet (the widget JavaScript is written next "
@@ -255,6 +284,31 @@ def cmd_compare(args) -> int:
     print(f"runs: {Path(args.runs_dir).expanduser().resolve()}")
     print(f"report: {path}")
     return 1 if len(runs) < len(strategies) or any(r.status == "failed" for r in runs) else 0
+
+
+def cmd_experiment(args) -> int:
+    """Train the grid's missing cells; print its table, the paired differences to the best
+    strategy, and what to choose per size. Exit 1 when a cell did not finish."""
+    strategies = parse_strategies(args.strategies)
+    data, _ = _checked_inputs(args, strategies, "--strategies")
+    from tunekit.experiments import experiment  # lazy: torch loads only for the commands that train
+    exp = experiment(strategies, data, sizes=args.sizes, seeds=args.seeds, model=args.model, name=args.name,
+                     runs_dir=args.runs_dir, lr=args.lr, test_size=args.test_size, epochs=args.epochs,
+                     eval_size=args.eval_size, batch_size=args.batch_size, max_length=args.max_length,
+                     device=args.device, progress=not args.no_progress)
+    table = exp.table()
+    if table.empty:
+        print("no cell finished", file=sys.stderr)
+        return 1
+    shown = table.assign(**{"95 % interval": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(table["low"], table["high"])]})
+    print(shown[["strategy", "size", "accuracy", "95 % interval", "seeds", "seconds", "memory_mb", "trainable"]]
+          .to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    print()
+    for said in exp.choose()["said"]:
+        print(said)
+    print(f"experiment: {exp.path.resolve()}")
+    total = len(exp.grid["strategies"]) * len(exp.grid["sizes"]) * exp.grid["seeds"]
+    return 0 if len(exp.done()) == total else 1
 
 
 def cmd_train(args) -> int:
