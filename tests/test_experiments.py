@@ -77,8 +77,10 @@ def test_bad_grids_are_refused_before_anything_trains(grid, small):
         tk.experiment(["no-such-strategy"], small, **grid)
     with pytest.raises(ConfigError, match="share a label"):
         tk.experiment([tk.LoRA(rank=4), tk.LoRA(rank=4)], small, **grid)
-    with pytest.raises(ConfigError, match="not built yet"):
-        tk.experiment([tk.Probe()], small, lr="tune", **grid)
+    with pytest.raises(ConfigError, match="lr must be"):
+        tk.experiment([tk.Probe()], small, lr="fast", **grid)
+    with pytest.raises(ConfigError, match="tune_trials"):
+        tk.experiment([tk.Probe()], small, lr="tune", tune_trials=0, **grid)
     with pytest.raises(ConfigError, match="lr names strategies not in the grid"):
         tk.experiment([tk.Probe()], small, lr={"full": 1e-4}, **grid)
     with pytest.raises(ConfigError, match="set per cell"):
@@ -167,3 +169,27 @@ def test_the_command_line_trains_prints_and_resumes(tiny_dir, tmp_path, capsys):
     assert main(argv[:6] + ["2"] + argv[7:]) == 2  # the same name, another grid: refused, says how to resume
     err = capsys.readouterr().err
     assert "argument --name" in err and "resume" in err
+
+
+def test_lr_tune_searches_each_strategy_on_validation_and_reports_on_test(grid, small, monkeypatch):
+    """lr="tune": the same Optuna budget per (strategy, size) on seed 0's subset, judged by
+    validation accuracy; every seed then trains at the best rate; the trials are kept."""
+    kw = {**grid, "sizes": [32], "seeds": 2}
+    exp = tk.experiment([tk.Full()], small, lr="tune", tune_trials=3, **kw)
+    entry = exp.record["tuning"]["full|32"]
+    base = tk.Full.default_lr
+    assert len(entry["trials"]) == 3 and entry["space"] == pytest.approx([base / 10, base * 10])
+    assert all(base / 10 <= t["lr"] <= base * 10 and 0 <= t["value"] <= 1 for t in entry["trials"])
+    assert len({t["lr"] for t in entry["trials"]}) == 3  # three different rates tried
+    best = max(entry["trials"], key=lambda t: t["value"])
+    assert entry["best"] == best["lr"]
+    for t in entry["trials"]:  # each trial is a run record of its own: validation, never test
+        run = tk.load_run(exp.path.parent / t["run"])
+        assert run.summary["val_accuracy"] == t["value"] and run.config["train"]["lr"] == pytest.approx(t["lr"])
+    assert [exp.cells[f"full|32|{s}"]["lr"] for s in (0, 1)] == pytest.approx([best["lr"]] * 2)
+    assert exp.grid["lr"] == "tune" and exp.grid["tune_trials"] == 3
+    # resumed: no trial and no cell again
+    calls = []
+    monkeypatch.setattr(tk.experiments, "Trainer", lambda *a, **k: calls.append(a) or None)
+    again = tk.experiment([tk.Full()], small, lr="tune", tune_trials=3, **kw)
+    assert calls == [] and len(again.done()) == 2

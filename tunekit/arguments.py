@@ -68,6 +68,16 @@ def seed(text: str) -> int:
     return value
 
 
+def lr_or_tune(text: str):
+    """A learning rate, or ``tune`` (a search per strategy: :func:`tunekit.experiments.experiment`)."""
+    if text.strip().lower() == "tune":
+        return "tune"
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-4, or 'tune' (got {text!r})") from None
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0, such as a learning rate."""
     try:

@@ -47,6 +47,7 @@ _FIELD_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-siz
                   "strategy": "--strategies", "unknown strategy": "--strategies",
                   "model": "--model", "data": "--data", "task": "--task", "split": "--split",
                   "sizes": "--sizes", "seeds": "--seeds", "test_size": "--test-size", "experiment": "--name",
+                  "tune_trials": "--tune-trials",
                   **POST_FIELD_OPTIONS}
 
 
@@ -179,8 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validation examples watched while training; 'all' for the split (default 500)")
     x.add_argument("--test-size", type=arguments.size, default=None,
                    help="test examples reported on, a seeded subset (default: the whole test split)")
-    x.add_argument("--lr", type=arguments.positive_float, default=None,
-                   help="peak learning rate for every strategy (default: each strategy's own)")
+    x.add_argument("--lr", type=arguments.lr_or_tune, default=None,
+                   help="peak learning rate for every strategy, or 'tune': a search per strategy and size on "
+                        "the validation split (default: each strategy's own)")
+    x.add_argument("--tune-trials", type=arguments.positive_int, default=4,
+                   help="with --lr tune: training runs per strategy and size (default 4)")
     x.add_argument("--batch-size", type=arguments.positive_int, default=16, help="examples per step (default 16)")
     x.add_argument("--max-length", type=arguments.positive_int, default=128, help="tokens per example (default 128)")
     x.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
@@ -293,7 +297,8 @@ def cmd_experiment(args) -> int:
     data, _ = _checked_inputs(args, strategies, "--strategies")
     from tunekit.experiments import experiment  # lazy: torch loads only for the commands that train
     exp = experiment(strategies, data, sizes=args.sizes, seeds=args.seeds, model=args.model, name=args.name,
-                     runs_dir=args.runs_dir, lr=args.lr, test_size=args.test_size, epochs=args.epochs,
+                     runs_dir=args.runs_dir, lr=args.lr, tune_trials=args.tune_trials, test_size=args.test_size,
+                     epochs=args.epochs,
                      eval_size=args.eval_size, batch_size=args.batch_size, max_length=args.max_length,
                      device=args.device, progress=not args.no_progress)
     table = exp.table()

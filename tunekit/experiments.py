@@ -27,9 +27,12 @@ percentile bootstrap (resample the seeds, then the test examples within each res
 strategies, :meth:`Experiment.compare` takes the paired difference on the same seeds and the same
 test examples, bootstrapped the same way, and says when it is inside the noise.
 
-This part trains the cells one after another in this process; a learning-rate search
-(``lr="tune"``), workers sharing one queue, the lab's tab, the plots and the command line are the
-rest of issue 21.
+Learning rates: each strategy's default, one rate or one per strategy, or ``lr="tune"``: the same
+small Optuna (TPE) search per strategy and size on the validation split, the test split kept out
+of it (nested evaluation; the record keeps every trial).
+
+This part trains the cells one after another in this process; workers sharing one queue and the
+lab's tab are the rest of issue 21.
 """
 from __future__ import annotations
 
@@ -234,7 +237,8 @@ def _test_correct(model, test: pd.DataFrame, batch_size: int, max_length: int) -
 def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, sizes: Sequence[int],
                seeds: int = 3, model: str = "minilm", name: str = "experiment",
                runs_dir: str = DEFAULT_RUNS_DIR, lr: Optional[float | dict] = None,
-               test_size: Optional[int] = None, progress: bool = True, **overrides) -> Experiment:
+               test_size: Optional[int] = None, tune_trials: int = 4, progress: bool = True,
+               **overrides) -> Experiment:
     """Train every (strategy, size, seed) cell not yet done, and return the :class:`Experiment`.
 
     Args:
@@ -246,7 +250,13 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
         model: the built-in name, directory or cached hub id every cell starts from.
         name: the experiment's folder in ``runs_dir``; the same name and grid resumes it, the
             same name with another grid is refused.
-        lr: None (each strategy's default), one rate for all, or ``{label: rate}``.
+        lr: None (each strategy's default), one rate for all, ``{label: rate}``, or ``"tune"``:
+            per strategy and size, ``tune_trials`` training runs on seed 0's subset, their learning
+            rates chosen by Optuna's TPE sampler (log scale, a tenth to ten times the strategy's
+            default), judged by validation accuracy; every seed's cell then trains at the best rate
+            and is reported on the test split, which the search never saw. Every trial is kept in
+            the record (and is a run record of its own).
+        tune_trials: the search budget per (strategy, size) for ``lr="tune"``, the same for all.
         test_size: report on a seeded subset of the test split (None: all of it).
         progress: a progress bar over the cells (tqdm), with the cell being trained.
         **overrides: other :class:`~tunekit.config.TrainConfig` fields for every cell (epochs,
@@ -279,12 +289,16 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
         if key in overrides:
             raise ConfigError(f"{key} is set per cell by the experiment; leave it out")
     rates = _rates(lr, labels)
+    tune = rates.pop("tune", False)
+    positive_int("tune_trials", tune_trials)
     TrainConfig(**overrides)  # every override checked before anything trains
 
     folder = Path(runs_dir).expanduser() / _folder_word(name)
     grid = {"strategies": labels, "specs": [s.describe() for s in strategies],
             "sizes": sizes, "seeds": int(seeds), "data": data.name, "model": str(model),
-            "test_size": test_size, "lr": rates, "overrides": {k: overrides[k] for k in sorted(overrides)}}
+            "test_size": test_size, "lr": "tune" if tune else rates,
+            "tune_trials": int(tune_trials) if tune else None,
+            "overrides": {k: overrides[k] for k in sorted(overrides)}}
     exp = _open(folder, name, grid)
     test = data.test
     if test_size is not None and test_size < len(test):
@@ -307,10 +321,14 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                     key = _cell_key(label, size, seed)
                     if exp.cells.get(key, {}).get("status") == "completed":
                         continue
+                    rate = rates.get(label)
+                    if tune:
+                        if bar is not None:
+                            bar.set_postfix_str(f"{label}, {size:,} examples: learning-rate search")
+                        rate = _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides)
                     if bar is not None:
                         bar.set_postfix_str(f"{label}, {size:,} examples, seed {seed}")
-                    cell = _train_cell(exp, strategy, label, size, seed, data, test, model, rates.get(label),
-                                       overrides)
+                    cell = _train_cell(exp, strategy, label, size, seed, data, test, model, rate, overrides)
                     exp.cells[key] = cell
                     write_json(folder / RECORD, exp.record)
                     if bar is not None:
@@ -332,8 +350,7 @@ def _rates(lr, labels: list[str]) -> dict:
     if lr is None:
         return {}
     if lr == "tune":
-        raise ConfigError("lr='tune' (a learning-rate search per strategy) is not built yet: pass None (each "
-                          "strategy's default), one rate, or {label: rate}")
+        return {"tune": True}
     if isinstance(lr, dict):
         unknown = sorted(set(lr) - set(labels))
         if unknown:
@@ -344,7 +361,7 @@ def _rates(lr, labels: list[str]) -> dict:
         return {k: float(v) for k, v in lr.items()}
     if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
         return {label: float(lr) for label in labels}
-    raise ConfigError(f"lr must be None, a positive number or {{label: rate}} (got {lr!r})")
+    raise ConfigError(f"lr must be None, a positive number, {{label: rate}} or 'tune' (got {lr!r})")
 
 
 def _open(folder: Path, name: str, grid: dict) -> Experiment:
@@ -390,6 +407,53 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
         cell["correct"] = _test_correct(m, test, cfg.eval_batch_size, cfg.max_length)
         cell["test_accuracy"] = float(np.mean(cell["correct"]))
     return cell
+
+
+def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str, trials: int,
+              overrides: dict) -> float:
+    """The learning rate for ``label`` at ``size``: the best of ``trials`` runs on seed 0's subset by
+    validation accuracy, Optuna's TPE sampler (seeded) choosing each rate on a log scale from a
+    tenth to ten times the strategy's default. Trials already in the record are given to the
+    sampler again (a resumed search goes on where it stopped); each new one is written to the
+    record as soon as it ends."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = float(getattr(strategy, "default_lr", None) or 1e-4)
+    space = {"lr": FloatDistribution(base / 10, base * 10, log=True)}
+    tuning = exp.record.setdefault("tuning", {})
+    entry = tuning.setdefault(f"{label}|{size}", {"trials": [], "space": [base / 10, base * 10]})
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=size))
+    for t in entry["trials"]:
+        if t.get("value") is not None:
+            study.add_trial(optuna.trial.create_trial(params={"lr": t["lr"]}, distributions=space, value=t["value"]))
+    while len(entry["trials"]) < trials:
+        trial = study.ask(space)
+        lr = float(trial.params["lr"])
+        k = len(entry["trials"])
+        cfg = TrainConfig(**{"progress": False, **overrides}).replace(
+            seed=0, train_size=size, lr=lr, runs_dir=str(exp.path.parent),
+            name=_folder_word(f"{exp.name}-tune-{label}-n{size}-t{k}"))
+        value, run_name = None, None
+        try:
+            run = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg).run()
+            run_name = run.name
+            value = run.summary.get("val_accuracy") if run.status == "completed" else None
+        except TrainingError as e:
+            run_name = e.run.name if e.run is not None else None
+        if value is None or not math.isfinite(value):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, float(value))
+        entry["trials"].append({"lr": lr, "value": value, "run": run_name})
+        write_json(exp.path / RECORD, exp.record)
+    done = [t for t in entry["trials"] if t.get("value") is not None]
+    if not done:
+        raise TrainingError(f"every learning-rate trial of {label} at {size} examples failed; see the runs "
+                            f"{[t['run'] for t in entry['trials']]}")
+    entry["best"] = max(done, key=lambda t: t["value"])["lr"]
+    write_json(exp.path / RECORD, exp.record)
+    return float(entry["best"])
 
 
 def list_experiments(runs_dir: str = DEFAULT_RUNS_DIR) -> list[Experiment]:
