@@ -51,10 +51,11 @@ def test_a_grid_trains_every_cell_once_and_resumes(grid, small, tmp_path, monkey
     monkeypatch.setattr(tk.experiments, "_train_cell", lambda *a, **k: calls.append(a[2:5]) or real(*a, **k))
     again = tk.experiment([tk.Probe(), tk.Full()], small, **grid)
     assert calls == [] and len(again.done()) == 8
-    del again.record["cells"]["full|16|0"]
-    (again.path / "experiment.json").write_text(json.dumps(again.record))
-    third = tk.experiment([tk.Probe(), tk.Full()], small, **grid)
-    assert calls == [("full", 16, 0)] and len(third.done()) == 8
+    (again.path / "cells" / "full-16-0.json").unlink()  # as if the kernel died while it trained
+    (again.path / "cells" / "probe-48-1.json").write_text("{not json")  # a damaged entry: that cell again
+    with pytest.warns(UserWarning, match="damaged experiment entry"):
+        third = tk.experiment([tk.Probe(), tk.Full()], small, **grid)
+    assert sorted(calls) == [("full", 16, 0), ("probe", 48, 1)] and len(third.done()) == 8
     assert [e.name for e in tk.list_experiments(grid["runs_dir"])] == ["tiny grid"]
 
 
@@ -176,7 +177,7 @@ def test_lr_tune_searches_each_strategy_on_validation_and_reports_on_test(grid, 
     validation accuracy; every seed then trains at the best rate; the trials are kept."""
     kw = {**grid, "sizes": [32], "seeds": 2}
     exp = tk.experiment([tk.Full()], small, lr="tune", tune_trials=3, **kw)
-    entry = exp.record["tuning"]["full|32"]
+    entry = exp.tuning["full|32"]
     base = tk.Full.default_lr
     assert len(entry["trials"]) == 3 and entry["space"] == pytest.approx([base / 10, base * 10])
     assert all(base / 10 <= t["lr"] <= base * 10 and 0 <= t["value"] <= 1 for t in entry["trials"])

@@ -7,10 +7,10 @@
 
 The grid is every (strategy, training-set size, seed). Each cell is an ordinary run record in
 ``runs_dir`` (listed, loaded, inspected and pruned like any other); the experiment's own record,
-``runs_dir/<name>/experiment.json``, names the grid and, per finished cell, its run, its cost and
-whether it got each test example right. It is rewritten (atomically) after every cell, so calling
-the same experiment again **resumes**: finished cells are not retrained, a failed one is retried,
-and a kernel restart or a kill loses at most the cell in progress.
+``runs_dir/<name>/``, holds ``experiment.json`` (the grid) and one file per trained cell under
+``cells/`` (its run, its cost, and whether it got each test example right), written atomically as
+the cell ends, so calling the same experiment again **resumes**: finished cells are not retrained,
+a failed one is retried, and a kernel restart or a kill loses at most the cell in progress.
 
 Fair by construction:
 
@@ -126,7 +126,24 @@ class Experiment:
 
     @property
     def cells(self) -> dict:
-        return self.record.get("cells", {})
+        """Every cell trained so far, by key (``"label|size|seed"``): one JSON file each under
+        ``cells/`` (written whole, atomically, by whichever process trained it); a damaged file is
+        skipped with a warning, and its cell trains again."""
+        return _read_entries(self.path / "cells")
+
+    @property
+    def tuning(self) -> dict:
+        """The learning-rate searches (``lr="tune"``), by ``"label|size"``: every trial and the best."""
+        return _read_entries(self.path / "tuning")
+
+    def write_cell(self, key: str, cell: dict) -> None:
+        """Record one cell (its own file: two processes never write one file)."""
+        (self.path / "cells").mkdir(exist_ok=True)
+        write_json(self.path / "cells" / f"{_folder_word(key)}.json", {**cell, "key": key})
+
+    def write_tuning(self, key: str, entry: dict) -> None:
+        (self.path / "tuning").mkdir(exist_ok=True)
+        write_json(self.path / "tuning" / f"{_folder_word(key)}.json", {**entry, "key": key})
 
     def done(self) -> list[dict]:
         """The finished cells (their test results recorded)."""
@@ -220,6 +237,17 @@ class Experiment:
         g = self.grid
         total = len(g["strategies"]) * len(g["sizes"]) * g["seeds"]
         return f"Experiment({self.name!r}, {len(self.done())}/{total} cells done, {self.path})"
+
+
+def _read_entries(folder: Path) -> dict:
+    out = {}
+    for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            entry = json.loads(f.read_text())
+            out[entry["key"]] = entry
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            warnings.warn(f"skipping a damaged experiment entry {f}: {e}", stacklevel=3)
+    return out
 
 
 def _mean(values) -> Optional[float]:
@@ -329,8 +357,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                     if bar is not None:
                         bar.set_postfix_str(f"{label}, {size:,} examples, seed {seed}")
                     cell = _train_cell(exp, strategy, label, size, seed, data, test, model, rate, overrides)
-                    exp.cells[key] = cell
-                    write_json(folder / RECORD, exp.record)
+                    exp.write_cell(key, cell)
                     if bar is not None:
                         bar.update(1)
                     if cell["status"] != "completed":
@@ -378,7 +405,7 @@ def _open(folder: Path, name: str, grid: dict) -> Experiment:
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"{folder} exists and is not an experiment: give the experiment another name")
     folder.mkdir(parents=True, exist_ok=True)
-    exp = Experiment(folder, {"format": FORMAT, "kind": "experiment", "name": name, "grid": grid, "cells": {},
+    exp = Experiment(folder, {"format": FORMAT, "kind": "experiment", "name": name, "grid": grid,
                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     write_json(folder / RECORD, exp.record)
     return exp
@@ -421,8 +448,8 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = float(getattr(strategy, "default_lr", None) or 1e-4)
     space = {"lr": FloatDistribution(base / 10, base * 10, log=True)}
-    tuning = exp.record.setdefault("tuning", {})
-    entry = tuning.setdefault(f"{label}|{size}", {"trials": [], "space": [base / 10, base * 10]})
+    key = f"{label}|{size}"
+    entry = exp.tuning.get(key) or {"trials": [], "space": [base / 10, base * 10]}
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=size))
     for t in entry["trials"]:
         if t.get("value") is not None:
@@ -446,13 +473,13 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
         else:
             study.tell(trial, float(value))
         entry["trials"].append({"lr": lr, "value": value, "run": run_name})
-        write_json(exp.path / RECORD, exp.record)
+        exp.write_tuning(key, entry)
     done = [t for t in entry["trials"] if t.get("value") is not None]
     if not done:
         raise TrainingError(f"every learning-rate trial of {label} at {size} examples failed; see the runs "
                             f"{[t['run'] for t in entry['trials']]}")
     entry["best"] = max(done, key=lambda t: t["value"])["lr"]
-    write_json(exp.path / RECORD, exp.record)
+    exp.write_tuning(key, entry)
     return float(entry["best"])
 
 
