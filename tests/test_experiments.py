@@ -86,6 +86,8 @@ def test_bad_grids_are_refused_before_anything_trains(grid, small):
         tk.experiment([tk.Probe()], small, lr={"full": 1e-4}, **grid)
     with pytest.raises(ConfigError, match="set per cell"):
         tk.experiment([tk.Probe()], small, seed=3, **grid)
+    with pytest.raises(ConfigError, match="storage 'nosuch://x' cannot be opened"):
+        tk.experiment([tk.Probe()], small, storage="nosuch://x", **grid)
     assert not tk.list_runs(grid["runs_dir"])  # nothing trained
 
 
@@ -194,3 +196,84 @@ def test_lr_tune_searches_each_strategy_on_validation_and_reports_on_test(grid, 
     monkeypatch.setattr(tk.experiments, "Trainer", lambda *a, **k: calls.append(a) or None)
     again = tk.experiment([tk.Full()], small, lr="tune", tune_trials=3, **kw)
     assert calls == [] and len(again.done()) == 2
+
+
+# ----- workers sharing one Optuna queue -----------------------------------------------------------------------
+WORKER = """
+import sys, tunekit as tk
+csv, model, runs, url, grid = sys.argv[1:6]
+strategies, sizes, seeds, epochs = {"two": ([tk.Probe(), tk.Full()], [16, 32], 2, 1),
+                                    "slow": ([tk.Full()], [32], 1, 40)}[grid]
+tk.experiment(strategies, csv, sizes=sizes, seeds=seeds, epochs=epochs, model=model, name=grid, runs_dir=runs,
+              eval_size=16, batch_size=16, test_size=24, storage=url, worker=True, heartbeat=1, progress=False)
+"""
+
+
+def _reviews_csv(small, tmp_path):
+    import pandas as pd
+    df = pd.concat([small.train, small.validation, small.test])
+    path = tmp_path / "reviews.csv"
+    df.assign(label=[small.label_names[i] for i in df["label"]])[["text", "label"]].to_csv(path, index=False)
+    return str(path)
+
+
+def _worker(tmp_path, csv, model, runs, url, grid):
+    import subprocess
+    import sys
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    return subprocess.Popen([sys.executable, str(script), csv, model, runs, url, grid],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _trials(url, name):
+    import optuna
+    study = optuna.load_study(study_name=f"tunekit-experiment:{name}", storage=url)
+    return [(t.state.name, t.user_attrs.get("key")) for t in study.get_trials()]
+
+
+def test_two_workers_share_one_sqlite_queue_and_train_every_cell_once(tiny_dir, small, tmp_path):
+    csv, runs = _reviews_csv(small, tmp_path), str(tmp_path / "runs")
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    kw = dict(sizes=[16, 32], seeds=2, epochs=1, model=tiny_dir, name="two", runs_dir=runs, eval_size=16,
+              batch_size=16, test_size=24, storage=url, heartbeat=1, progress=False)
+    tk.experiment([tk.Probe(), tk.Full()], csv, work=False, **kw)  # fills the queue, trains nothing
+    assert sorted(k for _, k in _trials(url, "two")) == sorted(f"{s}|{n}|{d}" for s in ("probe", "full")
+                                                               for n in (16, 32) for d in (0, 1))
+    assert not tk.list_runs(runs)
+    workers = [_worker(tmp_path, csv, tiny_dir, runs, url, "two") for _ in range(2)]
+    outs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs
+    trials = _trials(url, "two")
+    done = sorted(k for state, k in trials if state == "COMPLETE")
+    assert len(done) == 8 and len(set(done)) == 8, trials  # every cell once
+    assert len(tk.list_runs(runs)) == 8  # no cell trained twice
+    exp = tk.experiment([tk.Probe(), tk.Full()], csv, **kw)  # the first call again: all done, nothing to train
+    assert len(exp.done()) == 8 and len(tk.list_runs(runs)) == 8
+    assert sorted(exp.table()["seeds"]) == [2, 2, 2, 2]
+
+
+def test_a_cell_whose_worker_was_killed_goes_to_another_worker(tiny_dir, small, tmp_path):
+    import signal
+    import time
+    csv, runs = _reviews_csv(small, tmp_path), str(tmp_path / "runs")
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    kw = dict(sizes=[32], seeds=1, epochs=40, model=tiny_dir, name="slow", runs_dir=runs, eval_size=16,
+              batch_size=16, test_size=24, storage=url, heartbeat=1, progress=False)
+    tk.experiment([tk.Full()], csv, work=False, **kw)
+    first = _worker(tmp_path, csv, tiny_dir, runs, url, "slow")
+    deadline = time.time() + 300
+    while time.time() < deadline and not (("RUNNING", "full|32|0") in _trials(url, "slow") and tk.list_runs(runs)):
+        time.sleep(0.2)
+    assert ("RUNNING", "full|32|0") in _trials(url, "slow"), "the first worker never started the cell"
+    first.send_signal(signal.SIGKILL)  # mid-cell: no goodbye, no record of its end
+    first.wait(timeout=60)
+    second = _worker(tmp_path, csv, tiny_dir, runs, url, "slow")
+    out = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, out
+    states = sorted(s for s, k in _trials(url, "slow") if k == "full|32|0")
+    assert states == ["COMPLETE", "FAIL"], _trials(url, "slow")  # the killed try failed, the retry finished
+    exp = tk.experiment([tk.Full()], csv, **kw)
+    assert len(exp.done()) == 1 and exp.cells["full|32|0"]["status"] == "completed"
+    statuses = sorted(r.status for r in tk.list_runs(runs))
+    assert statuses == ["completed", "crashed"], statuses  # the killed one's partial record is kept, marked

@@ -47,7 +47,7 @@ _FIELD_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-siz
                   "strategy": "--strategies", "unknown strategy": "--strategies",
                   "model": "--model", "data": "--data", "task": "--task", "split": "--split",
                   "sizes": "--sizes", "seeds": "--seeds", "test_size": "--test-size", "experiment": "--name",
-                  "tune_trials": "--tune-trials",
+                  "tune_trials": "--tune-trials", "storage": "--storage",
                   **POST_FIELD_OPTIONS}
 
 
@@ -188,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--batch-size", type=arguments.positive_int, default=16, help="examples per step (default 16)")
     x.add_argument("--max-length", type=arguments.positive_int, default=128, help="tokens per example (default 128)")
     x.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    x.add_argument("--storage", default=None,
+                   help="Optuna storage URL holding the queue of cells (sqlite:///FILE, postgresql://...); "
+                        "default: a SQLite file in the experiment's folder")
+    x.add_argument("--worker", action="store_true",
+                   help="only take cells from the queue (more processes, GPUs or machines beside the first)")
     x.add_argument("--no-progress", action="store_true", help="no progress bar")
     x.set_defaults(run=cmd_experiment, parser=x, task="classification", seed=0)
 
@@ -300,7 +305,7 @@ def cmd_experiment(args) -> int:
                      runs_dir=args.runs_dir, lr=args.lr, tune_trials=args.tune_trials, test_size=args.test_size,
                      epochs=args.epochs,
                      eval_size=args.eval_size, batch_size=args.batch_size, max_length=args.max_length,
-                     device=args.device, progress=not args.no_progress)
+                     device=args.device, progress=not args.no_progress, storage=args.storage, worker=args.worker)
     table = exp.table()
     if table.empty:
         print("no cell finished", file=sys.stderr)

@@ -36,8 +36,10 @@ lab's tab are the rest of issue 21.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -266,6 +268,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                seeds: int = 3, model: str = "minilm", name: str = "experiment",
                runs_dir: str = DEFAULT_RUNS_DIR, lr: Optional[float | dict] = None,
                test_size: Optional[int] = None, tune_trials: int = 4, progress: bool = True,
+               storage: Optional[str] = None, worker: bool = False, work: bool = True, heartbeat: int = 30,
                **overrides) -> Experiment:
     """Train every (strategy, size, seed) cell not yet done, and return the :class:`Experiment`.
 
@@ -287,6 +290,15 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
         tune_trials: the search budget per (strategy, size) for ``lr="tune"``, the same for all.
         test_size: report on a seeded subset of the test split (None: all of it).
         progress: a progress bar over the cells (tqdm), with the cell being trained.
+        storage: an Optuna storage URL holding the queue of cells (``sqlite:///path.db``, a
+            PostgreSQL URL for workers on several machines); None: a SQLite file inside the
+            experiment's record. The call puts every cell not yet done in the queue (as
+            WAITING trials), then trains cells from it until none is left.
+        worker: only take cells from the queue, never add to it: the call for more processes,
+            GPUs or machines (same grid, same storage) beside the one that filled the queue.
+        work: False fills the queue and returns at once (the workers train).
+        heartbeat: seconds between a working cell's heartbeats; a cell whose worker died (no
+            heartbeat for three of them) goes back to the queue for another worker, up to twice.
         **overrides: other :class:`~tunekit.config.TrainConfig` fields for every cell (epochs,
             batch_size, eval_size, ...).
     """
@@ -338,39 +350,148 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
             for phase in strategy.phases():
                 phase.strategy.plan(m)
     total = len(labels) * len(sizes) * seeds
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, initial=len(exp.done()), desc=name, unit="cell")
-    try:
-        for seed in range(seeds):
+    if tune and not worker:  # the searches first, in this process: every seed's cell needs their result
+        for strategy, label in zip(strategies, labels):
             for size in sizes:
-                for strategy, label in zip(strategies, labels):
-                    key = _cell_key(label, size, seed)
-                    if exp.cells.get(key, {}).get("status") == "completed":
-                        continue
-                    rate = rates.get(label)
-                    if tune:
-                        if bar is not None:
-                            bar.set_postfix_str(f"{label}, {size:,} examples: learning-rate search")
-                        rate = _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides)
-                    if bar is not None:
-                        bar.set_postfix_str(f"{label}, {size:,} examples, seed {seed}")
-                    cell = _train_cell(exp, strategy, label, size, seed, data, test, model, rate, overrides)
-                    exp.write_cell(key, cell)
-                    if bar is not None:
-                        bar.update(1)
-                    if cell["status"] != "completed":
-                        warnings.warn(f"cell {label}, {size} examples, seed {seed} {cell['status']}: "
-                                      f"{cell.get('reason')}", stacklevel=2)
-    finally:
-        if bar is not None:
-            bar.close()
+                if any(exp.cells.get(_cell_key(label, size, sd), {}).get("status") != "completed"
+                       for sd in range(seeds)):
+                    _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides)
+    positive_int("heartbeat", heartbeat)
+    queue = _Queue(exp, storage, heartbeat)
+    if not worker:
+        queue.fill([_cell_key(label, size, seed) for seed in range(seeds) for size in sizes for label in labels])
+    if work:
+        by_label = dict(zip(labels, strategies))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, initial=len(exp.done()), desc=name, unit="cell")
+        try:
+            for key in queue.cells():
+                label, size, seed = _split_key(key)
+                if bar is not None:
+                    bar.set_postfix_str(f"{label}, {size:,} examples, seed {seed}")
+                rate = exp.tuning.get(f"{label}|{size}", {}).get("best") if tune else rates.get(label)
+                with queue.heartbeat():
+                    cell = _train_cell(exp, by_label[label], label, size, seed, data, test, model, rate, overrides)
+                exp.write_cell(key, cell)
+                queue.done(cell)
+                if bar is not None:
+                    bar.n = len(exp.done())
+                    bar.refresh()
+                if cell["status"] != "completed":
+                    warnings.warn(f"cell {label}, {size} examples, seed {seed} {cell['status']}: "
+                                  f"{cell.get('reason')}", stacklevel=2)
+        finally:
+            if bar is not None:
+                bar.close()
     done = len(exp.done())
-    if done < total:
+    if work and done < total:
         warnings.warn(f"experiment {name!r}: {done} of {total} cells finished; call it again to retry the others",
                       stacklevel=2)
     return exp
+
+
+def _split_key(key: str) -> tuple[str, int, int]:
+    label, size, seed = key.rsplit("|", 2)
+    return label, int(size), int(seed)
+
+
+class _Queue:
+    """The experiment's cells as an Optuna study: each cell to train is a trial put in the queue
+    as WAITING (``enqueue_trial``, its key in ``user_attrs``), which ``ask()`` hands to exactly
+    one worker inside a storage transaction; a worker records a heartbeat while it trains, and a
+    trial whose heartbeat stopped (its worker killed) is failed and put back as WAITING by
+    Optuna's ``RetryHeartbeatStaleTrialCallback`` for another worker."""
+
+    def __init__(self, exp: Experiment, storage: Optional[str], heartbeat: int):
+        import optuna
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna, self.exp, self.interval = optuna, exp, int(heartbeat)
+        url = storage or f"sqlite:///{(exp.path / 'queue.db').resolve()}"
+        try:
+            with _quiet():
+                self.storage = optuna.storages.RDBStorage(
+                    url, heartbeat_interval=self.interval, grace_period=3 * self.interval,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+                self.study = optuna.create_study(study_name=f"tunekit-experiment:{exp.name}", storage=self.storage,
+                                                 direction="maximize", load_if_exists=True)
+        except Exception as e:  # noqa: BLE001 - any storage failure, said with the URL
+            raise ConfigError(f"storage {url!r} cannot be opened as an Optuna storage: {type(e).__name__}: {e}") from e
+        self.trial = None
+
+    def _keys(self, *states) -> list[str]:
+        return [t.user_attrs.get("key") for t in self.study.get_trials(deepcopy=False, states=states)]
+
+    def fill(self, keys: list[str]) -> None:
+        """Put each cell not yet done and not already queued or training in the queue."""
+        State = self.optuna.trial.TrialState
+        cells = self.exp.cells
+        busy = set(self._keys(State.WAITING, State.RUNNING))
+        for key in keys:
+            if cells.get(key, {}).get("status") != "completed" and key not in busy:
+                self.study.enqueue_trial({}, user_attrs={"key": key})
+
+    def cells(self):
+        """The keys of the cells this worker trains, one at a time, until none is queued or in
+        training (a cell in training elsewhere may come back if its worker dies)."""
+        State = self.optuna.trial.TrialState
+        while True:
+            with _quiet():
+                self.optuna.storages.fail_stale_trials(self.study)
+            waiting, running = self._keys(State.WAITING), self._keys(State.RUNNING)
+            if not waiting:
+                if not running:
+                    return
+                time.sleep(self.interval)
+                continue
+            with _quiet():
+                trial = self.study.ask()
+            key = trial.user_attrs.get("key")
+            if key is None:  # the last queued cell went to another worker first: this trial is none of ours
+                self.study.tell(trial, state=State.FAIL)
+                continue
+            if self.exp.cells.get(key, {}).get("status") == "completed":  # queued twice, trained already
+                self.study.tell(trial, state=State.PRUNED)
+                continue
+            self.trial = trial
+            yield key
+
+    @contextlib.contextmanager
+    def heartbeat(self):
+        """Record the current cell's heartbeat every ``interval`` seconds while it trains."""
+        stop = threading.Event()
+        trial_id = self.trial._trial_id
+
+        def beat():
+            while not stop.wait(self.interval):
+                self.storage.record_heartbeat(trial_id)
+        self.storage.record_heartbeat(trial_id)
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def done(self, cell: dict) -> None:
+        State = self.optuna.trial.TrialState
+        if cell["status"] == "completed":
+            self.study.tell(self.trial, cell["test_accuracy"])
+        else:
+            self.study.tell(self.trial, state=State.FAIL)
+        self.trial = None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Without Optuna's notes that its heartbeat helpers are experimental and meant for
+    ``Study.optimize`` (this queue records the heartbeat itself, as ``optimize`` does)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Hh]eartbeat.*")
+        warnings.filterwarnings("ignore", message=".*is experimental.*")
+        yield
 
 
 def _rates(lr, labels: list[str]) -> dict:
