@@ -40,5 +40,17 @@ if [ "$DEV" = 1 ] && ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/ch
   command -v chromium >/dev/null 2>&1 || echo "Chromium is not installed: the browser tests will skip (and fail where" \
     "TUNEKIT_REQUIRE_BROWSER=1, as in CI). Install it with: sudo apt-get install chromium"
 fi
+if [ "$DEV" = 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  # The experiments' worker test runs against a real PostgreSQL server (Debian's package; the test
+  # starts its own cluster in a temporary folder as the package's non-root user, and removes it).
+  SUDO=""
+  [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && SUDO="sudo -n"; }
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; }; then
+    ($SUDO apt-get install -y -qq postgresql >/dev/null 2>&1 || \
+      ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq postgresql >/dev/null)) || echo "could not install postgresql"
+  fi
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo "PostgreSQL is not installed: its test will skip (and" \
+    "fail where TUNEKIT_REQUIRE_POSTGRES=1, as in CI). Install it with: sudo apt-get install postgresql"
+fi
 .venv/bin/python -c "import tunekit.models as m, tunekit.data as d; m.minilm_dir(); d.rotten_tomatoes()" \
   && echo "tunekit is set up in .venv (activate with: source .venv/bin/activate)"

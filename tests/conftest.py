@@ -97,3 +97,49 @@ def chromium() -> str:
     """The Chromium path; skips, or fails under TUNEKIT_REQUIRE_BROWSER=1 (see static_page)."""
     import static_page  # tests/ is on sys.path
     return static_page.require_browser()
+
+
+# ----- a real PostgreSQL server (tests/test_experiments.py: workers sharing one queue) ---------------------
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL server of its own: a cluster initialised in a temporary folder, run as the
+    package's non-root user (``postgres``) when the tests run as root, listening on a Unix socket
+    in that folder only; stopped and removed afterwards. Skips without the server's programs, or
+    fails under TUNEKIT_REQUIRE_POSTGRES=1 (CI: setup.sh --dev installs Debian's postgresql)."""
+    import glob
+    import os
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb") or ""]
+    bindir = os.path.dirname(found[-1]) if found[-1] else ""
+    if not bindir:
+        if os.environ.get("TUNEKIT_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL's initdb is not installed (sudo apt-get install postgresql)")
+        pytest.skip("PostgreSQL is not installed")
+    pytest.importorskip("psycopg2")
+    as_user: list[str] = []
+    folder = tempfile.mkdtemp(prefix="tunekit-pg-")  # under /tmp: the server's user must reach it
+    os.chmod(folder, 0o755)
+    if os.geteuid() == 0:  # the server refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = os.path.join(folder, "data")
+
+    def run(*cmd):
+        subprocess.run(as_user + list(cmd), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    try:
+        run(f"{bindir}/initdb", "-D", data, "-U", "tunekit", "--auth=trust", "--no-sync")
+        run(f"{bindir}/pg_ctl", "-D", data, "-w", "-l", os.path.join(folder, "log"),
+            "-o", f"-p {port} -k {folder} -c listen_addresses='' -c fsync=off", "start")
+        yield f"postgresql+psycopg2://tunekit@/postgres?host={folder}&port={port}"
+    finally:
+        subprocess.run(as_user + [f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -232,9 +232,12 @@ def _trials(url, name):
     return [(t.state.name, t.user_attrs.get("key")) for t in study.get_trials()]
 
 
-def test_two_workers_share_one_sqlite_queue_and_train_every_cell_once(tiny_dir, small, tmp_path):
+@pytest.mark.parametrize("server", ["sqlite", "postgresql"])
+def test_two_workers_share_one_queue_and_train_every_cell_once(server, tiny_dir, small, tmp_path, request):
+    """Two worker processes against one queue: a SQLite file, and a real PostgreSQL server (the
+    storage for workers on several machines), started for the test."""
     csv, runs = _reviews_csv(small, tmp_path), str(tmp_path / "runs")
-    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    url = f"sqlite:///{tmp_path / 'queue.db'}" if server == "sqlite" else request.getfixturevalue("postgres_url")
     kw = dict(sizes=[16, 32], seeds=2, epochs=1, model=tiny_dir, name="two", runs_dir=runs, eval_size=16,
               batch_size=16, test_size=24, storage=url, heartbeat=1, progress=False)
     tk.experiment([tk.Probe(), tk.Full()], csv, work=False, **kw)  # fills the queue, trains nothing
