@@ -41,7 +41,7 @@ def test_a_grid_trains_every_cell_once_and_resumes(grid, small, tmp_path, monkey
     assert (table["seeds"] == 2).all() and (table["low"] <= table["accuracy"]).all() \
         and (table["accuracy"] <= table["high"]).all()
     assert (table["seconds"] > 0).all() and (table["trainable"] > 0).all()
-    diff = exp.compare("full", "probe")
+    diff = exp.compare("Full", "probe")  # a label, or as said in words
     assert list(diff["size"]) == [16, 48] and (diff["low"] <= diff["high"]).all()
     assert all(("inside the noise" in s) == inside for s, inside in zip(diff["said"], diff["inside_noise"]))
 
@@ -153,6 +153,8 @@ def test_what_to_choose_takes_the_cheapest_strategy_within_the_noise_of_the_best
     assert row["said"].startswith(f"at 48 examples {row['best']} is best")
     with pytest.raises(ConfigError, match="cost must be"):
         exp.choose(cost="accuracy")
+    with pytest.raises(ConfigError, match="'LoRA r8' is not in experiment"):
+        exp.compare("LoRA r8", "full")
 
 
 def test_the_command_line_trains_prints_and_resumes(tiny_dir, tmp_path, capsys):

@@ -215,3 +215,21 @@ def test_07_post_training_runs(python3_kernel, tmp_path):
     (html,) = [d["text/html"] for d in _results(_tagged(nb, "forgetting-table")) if "text/html" in d]
     assert "a_before" in html and "forgot" in html
     assert len(_figures(nb)) == 4  # sparsity curve, two Pareto views, learned vs forgotten
+
+
+@pytest.mark.slow
+def test_08_transfer_or_finetune_runs(python3_kernel, tmp_path):
+    """Issue 21: the experiment notebook at tiny sizes (the CPU grid: 2 sizes x 1 seed x 4 strategies on
+    Rotten Tomatoes), its table, figures, paired comparison and the choice printed from the results."""
+    params = {"SIZES": [16, 32], "SEEDS": 1, "EPOCHS": 1, "EVAL_SIZE": 16, "TEST_SIZE": 32, "LR": None,
+              "TUNE_TRIALS": 2, "DATA_SETS": ["rotten_tomatoes"], "CPU_SIZES": [16, 32], "CPU_SEEDS": 1,
+              "RUNS_DIR": str(tmp_path / "runs")}
+    nb = _execute("08_transfer_or_finetune.ipynb", params, tmp_path, python3_kernel)
+    assert _table_rows(_tagged(nb, "experiment-table")) == 8  # 4 strategies x 2 sizes
+    assert _table_rows(_tagged(nb, "compare-table")) == 2
+    said = "".join(o.get("text", "") for o in _tagged(nb, "choose").outputs)
+    assert "at 16 examples" in said and "at 32 examples" in said
+    titles = " | ".join(str(f.get("layout", {}).get("title", {}).get("text", "")) for f in _figures(nb))
+    assert len(_figures(nb)) == 3 and "test accuracy vs training examples" in titles, titles
+    from tunekit.runs import list_runs
+    assert len(list_runs(tmp_path / "runs")) == 8 and all(r.status == "completed" for r in list_runs(tmp_path / "runs"))

@@ -156,6 +156,18 @@ class Experiment:
         root = self.path.parent
         return [Run(root / c["run"]) for c in self.done() if (root / c["run"]).is_dir()]
 
+    def label(self, name: str) -> str:
+        """The grid's label for ``name``: the label itself, or as written in words (``"LoRA r8"``
+        is ``lora-r8``: any case, spaces for hyphens)."""
+        labels = self.grid["strategies"]
+        if name in labels:
+            return name
+        wanted = "-".join(str(name).lower().replace("_", " ").split())
+        for label in labels:
+            if label.lower() == wanted:
+                return label
+        raise ConfigError(f"strategy {name!r} is not in experiment {self.name!r}; it has {labels}")
+
     def _matrix(self, label: str, size: int) -> tuple[np.ndarray, list[int]]:
         cells = sorted((c for c in self.done() if c["strategy"] == label and c["size"] == size),
                        key=lambda c: c["seed"])
@@ -188,10 +200,7 @@ class Experiment:
         """``a`` minus ``b`` in test accuracy per size, paired: on the seeds both finished and the
         same test examples, with a 95 % interval (two-level bootstrap over the per-example
         differences) and the finding in words (``inside the noise`` when the interval holds 0)."""
-        for s in (a, b):
-            if s not in self.grid["strategies"]:
-                raise ConfigError(f"strategy {s!r} is not in experiment {self.name!r}; "
-                                  f"it has {self.grid['strategies']}")
+        a, b = self.label(a), self.label(b)
         rows = []
         for size in self.grid["sizes"]:
             ma, sa = self._matrix(a, size)
