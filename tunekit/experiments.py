@@ -234,9 +234,11 @@ class Experiment:
                     alike.append(other)
             pool = at[at["strategy"].isin(alike)]
             cheap = pool.loc[pool[cost].fillna(float("inf")).idxmin()]
-            said = (f"at {size:,} examples {best['strategy']} is best ({best['accuracy']:.3f}); "
-                    + (f"{cheap['strategy']} is as good within the noise ({cheap['accuracy']:.3f}) and cheaper"
-                       if cheap["strategy"] != best["strategy"] else "no cheaper strategy is as good within the noise"))
+            cheapest = at.loc[at[cost].fillna(float("inf")).idxmin(), "strategy"]
+            said = (f"at {size:,} examples {best['strategy']} is best ({best['accuracy']:.3f})"
+                    + (" and the cheapest" if cheapest == best["strategy"] else
+                       f"; {cheap['strategy']} is as good within the noise ({cheap['accuracy']:.3f}) and cheaper"
+                       if cheap["strategy"] != best["strategy"] else "; no cheaper strategy is as good within the noise"))
             rows.append({"size": size, "best": best["strategy"], "best_accuracy": best["accuracy"],
                          "best_low": best["low"], "best_high": best["high"], "choose": cheap["strategy"],
                          "choose_accuracy": cheap["accuracy"], "seconds": cheap["seconds"],
