@@ -161,10 +161,13 @@ def test_the_command_line_trains_prints_and_resumes(tiny_dir, tmp_path, capsys):
     from tunekit.cli import main
     argv = ["experiment", "--strategies", "probe,full", "--sizes", "16,32", "--seeds", "1", "--model", tiny_dir,
             "--runs-dir", str(tmp_path / "runs"), "--name", "cli", "--eval-size", "16", "--test-size", "32",
-            "--no-progress"]
+            "--no-progress", "--report", str(tmp_path / "exp.html")]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "95 % interval" in out and "at 16 examples" in out and "at 32 examples" in out
+    page = (tmp_path / "exp.html").read_text()
+    for words in ("Test accuracy vs training examples", "What to choose", "Paired differences", "full vs probe at 16"):
+        assert words in page, words
     assert len(tk.list_runs(tmp_path / "runs")) == 4
     assert main(argv) == 0 and len(tk.list_runs(tmp_path / "runs")) == 4  # resumed: nothing trained again
     capsys.readouterr()

@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: a SQLite file in the experiment's folder")
     x.add_argument("--worker", action="store_true",
                    help="only take cells from the queue (more processes, GPUs or machines beside the first)")
+    x.add_argument("--report", default="tunekit-experiment.html",
+                   help="HTML report to write: the learning curves, the cost plane, the tables (default %(default)s)")
     x.add_argument("--no-progress", action="store_true", help="no progress bar")
     x.set_defaults(run=cmd_experiment, parser=x, task="classification", seed=0)
 
@@ -300,7 +302,8 @@ def cmd_experiment(args) -> int:
     strategy, and what to choose per size. Exit 1 when a cell did not finish."""
     strategies = parse_strategies(args.strategies)
     data, _ = _checked_inputs(args, strategies, "--strategies")
-    from tunekit.experiments import experiment  # lazy: torch loads only for the commands that train
+    _check_writable(args.report)
+    from tunekit.experiments import experiment, report_sections  # lazy: torch loads only for the commands that train
     exp = experiment(strategies, data, sizes=args.sizes, seeds=args.seeds, model=args.model, name=args.name,
                      runs_dir=args.runs_dir, lr=args.lr, tune_trials=args.tune_trials, test_size=args.test_size,
                      epochs=args.epochs,
@@ -316,7 +319,10 @@ def cmd_experiment(args) -> int:
     print()
     for said in exp.choose()["said"]:
         print(said)
+    path = _write_report(exp.runs(), args.report, f"{exp.name}: which strategy at which data size",
+                         extra=report_sections(exp))
     print(f"experiment: {exp.path.resolve()}")
+    print(f"report: {path}")
     total = len(exp.grid["strategies"]) * len(exp.grid["sizes"]) * exp.grid["seeds"]
     return 0 if len(exp.done()) == total else 1
 

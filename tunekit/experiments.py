@@ -235,10 +235,13 @@ class Experiment:
             pool = at[at["strategy"].isin(alike)]
             cheap = pool.loc[pool[cost].fillna(float("inf")).idxmin()]
             cheapest = at.loc[at[cost].fillna(float("inf")).idxmin(), "strategy"]
-            said = (f"at {size:,} examples {best['strategy']} is best ({best['accuracy']:.3f})"
-                    + (" and the cheapest" if cheapest == best["strategy"] else
-                       f"; {cheap['strategy']} is as good within the noise ({cheap['accuracy']:.3f}) and cheaper"
-                       if cheap["strategy"] != best["strategy"] else "; no cheaper strategy is as good within the noise"))
+            if cheapest == best["strategy"]:
+                rest = " and the cheapest"
+            elif cheap["strategy"] != best["strategy"]:
+                rest = f"; {cheap['strategy']} is as good within the noise ({cheap['accuracy']:.3f}) and cheaper"
+            else:
+                rest = "; no cheaper strategy is as good within the noise"
+            said = f"at {size:,} examples {best['strategy']} is best ({best['accuracy']:.3f}){rest}"
             rows.append({"size": size, "best": best["strategy"], "best_accuracy": best["accuracy"],
                          "best_low": best["low"], "best_high": best["high"], "choose": cheap["strategy"],
                          "choose_accuracy": cheap["accuracy"], "seconds": cheap["seconds"],
@@ -613,6 +616,31 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
     entry["best"] = max(done, key=lambda t: t["value"])["lr"]
     exp.write_tuning(key, entry)
     return float(entry["best"])
+
+
+def report_sections(exp: Experiment) -> list[tuple[str, Any]]:
+    """The experiment's sections of an HTML report (:func:`tunekit.report.write_report`'s
+    ``extra``): the learning curves, the cost plane, the grid's table with intervals, every
+    paired difference, and what to choose per size, each table's text escaped."""
+    import html
+
+    from tunekit import plots
+    table = exp.table()
+    labels = exp.grid["strategies"]
+    grid = table.assign(**{"95 % interval": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(table["low"], table["high"])]})
+    grid = grid[["strategy", "size", "accuracy", "95 % interval", "seeds", "test examples", "seconds",
+                 "memory_mb", "trainable", "lr"]]
+    said = [s for i, a in enumerate(labels) for b in labels[i + 1:] for s in exp.compare(b, a)["said"]]
+    choose = exp.choose()["said"].tolist()
+
+    def lines(items: list[str]) -> str:
+        return "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in items) + "</ul>" if items else "<p>None yet.</p>"
+    return [("Test accuracy vs training examples", plots.learning_curves(exp)),
+            ("Test accuracy vs wall time per cell", plots.cost_curves(exp, "seconds")),
+            ("The grid: test accuracy per strategy and size (mean over seeds, 95 % interval over seeds and "
+             "test examples)", grid.to_html(index=False, float_format=lambda v: f"{v:,.4g}", border=0)),
+            ("Paired differences (same seeds, same test examples)", lines(said)),
+            ("What to choose", lines(choose))]
 
 
 def list_experiments(runs_dir: str = DEFAULT_RUNS_DIR) -> list[Experiment]:
