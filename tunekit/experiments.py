@@ -62,6 +62,11 @@ BOOTSTRAP = 2000
 """Bootstrap resamples for every interval (percentile method, seeded: the same record gives the
 same interval)."""
 
+GRACE = 10
+"""A cell goes back to the queue after this many heartbeat intervals without a heartbeat: short
+grace periods (three) re-queued live cells on a loaded 2-core machine, whose heartbeats were late,
+and the cell trained twice."""
+
 FORMAT = "tunekit-experiment/1"
 RECORD = "experiment.json"
 
@@ -312,7 +317,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
             GPUs or machines (same grid, same storage) beside the one that filled the queue.
         work: False fills the queue and returns at once (the workers train).
         heartbeat: seconds between a working cell's heartbeats; a cell whose worker died (no
-            heartbeat for three of them) goes back to the queue for another worker, up to twice.
+            heartbeat for :data:`GRACE` of them) goes back to the queue for another worker, up to twice.
         **overrides: other :class:`~tunekit.config.TrainConfig` fields for every cell (epochs,
             batch_size, eval_size, ...).
     """
@@ -426,7 +431,7 @@ class _Queue:
         try:
             with _quiet():
                 self.storage = optuna.storages.RDBStorage(
-                    url, heartbeat_interval=self.interval, grace_period=3 * self.interval,
+                    url, heartbeat_interval=self.interval, grace_period=GRACE * self.interval,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
                 self.study = optuna.create_study(study_name=f"tunekit-experiment:{exp.name}", storage=self.storage,
                                                  direction="maximize", load_if_exists=True)
@@ -490,11 +495,17 @@ class _Queue:
             thread.join()
 
     def done(self, cell: dict) -> None:
+        """Tell the queue how the cell ended. A trial already failed by another worker (this one's
+        heartbeat was taken for dead) keeps that state; the cell's file holds the result."""
         State = self.optuna.trial.TrialState
-        if cell["status"] == "completed":
-            self.study.tell(self.trial, cell["test_accuracy"])
-        else:
-            self.study.tell(self.trial, state=State.FAIL)
+        try:
+            if cell["status"] == "completed":
+                self.study.tell(self.trial, cell["test_accuracy"])
+            else:
+                self.study.tell(self.trial, state=State.FAIL)
+        except (self.optuna.exceptions.UpdateFinishedTrialError, RuntimeError, ValueError) as e:
+            warnings.warn(f"cell {cell.get('strategy')}, {cell.get('size')} examples, seed {cell.get('seed')}: "
+                          f"the queue had given it up ({e}); its result is kept", stacklevel=2)
         self.trial = None
 
 
