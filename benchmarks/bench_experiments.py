@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import torch  # noqa: E402
 
 import tunekit as tk  # noqa: E402
 from tunekit.experiments import _test_correct  # noqa: E402  (the same predictions the experiment makes)
+from tunekit.post.base import machine as cpu  # noqa: E402  (the CPU, as the post-training records say it)
 
 STRATEGIES = "probe,lora:8,full"
 WORKER = """
@@ -46,15 +46,7 @@ tk.experiment(parse_strategies(strategies), "rotten_tomatoes", sizes=[int(s) for
 
 
 def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{cpu()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def loop(strategies, data, sizes, seeds, test_size, runs_dir) -> float:

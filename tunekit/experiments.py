@@ -56,7 +56,7 @@ from tunekit.engine import Trainer
 from tunekit.models import load_for
 from tunekit.runs import Run, RunRecordError
 from tunekit.strategies import get_strategy
-from tunekit.writer import write_json
+from tunekit.writer import sanitize_name, write_json
 
 BOOTSTRAP = 2000
 """Bootstrap resamples for every interval (percentile method, seeded: the same record gives the
@@ -73,10 +73,6 @@ RECORD = "experiment.json"
 
 def _cell_key(label: str, size: int, seed: int) -> str:
     return f"{label}|{size}|{seed}"
-
-
-def _folder_word(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-") or "x"
 
 
 def bootstrap_mean(correct: np.ndarray, resamples: int = BOOTSTRAP, seed: int = 0,
@@ -146,11 +142,11 @@ class Experiment:
     def write_cell(self, key: str, cell: dict) -> None:
         """Record one cell (its own file: two processes never write one file)."""
         (self.path / "cells").mkdir(exist_ok=True)
-        write_json(self.path / "cells" / f"{_folder_word(key)}.json", {**cell, "key": key})
+        write_json(self.path / "cells" / f"{sanitize_name(key)}.json", {**cell, "key": key})
 
     def write_tuning(self, key: str, entry: dict) -> None:
         (self.path / "tuning").mkdir(exist_ok=True)
-        write_json(self.path / "tuning" / f"{_folder_word(key)}.json", {**entry, "key": key})
+        write_json(self.path / "tuning" / f"{sanitize_name(key)}.json", {**entry, "key": key})
 
     def done(self) -> list[dict]:
         """The finished cells (their test results recorded)."""
@@ -352,7 +348,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
     positive_int("tune_trials", tune_trials)
     TrainConfig(**overrides)  # every override checked before anything trains
 
-    folder = Path(runs_dir).expanduser() / _folder_word(name)
+    folder = Path(runs_dir).expanduser() / sanitize_name(name)
     grid = {"strategies": labels, "specs": [s.describe() for s in strategies],
             "sizes": sizes, "seeds": int(seeds), "data": data.name, "model": str(model),
             "test_size": test_size, "lr": "tune" if tune else rates,
@@ -561,7 +557,7 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
                 model: str, lr: Optional[float], overrides: dict) -> dict:
     """Train one cell (a fresh model, the first ``size`` examples of the seed's permutation) and
     score it on the test examples; the cell's entry for the experiment's record."""
-    run_name = _folder_word(f"{exp.name}-{label}-n{size}-s{seed}")
+    run_name = sanitize_name(f"{exp.name}-{label}-n{size}-s{seed}")
     cfg = TrainConfig(**{"progress": False, **overrides}).replace(
         seed=seed, train_size=size, runs_dir=str(exp.path.parent), name=run_name,
         **({"lr": lr} if lr is not None else {}))
@@ -606,7 +602,7 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
         k = len(entry["trials"])
         cfg = TrainConfig(**{"progress": False, **overrides}).replace(
             seed=0, train_size=size, lr=lr, runs_dir=str(exp.path.parent),
-            name=_folder_word(f"{exp.name}-tune-{label}-n{size}-t{k}"))
+            name=sanitize_name(f"{exp.name}-tune-{label}-n{size}-t{k}"))
         value, run_name = None, None
         try:
             run = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg).run()
