@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import threading
 import time
 import warnings
@@ -466,11 +467,24 @@ class _Queue:
             if key is None:  # the last queued cell went to another worker first: this trial is none of ours
                 self.study.tell(trial, state=State.FAIL)
                 continue
+            if not self._claim(trial):  # SQLite can hand one trial to two workers at once: one trains it
+                continue
             if self.exp.cells.get(key, {}).get("status") == "completed":  # queued twice, trained already
                 self.study.tell(trial, state=State.PRUNED)
                 continue
             self.trial = trial
             yield key
+
+    def _claim(self, trial) -> bool:
+        """Whether this worker is the first to take ``trial`` (an exclusive file per trial id in
+        the record: seen with two workers on one SQLite file, both got the first trial)."""
+        folder = self.exp.path / "claims"
+        folder.mkdir(exist_ok=True)
+        try:
+            os.close(os.open(folder / str(trial._trial_id), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
 
     @contextlib.contextmanager
     def heartbeat(self):
