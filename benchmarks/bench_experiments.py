@@ -30,7 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 import tunekit as tk  # noqa: E402
-from tunekit.experiments import _test_correct  # noqa: E402  (the same predictions the experiment makes)
+from tunekit.experiments.runner import _test_correct  # noqa: E402  (the same predictions the experiment makes)
 from tunekit.post.base import machine as cpu  # noqa: E402  (the CPU, as the post-training records say it)
 
 STRATEGIES = "probe,lora:8,full"

@@ -47,8 +47,8 @@ def test_a_grid_trains_every_cell_once_and_resumes(grid, small, tmp_path, monkey
 
     # the same call again trains nothing; a cell lost in a crash is the only one retrained
     calls = []
-    real = tk.experiments._train_cell
-    monkeypatch.setattr(tk.experiments, "_train_cell", lambda *a, **k: calls.append(a[2:5]) or real(*a, **k))
+    real = tk.experiments.runner._train_cell
+    monkeypatch.setattr(tk.experiments.runner, "_train_cell", lambda *a, **k: calls.append(a[2:5]) or real(*a, **k))
     again = tk.experiment([tk.Probe(), tk.Full()], small, **grid)
     assert calls == [] and len(again.done()) == 8
     (again.path / "cells" / "full-16-0.json").unlink()  # as if the kernel died while it trained
@@ -198,7 +198,7 @@ def test_lr_tune_searches_each_strategy_on_validation_and_reports_on_test(grid, 
     assert exp.grid["lr"] == "tune" and exp.grid["tune_trials"] == 3
     # resumed: no trial and no cell again
     calls = []
-    monkeypatch.setattr(tk.experiments, "Trainer", lambda *a, **k: calls.append(a) or None)
+    monkeypatch.setattr(tk.experiments.runner, "Trainer", lambda *a, **k: calls.append(a) or None)
     again = tk.experiment([tk.Full()], small, lr="tune", tune_trials=3, **kw)
     assert calls == [] and len(again.done()) == 2
 

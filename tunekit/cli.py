@@ -303,18 +303,18 @@ def cmd_experiment(args) -> int:
     strategies = parse_strategies(args.strategies)
     data, _ = _checked_inputs(args, strategies, "--strategies")
     _check_writable(args.report)
-    from tunekit.experiments import experiment, report_sections  # lazy: torch loads only for the commands that train
+    # lazy: torch loads only for the commands that train
+    from tunekit.experiments import experiment, report_sections, table_with_intervals
     exp = experiment(strategies, data, sizes=args.sizes, seeds=args.seeds, model=args.model, name=args.name,
                      runs_dir=args.runs_dir, lr=args.lr, tune_trials=args.tune_trials, test_size=args.test_size,
                      epochs=args.epochs,
                      eval_size=args.eval_size, batch_size=args.batch_size, max_length=args.max_length,
                      device=args.device, progress=not args.no_progress, storage=args.storage, worker=args.worker)
-    table = exp.table()
+    table = table_with_intervals(exp)
     if table.empty:
         print("no cell finished", file=sys.stderr)
         return 1
-    shown = table.assign(**{"95 % interval": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(table["low"], table["high"])]})
-    print(shown[["strategy", "size", "accuracy", "95 % interval", "seeds", "seconds", "memory_mb", "trainable"]]
+    print(table[["strategy", "size", "accuracy", "95 % interval", "seeds", "seconds", "memory_mb", "trainable"]]
           .to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     print()
     for said in exp.choose()["said"]:

@@ -1,0 +1,266 @@
+"""``tk.experiment``: check the grid, tune the learning rates, fill the queue, train cells from it."""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TrainConfig, TrainingError, positive_int
+from tunekit.data import load as load_data
+from tunekit.engine import Trainer
+from tunekit.experiments.queue import Queue
+from tunekit.experiments.record import FORMAT, RECORD, Experiment, cell_key, split_key
+from tunekit.models import load_for
+from tunekit.strategies import get_strategy
+from tunekit.writer import sanitize_name, write_json
+
+
+def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, sizes: Sequence[int],
+               seeds: int = 3, model: str = "minilm", name: str = "experiment",
+               runs_dir: str = DEFAULT_RUNS_DIR, lr: Optional[float | dict] = None,
+               test_size: Optional[int] = None, tune_trials: int = 4, progress: bool = True,
+               storage: Optional[str] = None, worker: bool = False, work: bool = True, heartbeat: int = 30,
+               **overrides) -> Experiment:
+    """Train every (strategy, size, seed) cell not yet done, and return the :class:`Experiment`.
+
+    Args:
+        strategies: strategy objects or names (``tk.LoRA(rank=8)``, ``"probe"``); their labels
+            name them in the table (two strategies with one label are refused).
+        data: a TextDataset or anything :func:`tunekit.data.load` takes; its test split reports.
+        sizes: training-set sizes, each at most the training split's size (nested per seed).
+        seeds: how many seeds (0, 1, ...) per (strategy, size).
+        model: the built-in name, directory or cached hub id every cell starts from.
+        name: the experiment's folder in ``runs_dir``; the same name and grid resumes it, the
+            same name with another grid is refused.
+        lr: None (each strategy's default), one rate for all, ``{label: rate}``, or ``"tune"``:
+            per strategy and size, ``tune_trials`` training runs on seed 0's subset, their learning
+            rates chosen by Optuna's TPE sampler (log scale, a tenth to ten times the strategy's
+            default), judged by validation accuracy; every seed's cell then trains at the best rate
+            and is reported on the test split, which the search never saw. Every trial is kept in
+            the record (and is a run record of its own).
+        tune_trials: the search budget per (strategy, size) for ``lr="tune"``, the same for all.
+        test_size: report on a seeded subset of the test split (None: all of it).
+        progress: a progress bar over the cells (tqdm), with the cell being trained.
+        storage: an Optuna storage URL holding the queue of cells (``sqlite:///path.db``, a
+            PostgreSQL URL for workers on several machines); None: a SQLite file inside the
+            experiment's record. The call puts every cell not yet done in the queue (as
+            WAITING trials), then trains cells from it until none is left.
+        worker: only take cells from the queue, never add to it: the call for more processes,
+            GPUs or machines (same grid, same storage) beside the one that filled the queue.
+        work: False fills the queue and returns at once (the workers train).
+        heartbeat: seconds between a working cell's heartbeats; a cell whose worker died (no
+            heartbeat for :data:`GRACE` of them) goes back to the queue for another worker, up to twice.
+        **overrides: other :class:`~tunekit.config.TrainConfig` fields for every cell (epochs,
+            batch_size, eval_size, ...).
+    """
+    data = load_data(data)
+    if not strategies:
+        raise ConfigError("experiment needs at least one strategy (e.g. [tk.Probe(), tk.LoRA(rank=8), tk.Full()])")
+    strategies = [get_strategy(s) for s in strategies]
+    labels = [s.label for s in strategies]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"two strategies share a label in {labels}: give each its own settings")
+    sizes = list(sizes)
+    if not sizes:
+        raise ConfigError("sizes must list at least one training-set size, e.g. sizes=[100, 300, 1000]")
+    for n in sizes:
+        positive_int("sizes", n)
+        if n > len(data.train):
+            raise ConfigError(f"sizes: {n:,} is more than the {len(data.train):,} training examples of "
+                              f"{data.name!r}")
+    if len(set(sizes)) != len(sizes):
+        raise ConfigError(f"sizes has a size twice: {sizes}")
+    sizes = sorted(sizes)
+    positive_int("seeds", seeds)
+    if len(data.test) == 0:
+        raise ConfigError(f"{data.name!r} has no test split to report on; make one (test_size > 0 when loading)")
+    if test_size is not None:
+        positive_int("test_size", test_size)
+    for key in ("seed", "train_size", "runs_dir", "name"):
+        if key in overrides:
+            raise ConfigError(f"{key} is set per cell by the experiment; leave it out")
+    rates = _rates(lr, labels)
+    tune = rates.pop("tune", False)
+    positive_int("tune_trials", tune_trials)
+    TrainConfig(**overrides)  # every override checked before anything trains
+
+    folder = Path(runs_dir).expanduser() / sanitize_name(name)
+    grid = {"strategies": labels, "specs": [s.describe() for s in strategies],
+            "sizes": sizes, "seeds": int(seeds), "data": data.name, "model": str(model),
+            "test_size": test_size, "lr": "tune" if tune else rates,
+            "tune_trials": int(tune_trials) if tune else None,
+            "overrides": {k: overrides[k] for k in sorted(overrides)}}
+    exp = _open(folder, name, grid)
+    test = data.test
+    if test_size is not None and test_size < len(test):
+        test = test.sample(n=test_size, random_state=0).sort_index()
+
+    if len(exp.done()) < len(labels) * len(sizes) * seeds:  # every strategy checked on the model before any trains
+        m = load_for(model, data, "classification", 0)
+        for strategy in strategies:
+            for phase in strategy.phases():
+                phase.strategy.plan(m)
+    total = len(labels) * len(sizes) * seeds
+    if tune and not worker:  # the searches first, in this process: every seed's cell needs their result
+        for strategy, label in zip(strategies, labels):
+            for size in sizes:
+                if any(exp.cells.get(cell_key(label, size, sd), {}).get("status") != "completed"
+                       for sd in range(seeds)):
+                    _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides)
+    positive_int("heartbeat", heartbeat)
+    queue = Queue(exp, storage, heartbeat)
+    if not worker:
+        queue.fill([cell_key(label, size, seed) for seed in range(seeds) for size in sizes for label in labels])
+    if work:
+        by_label = dict(zip(labels, strategies))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, initial=len(exp.done()), desc=name, unit="cell")
+        try:
+            for key in queue.cells():
+                label, size, seed = split_key(key)
+                if bar is not None:
+                    bar.set_postfix_str(f"{label}, {size:,} examples, seed {seed}")
+                rate = exp.tuning.get(f"{label}|{size}", {}).get("best") if tune else rates.get(label)
+                with queue.heartbeat():
+                    cell = _train_cell(exp, by_label[label], label, size, seed, data, test, model, rate, overrides)
+                exp.write_cell(key, cell)
+                queue.done(cell)
+                if bar is not None:
+                    bar.n = len(exp.done())
+                    bar.refresh()
+                if cell["status"] != "completed":
+                    warnings.warn(f"cell {label}, {size} examples, seed {seed} {cell['status']}: "
+                                  f"{cell.get('reason')}", stacklevel=2)
+        finally:
+            if bar is not None:
+                bar.close()
+    done = len(exp.done())
+    if work and done < total:
+        warnings.warn(f"experiment {name!r}: {done} of {total} cells finished; call it again to retry the others",
+                      stacklevel=2)
+    return exp
+
+
+def _rates(lr, labels: list[str]) -> dict:
+    if lr is None:
+        return {}
+    if lr == "tune":
+        return {"tune": True}
+    if isinstance(lr, dict):
+        unknown = sorted(set(lr) - set(labels))
+        if unknown:
+            raise ConfigError(f"lr names strategies not in the grid: {unknown} (the grid has {labels})")
+        for k, v in lr.items():
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise ConfigError(f"lr[{k!r}] must be a positive number (got {v!r})")
+        return {k: float(v) for k, v in lr.items()}
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+        return {label: float(lr) for label in labels}
+    raise ConfigError(f"lr must be None, a positive number, {{label: rate}} or 'tune' (got {lr!r})")
+
+
+def _open(folder: Path, name: str, grid: dict) -> Experiment:
+    """The experiment record in ``folder``: a new one, or the existing one if its grid is this
+    one (resume); another grid under the same name is refused."""
+    if (folder / RECORD).exists():
+        exp = Experiment.load(folder)
+        if exp.grid != grid:
+            changed = sorted(k for k in set(grid) | set(exp.grid) if grid.get(k) != exp.grid.get(k))
+            raise ConfigError(f"experiment {name!r} exists in {folder} with another grid (it differs in "
+                              f"{', '.join(changed)}): call it with the same grid to resume it, or give "
+                              f"this one another name")
+        return exp
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} exists and is not an experiment: give the experiment another name")
+    folder.mkdir(parents=True, exist_ok=True)
+    exp = Experiment(folder, {"format": FORMAT, "kind": "experiment", "name": name, "grid": grid,
+                              "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json(folder / RECORD, exp.record)
+    return exp
+
+
+def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, data, test: pd.DataFrame,
+                model: str, lr: Optional[float], overrides: dict) -> dict:
+    """Train one cell (a fresh model, the first ``size`` examples of the seed's permutation) and
+    score it on the test examples; the cell's entry for the experiment's record."""
+    run_name = sanitize_name(f"{exp.name}-{label}-n{size}-s{seed}")
+    cfg = TrainConfig(**{"progress": False, **overrides}).replace(
+        seed=seed, train_size=size, runs_dir=str(exp.path.parent), name=run_name,
+        **({"lr": lr} if lr is not None else {}))
+    cell = {"strategy": label, "size": size, "seed": seed, "run": None, "status": "failed"}
+    try:
+        m = load_for(model, data, "classification", seed)
+        run = Trainer(m, data, strategy, cfg).run()
+    except TrainingError as e:
+        cell.update(reason=str(e), run=e.run.name if e.run is not None else None)
+        return cell
+    s = run.summary
+    cell.update(run=run.name, status=run.status, reason=s.get("reason"), wall_time_s=s.get("wall_time_s"),
+                peak_memory_mb=s.get("peak_memory_mb"), trainable=(run.config.get("params") or {}).get("trainable"),
+                lr=(run.config.get("train") or {}).get("lr") or getattr(strategy, "default_lr", None))
+    if run.status == "completed":
+        cell["correct"] = _test_correct(m, test, cfg.eval_batch_size, cfg.max_length)
+        cell["test_accuracy"] = float(np.mean(cell["correct"]))
+    return cell
+
+
+def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str, trials: int,
+              overrides: dict) -> float:
+    """The learning rate for ``label`` at ``size``: the best of ``trials`` runs on seed 0's subset by
+    validation accuracy, Optuna's TPE sampler (seeded) choosing each rate on a log scale from a
+    tenth to ten times the strategy's default. Trials already in the record are given to the
+    sampler again (a resumed search goes on where it stopped); each new one is written to the
+    record as soon as it ends."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = float(getattr(strategy, "default_lr", None) or 1e-4)
+    space = {"lr": FloatDistribution(base / 10, base * 10, log=True)}
+    key = f"{label}|{size}"
+    entry = exp.tuning.get(key) or {"trials": [], "space": [base / 10, base * 10]}
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=size))
+    for t in entry["trials"]:
+        if t.get("value") is not None:
+            study.add_trial(optuna.trial.create_trial(params={"lr": t["lr"]}, distributions=space, value=t["value"]))
+    while len(entry["trials"]) < trials:
+        trial = study.ask(space)
+        lr = float(trial.params["lr"])
+        k = len(entry["trials"])
+        cfg = TrainConfig(**{"progress": False, **overrides}).replace(
+            seed=0, train_size=size, lr=lr, runs_dir=str(exp.path.parent),
+            name=sanitize_name(f"{exp.name}-tune-{label}-n{size}-t{k}"))
+        value, run_name = None, None
+        try:
+            run = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg).run()
+            run_name = run.name
+            value = run.summary.get("val_accuracy") if run.status == "completed" else None
+        except TrainingError as e:
+            run_name = e.run.name if e.run is not None else None
+        if value is None or not math.isfinite(value):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, float(value))
+        entry["trials"].append({"lr": lr, "value": value, "run": run_name})
+        exp.write_tuning(key, entry)
+    done = [t for t in entry["trials"] if t.get("value") is not None]
+    if not done:
+        raise TrainingError(f"every learning-rate trial of {label} at {size} examples failed; see the runs "
+                            f"{[t['run'] for t in entry['trials']]}")
+    entry["best"] = max(done, key=lambda t: t["value"])["lr"]
+    exp.write_tuning(key, entry)
+    return float(entry["best"])
+
+
+@torch.no_grad()
+def _test_correct(model, test: pd.DataFrame, batch_size: int, max_length: int) -> list[int]:
+    """1 where ``model`` predicts the test example's label, else 0 (in the test split's order)."""
+    probs = model.predict_proba(list(test["text"]), max_length=max_length, batch_size=batch_size)
+    return (probs.argmax(-1).numpy() == test["label"].to_numpy()).astype(int).tolist()
