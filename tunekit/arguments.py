@@ -152,6 +152,26 @@ def _strategy_spec(item: str):
     return {"name": "lora", "rank": n} if name == "lora" else ("freeze", n)
 
 
+def strategy_text(spec: dict) -> Optional[str]:
+    """The ``--strategies`` item that :func:`parse_strategies` turns back into the strategy
+    described by ``spec`` (a strategy's ``describe()``): ``"freeze:2"``, ``"lora:8"``, ``"full"``;
+    None when no item says it (a LoRA alpha other than twice its rank, ...)."""
+    from tunekit.strategies import Freeze, get_strategy  # lazy: torch loads only for the commands that train
+
+    name = spec.get("name")
+    if name == "freeze":
+        blocks = spec.get("train_blocks") or []
+        k = len(blocks)
+        candidate, strategy = f"freeze:{k}", Freeze.top(k)
+    elif name == "lora":
+        candidate, strategy = f"lora:{spec.get('rank')}", get_strategy({"name": "lora", "rank": spec.get("rank")})
+    elif name in strategy_names():
+        candidate, strategy = str(name), get_strategy({"name": name})
+    else:
+        return None
+    return candidate if strategy.describe() == spec else None
+
+
 def parse_strategies(text: str) -> list:
     """``"probe,lora:4,freeze"`` -> a list of strategies (``freeze`` is ``Freeze.top(2)``,
     ``freeze:K`` is ``Freeze.top(K)``, ``lora:R`` is ``LoRA(rank=R)``). Raises :class:`InputError`."""

@@ -52,18 +52,21 @@ class Queue:
             if cells.get(key, {}).get("status") != "completed" and key not in busy:
                 self.study.enqueue_trial({}, user_attrs={"key": key})
 
-    def cells(self):
+    def cells(self, stopped=lambda: False):
         """The keys of the cells this worker trains, one at a time, until none is queued or in
-        training (a cell in training elsewhere may come back if its worker dies)."""
+        training (a cell in training elsewhere may come back if its worker dies), or until
+        ``stopped()``."""
         State = self.optuna.trial.TrialState
-        while True:
+        while not stopped():
             with quiet():
                 self.optuna.storages.fail_stale_trials(self.study)
             waiting, running = self._keys(State.WAITING), self._keys(State.RUNNING)
             if not waiting:
                 if not running:
                     return
-                time.sleep(self.interval)
+                deadline = time.monotonic() + self.interval
+                while time.monotonic() < deadline and not stopped():
+                    time.sleep(0.2)
                 continue
             with quiet():
                 trial = self.study.ask()

@@ -7,7 +7,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -104,6 +104,47 @@ class Experiment:
     def done(self) -> list[dict]:
         """The finished cells (their test results recorded)."""
         return [c for c in self.cells.values() if c.get("status") == "completed" and c.get("correct") is not None]
+
+    def keys(self) -> list[str]:
+        """Every cell's key (``"label|size|seed"``), strategy by strategy, size by size, seed by seed."""
+        g = self.grid
+        return [cell_key(label, size, seed) for label in g["strategies"] for size in g["sizes"]
+                for seed in range(g["seeds"])]
+
+    def states(self, running: Sequence[str] = ()) -> dict[str, str]:
+        """Each cell's state by key, in :meth:`keys` order: ``"done"``, ``"running"`` (the keys in
+        ``running``: what the caller is training), ``"failed"`` or ``"stopped"`` (to be retried),
+        or ``"queued"`` (not started)."""
+        cells, running = self.cells, set(running)
+        out = {}
+        for key in self.keys():
+            status = cells.get(key, {}).get("status")
+            out[key] = ("running" if key in running else "done" if status == "completed"
+                        else status if status in ("failed", "stopped") else "queued")
+        return out
+
+    def time_left(self, keys: Sequence[str]) -> Optional[float]:
+        """An estimate, in seconds, of training the cells ``keys``: each from the mean wall time of
+        its (strategy, size) cells done so far, else its strategy's time per example at the
+        nearest size done, else every done cell's time per example; None before any is done."""
+        done = self.done()
+        if not done:
+            return None
+        per_example = float(np.mean([c["wall_time_s"] / c["size"] for c in done]))
+        total = 0.0
+        for key in keys:
+            label, size, _ = split_key(key)
+            same = [c["wall_time_s"] for c in done if c["strategy"] == label and c["size"] == size]
+            if same:
+                total += float(np.mean(same))
+                continue
+            mine = [c for c in done if c["strategy"] == label]
+            if mine:
+                near = min(mine, key=lambda c: abs(math.log(c["size"] / size)))
+                total += near["wall_time_s"] / near["size"] * size
+            else:
+                total += per_example * size
+        return total
 
     def runs(self) -> list[Run]:
         """The run records of the finished cells (ordinary runs), in the grid's order."""

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import torch
 
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TrainConfig, TrainingError, positive_int
 from tunekit.data import load as load_data
-from tunekit.engine import Trainer
+from tunekit.engine import StopTraining, Trainer
 from tunekit.experiments.queue import Queue
 from tunekit.experiments.record import FORMAT, RECORD, Experiment, cell_key, split_key
 from tunekit.models import load_for
@@ -26,6 +27,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                runs_dir: str = DEFAULT_RUNS_DIR, lr: Optional[float | dict] = None,
                test_size: Optional[int] = None, tune_trials: int = 4, progress: bool = True,
                storage: Optional[str] = None, worker: bool = False, work: bool = True, heartbeat: int = 30,
+               stop: Optional[threading.Event] = None, callback: Optional[Callable[[dict], Any]] = None,
                **overrides) -> Experiment:
     """Train every (strategy, size, seed) cell not yet done, and return the :class:`Experiment`.
 
@@ -56,6 +58,16 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
         work: False fills the queue and returns at once (the workers train).
         heartbeat: seconds between a working cell's heartbeats; a cell whose worker died (no
             heartbeat for :data:`GRACE` of them) goes back to the queue for another worker, up to twice.
+        stop: a ``threading.Event``; once set (from any thread: the lab's Stop), the cell or
+            learning-rate trial in training ends at its next step, its partial run is kept
+            (stopped), no further cell starts, and the call returns. Every finished cell is kept;
+            the same call again resumes the rest.
+        callback: called with a dict per event, from the training thread, for a live view:
+            ``{"event": "tuning", "strategy", "size", "trial", "trials"}`` before each learning-rate
+            trial, ``{"event": "cell_start", "key", "strategy", "size", "seed"}``, ``{"event":
+            "step", "key", "step", "total"}`` per optimizer step, and ``{"event": "cell_end",
+            "key", "cell"}``; each also has ``"path"``, the experiment's folder. A callback that
+            raises is reported as a warning, never fails a cell.
         **overrides: other :class:`~tunekit.config.TrainConfig` fields for every cell (epochs,
             batch_size, eval_size, ...).
     """
@@ -85,6 +97,11 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
     for key in ("seed", "train_size", "runs_dir", "name"):
         if key in overrides:
             raise ConfigError(f"{key} is set per cell by the experiment; leave it out")
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        raise ConfigError(f"stop must be a threading.Event (got {type(stop).__name__})")
+    if callback is not None and not callable(callback):
+        raise ConfigError(f"callback must be a function of one dict (got {callback!r})")
+    hooks = _Hooks(stop, callback)
     rates = _rates(lr, labels)
     tune = rates.pop("tune", False)
     positive_int("tune_trials", tune_trials)
@@ -97,6 +114,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
             "tune_trials": int(tune_trials) if tune else None,
             "overrides": {k: overrides[k] for k in sorted(overrides)}}
     exp = _open(folder, name, grid)
+    hooks.path = str(exp.path)
     test = data.test
     if test_size is not None and test_size < len(test):
         test = test.sample(n=test_size, random_state=0).sort_index()
@@ -110,9 +128,11 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
     if tune and not worker:  # the searches first, in this process: every seed's cell needs their result
         for strategy, label in zip(strategies, labels):
             for size in sizes:
+                if hooks.stopped():
+                    return exp
                 if any(exp.cells.get(cell_key(label, size, sd), {}).get("status") != "completed"
                        for sd in range(seeds)):
-                    _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides)
+                    _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides, hooks)
     positive_int("heartbeat", heartbeat)
     queue = Queue(exp, storage, heartbeat)
     if not worker:
@@ -124,29 +144,74 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
             from tqdm.auto import tqdm
             bar = tqdm(total=total, initial=len(exp.done()), desc=name, unit="cell")
         try:
-            for key in queue.cells():
+            for key in queue.cells(hooks.stopped):
                 label, size, seed = split_key(key)
                 if bar is not None:
                     bar.set_postfix_str(f"{label}, {size:,} examples, seed {seed}")
                 rate = exp.tuning.get(f"{label}|{size}", {}).get("best") if tune else rates.get(label)
+                hooks.emit({"event": "cell_start", "key": key, "strategy": label, "size": size, "seed": seed})
                 with queue.heartbeat():
-                    cell = _train_cell(exp, by_label[label], label, size, seed, data, test, model, rate, overrides)
+                    cell = _train_cell(exp, by_label[label], label, size, seed, data, test, model, rate, overrides,
+                                       hooks.for_cell(key))
                 exp.write_cell(key, cell)
                 queue.done(cell)
+                hooks.emit({"event": "cell_end", "key": key, "cell": cell})
                 if bar is not None:
                     bar.n = len(exp.done())
                     bar.refresh()
-                if cell["status"] != "completed":
+                if cell["status"] != "completed" and not hooks.stopped():
                     warnings.warn(f"cell {label}, {size} examples, seed {seed} {cell['status']}: "
                                   f"{cell.get('reason')}", stacklevel=2)
         finally:
             if bar is not None:
                 bar.close()
     done = len(exp.done())
-    if work and done < total:
+    if work and done < total and not hooks.stopped():
         warnings.warn(f"experiment {name!r}: {done} of {total} cells finished; call it again to retry the others",
                       stacklevel=2)
     return exp
+
+
+class _Hooks:
+    """The caller's stop event and callback, as the runner uses them: ``watch`` a trainer (a step
+    checks the event and reports progress), ``emit`` an event (a failing callback warns)."""
+
+    def __init__(self, stop: Optional[threading.Event] = None, callback: Optional[Callable[[dict], Any]] = None,
+                 key: Optional[str] = None):
+        self.stop, self.callback, self.key = stop, callback, key
+        self.path: Optional[str] = None  # the experiment's folder, in every event (set once it is open)
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def for_cell(self, key: str) -> "_Hooks":
+        hooks = _Hooks(self.stop, self.callback, key)
+        hooks.path = self.path
+        return hooks
+
+    def emit(self, event: dict) -> None:
+        if self.callback is None:
+            return
+        try:
+            self.callback({**event, "path": self.path})
+        except Exception as e:  # noqa: BLE001 - a live view must never fail a cell
+            warnings.warn(f"the experiment's callback failed on {event.get('event')!r}: {type(e).__name__}: {e}",
+                          stacklevel=2)
+
+    def watch(self, trainer) -> None:
+        total = {}
+
+        def start(ev):
+            total["steps"] = ev.payload["total_steps"]
+
+        def step(ev):
+            if self.stopped():
+                raise StopTraining()
+            if self.key is not None:
+                self.emit({"event": "step", "key": self.key, "step": ev.payload["step"],
+                           "total": total.get("steps")})
+        trainer.add_callback("train_start", start)
+        trainer.add_callback("step", step)
 
 
 def _rates(lr, labels: list[str]) -> dict:
@@ -188,7 +253,7 @@ def _open(folder: Path, name: str, grid: dict) -> Experiment:
 
 
 def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, data, test: pd.DataFrame,
-                model: str, lr: Optional[float], overrides: dict) -> dict:
+                model: str, lr: Optional[float], overrides: dict, hooks: Optional["_Hooks"] = None) -> dict:
     """Train one cell (a fresh model, the first ``size`` examples of the seed's permutation) and
     score it on the test examples; the cell's entry for the experiment's record."""
     run_name = sanitize_name(f"{exp.name}-{label}-n{size}-s{seed}")
@@ -198,7 +263,10 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
     cell = {"strategy": label, "size": size, "seed": seed, "run": None, "status": "failed"}
     try:
         m = load_for(model, data, "classification", seed)
-        run = Trainer(m, data, strategy, cfg).run()
+        trainer = Trainer(m, data, strategy, cfg)
+        if hooks is not None:
+            hooks.watch(trainer)
+        run = trainer.run()
     except TrainingError as e:
         cell.update(reason=str(e), run=e.run.name if e.run is not None else None)
         return cell
@@ -213,7 +281,7 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
 
 
 def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str, trials: int,
-              overrides: dict) -> float:
+              overrides: dict, hooks: Optional["_Hooks"] = None) -> Optional[float]:
     """The learning rate for ``label`` at ``size``: the best of ``trials`` runs on seed 0's subset by
     validation accuracy, Optuna's TPE sampler (seeded) choosing each rate on a log scale from a
     tenth to ten times the strategy's default. Trials already in the record are given to the
@@ -238,12 +306,18 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
             seed=0, train_size=size, lr=lr, runs_dir=str(exp.path.parent),
             name=sanitize_name(f"{exp.name}-tune-{label}-n{size}-t{k}"))
         value, run_name = None, None
+        hooks = hooks or _Hooks()
+        hooks.emit({"event": "tuning", "strategy": label, "size": size, "trial": k + 1, "trials": trials})
         try:
-            run = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg).run()
+            trainer = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg)
+            hooks.watch(trainer)
+            run = trainer.run()
             run_name = run.name
             value = run.summary.get("val_accuracy") if run.status == "completed" else None
         except TrainingError as e:
             run_name = e.run.name if e.run is not None else None
+        if hooks.stopped():
+            return None
         if value is None or not math.isfinite(value):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:

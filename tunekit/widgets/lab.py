@@ -25,6 +25,7 @@ from tunekit.widgets.live import CSS as CURVES_CSS
 from tunekit.widgets.live import SMOOTH, LiveCurves  # noqa: F401  (SMOOTH: the lab's smoothing, as before)
 from tunekit.widgets.sizer import FitFigures
 from tunekit.widgets.views import RunsPanel
+from tunekit.widgets.words import clock, end_label, progress_label  # noqa: F401  (the lab's words, as before)
 
 PROJECTOR_SCALE = 1.25
 """The lab's projector switch: its text and its figures' text this many times their size (13 px
@@ -36,31 +37,6 @@ _CSS = ("<style>.tunekit-lab .widget-html-content{white-space:normal}"
         ".tunekit-projector{--jp-widgets-font-size:16px;--jp-ui-font-size1:16px;--jp-content-font-size1:16px;"
         "font-size:16px}.tunekit-projector .tunekit-legend{font-size:17.5px}"
         ".tunekit-projector .widget-label{min-width:max-content}</style>" + CURVES_CSS)
-
-
-def clock(seconds: float) -> str:
-    """``0:12``, ``12:05``, ``1:02:05``."""
-    seconds = int(round(max(0.0, seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def progress_label(step: int, total: int, elapsed_s: float) -> str:
-    """``step 12/40 · 0:12 elapsed < 0:28 left`` (the time left from the mean time per step so far);
-    ``step 0/40 · starting`` before the first step, when there is nothing to estimate from."""
-    if step <= 0:
-        return f"step 0/{total} · starting"
-    left = elapsed_s / step * max(0, total - step)
-    return f"step {step}/{total} · {clock(elapsed_s)} elapsed < {clock(left)} left"
-
-
-def end_label(status: str, steps: int, total: int, wall_s: Optional[float] = None) -> str:
-    """A finished run's progress, with no time left to wait: ``completed: step 32 of 32 · 0:12
-    elapsed``, ``stopped at step 5 of 32 · 0:03 elapsed``, ``failed at step 0 of 32``."""
-    where = f"step {steps} of {total}"
-    said = f"completed: {where}" if status == "completed" else f"{status} at {where}"
-    return said + (f" · {clock(wall_s)} elapsed" if isinstance(wall_s, (int, float)) else "")
 
 
 def planned_steps(strategy, overrides: dict, data) -> int:
@@ -143,7 +119,7 @@ class Lab(W.VBox):
         self.status_w = W.HTML(layout=W.Layout(height="2.8em", overflow="auto"))
         self.metric = tk.metrics.primary(task)  # the second curve: accuracy, or perplexity for a causal LM
         self.live = LiveCurves(self.metric, len(self.data.label_names) if task == "classification" else None)
-        self.runs = RunsPanel(runs_dir, self.data)
+        self.runs = RunsPanel(runs_dir, self.data, str(model), busy=lambda: self.running)
         self._trainer: Optional[tk.Trainer] = None
         self._thread: Optional[threading.Thread] = None
         self.header = W.HTML()
@@ -269,7 +245,7 @@ class Lab(W.VBox):
         model, data_label = self.model_w.value, self.data_w.value
         if self._holding or (model, data_label) == self._picked:
             return
-        if self.running:
+        if self.running or self.runs.experiments.running:
             self._say("A run is training: stop it before switching the model or the data.", "warn")
             self.model_w.value, self.data_w.value = self._picked
             return
@@ -292,6 +268,7 @@ class Lab(W.VBox):
         self._left.children = (diagram, controls)
         self._follow(controls)
         self.runs.data = data
+        self.runs.experiments.model_source = str(model)
         self.live.num_labels = len(data.label_names) if self.task == "classification" else None
         self._picked = (model, data_label)
         self._describe()
@@ -303,6 +280,10 @@ class Lab(W.VBox):
         """Start a run in a worker thread (``wait=True`` joins it). Refused while one runs."""
         if self.running:
             self._say("A run is already training: stop it first (a second Train is not queued).", "warn")
+            return False
+        if self.runs.experiments.running:
+            self._say("An experiment is training (Experiments tab): stop it or wait for it; two trainings "
+                      "slow each other down.", "warn")
             return False
         if self.controls.problem:
             return self._refuse(self.controls.problem)

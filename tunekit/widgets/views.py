@@ -22,6 +22,7 @@ from tunekit.inspect.views import DEFAULT_SENTENCE
 from tunekit.plots import captions
 from tunekit.report import runs_table_html
 from tunekit.run_names import made_from
+from tunekit.widgets.experiments import ExperimentsPanel
 from tunekit.widgets.post import PostPanel
 from tunekit.widgets.sizer import FitFigures, figure_widget
 
@@ -124,8 +125,9 @@ class RunsPanel(W.VBox):
     DEFAULT_LIMIT = 4
     """How many runs are selected when none was: the newest training runs with their derived records."""
 
-    def __init__(self, runs_dir: str, data: tk.TextDataset):
-        self.runs_dir, self.data = runs_dir, data
+    def __init__(self, runs_dir: str, data: tk.TextDataset, model: str = "minilm",
+                 busy: Callable[[], bool] = lambda: False):
+        self.runs_dir, self._data = runs_dir, data
         self.table = W.HTML()
         self.select = W.SelectMultiple(options=[], rows=6, description="compare", layout=W.Layout(width="520px"))
         self.refresh_button = W.Button(description="Refresh runs", layout=W.Layout(width="auto"))
@@ -152,8 +154,9 @@ class RunsPanel(W.VBox):
             extra = [self.sentence] if name == "Attribution" else []
             tabs.append(W.VBox([*extra, W.HBox([b, self.progress[name]]), self.status[name], self.panes[name]]))
         self.post = PostPanel(self)
-        self.tabs = W.Tab(children=tabs + [self.post])
-        for i, name in enumerate(VIEWS + ("Post-training",)):
+        self.experiments = ExperimentsPanel(runs_dir, data, model, busy=busy, finished=self.refresh)
+        self.tabs = W.Tab(children=tabs + [self.post, self.experiments])
+        for i, name in enumerate(VIEWS + ("Post-training", "Experiments")):
             self.tabs.set_title(i, name)
         super().__init__([FitFigures(), W.HTML("<b>Runs</b> (in " + html.escape(str(runs_dir)) + ")"), self.table,
                           W.HBox([self.select, self.refresh_button]), self.message, self.tabs])
@@ -165,6 +168,17 @@ class RunsPanel(W.VBox):
     def runs(self) -> list:
         return tk.list_runs(self.runs_dir)
 
+    @property
+    def data(self) -> tk.TextDataset:
+        """The lab's data set (the views' sentences and the experiments' cells use it)."""
+        return self._data
+
+    @data.setter
+    def data(self, data: tk.TextDataset) -> None:
+        self._data = data
+        if hasattr(self, "experiments"):
+            self.experiments.data = data
+
     def set_text_scale(self, scale: float) -> None:
         """The views' figures with their text ``scale`` times its size (the lab's projector
         switch), those shown now and those drawn later."""
@@ -173,6 +187,7 @@ class RunsPanel(W.VBox):
             for w in pane.children:
                 if isinstance(w, go.FigureWidget):
                     plots.axes.scale_text(w, factor)
+        self.experiments.set_text_scale(scale)
 
     def selected(self) -> list:
         names = set(self.select.value)
