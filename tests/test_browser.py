@@ -15,7 +15,9 @@ The file browser is then closed and opened again: each figure must follow its pl
 The projector switch is pressed with the file browser closed: the lab's text (at least 15 px) and
 its figures' text larger, and the lab still one screen; then released.
 Each view tab (Compare, Weights, Representations, Attribution, Post-training) is opened,
-measured and photographed; every figure must be drawn at the width of its place (plotly's
+measured and photographed; then the Experiments tab runs a small grid (2 strategies x 2 sizes x
+2 seeds), is photographed while its cells finish, stopped (the finished cells kept), resumed to
+the end and measured; every figure must be drawn at the width of its place (plotly's
 FigureWidget alone draws at 700 px whatever its place: tunekit.widgets.sizer).
 Throughout, no cell may raise and the page may log no console error, page error, failed request
 or HTTP error.
@@ -219,6 +221,15 @@ JS_VIEW = """() => {
                  .filter(e => shown(e) && !e.closest('.tunekit-curves') && e.querySelector('svg.main-svg')).length;
   return {status, figures: figs}; }"""
 VIEW_TABS = ("Compare", "Weights", "Representations", "Attribution")
+# the Experiments tab: seeds done in its grid, seeds in training, its status, its drawn figures
+JS_EXPERIMENT = """() => {
+  const grid = document.querySelector('table.tunekit-exp-grid');
+  const text = grid ? grid.textContent : '';
+  const status = [...document.querySelectorAll('.tunekit-experiments .tunekit-status')].map(e => e.textContent).join(' ');
+  const figs = [...document.querySelectorAll('.tunekit-experiments .js-plotly-plot')]
+                 .filter(e => e.offsetParent !== null && e.querySelector('svg.main-svg')).length;
+  return {done: (text.match(/\u25cf/g) || []).length, running: (text.match(/\u25d0/g) || []).length,
+          status, figures: figs}; }"""
 
 
 def _lab_curve(d: dict, start: str) -> dict:
@@ -445,6 +456,31 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
             for k, f in enumerate(figs):
                 f.screenshot(path=str(shots / f"view-6-Compare-after-prune-{k + 1}.png"))
             misfits += [f"Compare after the prune: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+            # the Experiments tab (issue 21): a small grid on the same model and data, drawn as its cells
+            # finish; Stop keeps the finished cells; Run resumes the rest
+            page.locator(".lm-TabBar-tab", has_text="Experiments").first.click()
+            _fill(page, "strategies", "probe, lora:8")
+            _fill(page, "sizes", "32, 64")
+            _fill(page, "epochs", "2")
+            _fill(page, "test examples", "100")
+            outputs.get_by_role("button", name="Run", exact=True).click()
+            mid = jb.poll(page, JS_EXPERIMENT, lambda e: e["done"] >= 3 and e["figures"] >= 1, 300,
+                          "three cells of the experiment to finish and be drawn")
+            page.locator(".tunekit-experiments").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(shots / "view-7-Experiments-running.png"))
+            outputs.get_by_role("button", name="Stop", exact=True).last.click()
+            stopped = jb.poll(page, JS_EXPERIMENT, lambda e: "Stopped:" in e["status"], 120, "the experiment to stop")
+            assert 3 <= stopped["done"] < 8 and stopped["running"] == 0, (mid, stopped)
+            outputs.get_by_role("button", name="Run", exact=True).click()
+            final = jb.poll(page, JS_EXPERIMENT, lambda e: "all 8 cells finished" in e["status"], 400,
+                            "the resumed experiment to finish")
+            assert final["done"] == 8 and final["figures"] == 1, final
+            page.wait_for_timeout(1000)
+            page.locator(".tunekit-experiments").first.scroll_into_view_if_needed()
+            page.screenshot(path=str(shots / "view-7-Experiments.png"))
+            for k, f in enumerate(page.locator(".tunekit-experiments .js-plotly-plot").all()):
+                f.screenshot(path=str(shots / f"view-7-Experiments-{k + 1}.png"))
+            misfits += [f"Experiments: {b}" for b in page.evaluate(JS_FIT)["bad"]]
             ws = page.evaluate(jb.JS_WIDGET_STATE, jb.BAD_TEXTS)
             assert ws["error_widgets"] == 0 and not ws["bad"] and ws["errors"] == 0, ws
             browser.close()
@@ -454,7 +490,9 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
     assert not problems, problems
     assert not misfits, misfits
     from tunekit.runs import list_runs
-    statuses = sorted(r.status for r in list_runs(tmp_path / "runs"))
-    assert statuses == ["completed", "completed", "stopped"]
-    assert sorted(r.kind for r in list_runs(tmp_path / "runs")) == ["prune", "train", "train"]
+    runs = [r for r in list_runs(tmp_path / "runs") if r.experiment is None]
+    assert sorted(r.status for r in runs) == ["completed", "completed", "stopped"]
+    assert sorted(r.kind for r in runs) == ["prune", "train", "train"]
+    cells = [r for r in list_runs(tmp_path / "runs") if r.experiment is not None]
+    assert len(cells) == 9 and sorted(r.status for r in cells).count("stopped") == 1  # 8 cells, 1 stopped
     print(f"screenshots in {shots} ({time.strftime('%H:%M:%S')})")

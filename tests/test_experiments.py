@@ -32,6 +32,8 @@ def test_a_grid_trains_every_cell_once_and_resumes(grid, small, tmp_path, monkey
     cell = exp.cells["full|48|1"]
     run = tk.load_run(exp.path.parent / cell["run"])
     assert run.config["data"]["train_used"] == 48 and run.config["train"]["seed"] == 1
+    assert {r.experiment["cell"] for r in runs} == set(exp.cells)  # each run names its experiment and cell
+    assert run.experiment == {"name": "tiny grid", "path": str(exp.path), "cell": "full|48|1"}
     assert len(cell["correct"]) == len(small.test) and cell["test_accuracy"] == np.mean(cell["correct"])
     assert exp.cells["probe|16|0"]["lr"] == tk.Probe.default_lr
 
@@ -193,6 +195,7 @@ def test_lr_tune_searches_each_strategy_on_validation_and_reports_on_test(grid, 
     assert entry["best"] == best["lr"]
     for t in entry["trials"]:  # each trial is a run record of its own: validation, never test
         run = tk.load_run(exp.path.parent / t["run"])
+        assert run.experiment["trial"] == "full|32"
         assert run.summary["val_accuracy"] == t["value"] and run.config["train"]["lr"] == pytest.approx(t["lr"])
     assert [exp.cells[f"full|32|{s}"]["lr"] for s in (0, 1)] == pytest.approx([best["lr"]] * 2)
     assert exp.grid["lr"] == "tune" and exp.grid["tune_trials"] == 3

@@ -102,6 +102,12 @@ class Run:
         return self.config.get("kind", "train")
 
     @property
+    def experiment(self) -> Optional[dict]:
+        """``{"name", "path", "cell"}`` of the experiment this run is a cell (``"cell": "lora-r8|300|1"``)
+        or a learning-rate trial (``"trial": "lora-r8|300"``) of; None for a run of its own."""
+        return self.summary.get("experiment")
+
+    @property
     def task(self) -> str:
         return self.config.get("task") or self.config.get("model", {}).get("task") or "classification"
 

@@ -172,6 +172,12 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
     return exp
 
 
+def _name_experiment(trainer, exp: Experiment, **which) -> None:
+    """The run's record names the experiment and the cell (or learning-rate search) it is."""
+    trainer.add_callback("train_start", lambda ev: ev.trainer.writer.update(
+        experiment={"name": exp.name, "path": str(exp.path), **which}))
+
+
 class _Hooks:
     """The caller's stop event and callback, as the runner uses them: ``watch`` a trainer (a step
     checks the event and reports progress), ``emit`` an event (a failing callback warns)."""
@@ -264,6 +270,7 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
     try:
         m = load_for(model, data, "classification", seed)
         trainer = Trainer(m, data, strategy, cfg)
+        _name_experiment(trainer, exp, cell=cell_key(label, size, seed))
         if hooks is not None:
             hooks.watch(trainer)
         run = trainer.run()
@@ -310,6 +317,7 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
         hooks.emit({"event": "tuning", "strategy": label, "size": size, "trial": k + 1, "trials": trials})
         try:
             trainer = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg)
+            _name_experiment(trainer, exp, trial=key)
             hooks.watch(trainer)
             run = trainer.run()
             run_name = run.name
