@@ -132,6 +132,11 @@ def test_learning_and_cost_curves_read_the_table():
     bands = [t for t in fig.data if t.fill == "toself"]
     assert [t.name for t in lines] == ["probe", "full"] and len(bands) == 2
     assert list(bands[1].x) == [100, 1000, 1000, 100] and list(bands[1].y) == [0.66, 0.83, 0.77, 0.50]
+    assert all(b.mode == "lines" for b in bands)  # a band's corners are no points of their own
+    assert all(t.error_y.array is None for t in lines)  # the bands say the intervals
+    one = plots.learning_curves(table[table["size"] == 100])  # one size: no band to draw, an error bar
+    mean = [t for t in one.data if t.mode == "lines+markers"]
+    assert [list(t.error_y.array) for t in mean] == [pytest.approx([0.05]), pytest.approx([0.08])]
     assert fig.layout.xaxis.type == "log" and fig.layout.meta["tunekit_kind"] == "learning_curves"
     cost = plots.cost_curves(table, x="trainable")
     assert [list(t.text) for t in cost.data] == [["100", "1,000"], ["100", "1,000"]]
@@ -252,16 +257,37 @@ def test_two_workers_share_one_queue_and_train_every_cell_once(server, tiny_dir,
     assert sorted(k for _, k in _trials(url, "two")) == sorted(f"{s}|{n}|{d}" for s in ("probe", "full")
                                                                for n in (16, 32) for d in (0, 1))
     assert not tk.list_runs(runs)
-    workers = [_worker(tmp_path, csv, tiny_dir, runs, url, "two") for _ in range(2)]
+    # PostgreSQL: each worker its own disk, as on two machines (SQLite: one file, so one disk)
+    disks = [runs, runs] if server == "sqlite" else [str(tmp_path / "machine-a"), str(tmp_path / "machine-b")]
+    workers = [_worker(tmp_path, csv, tiny_dir, disk, url, "two") for disk in disks]
     outs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outs
     trials = _trials(url, "two")
     done = sorted(k for state, k in trials if state == "COMPLETE")
     assert len(done) == 8 and len(set(done)) == 8, trials  # every cell once
-    assert len(tk.list_runs(runs)) == 8  # no cell trained twice
+    trained = [r for disk in sorted(set(disks)) for r in tk.list_runs(disk)]
+    assert len(trained) == 8  # no cell trained twice
     exp = tk.experiment([tk.Probe(), tk.Full()], csv, **kw)  # the first call again: all done, nothing to train
-    assert len(exp.done()) == 8 and len(tk.list_runs(runs)) == 8
+    assert len(exp.done()) == 8  # (on PostgreSQL, the cells the workers' disks hold came through the storage)
+    assert sum(len(tk.list_runs(disk)) for disk in sorted(set([runs, *disks]))) == 8
     assert sorted(exp.table()["seeds"]) == [2, 2, 2, 2]
+
+
+def test_a_worker_without_the_shared_disk_gets_the_tuned_rates_and_gives_back_its_cells(tiny_dir, small, tmp_path):
+    """Workers on other machines share only the storage: the tuned learning rates reach them through
+    it, and the cells they finish come back through it into the first machine's record."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    kw = dict(sizes=[16], seeds=2, model=tiny_dir, name="apart", eval_size=16, batch_size=16, test_size=24,
+              storage=url, progress=False, lr="tune", tune_trials=2)
+    here = tk.experiment([tk.Full()], small, runs_dir=str(tmp_path / "a"), work=False, **kw)  # tunes, fills
+    best = here.tuning["full|16"]["best"]
+    assert not here.done() and len(tk.list_runs(tmp_path / "a")) == 2  # the two trials, no cell
+    there = tk.experiment([tk.Full()], small, runs_dir=str(tmp_path / "b"), worker=True, **kw)
+    assert len(there.done()) == 2 and {c["lr"] for c in there.done()} == {best}  # the rate from the storage
+    assert there.tuning["full|16"]["best"] == best
+    back = tk.experiment([tk.Full()], small, runs_dir=str(tmp_path / "a"), **kw)  # nothing left to train
+    assert len(back.done()) == 2 and len(tk.list_runs(tmp_path / "a")) == 2
+    assert back.table()["accuracy"].tolist() == there.table()["accuracy"].tolist()
 
 
 def test_a_cell_whose_worker_was_killed_goes_to_another_worker(tiny_dir, small, tmp_path):

@@ -52,7 +52,7 @@ def test_the_tab_trains_a_grid_and_draws_it_as_cells_finish(lab, panel, monkeypa
     assert [s[1] for s in seen] == [s[0] for s in seen]  # a done mark per finished cell, as they finish
     assert table(panel).count("●") == 8 and "○" not in table(panel)
     fig = panel.figure_box.children[0]
-    assert isinstance(fig, go.FigureWidget)
+    assert isinstance(fig, go.FigureWidget) and fig._config["responsive"]  # drawn at its place's width
     assert [t.name for t in fig.data if t.showlegend is not False] == ["probe", "full"]
     assert sum(1 for t in fig.data if t.fill == "toself") == 2  # a 95 % band per strategy
     assert "What to choose" in panel.choose_w.value and "16 examples" in panel.choose_w.value

@@ -111,12 +111,37 @@ class Queue:
             stop.set()
             thread.join()
 
+    def sync(self) -> None:
+        """Copy into the record what the storage holds and the record lacks: the cells finished by
+        workers elsewhere (a worker on another machine writes its cells to its own disk; each
+        finished trial carries its cell) and the tuned learning rates (study attributes)."""
+        State = self.optuna.trial.TrialState
+        cells = self.exp.cells
+        for t in self.study.get_trials(deepcopy=False, states=(State.COMPLETE,)):
+            cell, key = t.user_attrs.get("cell"), t.user_attrs.get("key")
+            if isinstance(cell, dict) and key and cells.get(key, {}).get("status") != "completed":
+                self.exp.write_cell(key, cell)
+                cells[key] = cell
+        tuning = self.exp.tuning
+        for name, entry in self.study.user_attrs.items():
+            key = name.removeprefix("tuning:")
+            if name.startswith("tuning:") and isinstance(entry, dict) and "best" not in tuning.get(key, {}):
+                self.exp.write_tuning(key, entry)
+
+    def publish_tuning(self) -> None:
+        """Put the record's finished learning-rate searches in the storage, for workers elsewhere."""
+        known = self.study.user_attrs
+        for key, entry in self.exp.tuning.items():
+            if "best" in entry and known.get(f"tuning:{key}") != entry:
+                self.study.set_user_attr(f"tuning:{key}", entry)
+
     def done(self, cell: dict) -> None:
         """Tell the queue how the cell ended. A trial already failed by another worker (this one's
         heartbeat was taken for dead) keeps that state; the cell's file holds the result."""
         State = self.optuna.trial.TrialState
         try:
             if cell["status"] == "completed":
+                self.trial.set_user_attr("cell", cell)  # for the records of workers on other machines
                 self.study.tell(self.trial, cell["test_accuracy"])
             else:
                 self.study.tell(self.trial, state=State.FAIL)

@@ -125,6 +125,9 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
             for phase in strategy.phases():
                 phase.strategy.plan(m)
     total = len(labels) * len(sizes) * seeds
+    positive_int("heartbeat", heartbeat)
+    queue = Queue(exp, storage, heartbeat)
+    queue.sync()  # what workers on other machines finished (and tuned) is in the storage
     if tune and not worker:  # the searches first, in this process: every seed's cell needs their result
         for strategy, label in zip(strategies, labels):
             for size in sizes:
@@ -133,8 +136,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                 if any(exp.cells.get(cell_key(label, size, sd), {}).get("status") != "completed"
                        for sd in range(seeds)):
                     _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides, hooks)
-    positive_int("heartbeat", heartbeat)
-    queue = Queue(exp, storage, heartbeat)
+        queue.publish_tuning()
     if not worker:
         queue.fill([cell_key(label, size, seed) for seed in range(seeds) for size in sizes for label in labels])
     if work:
@@ -148,7 +150,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                 label, size, seed = split_key(key)
                 if bar is not None:
                     bar.set_postfix_str(f"{label}, {size:,} examples, seed {seed}")
-                rate = exp.tuning.get(f"{label}|{size}", {}).get("best") if tune else rates.get(label)
+                rate = _tuned_rate(exp, queue, label, size) if tune else rates.get(label)
                 hooks.emit({"event": "cell_start", "key": key, "strategy": label, "size": size, "seed": seed})
                 with queue.heartbeat():
                     cell = _train_cell(exp, by_label[label], label, size, seed, data, test, model, rate, overrides,
@@ -165,11 +167,24 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
         finally:
             if bar is not None:
                 bar.close()
+    queue.sync()
     done = len(exp.done())
     if work and done < total and not hooks.stopped():
         warnings.warn(f"experiment {name!r}: {done} of {total} cells finished; call it again to retry the others",
                       stacklevel=2)
     return exp
+
+
+def _tuned_rate(exp: Experiment, queue: Queue, label: str, size: int) -> float:
+    """The tuned learning rate of ``label`` at ``size``, from the record or the queue's storage."""
+    rate = exp.tuning.get(f"{label}|{size}", {}).get("best")
+    if rate is None:
+        queue.sync()
+        rate = exp.tuning.get(f"{label}|{size}", {}).get("best")
+    if rate is None:
+        raise ConfigError(f"no tuned learning rate for {label} at {size} examples in {exp.path} or its queue: "
+                          "call the experiment once without worker=True (--worker) to run the searches first")
+    return float(rate)
 
 
 def _name_experiment(trainer, exp: Experiment, **which) -> None:

@@ -48,10 +48,14 @@ def learning_curves(exp: Any) -> go.Figure:
         xs = rows["size"].tolist()
         fig.add_trace(go.Scatter(x=xs + xs[::-1], y=rows["high"].tolist() + rows["low"].tolist()[::-1],
                                  fill="toself", fillcolor=_band(color), line={"width": 0}, hoverinfo="skip",
-                                 showlegend=False, legendgroup=label, name=f"{label} 95 % interval"))
+                                 mode="lines", showlegend=False, legendgroup=label, name=f"{label} 95 % interval"))
         fig.add_trace(go.Scatter(
             x=xs, y=rows["accuracy"], mode="lines+markers", name=label, legendgroup=label,
             line={"color": color, "width": 2}, marker={"size": 8},
+            # one size has no band to draw: its interval as an error bar
+            error_y=({"type": "data", "symmetric": False, "array": rows["high"] - rows["accuracy"],
+                      "arrayminus": rows["accuracy"] - rows["low"], "color": color, "thickness": 1.5}
+                     if len(xs) == 1 else None),
             customdata=rows[["low", "high", "seeds"]].to_numpy(),
             hovertemplate=f"{label}<br>%{{x:,}} examples: %{{y:.3f}} [%{{customdata[0]:.3f}}, "
                           "%{customdata[1]:.3f}]<br>%{customdata[2]} seeds<extra></extra>"))

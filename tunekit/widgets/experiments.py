@@ -25,6 +25,7 @@ from tunekit.arguments import InputError, parse_strategies, strategy_text
 from tunekit.arguments import sizes as parse_sizes
 from tunekit.experiments import Experiment, list_experiments
 from tunekit.experiments.record import split_key
+from tunekit.widgets.sizer import figure_widget
 from tunekit.widgets.words import cells_label, clock
 
 NEW = "(a new experiment)"
@@ -83,7 +84,7 @@ class ExperimentsPanel(W.VBox):
                  busy: Callable[[], bool] = lambda: False, finished: Callable[[], Any] = lambda: None):
         self.runs_dir, self.data, self.model_source = runs_dir, data, str(model)
         self.busy, self.finished = busy, finished
-        wide, box = {"description_width": "90px"}, W.Layout(width="360px")
+        wide, box = {"description_width": "100px"}, W.Layout(width="370px")
         self.pick_w = W.Dropdown(options=[NEW], value=NEW, description="experiment", style=wide, layout=box)
         self.name_w = W.Text(value="transfer-or-finetune", description="name", style=wide, layout=box)
         self.strategies_w = W.Text(value="probe, freeze:2, lora:8, full", description="strategies", style=wide,
@@ -326,7 +327,7 @@ class ExperimentsPanel(W.VBox):
             else:
                 self.progress_w.value = f"{done} of {total} cells done"
             self.progress.layout.visibility = self.progress_w.layout.visibility = "visible"
-            fig = go.FigureWidget(plots.learning_curves(table))
+            fig = figure_widget(plots.learning_curves(table))
             if self.text_scale != 1.0:
                 plots.axes.scale_text(fig, self.text_scale)
             self.figure_box.children = (fig,)
