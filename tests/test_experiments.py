@@ -53,11 +53,18 @@ def test_a_grid_trains_every_cell_once_and_resumes(grid, small, tmp_path, monkey
     monkeypatch.setattr(tk.experiments.runner, "_train_cell", lambda *a, **k: calls.append(a[2:5]) or real(*a, **k))
     again = tk.experiment([tk.Probe(), tk.Full()], small, **grid)
     assert calls == [] and len(again.done()) == 8
-    (again.path / "cells" / "full-16-0.json").unlink()  # as if the kernel died while it trained
-    (again.path / "cells" / "probe-48-1.json").write_text("{not json")  # a damaged entry: that cell again
+    (again.path / "cells" / "full-16-0.json").unlink()  # a lost entry and a damaged one: the queue's
+    (again.path / "cells" / "probe-48-1.json").write_text("{not json")  # trials hold them, nothing retrains
     with pytest.warns(UserWarning, match="damaged experiment entry"):
         third = tk.experiment([tk.Probe(), tk.Full()], small, **grid)
-    assert sorted(calls) == [("full", 16, 0), ("probe", 48, 1)] and len(third.done()) == 8
+    assert calls == [] and len(third.done()) == 8
+    assert third.cells["full|16|0"] == again.cells["full|16|0"]
+    (again.path / "cells" / "full-16-0.json").unlink()  # as if the kernel died while it trained: no trace
+    (again.path / "cells" / "probe-48-1.json").write_text("{not json")  # of either in the queue either
+    (again.path / "queue.db").unlink()
+    with pytest.warns(UserWarning, match="damaged experiment entry"):
+        fourth = tk.experiment([tk.Probe(), tk.Full()], small, **grid)
+    assert sorted(calls) == [("full", 16, 0), ("probe", 48, 1)] and len(fourth.done()) == 8
     assert [e.name for e in tk.list_experiments(grid["runs_dir"])] == ["tiny grid"]
 
 

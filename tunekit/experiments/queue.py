@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import threading
 import time
 import warnings
@@ -34,11 +35,15 @@ class Queue:
                 self.storage = optuna.storages.RDBStorage(
                     url, heartbeat_interval=self.interval, grace_period=GRACE * self.interval,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
-                self.study = optuna.create_study(study_name=f"tunekit-experiment:{exp.name}", storage=self.storage,
+                name = f"tunekit-experiment:{exp.name}"
+                new = name not in optuna.study.get_all_study_names(self.storage)
+                self.study = optuna.create_study(study_name=name, storage=self.storage,
                                                  direction="maximize", load_if_exists=True)
         except Exception as e:  # noqa: BLE001 - any storage failure, said with the URL
             raise ConfigError(f"storage {url!r} cannot be opened as an Optuna storage: {type(e).__name__}: {e}") from e
         self.trial = None
+        if new:  # claims name a storage's trial ids: those of a queue that is gone would refuse new trials
+            shutil.rmtree(exp.path / "claims", ignore_errors=True)
 
     def _keys(self, *states) -> list[str]:
         return [t.user_attrs.get("key") for t in self.study.get_trials(deepcopy=False, states=states)]
@@ -84,7 +89,8 @@ class Queue:
 
     def _claim(self, trial) -> bool:
         """Whether this worker is the first to take ``trial`` (an exclusive file per trial id in
-        the record: seen with two workers on one SQLite file, both got the first trial)."""
+        the record: seen with two workers on one SQLite file, both got the first trial). A new
+        queue (its storage deleted, or another storage) starts with no claims."""
         folder = self.exp.path / "claims"
         folder.mkdir(exist_ok=True)
         try:
