@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tunekit.cache import feature_cache
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TrainConfig, TrainingError, positive_int
 from tunekit.data import load as load_data
 from tunekit.engine import Trainer
 from tunekit.experiments.queue import Queue
 from tunekit.experiments.record import FORMAT, RECORD, Experiment, cell_key, split_key
 from tunekit.models import load_for
+from tunekit.sharing import SharedInputs
 from tunekit.strategies import get_strategy
 from tunekit.writer import sanitize_name, write_json
 
@@ -26,7 +28,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                runs_dir: str = DEFAULT_RUNS_DIR, lr: Optional[float | dict] = None,
                test_size: Optional[int] = None, tune_trials: int = 4, progress: bool = True,
                storage: Optional[str] = None, worker: bool = False, work: bool = True, heartbeat: int = 30,
-               **overrides) -> Experiment:
+               share: bool = True, **overrides) -> Experiment:
     """Train every (strategy, size, seed) cell not yet done, and return the :class:`Experiment`.
 
     Args:
@@ -56,6 +58,13 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
         work: False fills the queue and returns at once (the workers train).
         heartbeat: seconds between a working cell's heartbeats; a cell whose worker died (no
             heartbeat for :data:`GRACE` of them) goes back to the queue for another worker, up to twice.
+        share: the cells (and learning-rate trials) this call trains share one
+            :class:`~tunekit.sharing.SharedInputs` memo: each example is tokenised once, a probe's
+            features and a Freeze run's frozen prefixes are computed once per example, and a probe
+            is scored on the test split from shared features (its head applied to them) instead
+            of a forward pass each. False computes everything per cell (the benchmark's reference);
+            the results differ only by float rounding. It is not part of the grid: a resumed
+            experiment may change it.
         **overrides: other :class:`~tunekit.config.TrainConfig` fields for every cell (epochs,
             batch_size, eval_size, ...).
     """
@@ -88,7 +97,8 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
     rates = _rates(lr, labels)
     tune = rates.pop("tune", False)
     positive_int("tune_trials", tune_trials)
-    TrainConfig(**overrides)  # every override checked before anything trains
+    checked = TrainConfig(**overrides)  # every override checked before anything trains
+    shared = SharedInputs(checked.cache_budget_mb) if share else None  # one memo for every cell of this call
 
     folder = Path(runs_dir).expanduser() / sanitize_name(name)
     grid = {"strategies": labels, "specs": [s.describe() for s in strategies],
@@ -112,7 +122,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
             for size in sizes:
                 if any(exp.cells.get(cell_key(label, size, sd), {}).get("status") != "completed"
                        for sd in range(seeds)):
-                    _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides)
+                    _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides, shared)
     positive_int("heartbeat", heartbeat)
     queue = Queue(exp, storage, heartbeat)
     if not worker:
@@ -130,7 +140,8 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                     bar.set_postfix_str(f"{label}, {size:,} examples, seed {seed}")
                 rate = exp.tuning.get(f"{label}|{size}", {}).get("best") if tune else rates.get(label)
                 with queue.heartbeat():
-                    cell = _train_cell(exp, by_label[label], label, size, seed, data, test, model, rate, overrides)
+                    cell = _train_cell(exp, by_label[label], label, size, seed, data, test, model, rate, overrides,
+                                       shared)
                 exp.write_cell(key, cell)
                 queue.done(cell)
                 if bar is not None:
@@ -188,9 +199,10 @@ def _open(folder: Path, name: str, grid: dict) -> Experiment:
 
 
 def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, data, test: pd.DataFrame,
-                model: str, lr: Optional[float], overrides: dict) -> dict:
+                model: str, lr: Optional[float], overrides: dict, shared: Optional[SharedInputs] = None) -> dict:
     """Train one cell (a fresh model, the first ``size`` examples of the seed's permutation) and
-    score it on the test examples; the cell's entry for the experiment's record."""
+    score it on the test examples; the cell's entry for the experiment's record. ``shared``: the
+    experiment's memo (a probe is then scored on shared test features)."""
     run_name = sanitize_name(f"{exp.name}-{label}-n{size}-s{seed}")
     cfg = TrainConfig(**{"progress": False, **overrides}).replace(
         seed=seed, train_size=size, runs_dir=str(exp.path.parent), name=run_name,
@@ -198,7 +210,7 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
     cell = {"strategy": label, "size": size, "seed": seed, "run": None, "status": "failed"}
     try:
         m = load_for(model, data, "classification", seed)
-        run = Trainer(m, data, strategy, cfg).run()
+        run = Trainer(m, data, strategy, cfg, shared=shared).run()
     except TrainingError as e:
         cell.update(reason=str(e), run=e.run.name if e.run is not None else None)
         return cell
@@ -207,18 +219,19 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
                 peak_memory_mb=s.get("peak_memory_mb"), trainable=(run.config.get("params") or {}).get("trainable"),
                 lr=(run.config.get("train") or {}).get("lr") or getattr(strategy, "default_lr", None))
     if run.status == "completed":
-        cell["correct"] = _test_correct(m, test, cfg.eval_batch_size, cfg.max_length)
+        probe = ((s.get("cache") or [{}])[-1] or {}).get("kind") == "features"  # its last phase: a head on features
+        cell["correct"] = _test_correct(m, test, cfg.eval_batch_size, cfg.max_length, shared if probe else None)
         cell["test_accuracy"] = float(np.mean(cell["correct"]))
     return cell
 
 
 def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str, trials: int,
-              overrides: dict) -> float:
+              overrides: dict, shared: Optional[SharedInputs] = None) -> float:
     """The learning rate for ``label`` at ``size``: the best of ``trials`` runs on seed 0's subset by
     validation accuracy, Optuna's TPE sampler (seeded) choosing each rate on a log scale from a
     tenth to ten times the strategy's default. Trials already in the record are given to the
     sampler again (a resumed search goes on where it stopped); each new one is written to the
-    record as soon as it ends."""
+    record as soon as it ends. ``shared``: the experiment's memo, given to every trial."""
     import optuna
     from optuna.distributions import FloatDistribution
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -239,7 +252,7 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
             name=sanitize_name(f"{exp.name}-tune-{label}-n{size}-t{k}"))
         value, run_name = None, None
         try:
-            run = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg).run()
+            run = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg, shared=shared).run()
             run_name = run.name
             value = run.summary.get("val_accuracy") if run.status == "completed" else None
         except TrainingError as e:
@@ -260,7 +273,20 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
 
 
 @torch.no_grad()
-def _test_correct(model, test: pd.DataFrame, batch_size: int, max_length: int) -> list[int]:
-    """1 where ``model`` predicts the test example's label, else 0 (in the test split's order)."""
-    probs = model.predict_proba(list(test["text"]), max_length=max_length, batch_size=batch_size)
+def _test_correct(model, test: pd.DataFrame, batch_size: int, max_length: int,
+                  shared: Optional[SharedInputs] = None) -> list[int]:
+    """1 where ``model`` predicts the test example's label, else 0 (in the test split's order).
+    ``shared`` (a probe's cells only): its head applied to the test examples' features, which the
+    memo holds after the first probe cell (fp32, as ``predict_proba``; computed there otherwise)."""
+    if shared is None:
+        probs = model.predict_proba(list(test["text"]), max_length=max_length, batch_size=batch_size)
+    else:
+        features = feature_cache(model, shared.encode(model, test, "test", None, max_length), batch_size,
+                                 None, shared).features
+        was_training = model.module.training
+        model.module.eval()
+        try:
+            probs = model.head()(features).float().softmax(-1).cpu()
+        finally:
+            model.module.train(was_training)
     return (probs.argmax(-1).numpy() == test["label"].to_numpy()).astype(int).tolist()
