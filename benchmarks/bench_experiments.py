@@ -8,8 +8,8 @@
    worker processes with 1 thread each, on one SQLite queue (a fresh grid each). The ratio says
    which default to recommend on a 2-core machine.
 3. **Sharing**: a grid of probe / freeze top 2 / LoRA r8 / full (``--sharing-sizes``, the same
-   seeds) through ``tk.experiment(share=True)`` (one memo of token ids, probe features, frozen
-   prefixes and the probes' test features for every cell) against ``share=False`` (every cell
+   seeds) through ``tk.experiment(share=True)`` (one memo of token ids, probe features and frozen
+   prefixes, the test split's included, for every cell) against ``share=False`` (every cell
    computes its own), ``--repeats`` times each, alternating which goes first; the wall time of
    the whole call and of each strategy's cells (model load, training, test scoring), medians.
    Also how many test predictions differ between the two (float rounding only: bf16 autocast
@@ -57,7 +57,7 @@ tk.experiment(parse_strategies(strategies), "rotten_tomatoes", sizes=[int(s) for
 
 
 def machine() -> str:
-    return f"{cpu()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{cpu()}, torch {torch.__version__}"  # cpu() names the cores too
 
 
 def loop(strategies, data, sizes, seeds, test_size, runs_dir) -> float:
@@ -89,7 +89,13 @@ def sharing(data, sizes, seeds, test_size, repeats, root: Path) -> dict:
     cells: dict = {True: defaultdict(list), False: defaultdict(list)}
     correct: dict = {True: [], False: []}
     clock: dict = defaultdict(float)
-    real = runner._train_cell
+    memos: list = []
+    real, memo_class = runner._train_cell, runner.SharedInputs
+
+    class Recorded(memo_class):  # the memo each share=True call makes, kept for its counts
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            memos.append(self)
 
     def timed(*a, **k):
         t0 = time.perf_counter()
@@ -98,7 +104,7 @@ def sharing(data, sizes, seeds, test_size, repeats, root: Path) -> dict:
         finally:
             clock[a[2]] += time.perf_counter() - t0  # a[2]: the cell's strategy label
 
-    runner._train_cell = timed
+    runner._train_cell, runner.SharedInputs = timed, Recorded
     try:
         for r in range(repeats):
             for share in ((True, False) if r % 2 == 0 else (False, True)):
@@ -114,20 +120,22 @@ def sharing(data, sizes, seeds, test_size, repeats, root: Path) -> dict:
                 print(f"share={share}, repeat {r + 1}: {calls[share][-1]:.1f} s "
                       f"({', '.join(f'{k} {v:.1f} s' for k, v in clock.items())})", flush=True)
     finally:
-        runner._train_cell = real
+        runner._train_cell, runner.SharedInputs = real, memo_class
     out = {"sharing_strategies": SHARING, "sharing_sizes": sizes, "sharing_repeats": repeats,
            "share_s": calls[True], "no_share_s": calls[False],
            "share_ratio": median(calls[True]) / median(calls[False]),
            "cells_share_s": {k: v for k, v in cells[True].items()},
            "cells_no_share_s": {k: v for k, v in cells[False].items()},
-           "cell_ratio": {k: median(cells[True][k]) / median(cells[False][k]) for k in cells[True]}}
+           "cell_ratio": {k: median(cells[True][k]) / median(cells[False][k]) for k in cells[True]},
+           "memo": memos[-1].describe() if memos else None}
     on, off = correct[True][0], correct[False][0]
     out["predictions_compared"] = sum(len(v) for v in on.values())
     out["predictions_differing"] = sum(a != b for k in on for a, b in zip(on[k], off[k]))
     out["largest_cell_accuracy_difference"] = max(abs(sum(on[k]) - sum(off[k])) / len(on[k]) for k in on)
     print(f"share=True / share=False: {out['share_ratio']:.2f} overall; per strategy "
           + ", ".join(f"{k} {v:.2f}" for k, v in out["cell_ratio"].items())
-          + f"; {out['predictions_differing']} of {out['predictions_compared']} test predictions differ", flush=True)
+          + f"; {out['predictions_differing']} of {out['predictions_compared']} test predictions differ; "
+          f"the memo: {out['memo']}", flush=True)
     return out
 
 
@@ -183,9 +191,10 @@ def main() -> None:
     data = tk.data.rotten_tomatoes()
     strategies = parse_strategies(STRATEGIES)
     cells = len(strategies) * len(sizes) * args.seeds
-    out = {"machine": machine(), "cells": cells, "sizes": sizes, "seeds": args.seeds, "strategies": STRATEGIES,
-           "test_size": args.test_size, "torch_threads": torch.get_num_threads(),
-           "date": time.strftime("%Y-%m-%d %H:%M")}
+    out = {"machine": machine(), "parts": sorted(parts), "seeds": args.seeds, "test_size": args.test_size,
+           "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    if parts & {"overhead", "workers"}:
+        out.update(cells=cells, sizes=sizes, strategies=STRATEGIES)
     with tempfile.TemporaryDirectory() as root:
         root = Path(root)
         tk.models.load_for("minilm", data, "classification", 0)  # warm: files in the page cache

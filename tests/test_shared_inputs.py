@@ -1,7 +1,7 @@
 """What the cells of one experiment share (issue 21, "cheap where it can be"): each example is
 tokenised once, a pristine backbone's probe features and frozen prefixes are computed once per
-example, and a probe is scored from shared test features; the results are those of cells that
-share nothing, and a model that is not pristine shares nothing."""
+example, and probe and Freeze cells are scored from shared test features or prefixes; the
+results are those of cells that share nothing, and a model that is not pristine shares nothing."""
 from __future__ import annotations
 
 import pytest
@@ -64,11 +64,24 @@ def test_a_second_probe_computes_features_only_for_rows_it_has_not_seen(tiny_dir
 
 def test_freeze_cells_share_the_frozen_prefix(tiny_dir, small, kw):
     memo = SharedInputs()
-    for size in (16, 48):
-        run = tk.Trainer(tk.load_model(tiny_dir, label_names=small.label_names), small, tk.Freeze.top(1),
-                         shared=memo, train_size=size, **kw).run()
-        assert run.summary["cache"][0]["kind"] == "prefix"
-    assert memo.misses["prefix"] == 16 + 24 + 32 and memo.hits["prefix"] == 16 + 24
+    test = len(small.test)
+    for n, size in enumerate((16, 48)):
+        model = tk.load_model(tiny_dir, label_names=small.label_names)
+        run = tk.Trainer(model, small, tk.Freeze.top(1), shared=memo, train_size=size, **kw).run()
+        cached = run.summary["cache"][0]
+        assert cached["kind"] == "prefix" and cached["blocks"] == 1
+        # scored on the test split from the shared prefix: its trained top block runs on it
+        assert runner._test_correct(model, small.test, 16, 128, memo, cached) == \
+            runner._test_correct(model, small.test, 16, 128)
+        assert memo.hits.get("prefix", 0) == [0, 16 + 24 + test][n]  # the second cell computed no test prefix
+    assert memo.misses["prefix"] == 16 + 24 + test + 32 and memo.bypassed == []
+    # the last one fully fine-tuned: its frozen block changed, so the shared test prefix is not read
+    tk.train(model, small, tk.Full(), train_size=16, **{**kw, "lr": 1e-3})
+    hits = memo.hits["prefix"]
+    assert runner._test_correct(model, small.test, 16, 128, memo, cached) == \
+        runner._test_correct(model, small.test, 16, 128)
+    assert memo.hits["prefix"] == hits and memo.bypassed == [
+        "it was trained since this memo saw it, and the weights that compute its prefix changed"]
     model = tk.load_model(tiny_dir, label_names=small.label_names)
     split = memo.encode(model, small.train, "train", None, 128)
     alone, _ = prefix_cache(model, split, 1, 64)
@@ -92,13 +105,16 @@ def test_a_model_that_is_not_pristine_shares_nothing(tiny_dir, small, kw):
     # seen pristine, then fully fine-tuned: scoring it on the test split must not read the pristine features
     probed = tk.load_model(tiny_dir, label_names=small.label_names)
     tk.Trainer(probed, small, tk.Probe(), shared=memo, train_size=16, **kw).run()
+    probe = {"kind": "features"}
     expected = runner._test_correct(probed, small.test, 16, 128)
-    assert runner._test_correct(probed, small.test, 16, 128, memo) == expected  # only its head trained
+    assert runner._test_correct(probed, small.test, 16, 128, memo, probe) == expected  # only its head trained
     assert memo.misses["features"] == 40 + 24 and memo.hits.get("features", 0) == 0
     tk.train(probed, small, tk.Full(), train_size=16, **{**kw, "lr": 1e-3})
     bypassed = len(memo.bypassed)
-    assert runner._test_correct(probed, small.test, 16, 128, memo) == runner._test_correct(probed, small.test, 16, 128)
-    assert memo.bypassed[bypassed:] == ["it was trained since this memo saw it and its backbone changed"]
+    assert runner._test_correct(probed, small.test, 16, 128, memo, probe) == \
+        runner._test_correct(probed, small.test, 16, 128)
+    assert memo.bypassed[bypassed:] == ["it was trained since this memo saw it, and the weights that compute "
+                                        "its features changed"]
     assert memo.hits.get("features", 0) == 0
 
     # edited by hand, with no history: another fingerprint, so another backbone: computed, not read
@@ -123,9 +139,9 @@ def test_the_budget_bounds_what_is_kept(tiny_dir, small, kw):
 
 
 def test_an_experiment_with_sharing_gives_the_cells_of_one_without(tiny_dir, small, tmp_path, monkeypatch):
-    """fp32: every cell's test predictions are the same with and without sharing. Full and Freeze
-    cells train on the same token ids and so are identical; a probe's features come in other
-    batches (about 1e-6 apart in fp32), which moves no prediction of this grid. Under bf16
+    """fp32: every cell's test predictions are the same with and without sharing. Full cells train
+    on the same token ids and so are identical; a probe's features and a Freeze run's prefixes
+    come in other batches (about 1e-6 apart in fp32), which moves no prediction of this grid. Under bf16
     autocast they are about 5e-3 apart, as with another ``eval_batch_size``, and a prediction on
     the edge may flip: accuracies then agree within a few test examples, not exactly."""
     memos = []
@@ -149,11 +165,10 @@ def test_an_experiment_with_sharing_gives_the_cells_of_one_without(tiny_dir, sma
     train = len(set(subset(192, 48, 0)) | set(subset(192, 48, 1)))
     validation = len(set(subset(24, 16, 1)) | set(subset(24, 16, 2)))
     test = len(small.test)
-    assert memo.misses == {"tokens": train + validation + test, "features": train + validation + test,
-                           "prefix": train + validation}
+    unique = train + validation + test
+    assert memo.misses == {"tokens": unique, "features": unique, "prefix": unique}
     asked = (16 + 16) + (48 + 16)  # a seed's two sizes, training and validation rows
-    assert memo.hits == {"tokens": 3 * 2 * asked + 4 * test - memo.misses["tokens"],
-                         "features": 2 * asked + 4 * test - memo.misses["features"],
-                         "prefix": 2 * asked - memo.misses["prefix"]}
+    assert memo.hits == {"tokens": 3 * 2 * asked + 8 * test - unique,  # test: the probe and freeze cells
+                         "features": 2 * asked + 4 * test - unique, "prefix": 2 * asked + 4 * test - unique}
     assert memo.bypassed == [] and memo.not_kept == {}
     assert on.grid == off.grid  # sharing is not part of the grid that a resume compares

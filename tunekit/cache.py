@@ -28,7 +28,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from tunekit.batches import EncodedSplit, FeatureSplit
+from tunekit.batches import EncodedSplit, FeatureSplit, to_device
 from tunekit.sharing import SharedInputs
 
 
@@ -274,6 +274,42 @@ def feature_cache(model, split: EncodedSplit, batch_size: int, amp: Optional[tor
     finally:
         model.module.train(was_training)
     return FeatureSplit(torch.stack(feats), split.labels, split.lengths())
+
+
+@torch.no_grad()
+def cached_logits(model, split: EncodedSplit, batch_size: int, kind: str, frozen: int = 0,
+                  shared: Optional[SharedInputs] = None) -> torch.Tensor:
+    """The logits of every example of ``split`` (in its order), in eval mode and fp32 as
+    :meth:`~tunekit.models.Model.predict_proba` computes them, from cached inputs: the head
+    applied to the features (``kind="features"``, a probe), or the blocks above the bottom
+    ``frozen`` run on their cached output (``kind="prefix"``, a Freeze run). With a ``shared``
+    memo that holds them (the test split, after the first cell of the kind), nothing below the
+    head or those blocks runs again. Float rounding aside (batches of other shapes), the same
+    logits as a forward pass."""
+    was_training = model.module.training
+    try:
+        if kind == "features":
+            features = feature_cache(model, split, batch_size, None, shared).features
+            model.module.eval()
+            return model.head()(features).float()
+        if kind != "prefix" or not 0 < frozen <= model.num_blocks:
+            raise ValueError(f"cached_logits: kind must be 'features', or 'prefix' with 0 < frozen <= "
+                             f"{model.num_blocks} (got {kind!r}, {frozen})")
+        rows, shape = prefix_cache(model, split, frozen, batch_size, None, shared)
+        cached, module = CachedSplit(split, rows), CachedPrefix(model.module, model.backbone.blocks, frozen, shape)
+        model.module.eval()
+        logits: list = [None] * len(split)
+        order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
+        for s in range(0, len(order), batch_size):
+            index = order[s:s + batch_size]
+            batch = cached.collate_fn([cached[i] for i in index])
+            batch.pop("labels", None)
+            out = module(to_device(batch, model.device)).logits.float()
+            for j, i in enumerate(index):
+                logits[i] = out[j]
+        return torch.stack(logits)
+    finally:
+        model.module.train(was_training)
 
 
 def feature_size_mb(model, split) -> float:

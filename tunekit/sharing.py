@@ -17,12 +17,14 @@ every trainer of the experiment (``Trainer(..., shared=memo)``), keeps them row 
 
 Only a **pristine** backbone's outputs are kept or read: a model with no run in its history,
 no structural change, no adapter and no fake quantization. Part of its key is a fingerprint of
-every weight but the head's, sampled (about 4,096 values a tensor, so that it costs
+the weights the outputs depend on (every weight but the head's for features; the embeddings and
+the bottom ``k`` blocks for a prefix), sampled (about 4,096 values a tensor, so that it costs
 milliseconds, not a pass over every weight): a model edited by hand (a tensor zeroed, noise
 added, a layer retrained) reads as another backbone and shares nothing with the first, though
 an edit to a few single numbers would not be seen. A model that has trained since it was seen
-pristine still counts as that backbone while its fingerprint is unchanged (a probe: only its
-head trained), which is what scoring a probe on shared test features needs. Features computed
+pristine still counts while that fingerprint is unchanged (a probe trained only its head, a
+Freeze run only the blocks above its prefix), which is what scoring it on the test split from
+shared features or prefixes needs (:func:`tunekit.cache.cached_logits`). Features computed
 for a subset of rows in other batches than an unshared run would use differ from its own by
 float rounding only (batch shapes change the order of sums): about 1e-6 in fp32, about 5e-3
 under bf16 autocast, as much as changing ``eval_batch_size`` does.
@@ -77,7 +79,7 @@ class SharedInputs:
         self._rows: dict = {}                      # key -> token ids or a tensor
         self._shapes: dict = {}                    # prefix context -> how the last cached block returns
         self._frames: dict[int, tuple[Any, int]] = {}  # id(frame) -> (the frame, its number)
-        self._seen = weakref.WeakKeyDictionary()   # model -> the backbone key it had while pristine
+        self._seen = weakref.WeakKeyDictionary()   # model -> {part: the key it had while pristine}
         self._bytes = 0
 
     # ----- what it holds -----------------------------------------------------------------------
@@ -123,23 +125,25 @@ class SharedInputs:
         return known[1]
 
     # ----- a backbone's outputs ------------------------------------------------------------------
-    def backbone_key(self, model, plan=None) -> Optional[tuple]:
-        """What identifies ``model``'s backbone while it is pristine (its path and a sampled
-        fingerprint of every weight but the head's); None, with the reason added to
-        :attr:`bypassed`, for a model whose outputs must not be shared: changed in structure,
-        carrying an adapter or fake quantization (its own or ``plan``'s), or trained since it
-        was seen pristine in a way that changed its fingerprint (or never seen pristine)."""
+    def backbone_key(self, model, part: tuple = ("features",), plan=None) -> Optional[tuple]:
+        """What identifies the weights that ``part`` of ``model``'s outputs depends on while they
+        are pristine: its path and a sampled fingerprint of every weight but the head's
+        (``("features",)``), or of the embeddings and the bottom ``k`` blocks (``("prefix", k)``).
+        None, with the reason added to :attr:`bypassed`, for a model whose outputs must not be
+        shared: changed in structure, carrying an adapter or fake quantization (its own or
+        ``plan``'s), or trained before this memo saw it pristine, or since in a way that changed
+        those weights (a probe's head or a Freeze run's top blocks do not)."""
         why = _changed(model, plan)
         if why is None:
-            key = (str(model.path), _fingerprint(model))
+            key = (str(model.path), *part, _fingerprint(model, part))
             if not model.history:
-                self._seen[model] = key
+                self._seen.setdefault(model, {})[part] = key
                 return key
-            seen = self._seen.get(model)
+            seen = self._seen.get(model, {}).get(part)
             if seen == key:
-                return key  # trained since, its backbone unchanged: only the head trained (a probe)
-            why = ("it was trained before this memo saw it" if seen is None
-                   else "it was trained since this memo saw it and its backbone changed")
+                return key  # trained since, but not the weights this part depends on
+            why = ("it was trained before this memo saw it" if seen is None else
+                   f"it was trained since this memo saw it, and the weights that compute its {part[0]} changed")
         self.bypassed.append(why)
         return None
 
@@ -150,7 +154,7 @@ class SharedInputs:
         rows = getattr(split, "rows", None)
         if rows is None:
             return None
-        backbone = self.backbone_key(model, plan)
+        backbone = self.backbone_key(model, ("features",) if what[0] == "features" else what, plan)
         if backbone is None:
             return None
         context = (*what, backbone, str(amp), str(model.device))
@@ -204,14 +208,18 @@ def _changed(model, plan) -> Optional[str]:
 
 
 @torch.no_grad()
-def _fingerprint(model) -> str:
-    """A hash of the names, shapes and a strided sample of the values of every weight of
-    ``model`` outside its head (the last layer, which a probe trains)."""
-    head = model.head_name + "."
+def _fingerprint(model, part: tuple) -> str:
+    """A hash of the names, shapes and a strided sample of the values of the weights ``part``
+    depends on: every weight outside the head (the last layer, which a probe trains) for
+    ``("features",)``; the embeddings and the bottom ``k`` blocks for ``("prefix", k)``."""
+    if part[0] == "prefix":
+        groups = model.backbone.parameters_by_group()
+        weights = [w for g in ["embeddings"] + [f"block.{i}" for i in range(part[1])] for w in groups[g]]
+    else:
+        head = model.head_name + "."
+        weights = [(n, p) for n, p in model.hf.named_parameters() if not n.startswith(head)]
     digest = hashlib.sha1()
-    for name, p in model.hf.named_parameters():
-        if name.startswith(head):
-            continue
+    for name, p in weights:
         flat = p.detach().reshape(-1)
         sample = flat[::max(1, flat.numel() // SAMPLE)]
         digest.update(f"{name}{tuple(p.shape)}".encode())

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tunekit.cache import feature_cache
+from tunekit.cache import cached_logits
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TrainConfig, TrainingError, positive_int
 from tunekit.data import load as load_data
 from tunekit.engine import Trainer
@@ -60,11 +60,11 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
             heartbeat for :data:`GRACE` of them) goes back to the queue for another worker, up to twice.
         share: the cells (and learning-rate trials) this call trains share one
             :class:`~tunekit.sharing.SharedInputs` memo: each example is tokenised once, a probe's
-            features and a Freeze run's frozen prefixes are computed once per example, and a probe
-            is scored on the test split from shared features (its head applied to them) instead
-            of a forward pass each. False computes everything per cell (the benchmark's reference);
-            the results differ only by float rounding. It is not part of the grid: a resumed
-            experiment may change it.
+            features and a Freeze run's frozen prefixes are computed once per example, and probe
+            and Freeze cells are scored on the test split from them (the head on the shared
+            features, the trained top blocks on the shared prefix) instead of a whole forward
+            pass each. False computes everything per cell (the benchmark's reference); the
+            results differ only by float rounding. Not part of the grid: a resume may change it.
         **overrides: other :class:`~tunekit.config.TrainConfig` fields for every cell (epochs,
             batch_size, eval_size, ...).
     """
@@ -202,7 +202,7 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
                 model: str, lr: Optional[float], overrides: dict, shared: Optional[SharedInputs] = None) -> dict:
     """Train one cell (a fresh model, the first ``size`` examples of the seed's permutation) and
     score it on the test examples; the cell's entry for the experiment's record. ``shared``: the
-    experiment's memo (a probe is then scored on shared test features)."""
+    experiment's memo (a probe or Freeze cell is then scored from shared test features or prefixes)."""
     run_name = sanitize_name(f"{exp.name}-{label}-n{size}-s{seed}")
     cfg = TrainConfig(**{"progress": False, **overrides}).replace(
         seed=seed, train_size=size, runs_dir=str(exp.path.parent), name=run_name,
@@ -219,8 +219,9 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
                 peak_memory_mb=s.get("peak_memory_mb"), trainable=(run.config.get("params") or {}).get("trainable"),
                 lr=(run.config.get("train") or {}).get("lr") or getattr(strategy, "default_lr", None))
     if run.status == "completed":
-        probe = ((s.get("cache") or [{}])[-1] or {}).get("kind") == "features"  # its last phase: a head on features
-        cell["correct"] = _test_correct(m, test, cfg.eval_batch_size, cfg.max_length, shared if probe else None)
+        cached = (s.get("cache") or [{}])[-1] or {}  # what its last phase trained on: features, a prefix, tokens
+        cell["correct"] = _test_correct(m, test, cfg.eval_batch_size, cfg.max_length,
+                                        shared if cached.get("kind") else None, cached)
         cell["test_accuracy"] = float(np.mean(cell["correct"]))
     return cell
 
@@ -274,19 +275,15 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
 
 @torch.no_grad()
 def _test_correct(model, test: pd.DataFrame, batch_size: int, max_length: int,
-                  shared: Optional[SharedInputs] = None) -> list[int]:
+                  shared: Optional[SharedInputs] = None, cached: Optional[dict] = None) -> list[int]:
     """1 where ``model`` predicts the test example's label, else 0 (in the test split's order).
-    ``shared`` (a probe's cells only): its head applied to the test examples' features, which the
-    memo holds after the first probe cell (fp32, as ``predict_proba``; computed there otherwise)."""
-    if shared is None:
+    ``shared`` (a cell whose last phase trained on cached ``features`` or a ``prefix``: its run's
+    ``cache`` entry ``cached``): the head on the test features, or the blocks above the prefix on
+    the test prefix, which the memo holds after the first cell of the kind (fp32, as
+    ``predict_proba``)."""
+    if shared is None or not cached or not cached.get("kind"):
         probs = model.predict_proba(list(test["text"]), max_length=max_length, batch_size=batch_size)
     else:
-        features = feature_cache(model, shared.encode(model, test, "test", None, max_length), batch_size,
-                                 None, shared).features
-        was_training = model.module.training
-        model.module.eval()
-        try:
-            probs = model.head()(features).float().softmax(-1).cpu()
-        finally:
-            model.module.train(was_training)
-    return (probs.argmax(-1).numpy() == test["label"].to_numpy()).astype(int).tolist()
+        split = shared.encode(model, test, "test", None, max_length)
+        probs = cached_logits(model, split, batch_size, cached["kind"], cached.get("blocks", 0), shared).softmax(-1)
+    return (probs.argmax(-1).cpu().numpy() == test["label"].to_numpy()).astype(int).tolist()
