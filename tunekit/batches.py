@@ -105,16 +105,27 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
 
 
+def token_ids(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """The token ids of each text, truncated to ``max_length``, unpadded: a text's ids do not
+    depend on the texts tokenised with it."""
+    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+
 class EncodedSplit(Dataset):
     """Tokenised examples of one split: ragged token-id lists plus integer labels.
-    Item ``i`` is :meth:`example` ``(i)``; ``collate_fn`` makes a batch of a list of them."""
+    Item ``i`` is :meth:`example` ``(i)``; ``collate_fn`` makes a batch of a list of them.
+    ``rows``: what each example is, for a :class:`~tunekit.sharing.SharedInputs` memo (the
+    key it made for it); None for a split the memo did not make."""
 
     def __init__(self, input_ids: list[list[int]], labels: Optional[torch.Tensor], pad_id: int,
-                 collate_fn: Optional[Callable[[list[dict]], dict]] = None):
+                 collate_fn: Optional[Callable[[list[dict]], dict]] = None, rows: Optional[list] = None):
+        if rows is not None and len(rows) != len(input_ids):
+            raise ValueError(f"rows names {len(rows)} examples for {len(input_ids)} token-id rows")
         self.input_ids = input_ids
         self.labels = labels
         self.pad_id = pad_id
         self.collate_fn = collate_fn or functools.partial(collate_tokens, pad_id=pad_id)
+        self.rows = rows
 
     @classmethod
     def encode(cls, tokenizer, texts: Sequence[str], labels: Optional[Sequence[int]], max_length: int,
@@ -122,9 +133,8 @@ class EncodedSplit(Dataset):
         """Token ids of ``texts`` (truncated to ``max_length``); ``labels`` None for a task
         that reads no labels (causal LM: the targets are the tokens themselves). ``collate_fn``
         turns a list of examples into a batch (the task's; default :func:`collate_tokens`)."""
-        ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
         labels = None if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
-        return cls(ids, labels, tokenizer.pad_token_id, collate_fn)
+        return cls(token_ids(tokenizer, texts, max_length), labels, tokenizer.pad_token_id, collate_fn)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -148,7 +158,8 @@ class EncodedSplit(Dataset):
 
     def subset(self, index: Sequence[int]) -> "EncodedSplit":
         labels = None if self.labels is None else self.labels[list(index)]
-        return EncodedSplit([self.input_ids[i] for i in index], labels, self.pad_id, self.collate_fn)
+        rows = None if self.rows is None else [self.rows[i] for i in index]
+        return EncodedSplit([self.input_ids[i] for i in index], labels, self.pad_id, self.collate_fn, rows)
 
     def collate(self, index: Sequence[int], device=None) -> dict:
         batch = self.collate_fn([self.example(i) for i in index])

@@ -14,6 +14,10 @@ caches those (:func:`feature_cache`), not the hidden states.
 
 A cache larger than ``TrainConfig.cache_budget_mb`` is not built; the frozen layers are
 recomputed at every step instead, and the run's record says so.
+
+Given a :class:`~tunekit.sharing.SharedInputs` memo (``shared``) and splits it encoded, both
+caches compute only the rows the memo lacks and take the others from it, and keep what they
+compute there for the next run of the process (an experiment's next cell).
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from tunekit.batches import EncodedSplit, FeatureSplit
+from tunekit.batches import EncodedSplit, FeatureSplit, to_device
+from tunekit.sharing import SharedInputs
 
 
 @dataclass
@@ -109,11 +114,20 @@ def _hidden_arg(block: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prefix_cache(model, split: EncodedSplit, k: int, batch_size: int,
-                 amp: Optional[torch.dtype] = None) -> tuple[list[torch.Tensor], _Shape]:
+def prefix_cache(model, split: EncodedSplit, k: int, batch_size: int, amp: Optional[torch.dtype] = None,
+                 shared: Optional[SharedInputs] = None, plan=None) -> tuple[list[torch.Tensor], _Shape]:
     """Each example's hidden states after block ``k - 1`` (``[length, hidden]``, real tokens
     only), computed in eval mode (under the run's autocast ``amp``), and how that block
-    returns them."""
+    returns them. ``shared``: rows the memo holds are taken from it, the others computed and
+    kept there (``plan``: what the model carries, for the memo's pristine check)."""
+    keys = shared.keys(model, split, ("prefix", k), amp, plan) if shared is not None else None
+    rows: list[Optional[torch.Tensor]] = shared.get(keys, model.device) if keys else [None] * len(split)
+    shape = shared.shape(keys[0][0]) if keys else None
+    missing = [i for i, r in enumerate(rows) if r is None]
+    if keys and not missing:
+        if shape is not None:
+            return rows, shape
+        missing = [0]  # every row is held, but not how the block returns them
     blocks = model.backbone.blocks
     seen: dict = {}
 
@@ -124,9 +138,7 @@ def prefix_cache(model, split: EncodedSplit, k: int, batch_size: int,
     was_training = model.module.training
     model.module.eval()
     handle = blocks[k - 1].register_forward_hook(grab)
-    rows: list[Optional[torch.Tensor]] = [None] * len(split)
-    shape = None
-    order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
+    order = sorted(missing, key=lambda i: len(split.input_ids[i]))
     try:
         for s in range(0, len(order), batch_size):
             index = order[s:s + batch_size]
@@ -141,9 +153,13 @@ def prefix_cache(model, split: EncodedSplit, k: int, batch_size: int,
             hidden = out if shape.tuple_len == 0 else out[0]
             for j, i in enumerate(index):
                 rows[i] = hidden[j, :len(split.input_ids[i])].clone()
+                if keys:
+                    shared.put(keys[i], rows[i])
     finally:
         handle.remove()
         model.module.train(was_training)
+    if keys:
+        shared.keep_shape(keys[0][0], shape)
     return rows, shape
 
 
@@ -233,13 +249,17 @@ class CachedPrefix(nn.Module):
 
 
 @torch.no_grad()
-def feature_cache(model, split: EncodedSplit, batch_size: int, amp: Optional[torch.dtype] = None) -> FeatureSplit:
+def feature_cache(model, split: EncodedSplit, batch_size: int, amp: Optional[torch.dtype] = None,
+                  shared: Optional[SharedInputs] = None, plan=None) -> FeatureSplit:
     """The head inputs (``model.module.features``) of every example of ``split``, computed once
-    in eval mode (under the run's autocast ``amp``): what a probe trains on."""
+    in eval mode (under the run's autocast ``amp``): what a probe trains on. ``shared``: rows
+    the memo holds are taken from it, the others computed and kept there (``plan``: what the
+    model carries, for the memo's pristine check)."""
+    keys = shared.keys(model, split, ("features", model.pooling), amp, plan) if shared is not None else None
+    feats = shared.get(keys, model.device) if keys else [None] * len(split)
+    order = sorted((i for i, f in enumerate(feats) if f is None), key=lambda i: len(split.input_ids[i]))
     was_training = model.module.training
     model.module.eval()
-    order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
-    feats = [None] * len(split)
     try:
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
@@ -248,9 +268,48 @@ def feature_cache(model, split: EncodedSplit, batch_size: int, amp: Optional[tor
                 f = model.module.features(b["input_ids"], b["attention_mask"]).float()
             for j, i in enumerate(idx):
                 feats[i] = f[j]
+                if keys:
+                    feats[i] = f[j].clone()  # its own storage: the memo counts what it keeps
+                    shared.put(keys[i], feats[i])
     finally:
         model.module.train(was_training)
     return FeatureSplit(torch.stack(feats), split.labels, split.lengths())
+
+
+@torch.no_grad()
+def cached_logits(model, split: EncodedSplit, batch_size: int, kind: str, frozen: int = 0,
+                  shared: Optional[SharedInputs] = None) -> torch.Tensor:
+    """The logits of every example of ``split`` (in its order), in eval mode and fp32 as
+    :meth:`~tunekit.models.Model.predict_proba` computes them, from cached inputs: the head
+    applied to the features (``kind="features"``, a probe), or the blocks above the bottom
+    ``frozen`` run on their cached output (``kind="prefix"``, a Freeze run). With a ``shared``
+    memo that holds them (the test split, after the first cell of the kind), nothing below the
+    head or those blocks runs again. Float rounding aside (batches of other shapes), the same
+    logits as a forward pass."""
+    was_training = model.module.training
+    try:
+        if kind == "features":
+            features = feature_cache(model, split, batch_size, None, shared).features
+            model.module.eval()
+            return model.head()(features).float()
+        if kind != "prefix" or not 0 < frozen <= model.num_blocks:
+            raise ValueError(f"cached_logits: kind must be 'features', or 'prefix' with 0 < frozen <= "
+                             f"{model.num_blocks} (got {kind!r}, {frozen})")
+        rows, shape = prefix_cache(model, split, frozen, batch_size, None, shared)
+        cached, module = CachedSplit(split, rows), CachedPrefix(model.module, model.backbone.blocks, frozen, shape)
+        model.module.eval()
+        logits: list = [None] * len(split)
+        order = sorted(range(len(split)), key=lambda i: len(split.input_ids[i]))
+        for s in range(0, len(order), batch_size):
+            index = order[s:s + batch_size]
+            batch = cached.collate_fn([cached[i] for i in index])
+            batch.pop("labels", None)
+            out = module(to_device(batch, model.device)).logits.float()
+            for j, i in enumerate(index):
+                logits[i] = out[j]
+        return torch.stack(logits)
+    finally:
+        model.module.train(was_training)
 
 
 def feature_size_mb(model, split) -> float:
@@ -275,15 +334,16 @@ class Inputs:
 
 
 def inputs_for(model, plan, train: EncodedSplit, validation: EncodedSplit, batch_size: int, budget_mb: float,
-               amp: Optional[torch.dtype] = None) -> Inputs:
+               amp: Optional[torch.dtype] = None, shared: Optional[SharedInputs] = None) -> Inputs:
     """A probe's head inputs, the output of the frozen bottom blocks, or (nothing frozen, or
-    the cache over ``budget_mb``) the token ids themselves; ``model`` already carries ``plan``."""
+    the cache over ``budget_mb``) the token ids themselves; ``model`` already carries ``plan``.
+    ``shared``: a memo that the features or prefixes are read from and kept in, row by row."""
     frozen = frozen_blocks(model)
     if plan.cached_features:
         mb = feature_size_mb(model, train) + feature_size_mb(model, validation)
         if mb <= budget_mb:
-            return Inputs(feature_cache(model, train, batch_size, amp),
-                          feature_cache(model, validation, batch_size, amp),
+            return Inputs(feature_cache(model, train, batch_size, amp, shared, plan),
+                          feature_cache(model, validation, batch_size, amp, shared, plan),
                           CacheInfo("features", model.num_blocks, round(mb, 2)), frozen)
         return Inputs(train, validation, CacheInfo(None, frozen, reason=(
             f"the probe's features would take {mb:,.0f} MB, over cache_budget_mb={budget_mb:g}; "
@@ -296,8 +356,8 @@ def inputs_for(model, plan, train: EncodedSplit, validation: EncodedSplit, batch
             f"caching the output of the {frozen} frozen bottom blocks would take {mb:,.0f} MB, over "
             f"cache_budget_mb={budget_mb:g}; they are recomputed at every step instead")), frozen)
     try:
-        rows, shape = prefix_cache(model, train, frozen, batch_size, amp)
-        val_rows, _ = prefix_cache(model, validation, frozen, batch_size, amp)
+        rows, shape = prefix_cache(model, train, frozen, batch_size, amp, shared, plan)
+        val_rows, _ = prefix_cache(model, validation, frozen, batch_size, amp, shared, plan)
     except TypeError as e:  # a block whose output the lookup cannot stand in for
         return Inputs(train, validation, CacheInfo(None, frozen, reason=f"not cached: {e}"), frozen)
     return Inputs(CachedSplit(train, rows), CachedSplit(validation, val_rows),

@@ -63,6 +63,7 @@ from tunekit.models import Model, load_for
 from tunekit.run_state import Outcome, PhaseRun, Progress, Setup
 from tunekit.runs import Run
 from tunekit.runtime import adamw, choose_precision, lr_factor, pick_device, versions
+from tunekit.sharing import SharedInputs
 from tunekit.strategies import Strategy, get_strategy
 from tunekit.writer import ReplicaWriter, RunWriter, record_config
 
@@ -95,16 +96,23 @@ class Trainer:
             returns. Run records are written by this process as usual.
         record: extra fields for the record's ``config.json`` (e.g. ``{"kind": "distil",
             "teacher": ...}`` from :func:`tunekit.distil`).
+        shared: a :class:`~tunekit.sharing.SharedInputs` memo given to every run of a process
+            (an experiment's cells): the examples' token ids, and a pristine model's probe
+            features or frozen prefixes, are read from it where it has them and kept in it
+            otherwise. None: the run computes everything itself.
     """
 
     def __init__(self, model: Model, data: Any, strategy: Any = None,
                  config: Optional[TrainConfig] = None, callbacks: Optional[dict] = None,
                  wrap: Optional[Callable[[nn.Module], nn.Module]] = None, record: Optional[dict] = None,
-                 **overrides):
+                 shared: Optional[SharedInputs] = None, **overrides):
         if not isinstance(model, Model):
             hint = " (a run opened from disk has run.model None: rebuild it with run.load_model())" \
                 if model is None else ""
             raise ConfigError(f"model must be a model from tk.load_model() (got {type(model).__name__}){hint}")
+        if shared is not None and not isinstance(shared, SharedInputs):
+            raise ConfigError(f"shared must be a tunekit.sharing.SharedInputs or None (got {type(shared).__name__})")
+        self.shared = shared
         self.model = model
         self.data = load_data(data)
         self.strategy = get_strategy(strategy if strategy is not None else "full")
@@ -184,16 +192,20 @@ class Trainer:
         return setup
 
     def _examples(self) -> tuple[Any, Any]:
-        """The encoded training and validation examples (their ``train_size`` / ``eval_size`` subsets)."""
+        """The encoded training and validation examples (their ``train_size`` / ``eval_size``
+        subsets), through the ``shared`` memo when there is one."""
         cfg, tok, task = self.config, self.model.tokenizer, self.model.task
         train_df, val_df = self.data.train, self.data.validation
-        ix = subset(len(train_df), cfg.train_size, cfg.seed)
-        train_df = train_df if ix is None else train_df.iloc[ix]
-        ix = subset(len(val_df), cfg.eval_size, cfg.seed + 1)
-        val_df = val_df if ix is None else val_df.iloc[ix]
+        train_ix = subset(len(train_df), cfg.train_size, cfg.seed)
+        val_ix = subset(len(val_df), cfg.eval_size, cfg.seed + 1)
         if len(val_df) == 0:
             raise ConfigError(f"the validation split of {self.data.name!r} is empty; make it with "
                               f"validation_size > 0")
+        if self.shared is not None:
+            return (self.shared.encode(self.model, train_df, "train", train_ix, cfg.max_length),
+                    self.shared.encode(self.model, val_df, "validation", val_ix, cfg.max_length))
+        train_df = train_df if train_ix is None else train_df.iloc[train_ix]
+        val_df = val_df if val_ix is None else val_df.iloc[val_ix]
         return (task.encode(tok, train_df["text"], train_df["label"], cfg.max_length),
                 task.encode(tok, val_df["text"], val_df["label"], cfg.max_length))
 
@@ -296,7 +308,7 @@ class Trainer:
         cfg, progress = self.config, self.progress
         t = time.perf_counter()
         inputs = prefix.inputs_for(self.model, plan, setup.train, setup.validation, cfg.eval_batch_size,
-                                   cfg.cache_budget_mb, setup.amp)
+                                   cfg.cache_budget_mb, setup.amp, self.shared)
         progress.validation, info = inputs.validation, inputs.info
         progress.train_time += time.perf_counter() - t
         info.build_s = round(time.perf_counter() - t, 3)

@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tunekit.cache import cached_logits
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TrainConfig, TrainingError, positive_int
 from tunekit.data import load as load_data
 from tunekit.engine import StopTraining, Trainer
 from tunekit.experiments.queue import Queue
 from tunekit.experiments.record import FORMAT, RECORD, Experiment, cell_key, split_key
 from tunekit.models import load_for
+from tunekit.sharing import SharedInputs
 from tunekit.strategies import get_strategy
 from tunekit.writer import sanitize_name, write_json
 
@@ -28,7 +30,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                test_size: Optional[int] = None, tune_trials: int = 4, progress: bool = True,
                storage: Optional[str] = None, worker: bool = False, work: bool = True, heartbeat: int = 30,
                stop: Optional[threading.Event] = None, callback: Optional[Callable[[dict], Any]] = None,
-               **overrides) -> Experiment:
+               share: bool = True, **overrides) -> Experiment:
     """Train every (strategy, size, seed) cell not yet done, and return the :class:`Experiment`.
 
     Args:
@@ -68,6 +70,13 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
             "step", "key", "step", "total"}`` per optimizer step, and ``{"event": "cell_end",
             "key", "cell"}``; each also has ``"path"``, the experiment's folder. A callback that
             raises is reported as a warning, never fails a cell.
+        share: the cells (and learning-rate trials) this call trains share one
+            :class:`~tunekit.sharing.SharedInputs` memo: each example is tokenised once, a probe's
+            features and a Freeze run's frozen prefixes are computed once per example, and probe
+            and Freeze cells are scored on the test split from them (the head on the shared
+            features, the trained top blocks on the shared prefix) instead of a whole forward
+            pass each. False computes everything per cell (the benchmark's reference); the
+            results differ only by float rounding. Not part of the grid: a resume may change it.
         **overrides: other :class:`~tunekit.config.TrainConfig` fields for every cell (epochs,
             batch_size, eval_size, ...).
     """
@@ -105,7 +114,8 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
     rates = _rates(lr, labels)
     tune = rates.pop("tune", False)
     positive_int("tune_trials", tune_trials)
-    TrainConfig(**overrides)  # every override checked before anything trains
+    checked = TrainConfig(**overrides)  # every override checked before anything trains
+    shared = SharedInputs(checked.cache_budget_mb) if share else None  # one memo for every cell of this call
 
     folder = Path(runs_dir).expanduser() / sanitize_name(name)
     grid = {"strategies": labels, "specs": [s.describe() for s in strategies],
@@ -135,7 +145,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                     return exp
                 if any(exp.cells.get(cell_key(label, size, sd), {}).get("status") != "completed"
                        for sd in range(seeds)):
-                    _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides, hooks)
+                    _tuned_lr(exp, strategy, label, size, data, model, tune_trials, overrides, hooks, shared)
         queue.publish_tuning()
     if not worker:
         queue.fill([cell_key(label, size, seed) for seed in range(seeds) for size in sizes for label in labels])
@@ -154,7 +164,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                 hooks.emit({"event": "cell_start", "key": key, "strategy": label, "size": size, "seed": seed})
                 with queue.heartbeat():
                     cell = _train_cell(exp, by_label[label], label, size, seed, data, test, model, rate, overrides,
-                                       hooks.for_cell(key))
+                                       hooks.for_cell(key), shared)
                 exp.write_cell(key, cell)
                 queue.done(cell)
                 hooks.emit({"event": "cell_end", "key": key, "cell": cell})
@@ -274,9 +284,11 @@ def _open(folder: Path, name: str, grid: dict) -> Experiment:
 
 
 def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, data, test: pd.DataFrame,
-                model: str, lr: Optional[float], overrides: dict, hooks: Optional["_Hooks"] = None) -> dict:
+                model: str, lr: Optional[float], overrides: dict, hooks: Optional["_Hooks"] = None,
+                shared: Optional[SharedInputs] = None) -> dict:
     """Train one cell (a fresh model, the first ``size`` examples of the seed's permutation) and
-    score it on the test examples; the cell's entry for the experiment's record."""
+    score it on the test examples; the cell's entry for the experiment's record. ``shared``: the
+    experiment's memo (a probe or Freeze cell is then scored from shared test features or prefixes)."""
     run_name = sanitize_name(f"{exp.name}-{label}-n{size}-s{seed}")
     cfg = TrainConfig(**{"progress": False, **overrides}).replace(
         seed=seed, train_size=size, runs_dir=str(exp.path.parent), name=run_name,
@@ -284,7 +296,7 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
     cell = {"strategy": label, "size": size, "seed": seed, "run": None, "status": "failed"}
     try:
         m = load_for(model, data, "classification", seed)
-        trainer = Trainer(m, data, strategy, cfg)
+        trainer = Trainer(m, data, strategy, cfg, shared=shared)
         _name_experiment(trainer, exp, cell=cell_key(label, size, seed))
         if hooks is not None:
             hooks.watch(trainer)
@@ -297,18 +309,21 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
                 peak_memory_mb=s.get("peak_memory_mb"), trainable=(run.config.get("params") or {}).get("trainable"),
                 lr=(run.config.get("train") or {}).get("lr") or getattr(strategy, "default_lr", None))
     if run.status == "completed":
-        cell["correct"] = _test_correct(m, test, cfg.eval_batch_size, cfg.max_length)
+        cached = (s.get("cache") or [{}])[-1] or {}  # what its last phase trained on: features, a prefix, tokens
+        cell["correct"] = _test_correct(m, test, cfg.eval_batch_size, cfg.max_length,
+                                        shared if cached.get("kind") else None, cached)
         cell["test_accuracy"] = float(np.mean(cell["correct"]))
     return cell
 
 
 def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str, trials: int,
-              overrides: dict, hooks: Optional["_Hooks"] = None) -> Optional[float]:
+              overrides: dict, hooks: Optional["_Hooks"] = None,
+              shared: Optional[SharedInputs] = None) -> Optional[float]:
     """The learning rate for ``label`` at ``size``: the best of ``trials`` runs on seed 0's subset by
     validation accuracy, Optuna's TPE sampler (seeded) choosing each rate on a log scale from a
     tenth to ten times the strategy's default. Trials already in the record are given to the
     sampler again (a resumed search goes on where it stopped); each new one is written to the
-    record as soon as it ends."""
+    record as soon as it ends. ``shared``: the experiment's memo, given to every trial."""
     import optuna
     from optuna.distributions import FloatDistribution
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -331,7 +346,7 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
         hooks = hooks or _Hooks()
         hooks.emit({"event": "tuning", "strategy": label, "size": size, "trial": k + 1, "trials": trials})
         try:
-            trainer = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg)
+            trainer = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg, shared=shared)
             _name_experiment(trainer, exp, trial=key)
             hooks.watch(trainer)
             run = trainer.run()
@@ -357,7 +372,16 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
 
 
 @torch.no_grad()
-def _test_correct(model, test: pd.DataFrame, batch_size: int, max_length: int) -> list[int]:
-    """1 where ``model`` predicts the test example's label, else 0 (in the test split's order)."""
-    probs = model.predict_proba(list(test["text"]), max_length=max_length, batch_size=batch_size)
-    return (probs.argmax(-1).numpy() == test["label"].to_numpy()).astype(int).tolist()
+def _test_correct(model, test: pd.DataFrame, batch_size: int, max_length: int,
+                  shared: Optional[SharedInputs] = None, cached: Optional[dict] = None) -> list[int]:
+    """1 where ``model`` predicts the test example's label, else 0 (in the test split's order).
+    ``shared`` (a cell whose last phase trained on cached ``features`` or a ``prefix``: its run's
+    ``cache`` entry ``cached``): the head on the test features, or the blocks above the prefix on
+    the test prefix, which the memo holds after the first cell of the kind (fp32, as
+    ``predict_proba``)."""
+    if shared is None or not cached or not cached.get("kind"):
+        probs = model.predict_proba(list(test["text"]), max_length=max_length, batch_size=batch_size)
+    else:
+        split = shared.encode(model, test, "test", None, max_length)
+        probs = cached_logits(model, split, batch_size, cached["kind"], cached.get("blocks", 0), shared).softmax(-1)
+    return (probs.argmax(-1).cpu().numpy() == test["label"].to_numpy()).astype(int).tolist()

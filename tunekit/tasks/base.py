@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Optional
 import torch
 from torch import nn
 
-from tunekit.batches import EncodedSplit, collate_tokens
+from tunekit.batches import EncodedSplit, collate_tokens, token_ids
 
 
 @dataclass
@@ -64,8 +64,15 @@ class Task:
     def encode(self, tokenizer, texts, labels, max_length: int) -> EncodedSplit:
         """Tokenise one split (labels are kept only when the task uses them); its batches are
         made by this task's :meth:`collate`."""
-        return EncodedSplit.encode(tokenizer, texts, labels if self.uses_labels else None, max_length,
-                                   functools.partial(self.collate, pad_id=tokenizer.pad_token_id))
+        return self.from_ids(tokenizer, token_ids(tokenizer, texts, max_length), labels)
+
+    def from_ids(self, tokenizer, ids: list[list[int]], labels, rows: Optional[list] = None) -> EncodedSplit:
+        """The split :meth:`encode` makes, from token ids already made (by
+        :func:`~tunekit.batches.token_ids`, e.g. through a :class:`~tunekit.sharing.SharedInputs`
+        memo, whose keys ``rows`` are)."""
+        labels = None if labels is None or not self.uses_labels else torch.as_tensor(list(labels), dtype=torch.long)
+        return EncodedSplit(ids, labels, tokenizer.pad_token_id,
+                            functools.partial(self.collate, pad_id=tokenizer.pad_token_id), rows)
 
     def collate(self, examples: list[dict], pad_id: int) -> dict:
         """A batch from a list of examples ``{"input_ids": [...], "label": int}`` (the shape a
