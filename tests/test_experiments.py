@@ -3,6 +3,7 @@ run record, reported on the test split with bootstrap intervals; resumable; refu
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -321,3 +322,39 @@ def test_a_cell_whose_worker_was_killed_goes_to_another_worker(tiny_dir, small, 
     assert len(exp.done()) == 1 and exp.cells["full|32|0"]["status"] == "completed"
     statuses = sorted(r.status for r in tk.list_runs(runs))
     assert statuses == ["completed", "crashed"], statuses  # the killed one's partial record is kept, marked
+
+
+LAUNCHED = """
+import sys, tunekit as tk
+csv, model, runs = sys.argv[1:4]
+exp = tk.experiment([tk.Probe(), tk.Full()], csv, sizes=[16], seeds=1, model=model, name="launched", runs_dir=runs,
+                    eval_size=12, batch_size=8, test_size=24, max_length=32, precision="fp32", lr="tune",
+                    tune_trials=2, progress=False)
+print("cells done:", len(exp.done()), flush=True)
+import torch.distributed as dist
+dist.barrier()
+dist.destroy_process_group()  # as a script launched by torchrun ends (gloo's threads stopped before exit)
+"""
+
+
+def test_a_cell_may_train_on_several_processes_launched_by_torchrun(tiny_dir, small, tmp_path):
+    """``torchrun --nproc_per_node 2`` around an experiment: the main process pulls the cells and the
+    learning-rate trials and writes every record; each cell and trial is one run of two processes
+    (gradients averaged), none trained twice."""
+    import subprocess
+    import sys
+    csv, runs = _reviews_csv(small, tmp_path), str(tmp_path / "runs")
+    script = tmp_path / "launched.py"
+    script.write_text(LAUNCHED)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), csv, tiny_dir, runs], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert proc.stdout.count("cells done: 2") == 2  # both processes return the finished experiment
+    exp = tk.list_experiments(runs)[0]
+    assert len(exp.done()) == 2 and set(exp.tuning) == {"probe|16", "full|16"}
+    trained = tk.list_runs(runs)
+    assert len(trained) == 2 + 2 * 2  # two cells, two trials per strategy: each once
+    assert {r.config["world_size"] for r in trained} == {2} and {r.status for r in trained} == {"completed"}
+    assert {r.experiment.get("cell") or r.experiment.get("trial") for r in trained} == \
+        {"probe|16|0", "full|16|0", "probe|16", "full|16"}

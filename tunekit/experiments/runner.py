@@ -15,6 +15,8 @@ import torch
 from tunekit.cache import cached_logits
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TrainConfig, TrainingError, positive_int
 from tunekit.data import load as load_data
+from tunekit.distributed import World
+from tunekit.distributed import world as current_world
 from tunekit.engine import StopTraining, Trainer
 from tunekit.experiments.queue import Queue
 from tunekit.experiments.record import FORMAT, RECORD, Experiment, cell_key, split_key
@@ -32,6 +34,10 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                stop: Optional[threading.Event] = None, callback: Optional[Callable[[dict], Any]] = None,
                share: bool = True, **overrides) -> Experiment:
     """Train every (strategy, size, seed) cell not yet done, and return the :class:`Experiment`.
+
+    Launched by ``torchrun`` or ``accelerate launch`` (say, one worker of several GPUs), every cell
+    and learning-rate trial is one run of all the launched processes: the main process pulls it
+    from the queue, tells the others, and writes every record; the call returns on each process.
 
     Args:
         strategies: strategy objects or names (``tk.LoRA(rank=8)``, ``"probe"``); their labels
@@ -123,11 +129,38 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
             "test_size": test_size, "lr": "tune" if tune else rates,
             "tune_trials": int(tune_trials) if tune else None,
             "overrides": {k: overrides[k] for k in sorted(overrides)}}
-    exp = _open(folder, name, grid)
-    hooks.path = str(exp.path)
+    world = current_world(overrides.get("device"))
+    hooks.world = world
     test = data.test
     if test_size is not None and test_size < len(test):
         test = test.sample(n=test_size, random_state=0).sort_index()
+    if not world.main:  # launched by torchrun / accelerate: train the cells the main process says, with it
+        refused = world.share(None)
+        if refused:
+            raise ConfigError(refused)
+        exp = Experiment.load(folder)
+        _follow(world, exp, dict(zip(labels, strategies)), data, test, model, overrides, shared)
+        return exp
+    try:
+        exp = _open(folder, name, grid)
+    except ConfigError as e:
+        world.share(str(e))
+        raise
+    world.share("")
+    hooks.path = str(exp.path)
+    try:
+        return _lead(exp, strategies, labels, sizes, seeds, data, test, model, overrides, rates, tune, tune_trials,
+                     storage, worker, work, heartbeat, progress, hooks, shared)
+    finally:
+        world.share(None)  # the other processes (if any) stop following
+
+
+def _lead(exp: Experiment, strategies: list, labels: list[str], sizes: list[int], seeds: int, data, test,
+          model: str, overrides: dict, rates: dict, tune: bool, tune_trials: int, storage: Optional[str],
+          worker: bool, work: bool, heartbeat: int, progress: bool, hooks: "_Hooks",
+          shared: Optional[SharedInputs]) -> Experiment:
+    """The experiment's work in its main process: the searches, the queue, the cells."""
+    name = exp.name
 
     if len(exp.done()) < len(labels) * len(sizes) * seeds:  # every strategy checked on the model before any trains
         m = load_for(model, data, "classification", 0)
@@ -162,6 +195,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
                     bar.set_postfix_str(f"{label}, {size:,} examples, seed {seed}")
                 rate = _tuned_rate(exp, queue, label, size) if tune else rates.get(label)
                 hooks.emit({"event": "cell_start", "key": key, "strategy": label, "size": size, "seed": seed})
+                hooks.world.share(("cell", key, rate))
                 with queue.heartbeat():
                     cell = _train_cell(exp, by_label[label], label, size, seed, data, test, model, rate, overrides,
                                        hooks.for_cell(key), shared)
@@ -211,13 +245,14 @@ class _Hooks:
                  key: Optional[str] = None):
         self.stop, self.callback, self.key = stop, callback, key
         self.path: Optional[str] = None  # the experiment's folder, in every event (set once it is open)
+        self.world = World()  # the processes a launcher started for each run (one, without a launcher)
 
     def stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
     def for_cell(self, key: str) -> "_Hooks":
         hooks = _Hooks(self.stop, self.callback, key)
-        hooks.path = self.path
+        hooks.path, hooks.world = self.path, self.world
         return hooks
 
     def emit(self, event: dict) -> None:
@@ -283,12 +318,41 @@ def _open(folder: Path, name: str, grid: dict) -> Experiment:
     return exp
 
 
+def _trial_config(exp: Experiment, label: str, size: int, k: int, lr: float, overrides: dict) -> TrainConfig:
+    """The ``k``-th learning-rate trial of ``label`` at ``size``: seed 0's subset at rate ``lr``."""
+    return TrainConfig(**{"progress": False, **overrides}).replace(
+        seed=0, train_size=size, lr=lr, runs_dir=str(exp.path.parent),
+        name=sanitize_name(f"{exp.name}-tune-{label}-n{size}-t{k}"))
+
+
+def _follow(world, exp: Experiment, by_label: dict, data, test: pd.DataFrame, model: str, overrides: dict,
+            shared: Optional[SharedInputs]) -> None:
+    """A process other than the main one of a ``torchrun`` / ``accelerate launch`` group: train each
+    cell and learning-rate trial the main process announces, as one of the run's processes (the
+    main process pulls them from the queue and writes every record), until it says none is left."""
+    while (job := world.share(None)) is not None:
+        if job[0] == "cell":
+            _, key, rate = job
+            label, size, seed = split_key(key)
+            _train_cell(exp, by_label[label], label, size, seed, data, test, model, rate, overrides, shared=shared,
+                        follower=True)
+        else:
+            _, label, size, k, lr = job
+            try:
+                Trainer(load_for(model, data, "classification", 0), data, by_label[label],
+                        _trial_config(exp, label, size, k, lr, overrides), shared=shared).run()
+            except TrainingError:
+                pass  # the main process records how the trial ended
+
+
 def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, data, test: pd.DataFrame,
                 model: str, lr: Optional[float], overrides: dict, hooks: Optional["_Hooks"] = None,
-                shared: Optional[SharedInputs] = None) -> dict:
+                shared: Optional[SharedInputs] = None, follower: bool = False) -> dict:
     """Train one cell (a fresh model, the first ``size`` examples of the seed's permutation) and
     score it on the test examples; the cell's entry for the experiment's record. ``shared``: the
-    experiment's memo (a probe or Freeze cell is then scored from shared test features or prefixes)."""
+    experiment's memo (a probe or Freeze cell is then scored from shared test features or prefixes).
+    ``follower``: this process trains beside the main one of a launched group, which records and
+    scores the cell; nothing is read back."""
     run_name = sanitize_name(f"{exp.name}-{label}-n{size}-s{seed}")
     cfg = TrainConfig(**{"progress": False, **overrides}).replace(
         seed=seed, train_size=size, runs_dir=str(exp.path.parent), name=run_name,
@@ -303,6 +367,8 @@ def _train_cell(exp: Experiment, strategy, label: str, size: int, seed: int, dat
         run = trainer.run()
     except TrainingError as e:
         cell.update(reason=str(e), run=e.run.name if e.run is not None else None)
+        return cell
+    if follower:
         return cell
     s = run.summary
     cell.update(run=run.name, status=run.status, reason=s.get("reason"), wall_time_s=s.get("wall_time_s"),
@@ -339,12 +405,11 @@ def _tuned_lr(exp: Experiment, strategy, label: str, size: int, data, model: str
         trial = study.ask(space)
         lr = float(trial.params["lr"])
         k = len(entry["trials"])
-        cfg = TrainConfig(**{"progress": False, **overrides}).replace(
-            seed=0, train_size=size, lr=lr, runs_dir=str(exp.path.parent),
-            name=sanitize_name(f"{exp.name}-tune-{label}-n{size}-t{k}"))
+        cfg = _trial_config(exp, label, size, k, lr, overrides)
         value, run_name = None, None
         hooks = hooks or _Hooks()
         hooks.emit({"event": "tuning", "strategy": label, "size": size, "trial": k + 1, "trials": trials})
+        hooks.world.share(("trial", label, size, k, lr))
         try:
             trainer = Trainer(load_for(model, data, "classification", 0), data, strategy, cfg, shared=shared)
             _name_experiment(trainer, exp, trial=key)
