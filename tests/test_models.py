@@ -122,3 +122,29 @@ def test_the_names_moved_by_the_layers_are_still_found_where_they_were():
     assert runs.RunRecordError is RunRecordError is tk.RunRecordError
     assert strategies.Plan is models.Plan
     assert callable(restore.canonical_name)
+
+
+def test_loads_from_several_threads_leave_later_loads_whole(tmp_path):
+    """The lab loads models in threads (its views, Post-training) while the kernel may load too.
+    transformers swaps PreTrainedModel.tie_weights for a no-op while it loads; two loads at once
+    left the no-op behind (seen: every causal-LM load after it refused its decoder as "each token
+    sees the tokens after it"). tunekit loads one at a time (models.LOAD_LOCK)."""
+    import threading
+    bert, llama = tk.make_tiny("bert", tmp_path / "bert"), tk.make_tiny("llama", tmp_path / "llama")
+    errors = []
+
+    def load(i):
+        try:
+            tk.load_model(str(llama), task="causal_lm", seed=i) if i % 2 else tk.load_model(str(bert), seed=i)
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(f"{type(e).__name__}: {e}")
+    for _ in range(2):
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert tk.load_model(str(llama), task="causal_lm").task.name == "causal_lm"  # a decoder still loads
+    heads = [tk.load_model(str(bert), seed=3).head().weight for _ in range(2)]
+    assert torch.equal(*heads)  # and a seed still fixes a new head's start

@@ -25,6 +25,7 @@ otherwise the error says so and names the built-in models.
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -329,6 +330,13 @@ def _labels(num_labels, label_names) -> list[str]:
     return list(label_names)
 
 
+LOAD_LOCK = threading.RLock()
+"""Held while a model loads: transformers' loader swaps ``PreTrainedModel.tie_weights`` for a no-op,
+process-wide, while it loads, and two loads at once (the lab's panels load in threads) can leave the
+no-op in place, which breaks every later load (a decoder taken for an encoder, BERT weights left on
+the meta device); and a new head's start is seeded through torch's global generator."""
+
+
 def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
                label_names: Optional[Sequence[str]] = None, *, task: str = "classification", seed: int = 0,
                pooling: Optional[str] = None, config_overrides: Optional[dict] = None) -> Model:
@@ -364,32 +372,33 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
     overrides = dict(config_overrides or {}) if isinstance(config_overrides, (dict, type(None))) else None
     require(overrides is not None and all(isinstance(k, str) for k in overrides), "config_overrides",
             "a dict of config field names to values, or None", config_overrides)
-    path = resolve_model_path(model)
-    config = check_model_dir(path, str(model))
-    if not the_task.supports(config["model_type"]):
-        raise ConfigError(_no_head(model, config["model_type"], task))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    except Exception as e:  # noqa: BLE001 - whatever transformers raises, the user gets words
-        raise _load_error(model, "tokenizer", e) from e
-    try:
-        torch.manual_seed(seed)
-        with _quiet_transformers():
-            hf, new = the_task.build(str(path), **overrides)
-    except ConfigError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        if isinstance(e, ValueError) and "Unrecognized configuration class" in str(e):
-            raise ConfigError(_no_head(model, config["model_type"], task)) from e
-        if overrides and isinstance(e, (ValueError, TypeError)):
-            raise ConfigError(f"config_overrides {overrides!r} do not fit model {str(model)!r}: "
-                              f"{str(e).splitlines()[0]}") from e
-        raise _load_error(model, "weights", e) from e
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if hf.config.pad_token_id is None:
-        hf.config.pad_token_id = tokenizer.pad_token_id
-    hf.float()
+    with LOAD_LOCK:  # one load at a time in this process (see LOAD_LOCK)
+        path = resolve_model_path(model)
+        config = check_model_dir(path, str(model))
+        if not the_task.supports(config["model_type"]):
+            raise ConfigError(_no_head(model, config["model_type"], task))
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        except Exception as e:  # noqa: BLE001 - whatever transformers raises, the user gets words
+            raise _load_error(model, "tokenizer", e) from e
+        try:
+            torch.manual_seed(seed)
+            with _quiet_transformers():
+                hf, new = the_task.build(str(path), **overrides)
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            if isinstance(e, ValueError) and "Unrecognized configuration class" in str(e):
+                raise ConfigError(_no_head(model, config["model_type"], task)) from e
+            if overrides and isinstance(e, (ValueError, TypeError)):
+                raise ConfigError(f"config_overrides {overrides!r} do not fit model {str(model)!r}: "
+                                  f"{str(e).splitlines()[0]}") from e
+            raise _load_error(model, "weights", e) from e
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if hf.config.pad_token_id is None:
+            hf.config.pad_token_id = tokenizer.pad_token_id
+        hf.float()
     return Model(Backbone(hf, tokenizer), the_task, source=str(model), path=str(path), new_parameters=new)
 
 
