@@ -267,9 +267,8 @@ def feature_cache(model, split: EncodedSplit, batch_size: int, amp: Optional[tor
             with _autocast(model.device, amp):
                 f = model.module.features(b["input_ids"], b["attention_mask"]).float()
             for j, i in enumerate(idx):
-                feats[i] = f[j]
+                feats[i] = f[j].clone() if keys else f[j]  # kept: its own storage (the memo counts it)
                 if keys:
-                    feats[i] = f[j].clone()  # its own storage: the memo counts what it keeps
                     shared.put(keys[i], feats[i])
     finally:
         model.module.train(was_training)

@@ -14,6 +14,7 @@ import argparse
 import html
 import threading
 import time
+import warnings
 from typing import Any, Callable, Optional
 
 import ipywidgets as W
@@ -138,7 +139,6 @@ class ExperimentsPanel(W.VBox):
     # ----- what is on disk -----------------------------------------------------------------------
     def refresh(self) -> None:
         """List the experiments on disk in the picker (the choice kept)."""
-        import warnings
         with warnings.catch_warnings():  # a damaged record is left out of the list, not shouted about
             warnings.simplefilter("ignore")
             names = [e.name for e in list_experiments(self.runs_dir)]
