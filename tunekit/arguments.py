@@ -128,7 +128,7 @@ def strategy_specs(explain: bool = False) -> str:
     return ", ".join(spec(name) for name in strategy_names())
 
 
-def _strategy_spec(item: str):
+def _strategy_spec(item: str, option: str = "--strategies"):
     """One item of ``--strategies`` -> a spec for ``get_strategy``, or ``("freeze", K)`` for
     ``Freeze.top(K)``. Raises :class:`InputError`."""
     name, _, arg = item.partition(":")
@@ -136,19 +136,19 @@ def _strategy_spec(item: str):
     known = strategy_names()
     if name not in known:
         numbered = " and ".join(f"{n}:{placeholder}" for n, (placeholder, _, _) in _NUMBERED.items())
-        raise InputError("--strategies", f"unknown strategy {name!r}; known: {', '.join(known)} "
-                                         f"({numbered} take a number)")
+        raise InputError(option, f"unknown strategy {name!r}; known: {', '.join(known)} "
+                         f"({numbered} take a number)")
     if not arg:
         return ("freeze", FREEZE_BLOCKS) if name == "freeze" else {"name": name}
     if name not in _NUMBERED:
-        raise InputError("--strategies", f"{name!r} takes no ':' argument (got {item!r})")
+        raise InputError(option, f"{name!r} takes no ':' argument (got {item!r})")
     _, what, least = _NUMBERED[name]
     try:
         n = int(arg)
     except ValueError:
         n = -1
     if n < least:
-        raise InputError("--strategies", f"{item!r}: after ':' comes {what} (got {arg!r})")
+        raise InputError(option, f"{item!r}: after ':' comes {what} (got {arg!r})")
     return {"name": "lora", "rank": n} if name == "lora" else ("freeze", n)
 
 
@@ -172,15 +172,16 @@ def strategy_text(spec: dict) -> Optional[str]:
     return candidate if strategy.describe() == spec else None
 
 
-def parse_strategies(text: str) -> list:
+def parse_strategies(text: str, option: str = "--strategies") -> list:
     """``"probe,lora:4,freeze"`` -> a list of strategies (``freeze`` is ``Freeze.top(2)``,
-    ``freeze:K`` is ``Freeze.top(K)``, ``lora:R`` is ``LoRA(rank=R)``). Raises :class:`InputError`."""
+    ``freeze:K`` is ``Freeze.top(K)``, ``lora:R`` is ``LoRA(rank=R)``). Raises :class:`InputError`
+    naming ``option`` (``train`` takes ``--strategy``)."""
     from tunekit.strategies import Freeze, get_strategy  # lazy: torch loads only for the commands that train
 
-    specs = [_strategy_spec(item) for item in (s.strip() for s in text.split(",")) if item]
+    specs = [_strategy_spec(item, option) for item in (s.strip() for s in text.split(",")) if item]
     if not specs:
-        raise InputError("--strategies", f"no strategies given (got {text!r})")
+        raise InputError(option, f"no strategies given (got {text!r})")
     try:
         return [Freeze.top(s[1]) if isinstance(s, tuple) else get_strategy(s) for s in specs]
     except ConfigError as e:
-        raise InputError("--strategies", str(e)) from e
+        raise InputError(option, str(e)) from e

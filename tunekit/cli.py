@@ -55,9 +55,13 @@ _FIELD_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-siz
 _EXPORT_OPTIONS = {"params": "--param", "notebooks": "NOTEBOOK", "notebook": "NOTEBOOK", "out": "--out"}
 
 
-def _option_for(message: str) -> Optional[str]:
+def _option_for(message: str, parser: Optional[argparse.ArgumentParser] = None) -> Optional[str]:
+    """The option a ConfigError's message is about, as ``parser`` (the subcommand's) spells it:
+    ``train`` takes one ``--strategy`` where ``compare`` takes ``--strategies``."""
     for field, option in _FIELD_OPTIONS.items():
         if message.startswith(field):
+            if parser is not None and option == "--strategies" and "--strategies" not in parser._option_string_actions:
+                return "--strategy" if "--strategy" in parser._option_string_actions else None
             return option
     return None
 
@@ -330,7 +334,7 @@ def cmd_experiment(args) -> int:
 def cmd_train(args) -> int:
     from tunekit.engine import TrainingError, train  # lazy: torch loads only for the commands that need it
 
-    strategies = parse_strategies(args.strategy)
+    strategies = parse_strategies(args.strategy, "--strategy")
     if len(strategies) != 1:
         raise InputError("--strategy", f"train takes one strategy (got {args.strategy!r}); use compare for several")
     strategy = strategies[0]
@@ -430,7 +434,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{sub.prog}: error: {where}{e}", file=sys.stderr)
         return 2
     except ConfigError as e:
-        option = _option_for(str(e))
+        option = _option_for(str(e), sub)
         sub.print_usage(sys.stderr)
         print(f"{sub.prog}: error: {f'argument {option}: ' if option else ''}{e}", file=sys.stderr)
         return 2

@@ -72,6 +72,39 @@ class TextDataset:
         return f"TextDataset({self.name!r}, {sizes}, labels={self.label_names})"
 
 
+def _default_names(names: Sequence[str]) -> bool:
+    """Names a model gets when it was loaded without any (``LABEL_0``, ``LABEL_1``, ...)."""
+    return list(names) == [f"LABEL_{i}" for i in range(len(names))]
+
+
+def match_labels(data: TextDataset, label_names: Sequence[str], what: str = "data") -> TextDataset:
+    """``data`` with its labels numbered as a model numbers them (``label_names``, the model's).
+
+    Labels are matched by name, never by count: the same names in another order are
+    renumbered, data holding some of the model's classes is renumbered into them, and
+    other names are refused naming both lists. A model loaded without names (``LABEL_0``,
+    ...) takes the data's classes by position."""
+    mine, theirs = list(data.label_names), list(label_names)
+    if mine == theirs or (_default_names(theirs) and len(mine) == len(theirs)):
+        return data
+    unknown = [n for n in mine if n not in theirs]
+    if unknown:
+        hint = ""
+        if all(n.lstrip("-").isdigit() for n in mine):
+            hint = (f"; its labels are numbers: name them in the model's order with "
+                    f"label_names={theirs} when you load it (e.g. tk.data.from_csv(path, label_names=...))")
+        which = f" ({unknown} unknown to it)" if len(unknown) < len(mine) else ""
+        raise ConfigError(f"{what}: its labels {mine} are not the model's {theirs}{which}; labels are matched by "
+                          f"name, not by count{hint}")
+    new_id = np.array([theirs.index(n) for n in mine])
+
+    def renumber(df: pd.DataFrame) -> pd.DataFrame:
+        return df.assign(label=new_id[df["label"].to_numpy(dtype=int)]) if len(df) else df
+    from dataclasses import replace
+    return replace(data, train=renumber(data.train), validation=renumber(data.validation), test=renumber(data.test),
+                   label_names=theirs, info={**data.info, "labels_renumbered_from": mine})
+
+
 def _package_dir(package: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -154,10 +187,12 @@ def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *
 
     Labels may be strings or integers (class labels, not measurements: continuous
     numbers are refused); they are mapped to 0..K-1 in sorted order (or in the order
-    of ``label_names`` if given). Exact duplicate texts are dropped before the seeded,
-    stratified split. A text that appears with two different labels is an error,
-    unless ``conflicts="drop"`` (every copy of it is dropped) or ``"first"`` (the
-    first copy's label is kept); ``info`` counts what was dropped.
+    of ``label_names`` if given; integer labels 0..K-1 with ``label_names`` that are not
+    numbers are the classes in that order: ``label_names=["negative", "positive"]`` names
+    0 and 1). Exact duplicate texts are dropped before the seeded, stratified split. A
+    text that appears with two different labels is an error, unless ``conflicts="drop"``
+    (every copy of it is dropped) or ``"first"`` (the first copy's label is kept);
+    ``info`` counts what was dropped.
     """
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"from_dataframe expects a pandas DataFrame (got {type(df).__name__})")
@@ -187,6 +222,8 @@ def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *
     if repeated:
         raise ConfigError(f"label_names must be distinct; {repeated} appear more than once (got {label_names})")
     mapping = {str(v): i for i, v in enumerate(label_names)}
+    if _class_numbers(df["label"], len(label_names)) and not set(df["label"].astype(str)) & set(mapping):
+        mapping = {str(i): i for i in range(len(label_names))}  # 0..K-1 named by label_names, in order
     labels = df["label"].astype(str).map(mapping)
     if labels.isna().any():
         extra = sorted(set(df["label"].astype(str)) - set(mapping))
@@ -205,6 +242,12 @@ def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *
 
 
 CONFLICTS = ("error", "drop", "first")
+
+
+def _class_numbers(labels: pd.Series, k: int) -> bool:
+    """Whether every label is an integer class number in 0..k-1."""
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and 0 <= v < k
+               for v in labels.unique())
 
 
 def _class_labels(labels: pd.Series, column: str, where: str) -> None:

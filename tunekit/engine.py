@@ -56,6 +56,7 @@ from tunekit.batches import loader, to_device
 from tunekit.cards import hub_id, write_card
 from tunekit.config import ConfigError, TrainConfig, TrainingError  # noqa: F401 - TrainingError: this module's API too
 from tunekit.data import load as load_data
+from tunekit.data import match_labels
 from tunekit.distributed import world as current_world
 from tunekit.evaluation import evaluate_batches, subset
 from tunekit.metrics import primary
@@ -119,10 +120,8 @@ class Trainer:
         self.config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
         self.wrap = wrap
         self.record = dict(record or {})
-        if model.task.name == "classification" and model.num_labels != self.data.num_labels:
-            raise ConfigError(f"the model has {model.num_labels} labels but the data has {self.data.num_labels} "
-                              f"({self.data.label_names}); load it with "
-                              f"tk.load_model(..., label_names=data.label_names)")
+        if model.task.name == "classification":
+            self.data = match_labels(self.data, model.label_names)
         self.callbacks: dict[str, list[Callable]] = defaultdict(list)
         for ev, fns in (callbacks or {}).items():
             for fn in (fns if isinstance(fns, (list, tuple)) else [fns]):

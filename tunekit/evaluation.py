@@ -17,6 +17,7 @@ import torch
 
 from tunekit.config import ConfigError, positive_int
 from tunekit.data import load as load_data
+from tunekit.data import match_labels
 from tunekit.models import Model
 from tunekit.runs import Run, load_run
 from tunekit.runtime import autocast_dtype, pick_device
@@ -111,13 +112,13 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
     if data is None:
         raise ConfigError("evaluate needs data: pass data=<TextDataset> (or a built-in name)")
     data = load_data(data)
+    if model.task.name == "classification":
+        data = match_labels(data, model.label_names)
     df = data.split(split)
     ix = subset(len(df), size, 0 if seed is None else seed)
     df = df if ix is None else df.iloc[ix]
     if len(df) == 0:
         raise ConfigError(f"the {split} split of {data.name!r} is empty")
-    if model.task.name == "classification" and model.num_labels != data.num_labels:
-        raise ConfigError(f"the model has {model.num_labels} labels but the data has {data.num_labels}")
     dev = pick_device(device) if device else model.device
     model.to(dev)
     enc = model.task.encode(model.tokenizer, df["text"], df["label"], max_length or 128)

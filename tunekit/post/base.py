@@ -32,6 +32,7 @@ import torch
 
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, positive_int
 from tunekit.data import load as load_data
+from tunekit.data import match_labels
 from tunekit.evaluation import evaluate as run_evaluate
 from tunekit.models import Model
 from tunekit.quantizers import flatten
@@ -95,7 +96,7 @@ def source(run_or_model: Any, data: Any = None) -> Source:
         if model.peft is not None:
             model.replace_hf(model.peft.merge_and_unload())
         model.module.eval()
-        return Source(model, None, load_data(data), {"seed": 0, "eval_size": None, "max_length": 128})
+        return Source(model, None, _matched(load_data(data), model), {"seed": 0, "eval_size": None, "max_length": 128})
     try:
         run = run_or_model if isinstance(run_or_model, Run) else load_run(run_or_model)
     except (TypeError, OSError) as e:
@@ -105,7 +106,13 @@ def source(run_or_model: Any, data: Any = None) -> Source:
         raise ConfigError(f"run {run.name!r} holds no weights to start from (status {run.status})")
     refuse_quantized(run)
     data = run.dataset(data)
-    return Source(run.load_model(merged=True), run, data, dict(run.config.get("train", {})))
+    model = run.load_model(merged=True)
+    return Source(model, run, _matched(data, model), dict(run.config.get("train", {})))
+
+
+def _matched(data: Any, model: Model) -> Any:
+    """The data with its labels numbered as the model's (by name; other names are refused)."""
+    return match_labels(data, model.label_names) if model.task.name == "classification" else data
 
 
 # ----- measuring ---------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from torch import nn
 
 from tunekit import structure as st
 from tunekit.config import ConfigError
+from tunekit.data import match_labels
 from tunekit.engine import Trainer
 from tunekit.models import Model
 from tunekit.post.base import Source, copy_model, latency_ms, latency_texts, measure, refuse_quantized
@@ -315,8 +316,8 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
         raise ConfigError(f"hard must be a number >= 0 (got {hard!r})")
     if not weights and not hard:
         raise ConfigError("nothing to learn from: give a distillation loss or hard > 0")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ConfigError(f"temperature must be a number > 0 (got {temperature!r})")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise ConfigError(f"temperature must be a finite number > 0 (got {temperature!r})")
     try:
         teacher_run = teacher if isinstance(teacher, Run) else load_run(teacher)
     except Exception as e:  # noqa: BLE001 - one clear message for whatever is not a run
@@ -324,9 +325,8 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
     refuse_quantized(teacher_run)
     data = teacher_run.dataset(data)
     teacher_model = teacher_run.load_model(merged=True)
-    if teacher_model.task.name == "classification" and data.num_labels != teacher_model.num_labels:
-        raise ConfigError(f"data: the teacher has {teacher_model.num_labels} labels but the data has "
-                          f"{data.num_labels}")
+    if teacher_model.task.name == "classification":
+        data = match_labels(data, teacher_model.label_names)
     student, matched = student_model(teacher_model, student)
     train_cfg = teacher_run.config.get("train", {})
     defaults = {k: train_cfg[k] for k in ("seed", "max_length", "train_size", "eval_size", "batch_size")

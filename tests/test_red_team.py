@@ -1,0 +1,91 @@
+"""Issue 22: the cases a red team found on main, each fixed where the value enters tunekit.
+(The property-based fuzz of the same surface is in tests/test_fuzz_api.py and test_fuzz_records.py.)"""
+from __future__ import annotations
+
+import pytest
+
+import tunekit as tk
+from tunekit.config import ConfigError
+
+
+def _cli(argv, capsys):
+    from tunekit.cli import main
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_dir, small):
+    """One fully fine-tuned tiny run, shared by the tests that only read it."""
+    runs = tmp_path_factory.mktemp("runs")
+    model = tk.load_model(tiny_dir, label_names=small.label_names)
+    return tk.train(model, small, tk.Full(), runs_dir=str(runs), train_size=64, batch_size=16, progress=False,
+                    evals_per_epoch=1, lr=1e-3)
+
+
+def _relabelled(small, names, order=None):
+    """``small`` with its classes called ``names`` (in ``order`` of the original ids)."""
+    order = order or list(range(len(names)))
+    frames = {s: small.split(s).assign(label=lambda d: d["label"].map(lambda i: names[order[i]]))
+              for s in ("train", "validation", "test")}
+    df = tk.data.TextDataset("relabelled", frames["train"], frames["validation"], frames["test"], names)
+    for s in ("train", "validation", "test"):  # numbered as from_dataframe numbers them: sorted names
+        ids = {n: i for i, n in enumerate(names)}
+        setattr(df, s, frames[s].assign(label=frames[s]["label"].map(ids)))
+    return df
+
+
+# ----- labels are matched by name, never by count ----------------------------------------------------
+def test_the_same_label_names_in_another_order_are_renumbered(trained, small):
+    names = list(small.label_names)
+    swapped = _relabelled(small, names[::-1], order=[1, 0])  # the same classes, ids swapped
+    assert swapped.label_names == names[::-1]
+    assert (swapped.test["label"] != small.test["label"]).all()
+    same = tk.evaluate(trained, small, split="test")
+    renumbered = tk.evaluate(trained, swapped, split="test")
+    assert renumbered["accuracy"] == same["accuracy"] and renumbered["loss"] == pytest.approx(same["loss"])
+
+
+def test_other_label_names_of_the_same_count_are_refused_naming_both(trained, small, capsys, tmp_path):
+    other = _relabelled(small, ["spam", "ham"])
+    both = rf"\['spam', 'ham'\] are not the model's \['{small.label_names[0]}', '{small.label_names[1]}'\]"
+    for call in (lambda: tk.evaluate(trained, other, split="test"),
+                 lambda: tk.prune(trained, 0.5, data=other),
+                 lambda: tk.distil(trained, student=[0], data=other, epochs=1, train_size=16)):
+        with pytest.raises(ConfigError, match=both):
+            call()
+    assert [r.name for r in tk.list_runs(trained.path.parent)] == [trained.name]  # nothing written
+    csv = tmp_path / "other.csv"
+    other.test.assign(label=other.test["label"].map({0: "spam", 1: "ham"})).to_csv(csv, index=False)
+    rc, err = _cli(["evaluate", trained.path, "--data", csv, "--split", "test"], capsys)
+    last = err.strip().splitlines()[-1]  # argparse's usage, then the one error line
+    assert rc == 2 and last.startswith("tunekit evaluate: error: argument --data:")
+    assert f"are not the model's {small.label_names}" in last
+
+
+def test_integer_labels_are_named_by_label_names_in_order(trained, small, tmp_path):
+    csv = tmp_path / "numbers.csv"
+    small.test.to_csv(csv, index=False)  # labels 0 / 1
+    numbers = tk.data.from_csv(csv, validation_size=0, test_size=0.5)
+    with pytest.raises(ConfigError, match="labels are numbers: name them in the model's order"):
+        tk.evaluate(trained, numbers, split="test")
+    named = tk.data.from_csv(csv, label_names=small.label_names, validation_size=0, test_size=0.5)
+    assert named.label_names == small.label_names
+    assert sorted(named.test["text"]) != [] and tk.evaluate(trained, named, split="test")["examples"] == len(named.test)
+
+
+def test_data_with_some_of_the_models_classes_is_renumbered_into_them(trained, small):
+    only_positive = _relabelled(small, small.label_names[::-1], order=[1, 0])
+    assert tk.evaluate(trained, only_positive, split="test")["examples"] == len(small.test)
+
+
+# ----- the CLI names the option the command has -------------------------------------------------------
+def test_train_names_its_own_strategy_option(tiny_dir, tmp_path, capsys):
+    for spec in ("lora:0", "freeze:99", "nonsense"):
+        rc, err = _cli(["train", "--model", tiny_dir, "--strategy", spec, "--train-size", "16",
+                        "--runs-dir", tmp_path / "runs"], capsys)
+        last = err.strip().splitlines()[-1]
+        assert rc == 2 and "--strategies" not in err, err
+        assert last.startswith("tunekit train: error: argument --strategy:"), last
