@@ -89,3 +89,36 @@ def test_train_names_its_own_strategy_option(tiny_dir, tmp_path, capsys):
         last = err.strip().splitlines()[-1]
         assert rc == 2 and "--strategies" not in err, err
         assert last.startswith("tunekit train: error: argument --strategy:"), last
+
+
+# ----- a run whose weights end non-finite failed ---------------------------------------------------------
+def _poison_at(step_or_event):
+    """A callback that fills the first weight with nan once the run reaches it."""
+    import torch
+
+    def poison(ev):
+        if ev.name == "eval" or ev.payload.get("step") == step_or_event:
+            with torch.no_grad():
+                next(ev.trainer.model.module.parameters()).fill_(float("nan"))
+    return poison
+
+
+@pytest.mark.parametrize("event", ["step", "eval"])
+def test_weights_that_end_nan_fail_the_run(tiny, small, fast, event):
+    steps = 64 // 16
+    callbacks = {event: _poison_at(steps)}  # "step": before the last evaluation; "eval": after it
+    with pytest.raises(tk.TrainingError, match="nan") as caught:
+        tk.train(tiny, small, tk.Full(), callbacks=callbacks, **{**fast, "evals_per_epoch": 1})
+    run = caught.value.run
+    assert run.status == "failed" and "nan" in run.summary["reason"]
+    assert tk.load_run(run.path).status == "failed"
+
+
+def test_cli_a_run_whose_last_step_breaks_the_weights_exits_1(tiny_dir, tmp_path, capsys):
+    from tunekit.cli import main
+    rc = main(["train", "--model", tiny_dir, "--strategy", "full", "--train-size", "16", "--batch-size", "16",
+               "--eval-size", "16", "--lr", "1e38", "--no-progress", "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and "nan" in err, err
+    (run,) = tk.list_runs(tmp_path / "runs")
+    assert run.status == "failed"

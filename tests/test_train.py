@@ -144,8 +144,8 @@ def test_nan_loss_fails_at_that_step_and_keeps_the_record(tiny, small, fast):
         if ev.payload["step"] == 2:
             with torch.no_grad():
                 tiny.hf.classifier.weight.fill_(float("nan"))
-    with pytest.raises(TrainingError, match="loss became nan at step 3") as e:
-        tk.train(tiny, small, tk.Full(), callbacks={"step": poison}, **fast)
+    with pytest.raises(TrainingError, match="loss became nan at step 3") as e:  # no evaluation before step 4
+        tk.train(tiny, small, tk.Full(), callbacks={"step": poison}, **{**fast, "evals_per_epoch": 1})
     run = e.value.run
     assert run.status == "failed" and "step 3" in run.summary["reason"]
     assert len(run.history("step")) == 2 and run.summary["steps"] == 2

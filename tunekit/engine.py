@@ -157,7 +157,7 @@ class Trainer:
     def run(self) -> Run:
         """Train, write the record, return the :class:`Run`. Raises :class:`TrainingError` on failure."""
         setup = self._set_up()
-        outcome = self._train(setup)
+        outcome = self._finite(self._train(setup))
         end = self._finish_record(outcome, self._summary_or_fail(setup, outcome))
         for fn in self.callbacks.get("train_end", ()):  # a callback that raises cannot unfinish it
             fn(Event("train_end", end, self))
@@ -267,6 +267,18 @@ class Trainer:
                 setup.bar.close()
             progress.stop_clock()
         return Outcome()
+
+    def _finite(self, outcome: Outcome) -> Outcome:
+        """A run whose weights are no longer finite failed, however its training ended (a last
+        step can leave them nan while every loss it read was finite)."""
+        if outcome.status == "failed":
+            return outcome
+        bad = [name for name, p in self.model.module.named_parameters() if not bool(torch.isfinite(p).all())]
+        if not bad:
+            return outcome
+        words = (f"nan: the weights are not finite after step {self.progress.step} ({len(bad)} tensor(s), "
+                 f"e.g. {bad[0]}); try a lower learning rate")
+        return Outcome("failed", f"{outcome.reason + '; ' if outcome.reason else ''}{words}", TrainingError(words))
 
     def _failure_words(self, e: BaseException) -> str:
         """Why the run failed, in the words its record keeps."""
@@ -467,6 +479,9 @@ class Trainer:
                                                          rank=world.rank, world_size=world.size))
         metrics = evaluate_batches(self._eval_forward, model.task.metrics(), batches, device, amp,
                                    merge=world.merge)
+        if not math.isfinite(metrics["loss"]):  # the weights are broken: the run failed, whatever it logged
+            raise TrainingError(f"nan: the validation loss became {metrics['loss']} at step {progress.step}; "
+                                f"try a lower learning rate")
         ev = {"step": progress.step, "epoch": epoch, **{f"val_{k}": v for k, v in metrics.items()},
               "elapsed_s": progress.elapsed_s()}
         progress.last_eval = ev
