@@ -122,3 +122,17 @@ def test_cli_a_run_whose_last_step_breaks_the_weights_exits_1(tiny_dir, tmp_path
     assert rc == 1 and "Traceback" not in err and "nan" in err, err
     (run,) = tk.list_runs(tmp_path / "runs")
     assert run.status == "failed"
+
+
+# ----- a record rebuilds the head its model started with ------------------------------------------------
+def test_a_pruned_model_loaded_with_a_seed_reloads_the_head_it_measured(tiny_dir, small, tmp_path):
+    import torch
+    model = tk.load_model(tiny_dir, label_names=small.label_names, seed=5)
+    head = {k: v.clone() for k, v in model.hf.classifier.state_dict().items()}
+    pruned = tk.prune(model, 0.3, data=small, runs_dir=str(tmp_path / "runs"))
+    assert pruned.config["model"]["seed"] == 5
+    again = tk.load_run(pruned.path).load_model()
+    for k, v in again.hf.classifier.state_dict().items():
+        assert torch.equal(v, head[k]), k
+    measured = tk.evaluate(again, small, split="validation", precision="fp32", device="cpu")
+    assert measured["loss"] == pytest.approx(pruned.summary["val_loss"], rel=1e-5)

@@ -92,7 +92,7 @@ class Model:
     """
 
     def __init__(self, backbone: Backbone, task: Task, source: str, path: str,
-                 new_parameters: Sequence[str] = ()):
+                 new_parameters: Sequence[str] = (), seed: int = 0):
         self.backbone = backbone
         self.task = task
         self.module = task.module(backbone)
@@ -100,6 +100,7 @@ class Model:
         self.source = source
         self.path = path
         self.new_parameters = sorted(new_parameters)
+        self.seed = seed  # what the new parameters' random start was seeded with (a record rebuilds it)
         self.history: list[dict] = []
         self.structure: list[dict] = []
 
@@ -260,7 +261,8 @@ class Model:
         return {"source": self.source, "path": self.path, "architecture": type(self.hf).__name__,
                 "model_type": self.hf.config.model_type, "task": self.task.name,
                 "num_labels": self.num_labels, "label_names": self.label_names, "groups": self.group_names,
-                "new_parameters": self.new_parameters, "pooling": self.pooling, "head_name": self.head_name}
+                "new_parameters": self.new_parameters, "seed": self.seed, "pooling": self.pooling,
+                "head_name": self.head_name}
 
     def __repr__(self) -> str:
         c = self.parameter_counts()
@@ -399,7 +401,7 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
         if hf.config.pad_token_id is None:
             hf.config.pad_token_id = tokenizer.pad_token_id
         hf.float()
-    return Model(Backbone(hf, tokenizer), the_task, source=str(model), path=str(path), new_parameters=new)
+    return Model(Backbone(hf, tokenizer), the_task, source=str(model), path=str(path), new_parameters=new, seed=seed)
 
 
 def load_for(model: str, data, task: str = "classification", seed: int = 0) -> Model:

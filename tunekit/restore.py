@@ -89,12 +89,15 @@ def _to_device(model: Model, device: Optional[str]) -> Model:
 
 def pretrained(run) -> Model:
     """The pretrained checkpoint a record with no parent started from, with its head seeded
-    as the run's was."""
+    as the model's was (records before tunekit kept that seed: the run's seed, as they loaded it)."""
     m = run.model_entry()
+    seed = m.get("seed", run.seed)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise RunRecordError(f"{run.path / 'config.json'}: model.seed must be an integer >= 0 (got {seed!r})")
     if run.task == "classification":
-        return load_pretrained(run.model_source, label_names=m["label_names"], seed=run.seed,
+        return load_pretrained(run.model_source, label_names=m["label_names"], seed=seed,
                                pooling=m.get("pooling"))
-    return load_pretrained(run.model_source, task=run.task, seed=run.seed)
+    return load_pretrained(run.model_source, task=run.task, seed=seed)
 
 
 def base(run) -> Model:
