@@ -136,3 +136,38 @@ def test_a_pruned_model_loaded_with_a_seed_reloads_the_head_it_measured(tiny_dir
         assert torch.equal(v, head[k]), k
     measured = tk.evaluate(again, small, split="validation", precision="fp32", device="cpu")
     assert measured["loss"] == pytest.approx(pruned.summary["val_loss"], rel=1e-5)
+
+
+# ----- no pickle is ever loaded -----------------------------------------------------------------------
+def test_a_pickle_only_model_folder_is_refused_with_a_conversion_that_works(tiny_dir, small, tmp_path):
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_dir, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(tk.ModelNotFoundError, match="only as a pickle") as caught:
+        tk.load_model(str(folder), label_names=small.label_names)
+    command = shlex.split(str(caught.value).split("convert it once: ", 1)[1])
+    assert command[:2] == ["python", "-c"]
+    subprocess.run([sys.executable, "-c", command[2]], check=True)  # the user's python, here the tests' one
+    model = tk.load_model(str(folder), label_names=small.label_names)
+    loaded = model.hf.base_model.state_dict()  # the checkpoint is a bare BertModel's
+    assert sum(k in loaded for k in state) >= len(state) - 2  # all but a pooler / position-id buffer
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if k in loaded)
+
+
+def test_an_adapter_record_holding_a_pickle_is_refused(tiny_dir, small, fast):
+    model = tk.load_model(tiny_dir, label_names=small.label_names)
+    run = tk.train(model, small, tk.LoRA(rank=2), **fast)
+    adapter = run.path / "adapter"
+    (adapter / "adapter_model.safetensors").rename(adapter / "adapter_model.bin")
+    with pytest.raises(tk.RunRecordError, match="adapter_model.bin, a pickle, which tunekit never loads"):
+        tk.load_run(run.path).load_model()

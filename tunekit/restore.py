@@ -45,6 +45,12 @@ def canonical_name(param_name: str) -> str:
 # ----- the weights, by record format ----------------------------------------------------------------
 def _load_peft(run, model: Model) -> Model:
     from peft import PeftModel  # lazy: peft's import takes seconds, and only adapter records need it
+    folder = run.path / "adapter"
+    if not (folder / "adapter_model.safetensors").is_file():
+        pickled = [p.name for p in folder.glob("*.bin")] if folder.is_dir() else []
+        held = f"holds {pickled[0]}, a pickle, which tunekit never loads (records hold safetensors only)" if pickled \
+            else "has no adapter_model.safetensors"
+        raise RunRecordError(f"{folder}: the record's adapter {held}")
     model.backbone.attach(PeftModel.from_pretrained(model.hf, str(run.path / "adapter")))
     return model
 

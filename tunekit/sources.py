@@ -32,6 +32,7 @@ def _builtin_hint() -> str:
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
+SAFE_WEIGHT_FILES = WEIGHT_FILES[:2]  # the ones tunekit loads: a pickle can run code when it is loaded
 
 
 def check_model_dir(path: Path, name: str) -> dict:
@@ -65,7 +66,24 @@ def check_model_dir(path: Path, name: str) -> dict:
         present = sorted(p.name for p in path.iterdir())[:12]
         raise ModelNotFoundError(f"{where} has a config.json but no weights: expected one of {list(WEIGHT_FILES)} "
                                  f"beside it (found {present})")
+    if not any((path / f).is_file() for f in SAFE_WEIGHT_FILES):
+        raise ModelNotFoundError(pickle_only(where, path))
     return config
+
+
+def pickle_only(where: str, path: Path) -> str:
+    """Why a model directory whose weights are only a pickle is refused, and how to convert it."""
+    pickled = "pytorch_model.bin"
+    if (path / "pytorch_model.bin.index.json").is_file():
+        return (f"{where} holds its weights only as pickled shards (pytorch_model.bin.index.json); tunekit loads "
+                f"safetensors only, since loading a pickle can run code. If you trust the files, convert them "
+                f"once with transformers: AutoModelFor...from_pretrained(path).save_pretrained(path)")
+    target = str(path / pickled), str(path / "model.safetensors")
+    return (f"{where} holds its weights only as a pickle ({pickled}); tunekit loads safetensors only, since "
+            f"loading a pickle can run code. If you trust the file, convert it once: python -c \"import torch; "
+            f"from safetensors.torch import save_file; s = torch.load({target[0]!r}, weights_only=True); "
+            f"save_file({{k: v.clone().contiguous() for k, v in s.items()}}, {target[1]!r}, "
+            f"metadata={{'format': 'pt'}})\"")
 
 
 def transformers_version() -> str:

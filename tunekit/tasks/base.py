@@ -44,8 +44,9 @@ class Task:
         auto = getattr(transformers, self.auto_class)
         # never a model's own code: a config.json with an auto_map would otherwise make
         # transformers ask on stdin (in Jupyter, an input box) whether to run it
+        # and never a pickle: safetensors only (tunekit.sources refuses a pickle-only folder first)
         hf, info = auto.from_pretrained(path, local_files_only=True, output_loading_info=True,
-                                        trust_remote_code=False, **kwargs)
+                                        trust_remote_code=False, use_safetensors=True, **kwargs)
         return hf, sorted(info.get("missing_keys", ()))
 
     def supports(self, model_type: str) -> bool:
