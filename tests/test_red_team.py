@@ -171,3 +171,52 @@ def test_an_adapter_record_holding_a_pickle_is_refused(tiny_dir, small, fast):
     (adapter / "adapter_model.safetensors").rename(adapter / "adapter_model.bin")
     with pytest.raises(tk.RunRecordError, match="adapter_model.bin, a pickle, which tunekit never loads"):
         tk.load_run(run.path).load_model()
+
+
+# ----- post-training: inputs refused before a record, interrupts read stopped -----------------------------
+def test_post_training_arguments_refused_in_words(trained, small):
+    cases = [
+        (lambda: tk.prune(trained, amount=2), "amount is for method='heads' or 'neurons'"),
+        (lambda: tk.distil(trained, loss="", data=small), "loss must name at least one term"),
+        (lambda: tk.distil(trained, loss=" + ", data=small), "loss must name at least one term"),
+        (lambda: tk.distil(trained, loss=[], data=small), "loss must name at least one term"),
+        (lambda: tk.distil(trained, temperature=float("inf"), data=small), "temperature must be a finite number"),
+    ]
+    for call, words in cases:
+        with pytest.raises(ConfigError, match=words):
+            call()
+    assert [r.name for r in tk.list_runs(trained.path.parent)] == [trained.name]
+
+
+def test_a_refused_input_inside_an_operation_leaves_no_record(trained, small, monkeypatch):
+    from tunekit.post import pruning
+
+    def refuse(*a, **k):
+        raise tk.data.DataError("data: refused while measuring")
+    monkeypatch.setattr(pruning, "before_and_after", refuse)
+    with pytest.raises(tk.data.DataError, match="refused while measuring"):
+        tk.prune(trained, 0.5, data=small)
+    assert [r.name for r in tk.list_runs(trained.path.parent)] == [trained.name]
+
+
+def test_ctrl_c_in_prune_leaves_a_stopped_record(trained, small, monkeypatch, tmp_path):
+    from tunekit.post import pruning
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pruning, "before_and_after", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        tk.prune(trained, 0.5, data=small, runs_dir=str(tmp_path))
+    (record,) = tk.list_runs(tmp_path)
+    assert record.status == "stopped" and "interrupted" in record.summary["reason"]
+
+
+def test_measure_a_run_trained_on_your_own_data(tiny_dir, small, fast):
+    model = tk.load_model(tiny_dir, label_names=small.label_names)
+    run = tk.train(model, small, tk.Probe(), **fast)  # small is not a built-in data set
+    with pytest.raises(ConfigError, match="pass data="):
+        tk.measure(run)
+    out = tk.measure(run, data=small)
+    assert out["params"] > 0 and out["latency_ms"] > 0
+    assert tk.load_run(run.path).summary["size_mb"] == out["size_mb"]
+    assert tk.measure(tk.load_model(tiny_dir, label_names=small.label_names), data=small)["params"] == out["params"]

@@ -344,6 +344,13 @@ class RunWriter:
             self._close_metrics()
             _OPEN.discard(os.path.realpath(self.path))
 
+    def discard(self) -> None:
+        """Remove the record: what it was to hold was refused before anything came of it (a
+        post-training input that fails its checks), so no record is truer than a failed one."""
+        self._close_metrics()
+        _OPEN.discard(os.path.realpath(self.path))
+        shutil.rmtree(self.path, ignore_errors=True)
+
     def save_tensors(self, filename: str, tensors: dict, metadata: Optional[dict] = None) -> None:
         """Save ``tensors`` (with safetensors ``metadata``) as ``filename`` atomically: see
         :func:`write_tensors`. A failure marks the record failed and raises RecordWriteError."""

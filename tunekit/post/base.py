@@ -31,8 +31,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, positive_int
+from tunekit.data import DataError, match_labels
 from tunekit.data import load as load_data
-from tunekit.data import match_labels
 from tunekit.evaluation import evaluate as run_evaluate
 from tunekit.models import Model
 from tunekit.quantizers import flatten
@@ -217,14 +217,20 @@ def evaluation_args(src: Source) -> dict:
             "max_length": src.train.get("max_length") or 128}
 
 
-def measure(model: Any, src: Optional[Source] = None, evaluate: bool = True, latency: bool = True) -> dict:
+def measure(model: Any, src: Optional[Source] = None, evaluate: bool = True, latency: bool = True, *,
+            data: Any = None) -> dict:
     """Everything the post-training views compare, measured now (see the module docstring).
 
     ``tk.measure(run)``: measure a run's model (a training run too) and add ``params``,
     ``nonzero_params``, ``size_mb`` and ``latency_ms`` to its summary, so that it sits on the
-    same size and latency axes as the post-training records; returns what was measured."""
+    same size and latency axes as the post-training records; returns what was measured.
+    ``data``: whose texts the latency is taken on; a run trained on a built-in data set
+    uses it by default, a run trained on your own data needs it (the record keeps no texts).
+    ``tk.measure(model, data=...)`` measures a model from ``tk.load_model`` (no record)."""
     if src is None:
-        return _measure_record(model)
+        return _measure_record(model, data)
+    if data is not None:
+        raise ConfigError("measure: pass data= or src=, not both")
     out: dict[str, Any] = {}
     if evaluate:
         args = evaluation_args(src)
@@ -269,10 +275,11 @@ def before_and_after(reference: Model, result: Model, src: Source, evaluate: boo
     return {**before, **lb}, {**after, **la}
 
 
-def _measure_record(run: Any) -> dict:
-    src = source(run)
+def _measure_record(run: Any, data: Any = None) -> dict:
+    src = source(run, data)
     out = measure(src.model, src, evaluate=False)
-    src.run.update_summary(**out)
+    if src.run is not None:
+        src.run.update_summary(**out)
     return out
 
 
@@ -290,8 +297,11 @@ def derived_record(src: Source, result: Model, kind: str, label: str, operation:
     """Write a record of ``kind`` whose parent is ``src`` and whose model is ``result`` (its
     structural steps are recorded); yields its :class:`RunWriter`.
 
-    The record is marked running while the block runs, completed when it returns, and
-    failed, with the reason, when it raises (the error then propagates)."""
+    The record is marked running while the block runs, completed when it returns, stopped
+    when the user interrupts it (Ctrl-C, or interrupting the kernel), and failed, with the
+    reason, when it raises (the error then propagates). An input refused inside the block (a
+    :class:`ConfigError` or :class:`DataError`, e.g. data without a validation split to measure
+    on) leaves no record: nothing was made of it."""
     counts = parameter_counts(result)
     inherited = describe_source(src)
     config = record_config(
@@ -304,6 +314,12 @@ def derived_record(src: Source, result: Model, kind: str, label: str, operation:
     t = time.perf_counter()
     try:
         yield writer
+    except (ConfigError, DataError):
+        writer.discard()
+        raise
+    except KeyboardInterrupt:
+        writer.finish("stopped", "interrupted by the user", wall_time_s=round(time.perf_counter() - t, 3))
+        raise
     except BaseException as e:
         writer.finish("failed", f"{type(e).__name__}: {e}", wall_time_s=round(time.perf_counter() - t, 3))
         raise

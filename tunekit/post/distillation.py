@@ -231,8 +231,12 @@ def parse_losses(loss: Any) -> dict[str, float]:
     """``"response"``, ``["response", "feature"]`` or ``{"response": 1.0, ...}`` -> ``{name: weight}``."""
     if loss is None:
         return {}
+    given = loss
     if isinstance(loss, str):
-        loss = [part for part in loss.replace(",", "+").split("+") if part]
+        loss = [part.strip() for part in loss.replace(",", "+").split("+") if part.strip()]
+    if isinstance(loss, (list, tuple, dict)) and not loss:
+        raise ConfigError(f"loss must name at least one term from {LOSSES} (got {given!r}); for none, "
+                          f"loss=None trains the student on the labels alone")
     if isinstance(loss, (list, tuple)):
         loss = {name: 1.0 for name in loss}
     if not isinstance(loss, dict):

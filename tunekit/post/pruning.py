@@ -221,6 +221,9 @@ def prune(run: Any, sparsity: Any = 0.5, method: str = "magnitude", scope: str =
     """
     if method not in METHODS:
         raise ConfigError(f"method must be one of {METHODS} (got {method!r})")
+    if method == "magnitude" and amount is not None:
+        raise ConfigError(f"amount is for method='heads' or 'neurons' (got amount={amount!r} with method="
+                          f"'magnitude', which takes sparsity); pass method= too")
     if isinstance(sparsity, (list, tuple)):
         if method != "magnitude":
             raise ConfigError("a list of sparsities is a sweep of method='magnitude'")
