@@ -220,3 +220,44 @@ def test_measure_a_run_trained_on_your_own_data(tiny_dir, small, fast):
     assert out["params"] > 0 and out["latency_ms"] > 0
     assert tk.load_run(run.path).summary["size_mb"] == out["size_mb"]
     assert tk.measure(tk.load_model(tiny_dir, label_names=small.label_names), data=small)["params"] == out["params"]
+
+
+# ----- data and lengths at the boundary -------------------------------------------------------------------
+def test_empty_and_binary_text_inputs_are_named(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "nul.txt").write_bytes(b"one review\n\x00\x00\nanother\n")
+    (tmp_path / "nul.csv").write_bytes(b"text,label\n\x00a,1\nb\x00,0\n")
+    cases = [(lambda: tk.data.from_texts([]), "got no texts"),
+             (lambda: tk.data.from_texts(tmp_path / "empty.txt"), "empty.txt' holds no texts"),
+             (lambda: tk.data.from_texts(tmp_path / "nul.txt"), "nul.txt' holds NUL bytes"),
+             (lambda: tk.data.from_csv(tmp_path / "nul.csv"), "nul.csv' holds NUL bytes")]
+    for call, words in cases:
+        with pytest.raises(tk.DataError, match=words):
+            call()
+
+
+def test_texts_that_differ_only_in_whitespace_are_one_text():
+    import pandas as pd
+    texts = [f"review number {i} was fine" for i in range(40)]
+    df = pd.DataFrame({"text": texts + [t.replace(" ", "  ") + "\n" for t in texts], "label": [i % 2 for i in range(80)]})
+    ds = tk.data.from_dataframe(df, validation_size=0.2, test_size=0.2)
+    assert ds.info["duplicates_dropped"] == 40
+    seen = [" ".join(t.split()) for s in ("train", "validation", "test") for t in ds.split(s)["text"]]
+    assert len(seen) == len(set(seen)) == 40
+    clash = df.assign(label=[0] * 40 + [1] * 40)
+    with pytest.raises(tk.DataError, match="appear with different labels"):
+        tk.data.from_dataframe(clash)
+    lines = tk.data.from_texts(texts + [" " + t.replace(" ", "\t") for t in texts])
+    assert sum(len(lines.split(s)) for s in ("train", "validation", "test")) == 40
+
+
+def test_max_length_is_refused_below_what_an_example_needs_and_lowered_above_the_positions(tiny, small, fast):
+    for short in (1, 2):
+        with pytest.raises(ConfigError, match="max_length must be at least 3 for this model"):
+            tk.train(tiny, small, tk.Probe(), max_length=short, **fast)
+        with pytest.raises(ConfigError, match="max_length must be at least 3"):
+            tk.evaluate(tiny, small, max_length=short, size=8)
+    assert tk.list_runs(fast["runs_dir"]) == []  # refused before any record
+    with pytest.warns(UserWarning, match="max_length=100000 is more than the 512 positions"):
+        run = tk.train(tiny, small, tk.Probe(), max_length=100_000, **fast)
+    assert run.config["train"]["max_length"] == 512 and run.status == "completed"

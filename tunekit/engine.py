@@ -173,6 +173,9 @@ class Trainer:
         if world.distributed and cfg.batch_size % world.size:
             raise ConfigError(f"batch_size is the global batch ({cfg.batch_size}); with {world.size} processes "
                               f"it must be a multiple of {world.size}")
+        fitted = model.fit_length(cfg.max_length)  # before anything is written; the record keeps what ran
+        if fitted != cfg.max_length:
+            self.config = cfg = cfg.replace(max_length=fitted)
         torch.manual_seed(cfg.seed)
         phases = self.strategy.phases()
         plans = [ph.strategy.plan(model) for ph in phases]  # validate before anything is written or trained

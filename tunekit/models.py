@@ -229,6 +229,37 @@ class Model:
             return self.module.logits(input_ids, attention_mask)
         return self.module({"input_ids": input_ids, "attention_mask": attention_mask}).logits
 
+    def length_range(self) -> tuple[int, Optional[int]]:
+        """The fewest and the most tokens an example may have: the special tokens the tokenizer
+        adds plus one of text (two for a language model, which predicts the next), and the
+        positions the model has (None when it does not say)."""
+        least = self.tokenizer.num_special_tokens_to_add() + (2 if self.task.name == "causal_lm" else 1)
+        cfg = self.hf.config
+        most = next((v for v in (getattr(cfg, k, None) for k in ("max_position_embeddings", "n_positions"))
+                     if isinstance(v, int) and v > 0), None)
+        if most is not None and cfg.model_type in ("roberta", "xlm-roberta", "camembert"):
+            most -= (cfg.pad_token_id or 0) + 1  # their positions start after the padding index
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < 10 ** 7:  # transformers' "no limit" is a huge int
+            most = limit if most is None else min(most, limit)
+        return least, most
+
+    def fit_length(self, max_length: int, where: str = "max_length") -> int:
+        """``max_length`` as this model can take it: refused below what one example needs
+        (:meth:`length_range`), lowered with a warning above the positions it has."""
+        least, most = self.length_range()
+        if max_length < least:
+            raise ConfigError(f"{where} must be at least {least} for this model (its tokenizer adds "
+                              f"{self.tokenizer.num_special_tokens_to_add()} special token(s), and an example needs "
+                              f"{'two tokens to predict one' if self.task.name == 'causal_lm' else 'one token'} of "
+                              f"text) (got {max_length})")
+        if most is not None and max_length > most:
+            import warnings
+            warnings.warn(f"{where}={max_length} is more than the {most} positions of {self.source!r}; "
+                          f"using {where}={most}", stacklevel=3)
+            return most
+        return max_length
+
     def tokenize(self, texts: Sequence[str], max_length: int = 128) -> dict:
         return self.tokenizer(list(texts), truncation=True, max_length=max_length,
                               padding=True, return_tensors="pt")
