@@ -261,3 +261,20 @@ def test_max_length_is_refused_below_what_an_example_needs_and_lowered_above_the
     with pytest.warns(UserWarning, match="max_length=100000 is more than the 512 positions"):
         run = tk.train(tiny, small, tk.Probe(), max_length=100_000, **fast)
     assert run.config["train"]["max_length"] == 512 and run.status == "completed"
+
+
+# ----- numpy scalars are numbers --------------------------------------------------------------------------
+def test_numpy_scalars_are_taken_as_the_numbers_they_hold(tiny, small, fast, trained):
+    import numpy as np
+    cfg = tk.TrainConfig(epochs=np.int64(1), lr=np.float32(1e-3), warmup=np.float64(0.1), seed=np.int32(3))
+    assert type(cfg.epochs) is int and type(cfg.lr) is float and type(cfg.seed) is int
+    lora = tk.LoRA(rank=np.int64(4), alpha=np.float32(8), dropout=np.float16(0.0))
+    assert lora.describe()["rank"] == 4 and type(lora.rank) is int
+    assert list(tk.Freeze(train_blocks=[np.int64(1)]).train_blocks) == [1]
+    run = tk.train(tiny, small, lora, **{**fast, "train_size": np.int64(32), "seed": np.uint8(2)})
+    assert run.config["train"]["train_size"] == 32 and run.config["train"]["seed"] == 2
+    assert tk.evaluate(run, small, size=np.int64(8))["examples"] == 8
+    pruned = tk.prune(trained, np.float32(0.25), data=small)
+    assert pruned.config["strategy"]["sparsity"] == 0.25
+    with pytest.raises(ConfigError, match="LoRA.rank must be an integer >= 1"):
+        tk.LoRA(rank=np.float64(2.5))

@@ -38,6 +38,37 @@ class TrainingError(TunekitError, RuntimeError):
         self.run = run
 
 
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars (``np.int64(8)``, ``np.float32(0.5)``, ``np.bool_``; a
+    sweep over ``np.arange`` gives them) as the Python numbers they hold, also inside a list or
+    tuple; anything else as it is. Checks then see a number, and records hold plain JSON."""
+    if type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
+        return value.item()
+    if isinstance(value, (list, tuple)) and any(type(v).__module__ == "numpy" for v in value):
+        return type(value)(plain(v) for v in value)
+    return value
+
+
+def plain_fields(obj: Any) -> None:
+    """:func:`plain` on every field of a dataclass instance, in place (first thing in a
+    ``__post_init__``)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        converted = plain(value)
+        if converted is not value:
+            object.__setattr__(obj, f.name, converted)
+
+
+def plain_arguments(fn):
+    """Decorate a public function so that it sees its arguments through :func:`plain`."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*(plain(a) for a in args), **{k: plain(v) for k, v in kwargs.items()})
+    return wrapper
+
+
 def finite_number(x) -> bool:
     """A real, finite number (not a bool, not nan or inf)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -120,6 +151,7 @@ class TrainConfig:
     """Show a tqdm progress bar (notebook-aware)."""
 
     def __post_init__(self) -> None:
+        plain_fields(self)
         positive_int("epochs", self.epochs)
         if self.lr is not None:
             require(finite_number(self.lr) and self.lr > 0, "lr", "a positive number", self.lr)

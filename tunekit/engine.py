@@ -54,7 +54,7 @@ from tunekit import memory
 from tunekit.adapters import ADAPTER
 from tunekit.batches import loader, to_device
 from tunekit.cards import hub_id, write_card
-from tunekit.config import ConfigError, TrainConfig, TrainingError  # noqa: F401 - TrainingError: this module's API too
+from tunekit.config import ConfigError, TrainConfig, TrainingError, plain_arguments  # noqa: F401 - TrainingError: this module's API too
 from tunekit.data import load as load_data
 from tunekit.data import match_labels
 from tunekit.distributed import world as current_world
@@ -588,6 +588,7 @@ class Trainer:
             raise TrainingError(f"run {self.writer.name!r} failed: {outcome.reason}", run) from error
 
 
+@plain_arguments
 def train(model: Model, data: Any, strategy: Any = None, config: Optional[TrainConfig] = None, *,
           callbacks: Optional[dict] = None, wrap: Optional[Callable[[nn.Module], nn.Module]] = None,
           **overrides) -> Run:
@@ -599,6 +600,7 @@ def train(model: Model, data: Any, strategy: Any = None, config: Optional[TrainC
     return Trainer(model, data, strategy, config, callbacks, wrap=wrap, **overrides).run()
 
 
+@plain_arguments
 def compare(strategies: Sequence[Any], data: Any = "rotten_tomatoes", model: str = "minilm",
             config: Optional[TrainConfig] = None, *, task: str = "classification",
             callbacks: Optional[dict] = None, **overrides) -> list[Run]:

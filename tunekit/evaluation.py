@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import torch
 
-from tunekit.config import ConfigError, positive_int
+from tunekit.config import ConfigError, plain_arguments, positive_int
 from tunekit.data import load as load_data
 from tunekit.data import match_labels
 from tunekit.models import Model
@@ -63,6 +63,7 @@ def run_precision(run) -> str:
     return requested
 
 
+@plain_arguments
 def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, size: Optional[int] = None,
              seed: Optional[int] = None, batch_size: int = 128, max_length: Optional[int] = None,
              device: Optional[str] = None, precision: Optional[str] = None) -> dict[str, float]:

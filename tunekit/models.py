@@ -34,7 +34,7 @@ from torch import nn
 
 from tunekit import adapters, quantizers
 from tunekit.backbone import Backbone
-from tunekit.config import ConfigError, TunekitError, require
+from tunekit.config import ConfigError, TunekitError, plain_arguments, require
 from tunekit.sources import (  # noqa: F401
     BUILTIN_MODELS,
     DEFAULT_MODEL,
@@ -370,6 +370,7 @@ no-op in place, which breaks every later load (a decoder taken for an encoder, B
 the meta device); and a new head's start is seeded through torch's global generator."""
 
 
+@plain_arguments
 def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
                label_names: Optional[Sequence[str]] = None, *, task: str = "classification", seed: int = 0,
                pooling: Optional[str] = None, config_overrides: Optional[dict] = None) -> Model:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunekit import structure as st
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, plain_arguments
 from tunekit.data import match_labels
 from tunekit.engine import Trainer
 from tunekit.models import Model
@@ -287,6 +287,7 @@ def student_model(teacher: Model, student: Any) -> tuple[Model, list[int]]:
                       f"from tk.load_model (got {student!r})")
 
 
+@plain_arguments
 def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, hard: float = 1.0,
            temperature: float = 2.0, data: Any = None, baseline: bool = False, name: Optional[str] = None,
            callbacks: Optional[dict] = None, **train_overrides) -> Run | tuple[Run, Run]:

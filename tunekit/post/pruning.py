@@ -36,7 +36,7 @@ from torch import nn
 
 from tunekit import structure as st
 from tunekit.batches import to_device
-from tunekit.config import ConfigError, TrainConfig, positive_int
+from tunekit.config import ConfigError, TrainConfig, plain_arguments, positive_int
 from tunekit.engine import train
 from tunekit.post.base import Source, before_and_after, copy_model, derived_record, measure, source
 from tunekit.runs import Run
@@ -192,6 +192,7 @@ def structured_steps(src: Source, method: str, amount: Any, importance: str, exa
 
 
 # ----- the operation ---------------------------------------------------------------------------------
+@plain_arguments
 def prune(run: Any, sparsity: Any = 0.5, method: str = "magnitude", scope: str = "global", *,
           amount: Any = None, importance: str = "taylor", importance_examples: int = 256, data: Any = None,
           name: Optional[str] = None, runs_dir: Optional[str] = None, recover: Any = None) -> Run | list[Run]:

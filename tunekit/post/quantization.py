@@ -26,11 +26,13 @@ from typing import Any, Optional
 
 import torch
 
+from tunekit.config import plain_arguments
 from tunekit.post.base import before_and_after, copy_model, derived_record, model_tensors, source
 from tunekit.quantizers import METHODS, apply, check  # noqa: F401 - METHODS: this module's API too
 from tunekit.runs import Run, load_run
 
 
+@plain_arguments
 def quantize(run: Any, method: Optional[str] = None, bits: Optional[int] = None, *, data: Any = None,
              name: Optional[str] = None, runs_dir: Optional[str] = None) -> Run:
     """Quantize a run's model (or a pretrained model) and write a ``quantize`` record.

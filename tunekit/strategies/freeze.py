@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, plain_fields
 from tunekit.strategies.base import Plan, Strategy
 
 
@@ -37,6 +37,7 @@ class Freeze(Strategy):
     lab_label = "Freeze layers"  # what the lab's strategy picker calls it
 
     def __post_init__(self) -> None:
+        plain_fields(self)
         given = [k for k in ("train", "frozen", "train_blocks") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ConfigError(f"Freeze takes exactly one of train=, frozen=, train_blocks= (got {given or 'none'})")

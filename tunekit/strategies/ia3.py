@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, plain_fields
 from tunekit.strategies.adapter import AdapterStrategy, as_names
 
 
@@ -38,6 +38,7 @@ class IA3(AdapterStrategy):
     default_labels = ("key", "value", "output")
 
     def __post_init__(self) -> None:
+        plain_fields(self)
         self.target_modules = as_names(self.target_modules, "IA3.target_modules")
         self.feedforward_modules = as_names(self.feedforward_modules, "IA3.feedforward_modules")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from tunekit.config import finite_number, require
+from tunekit.config import finite_number, plain_fields, require
 from tunekit.strategies.adapter import AdapterStrategy, as_names
 
 MAX_SCALE = 1000.0
@@ -45,6 +45,7 @@ class LoRA(AdapterStrategy):
     default_labels = ("query", "value")
 
     def __post_init__(self) -> None:
+        plain_fields(self)
         require(isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 1,
                 "LoRA.rank", "an integer >= 1", self.rank)
         if self.alpha is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from tunekit.config import finite_number, positive_int, require
+from tunekit.config import finite_number, plain_fields, positive_int, require
 from tunekit.strategies.base import Phase, Plan, Strategy, needs_classification
 from tunekit.strategies.full import Full
 from tunekit.strategies.probe import Probe
@@ -27,6 +27,7 @@ class LPFT(Strategy):
     default_lr = Full.default_lr
 
     def __post_init__(self) -> None:
+        plain_fields(self)
         positive_int("LPFT.probe_epochs", self.probe_epochs)
         if self.probe_lr is not None:
             require(finite_number(self.probe_lr) and self.probe_lr > 0, "LPFT.probe_lr", "a finite number > 0 or None",

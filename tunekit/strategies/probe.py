@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, plain_fields
 from tunekit.strategies.base import Plan, Strategy, needs_classification
 from tunekit.tasks import POOLINGS
 
@@ -34,6 +34,7 @@ class Probe(Strategy):
     lab_label = "Probe (head only)"  # what the lab's strategy picker calls it
 
     def __post_init__(self) -> None:
+        plain_fields(self)
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise ConfigError(f"Probe.pooling must be one of {POOLINGS} or None (got {self.pooling!r})")
 

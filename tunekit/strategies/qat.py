@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, plain_fields
 from tunekit.quantizers import torchao
 from tunekit.strategies.base import Plan, Strategy
 
@@ -28,6 +28,7 @@ class QAT(Strategy):
     default_lr = 1e-4
 
     def __post_init__(self) -> None:
+        plain_fields(self)
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
             raise ConfigError(f"QAT.bits must be an integer in 2..8 (got {self.bits!r})")
         torchao()  # a clear error now if torchao is missing
