@@ -278,3 +278,23 @@ def test_numpy_scalars_are_taken_as_the_numbers_they_hold(tiny, small, fast, tra
     assert pruned.config["strategy"]["sparsity"] == 0.25
     with pytest.raises(ConfigError, match="LoRA.rank must be an integer >= 1"):
         tk.LoRA(rank=np.float64(2.5))
+
+
+# ----- an export that fails part-way leaves nothing ----------------------------------------------------
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), RuntimeError("the card broke")])
+def test_an_export_whose_card_fails_leaves_no_folder(trained, tmp_path, monkeypatch, error):
+    from tunekit import restore
+
+    def broken_card(*a, **k):
+        raise error
+    monkeypatch.setattr(restore, "write_card", broken_card)
+    target = tmp_path / "exported"
+    with pytest.raises(ConfigError if isinstance(error, OSError) else RuntimeError):
+        trained.export(target)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor the temporary one beside it
+    target.mkdir()  # an empty folder given is kept empty too
+    with pytest.raises(ConfigError if isinstance(error, OSError) else RuntimeError):
+        trained.export(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["exported"] and not any(target.iterdir())
+    monkeypatch.undo()
+    assert (trained.export(target) / "README.md").is_file()

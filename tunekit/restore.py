@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -177,11 +179,22 @@ def export(run, folder: str | os.PathLike) -> Path:
                           "them); export the float run it came from instead")
     model = load_model(run, merged=True)
     describe_in_config(model, run.structure)  # new shapes into the config, or a clear refusal
+    # Written beside the folder, then renamed into place: an export that fails part-way (the
+    # card, a full disk) leaves no half-written folder.
+    tmp = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        model.hf.save_pretrained(str(folder))
-        model.tokenizer.save_pretrained(str(folder))
-        write_card(run, folder, adapter=False)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.export-", dir=folder.parent))
+        model.hf.save_pretrained(str(tmp))
+        model.tokenizer.save_pretrained(str(tmp))
+        write_card(run, tmp, adapter=False)
+        if folder.is_dir():
+            folder.rmdir()  # empty (checked above)
+        os.replace(tmp, folder)
+        tmp = None
     except OSError as e:
         raise ConfigError(f"export folder {str(folder)!r} cannot be written: {e.strerror or e}") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
