@@ -298,3 +298,40 @@ def test_an_export_whose_card_fails_leaves_no_folder(trained, tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["exported"] and not any(target.iterdir())
     monkeypatch.undo()
     assert (trained.export(target) / "README.md").is_file()
+
+
+# ----- the CLI's output is tunekit's alone, and one table reads a record one way -----------------------------
+@pytest.mark.slow
+def test_compare_then_runs_print_only_tunekits_lines_and_the_same_lr(tiny_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def cli(*argv):
+        env = {**os.environ, "PYTHONWARNINGS": "default"}  # every warning shows, as in a terminal
+        done = subprocess.run([sys.executable, "-m", "tunekit", *map(str, argv)], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stdout, done.stderr
+
+    out, err = cli("compare", "--model", tiny_dir, "--strategies", "probe,lora:2,full", "--train-size", "16",
+                   "--eval-size", "16", "--no-progress", "--runs-dir", "runs", "--report", "r.html")
+    for line in (out + err).splitlines():
+        assert "Warning" not in line and "warn(" not in line and "LOAD REPORT" not in line, line
+    assert all(line.startswith("tunekit: ") for line in err.splitlines() if line.strip()), err
+
+    def lr_column(text):
+        lines = [ln for ln in text.splitlines() if "completed" in ln]
+        header = next(ln for ln in text.splitlines() if ln.lstrip().startswith("run ") and " lr " in ln)
+        end = header.index(" lr ") + 3  # to_string right-aligns each value under its header
+        return [ln[:end].split()[-1] for ln in lines]
+    printed = lr_column(out)
+    assert printed == ["0.01", "0.001", "0.0001"], out
+    listed, err = cli("runs", "--runs-dir", "runs")
+    assert lr_column(listed) == printed and err.strip() == "", (listed, err)
+
+
+def test_the_default_learning_rates_are_one_table():
+    from tunekit.strategies import REGISTRY
+    from tunekit.strategy_registry import DEFAULT_LR
+    assert {name: cls.default_lr for name, cls in REGISTRY.items() if name in DEFAULT_LR} == DEFAULT_LR

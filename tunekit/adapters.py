@@ -16,8 +16,10 @@ is exact for any method (LoRA's ``scale * B @ A``, IA3's ``W * (l - 1)``).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -141,12 +143,23 @@ def _merged_layers(hf: nn.Module) -> dict[str, tuple[dict, dict]]:
 _NOT_FOUND = re.compile(r"[Tt]arget modules? .* not found|not found in the base model")
 
 
+@contextlib.contextmanager
+def checkpointing_notice_quiet():
+    """Drop transformers' notice that ``is_gradient_checkpointing`` is deprecated, which peft
+    (wrapping a model) and ``copy.deepcopy`` (reading every property) raise where tunekit never
+    names it; filtered by its exact text only, so every other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def wrap(hf: nn.Module, config) -> nn.Module:
     """``peft.get_peft_model(hf, config)``: injects the adapter into ``hf`` (in place, as peft
     does) and returns the ``PeftModel``. peft's errors come back as ConfigError."""
     from peft import get_peft_model
     try:
-        return get_peft_model(hf, config)
+        with checkpointing_notice_quiet():
+            return get_peft_model(hf, config)
     except ValueError as e:
         raise ConfigError(f"{type(config).__name__}: peft cannot adapt {type(hf).__name__}: {e}") from e
 

@@ -224,7 +224,8 @@ class Trainer:
             precision={"requested": cfg.precision, "autocast": "bf16" if setup.amp is not None else None,
                        "why": setup.precision_why},
             params=params_before,
-            phases=[{"strategy": ph.strategy.describe(), "epochs": e, "lr": ph.lr}
+            phases=[{"strategy": ph.strategy.describe(), "epochs": e, "lr": ph.lr,
+                     "lr_used": ph.lr or cfg.lr or ph.strategy.default_lr}  # as _train_phase takes it
                     for ph, e in zip(setup.phases, setup.epochs)],
             world_size=world.size, per_process_batch_size=cfg.batch_size // world.size,
             trained_before=list(model.trained_by))

@@ -23,6 +23,18 @@ STRATEGIES: dict[str, str] = {
     "qat": "QAT",
 }
 
+# name -> its default peak learning rate (the class's ``default_lr`` is read from here), so that a
+# reader of records that does not import torch shows the rate a run used where it kept none
+DEFAULT_LR: dict[str, float] = {
+    "probe": 1e-2,
+    "freeze": 2e-4,
+    "lora": 1e-3,
+    "ia3": 3e-3,
+    "full": 1e-4,
+    "lpft": 1e-4,
+    "qat": 1e-4,
+}
+
 
 def module_of(name: str) -> str:
     """The module that holds strategy ``name``: ``"lora"`` -> ``"tunekit.strategies.lora"``."""

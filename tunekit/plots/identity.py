@@ -27,6 +27,7 @@ import pandas as pd
 from tunekit.config import ConfigError
 from tunekit.run_names import creation_order, next_number, run_number  # noqa: F401
 from tunekit.runs import Run, list_runs
+from tunekit.strategy_registry import DEFAULT_LR
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#d95f02", "#7b3294", "#8c564b",
            "#e7298a", "#00838f", "#5a5a5a", "#808000", "#1b2a6b", "#b8860b"]
@@ -111,14 +112,24 @@ def asked_learning_rate(run: Run) -> Optional[float]:
 
 
 def learning_rate(run: Run) -> Optional[float]:
-    """The peak learning rate of the run's (last) phase: the one asked for, else the
-    strategy's default where the strategies are loaded (always in a training session; a
-    torch-free reader of records, which cannot load them, gets None)."""
+    """The peak learning rate of the run's (last) phase, as its record says: the rate it used
+    (``phases[-1]["lr_used"]``), else, in an older record, the one asked for, else the strategy's default
+    (:data:`~tunekit.strategy_registry.DEFAULT_LR`; a strategy registered at run time: its
+    class's, where the strategies are loaded). The same with or without torch."""
+    if run.kind in ("prune", "quantize"):
+        return None
+    phases = run.config.get("phases") or []
+    used = phases[-1].get("lr_used") if phases and isinstance(phases[-1], dict) else None
+    if isinstance(used, (int, float)) and not isinstance(used, bool):
+        return float(used)
     asked = asked_learning_rate(run)
-    if asked is not None or run.kind in ("prune", "quantize"):
+    if asked is not None:
         return asked
+    name = run.strategy.get("name")
+    if name in DEFAULT_LR:
+        return DEFAULT_LR[name]
     strategies = sys.modules.get("tunekit.strategies")  # imports torch: used only once loaded
-    cls = getattr(strategies, "REGISTRY", {}).get(run.strategy.get("name")) if strategies else None
+    cls = getattr(strategies, "REGISTRY", {}).get(name) if strategies else None
     return float(cls.default_lr) if cls is not None else None
 
 

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from tunekit.adapters import checkpointing_notice_quiet
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, positive_int
 from tunekit.data import DataError, match_labels
 from tunekit.data import load as load_data
@@ -79,9 +80,7 @@ def refuse_quantized(run: Run) -> None:
 
 def copy_model(model: Model) -> Model:
     """A deep copy of ``model`` (transformers warns about a deprecated property that copying reads)."""
-    import warnings
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with checkpointing_notice_quiet():
         return copy.deepcopy(model)
 
 

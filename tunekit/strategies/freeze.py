@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from tunekit.config import ConfigError, plain_fields
 from tunekit.strategies.base import Plan, Strategy
+from tunekit.strategy_registry import DEFAULT_LR
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Freeze(Strategy):
     train_blocks: Optional[Sequence[int]] = None
 
     name = "freeze"
-    default_lr = 2e-4
+    default_lr = DEFAULT_LR["freeze"]
     lab_label = "Freeze layers"  # what the lab's strategy picker calls it
 
     def __post_init__(self) -> None:

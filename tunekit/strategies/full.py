@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunekit.strategies.base import Plan, Strategy
+from tunekit.strategy_registry import DEFAULT_LR
 
 
 @dataclass
@@ -11,7 +12,7 @@ class Full(Strategy):
     """Fine-tune every parameter of the model (the reference all others are compared with)."""
 
     name = "full"
-    default_lr = 1e-4
+    default_lr = DEFAULT_LR["full"]
     lab_label = "Full fine-tune"  # what the lab's strategy picker calls it
 
     def plan(self, model) -> Plan:

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 from tunekit.config import ConfigError, plain_fields
 from tunekit.strategies.adapter import AdapterStrategy, as_names
+from tunekit.strategy_registry import DEFAULT_LR
 
 
 @dataclass
@@ -32,7 +33,7 @@ class IA3(AdapterStrategy):
     feedforward_modules: Optional[Sequence[str]] = None
 
     name = "ia3"
-    default_lr = 3e-3
+    default_lr = DEFAULT_LR["ia3"]
     lab_label = "IA3"  # what the lab's strategy picker calls it
     peft_table = "TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING"
     default_labels = ("key", "value", "output")

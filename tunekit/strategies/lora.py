@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from tunekit.config import finite_number, plain_fields, require
 from tunekit.strategies.adapter import AdapterStrategy, as_names
+from tunekit.strategy_registry import DEFAULT_LR
 
 MAX_SCALE = 1000.0
 """The largest alpha / rank accepted: beyond it an update of any size swamps the weights."""
@@ -39,7 +40,7 @@ class LoRA(AdapterStrategy):
     target_modules: Optional[Sequence[str]] = None
 
     name = "lora"
-    default_lr = 1e-3
+    default_lr = DEFAULT_LR["lora"]
     lab_label = "LoRA"  # what the lab's strategy picker calls it
     peft_table = "TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING"
     default_labels = ("query", "value")

@@ -15,6 +15,7 @@ from typing import Optional
 
 from tunekit.config import ConfigError, plain_fields
 from tunekit.strategies.base import Plan, Strategy, needs_classification
+from tunekit.strategy_registry import DEFAULT_LR
 from tunekit.tasks import POOLINGS
 
 
@@ -30,7 +31,7 @@ class Probe(Strategy):
     pooling: Optional[str] = None
 
     name = "probe"
-    default_lr = 1e-2
+    default_lr = DEFAULT_LR["probe"]
     lab_label = "Probe (head only)"  # what the lab's strategy picker calls it
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from tunekit.config import ConfigError, plain_fields
 from tunekit.quantizers import torchao
 from tunekit.strategies.base import Plan, Strategy
+from tunekit.strategy_registry import DEFAULT_LR
 
 
 @dataclass
@@ -25,7 +26,7 @@ class QAT(Strategy):
     bits: int = 8
 
     name = "qat"
-    default_lr = 1e-4
+    default_lr = DEFAULT_LR["qat"]
 
     def __post_init__(self) -> None:
         plain_fields(self)
