@@ -402,12 +402,11 @@ def test_removing_the_run_directory_mid_run_fails_the_run_at_once(tiny, small, f
         if ev.payload["step"] == 2:
             shutil.rmtree(runs_dir / "doomed")
 
-    t = time.perf_counter()
     with pytest.raises(TrainingError, match=r"the run directory .*doomed was removed while the run trained "
                                             r"\(after step 2, the last one recorded\)") as info:
         tk.train(tiny, small, tk.Full(), callbacks={"step": remove}, name="doomed",
                  **{**fast, "epochs": 20, "log_every": 1})
-    assert seen == [1, 2] and time.perf_counter() - t < 60
+    assert seen == [1, 2]  # at once: no step after the one that found the directory gone
     assert str(runs_dir / "doomed") in str(info.value)
     assert not (runs_dir / "doomed").exists()  # not made again by the end of the run
     assert info.value.run is not None and info.value.run.name == "doomed"
