@@ -13,6 +13,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import tunekit as tk  # noqa: E402
 
+# In CI (TUNEKIT_CI=1) a skip that tests/skip_policy.py does not list fails the run.
+pytest_plugins = ["skip_policy"]
+
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):

@@ -168,12 +168,25 @@ def test_two_processes_train_one_run_like_one_process_at_the_same_global_batch(t
 
 def test_compile_trains_the_same_model_as_eager(tmp_path, tiny_dir, small, fast):
     """``compile=True`` goes through torch.compile (inductor on the CPU); with dropout off (the
-    compiled graph draws its own dropout masks) the loss curve is the eager one."""
+    compiled graph draws its own dropout masks) the loss curve is the eager one. dynamo's counters
+    show that the compiled run captured the model as a graph (and the eager one nothing), so the
+    setting is not only echoed."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
     model = _no_dropout_model(tmp_path, tiny_dir)
     curves = []
     for compiled in (False, True):
         m = tk.load_model(str(model), label_names=small.label_names)
+        torch._dynamo.reset()  # forget graphs (and counts) of earlier tests
+        counters.clear()
         run = tk.train(m, small, tk.Full(), compile=compiled, precision="fp32", max_length=32, **fast)
         assert run.status == "completed" and run.config["train"]["compile"] is compiled
         curves.append(run.history("step")["loss"].tolist())
+        # dynamo's own counts: what it captured while this run trained
+        frames, stats, aot = counters["frames"], counters["stats"], counters["aot_autograd"]
+        if compiled:  # the model's forward became a graph, with its backward through AOT autograd
+            assert frames["ok"] >= 1 and stats["unique_graphs"] >= 1 and aot["total"] >= 1, dict(counters)
+            assert stats["calls_captured"] >= 100, dict(stats)  # the whole model, not a scrap of it
+        else:
+            assert not frames["total"] and not stats["unique_graphs"], dict(counters)
     assert curves[1] == pytest.approx(curves[0], rel=1e-4, abs=1e-5)

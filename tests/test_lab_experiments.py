@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import threading
-import time
 
 import plotly.graph_objects as go
 import pytest
@@ -105,10 +104,8 @@ def test_stop_keeps_finished_cells_and_run_resumes_the_rest(lab, panel):
     assert stopped.status == "stopped"
     panel.epochs_w.value = 30  # the same grid: Run resumes it
     panel._on_event = real
-    t = time.monotonic()
     assert panel.run(wait=True)
     assert panel.exp.states() == {"full|16|0": "done", "full|32|0": "done"}, panel.status_w.value
-    assert time.monotonic() - t < 240
 
 
 def test_picking_an_experiment_on_disk_shows_it_and_resumes_it(lab, panel, tiny_dir, small):

@@ -10,6 +10,7 @@ import torch
 import tunekit as tk
 from tunekit import structure as st
 from tunekit.config import ConfigError
+from tunekit.post.base import size_mb
 from tunekit.post.distillation import DistillationModule, layer_map, relation_loss, response_loss
 from tunekit.post.pruning import block_linears
 
@@ -51,9 +52,19 @@ def test_magnitude_pruning_writes_real_zeros_that_reload(trained, small, scope):
     assert s["params"] == s["before"]["params"]  # unstructured: the shapes stay
     # the parent's weights outside the pruned zeros are unchanged
     parent = trained.load_model()
-    for (name, m), w in zip(block_linears(parent), weights):
+    before = [m.weight.detach() for _, m in block_linears(parent)]
+    assert len(before) == len(weights) == 4 * 6  # every Linear of the 4 blocks
+    for (name, _), b, w in zip(block_linears(parent), before, weights):
         kept = w != 0
-        assert torch.equal(m.weight.detach()[kept], w.detach()[kept]), name
+        assert torch.equal(b[kept], w.detach()[kept]), name
+    # ... and the ones it zeroed are the smallest: ranked over all the matrices together (global)
+    # or within each one (layer); a tie at the threshold may fall on either side
+    groups = [list(zip(before, weights))] if scope == "global" else [[bw] for bw in zip(before, weights)]
+    for group in groups:
+        pruned_abs = torch.cat([b[w == 0].abs() for b, w in group])
+        kept_abs = torch.cat([b[w != 0].abs() for b, w in group])
+        assert pruned_abs.numel() and kept_abs.numel()
+        assert float(pruned_abs.max()) <= float(kept_abs.min()), (scope, float(pruned_abs.max()), float(kept_abs.min()))
     # what evaluate says of the reloaded record is what the record measured
     assert tk.evaluate(pruned, small)["accuracy"] == pytest.approx(s["val_accuracy"])
 
@@ -88,6 +99,12 @@ def test_head_pruning_shrinks_the_matrices_and_reloads(family, tmp_path, small, 
     # the live pruned model and the reloaded one agree, and both still run
     again = tk.load_run(pruned.path).load_model()
     assert torch.allclose(_logits(reloaded, TEXTS), _logits(again, TEXTS))
+    # the record reloaded from disk evaluates to the numbers it holds
+    from_disk = tk.load_run(str(pruned.path))
+    assert from_disk.model is None
+    measured = tk.evaluate(from_disk, small)
+    assert measured["accuracy"] == pytest.approx(pruned.summary["val_accuracy"])
+    assert measured["loss"] == pytest.approx(pruned.summary["val_loss"], rel=1e-4)
 
 
 def test_head_pruning_removes_the_least_important_head(trained, small):
@@ -167,7 +184,23 @@ def test_quantized_outputs_stay_close_and_reload(trained, small, method, bits):
     float_logits = _logits(trained.load_model(), TEXTS)
     reloaded = q.load_model()
     from torchao.utils import TorchAOBaseTensor
-    assert isinstance(st.blocks(reloaded)[0].attention.self.query.weight, TorchAOBaseTensor)
+    # every Linear of every block is quantized, found here without tunekit's own list of them
+    linears = {f"{i}.{n}": m for i, b in enumerate(st.blocks(reloaded)) for n, m in b.named_modules()
+               if isinstance(m, torch.nn.Linear)}
+    assert len(linears) == 4 * 6 and q.summary["quantized_layers"] == len(linears)
+    assert len(q.strategy["layers"]) == len(linears)
+    for name, layer in linears.items():
+        assert isinstance(layer.weight, TorchAOBaseTensor), name
+    assert not isinstance(reloaded.hf.classifier.weight, TorchAOBaseTensor)  # the head stays in float
+    float_model = trained.load_model()
+    quantized_params = sum(m.weight.numel() for b in st.blocks(float_model) for m in b.modules()
+                           if isinstance(m, torch.nn.Linear))
+    assert q.summary["quantized_params"] == quantized_params
+    # the file shrinks by about those weights' bytes: 4 per weight in float32, 1 as int8 (torchao
+    # keeps 2..7-bit weights one per byte too), less a little for the per-row scales
+    float_bytes = size_mb(float_model) * 2 ** 20
+    saved = float_bytes - (q.path / "weights.safetensors").stat().st_size
+    assert 0.97 * 3 * quantized_params <= saved <= 3 * quantized_params, (saved, 3 * quantized_params)
     q_logits = _logits(reloaded, TEXTS)
     scale = float(float_logits.abs().max())
     assert float((q_logits - float_logits).abs().max()) < (0.05 if bits is None else 0.3) * max(scale, 1.0)

@@ -8,7 +8,9 @@ console. Screenshots (before and after training, the whole page) go to $TUNEKIT_
 
 It also forces the frontend race the lab recovers from (see ANYWIDGET_TIMEOUT): the page is told
 that both curve figures missed anywidget's init window, as happens on a busy machine, so they drop
-every update; the lab must notice and redraw them.
+every update; the lab must notice and redraw them. The test asserts that the miss happened (both
+2 s windows were cut short and expired) and that the curves drawn at the end are new figures, not
+the stuck ones shown first.
 """
 from __future__ import annotations
 
@@ -37,8 +39,23 @@ IGNORED_URLS = ("cdn.jsdelivr.net/npm/@fortawesome/",)
 # missing acknowledgements and replaces the figure (Lab.redraw_stale_curves).
 ANYWIDGET_TIMEOUT = "[anywidget] Failed to initialize model."
 # Make the first two 2-second windows (the two curve figures) expire at once: a deterministic miss.
-FORCE_MISSED_INIT = """(() => { const timeout = AbortSignal.timeout.bind(AbortSignal); let missed = 0;
-  AbortSignal.timeout = (ms) => timeout(ms === 2000 && missed++ < 2 ? 1 : ms); })()"""
+# The page counts the windows it shortened and those that expired (window.__tunekitForcedMisses).
+FORCE_MISSED_INIT = """(() => { const timeout = AbortSignal.timeout.bind(AbortSignal);
+  const forced = window.__tunekitForcedMisses = {shortened: 0, expired: 0};
+  AbortSignal.timeout = (ms) => {
+    if (ms !== 2000 || forced.shortened >= 2) return timeout(ms);
+    forced.shortened++;
+    const signal = timeout(1);
+    signal.addEventListener('abort', () => { forced.expired++; });
+    return signal; }; })()"""
+JS_FORCED = "() => window.__tunekitForcedMisses || null"
+# Mark the figure elements shown before training; the lab's redraw replaces the stuck ones by new views.
+JS_MARK_FIGURES = """() => { const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  plots.forEach(p => { p.dataset.tunekitFirst = '1'; }); return plots.length; }"""
+JS_FIGURES = """() => [...document.querySelectorAll('.js-plotly-plot')].map(p => ({
+  title: ((p.layout && p.layout.title && (p.layout.title.text || p.layout.title)) || '') + '',
+  first: p.dataset.tunekitFirst === '1'}))"""
+CURVE_TITLES = ("training loss", "validation accuracy")
 
 # Voila's page does not scroll: #rendered_cells does, so grow the viewport to show all of it
 JS_PAGE_HEIGHT = """() => { const c = document.getElementById('rendered_cells');
@@ -92,6 +109,9 @@ def test_lab_under_voila(tmp_path, chromium):
             assert ws["errors"] == 0, f"a cell raised: {ws}"
             assert page.locator(".widget-label", has_text="train examples").count(), "no strategy controls"
             _screenshot(page, shots / "voila-rendered.png")
+            # the miss really happened: anywidget asked for both figures' 2 s windows, they expired
+            assert page.evaluate(JS_FORCED) == {"shortened": 2, "expired": 2}, page.evaluate(JS_FORCED)
+            assert page.evaluate(JS_MARK_FIGURES) >= 2
 
             page.locator(".jp-OutputArea").get_by_role("button", name="Train", exact=True).click()
             # status and runs table are plain ipywidgets; the curves are plotly FigureWidgets (anywidget)
@@ -101,6 +121,10 @@ def test_lab_under_voila(tmp_path, chromium):
             # both figures dropped every update; the lab redraws them (at the latest ~5 s after the run)
             drawn = jb.poll(page, JS_DRAWN, _curves_drawn, 60, "both curves redrawn")
             loss_points = page.evaluate(JS_LOSS_POINTS)
+            # ... and what is drawn are the lab's new figures: the stuck ones shown at first are gone
+            figures = page.evaluate(JS_FIGURES)
+            curves = [f for f in figures if f["title"].startswith(CURVE_TITLES)]
+            assert len(curves) == 2 and not any(f["first"] for f in curves), figures
             ws = page.evaluate(jb.JS_WIDGET_STATE, jb.BAD_TEXTS)
             assert not ws["bad"] and not ws["error_widgets"] and not ws["errors"], ws
             _screenshot(page, shots / "voila-trained.png")

@@ -114,9 +114,11 @@ def test_second_train_is_refused_and_stop_keeps_the_partial_run(lab):
     lab.controls.train_size.value = 400
     lab.controls.epochs.value = 5
     assert lab.train()
-    deadline = time.time() + 60
-    while not (lab.loss_fig.data and lab.loss_fig.data[-1].x) and time.time() < deadline:
+    deadline = time.monotonic() + 60
+    while not (lab.loss_fig.data and lab.loss_fig.data[-1].x) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert lab.loss_fig.data and lab.loss_fig.data[-1].x, "no training step was drawn within 60 s"
+    assert lab.running  # the second Train below comes while the first run trains
     assert not lab.train()
     assert "already training" in lab.status
     lab.stop_button.click()
