@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from tunekit.config import ConfigError
+from tunekit.config import MAX_SEED, ConfigError
 from tunekit.strategy_registry import STRATEGIES
 
 
@@ -63,8 +63,8 @@ def seed(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (got {text!r})")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0 .. 2**63 - 1 (got {text!r})")
     return value
 
 

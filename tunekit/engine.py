@@ -117,6 +117,7 @@ class Trainer:
         self.data = load_data(data)
         self.strategy = get_strategy(strategy if strategy is not None else "full")
         self.config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
+        self.config = self.config.replace(max_length=model.backbone.fit_max_length(self.config.max_length))
         self.wrap = wrap
         self.record = dict(record or {})
         if model.task.name == "classification" and model.num_labels != self.data.num_labels:

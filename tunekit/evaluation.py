@@ -120,7 +120,7 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
         raise ConfigError(f"the model has {model.num_labels} labels but the data has {data.num_labels}")
     dev = pick_device(device) if device else model.device
     model.to(dev)
-    enc = model.task.encode(model.tokenizer, df["text"], df["label"], max_length or 128)
+    enc = model.task.encode(model.tokenizer, df["text"], df["label"], model.backbone.fit_max_length(max_length or 128))
     t = time.perf_counter()
     out = evaluate_batches(model.module, model.task.metrics(), enc.batches(batch_size, device=dev, by_length=True), dev,
                            autocast_dtype(dev, precision))

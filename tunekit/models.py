@@ -34,7 +34,7 @@ from torch import nn
 
 from tunekit import adapters, quantizers
 from tunekit.backbone import Backbone
-from tunekit.config import ConfigError, TunekitError, require
+from tunekit.config import MAX_LABELS, ConfigError, TunekitError, require, seed_value
 from tunekit.sources import (  # noqa: F401
     BUILTIN_MODELS,
     DEFAULT_MODEL,
@@ -313,13 +313,13 @@ def _load_error(model, part: str, e: BaseException) -> TunekitError:
 def _labels(num_labels, label_names) -> list[str]:
     if label_names is None:
         n = 2 if num_labels is None else num_labels
-        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
-            raise ConfigError(f"num_labels must be an integer >= 2 (got {num_labels!r})")
+        if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= MAX_LABELS:
+            raise ConfigError(f"num_labels must be an integer in 2 .. {MAX_LABELS} (got {num_labels!r})")
         return [f"LABEL_{i}" for i in range(n)]
-    if num_labels is not None and num_labels != len(label_names):
-        raise ConfigError(f"num_labels={num_labels} does not match {len(label_names)} label_names")
     if isinstance(label_names, str) or not hasattr(label_names, "__len__"):
         raise ConfigError(f"label_names must be a list of class names (got {label_names!r})")
+    if num_labels is not None and num_labels != len(label_names):
+        raise ConfigError(f"num_labels={num_labels} does not match {len(label_names)} label_names")
     if len(label_names) < 2:
         raise ConfigError(f"label_names must name at least 2 classes (got {list(label_names)!r})")
     if not all(isinstance(n, str) and n for n in label_names):
@@ -368,7 +368,7 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
         if label_names is not None or num_labels is not None or pooling is not None:
             raise ConfigError(f"task {task!r} takes no label_names, num_labels or pooling")
         the_task = cls()
-    require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "an integer >= 0", seed)
+    seed = seed_value("seed", seed)
     overrides = dict(config_overrides or {}) if isinstance(config_overrides, (dict, type(None))) else None
     require(overrides is not None and all(isinstance(k, str) for k in overrides), "config_overrides",
             "a dict of config field names to values, or None", config_overrides)
