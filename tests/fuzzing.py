@@ -43,7 +43,7 @@ EDGE_NUMBERS = [0, 1, -1, 2, 3, 2**31, 2**63 - 1, 2**63, 2**64 + 1, -(2**63) - 1
                 0.0, -0.0, 0.5, 1.0, 1e-300, 5e-324, 1e300, 1.7976931348623157e308, -1e300,
                 math.nan, math.inf, -math.inf]
 EDGE_TEXTS = ["", " ", "\x00", "\n", "a" * 5000, "é", "\U0001d518\u200b", "../..", "/", ".", "None", "nan",
-              "-1", "1e-4", "True", "🙂" * 40, "con", "a/b", "\\", "tab\there"]
+              "-1", "1e-4", "True", "🙂" * 40, "con", "a/b", "\\", "tab\there", "~nobody-here", "~nobody-here/x"]
 
 numbers = st.one_of(st.sampled_from(EDGE_NUMBERS), st.integers(), st.floats())
 texts = st.one_of(st.sampled_from(EDGE_TEXTS), st.text(max_size=30))

@@ -102,3 +102,22 @@ def test_runs_dir_must_be_a_usable_path(runs_dir):
     """Found by the fuzz: runs_dir with a NUL byte raised Python's 'embedded null byte' from the writer."""
     with pytest.raises(ConfigError, match="runs_dir must be a folder's path"):
         TrainConfig(runs_dir=runs_dir)
+
+
+def test_runs_dir_under_a_home_that_does_not_exist():
+    """Found by the fuzz: '~nobody/runs' passed, then the writer raised 'Could not determine home directory'."""
+    with pytest.raises(ConfigError, match="'~nobody-here' names no user's home"):
+        TrainConfig(runs_dir="~nobody-here/runs")
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: tk.compare(0.5, data="rotten_tomatoes"), r"strategies must be a non-empty list of strategies"),
+    (lambda: tk.forgetting(0.5), r"strategies must be a non-empty list of strategies"),
+])
+def test_strategies_that_are_not_a_list(make, words):
+    """Found by the fuzz: compare / forgetting with strategies=np.float64(0.5) raised "'numpy.float64'
+    object is not iterable". One strategy alone is a list of one."""
+    with pytest.raises(ConfigError, match=words):
+        make()
+    from tunekit.strategies import get_strategies
+    assert [s.label for s in get_strategies("probe")] == ["probe"]

@@ -18,7 +18,7 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 import tunekit as tk
-from fuzzing import around, cheap, examples, holds, texts, wild
+from fuzzing import around, cheap, examples, holds, records_list, texts, wild
 from tunekit.config import TrainConfig
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.filterwarnings("ignore")]
@@ -32,8 +32,8 @@ def home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(home) -> str:
-    """A 2-block, 32-wide random BERT (one attention head, 512 positions)."""
-    return str(tk.make_tiny_bert(home / "tiny-bert", layers=2, hidden=32))
+    """A 2-block, 128-wide random BERT (two attention heads, 512 positions)."""
+    return str(tk.make_tiny_bert(home / "tiny-bert", layers=2, hidden=128))
 
 
 def reviews(n: int = 24) -> pd.DataFrame:
@@ -108,7 +108,7 @@ TRAIN_VALUES = {
 }
 
 
-@examples(40)
+@examples(20)
 @given(field=st.sampled_from(sorted(TRAIN_VALUES)), data_=st.data())
 @example(field="seed", data_=None)
 @example(field="max_length", data_=None)
@@ -289,7 +289,8 @@ def test_from_csv(home, content, kind):
 
 @examples(40)
 @given(value=around([["one text", "two texts", "three texts"], ["a", "a", "b"], "file"],  # lead: from_texts([])
-                    st.one_of(wild, st.lists(texts, max_size=6)).filter(lambda v: not isinstance(v, list) or v)),
+                    st.one_of(wild, st.lists(texts, max_size=6)).filter(
+                        lambda v: isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v))),
        field=st.sampled_from(["texts", "validation_size", "test_size", "seed", "name"]))
 def test_from_texts(home, value, field):
     good = [f"text number {i}" for i in range(12)]
@@ -308,3 +309,335 @@ def test_data_load(value, extra):
     """tk.data.load (what tk.train, evaluate, compare do with data=...): anything."""
     assume(not (isinstance(value, str) and value in tk.data.BUILTIN))  # a built-in set takes seconds to read
     holds(lambda: tk.data.load(value, **extra), ["data", *extra, str(value)[:40]])
+
+
+# ----- tk.compare -----------------------------------------------------------------------------------
+@examples(10)
+@given(field=st.sampled_from(["strategies", "model", "task", "data", "epochs", "seed"]), data_=st.data())
+def test_compare(tiny, data, home, field, data_):
+    values = {"strategies": around([["probe", "lora"], [], ["nope"], [tk.Full(), "full"]]),
+              "model": around([tiny, "nope", ""]), "task": around(["classification", "causal_lm", "regression"]),
+              "data": around([data, "nope.csv"], wild.filter(lambda v: not (isinstance(v, str) and v in tk.data.BUILTIN))),
+              "epochs": around([1], wild.filter(cheap)), "seed": around([0, 2**63])}
+    kwargs = {"strategies": ["probe"], "data": data, "model": tiny, field: data_.draw(values[field])}
+    runs_dir = fresh_dir(home)
+    names = [field, "strateg", "model"] if field == "strategies" else [field]
+    holds(lambda: tk.compare(runs_dir=runs_dir, **QUICK, **kwargs), names, runs_dir, training=True)
+
+
+# ----- tk.evaluate ----------------------------------------------------------------------------------
+EVALUATE_VALUES = {
+    "split": around(["train", "validation", "test", "Test"]),
+    "size": around([None, 1, 10**9]),
+    "seed": around([None, 0, 2**63]),
+    "batch_size": around([1, 10**9]),
+    "max_length": around([None, 1, 513, 10**6]),
+    "device": around([None, "cpu", "cuda", "meta", "cpu:1"]),
+    "precision": around([None, "fp32", "bf16", "fp16", "auto"]),
+}
+
+
+@examples(30)
+@given(field=st.sampled_from(sorted(EVALUATE_VALUES) + ["data", "run_or_model"]), data_=st.data())
+def test_evaluate(run, data, home, field, data_):
+    if field == "data":
+        value = data_.draw(around([data, "missing.csv", str(home)], wild.filter(
+            lambda v: not (isinstance(v, str) and v in tk.data.BUILTIN))))  # lead: data with other label names
+        kwargs = {"data": value}
+    elif field == "run_or_model":
+        kwargs = {"run_or_model": data_.draw(around([run, str(run.path), str(home), str(home / "nope")])),
+                  "data": data}
+    else:
+        kwargs = {"data": data, field: data_.draw(EVALUATE_VALUES[field])}
+    kwargs.setdefault("run_or_model", run)
+    names = [field] + ([str(kwargs[field])[:60], "run", "data"] if field in ("run_or_model", "data") else [])
+    holds(lambda: tk.evaluate(**kwargs), names)
+
+
+# ----- post-training ----------------------------------------------------------------------------------
+PRUNE_VALUES = {
+    "sparsity": around([0.0, 0.5, 0.99, [0.1, 0.2], []]),
+    "method": around(["magnitude", "heads", "neurons", "Heads"]),
+    "scope": around(["global", "layer"]),
+    "importance": around(["taylor", "magnitude"]),
+    "importance_examples": around([1, 10**9]),
+    "name": around(["pruned", "../x", "a" * 300], texts),
+    "recover": around([None, True, {"epochs": 1}, {"epochs": 0}, {"nope": 1}, {"runs_dir": 3}]),
+}
+
+
+@examples(8)
+@given(field=st.sampled_from(sorted(PRUNE_VALUES)), data_=st.data())
+def test_prune(run, data, home, field, data_):
+    value = data_.draw(PRUNE_VALUES[field])
+    runs_dir = fresh_dir(home)
+    kwargs = {field: value, **({"method": "heads", "amount": 1} if field == "importance" else {})}
+    if isinstance(kwargs.get("recover"), dict):
+        kwargs["recover"] = {**QUICK, **kwargs["recover"]}
+    holds(lambda: tk.prune(run, data=data, runs_dir=runs_dir, **kwargs), [field, "recover", "epochs", "runs_dir"], runs_dir,
+          training=True)
+
+
+@examples(6)
+@given(amount=around([1, 2, 0.5, 0.999]), method=st.sampled_from(["heads", "neurons"]))
+def test_prune_structured_amount(run, data, home, amount, method):
+    runs_dir = fresh_dir(home)
+    holds(lambda: tk.prune(run, data=data, method=method, amount=amount, runs_dir=runs_dir, importance_examples=4),
+          ["amount", "heads"], runs_dir)
+
+
+@examples(4)
+@given(field=st.sampled_from(["method", "bits", "name"]), data_=st.data())
+def test_quantize(run, data, home, field, data_):
+    values = {"method": around([None, "int8-dynamic", "int8-weight", "intx-dynamic", "int4"]),
+              "bits": around([None, 2, 8, 9]), "name": around(["q"], texts)}
+    runs_dir = fresh_dir(home)
+    value = data_.draw(values[field])
+    kwargs = {field: value, **({"method": "intx-dynamic"} if field == "bits" else {})}
+    holds(lambda: tk.quantize(run, data=data, runs_dir=runs_dir, **kwargs), [field, "bits", "method"], runs_dir)
+
+
+DISTIL_VALUES = {
+    "student": around([[0], [0, 1], (1,), [5], [-1], [], [0, 0]]),
+    "loss": around(["response", "feature", "relation", "response+feature", {"response": 0.5}, None,
+                    {"response": -1}, ["feature"]],
+                   wild.filter(lambda v: v != "")),  # lead: distil(loss="")
+    "hard": around([0.0, 1.0, 10.0]),
+    "temperature": around([0.5, 2.0, 1e-30], wild.filter(lambda v: v != float("inf"))),  # lead: temperature=inf
+    "baseline": around([True, False]),
+    "epochs": around([1], wild.filter(cheap)),
+}
+
+
+@examples(8)
+@given(field=st.sampled_from(sorted(DISTIL_VALUES)), data_=st.data())
+def test_distil(run, data, home, field, data_):
+    runs_dir = fresh_dir(home)
+    kwargs = {"student": [0], field: data_.draw(DISTIL_VALUES[field])}
+    holds(lambda: tk.distil(run, data=data, runs_dir=runs_dir, **{**QUICK, **kwargs}),
+          [field, "student", "loss", "nothing to learn"], runs_dir, training=True)
+
+
+@examples(5)
+@given(field=st.sampled_from(["strategies", "split", "n", "k", "size", "task"]), data_=st.data())
+def test_forgetting(tiny, data, home, field, data_):
+    values = {"strategies": around([["probe"], [], ["lora"], ["nope"]]), "split": around(["test", "validation", "train"]),
+              "n": around([2, 10**9]), "k": around([1, 3, 10**9]), "size": around([None, 2]),
+              "task": around(["classification", "causal_lm"])}
+    runs_dir = fresh_dir(home)
+    kwargs = {"strategies": ["probe"], "n": 4, "k": 2, field: data_.draw(values[field])}
+    holds(lambda: tk.forgetting(first=data, then=data, model=tiny, runs_dir=runs_dir, **{**QUICK, **kwargs}),
+          [field, "strateg"], runs_dir, training=True)
+
+
+@examples(8)
+@given(value=around(["run", "path", "model", "missing"], wild))
+@example(value="run")
+@example(value="model")
+def test_measure(run, tiny, data, home, value):
+    target = {"run": run, "path": str(run.path), "model": tk.load_model(tiny, label_names=data.label_names),
+              "missing": str(home / "missing")}.get(value, value) if isinstance(value, str) else value
+    holds(lambda: tk.measure(target), ["model", "run", str(target)[:60]], run.path.parent)
+
+
+# ----- the instruments --------------------------------------------------------------------------------
+@examples(20)
+@given(field=st.sampled_from(["text", "target", "n_steps", "internal_batch_size", "max_length", "model"]),
+       data_=st.data())
+def test_attribute(run, field, data_):
+    values = {"text": around(["a fine film", "", "a" * 3000], texts), "target": around([None, 0, 1, "pos", "nope", 2]),
+              "n_steps": around([1, 4]), "internal_batch_size": around([None, 1, 10**9]),
+              "max_length": around([2, 512, 10**6]), "model": around([run, str(run.path), "missing"])}
+    kwargs = {"model": run, "text": "a fine film", "n_steps": 4, field: data_.draw(values[field])}
+    holds(lambda: tk.inspect.attribute(**kwargs), [field, "model", "run", str(kwargs["model"])[:60]])
+
+
+@examples(16)
+@given(field=st.sampled_from(["texts", "n", "seed", "max_length", "batch_size", "data"]), data_=st.data())
+def test_representation_drift(run, data, field, data_):
+    values = {"texts": around([None, ["a", "b"], [], ["x" * 5000]], st.lists(texts, max_size=3)),
+              "n": around([1, 4, 10**9]), "seed": around([0, 2**63]), "max_length": around([2, 10**6]),
+              "batch_size": around([1, 10**9]), "data": around([data, None])}
+    kwargs = {"data": data, "n": 4, field: data_.draw(values[field])}
+    holds(lambda: tk.inspect.representation_drift(run, **kwargs), [field, "data", "texts"])
+
+
+@examples(12)
+@given(field=st.sampled_from(["n", "seed", "max_length", "batch_size", "data"]), data_=st.data())
+def test_pca_features(run, data, field, data_):
+    values = {"n": around([1, 2, 4, 10**9]), "seed": around([0, 2**63]), "max_length": around([2, 10**6]),
+              "batch_size": around([1, 10**9]), "data": around([data, None])}
+    kwargs = {"data": data, "n": 4, field: data_.draw(values[field])}
+    holds(lambda: tk.inspect.pca_features(run, **kwargs), [field, "data"])
+
+
+@examples(6)
+@given(field=st.sampled_from(["top_k", "eps", "energy", "include_embeddings", "runs"]), data_=st.data())
+def test_weight_instruments(run, home, field, data_):
+    values = {"top_k": around([1, 10**9]), "eps": around([0.1, 1.0]), "energy": around([0.5, 1.0]),
+              "include_embeddings": around([True, False]), "runs": around([[run], [], str(home / "nope")])}
+    value = data_.draw(values[field])
+    if field == "runs":
+        holds(lambda: tk.inspect.weight_change(value), ["run", str(value)[:60]])
+        holds(lambda: tk.inspect.update_spectra(value), ["run", str(value)[:60]])
+    else:
+        holds(lambda: tk.inspect.update_spectra(run, **{field: value}), [field])
+
+
+# ----- the plots on records ---------------------------------------------------------------------------
+_MEASURED: dict = {}
+
+
+def measured(run, data, instrument: str):
+    """An instrument's result on the trained run, measured once for every plot example."""
+    if instrument not in _MEASURED:
+        _MEASURED[instrument] = {
+            "weight_change": lambda: tk.inspect.weight_change([run]),
+            "update_spectra": lambda: tk.inspect.update_spectra([run]),
+            "representation_drift": lambda: tk.inspect.representation_drift(run, data=data, n=4),
+            "pca_features": lambda: tk.inspect.pca_features(run, data, n=4),
+            "attribute": lambda: tk.inspect.attribute(run, "a fine film", n_steps=2)}[instrument]()
+    return _MEASURED[instrument]
+
+
+@examples(30)
+@given(which=st.sampled_from(["training_curves.smooth", "training_curves.x", "eval_curves.metric", "pareto.x",
+                              "pareto.y", "pareto.log_x", "comparison_table.runs", "sparsity_curve.metric",
+                              "weight_change_heatmap.value", "weight_change_heatmap.modules",
+                              "weight_change_heatmap.zmax", "rank_by_block.metric", "spectrum.name",
+                              "cka_by_layer.metric", "pca_scatter.columns", "attribution_view.normalize"]),
+       data_=st.data())
+def test_plots(run, data, which, data_):
+    import tunekit.plots as plots
+    function, field = which.split(".")
+    good = {"smooth": [0.0, 0.9], "x": ["step", "epoch", "samples", "trainable_params", "size_mb"],
+            "metric": [None, "accuracy", "loss", "cka", "effective_rank"], "y": [None, "val_accuracy", "val_loss"],
+            "log_x": [None, True], "runs": [[run], [], [str(run.path)], "nope"], "value": ["rel_change", "delta_norm"],
+            "modules": [None, ["query"], [], "query"], "zmax": [None, 0.5, 1e-9], "name": ["x"], "columns": [1, 2],
+            "normalize": ["row", "none", "all"]}
+    value = data_.draw(around(good[field]))
+    if function in ("weight_change_heatmap", "rank_by_block", "spectrum"):
+        source = measured(run, data, "weight_change" if function == "weight_change_heatmap" else "update_spectra")
+        if function == "spectrum":
+            call = lambda: plots.spectrum(source, value)  # noqa: E731
+        else:
+            call = lambda: getattr(plots, function)(source if function != "rank_by_block" else source.table,  # noqa: E731
+                                                    **{field: value})
+    elif function in ("cka_by_layer", "pca_scatter"):
+        frame = measured(run, data, "representation_drift" if function == "cka_by_layer" else "pca_features")
+        call = lambda: getattr(plots, function)(frame, **{field: value})  # noqa: E731
+    elif function == "attribution_view":
+        call = lambda: plots.attribution_view(measured(run, data, "attribute"), normalize=value)  # noqa: E731
+    elif field == "runs":
+        call = lambda: plots.comparison_table(value)  # noqa: E731
+    else:
+        call = lambda: getattr(plots, function)([run], **{field: value})  # noqa: E731
+    holds(call, [field, function, "run"])
+
+
+# ----- records: Run / load_run / list_runs -------------------------------------------------------------
+@examples(20)
+@given(value=around(["run", "file", "folder", "missing", "home"], wild))
+def test_records(run, home, value):
+    root = Path(fresh_dir(home))
+    (root / "file").write_text("{}")
+    (root / "folder").mkdir()
+    path = {"run": str(run.path), "file": str(root / "file"), "folder": str(root / "folder"),
+            "missing": str(root / "missing"), "home": str(home)}.get(value, value) if isinstance(value, str) else value
+    names = ["run", "runs_dir", "path", str(path)[:60]]
+    holds(lambda: tk.load_run(path), names)
+    holds(lambda: tk.Run(path), names)
+    holds(lambda: tk.list_runs(path), names)
+
+
+# ----- the command line ---------------------------------------------------------------------------------
+OPTION_TEXT = st.one_of(st.sampled_from(["", " ", "0", "-1", "1", "2", "nan", "inf", "-inf", "1e999", "1e-300",
+                                         "99999999999999999999999", "0.5", "all", "probe", "lora:0", "lora:x",
+                                         "freeze:99", ",", "é", "a" * 3000, "missing.csv", "/", ".", "0,1,2", "x,y"]),
+                        st.text(max_size=12))
+
+
+@pytest.fixture(scope="module")
+def csv(home) -> str:
+    path = home / "reviews.csv"
+    reviews().to_csv(path, index=False)
+    return str(path)
+
+
+def cli_commands(tiny, csv, run, runs_dir):
+    """Each command with cheap settings, and the options the fuzz may set wrong."""
+    training = ["--model", tiny, "--data", csv, "--train-size", "16", "--eval-size", "4", "--batch-size", "16",
+                "--max-length", "16", "--no-progress", "--runs-dir", runs_dir]
+    report = ["--report", str(Path(runs_dir) / "report.html")]
+    return {
+        "compare": (["compare", "--strategies", "probe", "--no-inspect", *report, *training],
+                    ["--strategies", "--task", "--epochs", "--train-size", "--eval-size", "--model", "--data",
+                     "--runs-dir", "--report", "--seed", "--lr", "--batch-size", "--max-length", "--device",
+                     "--precision", "--log-every", "--title"]),
+        "train": (["train", "--strategy", "probe", *training],
+                  ["--strategy", "--name", "--seed", "--lr", "--max-length", "--device", "--epochs", "--data"]),
+        "runs": (["runs", "--runs-dir", runs_dir], ["--runs-dir", "--report"]),
+        "evaluate": (["evaluate", str(run.path), "--data", csv],
+                     ["RUN", "--split", "--data", "--size", "--runs-dir", "--device"]),
+        "prune": (["prune", str(run.path), "--data", csv, "--name", "p"],
+                  ["RUN", "--method", "--sparsity", "--scope", "--amount", "--importance", "--data", "--name"]),
+        "quantize": (["quantize", str(run.path), "--data", csv, "--name", "q"], ["RUN", "--method", "--bits"]),
+        "distil": (["distil", str(run.path), "--data", csv, "--student", "0", "--name", "d", "--no-progress"],
+                   ["--student", "--loss", "--temperature", "--hard", "--epochs", "--lr"]),
+        "forgetting": (["forgetting", "--strategies", "probe", "--first", csv, "--then", csv, "--model", tiny,
+                        "--train-size", "16", "--eval-size", "4", "--runs-dir", runs_dir, "--no-progress"],
+                       ["--strategies", "--first", "--then", "--model", "--train-size", "--eval-size", "--epochs",
+                        "--seed"]),
+        "export": (["export", str(Path(runs_dir) / "none.ipynb"), "--out", str(Path(runs_dir).with_suffix(".pages"))],
+                   ["NOTEBOOK", "--out", "--param", "--timeout"]),
+    }
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from tunekit.cli import main
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # --help and argparse's own exits
+            code = e.code if isinstance(e.code, int) else 2
+    return code, err.getvalue()
+
+
+def replace_option(argv: list[str], option: str, value: str) -> list[str]:
+    """``argv`` with ``option`` set to ``value`` (a positional RUN or NOTEBOOK: the value)."""
+    argv = list(argv)
+    if option in ("RUN", "NOTEBOOK"):
+        argv[1] = value
+        return argv
+    if option in argv:
+        argv[argv.index(option) + 1] = value
+        return argv
+    return argv + [option, value]
+
+
+@examples(40)
+@given(command=st.sampled_from(["compare", "train", "runs", "evaluate", "prune", "quantize", "distil", "forgetting",
+                                "export"]), data_=st.data())
+def test_cli_options(tiny, csv, run, home, command, data_):
+    """Every command, one option set to odd text: it runs (exit 0, or 1 for a run that failed), or
+    exits 2 with one 'error:' line and no traceback; the records folder still lists."""
+    runs_dir = fresh_dir(home)
+    argv, options = cli_commands(tiny, csv, run, runs_dir)[command]
+    option = data_.draw(st.sampled_from(options))
+    value = data_.draw(OPTION_TEXT)
+    assume(not (option in ("--data", "--first", "--then") and value.strip() in tk.data.BUILTIN))  # seconds to read
+    code, err = run_cli(replace_option(argv, option, value))
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    if code == 2:
+        assert len(errors) == 1, err
+        assert errors[0].startswith(f"tunekit {command}: error:") or errors[0].startswith("tunekit: error:"), err
+    else:
+        assert code in (0, 1), (code, err)
+        assert not errors, err
+    records_list(runs_dir)
+    records_list(run.path.parent)

@@ -189,3 +189,11 @@ def test_max_length_past_the_models_positions_is_clamped_with_a_warning(family, 
     assert run.status == "completed" and run.config["train"]["max_length"] == limit
     with pytest.warns(UserWarning, match=f"using max_length={limit}"):
         assert tk.evaluate(model, data, max_length=10**6)["examples"] == len(data.validation)
+
+
+@pytest.mark.parametrize("name", ["a" * 5000, "~nobody-here/model"])
+def test_model_paths_the_system_cannot_look_up(name):
+    """Found by the fuzz (issue 22): load_model('a' * 5000) raised OSError 'File name too long';
+    '~nobody/model' RuntimeError 'Could not determine home directory'."""
+    with pytest.raises(ModelNotFoundError, match="cannot be looked up"):
+        tk.load_model(name)

@@ -165,6 +165,9 @@ class TrainConfig:
         self.runs_dir = os.fspath(self.runs_dir)
         require(isinstance(self.runs_dir, str) and self.runs_dir.strip() != "" and "\x00" not in self.runs_dir,
                 "runs_dir", "a folder's path (not empty, no NUL byte)", self.runs_dir)
+        if self.runs_dir.startswith("~") and os.path.expanduser(self.runs_dir) == self.runs_dir:
+            raise ConfigError(f"runs_dir must be a folder's path; {self.runs_dir.split(os.sep)[0]!r} names no "
+                              f"user's home (got {self.runs_dir!r})")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed (validated again)."""

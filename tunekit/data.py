@@ -232,12 +232,29 @@ def _class_labels(labels: pd.Series, column: str, where: str) -> None:
                         f"class; is it an id or a measurement rather than a label?")
 
 
+def _user_path(path: str | os.PathLike) -> Path:
+    """The path with ``~`` expanded; as it is when ``~user`` names nobody (it then does not exist)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
+def _is(path: Path, test: str) -> bool:
+    """``path.exists()`` (``is_file``, ``is_dir``), False for a name the system cannot look up
+    (too long, a NUL byte) instead of its OSError or ValueError."""
+    try:
+        return getattr(path, test)()
+    except (OSError, ValueError):
+        return False
+
+
 def from_csv(path: str | os.PathLike, text: str = "text", label: str = "label", **kwargs) -> TextDataset:
     """Read a CSV (any compression pandas understands) and call :func:`from_dataframe`."""
-    path = Path(path).expanduser()
-    if path.is_dir():
+    path = _user_path(path)
+    if _is(path, "is_dir"):
         raise DataError(f"CSV file {str(path)!r} is a directory")
-    if not path.is_file():
+    if not _is(path, "is_file"):
         raise DataError(f"CSV file {str(path)!r} does not exist")
     kwargs.setdefault("name", path.stem)
     try:
@@ -276,8 +293,8 @@ def from_texts(texts: Any, *, name: Optional[str] = None, validation_size: float
     seeded split; every text gets the label 0 (``label_names == ["text"]``)."""
     source = "list"
     if isinstance(texts, (str, os.PathLike)) and not (isinstance(texts, str) and "\n" in texts):
-        path = Path(texts).expanduser()
-        if not path.is_file():
+        path = _user_path(texts)
+        if not _is(path, "is_file"):
             raise DataError(f"text file {str(path)!r} does not exist (pass a list of texts, or a file path)")
         try:
             raw = path.read_text(encoding="utf-8")
@@ -350,7 +367,7 @@ def load(data: Any, **kwargs) -> TextDataset:
     if isinstance(data, str) and data in BUILTIN:
         return BUILTIN[data](**kwargs)
     if isinstance(data, (str, os.PathLike)):
-        if not Path(data).expanduser().exists():
+        if not os.fspath(data).strip() or not _is(_user_path(data), "exists"):
             raise DataError(_no_such_data(str(data)))
         return from_csv(data, **kwargs)
     if hasattr(data, "to_pandas") or hasattr(data, "column_names"):
