@@ -593,13 +593,14 @@ def cli_commands(tiny, csv, run, runs_dir):
     }
 
 
-def run_cli(argv: list[str]) -> tuple[int, str]:
+def run_cli(argv: list[str], cwd: str) -> tuple[int, str]:
+    """Run the command in ``cwd`` (a relative path it is given lands there, not in the checkout)."""
     import contextlib
     import io
 
     from tunekit.cli import main
     err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    with contextlib.chdir(cwd), contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             code = main(argv)
         except SystemExit as e:  # --help and argparse's own exits
@@ -630,7 +631,7 @@ def test_cli_options(tiny, csv, run, home, command, data_):
     option = data_.draw(st.sampled_from(options))
     value = data_.draw(OPTION_TEXT)
     assume(not (option in ("--data", "--first", "--then") and value.strip() in tk.data.BUILTIN))  # seconds to read
-    code, err = run_cli(replace_option(argv, option, value))
+    code, err = run_cli(replace_option(argv, option, value), cwd=fresh_dir(home))
     assert "Traceback" not in err, err
     errors = [line for line in err.splitlines() if "error:" in line]
     if code == 2:
