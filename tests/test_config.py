@@ -19,7 +19,7 @@ from tunekit.engine import lr_factor
     ("warmup", 1.0, "warmup must be in [0, 1)"),
     ("weight_decay", -0.1, "weight_decay must be >= 0"),
     ("grad_clip", 0, "grad_clip must be a positive number"),
-    ("seed", -1, "seed must be an integer >= 0"),
+    ("seed", -1, "seed must be an integer in 0 .. 2**63 - 1"),
     ("train_size", 0, "train_size must be a positive integer"),
     ("precision", "fp8", "precision must be one of"),
 ])
@@ -77,3 +77,47 @@ def test_registry_round_trips_describe():
               tk.Full(), tk.LPFT(probe_epochs=2)]:
         again = tk.get_strategy(s.describe())
         assert again == s and again.label == s.label
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**64, 10**30])
+def test_a_seed_past_what_torch_takes_is_refused_at_every_door(seed, tmp_path, capsys):
+    """Found by the fuzz (issue 22): a seed of 2**64 passed TrainConfig and load_model, then
+    torch.manual_seed raised 'Overflow when unpacking long long' (inside a run, or as a model
+    that 'cannot be loaded'). A run seeds its later phases with seed + 1, so the bound is 2**63 - 1."""
+    from tunekit.cli import main
+    words = re.escape("seed must be an integer in 0 .. 2**63 - 1")
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig(seed=seed)
+    with pytest.raises(ConfigError, match=words):
+        tk.load_model(seed=seed)
+    with pytest.raises(ConfigError, match=words):
+        tk.data.from_texts(["a", "b", "c", "d"], seed=seed)
+    assert TrainConfig(seed=2**63 - 1).seed == 2**63 - 1
+    assert main(["compare", "--seed", str(seed), "--runs-dir", str(tmp_path)]) == 2
+    assert "argument --seed: must be an integer in 0 .. 2**63 - 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("runs_dir", ["", "  ", "runs\x00"])
+def test_runs_dir_must_be_a_usable_path(runs_dir):
+    """Found by the fuzz: runs_dir with a NUL byte raised Python's 'embedded null byte' from the writer."""
+    with pytest.raises(ConfigError, match="runs_dir must be a folder's path"):
+        TrainConfig(runs_dir=runs_dir)
+
+
+def test_runs_dir_under_a_home_that_does_not_exist():
+    """Found by the fuzz: '~nobody/runs' passed, then the writer raised 'Could not determine home directory'."""
+    with pytest.raises(ConfigError, match="'~nobody-here' names no user's home"):
+        TrainConfig(runs_dir="~nobody-here/runs")
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: tk.compare(0.5, data="rotten_tomatoes"), r"strategies must be a non-empty list of strategies"),
+    (lambda: tk.forgetting(0.5), r"strategies must be a non-empty list of strategies"),
+])
+def test_strategies_that_are_not_a_list(make, words):
+    """Found by the fuzz: compare / forgetting with strategies=np.float64(0.5) raised "'numpy.float64'
+    object is not iterable". One strategy alone is a list of one."""
+    with pytest.raises(ConfigError, match=words):
+        make()
+    from tunekit.strategies import get_strategies
+    assert [s.label for s in get_strategies("probe")] == ["probe"]

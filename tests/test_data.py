@@ -76,3 +76,28 @@ def test_unknown_input_type_and_missing_csv(tmp_path):
         tk.data.load(42)
     with pytest.raises(DataError, match="does not exist"):
         tk.data.load(tmp_path / "nope.csv")
+
+
+def test_column_arguments_and_mixed_labels_get_tunekit_errors():
+    """Found by the fuzz (issue 22): text=[] raised 'unhashable type', text == label made one
+    column of two, and a label column mixing text and numbers raised Python's "'<' not supported"."""
+    from tunekit.config import ConfigError
+    df = pd.DataFrame({"text": ["a", "b", "c", "d", "e", "f"], "label": ["x", 1, "x", 1, "x", 1]})
+    with pytest.raises(ConfigError, match=r"text must be the name of a column of the data \(got \[\]\)"):
+        tk.data.from_dataframe(df, text=[])
+    with pytest.raises(ConfigError, match="text and label must name two different columns"):
+        tk.data.from_dataframe(df, text="label")
+    with pytest.raises(DataError, match="column 'label' mixes text and numbers as labels"):
+        tk.data.from_dataframe(df, validation_size=1, test_size=1)
+    named = tk.data.from_dataframe(df, validation_size=1, test_size=1, label_names=["x", "1"])
+    assert named.label_names == ["x", "1"]  # label_names says the order: then mixed kinds are fine
+
+
+@pytest.mark.parametrize("name", ["a" * 5000, "~nobody-here/data.csv", "", "   "])
+def test_data_names_the_system_cannot_look_up_are_data_errors(name):
+    """Found by the fuzz (issue 22): tk.data.load('a' * 5000) raised OSError 'File name too long',
+    '~nobody' RuntimeError 'Could not determine home directory', and '' read the folder '.'."""
+    with pytest.raises(DataError, match="is neither a built-in data set nor an existing CSV file|does not exist"):
+        tk.data.load(name)
+    with pytest.raises(DataError, match="does not exist"):
+        tk.data.from_csv(name if name.strip() else "a" * 5000)

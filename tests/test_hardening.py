@@ -223,7 +223,8 @@ def test_integral_float_labels_are_classes(reviews):
 
 
 @pytest.mark.parametrize("kw, words", [
-    (dict(seed=-5), "seed must be an integer >= 0"), (dict(label_names=[0, 1, 1]), "label_names must be distinct"),
+    (dict(seed=-5), r"seed must be an integer in 0 \.\. 2\*\*63 - 1"),
+    (dict(label_names=[0, 1, 1]), "label_names must be distinct"),
     (dict(validation_size=True), "validation_size"), (dict(conflicts="keep"), "conflicts must be one of"),
     (dict(txt="x"), r"takes no \['txt'\]"),
 ])

@@ -307,3 +307,13 @@ def test_the_heatmap_names_rows_by_number_and_the_table_scrolls_inside_itself():
     assert "#12 LoRA r8 α16" in fig.data[0].text[1][0]  # the whole name in the hover
     html = attribution_html(rows)
     assert "overflow-x:auto;max-width:100%" in html and html.count("position:sticky;left:0") == 2
+
+
+def test_step_counts_and_lengths_past_what_runs(tiny):
+    """Found by the fuzz (issue 22): n_steps=2**31 ran out of memory, internal_batch_size=2**63
+    raised OverflowError, and max_length=10**6 on a long sentence ran past BERT's 512 positions."""
+    with pytest.raises(tk.ConfigError, match=r"n_steps must be an integer in 1 \.\. 10000"):
+        attribute(tiny, "a fine film", n_steps=2**31)
+    assert attribute(tiny, "a fine film", n_steps=4, internal_batch_size=2**63).delta is not None
+    with pytest.warns(UserWarning, match="using max_length=512"):
+        assert len(attribute(tiny, "word " * 700, n_steps=2, max_length=10**6).tokens) == 512

@@ -275,3 +275,30 @@ def test_real_minilm_probe_is_unchanged_and_the_base_is_self_similar(rt, tmp_pat
                    runs_dir=str(tmp_path), progress=False, evals_per_epoch=1)
     df = representation_drift(run, data=rt, n=32)
     assert len(df) == 7 and (df["cka"] == 1.0).all()
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(seed=2**63), r"seed must be an integer in 0 \.\. 2\*\*32 - 1"), (dict(seed=False), "seed must be"),
+    (dict(n=0.0), "n must be a positive integer"), (dict(max_length=1.5), "max_length must be an integer >= 2"),
+    (dict(texts=3), "texts must be a list of texts"),
+])
+def test_drift_and_pca_arguments_are_named(probe_run, small, kw, words):
+    """Found by the fuzz (issue 22): seed=2**63 raised numpy's 'Seed must be between 0 and 2**32 - 1',
+    seed=False sklearn's random_state error, n=0.0 a TypeError, texts=3 'int is not iterable'."""
+    with pytest.raises(tk.ConfigError, match=words):
+        tk.inspect.representation_drift(probe_run, data=small, **{"n": 4, **kw})
+    if "texts" not in kw:
+        with pytest.raises(tk.ConfigError, match=words):
+            tk.inspect.pca_features(probe_run, small, **{"n": 4, **kw})
+
+
+@pytest.fixture
+def probe_run(tiny_dir, small, fast):
+    return tk.train(tk.load_model(tiny_dir, label_names=small.label_names), small, "probe", **{**fast, "train_size": 16})
+
+
+def test_drift_clamps_a_max_length_past_the_positions(probe_run):
+    with pytest.warns(UserWarning, match="using max_length=512"):
+        df = tk.inspect.representation_drift(probe_run, texts=["word " * 700, "a film", "a play", "a book"],
+                                                 max_length=10**6)
+    assert len(df) == probe_run.model.num_blocks + 1

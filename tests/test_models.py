@@ -1,5 +1,6 @@
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -102,7 +103,7 @@ def test_hub_id_without_the_offline_flag_still_fails_clearly():
 
 
 def test_num_labels_checks():
-    with pytest.raises(ConfigError, match="num_labels must be an integer >= 2"):
+    with pytest.raises(ConfigError, match=r"num_labels must be an integer in 2 \.\. 100000"):
         tk.load_model(num_labels=1)
     with pytest.raises(ConfigError, match="does not match"):
         tk.load_model(num_labels=3, label_names=["a", "b"])
@@ -171,3 +172,51 @@ def test_loads_from_several_threads_leave_later_loads_whole(tmp_path):
     assert tk.load_model(str(llama), task="causal_lm").task.name == "causal_lm"  # a decoder still loads
     heads = [tk.load_model(str(bert), seed=3).head().weight for _ in range(2)]
     assert torch.equal(*heads)  # and a seed still fixes a new head's start
+
+
+def test_load_model_refuses_odd_tasks_and_label_lists(tiny_dir):
+    """Found by the fuzz (issue 22): task=[] raised 'unhashable type', num_labels=10**30 filled the
+    memory with label names, and num_labels beside a label_names that is no list raised TypeError."""
+    with pytest.raises(ConfigError, match=r"task must be one of \['causal_lm', 'classification'\] \(got \[\]\)"):
+        tk.load_model(tiny_dir, task=[])
+    with pytest.raises(ConfigError, match=r"num_labels must be an integer in 2 \.\. 100000 \(got 10{30}\)"):
+        tk.load_model(tiny_dir, num_labels=10**30)
+    with pytest.raises(ConfigError, match="label_names must be a list of class names"):
+        tk.load_model(tiny_dir, num_labels=2, label_names=5)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "gpt2", "llama"])
+def test_max_length_past_the_models_positions_is_clamped_with_a_warning(family, tmp_path):
+    """Found by the fuzz (issue 22): max_length=10**6 on texts longer than the model's 512
+    positions failed the run inside its first step with torch's 'expanded size of the tensor
+    (605) must match the existing size (512)' (GPT-2: IndexError). Now the run takes the model's
+    limit, says so, and records it; a model with rotary positions has none."""
+    from tunekit.tiny import make_tiny
+    path = make_tiny(family, tmp_path / family, layers=1, hidden=32)
+    causal = family in ("gpt2", "llama")
+    data = tk.data.from_texts(["word " * 700 + str(i) for i in range(8)], validation_size=2, test_size=2)
+    model = tk.load_model(str(path), task="causal_lm") if causal else tk.load_model(str(path), label_names=["text", "x"])
+    limit = {"bert": 512, "roberta": 511, "distilbert": 512, "gpt2": 512, "llama": None}[family]
+    assert model.backbone.max_tokens == limit
+    if not causal:  # a classifier needs two classes: give half the texts the other one
+        df = pd.DataFrame({"text": data.train["text"].tolist() + data.test["text"].tolist(), "label": ["text", "x"] * 3})
+        data = tk.data.from_dataframe(df, validation_size=2, test_size=0, label_names=["text", "x"])
+    long = 600 if limit is None else limit + 1
+    args = dict(runs_dir=str(tmp_path / "runs"), max_length=long, batch_size=4, progress=False, evals_per_epoch=1)
+    if limit is None:
+        run = tk.train(model, data, "full", **args)
+        assert run.config["train"]["max_length"] == long
+        return
+    with pytest.warns(UserWarning, match=f"max_length={long} is more than the {limit} tokens this model takes"):
+        run = tk.train(model, data, "full", **args)
+    assert run.status == "completed" and run.config["train"]["max_length"] == limit
+    with pytest.warns(UserWarning, match=f"using max_length={limit}"):
+        assert tk.evaluate(model, data, max_length=10**6)["examples"] == len(data.validation)
+
+
+@pytest.mark.parametrize("name", ["a" * 5000, "~nobody-here/model"])
+def test_model_paths_the_system_cannot_look_up(name):
+    """Found by the fuzz (issue 22): load_model('a' * 5000) raised OSError 'File name too long';
+    '~nobody/model' RuntimeError 'Could not determine home directory'."""
+    with pytest.raises(ModelNotFoundError, match="cannot be looked up"):
+        tk.load_model(name)

@@ -366,3 +366,31 @@ def test_the_pareto_log_axis_has_whole_labels(three):
     fig = plots.pareto(three)  # trainable parameters 100 .. 10,000
     assert fig.layout.xaxis.type == "log" and fig.layout.xaxis.tickmode == "array"
     assert list(fig.layout.xaxis.ticktext) == ["100", "200", "500", "1,000", "2,000", "5,000", "10k"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["runs", "--runs-dir", "~nobody-here"], "argument --runs-dir: '~nobody-here' is not a usable path"),
+    (["runs", "--report", "bad\x00name.html"], "argument --report: cannot write"),
+    (["evaluate", "~nobody-here/run"], "argument RUN: '~nobody-here/run' is not a usable path"),
+    (["evaluate", "a" * 5000], "argument RUN: 'aaaa"),
+])
+def test_paths_the_system_cannot_use_are_one_line_errors(argv, words, tmp_path, monkeypatch, capsys):
+    """Found by the fuzz (issue 22): these raised RuntimeError ('Could not determine home directory'),
+    ValueError ('embedded null byte') or OSError ('File name too long') as tracebacks."""
+    from tunekit.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("draw, words", [
+    (lambda: plots.training_curves([], x=[]), "x must be one of"),
+    (lambda: plots.eval_curves([], metric=["val_loss"]), "metric must be one of"),
+    (lambda: plots.pareto([], x={}), "x must be one of"),
+    (lambda: plots.pareto([], y=[]), "y must be one of"),
+])
+def test_plot_choices_of_the_wrong_type_are_named(draw, words):
+    """Found by the fuzz (issue 22): a list where a name goes raised "unhashable type: 'list'"."""
+    with pytest.raises(ConfigError, match=words):
+        draw()

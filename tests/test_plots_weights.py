@@ -73,3 +73,20 @@ def test_no_torch_import():
     code = "import sys, tunekit.plots.weights; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_heatmap_modules_and_zmax_are_checked():
+    """Found by the fuzz (issue 22): modules=True raised "'bool' object is not iterable" and
+    zmax=nan plotly's bare ValueError."""
+    import pandas as pd
+
+    from tunekit.config import ConfigError
+    from tunekit.plots.weights import weight_change_heatmap
+    wc = pd.DataFrame({"run": ["r"], "label": ["r"], "block": [0], "module": ["query"], "rel_change": [0.1],
+                       "delta_norm": [0.2]})
+    with pytest.raises(ConfigError, match="modules must be None or a list of module names"):
+        weight_change_heatmap(wc, modules=True)
+    for zmax in (float("nan"), 0, -1, True):
+        with pytest.raises(ConfigError, match="zmax must be None or a finite number > 0"):
+            weight_change_heatmap(wc, zmax=zmax)
+    assert weight_change_heatmap(wc, modules="query", zmax=0.5) is not None

@@ -258,7 +258,7 @@ def test_max_length_is_refused_below_what_an_example_needs_and_lowered_above_the
         with pytest.raises(ConfigError, match="max_length must be at least 3"):
             tk.evaluate(tiny, small, max_length=short, size=8)
     assert tk.list_runs(fast["runs_dir"]) == []  # refused before any record
-    with pytest.warns(UserWarning, match="max_length=100000 is more than the 512 positions"):
+    with pytest.warns(UserWarning, match="max_length=100000 is more than the 512 tokens this model takes"):
         run = tk.train(tiny, small, tk.Probe(), max_length=100_000, **fast)
     assert run.config["train"]["max_length"] == 512 and run.status == "completed"
 

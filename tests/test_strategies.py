@@ -128,3 +128,10 @@ def test_prepare_of_tunekit_0_1_still_works_with_a_deprecation_warning(tiny):
     with pytest.warns(DeprecationWarning, match=r"use model.adapt\(strategy\)"):
         tk.Freeze.top(1).prepare(tiny)
     assert {tiny.group_of(n) for n in _trainable(tiny)} == {"block.1", "pooler", "head"}
+
+
+@pytest.mark.parametrize("kw", [dict(train=0.0), dict(frozen=None, train_blocks=1.5), dict(train={"head": 1})])
+def test_freeze_arguments_that_are_not_lists(kw):
+    """Found by the fuzz (issue 22): Freeze(train=0.0) raised "'float' object is not iterable"."""
+    with pytest.raises(ConfigError, match=r"Freeze\.(train|train_blocks) must be"):
+        tk.Freeze(**kw)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from tunekit.config import ConfigError
+from tunekit.config import MAX_SEED, ConfigError
 from tunekit.strategy_registry import STRATEGIES
 
 
@@ -63,8 +63,8 @@ def seed(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0 (got {text!r})")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0 .. 2**63 - 1 (got {text!r})")
     return value
 
 
@@ -89,14 +89,25 @@ def positive_float(text: str) -> float:
     return value
 
 
+def user_path(text: str, option: str) -> Path:
+    """``text`` as a path, ``~`` expanded. Raises :class:`InputError` about ``option`` for a
+    ``~user`` that names nobody, or a name the system cannot look up (too long)."""
+    try:
+        path = Path(text).expanduser()
+        path.exists()
+    except (RuntimeError, OSError) as e:
+        raise InputError(option, f"{text[:200]!r} is not a usable path ({e})") from None
+    return path
+
+
 # ----- runs --------------------------------------------------------------------------------------
 def open_run(run_ref: str, runs_dir: str):
     """The run ``run_ref`` names: a run directory, else a run of that name in ``runs_dir``.
     Raises :class:`InputError` about ``RUN``."""
     from tunekit.runs import RunRecordError, load_run  # lazy: pandas loads only for the commands that read runs
-    path = Path(run_ref).expanduser()
+    path = user_path(run_ref, "RUN")
     if not (path / "config.json").is_file():
-        path = Path(runs_dir).expanduser() / run_ref
+        path = user_path(runs_dir, "--runs-dir") / run_ref
     try:
         return load_run(path)
     except RunRecordError as e:

@@ -12,6 +12,7 @@ structure; no name is parsed).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence
 
 from torch import nn
@@ -19,6 +20,9 @@ from torch import nn
 from tunekit import adapters
 from tunekit.architectures import block_layers, find_blocks, module_label
 from tunekit.config import ConfigError
+
+_POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "camembert", "longformer")
+"""Model types whose position ids start after the padding index (fairseq's convention)."""
 
 
 class Backbone:
@@ -138,6 +142,33 @@ class Backbone:
         """Paths, inside block 0, of the layers peft can adapt (``attention.self.query`` ...)."""
         first = self.groups["block.0"][0]
         return sorted({n[len(first):] for n in adapters.adaptable_layers(self.hf, first)})
+
+    @property
+    def max_tokens(self) -> Optional[int]:
+        """The most tokens one example may have: the model's table of learned positions (RoBERTa's
+        start after the padding index), or None where there is no such table (rotary positions,
+        DeBERTa-v2's relative ones)."""
+        config = self.hf.config
+        if getattr(config, "rope_parameters", None) is not None or getattr(config, "rope_theta", None) is not None:
+            return None  # rotary: no table of positions (a longer example runs, if less well)
+        if getattr(config, "model_type", "") == "deberta-v2" and not getattr(config, "position_biased_input", True):
+            return None
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        if not isinstance(positions, int) or positions <= 0:
+            return None
+        if getattr(config, "model_type", "") in _POSITIONS_AFTER_PADDING:
+            positions -= (config.pad_token_id or 0) + 1
+        return positions
+
+    def fit_max_length(self, max_length: int, where: str = "max_length") -> int:
+        """``max_length``, or the model's :attr:`max_tokens` with a warning when it is longer (an
+        example longer than the model's positions cannot run through it)."""
+        limit = self.max_tokens
+        if limit is None or max_length <= limit:
+            return max_length
+        warnings.warn(f"{where}={max_length} is more than the {limit} tokens this model takes; "
+                      f"using {where}={limit}", stacklevel=3)
+        return limit
 
     def parameters_by_group(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         out: dict[str, list] = {g: [] for g in self.groups}

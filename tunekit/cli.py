@@ -233,17 +233,17 @@ def _write_report(runs, path, title, extra=()) -> Path:
     from tunekit.report import write_report  # lazy: plotly loads only for the commands that write a report
     try:
         return write_report(runs, path, title=title, extra=extra)
-    except OSError as e:
-        raise InputError("--report", f"cannot write {str(path)!r}: {e.strerror or e}") from e
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise InputError("--report", f"cannot write {str(path)!r}: {getattr(e, 'strerror', None) or e}") from e
 
 
 def _check_writable(path) -> None:
     """Fail before training, not after, if the report cannot be written."""
-    parent = Path(path).expanduser().resolve().parent
     try:
+        parent = Path(path).expanduser().resolve().parent
         parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError("--report", f"cannot create {str(parent)!r}: {e.strerror or e}") from e
+    except (OSError, ValueError, RuntimeError) as e:  # also a NUL byte, '~nobody'
+        raise InputError("--report", f"cannot write {str(path)!r}: {getattr(e, 'strerror', None) or e}") from e
     if Path(path).expanduser().is_dir() or not os.access(parent, os.W_OK):
         raise InputError("--report", f"cannot write {str(path)!r}")
 
@@ -367,7 +367,7 @@ def _instrument_sections(runs, data, sentence) -> list:
 
 def cmd_runs(args) -> int:
     from tunekit.runs import list_runs  # lazy: pandas loads only for the commands that read runs
-    root = Path(args.runs_dir).expanduser()
+    root = arguments.user_path(args.runs_dir, "--runs-dir")
     if root.exists() and not root.is_dir():
         raise InputError("--runs-dir", f"{str(root)!r} is not a directory")
     runs = list_runs(root)

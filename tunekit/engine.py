@@ -65,7 +65,7 @@ from tunekit.run_state import Outcome, PhaseRun, Progress, Setup
 from tunekit.runs import Run
 from tunekit.runtime import adamw, choose_precision, lr_factor, pick_device, versions
 from tunekit.sharing import SharedInputs
-from tunekit.strategies import Strategy, get_strategy
+from tunekit.strategies import Strategy, get_strategies, get_strategy
 from tunekit.writer import ReplicaWriter, RunWriter, record_config
 
 EVENTS = ("train_start", "phase_start", "step", "memory", "eval", "epoch_end", "train_end")
@@ -617,7 +617,7 @@ def compare(strategies: Sequence[Any], data: Any = "rotten_tomatoes", model: str
         raise ConfigError("compare needs at least one strategy")
     data = load_data(data)
     config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
-    strategies = [get_strategy(s) for s in strategies]
+    strategies = get_strategies(strategies)
     m = load_for(model, data, task, config.seed)
     for strategy in strategies:  # every strategy checked against the model before any trains
         for phase in strategy.phases():

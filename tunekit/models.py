@@ -34,7 +34,7 @@ from torch import nn
 
 from tunekit import adapters, quantizers
 from tunekit.backbone import Backbone
-from tunekit.config import ConfigError, TunekitError, plain_arguments, require
+from tunekit.config import MAX_LABELS, ConfigError, TunekitError, plain_arguments, require, seed_value
 from tunekit.sources import (  # noqa: F401
     BUILTIN_MODELS,
     DEFAULT_MODEL,
@@ -229,36 +229,21 @@ class Model:
             return self.module.logits(input_ids, attention_mask)
         return self.module({"input_ids": input_ids, "attention_mask": attention_mask}).logits
 
-    def length_range(self) -> tuple[int, Optional[int]]:
-        """The fewest and the most tokens an example may have: the special tokens the tokenizer
-        adds plus one of text (two for a language model, which predicts the next), and the
-        positions the model has (None when it does not say)."""
-        least = self.tokenizer.num_special_tokens_to_add() + (2 if self.task.name == "causal_lm" else 1)
-        cfg = self.hf.config
-        most = next((v for v in (getattr(cfg, k, None) for k in ("max_position_embeddings", "n_positions"))
-                     if isinstance(v, int) and v > 0), None)
-        if most is not None and cfg.model_type in ("roberta", "xlm-roberta", "camembert"):
-            most -= (cfg.pad_token_id or 0) + 1  # their positions start after the padding index
-        limit = getattr(self.tokenizer, "model_max_length", None)
-        if isinstance(limit, int) and 0 < limit < 10 ** 7:  # transformers' "no limit" is a huge int
-            most = limit if most is None else min(most, limit)
-        return least, most
+    def min_length(self) -> int:
+        """The fewest tokens an example may have: the special tokens the tokenizer adds, plus
+        one of text (two for a language model, which predicts the next)."""
+        return self.tokenizer.num_special_tokens_to_add() + (2 if self.task.name == "causal_lm" else 1)
 
     def fit_length(self, max_length: int, where: str = "max_length") -> int:
-        """``max_length`` as this model can take it: refused below what one example needs
-        (:meth:`length_range`), lowered with a warning above the positions it has."""
-        least, most = self.length_range()
+        """``max_length`` as this model can take it: refused below :meth:`min_length`, lowered
+        with a warning above the positions it has (:meth:`Backbone.fit_max_length`)."""
+        least = self.min_length()
         if max_length < least:
             raise ConfigError(f"{where} must be at least {least} for this model (its tokenizer adds "
                               f"{self.tokenizer.num_special_tokens_to_add()} special token(s), and an example needs "
                               f"{'two tokens to predict one' if self.task.name == 'causal_lm' else 'one token'} of "
                               f"text) (got {max_length})")
-        if most is not None and max_length > most:
-            import warnings
-            warnings.warn(f"{where}={max_length} is more than the {most} positions of {self.source!r}; "
-                          f"using {where}={most}", stacklevel=3)
-            return most
-        return max_length
+        return self.backbone.fit_max_length(max_length, where)
 
     def tokenize(self, texts: Sequence[str], max_length: int = 128) -> dict:
         return self.tokenizer(list(texts), truncation=True, max_length=max_length,
@@ -346,13 +331,13 @@ def _load_error(model, part: str, e: BaseException) -> TunekitError:
 def _labels(num_labels, label_names) -> list[str]:
     if label_names is None:
         n = 2 if num_labels is None else num_labels
-        if not isinstance(n, int) or isinstance(n, bool) or n < 2:
-            raise ConfigError(f"num_labels must be an integer >= 2 (got {num_labels!r})")
+        if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= MAX_LABELS:
+            raise ConfigError(f"num_labels must be an integer in 2 .. {MAX_LABELS} (got {num_labels!r})")
         return [f"LABEL_{i}" for i in range(n)]
-    if num_labels is not None and num_labels != len(label_names):
-        raise ConfigError(f"num_labels={num_labels} does not match {len(label_names)} label_names")
     if isinstance(label_names, str) or not hasattr(label_names, "__len__"):
         raise ConfigError(f"label_names must be a list of class names (got {label_names!r})")
+    if num_labels is not None and num_labels != len(label_names):
+        raise ConfigError(f"num_labels={num_labels} does not match {len(label_names)} label_names")
     if len(label_names) < 2:
         raise ConfigError(f"label_names must name at least 2 classes (got {list(label_names)!r})")
     if not all(isinstance(n, str) and n for n in label_names):
@@ -402,7 +387,7 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
         if label_names is not None or num_labels is not None or pooling is not None:
             raise ConfigError(f"task {task!r} takes no label_names, num_labels or pooling")
         the_task = cls()
-    require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", "an integer >= 0", seed)
+    seed = seed_value("seed", seed)
     overrides = dict(config_overrides or {}) if isinstance(config_overrides, (dict, type(None))) else None
     require(overrides is not None and all(isinstance(k, str) for k in overrides), "config_overrides",
             "a dict of config field names to values, or None", config_overrides)

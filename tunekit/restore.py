@@ -24,6 +24,7 @@ from typing import Callable, Optional
 import torch
 
 from tunekit import quantizers
+from tunekit.adapters import checkpointing_notice_quiet
 from tunekit.cards import write_card
 from tunekit.config import ConfigError, RunRecordError
 from tunekit.models import Model
@@ -53,7 +54,8 @@ def _load_peft(run, model: Model) -> Model:
         held = f"holds {pickled[0]}, a pickle, which tunekit never loads (records hold safetensors only)" if pickled \
             else "has no adapter_model.safetensors"
         raise RunRecordError(f"{folder}: the record's adapter {held}")
-    model.backbone.attach(PeftModel.from_pretrained(model.hf, str(run.path / "adapter")))
+    with checkpointing_notice_quiet():
+        model.backbone.attach(PeftModel.from_pretrained(model.hf, str(run.path / "adapter")))
     return model
 
 

@@ -61,6 +61,10 @@ class Run:
         if not isinstance(path, (str, os.PathLike)):
             raise RunRecordError(f"a run is opened from its folder's path (got {type(path).__name__} {path!r})")
         self.path = Path(path)
+        try:
+            self.path.exists()
+        except (OSError, ValueError) as e:  # a name the system cannot look up: too long, a NUL byte
+            raise RunRecordError(f"{str(path)[:200]!r} cannot be a run record's folder ({e})") from None
         if self.path.exists() and not self.path.is_dir():
             raise RunRecordError(f"{self.path} is a file, not a run record (a folder with config.json and "
                                  "summary.json)")
@@ -361,8 +365,13 @@ def load_run(path: str | os.PathLike) -> Run:
 
 def list_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[Run]:
     """Every run under ``runs_dir``, oldest first. Corrupt records are skipped with a warning."""
-    root = Path(runs_dir).expanduser()
-    if not root.is_dir():
+    if not isinstance(runs_dir, (str, os.PathLike)):
+        raise RunRecordError(f"runs_dir must be a folder's path (got {type(runs_dir).__name__} {runs_dir!r})")
+    try:
+        root = Path(runs_dir).expanduser()
+        if not root.is_dir():
+            return []
+    except (OSError, ValueError, RuntimeError):  # a name the system cannot look up: too long, a NUL byte, ~nobody
         return []
     runs = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):

@@ -121,8 +121,12 @@ def resolve_model_path(name_or_path: str) -> Path:
         return minilm_dir()
     if name == "smollm2":
         return smollm2_dir()
-    path = Path(name).expanduser()
-    if path.exists():
+    try:
+        path = Path(name).expanduser()
+        exists = path.exists()
+    except (OSError, ValueError, RuntimeError) as e:  # too long, a NUL byte, '~nobody'
+        raise ModelNotFoundError(f"model path {name[:200]!r} cannot be looked up ({e}); {_builtin_hint()}") from None
+    if exists:
         if path.is_file():
             raise ModelNotFoundError(f"model path {name!r} is a file; pass the directory that holds config.json "
                                      f"and the weights; {_builtin_hint()}")

@@ -150,11 +150,16 @@ def _resolve_target(model: TextClassifier, target, predicted: int) -> int:
                       f"(got {target!r})")
 
 
+MAX_STEPS = 10_000
+"""The most integration steps: the gap shrinks fast (50 is captum's default), and every step is one
+more copy of the sentence through the model."""
+
+
 def _check(text, n_steps, internal_batch_size, max_length) -> None:
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"text must be a non-empty string (got {text!r})")
-    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
-        raise ConfigError(f"n_steps must be an integer >= 1 (got {n_steps!r})")
+    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or not 1 <= n_steps <= MAX_STEPS:
+        raise ConfigError(f"n_steps must be an integer in 1 .. {MAX_STEPS} (got {n_steps!r})")
     if internal_batch_size is not None and (not isinstance(internal_batch_size, int)
                                             or isinstance(internal_batch_size, bool) or internal_batch_size < 1):
         raise ConfigError(f"internal_batch_size must be None or an integer >= 1 (got {internal_batch_size!r})")
@@ -198,6 +203,7 @@ def attribute(model: TextClassifier | RunLike, text: str, target: int | str | No
         run_name = model.trained_by[-1] if model.trained_by else "base"
         label = run_name
 
+    max_length = model.backbone.fit_max_length(max_length)
     enc = model.tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt",
                           return_special_tokens_mask=True)
     device = model.device
@@ -231,7 +237,8 @@ def attribute(model: TextClassifier | RunLike, text: str, target: int | str | No
             lig = LayerIntegratedGradients(forward, embedding)
             with torch.enable_grad():
                 attr, delta = lig.attribute(ids, baselines=baseline, additional_forward_args=(mask,),
-                                            target=t, n_steps=n_steps, internal_batch_size=internal_batch_size,
+                                            target=t, n_steps=n_steps,
+                                            internal_batch_size=min(internal_batch_size or n_steps, n_steps),
                                             return_convergence_delta=True)
     finally:
         model.module.train(was_training)

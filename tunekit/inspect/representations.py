@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, require
 from tunekit.data import load as load_data
 from tunekit.inspect.models import Pair, load_pairs
 from tunekit.models import Model as TextClassifier
@@ -174,7 +174,10 @@ class _Grams:
 def _text_list(texts: Any) -> list[str]:
     if isinstance(texts, str):
         texts = [texts]
-    texts = [str(t) for t in (texts.tolist() if hasattr(texts, "tolist") else list(texts))]
+    try:
+        texts = [str(t) for t in (texts.tolist() if hasattr(texts, "tolist") else list(texts))]
+    except TypeError:
+        raise ConfigError(f"texts must be a list of texts (got {type(texts).__name__})") from None
     if not texts:
         raise ConfigError("texts must hold at least one text")
     return texts
@@ -186,8 +189,11 @@ def _batched(model: TextClassifier, texts: Any, max_length: int, batch_size: int
     """``features(batch)`` ([b, ...]) over all texts, in eval mode and without gradients,
     batched by token length (less padding) and returned in the texts' order (float32, CPU)."""
     texts = _text_list(texts)
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer (got {batch_size!r})")
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 2:
+        raise ConfigError(f"max_length must be an integer >= 2 (got {max_length!r})")
+    max_length = model.backbone.fit_max_length(max_length)
     lengths = [len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
     order = sorted(range(len(texts)), key=lengths.__getitem__)
     was_training = model.module.training
@@ -271,6 +277,8 @@ def _sample(data: Any, n: int, seed: int) -> pd.DataFrame:
     """A seeded sample of ``n`` validation examples (all of them if there are fewer)."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"n must be a positive integer (got {n!r})")
+    require(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32,
+            "seed", "an integer in 0 .. 2**32 - 1 (it seeds pandas' sample)", seed)
     data = load_data(data)
     df = data.validation
     if len(df) == 0:

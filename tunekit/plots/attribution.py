@@ -105,7 +105,7 @@ def _base_index(recs: list[dict]) -> int:
 
 
 def _check_normalize(normalize: str) -> None:
-    if normalize not in NORMALIZE:
+    if not isinstance(normalize, str) or normalize not in NORMALIZE:
         raise ConfigError(f"normalize must be one of {NORMALIZE} (got {normalize!r})")
 
 

@@ -74,7 +74,7 @@ def cost_curves(exp: Any, x: str = "seconds") -> go.Figure:
     """Test accuracy against what a cell cost (``x``: ``"seconds"``, ``"memory_mb"`` or
     ``"trainable"``), one line per strategy through its training-set sizes, each point
     labelled with its size, with its 95 % interval as an error bar."""
-    if x not in COST_X:
+    if not isinstance(x, str) or x not in COST_X:
         raise ConfigError(f"x must be one of {list(COST_X)} (got {x!r})")
     table = _table(exp)
     fig = go.Figure()

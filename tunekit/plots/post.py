@@ -29,7 +29,7 @@ def sparsity_curve(runs: Any, metric: str | None = None) -> go.Figure:
     if not runs:
         raise ConfigError("sparsity_curve needs prune records of method='magnitude' (tk.prune(run, sparsity=[...]))")
     key = metric or primary(runs[0].task).key
-    if key not in METRICS:
+    if not isinstance(key, str) or key not in METRICS:
         raise ConfigError(f"metric must be one of {sorted(METRICS)} (got {metric!r})")
     fig = go.Figure()
     by_parent: dict[str, list] = {}

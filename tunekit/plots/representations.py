@@ -65,7 +65,7 @@ def cka_by_layer(df: pd.DataFrame, metric: str = "cka", colors: Optional[dict] =
     overrides the default order. x: layer (0 = the embeddings' output, k = block k-1's
     output); y: similarity in [0, 1], 1 = the geometry did not change.
     """
-    if metric not in METRICS:
+    if not isinstance(metric, str) or metric not in METRICS:
         raise ConfigError(f"metric must be one of {list(METRICS)} (got {metric!r})")
     _need(df, ["run", "label", "layer", metric], "cka_by_layer")
     fig = go.Figure()

@@ -149,7 +149,7 @@ def training_curves(runs: Any, smooth: float = 0.6, x: str = "step") -> go.Figur
     """
     if not (isinstance(smooth, (int, float)) and not isinstance(smooth, bool) and 0 <= smooth < 1):
         raise ConfigError(f"smooth must be a number in [0, 1) (got {smooth!r})")
-    if x not in STEP_X:
+    if not isinstance(x, str) or x not in STEP_X:
         raise ConfigError(f"x must be one of {list(STEP_X)} (got {x!r})")
     series = _series(runs)
     fig = go.Figure()
@@ -180,7 +180,7 @@ def eval_curves(runs: Any, metric: Optional[str] = None) -> go.Figure:
     runs = as_runs(runs)
     if metric is None:
         metric = "val_" + primary(_task_of(runs)).key
-    if metric not in EVAL_METRICS:
+    if not isinstance(metric, str) or metric not in EVAL_METRICS:
         raise ConfigError(f"metric must be one of {list(EVAL_METRICS)} (got {metric!r})")
     series = _series(runs)
     fig = go.Figure()
@@ -307,13 +307,13 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
     allocation); a run that recorded only its process's RSS is not plotted. Runs without
     both values (e.g. failed before the first evaluation) are listed under the plot instead.
     """
-    if x not in PARETO_X:
+    if not isinstance(x, str) or x not in PARETO_X:
         raise ConfigError(f"x must be one of {list(PARETO_X)} (got {x!r})")
     rows, records = _rows(runs)
     if y is None:
         tasks = set(rows["task"].dropna()) if "task" in rows.columns else set()
         y = primary(tasks.pop() if len(tasks) == 1 else "classification").key
-    if y not in PARETO_Y:
+    if not isinstance(y, str) or y not in PARETO_Y:
         raise ConfigError(f"y must be one of {list(PARETO_Y)} (got {y!r})")
     metric = METRICS[y]
     log_x = x in ("trainable_params", "wall_time_s") if log_x is None else bool(log_x)

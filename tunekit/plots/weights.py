@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tunekit.architectures import LABEL_ORDER
-from tunekit.config import ConfigError
+from tunekit.config import ConfigError, finite_number, require
 from tunekit.plots.axes import projector_layout, readable_log_axes, wrap
 from tunekit.plots.captions import figure_kind, module_words, param_label
 from tunekit.plots.runs import PALETTE
@@ -79,6 +79,10 @@ def _grid(df: pd.DataFrame, run: str, value: str, modules: list[str], blocks: li
 
 
 def _axes(df: pd.DataFrame, modules: Optional[Sequence[str]]) -> tuple[list[str], list[int]]:
+    if isinstance(modules, str):
+        modules = [modules]
+    require(modules is None or (isinstance(modules, (list, tuple)) and all(isinstance(m, str) for m in modules)),
+            "modules", "None or a list of module names such as ['query', 'value']", modules)
     blocks = sorted(int(b) for b in df["block"].dropna().unique())
     present = set(df.loc[df["block"].notna(), "module"])
     mods = [m for m in (modules or MODULE_ORDER) if m in present]
@@ -99,6 +103,7 @@ def weight_change_heatmap(wc: pd.DataFrame, value: str = "rel_change",
     runs = _runs_in(wc)
     labels = [lab for _, lab in runs]
     mods, blocks = _axes(wc, modules)
+    require(zmax is None or (finite_number(zmax) and zmax > 0), "zmax", "None or a finite number > 0", zmax)
     if zmax is None:
         zmax = float(wc.loc[wc["block"].notna(), value].max() or 1.0) or 1.0
     n = len(runs)

@@ -38,7 +38,7 @@ from tunekit.metrics import primary
 from tunekit.models import load_for
 from tunekit.post.base import copy_model
 from tunekit.runs import Run, load_run
-from tunekit.strategies import Full, get_strategy
+from tunekit.strategies import Full, get_strategies, get_strategy
 from tunekit.structure import apply_steps, new_head
 
 SPLITS = ("validation", "test")
@@ -113,7 +113,7 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
         raise ConfigError(f"split must be one of {SPLITS} (got {split!r})")
     positive_int("n", n)
     positive_int("k", k)
-    strategies = [get_strategy(s) for s in strategies]
+    strategies = get_strategies(strategies)
     first_strategy = get_strategy(first_strategy) if first_strategy is not None else Full()
     data_a, data_b = load_data(first), load_data(then)
     seed = int(train_overrides.get("seed", 0))

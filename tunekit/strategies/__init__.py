@@ -61,4 +61,16 @@ def get_strategy(spec) -> Strategy:
     return cls(**kw)
 
 
-__all__ = ["Strategy", "Phase", "Plan", *STRATEGIES.values(), "REGISTRY", "register", "get_strategy"]
+def get_strategies(specs, where: str = "strategies") -> list[Strategy]:
+    """A list of strategies from a list (or tuple) of what :func:`get_strategy` takes; one
+    strategy, name or dict alone is a list of one."""
+    if isinstance(specs, (Strategy, str, dict)):
+        specs = [specs]
+    if not isinstance(specs, (list, tuple)) or not specs:
+        raise ConfigError(f"{where} must be a non-empty list of strategies (Strategy objects, names such as "
+                          f"'lora', or dicts) (got {specs!r})")
+    return [get_strategy(s) for s in specs]
+
+
+__all__ = ["Strategy", "Phase", "Plan", *STRATEGIES.values(), "REGISTRY", "register", "get_strategy",
+           "get_strategies"]

@@ -46,6 +46,9 @@ class Freeze(Strategy):
             v = getattr(self, k)
             if isinstance(v, (str, int)):
                 v = [v]
+            if not isinstance(v, (list, tuple, range)):
+                what = "block indices" if k == "train_blocks" else "layer group names"
+                raise ConfigError(f"Freeze.{k} must be a list of {what} (got {v!r})")
             setattr(self, k, tuple(v))
         if self.train_blocks is not None and not all(isinstance(b, int) and not isinstance(b, bool)
                                                      for b in self.train_blocks):

@@ -17,7 +17,7 @@ TASKS: dict[str, type[Task]] = {
 
 
 def task_class(name: str) -> type[Task]:
-    if name not in TASKS:
+    if not isinstance(name, str) or name not in TASKS:
         raise ConfigError(f"task must be one of {sorted(TASKS)} (got {name!r})")
     return TASKS[name]
 
