@@ -44,6 +44,7 @@ def test_runs_reload_in_a_new_process_with_the_same_logits(tiny_dir, small, fast
     assert lines[-1] == f"completed {run.summary['steps']}"
 
 
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft reads it
 def test_adapter_loads_in_plain_peft_with_identical_logits(tiny_dir, small, fast):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
