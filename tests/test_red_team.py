@@ -2,6 +2,8 @@
 (The property-based fuzz of the same surface is in tests/test_fuzz_api.py and test_fuzz_records.py.)"""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import tunekit as tk
@@ -335,3 +337,15 @@ def test_the_default_learning_rates_are_one_table():
     from tunekit.strategies import REGISTRY
     from tunekit.strategy_registry import DEFAULT_LR
     assert {name: cls.default_lr for name, cls in REGISTRY.items() if name in DEFAULT_LR} == DEFAULT_LR
+
+
+def test_head_pruning_a_model_with_one_head_per_block_says_so(tiny_dir, small, tmp_path):
+    import shutil
+    folder = tmp_path / "one-head"
+    shutil.copytree(tiny_dir, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "num_attention_heads": 1}))
+    model = tk.load_model(str(folder), label_names=small.label_names)
+    with pytest.raises(ConfigError, match=r"have 1 attention head\(s\).*no head to prune; try method='neurons'"):
+        tk.prune(model, method="heads", amount=1, data=small, runs_dir=str(tmp_path / "runs"))
+    assert tk.list_runs(tmp_path / "runs") == []

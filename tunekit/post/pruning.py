@@ -171,6 +171,9 @@ def structured_steps(src: Source, method: str, amount: Any, importance: str, exa
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
             raise ConfigError(f"amount must be the number of heads to remove from each block, an integer >= 1 "
                               f"(got {amount!r})")
+        if min(counts) < 2:
+            raise ConfigError(f"method='heads': this model's blocks have {min(counts)} attention head(s), and a "
+                              f"block keeps at least one, so there is no head to prune; try method='neurons'")
         if amount >= min(counts):
             raise ConfigError(f"amount={amount} would prune every attention head of a layer (the blocks have "
                               f"{min(counts)} heads); amount must be in 1..{min(counts) - 1}")
