@@ -22,7 +22,7 @@ from tunekit.experiments.queue import Queue
 from tunekit.experiments.record import FORMAT, RECORD, Experiment, cell_key, split_key
 from tunekit.models import load_for
 from tunekit.sharing import SharedInputs
-from tunekit.strategies import get_strategy
+from tunekit.strategies import get_strategies
 from tunekit.writer import sanitize_name, write_json
 
 
@@ -89,7 +89,7 @@ def experiment(strategies: Sequence[Any], data: Any = "rotten_tomatoes", *, size
     data = load_data(data)
     if not strategies:
         raise ConfigError("experiment needs at least one strategy (e.g. [tk.Probe(), tk.LoRA(rank=8), tk.Full()])")
-    strategies = [get_strategy(s) for s in strategies]
+    strategies = get_strategies(strategies)
     labels = [s.label for s in strategies]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two strategies share a label in {labels}: give each its own settings")
