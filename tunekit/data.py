@@ -310,15 +310,15 @@ def from_csv(path: str | os.PathLike, text: str = "text", label: str = "label", 
     if not _is(path, "is_file"):
         raise DataError(f"CSV file {str(path)!r} does not exist")
     kwargs.setdefault("name", path.stem)
-    if _has_nul(path):
-        raise DataError(f"CSV file {str(path)!r} holds NUL bytes: it is not a text file (a binary or "
-                        f"damaged file?)")
     try:
         df = pd.read_csv(path)
     except UnicodeDecodeError as e:
         raise DataError(f"CSV file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as e:
         raise DataError(f"CSV file {str(path)!r} cannot be read as CSV: {str(e).strip().splitlines()[0]}") from None
+    if _has_nul(path):  # pandas reads NUL bytes as text; a CSV holding them is binary or damaged
+        raise DataError(f"CSV file {str(path)!r} holds NUL bytes: it is not a text file (a binary or "
+                        f"damaged file?)")
     return from_dataframe(df, text, label, source=str(path), **kwargs)
 
 
