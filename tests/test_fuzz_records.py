@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -433,3 +434,49 @@ def test_a_missing_weights_file_is_named_when_the_summary_says_it_was_saved(fold
     with pytest.raises(RunRecordError, match=r"full/weights.safetensors is missing: summary.json says"):
         tk.load_run(runs / "full").load_model()
 
+
+# ----- numbers: two records started at once ------------------------------------------------------------------------
+def _start_record(runs_dir: str, barrier, out, window_s: float) -> None:
+    """A child: wait for the others, then start a record named "same" and say which number it
+    got, and when it entered and left RunWriter. ``window_s`` widens the time between choosing
+    the number and writing it (a slow folder), so that a race, if there is one, is lost."""
+    import time
+
+    from tunekit import writer
+    choose = writer.next_number
+
+    def slow_next_number(root):
+        n = choose(root)
+        time.sleep(window_s)
+        return n
+    writer.next_number = slow_next_number
+    barrier.wait()
+    entered = time.monotonic()
+    w = writer.RunWriter(runs_dir, "same", {"who": os.getpid()})
+    left = time.monotonic()
+    w.finish("completed")
+    out.put((w.name, json.loads((w.path / "config.json").read_text())["number"], entered, left))
+
+
+def test_records_started_at_once_by_several_processes_get_distinct_numbers(tmp_path):
+    """Four processes released together by one barrier each start a record in one folder, three
+    rounds. Each entered RunWriter before another had left it (they raced), and the numbers are
+    distinct and the folder's next ones: the number is taken under the folder's lock."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(3):
+        runs_dir = tmp_path / f"runs{round_}"
+        runs_dir.mkdir()
+        barrier, out = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_start_record, args=(str(runs_dir), barrier, out, 0.2)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        got = [out.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+        first_left = min(left for *_, left in got)
+        assert sum(entered < first_left for _, _, entered, _ in got) >= 2, "the processes did not race"
+        assert sorted(n for _, n, _, _ in got) == [1, 2, 3, 4], got
+        assert len({name for name, *_ in got}) == 4
+        assert sorted(r.config["number"] for r in tk.list_runs(runs_dir)) == [1, 2, 3, 4]
+        assert sorted(p.name for p in runs_dir.iterdir()) == ["same", "same-2", "same-3", "same-4"]  # no lock file
