@@ -45,6 +45,42 @@ def canonical_name(param_name: str) -> str:
     return _LEGACY_PEFT_NOISE.sub("", param_name)
 
 
+# ----- reading a record's files: every damage a RunRecordError that names the file ---------------------------
+def read_tensors(f: Path, floating: bool = True) -> dict:
+    """The tensors of the safetensors file ``f`` of a record. A file that is missing, truncated
+    or not safetensors, or (``floating``) that holds a tensor that is not floating point (a
+    trained tensor always is), is a RunRecordError that names it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        state = load_file(str(f))
+    except FileNotFoundError:
+        raise RunRecordError(f"{f} is missing") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:  # safetensors says "header too large" ...
+        raise RunRecordError(f"{f} is damaged: it cannot be read as safetensors ({str(e)[:200]})") from None
+    if floating:
+        odd = next((n for n, v in state.items() if not v.is_floating_point()), None)
+        if odd is not None:
+            raise RunRecordError(f"{f} is damaged: {odd} holds {state[odd].dtype} values, not floating point")
+    return state
+
+
+def read_adapter_config(folder: Path) -> dict:
+    """A record's ``adapter/adapter_config.json``, checked to be a JSON object (peft reads the
+    rest), or a RunRecordError that names it."""
+    import json
+    f = folder / "adapter_config.json"
+    try:
+        config = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunRecordError(f"{f} is missing") from None
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8
+        raise RunRecordError(f"{f} is damaged: {str(e)[:200]}") from None
+    if not isinstance(config, dict):
+        raise RunRecordError(f"{f} is damaged: not a JSON object")
+    return config
+
+
 # ----- the weights, by record format ----------------------------------------------------------------
 def _load_peft(run, model: Model) -> Model:
     from peft import PeftModel  # lazy: peft's import takes seconds, and only adapter records need it
@@ -54,14 +90,23 @@ def _load_peft(run, model: Model) -> Model:
         held = f"holds {pickled[0]}, a pickle, which tunekit never loads (records hold safetensors only)" if pickled \
             else "has no adapter_model.safetensors"
         raise RunRecordError(f"{folder}: the record's adapter {held}")
-    with checkpointing_notice_quiet():
-        model.backbone.attach(PeftModel.from_pretrained(model.hf, str(run.path / "adapter")))
+    read_adapter_config(folder)
+    read_tensors(folder / "adapter_model.safetensors")
+    try:
+        with checkpointing_notice_quiet():
+            peft_model = PeftModel.from_pretrained(model.hf, str(folder))
+    except RuntimeError as e:  # load_state_dict: a tensor of another shape
+        raise RunRecordError(f"{folder / 'adapter_model.safetensors'} does not fit the model it applies to: "
+                             f"{' '.join(str(e).split())[:300]}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as e:  # peft refuses what the config says
+        raise RunRecordError(f"{folder / 'adapter_config.json'} is damaged: peft cannot build the adapter it "
+                             f"describes ({type(e).__name__}: {str(e)[:200]})") from None
+    model.backbone.attach(peft_model)
     return model
 
 
 def _load_safetensors(run, model: Model) -> Model:
-    from safetensors.torch import load_file
-    state = load_file(str(run.path / "weights.safetensors"))
+    state = read_tensors(run.path / "weights.safetensors")
     params = dict(model.hf.named_parameters())
     missing = set(state) - set(params)
     if missing:
@@ -113,10 +158,14 @@ def pretrained(run) -> Model:
 def base(run) -> Model:
     """The model a record's weights apply to: its parent's result (adapters merged) or the
     pretrained checkpoint, with the record's structural steps replayed."""
-    parent = run.parent_run()
-    model = load_model(parent, merged=True) if parent is not None else pretrained(run)
+    parents = run.ancestors()  # each found, and no cycle (else a RunRecordError naming the files)
+    model = load_model(parents[0], merged=True) if parents else pretrained(run)
     if run.structure:
-        apply_steps(model, run.structure)
+        try:
+            apply_steps(model, run.structure)
+        except (ConfigError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            raise RunRecordError(f"{run.path / 'config.json'} is damaged: its 'structure' cannot be replayed on the "
+                                 f"model it started from ({type(e).__name__}: {str(e)[:200]})") from None
         model.structure = []  # they belong to this record now
     return model
 
@@ -127,6 +176,10 @@ def load_model(run, device: Optional[str] = None, merged: bool = False) -> Model
     model, no peft layers)."""
     fmt = run.format
     if fmt is None:
+        saved = run.summary.get("weights")  # where a training run said it saved them
+        if isinstance(saved, str) and saved and not (run.path / saved).exists():
+            raise RunRecordError(f"{run.path / saved} is missing: summary.json says the run saved its weights "
+                                 "there")
         raise RunRecordError(f"{run.path} holds no weights (saved with save_weights=False, "
                              f"or the run {run.status} before any were written)")
     model = base(run)
@@ -144,11 +197,10 @@ def initial_tensors(run) -> dict:
     """Starting values (canonical names) of the trained tensors that the parent (or the
     checkpoint) does not hold: the new head. Records of tunekit 0.1 named them as peft
     does; those names are read back, and LoRA's own start values are left out."""
-    from safetensors.torch import load_file
     f = run.path / "initial.safetensors"
     if not f.is_file():
         return {}
-    return {canonical_name(n): v for n, v in load_file(str(f)).items() if ".lora_" not in n}
+    return {canonical_name(n): v for n, v in read_tensors(f).items() if ".lora_" not in n}
 
 
 def load_start(run, device: Optional[str] = None) -> Model:
@@ -159,7 +211,10 @@ def load_start(run, device: Optional[str] = None) -> Model:
     with torch.no_grad():
         for name, value in initial_tensors(run).items():
             target = params.get(name)
-            if target is not None and target.shape == value.shape:
+            if target is not None and target.shape != value.shape:
+                raise RunRecordError(f"{run.path / 'initial.safetensors'} does not fit the model it applies to "
+                                     f"({name} is {list(value.shape)}, the model's {list(target.shape)})")
+            if target is not None:
                 target.copy_(value)
     if run.task == "classification" and run.pooling:
         model.module.pooling = run.pooling

@@ -40,6 +40,7 @@ import pandas as pd
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, RunRecordError
 from tunekit.data import BUILTIN, load
 from tunekit.metrics import for_task
+from tunekit.record_fields import CONFIG, EVENT, SUMMARY, check, problem
 from tunekit.run_names import display_name
 from tunekit.writer import STATUSES, RecordWriteError, RunWriter, now, sanitize_name, write_json, writing_here  # noqa: F401 - this module's API too
 
@@ -69,9 +70,9 @@ class Run:
             raise RunRecordError(f"{self.path} is a file, not a run record (a folder with config.json and "
                                  "summary.json)")
         self.model = model
-        self.config = self._read_json("config.json")
+        self.config = self._read_json("config.json", CONFIG)
         self._summary_stamp = self._stamp("summary.json")  # taken first: a later rewrite is then seen
-        self._summary = self._read_json("summary.json")
+        self._summary = self._read_json("summary.json", SUMMARY)
         self._last_step: tuple = (None, None)  # (metrics.jsonl stamp, last logged step)
 
     def _stamp(self, name: str) -> Optional[tuple]:
@@ -82,7 +83,9 @@ class Run:
             return None
         return st.st_ino, st.st_mtime_ns, st.st_size
 
-    def _read_json(self, name: str) -> dict:
+    def _read_json(self, name: str, fields: dict) -> dict:
+        """``name`` read, with the types of the ``fields`` it declares checked
+        (:mod:`tunekit.record_fields`): a RunRecordError names the file and what is wrong."""
         f = self.path / name
         try:
             with open(f, encoding="utf-8") as fh:
@@ -91,9 +94,7 @@ class Run:
             raise RunRecordError(f"{self.path} is not a run record: {name} is missing") from e
         except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, or a number too long to read
             raise RunRecordError(f"{f} is corrupt: {str(e)[:200]}") from e
-        if not isinstance(data, dict):
-            raise RunRecordError(f"{f} is corrupt: not a JSON object")
-        return data
+        return check(data, fields, f)
 
     # ----- what was run ------------------------------------------------------------------------
     @property
@@ -132,8 +133,28 @@ class Run:
         for candidate in ([Path(p["path"])] if p.get("path") else []) + [self.path.parent / p["name"]]:
             if (candidate / "config.json").is_file():
                 return Run(candidate)
-        raise RunRecordError(f"{self.name} started from {p['name']!r}, whose record is not at "
-                             f"{p.get('path') or self.path.parent / p['name']}")
+        raise RunRecordError(f"{self.path / 'config.json'}: {self.name} started from {p['name']!r}, whose record is "
+                             f"not at {p.get('path') or self.path.parent / p['name']}")
+
+    def ancestors(self) -> list["Run"]:
+        """The records this one started from, its parent first, back to the one that started from
+        the pretrained checkpoint. A parent that is gone, or a chain of parents that comes back
+        to a record already in it (config.json files edited or copied by hand), is a
+        RunRecordError that names the config.json files involved."""
+        chain: list[Run] = []
+        seen = [os.path.realpath(self.path)]
+        run = self
+        while (parent := run.parent_run()) is not None:
+            key = os.path.realpath(parent.path)
+            if key in seen:
+                loop = [self, *chain][seen.index(key):]
+                files = " -> ".join(str(r.path / "config.json") for r in loop + loop[:1])
+                raise RunRecordError(f"the records' parents make a cycle ({files}): a record's parent "
+                                     "must be an earlier record")
+            seen.append(key)
+            chain.append(parent)
+            run = parent
+        return chain
 
     @property
     def format(self) -> Optional[str]:
@@ -175,7 +196,7 @@ class Run:
         stamp = self._stamp("summary.json")
         if stamp is None or stamp != self._summary_stamp:  # re-read only when it was rewritten
             try:
-                self._summary = self._read_json("summary.json")
+                self._summary = self._read_json("summary.json", SUMMARY)
                 self._summary_stamp = stamp
             except RunRecordError:
                 pass
@@ -226,7 +247,7 @@ class Run:
 
     def update_summary(self, **fields) -> None:
         """Add ``fields`` to summary.json (atomically): measurements made after the run ended."""
-        summary = self._read_json("summary.json")
+        summary = self._read_json("summary.json", SUMMARY)
         summary.update(fields)
         write_json(self.path / "summary.json", summary)
         self._summary, self._summary_stamp = summary, self._stamp("summary.json")
@@ -237,7 +258,8 @@ class Run:
 
     def metrics(self) -> list[dict]:
         """Every logged event, in order. A line that cannot be read (torn by a crash mid-write,
-        bytes that are not UTF-8, a number too long to parse) is skipped."""
+        bytes that are not UTF-8, a number too long to parse, a field of another type than
+        :data:`tunekit.record_fields.EVENT` says) is skipped."""
         out = []
         try:
             with open(self.path / "metrics.jsonl", "rb") as fh:
@@ -246,7 +268,7 @@ class Run:
                         event = json.loads(line.decode("utf-8"))
                     except (ValueError, RecursionError):
                         continue
-                    if isinstance(event, dict):
+                    if problem(event, EVENT) is None:
                         out.append(event)
         except FileNotFoundError:
             pass

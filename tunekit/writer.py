@@ -8,6 +8,7 @@ No torch import at module level.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import json
@@ -22,6 +23,11 @@ from typing import Any, Optional
 from tunekit import __version__
 from tunekit.config import ConfigError, TrainingError, TunekitError
 from tunekit.run_names import next_number
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock: there numbers are chosen without the lock
+    fcntl = None
 
 STATUSES = ("running", "completed", "stopped", "failed", "crashed")
 
@@ -179,6 +185,33 @@ class _suppress:
         return kind is not None and issubclass(kind, Exception)
 
 
+NUMBERING_LOCK = ".numbering.lock"
+"""Where a runs folder's numbering lock is taken on a file system that cannot lock a folder."""
+
+
+@contextlib.contextmanager
+def numbering(root: Path):
+    """Hold the numbering lock of the runs folder ``root``: an exclusive ``flock`` on the folder
+    itself (on a file system that cannot lock a folder, NFS, on its :data:`NUMBERING_LOCK`
+    file). A record takes the next number and writes it into its config.json while it holds
+    the lock, so two records started at once, by two processes or two threads, never get one
+    number. The lock goes with the process: a killed one holds nothing."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # NFS emulates flock with record locks, which need a file open for writing
+            os.close(fd)
+            fd = os.open(Path(root) / NUMBERING_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the folder (or file) releases its lock
+
+
 _OPEN: set[str] = set()
 """The records that a :class:`RunWriter` of this process is writing now (resolved paths): a
 record marked running by this process but not here has stopped without finishing it."""
@@ -212,37 +245,45 @@ class RunWriter:
                       if _no_space(e) else e.strerror or str(e))
             raise ConfigError(f"runs_dir {str(root)!r} cannot be written: {reason}") from e
         base = sanitize_name(name)
-        number = next_number(root)  # the record's number for good: its name (#k) and colour
-        path, i = root / base, 1
-        while True:  # mkdir is atomic: of two processes choosing one name, one gets "name-2"
+        with contextlib.ExitStack() as numbered:
             try:
-                path.mkdir()
-                break
-            except FileExistsError:
-                i += 1
-                path = root / f"{base}-{i}"
+                numbered.enter_context(numbering(root))
             except OSError as e:
-                raise ConfigError(f"runs_dir {str(root)!r} cannot be written: {describe_write_error(path, e)}") from e
-        self.path = path
-        self.name = path.name
-        self._dir_id = self._identity()
-        self._failed: Optional[str] = None
-        self._last_step: Optional[int] = None
-        self._metrics: Optional[int] = None
-        _OPEN.add(os.path.realpath(path))
-        try:
-            write_json(path / "config.json", {**config, "name": self.name, "number": number})
-            self.summary: dict = {"status": "running", "started": now(), "pid": os.getpid(),
-                                  "host": socket.gethostname()}
-            write_json(path / "summary.json", self.summary)
-            self._metrics = os.open(path / "metrics.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-        except OSError as e:
-            words = str(e) if isinstance(e, RecordWriteError) else describe_write_error(path / "metrics.jsonl", e)
-            if (path / "config.json").is_file():
-                self._fail(words, e)
-            _OPEN.discard(os.path.realpath(path))
-            shutil.rmtree(path, ignore_errors=True)  # nothing of the run is in it yet
-            raise ConfigError(f"runs_dir {str(root)!r} cannot be written: {words}") from e
+                raise ConfigError(f"runs_dir {str(root)!r} cannot be written: "
+                                  f"{describe_write_error(root / NUMBERING_LOCK, e)}") from e
+            number = next_number(root)  # the record's number for good: its name (#k) and colour
+            path, i = root / base, 1
+            while True:  # mkdir is atomic: of two processes choosing one name, one gets "name-2"
+                try:
+                    path.mkdir()
+                    break
+                except FileExistsError:
+                    i += 1
+                    path = root / f"{base}-{i}"
+                except OSError as e:
+                    raise ConfigError(f"runs_dir {str(root)!r} cannot be written: "
+                                      f"{describe_write_error(path, e)}") from e
+            self.path = path
+            self.name = path.name
+            self._dir_id = self._identity()
+            self._failed: Optional[str] = None
+            self._last_step: Optional[int] = None
+            self._metrics: Optional[int] = None
+            _OPEN.add(os.path.realpath(path))
+            try:
+                write_json(path / "config.json", {**config, "name": self.name, "number": number})
+                numbered.close()  # the number is in the record: the next record may take the next one
+                self.summary: dict = {"status": "running", "started": now(), "pid": os.getpid(),
+                                      "host": socket.gethostname()}
+                write_json(path / "summary.json", self.summary)
+                self._metrics = os.open(path / "metrics.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            except OSError as e:
+                words = str(e) if isinstance(e, RecordWriteError) else describe_write_error(path / "metrics.jsonl", e)
+                if (path / "config.json").is_file():
+                    self._fail(words, e)
+                _OPEN.discard(os.path.realpath(path))
+                shutil.rmtree(path, ignore_errors=True)  # nothing of the run is in it yet
+                raise ConfigError(f"runs_dir {str(root)!r} cannot be written: {words}") from e
 
     # ----- checks -------------------------------------------------------------------------------
     def _identity(self) -> Optional[tuple]:
