@@ -480,3 +480,33 @@ def test_records_started_at_once_by_several_processes_get_distinct_numbers(tmp_p
         assert len({name for name, *_ in got}) == 4
         assert sorted(r.config["number"] for r in tk.list_runs(runs_dir)) == [1, 2, 3, 4]
         assert sorted(p.name for p in runs_dir.iterdir()) == ["same", "same-2", "same-3", "same-4"]  # no lock file
+
+
+@fuzz_settings(ci_examples=12, long_examples=120)
+@given(data=st.data())
+def test_the_labs_runs_panel_on_a_folder_with_one_damaged_file(folder, data):
+    """The lab's runs panel (the runs table, the picker and the Compare view it draws for the
+    runs it selects) opens on the damaged folder: the others are offered, and a view that cannot
+    draw the damaged record says so naming it, never a raw Python error."""
+    import time
+
+    from tunekit.widgets.views import RunsPanel
+    rel, kind, content = data.draw(damage(folder["pristine"]), label="damage")
+    runs = damaged_copy(folder, rel, content)
+    record = rel.split("/")[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipping a record warns; list_runs' own test checks the words
+        panel = RunsPanel(str(runs), folder["data"], model=folder["tiny"])
+        panel.refresh()
+        panel.show("Compare")
+        for _ in range(1200):  # the view computes in a thread
+            if panel.state["Compare"] != "computing":
+                break
+            time.sleep(0.05)
+    event(f"Compare {panel.state['Compare']}")
+    offered = {value for _, value in panel.select.options}
+    assert {"full", "lora", "full-prune50"} - {record} <= offered
+    assert panel.state["Compare"] in ("drawn", "error", "empty"), panel.state
+    if panel.state["Compare"] == "error":
+        said = panel.status["Compare"].value
+        assert record in said or Path(rel).name in said, said
