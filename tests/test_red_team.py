@@ -251,6 +251,30 @@ def test_texts_that_differ_only_in_whitespace_are_one_text():
         tk.data.from_dataframe(clash)
     lines = tk.data.from_texts(texts + [" " + t.replace(" ", "\t") for t in texts])
     assert sum(len(lines.split(s)) for s in ("train", "validation", "test")) == 40
+    exact = tk.data.from_dataframe(df, validation_size=0.2, test_size=0.2, dedup="exact")  # the old rule
+    assert exact.info == {"duplicates_dropped": 0, "dedup": "exact"} and ds.info["dedup"] == "words"
+    with pytest.raises(ConfigError, match="dedup must be one of"):
+        tk.data.from_dataframe(df, dedup="whitespace")
+
+
+@pytest.mark.slow
+def test_a_record_rebuilds_its_built_in_data_with_its_seed_sizes_and_duplicate_rule(tmp_path):
+    from tunekit.runs import Run
+    bbc = tk.data.bbc_news(seed=3, validation_size=50, test_size=0.1)
+    old = tk.data.bbc_news(seed=3, validation_size=50, test_size=0.1, dedup="exact")
+    assert old.describe()["sizes"] != bbc.describe()["sizes"]  # two articles differ only in whitespace
+    for data, entry in ((bbc, bbc.describe()), (old, {k: v for k, v in old.describe().items() if k != "dedup"})):
+        path = tmp_path / data.info["dedup"]
+        path.mkdir()
+        (path / "config.json").write_text(json.dumps({"kind": "train", "data": entry, "model": {}}))
+        (path / "summary.json").write_text(json.dumps({"status": "completed"}))
+        rebuilt = Run(path).dataset()
+        assert rebuilt.seed == 3 and rebuilt.describe()["sizes"] == data.describe()["sizes"]
+        assert rebuilt.validation["text"].tolist() == data.validation["text"].tolist()
+    (path / "config.json").write_text(json.dumps({"kind": "train", "model": {}, "data": {
+        **entry, "sizes": {"train": 1, "validation": 50, "test": 213}}}))
+    with pytest.warns(UserWarning, match="not the .* this run recorded"):
+        Run(path).dataset()
 
 
 def test_max_length_is_refused_below_what_an_example_needs_and_lowered_above_the_positions(tiny, small, fast):
@@ -326,11 +350,11 @@ def test_compare_then_runs_print_only_tunekits_lines_and_the_same_lr(tiny_dir, t
         lines = [ln for ln in text.splitlines() if "completed" in ln]
         header = next(ln for ln in text.splitlines() if ln.lstrip().startswith("run ") and " lr " in ln)
         end = header.index(" lr ") + 3  # to_string right-aligns each value under its header
-        return [ln[:end].split()[-1] for ln in lines]
+        return {ln.split()[-1]: ln[:end].split()[-1] for ln in lines}  # run name (the last column): lr
     printed = lr_column(out)
-    assert printed == ["0.01", "0.001", "0.0001"], out
-    listed, err = cli("runs", "--runs-dir", "runs")
-    assert lr_column(listed) == printed and err.strip() == "", (listed, err)
+    assert list(printed.values()) == ["0.01", "0.001", "0.0001"], out  # compare prints in the order asked
+    listed, err = cli("runs", "--runs-dir", "runs")  # oldest first: within one second, by the record's number
+    assert list(lr_column(listed).items()) == list(printed.items()) and err.strip() == "", (listed, err)
 
 
 def test_the_default_learning_rates_are_one_table():

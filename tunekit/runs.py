@@ -37,8 +37,8 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, RunRecordError
-from tunekit.data import BUILTIN, load
+from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, RunRecordError, TunekitError
+from tunekit.data import BUILTIN, DEDUP, load
 from tunekit.metrics import for_task
 from tunekit.record_fields import CONFIG, EVENT, SUMMARY, check, problem
 from tunekit.run_names import display_name
@@ -329,8 +329,35 @@ class Run:
             if name not in BUILTIN:
                 raise ConfigError(f"run {self.name!r} was trained on {name!r}, which is not a built-in data set "
                                   f"({sorted(BUILTIN)}): pass data=<the same TextDataset>")
-            data = name
+            return self._builtin_data(name)
         return load(data)
+
+    def _builtin_data(self, name: str):
+        """The built-in set as this run saw it: its seed and split sizes, and the duplicate rule
+        it was made with (records before 2026-12-04 name none and dropped byte-identical texts
+        only; the sizes they recorded tell which rule rebuilds them)."""
+        seen = self.config.get("data") or {}
+        kwargs = {}
+        if isinstance(seen.get("seed"), int) and not isinstance(seen.get("seed"), bool):
+            kwargs["seed"] = seen["seed"]
+        sizes = seen.get("sizes") if isinstance(seen.get("sizes"), dict) else {}
+        for split in ("validation", "test"):
+            if isinstance(sizes.get(split), int) and not isinstance(sizes.get(split), bool):
+                kwargs[f"{split}_size"] = sizes[split]
+        rules = [seen["dedup"]] if seen.get("dedup") in DEDUP else list(DEDUP)
+        first = None
+        for rule in rules:
+            try:
+                data = BUILTIN[name](dedup=rule, **kwargs)
+            except TunekitError as e:
+                raise RunRecordError(f"{self.path / 'config.json'}: its data entry cannot rebuild {name!r}: "
+                                     f"{e}") from None
+            if all(data.describe()["sizes"].get(s) == sizes.get(s) for s in ("train", "validation", "test")):
+                return data
+            first = first or data
+        warnings.warn(f"run {self.name!r}: the built-in {name!r} now splits into {first.describe()['sizes']}, not the "
+                      f"{sizes} this run recorded; its numbers on it may differ from the record's", stacklevel=3)
+        return first
 
     @property
     def seed(self) -> int:
@@ -403,7 +430,11 @@ def list_runs(runs_dir: str | os.PathLike = DEFAULT_RUNS_DIR) -> list[Run]:
             runs.append(Run(d))
         except RunRecordError as e:
             warnings.warn(f"skipping run record: {e}", stacklevel=2)
-    return sorted(runs, key=lambda r: (str(r.summary.get("started") or ""), r.name))
+    def order(run: Run):  # started to the second; within a second, the number the record took
+        number = run.config.get("number")
+        return (str(run.summary.get("started") or ""),
+                number if isinstance(number, int) and not isinstance(number, bool) else float("inf"), run.name)
+    return sorted(runs, key=order)
 
 
 def table(runs: Iterable[Run]) -> pd.DataFrame:
