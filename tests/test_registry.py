@@ -46,19 +46,27 @@ def test_every_registered_strategy_is_exported(everything):
 
 
 def test_the_table_is_the_registry_and_the_command_lines_names():
-    assert list(REGISTRY) == list(STRATEGIES) == ["probe", "freeze", "lora", "ia3", "full", "lpft", "qat"]
-    assert strategy_specs() == "probe, freeze[:K], lora[:RANK], ia3, full, lpft, qat"
-    with pytest.raises(InputError, match=r"known: probe, freeze, lora, ia3, full, lpft, qat \(lora:RANK and "
-                                         r"freeze:K take a number\)"):
+    assert list(REGISTRY) == list(STRATEGIES) == ["probe", "freeze", "lora", "ia3", "dora", "vera", "loha", "lokr",
+                                                  "ln_tuning", "full", "lpft", "qat"]
+    assert strategy_specs() == ("probe, freeze[:K], lora[:RANK], ia3, dora[:RANK], vera[:RANK], loha[:RANK], "
+                                "lokr[:RANK], ln_tuning, full, lpft, qat")
+    with pytest.raises(InputError, match=r"known: probe, freeze, lora, ia3, dora, .* \(lora:RANK, freeze:K, "
+                                         r"dora:RANK, vera:RANK, loha:RANK, lokr:RANK take a number\)"):
         parse_strategies("probe,bogus")
     assert parse_strategies("freeze")[0] == tk.Freeze.top(2)
     assert parse_strategies("lora:4")[0] == tk.LoRA(rank=4)
+    assert parse_strategies("dora:4,vera:16,loha:2,lokr:2,ln_tuning") == [
+        tk.DoRA(rank=4), tk.VeRA(rank=16), tk.LoHa(rank=2), tk.LoKr(rank=2), tk.LNTuning()]
+    with pytest.raises(InputError, match=r"'ln_tuning' takes no ':' argument"):
+        parse_strategies("ln_tuning:2")
 
 
 def test_the_lab_offers_the_strategies_with_a_label_of_their_own(everything):
     from tunekit.widgets.controls import lab_strategies
     assert lab_strategies() == [("Freeze layers", "freeze"), ("LoRA", "lora"), ("IA3", "ia3"),
-                                ("Full fine-tune", "full"), ("Probe (head only)", "probe")]  # as since 0.1
+                                ("Full fine-tune", "full"), ("Probe (head only)", "probe"),  # as since 0.1
+                                ("DoRA", "dora"), ("VeRA", "vera"), ("LoHa", "loha"), ("LoKr", "lokr"),
+                                ("LayerNorm tuning", "ln_tuning")]
     # Everything inherits Full's label, not its place in the picker
 
 

@@ -147,9 +147,13 @@ _NOT_FOUND = re.compile(r"[Tt]arget modules? .* not found|not found in the base 
 def checkpointing_notice_quiet():
     """Drop transformers' notice that ``is_gradient_checkpointing`` is deprecated, which peft
     (wrapping a model) and ``copy.deepcopy`` (reading every property) raise where tunekit never
-    names it; filtered by its exact text only, so every other warning still shows."""
+    names it, and peft's "Unsupported layer type" for a norm layer that LayerNorm tuning wraps;
+    filtered by their exact text only, so every other warning still shows."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        # LayerNorm tuning wraps norm layers, which peft's in/out size lookup does not know (it needs none)
+        warnings.filterwarnings("ignore", message=r"Unsupported layer type '<class '[\w.]*(LayerNorm|RMSNorm)'>'",
+                                category=UserWarning)
         yield
 
 
@@ -164,6 +168,25 @@ def wrap(hf: nn.Module, config) -> nn.Module:
         raise ConfigError(f"{type(config).__name__}: peft cannot adapt {type(hf).__name__}: {e}") from e
 
 
+def merge_and_unload(peft_model) -> nn.Module:
+    """The plain model with the adapter folded in (peft's ``merge_and_unload``) and every
+    fully trained module (the new head) as its trained copy. peft leaves the head wrapped
+    for some methods (LayerNorm tuning), which would save it under names transformers
+    does not know; such wrappers are replaced here by the copy that trained."""
+    _, wrapper = _tuner_types()
+    with checkpointing_notice_quiet():
+        hf = peft_model.merge_and_unload()
+    for name, module in list(hf.named_modules()):
+        if isinstance(module, wrapper) and name:
+            parent, _, child = name.rpartition(".")
+            active = module.active_adapter
+            active = active[0] if isinstance(active, (list, tuple)) else active
+            trained = module.modules_to_save[active] if active in getattr(module, "modules_to_save", {}) \
+                else module.original_module
+            setattr(hf.get_submodule(parent) if parent else hf, child, trained)
+    return hf
+
+
 def count(hf: nn.Module, config) -> dict:
     """Exact trainable / total parameters that ``config`` gives ``hf``, as peft counts them
     (``get_nb_trainable_parameters``), from a skeleton on the meta device: nothing is
@@ -175,6 +198,12 @@ def count(hf: nn.Module, config) -> dict:
         peft_model = wrap(skeleton, copy.deepcopy(config))
     trainable, total = peft_model.get_nb_trainable_parameters()
     return counts(trainable, total)
+
+
+def quantized(tensor) -> bool:
+    """True for a quantized weight (a torchao tensor subclass that dequantizes), not a plain one."""
+    data = getattr(tensor, "data", tensor)
+    return type(data) not in (torch.Tensor, nn.Parameter) and hasattr(data, "dequantize")
 
 
 def counts(trainable: int, total: int) -> dict:

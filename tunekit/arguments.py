@@ -116,7 +116,9 @@ def open_run(run_ref: str, runs_dir: str):
 
 # ----- strategies --------------------------------------------------------------------------------
 # strategies whose spec takes a number after ':': name -> (its placeholder, what the number is, its least value)
-_NUMBERED = {"lora": ("RANK", "a LoRA rank >= 1", 1), "freeze": ("K", "a number of top blocks >= 0", 0)}
+_NUMBERED = {"lora": ("RANK", "a LoRA rank >= 1", 1), "freeze": ("K", "a number of top blocks >= 0", 0),
+             **{name: ("RANK", f"a {label} rank >= 1", 1)
+                for name, label in (("dora", "DoRA"), ("vera", "VeRA"), ("loha", "LoHa"), ("lokr", "LoKr"))}}
 FREEZE_BLOCKS = 2  # ``freeze`` with no number trains the top 2 blocks
 
 
@@ -146,7 +148,7 @@ def _strategy_spec(item: str, option: str = "--strategies"):
     name = name.strip().lower()
     known = strategy_names()
     if name not in known:
-        numbered = " and ".join(f"{n}:{placeholder}" for n, (placeholder, _, _) in _NUMBERED.items())
+        numbered = ", ".join(f"{n}:{placeholder}" for n, (placeholder, _, _) in _NUMBERED.items())
         raise InputError(option, f"unknown strategy {name!r}; known: {', '.join(known)} "
                          f"({numbered} take a number)")
     if not arg:
@@ -160,7 +162,7 @@ def _strategy_spec(item: str, option: str = "--strategies"):
         n = -1
     if n < least:
         raise InputError(option, f"{item!r}: after ':' comes {what} (got {arg!r})")
-    return {"name": "lora", "rank": n} if name == "lora" else ("freeze", n)
+    return ("freeze", n) if name == "freeze" else {"name": name, "rank": n}
 
 
 def strategy_text(spec: dict) -> Optional[str]:
@@ -174,13 +176,20 @@ def strategy_text(spec: dict) -> Optional[str]:
         blocks = spec.get("train_blocks") or []
         k = len(blocks)
         candidate, strategy = f"freeze:{k}", Freeze.top(k)
-    elif name == "lora":
-        candidate, strategy = f"lora:{spec.get('rank')}", get_strategy({"name": "lora", "rank": spec.get("rank")})
+    elif name in _NUMBERED:
+        try:
+            candidate, strategy = f"{name}:{spec.get('rank')}", get_strategy({"name": name, "rank": spec.get("rank")})
+        except ConfigError:
+            return None
     elif name in strategy_names():
         candidate, strategy = str(name), get_strategy({"name": name})
     else:
         return None
-    return candidate if strategy.describe() == spec else None
+    try:  # a record written before a parameter existed describes it without: the default it ran with
+        described = get_strategy(spec).describe()
+    except ConfigError:
+        return None
+    return candidate if strategy.describe() == described else None
 
 
 def parse_strategies(text: str, option: str = "--strategies") -> list:

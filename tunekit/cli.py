@@ -13,8 +13,9 @@
 
 ``compare`` trains each strategy on a fresh copy of the same model and data
 (:func:`tunekit.engine.compare`), prints a table, and writes one self-contained
-HTML report. Strategy specs: ``probe``, ``full``, ``lpft``, ``ia3``, ``lora`` or
-``lora:RANK``, ``freeze`` (train the top 2 blocks) or ``freeze:K`` (the top K).
+HTML report. Strategy specs: ``probe``, ``full``, ``lpft``, ``ia3``, ``ln_tuning``,
+``lora`` / ``dora`` / ``vera`` / ``loha`` / ``lokr`` (each also as ``NAME:RANK``),
+``freeze`` (train the top 2 blocks) or ``freeze:K`` (the top K).
 ``evaluate`` prints a run's metrics on a split (:func:`tunekit.evaluate`).
 ``prune``, ``quantize`` and ``distil`` read a run and write a record of their own kind
 (:mod:`tunekit.post`), printing its numbers beside its parent's; ``forgetting`` prints

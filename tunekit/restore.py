@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import torch
 
-from tunekit import quantizers
+from tunekit import adapters, quantizers
 from tunekit.adapters import checkpointing_notice_quiet
 from tunekit.cards import write_card
 from tunekit.config import ConfigError, RunRecordError
@@ -185,7 +185,7 @@ def load_model(run, device: Optional[str] = None, merged: bool = False) -> Model
     model = base(run)
     model = loader(fmt)(run, model) or model
     if merged and model.peft is not None:
-        model.replace_hf(model.peft.merge_and_unload())
+        model.replace_hf(adapters.merge_and_unload(model.peft))
     if run.task == "classification":
         model.module.pooling = run.pooling or "model"
     model.history.append({"name": run.name, "path": str(run.path.resolve())})

@@ -27,20 +27,31 @@ def _num(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+RANKED_WORDS = {"lora": "LoRA", "dora": "DoRA", "vera": "VeRA", "loha": "LoHa", "lokr": "LoKr"}
+"""The adapters named by their rank in words: ``LoRA r8 α16``."""
+INIT_WORDS = {"pissa": "PiSSA", "olora": "OLoRA", "gaussian": "gaussian"}
+"""A LoRA start other than peft's default, in words: ``LoRA r8 α16 PiSSA``."""
+
+
 def strategy_words(config: dict) -> str:
     """The strategy of a training record in words: ``LoRA r8 α16``, ``probe``, ``freeze (top 2
     blocks)``, ``LP-FT``, ``QAT int8``; unknown ones by their recorded label."""
     st = config.get("strategy") or {}
     label = str(config.get("strategy_label") or st.get("name") or "?")
     name = st.get("name") or label.split("-")[0]
-    if name == "lora":
+    if name in RANKED_WORDS:
         rank = st.get("rank")
-        if rank is None and re.match(r"lora-r(\d+)", label):
-            rank = int(re.match(r"lora-r(\d+)", label).group(1))  # records that kept only the label
-        words = "LoRA" + (f" r{rank}" if rank is not None else "")
-        return words + (f" α{_num(st['alpha'])}" if st.get("alpha") is not None else "")
+        if rank is None and re.match(rf"{name}-r(\d+)", label):
+            rank = int(re.match(rf"{name}-r(\d+)", label).group(1))  # records that kept only the label
+        words = RANKED_WORDS[name] + (f" r{rank}" if rank is not None else "")
+        words += f" α{_num(st['alpha'])}" if st.get("alpha") is not None else ""
+        init = st.get("init")
+        words += f" {INIT_WORDS.get(init, init)}" if init not in (None, "default") else ""
+        return words + (" rs" if st.get("rslora") else "")
     if name == "ia3":
         return "IA3"
+    if name == "ln_tuning":
+        return "LayerNorm tuning"
     if name == "probe":
         pooling = st.get("pooling") or (label[6:] if label.startswith("probe-") else None)
         return "probe" + (f" ({pooling} pooling)" if pooling else "")

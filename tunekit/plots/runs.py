@@ -219,7 +219,7 @@ def _settings(run: Run) -> dict:
     epochs = sum(phases) if phases and all(isinstance(e, int) for e in phases) else t.get("epochs")
     out = {"lr": learning_rate(run), "epochs": epochs, "train examples": d.get("train_used") or t.get("train_size"),
            "batch size": t.get("batch_size"), "seed": t.get("seed")}
-    if st.get("name") == "lora":
+    if st.get("name") in ("lora", "dora", "vera", "loha", "lokr"):  # the adapters with a rank
         rank, label = st.get("rank"), str(run.label)
         if rank is None and re.match(r"lora-r(\d+)", label):
             rank = int(re.match(r"lora-r(\d+)", label).group(1))  # records that kept only the label
@@ -228,7 +228,7 @@ def _settings(run: Run) -> dict:
 
 
 HYPERPARAMETERS = ("rank", "alpha", "lr", "epochs", "train examples", "batch size", "seed")
-"""The settings columns of :func:`comparison_table` (rank and alpha only where a run is LoRA)."""
+"""The settings columns of :func:`comparison_table` (rank and alpha only where a run is an adapter with a rank)."""
 
 
 def comparison_table(runs: Any) -> pd.DataFrame:

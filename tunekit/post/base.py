@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from tunekit import adapters
 from tunekit.adapters import checkpointing_notice_quiet
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, positive_int
 from tunekit.data import DataError, match_labels
@@ -93,7 +94,7 @@ def source(run_or_model: Any, data: Any = None) -> Source:
             raise ConfigError("a model (not a run) needs data=<TextDataset or built-in name> to be measured on")
         model = copy_model(run_or_model)
         if model.peft is not None:
-            model.replace_hf(model.peft.merge_and_unload())
+            model.replace_hf(adapters.merge_and_unload(model.peft))
         model.module.eval()
         return Source(model, None, _matched(load_data(data), model), {"seed": 0, "eval_size": None, "max_length": 128})
     try:

@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence
 import pandas as pd
 import torch
 
+from tunekit import adapters
 from tunekit.config import ConfigError, positive_int
 from tunekit.data import load as load_data
 from tunekit.engine import Trainer
@@ -76,7 +77,7 @@ def _swap_head(model, head_state: dict, labels: list[str]):
     """A copy of ``model`` (adapter merged) wearing another task's head."""
     m = copy_model(model)
     if m.peft is not None:
-        m.replace_hf(m.peft.merge_and_unload())
+        m.replace_hf(adapters.merge_and_unload(m.peft))
     new_head(m, labels)
     m.replace_hf(m.hf)
     with torch.no_grad():
@@ -158,7 +159,7 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
         else:
             after = copy_model(run_b.model)
             if after.peft is not None:
-                after.replace_hf(after.peft.merge_and_unload())
+                after.replace_hf(adapters.merge_and_unload(after.peft))
         a_after = score(after, data_a)
         b_emb = embeddings(after, texts)
         sign = 1 if metric.higher_is_better else -1

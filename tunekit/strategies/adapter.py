@@ -15,7 +15,7 @@ from torch import nn
 
 from tunekit import adapters
 from tunekit.architectures import default_targets, in_out, module_label
-from tunekit.config import ConfigError, require
+from tunekit.config import ConfigError, finite_number, require
 from tunekit.strategies.base import Plan, Strategy
 
 
@@ -87,6 +87,26 @@ class AdapterStrategy(Strategy):
         """peft's ``fan_in_fan_out``: True when the layers store their weight as ``[in, out]``
         (transformers' Conv1D, GPT-2)."""
         return any(not isinstance(m, nn.Linear) for m in layers.values())
+
+    def linear_only(self, model, layers: dict) -> None:
+        """Refuse, in words, target layers that are not ``nn.Linear`` for a peft method that
+        adapts only those (LoHa and LoKr: not transformers' Conv1D, GPT-2's layers)."""
+        other = sorted(n for n, m in layers.items() if not isinstance(m, nn.Linear))
+        if other:
+            kind = type(layers[other[0]]).__name__
+            who = type(self).__name__
+            raise ConfigError(f"{who} is not available for {model.hf.config.model_type!r} models: peft's "
+                              f"{who} adapts nn.Linear layers only, and {other[0]} is a {kind} "
+                              f"(use LoRA, DoRA, VeRA or IA3 on this family)")
+
+    def check_rank(self) -> None:
+        """``rank`` an integer >= 1 and ``alpha`` (None: the rank) a finite number > 0."""
+        who = type(self).__name__
+        require(isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank >= 1,
+                f"{who}.rank", "an integer >= 1", self.rank)
+        if self.alpha is None:
+            self.alpha = self.rank
+        require(finite_number(self.alpha) and self.alpha > 0, f"{who}.alpha", "a finite number > 0", self.alpha)
 
     def head_modules(self, model) -> list[str]:
         """Modules trained in full next to the adapter: a classification task's new head."""

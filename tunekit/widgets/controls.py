@@ -26,6 +26,10 @@ from tunekit.widgets.diagram import ModelDiagram, group_title, trained_parts  # 
 #: where the picker puts these first (the lab's order since 0.1); other strategies follow in the registry's order
 LAB_ORDER = ("freeze", "lora", "ia3", "full", "probe")
 
+#: the adapters whose rank, alpha and targets the lab sets: name -> (alpha's default as a multiple of the rank,
+#: or None for a method without alpha; the rank slider's largest value)
+RANKED = {"lora": (2, 64), "dora": (2, 64), "loha": (1, 64), "lokr": (1, 64), "vera": (None, 256)}
+
 
 def lab_strategies() -> list[tuple[str, str]]:
     """The strategy picker's choices, ``(label, name)``: each registered strategy whose class
@@ -190,9 +194,12 @@ class StrategyControls(W.VBox):
     def strategy(self) -> tk.Strategy:
         """The strategy the controls describe (raises ConfigError on a bad combination)."""
         kind = self.kind_w.value
-        if kind == "lora":
-            return tk.LoRA(rank=self.rank.value, alpha=self.alpha.value, target_modules=list(self.targets.value))
-        if kind != "freeze":  # probe, full, ia3: no settings of their own
+        if kind in RANKED:
+            settings = dict(rank=self.rank.value, target_modules=list(self.targets.value))
+            if RANKED[kind][0] is not None:
+                settings["alpha"] = self.alpha.value
+            return REGISTRY[kind](**settings)
+        if kind != "freeze":  # probe, full, ia3, LayerNorm tuning: no settings of their own
             return REGISTRY[kind]()
         trainable = set(self.diagram.chosen)
         if trainable == {"head"}:  # head only: the probe computes features once
@@ -231,9 +238,12 @@ class StrategyControls(W.VBox):
             return
         self.default_lr.value = False
 
+    def _alpha_factor(self) -> int:
+        return RANKED.get(self.kind_w.value, (2, 0))[0] or 2
+
     def _alpha_set(self, change) -> None:
         if not self._updating:
-            self.alpha_edited = change["new"] != 2 * self.rank.value
+            self.alpha_edited = change["new"] != self._alpha_factor() * self.rank.value
             self._changed()
 
     def _set(self, widget, value) -> None:
@@ -247,19 +257,29 @@ class StrategyControls(W.VBox):
         if self._updating:
             return
         kind = self.kind = self.kind_w.value
-        self.lora_box.layout.display = "" if kind == "lora" else "none"
+        self.lora_box.layout.display = "" if kind in RANKED else "none"
+        if kind in RANKED:  # the rank box speaks of the method chosen
+            factor, most = RANKED[kind]
+            title = vars(REGISTRY[kind])["lab_label"]
+            self.rank.description, self.alpha.description = f"{title} rank", f"{title} alpha"
+            self.targets.description = f"{title} targets"
+            self._set(self.rank, min(self.rank.value, most))
+            self.rank.max = most
+            self.alpha.layout.display = self.alpha_note.layout.display = "" if factor else "none"
+        factor = self._alpha_factor()
         if not self.alpha_edited:
-            self._set(self.alpha, float(2 * self.rank.value))
-        default = 2 * self.rank.value
-        self.alpha_note.value = ("= 2 &times; rank" if not self.alpha_edited else
-                                 f"set by you (default 2 &times; rank = {default})")
+            self._set(self.alpha, float(factor * self.rank.value))
+        default = factor * self.rank.value
+        times = "rank" if factor == 1 else f"{factor} &times; rank"
+        self.alpha_note.value = (f"= {times}" if not self.alpha_edited else
+                                 f"set by you (default {times} = {default})")
         self.diagram.locked = kind != "freeze"
         problem, where, strategy, parts = "", "kind", None, {}
         if kind == "freeze" and not self.diagram.chosen:
             names = [group_title(g) for g in self.model.active_groups]
             problem, where = f"Nothing trains: press at least one layer ({_in_words(names)}) or a preset.", "diagram"
-        elif kind == "lora" and not self.targets.value:
-            problem, where = "Pick at least one layer for LoRA to adapt.", "targets"
+        elif kind in RANKED and not self.targets.value:
+            problem, where = f"Pick at least one layer for {vars(REGISTRY[kind])['lab_label']} to adapt.", "targets"
         else:
             try:
                 strategy = self.strategy()
@@ -271,7 +291,8 @@ class StrategyControls(W.VBox):
             w.value = _red(problem) if name == where else ""
         self.diagram.error.value = _red(problem) if where == "diagram" else ""
         if strategy is not None:
-            adapter = {"lora": "LoRA", "ia3": "IA3"}.get(strategy.name, strategy.name)
+            adapter = type(strategy).__name__ if strategy.name in RANKED or strategy.name == "ia3" else (
+                vars(type(strategy)).get("lab_label", strategy.name))
             self.diagram.show(parts, strategy_words({"strategy": strategy.describe(),
                                                      "strategy_label": strategy.label}), adapter)
         else:
@@ -296,7 +317,8 @@ class StrategyControls(W.VBox):
     def _in_words(self, message: str) -> tuple[str, str]:
         """(message, control) for a strategy's ConfigError: ``LoRA.rank must be at most 32 (...)
         (got 64)`` -> ``The rank must be at most 32 (...).`` beside the rank."""
-        m = re.match(r"^(?:LoRA|IA3)\.(\w+):? (.*?)(?: \(got .*\))?$", message, re.S)
+        m = re.match(rf"^(?:{'|'.join(cls.__name__ for cls in REGISTRY.values())})\.(\w+):? (.*?)(?: \(got .*\))?$",
+                     message, re.S)
         if m and m.group(1) in self.FIELDS:
             where, words = self.FIELDS[m.group(1)]
             return f"{words} {m.group(2)}.", where

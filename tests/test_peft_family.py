@@ -1,0 +1,184 @@
+"""The PEFT family on the one adapter path (issue 23): DoRA, VeRA, LoHa, LoKr, LoRA's PiSSA /
+OLoRA / gaussian starts and rsLoRA, LayerNorm tuning. Each trains, counts as peft counts,
+reloads to the numbers it recorded, changes weights only where it acts, and is refused in
+words where peft cannot apply it."""
+import pytest
+import torch
+
+import tunekit as tk
+from tunekit.tiny import make_tiny
+
+FAMILY = [tk.DoRA(rank=2), tk.VeRA(rank=16), tk.LoHa(rank=2), tk.LoKr(rank=2),
+          tk.LoRA(rank=2, init="pissa"), tk.LoRA(rank=2, init="olora"), tk.LoRA(rank=2, init="gaussian", rslora=True),
+          tk.LNTuning()]
+
+
+@pytest.fixture(scope="module")
+def family_runs(tmp_path_factory, tiny_dir, small):
+    root = tmp_path_factory.mktemp("family")
+    runs = {}
+    for s in FAMILY:
+        model = tk.load_model(tiny_dir, label_names=small.label_names)
+        runs[s.label] = tk.train(model, small, s, lr=5e-3, train_size=64, batch_size=16, evals_per_epoch=1,
+                                 runs_dir=str(root / "runs"), progress=False)
+    return runs
+
+
+@pytest.mark.parametrize("strategy", FAMILY, ids=lambda s: s.label)
+def test_each_method_trains_counts_as_peft_reloads_and_moves_only_its_targets(family_runs, strategy, small):
+    run = family_runs[strategy.label]
+    assert run.status == "completed" and run.config["strategy"]["name"] == strategy.name
+    trainable = run.config["params"]["trainable"]
+    assert trainable == run.model.peft.get_nb_trainable_parameters()[0] > 0  # counted before = what trained
+    again = tk.load_run(run.path)
+    assert tk.strategies.get_strategy(again.strategy) == strategy  # the record rebuilds it, every field
+    got = tk.evaluate(again, small)
+    assert got["accuracy"] == run.summary["val_accuracy"]
+    assert got["loss"] == pytest.approx(run.summary["val_loss"], rel=1e-4)
+
+    wc = tk.inspect.weight_change(run)
+    moved = set(wc[(wc.delta_norm > 0) & wc.block.notna()].module)
+    assert set(wc[(wc.delta_norm > 0) & wc.block.isna()].group) >= {"head"}
+    if isinstance(strategy, tk.LNTuning):  # the norms only: no weight matrix of a block moved
+        assert moved == {"attn_norm", "out_norm"}
+    else:  # peft's BERT default: query and value
+        assert moved == {"query", "value"}
+
+
+def test_dora_change_is_its_magnitude_times_the_new_direction_minus_w0(family_runs):
+    """DoRA's effective change, computed here from its definition: W' = m * V / ||V|| column-wise with
+    V = W0 + scale * B A (norms over each output row of nn.Linear's [out, in] weight)."""
+    run = family_runs["dora-r2"]
+    deltas = tk.inspect.weight_deltas(run)
+    layers = dict(run.model.hf.named_modules())
+    path = "bert.encoder.layer.1.attention.self.value"
+    layer = layers[path]
+    w0 = layer.base_layer.weight.detach().double()
+    a = layer.lora_A["default"].weight.detach().double()
+    b = layer.lora_B["default"].weight.detach().double()
+    m = layer.lora_magnitude_vector["default"].weight.detach().double()
+    v = w0 + layer.scaling["default"] * b @ a
+    expected = m.reshape(-1, 1) * v / v.norm(dim=1, keepdim=True) - w0
+    got_w0, delta = deltas[f"{path}.weight"]
+    torch.testing.assert_close(got_w0.double(), w0)
+    torch.testing.assert_close(delta.double(), expected, rtol=1e-5, atol=1e-8)
+    assert not torch.allclose(m, w0.norm(dim=1))  # the magnitude trained
+
+
+def test_vera_shares_one_frozen_projection_and_trains_two_vectors_per_layer(family_runs):
+    run = family_runs["vera-r16"]
+    trainable = {n: p for n, p in run.model.hf.named_parameters() if p.requires_grad and "vera" in n}
+    assert trainable and {n.rsplit(".", 2)[-2] for n in trainable} == {"vera_lambda_b", "vera_lambda_d"}
+    layers = [m for n, m in run.model.hf.named_modules() if n.endswith("attention.self.query")]
+    assert layers[0].vera_A["default"] is layers[1].vera_A["default"]  # one shared matrix, not a copy
+
+
+def test_pissa_change_is_measured_against_the_original_checkpoint(family_runs, tiny_dir):
+    """PiSSA moves the top singular directions of W0 into B0 A0 and trains them; against the
+    original weights the change is scale * (B A - B0 A0), computed here without peft."""
+    run = family_runs["lora-r2-pissa"]
+    original = dict(tk.load_model(tiny_dir, label_names=run.model.label_names).hf.named_parameters())
+    path = "bert.encoder.layer.0.attention.self.query"
+    w_orig = original[f"{path}.weight"].detach().double()
+    u, s, vh = torch.linalg.svd(w_orig, full_matrices=False)
+    layer = dict(run.model.hf.named_modules())[path]
+    scale = layer.scaling["default"]
+    b0a0 = (u[:, :2] * s[:2]) @ vh[:2] / scale  # PiSSA: B0 = U sqrt(S) / sqrt(scale), A0 = sqrt(S) Vh / sqrt(scale)
+    b = layer.lora_B["default"].weight.detach().double()
+    a = layer.lora_A["default"].weight.detach().double()
+    w0, delta = tk.inspect.weight_deltas(run)[f"{path}.weight"]
+    torch.testing.assert_close(w0.double(), w_orig, rtol=1e-5, atol=1e-6)  # the start is the checkpoint
+    torch.testing.assert_close(delta.double(), scale * (b @ a - b0a0), rtol=1e-3, atol=1e-5)
+    assert tk.LoRA(init="pissa").changes_base and not tk.LoRA().changes_base
+
+
+@pytest.mark.parametrize("strategy", [tk.DoRA(rank=2), tk.VeRA(rank=16), tk.LoHa(rank=2), tk.LoKr(rank=2),
+                                      tk.LNTuning(), tk.LoRA(rank=2, init="pissa")], ids=lambda s: s.label)
+def test_the_adapter_cards_snippet_gives_tunekits_logits_without_tunekit(family_runs, tiny_dir, strategy):
+    """The record's adapter/ folder is plain peft: its card's code, run where tunekit cannot be
+    imported, reloads it (PiSSA repeats its start on the original weights) to tunekit's logits."""
+    from test_cards import _snippet_logits, _tunekit_logits
+    run = family_runs[strategy.label]
+    model = tk.load_run(run.path).load_model()
+    torch.testing.assert_close(_snippet_logits(run.path / "adapter", tiny_dir), _tunekit_logits(model),
+                               atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_the_family_on_decoders_or_refused_in_words(family, tmp_path, small):
+    path = make_tiny(family, tmp_path / "model")
+    counted = {}
+    for s in (tk.DoRA(rank=2), tk.VeRA(rank=16), tk.LoHa(rank=2), tk.LoKr(rank=2), tk.LoRA(rank=2, init="pissa"),
+              tk.LoRA(rank=2, init="olora"), tk.LNTuning()):
+        model = tk.load_model(str(path), label_names=small.label_names)
+        if family == "gpt2" and (isinstance(s, (tk.LoHa, tk.LoKr)) or s.label.endswith("olora")):
+            with pytest.raises(tk.ConfigError, match=r"(Conv1D|olora).*gpt2|gpt2.*(Conv1D|olora)") as err:
+                s.count(model)
+            assert type(s).__name__ in str(err.value)
+            continue
+        counted[s.label] = s.count(model)["trainable"]
+        model.adapt(s)
+        assert model.peft.get_nb_trainable_parameters()[0] == counted[s.label]
+    assert len(counted) == (4 if family == "gpt2" else 7)
+
+
+def test_bad_parameters_are_refused_naming_them(tiny):
+    with pytest.raises(tk.ConfigError, match=r"LoRA\.init.*pissa"):
+        tk.LoRA(init="svd")
+    with pytest.raises(tk.ConfigError, match=r"LoRA\.rslora"):
+        tk.LoRA(rslora="yes")
+    with pytest.raises(tk.ConfigError, match=r"DoRA\.rank"):
+        tk.DoRA(rank=0)
+    with pytest.raises(tk.ConfigError, match=r"VeRA\.d_initial"):
+        tk.VeRA(d_initial=0)
+    with pytest.raises(tk.ConfigError, match=r"LoKr\.rank"):
+        tk.LoKr(rank=1.5)
+    with pytest.raises(TypeError):
+        tk.DoRA(tokens=4)  # a parameter DoRA does not have
+    with pytest.raises(tk.ConfigError, match=r"VeRA\.rank.*at most 128"):
+        tk.VeRA(rank=512).count(tiny)
+    with pytest.raises(tk.ConfigError, match=r"LoHa\.rank.*at most 128"):
+        tk.LoHa(rank=129).count(tiny)
+    with pytest.raises(tk.ConfigError, match=r"LNTuning\.target_modules.*\['nope'\].*LayerNorm"):
+        tk.LNTuning(target_modules=["nope"]).count(tiny)
+    with pytest.raises(tk.ConfigError, match=r"DoRA\.target_modules"):
+        tk.DoRA(target_modules=["nope"]).count(tiny)
+
+
+def test_the_cli_and_the_labels_name_each_method():
+    from tunekit.arguments import parse_strategies, strategy_text
+    from tunekit.run_names import strategy_words
+    parsed = parse_strategies("dora:4,vera:64,loha:3,lokr:2,ln_tuning")
+    assert parsed == [tk.DoRA(rank=4), tk.VeRA(rank=64), tk.LoHa(rank=3), tk.LoKr(rank=2), tk.LNTuning()]
+    assert [strategy_text(s.describe()) for s in parsed] == ["dora:4", "vera:64", "loha:3", "lokr:2", "ln_tuning"]
+    assert strategy_text(tk.LoRA(rank=8, init="pissa").describe()) is None  # no item says it
+
+    def words(s):
+        return strategy_words({"strategy": s.describe(), "strategy_label": s.label})
+    assert words(tk.DoRA(rank=4, alpha=8)) == "DoRA r4 α8"
+    assert words(tk.LoRA(rank=8, init="pissa", rslora=True)) == "LoRA r8 α16 PiSSA rs"
+    assert words(tk.LNTuning()) == "LayerNorm tuning"
+
+
+@pytest.mark.parametrize("strategy", [tk.DoRA(rank=2), tk.VeRA(rank=16), tk.LoKr(rank=2), tk.LNTuning(),
+                                      tk.LoRA(rank=2, init="olora")], ids=lambda s: s.label)
+def test_export_merges_the_method_into_a_plain_transformers_model(family_runs, tmp_path, strategy):
+    from transformers import AutoModelForSequenceClassification
+
+    from test_cards import TEXTS, _tunekit_logits
+    run = family_runs[strategy.label]
+    folder = run.export(tmp_path / "merged")
+    plain = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    model = tk.load_run(run.path).load_model()
+    enc = model.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**enc).logits, _tunekit_logits(model), atol=1e-5, rtol=1e-4)
+
+
+def test_a_start_that_rewrites_the_base_is_refused_on_quantized_weights(family_runs, tmp_path, small):
+    q = tk.quantize(family_runs["dora-r2"], "int8-weight", data=small, runs_dir=str(tmp_path / "runs"))
+    model = q.load_model()
+    for init in ("pissa", "olora"):
+        with pytest.raises(tk.ConfigError, match=rf"LoRA\.init='{init}'.*quantized"):
+            tk.LoRA(rank=2, init=init).count(model)
+    assert tk.LoRA(rank=2, init="gaussian").count(model)["trainable"] > 0
