@@ -87,11 +87,13 @@ def _weight_figures() -> dict:
     table = wc[wc["block"].notna()].assign(effective_rank=3.0)
     return {"weight_change_heatmap": plots.weight_change_heatmap(wc),
             "weight_change_difference": plots.weight_change_difference(wc, "run1", "run0"),
-            "head_change_bar": plots.head_change_bar(wc), "rank_by_block": plots.rank_by_block(table)}
+            "head_change_bar": plots.head_change_bar(wc), "rank_by_block": plots.rank_by_block(table),
+            "magnitude_direction": plots.magnitude_direction(
+                table.assign(delta_m=table["rel_change"], delta_d=table["rel_change"] ** 2))}
 
 
 LEGEND_FREE = {"forgetting_map", "attribution_view", "weight_change_heatmap",  # text labels / a colour bar
-               "weight_change_difference"}  # instead of a legend
+               "weight_change_difference", "magnitude_direction"}  # instead of a legend (a panel per run)
 
 
 def test_every_figure_follows_its_container_and_is_readable(runs, tmp_path):

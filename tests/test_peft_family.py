@@ -182,3 +182,38 @@ def test_a_start_that_rewrites_the_base_is_refused_on_quantized_weights(family_r
         with pytest.raises(tk.ConfigError, match=rf"LoRA\.init='{init}'.*quantized"):
             tk.LoRA(rank=2, init=init).count(model)
     assert tk.LoRA(rank=2, init="gaussian").count(model)["trainable"] > 0
+
+
+def test_magnitude_and_direction_follow_their_definition_on_a_small_matrix():
+    """DoRA's section 2 by hand: per output feature (a row of nn.Linear's [out, in] weight, a column of
+    Conv1D's [in, out]) the norm and the cosine to the start."""
+    from tunekit.inspect.decomposition import decompose
+    w0 = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])
+    w = torch.tensor([[6.0, 8.0], [0.0, 1.0], [0.0, 1.0]])  # row 0: same direction, twice the length
+    # |m - m0|: 5, 0, 1 -> 2; 1 - cos: 0, 1, 0 -> 1/3
+    dm, dd = decompose(w, w0)
+    assert dm == pytest.approx(2.0) and dd == pytest.approx(1 / 3)
+    assert decompose(w.T, w0.T, columns=True) == pytest.approx((dm, dd))
+    assert decompose(w0, w0) == (0.0, pytest.approx(0.0, abs=1e-12))
+
+
+def test_magnitude_direction_reads_every_changed_block_matrix_and_draws_a_panel_per_run(family_runs, tiny_dir,
+                                                                                      small, tmp_path):
+    from tunekit.inspect.decomposition import decompose
+    full = tk.train(tk.load_model(tiny_dir, label_names=small.label_names), small, tk.Full(), train_size=64,
+                    batch_size=16, evals_per_epoch=1, runs_dir=str(tmp_path / "runs"), progress=False)
+    runs = [full, family_runs["dora-r2"], family_runs["ln-tuning"]]
+    table = tk.inspect.magnitude_direction(runs)
+    assert set(table.run) == {full.name, runs[1].name}  # LN tuning changed no block matrix: no rows
+    assert len(table[table.run == full.name]) == 2 * 6  # 2 blocks x query key value attn_out intermediate output
+    assert set(table[table.run == runs[1].name].module) == {"query", "value"}
+    row = table[(table.run == runs[1].name) & (table.name == "bert.encoder.layer.1.attention.self.value.weight")]
+    w0, delta = tk.inspect.weight_deltas(runs[1])["bert.encoder.layer.1.attention.self.value.weight"]
+    assert (row.delta_m.item(), row.delta_d.item()) == pytest.approx(decompose(w0 + delta, w0))
+    assert (table.delta_m > 0).all() and (table.delta_d > 0).all()
+    fig = tk.plots.magnitude_direction(table)
+    from tunekit.plots.captions import caption, kind_of
+    assert len(fig.data) == 2 and kind_of(fig) == "magnitude_direction" and caption(kind_of(fig))
+    assert all(("r = " in a.text) or ("too few" in a.text) for a in fig.layout.annotations[:2])
+    with pytest.raises(tk.ConfigError, match="changed no weight matrix"):
+        tk.plots.magnitude_direction(table.iloc[:0])

@@ -263,10 +263,11 @@ def test_cli_compare_end_to_end(tiny_dir, tmp_path, capsys):
     assert report.is_file() and f"report: {report.resolve()}" in out
     assert "lora-r2" in out and "trainable params" in out
     text = report.read_text(encoding="utf-8")
-    # 5 run figures + 8 instrument figures (heatmap, outside-blocks bar, difference, ranks,
-    # spectrum, CKA, PCA, attribution heatmap); the stacked attributions are an HTML table
-    assert text.count("Plotly.newPlot(") == 13
-    for heading in ("Weight change per module", "Representation drift", "Token attributions"):
+    # 5 run figures + 9 instrument figures (heatmap, outside-blocks bar, difference, ranks,
+    # spectrum, magnitude/direction, CKA, PCA, attribution heatmap); the stacked attributions are an HTML table
+    assert text.count("Plotly.newPlot(") == 14
+    for heading in ("Weight change per module", "Magnitude and direction", "Representation drift",
+                    "Token attributions"):
         assert f"<h2>{heading}" in text
     assert re.search(r"minus #\d LoRA r2 α4 · 32 ex · 1 ep</h2>", text)  # the instruments name runs as every view does
     assert "<h2>Spectrum of one update (block 1 · " in text  # a matrix in words, not its parameter path

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Optional
 from tunekit import plots
 from tunekit.data import load as load_data
 from tunekit.inspect.attribution import attribute_runs
+from tunekit.inspect.decomposition import magnitude_direction
 from tunekit.inspect.models import RunLike, as_run, load_pairs
 from tunekit.inspect.representations import pca_features, representation_drift
 from tunekit.inspect.weights import moved_blocks, update_spectra, weight_change
@@ -55,7 +56,9 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
         name = blocks[(blocks["block"] == top) & (blocks["module"] == "query")]["name"]
         name = name.iloc[0] if len(name) else blocks["name"].iloc[-1]
         sections += [("Effective rank of the updates", plots.rank_by_block(spectra.table, colors=colours)),
-                     (f"Spectrum of one update ({param_label(name)})", plots.spectrum(spectra, name, colors=colours))]
+                     (f"Spectrum of one update ({param_label(name)})", plots.spectrum(spectra, name, colors=colours)),
+                     ("Magnitude and direction of each update",
+                      plots.magnitude_direction(plots.named(magnitude_direction(pairs), runs), colors=colours))]
     say("representation drift")
     drift = plots.named(representation_drift(pairs, data=data, n=n, seed=seed), runs)
     sections.append(("Representation drift (linear CKA, base vs tuned)", plots.cka_by_layer(drift, colors=colours)))

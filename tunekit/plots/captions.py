@@ -43,6 +43,11 @@ CAPTIONS: dict[str, str] = {
     "spectrum": "Singular values of the update ΔW of one matrix, largest first (how many directions it uses); "
                 "the dotted line of the same colour is random noise of the same size: points above it are "
                 "learned structure.",
+    "magnitude_direction": "Each dot is one weight matrix of a block: how far its rows turned (across: 1 − cosine "
+                           "to where they started) against how far their lengths changed (up). Full fine-tuning "
+                           "often turns a matrix more while changing its length less (a falling cloud); LoRA moves "
+                           "both together (a rising one). The title's r and its interval say whether the cloud "
+                           "really slopes.",
     "cka_by_layer": "How alike each layer's outputs are before and after training, on the same examples "
                     "(linear CKA): 1 = unchanged; lower = that layer now represents the text differently.",
     "pca_scatter": "Each dot is one example's features as they enter the classification head, placed on the "
@@ -75,6 +80,7 @@ _TITLES = [
     (r"change outside the blocks", "head_change_bar"),
     (r"spectrum of|singular values", "spectrum"),
     (r"of the update per block", "rank_by_block"),
+    (r"^magnitude and direction", "magnitude_direction"),
     (r"representation drift", "cka_by_layer"),
     (r"head input features", "pca_scatter"),
     (r"^attribution: each run minus", "attribution_difference"),

@@ -238,3 +238,51 @@ def rank_by_block(table: pd.DataFrame, metric: str = "effective_rank",
     fig.update_layout(title=f"{metric.replace('_', ' ')} of the update per block", template="plotly_white",
                       xaxis_title="block", yaxis_title=metric.replace("_", " "), xaxis=dict(dtick=1), height=380)
     return projector_layout(fig)
+
+
+def _correlation(x: pd.Series, y: pd.Series) -> Optional[tuple[float, float, float]]:
+    """Pearson r of x and y with its 95 % interval (Fisher's z); None under 4 points or no spread."""
+    import math
+    n = len(x)
+    if n < 4 or x.std() == 0 or y.std() == 0:
+        return None
+    r = float(x.corr(y))
+    r = max(min(r, 1 - 1e-12), -1 + 1e-12)
+    z, half = math.atanh(r), 1.96 / math.sqrt(n - 3)
+    return r, math.tanh(z - half), math.tanh(z + half)
+
+
+@figure_kind("magnitude_direction")
+def magnitude_direction(table: pd.DataFrame, colors: Optional[dict] = None) -> go.Figure:
+    """One panel per run: each dot a block matrix, its change of direction ΔD (across) against
+    its change of magnitude ΔM (up), from :func:`tunekit.inspect.magnitude_direction`. Each
+    panel's title gives the correlation of the two with its 95 % interval, or says it is too
+    few points to tell; an interval that holds 0 is no finding."""
+    require(isinstance(table, pd.DataFrame), "table", "the DataFrame of tk.inspect.magnitude_direction", table)
+    if table.empty:
+        raise ConfigError("no changed block matrices to draw: the runs (a probe, LayerNorm tuning, frozen "
+                          "blocks) changed no weight matrix inside the blocks")
+    runs = _runs_in(table)
+    labels = [lab for _, lab in runs]
+    palette = _palette([r for r, _ in runs], colors)
+    titles = []
+    for run, label in runs:
+        rows = table[table["run"] == run]
+        c = _correlation(rows["delta_d"], rows["delta_m"])
+        words = (f"r = {c[0]:.2f} [{c[1]:.2f}, {c[2]:.2f}]" if c else f"{len(rows)} matrices: too few to correlate")
+        titles.append(_panel_title(run, label, labels, 84 // len(runs)) + "<br>" + words)
+    fig = make_subplots(rows=1, cols=len(runs), horizontal_spacing=0.08, subplot_titles=titles)
+    for i, (run, _) in enumerate(runs, start=1):
+        rows = table[table["run"] == run]
+        fig.add_trace(go.Scatter(
+            x=rows["delta_d"], y=rows["delta_m"], mode="markers", marker=dict(color=palette[run], size=8),
+            text=[f"block {b} · {module_words(m)}" for b, m in zip(rows["block"], rows["module"])], showlegend=False,
+            hovertemplate="%{text}<br>ΔD = %{x:.3g}<br>ΔM = %{y:.3g}<extra>" + html.escape(run) + "</extra>"),
+            row=1, col=i)
+    title = wrap("Magnitude and direction of each update (ΔM against ΔD)", 60)
+    fig.update_layout(title=title, template="plotly_white")
+    fig.update_xaxes(title_text="ΔD (1 − cosine)", tickformat=".2g")
+    fig.update_yaxes(tickformat=".2g")
+    fig.update_yaxes(title_text="ΔM (|Δ norm|)", row=1, col=1)  # once: each panel keeps its own scale
+    top = 30 + 26 * (title.count("<br>") + 1) + 22 * max(t.count("<br>") + 1 for t in titles)
+    return projector_layout(fig, height=top + 380, legend=False, margin={"t": top, "b": 20, "r": 20})

@@ -1,0 +1,61 @@
+"""Magnitude and direction of each weight update (Liu et al. 2024, DoRA, section 2).
+
+A weight matrix is split, per output feature, into a magnitude (the norm of the weights
+feeding that feature) and a direction (those weights divided by their norm). For each
+block matrix of a run, against its starting value W0:
+
+    delta_m = mean over output features of |m - m0|
+    delta_d = mean over output features of 1 - cos(w, w0)
+
+The paper plots delta_d against delta_m per layer: full fine-tuning moves the two in
+opposite senses (a negative slope), LoRA in the same sense (positive), DoRA like full
+fine-tuning. An adapter's matrix is its effective one, measured through peft's merge
+(DoRA's magnitude included); PiSSA / OLoRA are measured against the original checkpoint.
+nn.Linear stores a weight [out, in] (a row per output feature); GPT-2's Conv1D stores
+[in, out] (a column per output feature): each is read the way it is stored.
+
+    table = magnitude_direction([full, lora, dora])   # one row per run x block matrix
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from tunekit.inspect.models import load_pairs
+from tunekit.inspect.weights import _deltas, module_of
+
+
+def decompose(w: torch.Tensor, w0: torch.Tensor, columns: bool = False) -> tuple[float, float]:
+    """(delta_m, delta_d) of ``w`` against ``w0``: the mean absolute change of the
+    per-output-feature norms, and the mean of 1 - cosine between each feature's weights.
+    ``columns=True`` when output features are columns (Conv1D's [in, out])."""
+    w, w0 = w.double(), w0.double()
+    if columns:
+        w, w0 = w.T, w0.T
+    m, m0 = w.norm(dim=1), w0.norm(dim=1)
+    cos = (w * w0).sum(dim=1) / (m * m0).clamp_min(torch.finfo(torch.float64).tiny)
+    return float((m - m0).abs().mean()), float((1 - cos).mean())
+
+
+def _stored_by_column(model, name: str) -> bool:
+    """True for a layer that keeps its weight [in, out] (transformers' Conv1D)."""
+    module = model.hf.get_submodule(name.rsplit(".", 1)[0])
+    return type(module).__name__ == "Conv1D"
+
+
+def magnitude_direction(runs) -> pd.DataFrame:
+    """One row per run x block weight matrix that changed: run, label, block, module,
+    name, delta_m, delta_d (see the module's text). Matrices the run left as they were
+    (frozen layers, a probe) are left out; a run that changed none gives no rows."""
+    rows = []
+    for pair in load_pairs(runs):
+        start = pair.start
+        _, deltas = _deltas(pair)
+        for name, (w0, delta) in deltas.items():
+            group, block, module = module_of(start, name)
+            if block is None or w0.ndim != 2 or not name.endswith(".weight") or not delta.any():
+                continue
+            dm, dd = decompose(w0.double() + delta.double(), w0, _stored_by_column(start, name))
+            rows.append({"run": pair.run.name, "label": pair.run.label, "block": block, "module": module,
+                         "name": name, "delta_m": dm, "delta_d": dd})
+    return pd.DataFrame(rows, columns=["run", "label", "block", "module", "name", "delta_m", "delta_d"])
