@@ -217,3 +217,28 @@ def test_magnitude_direction_reads_every_changed_block_matrix_and_draws_a_panel_
     assert all(("r = " in a.text) or ("too few" in a.text) for a in fig.layout.annotations[:2])
     with pytest.raises(tk.ConfigError, match="changed no weight matrix"):
         tk.plots.magnitude_direction(table.iloc[:0])
+
+
+def test_the_labs_weights_view_says_where_a_norm_only_run_changed_and_draws_magnitude_direction(
+        family_runs, small, tmp_path):
+    """LayerNorm tuning changes no weight matrix: the Weights view says so in words, under the map;
+    the runs that changed block matrices get the magnitude / direction panels, with their caption."""
+    import re
+    import shutil
+    pytest.importorskip("ipywidgets")
+    from tunekit.widgets.views import RunsPanel
+    folder = tmp_path / "runs"
+    for label in ("ln-tuning", "dora-r2"):
+        shutil.copytree(family_runs[label].path, folder / family_runs[label].name)
+    panel = RunsPanel(str(folder), small)
+    panel.wait()
+    panel.select.value = tuple(r.name for r in panel.runs())
+    panel.show("Weights", wait=True)
+    assert panel.state["Weights"] == "drawn", panel.status["Weights"].value
+    kids = list(panel.panes["Weights"].children)
+    words = re.sub("<[^>]+>", "", " ".join(getattr(w, "value", "") for w in kids))
+    said = re.search(r"(#\d+ [^#]*?) changes no weight matrix: only the normalization layers", words)
+    assert said and "LayerNorm tuning" in said.group(1) and "DoRA" not in said.group(1), words
+    titles = [w.layout.title.text or "" for w in kids if type(w).__name__ == "FigureWidget"]
+    assert any(t.startswith("Magnitude and direction") for t in titles), titles
+    assert "how far its rows turned" in words  # the figure's caption line

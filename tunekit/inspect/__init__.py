@@ -16,7 +16,8 @@ import importlib
 _LAZY = {
     "weight_change": "weights", "moved_blocks": "weights", "update_spectra": "weights", "weight_deltas": "weights",
     "effective_rank": "weights", "stable_rank": "weights", "energy_rank": "weights",
-    "intruder_dimensions": "weights", "magnitude_direction": "decomposition", "decompose": "decomposition",
+    "intruder_dimensions": "weights", "norms_only": "weights",
+    "magnitude_direction": "decomposition", "decompose": "decomposition",
     "linear_cka": "representations", "linear_cka_gram": "representations", "debiased_cka": "representations",
     "representation_drift": "representations", "pooled_hidden_states": "representations",
     "pca_features": "representations",

@@ -109,6 +109,18 @@ def weight_change(runs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+NORM_LABELS = ("attn_norm", "out_norm")
+"""The block's normalization layers (scale and shift vectors, not weight matrices)."""
+
+
+def norms_only(wc: pd.DataFrame) -> list[str]:
+    """The runs (names, in ``wc``'s order) that changed something inside the blocks, but only
+    normalization layers: no weight matrix of a block moved (LayerNorm tuning)."""
+    inside = wc[wc["block"].notna() & (wc["delta_norm"] > 0)]
+    moved = inside.groupby("run", sort=False)["module"].agg(set)
+    return [run for run, modules in moved.items() if modules <= set(NORM_LABELS)]
+
+
 # ----- spectra -------------------------------------------------------------------------------------
 def moved_blocks(wc: pd.DataFrame) -> list[str]:
     """The runs (names, in ``wc``'s order) whose update changed a weight inside the blocks; a

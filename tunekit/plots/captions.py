@@ -44,10 +44,8 @@ CAPTIONS: dict[str, str] = {
                 "the dotted line of the same colour is random noise of the same size: points above it are "
                 "learned structure.",
     "magnitude_direction": "Each dot is one weight matrix of a block: how far its rows turned (across: 1 − cosine "
-                           "to where they started) against how far their lengths changed (up). Full fine-tuning "
-                           "often turns a matrix more while changing its length less (a falling cloud); LoRA moves "
-                           "both together (a rising one). The title's r and its interval say whether the cloud "
-                           "really slopes.",
+                           "to the start) against how far their lengths changed (up). In the DoRA paper full "
+                           "fine-tuning falls and LoRA rises; each title's r and interval say if the cloud slopes.",
     "cka_by_layer": "How alike each layer's outputs are before and after training, on the same examples "
                     "(linear CKA): 1 = unchanged; lower = that layer now represents the text differently.",
     "pca_scatter": "Each dot is one example's features as they enter the classification head, placed on the "

@@ -58,6 +58,11 @@ def _kind(kind: str, item):
     return item
 
 
+def _note(text: str) -> str:
+    """A line in words between the figures of a view (HTML, escaped)."""
+    return html.escape(text).join(['<div class="tunekit-note" style="margin:6px 0 14px 0">', "</div>"])
+
+
 def _with_captions(items: list, text_scale: float = 1.0) -> list[W.Widget]:
     """Each figure (or HTML view) followed by its caption line: how to read it, in words."""
     out = []
@@ -330,14 +335,19 @@ class RunsPanel(W.VBox):
     def _view_weights(self, runs: list, step=lambda done, total: None) -> list:
         runs = self._usable(runs)
         names, colours = plots.display_names(runs), plots.colors(runs)
-        step(0, 3)
+        step(0, 4)
         wc = plots.named(inspect.weight_change(runs), runs)
-        step(1, 3)
+        step(1, 4)
         sp = inspect.update_spectra(runs)
         plots.named(sp.table, runs)
-        step(2, 3)
-        out = [_kind("weight_change_heatmap", plots.weight_change_heatmap(wc)),
-               _kind("head_change_bar", plots.head_change_bar(wc, colors=colours))]
+        step(2, 4)
+        out = [_kind("weight_change_heatmap", plots.weight_change_heatmap(wc))]
+        norms = inspect.norms_only(wc)
+        if norms:  # LayerNorm tuning: where its change is, in words
+            out.append(_note(", ".join(names[n] for n in norms) + (" changes" if len(norms) == 1 else " change")
+                             + " no weight matrix: only the normalization layers' scale and shift moved (the "
+                             "'attn norm' and 'out norm' columns above), with the new head."))
+        out.append(_kind("head_change_bar", plots.head_change_bar(wc, colors=colours)))
         # "A minus B" only between runs that changed something inside the blocks: against a run that
         # changed none (a probe), the difference is the other run's own map, nothing more
         changed_names = inspect.moved_blocks(wc)
@@ -347,18 +357,21 @@ class RunsPanel(W.VBox):
             out.append(_kind("weight_change_difference",
                         plots.weight_change_difference(wc, moved[-1].name, moved[0].name)))
         elif len(runs) >= 2 and still:
-            out.append(html.escape(
+            out.append(_note(
                 "No difference map: " + ", ".join(names[r.name] for r in still)
                 + (" changes" if len(still) == 1 else " change") + " no weight inside the blocks (a probe trains "
                 "only the head; frozen blocks stay put), so a difference would only repeat the other run's map "
-                "above.").join(['<div class="tunekit-note" style="margin:6px 0 14px 0">', "</div>"]))
+                "above."))
         changed = sp.table[(sp.table["delta_norm"] > 0) & sp.table["block"].notna()]
         if len(changed):
             out.append(_kind("rank_by_block", plots.rank_by_block(sp.table, colors=colours)))
             # the spectrum of the matrix that moved most, for every run that changed it
             top = changed.loc[changed["delta_norm"].idxmax(), "name"]
             out.append(_kind("spectrum", plots.spectrum(sp, top, colors=colours)))
-        step(3, 3)
+            step(3, 4)
+            table = plots.named(inspect.magnitude_direction(runs), runs)
+            out.append(_kind("magnitude_direction", plots.magnitude_direction(table, colors=colours)))
+        step(4, 4)
         return out
 
     def data_for(self, runs: list) -> tk.TextDataset:
