@@ -5,6 +5,7 @@
     tk.Freeze(train_blocks=[4, 5])  # any subset of layer groups
     tk.LoRA(rank=8)                 # low-rank adapters via peft
     tk.IA3()                        # learned rescaling vectors via peft
+    tk.DoRA(rank=8), tk.VeRA(), tk.LoHa(rank=8), tk.LoKr(rank=8), tk.LNTuning()   # the PEFT family
     tk.Full()                       # everything
     tk.LPFT()                       # probe, then full (two phases)
     tk.QAT(bits=8)                  # full, with fake-quantized Linear layers (torchao)
