@@ -70,8 +70,11 @@ class AdapterStrategy(Strategy):
                               f"in {type(model.hf).__name__}; {self._available(model)}")
         return {n: inside[n] for found in hits.values() for n in found}
 
-    def smallest_dim(self, model) -> int:
-        return min(min(in_out(m)) for m in self.targets(model).values())
+    def check_rank_fits(self, layers: dict) -> None:
+        """``rank`` at most the smallest dimension of the target ``layers`` (from :meth:`targets`)."""
+        smallest = min(min(in_out(m)) for m in layers.values())
+        require(self.rank <= smallest, f"{type(self).__name__}.rank",
+                f"at most {smallest} (the smallest dimension of the target layers)", self.rank)
 
     @staticmethod
     def peft_names(model, layers: Sequence[str], asked: Sequence[str]) -> list[str]:

@@ -36,6 +36,8 @@ class LoHa(AdapterStrategy):
     default_lr = DEFAULT_LR["loha"]
     lab_label = "LoHa"
     peft_table = "TRANSFORMERS_MODELS_TO_LOHA_TARGET_MODULES_MAPPING"
+    peft_class = "LoHaConfig"
+    """The peft config class (LoKr shares everything else)."""
     default_labels = ("query", "value")
 
     def __post_init__(self) -> None:
@@ -46,17 +48,16 @@ class LoHa(AdapterStrategy):
         self.target_modules = as_names(self.target_modules, f"{type(self).__name__}.target_modules")
 
     def peft_config(self, model):
-        from peft import LoHaConfig
+        import peft
         asked = list(self.target_modules or self.default_target_names(model))
         layers = self.targets(model, asked)
         self.linear_only(model, layers)
-        smallest = self.smallest_dim(model)
-        require(self.rank <= smallest, "LoHa.rank", f"at most {smallest} (the smallest dimension of the target "
-                f"layers)", self.rank)
-        return LoHaConfig(task_type=self.peft_task_type(model), r=self.rank, alpha=self.alpha,
-                          rank_dropout=self.dropout, target_modules=self.peft_names(model, layers, asked),
-                          modules_to_save=self.head_modules(model) or None)
+        self.check_rank_fits(layers)
+        config = getattr(peft, self.peft_class)
+        return config(task_type=self.peft_task_type(model), r=self.rank, alpha=self.alpha, rank_dropout=self.dropout,
+                      target_modules=self.peft_names(model, layers, asked),
+                      modules_to_save=self.head_modules(model) or None)
 
     @property
     def label(self) -> str:
-        return f"loha-r{self.rank}" + ("" if self.alpha == self.rank else f"-a{self.alpha:g}")
+        return f"{self.name}-r{self.rank}" + ("" if self.alpha == self.rank else f"-a{self.alpha:g}")

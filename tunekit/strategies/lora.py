@@ -94,9 +94,7 @@ class LoRA(AdapterStrategy):
         who = type(self).__name__
         asked = list(self.target_modules or self.default_target_names(model))
         layers = self.targets(model, asked)
-        smallest = self.smallest_dim(model)
-        require(self.rank <= smallest, f"{who}.rank",
-                f"at most {smallest} (the smallest dimension of the target layers)", self.rank)
+        self.check_rank_fits(layers)
         if self.init == "olora" and self.transposed(layers):
             raise ConfigError(f"{who}.init='olora' is not available for {model.hf.config.model_type!r} models: peft's "
                               f"OLoRA start cannot read transformers' Conv1D layers (weights stored [in, out]); use "

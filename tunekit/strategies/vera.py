@@ -59,9 +59,7 @@ class VeRA(AdapterStrategy):
         from peft import VeraConfig
         asked = list(self.target_modules or self.default_target_names(model))
         layers = self.targets(model, asked)
-        smallest = self.smallest_dim(model)
-        require(self.rank <= smallest, "VeRA.rank",
-                f"at most {smallest} (the smallest dimension of the target layers)", self.rank)
+        self.check_rank_fits(layers)
         return VeraConfig(task_type=self.peft_task_type(model), r=self.rank,
                           target_modules=self.peft_names(model, layers, asked), d_initial=self.d_initial,
                           vera_dropout=self.dropout, projection_prng_key=self.projection_seed, save_projection=True,

@@ -336,9 +336,10 @@ class RunsPanel(W.VBox):
         runs = self._usable(runs)
         names, colours = plots.display_names(runs), plots.colors(runs)
         step(0, 4)
-        wc = plots.named(inspect.weight_change(runs), runs)
+        pairs = inspect.load_pairs(runs)  # each run's models loaded once, for every instrument below
+        wc = plots.named(inspect.weight_change(pairs), runs)
         step(1, 4)
-        sp = inspect.update_spectra(runs)
+        sp = inspect.update_spectra(pairs)
         plots.named(sp.table, runs)
         step(2, 4)
         out = [_kind("weight_change_heatmap", plots.weight_change_heatmap(wc))]
@@ -369,7 +370,7 @@ class RunsPanel(W.VBox):
             top = changed.loc[changed["delta_norm"].idxmax(), "name"]
             out.append(_kind("spectrum", plots.spectrum(sp, top, colors=colours)))
             step(3, 4)
-            table = plots.named(inspect.magnitude_direction(runs), runs)
+            table = plots.named(inspect.magnitude_direction(pairs), runs)
             out.append(_kind("magnitude_direction", plots.magnitude_direction(table, colors=colours)))
         step(4, 4)
         return out
