@@ -89,11 +89,13 @@ def _weight_figures() -> dict:
             "weight_change_difference": plots.weight_change_difference(wc, "run1", "run0"),
             "head_change_bar": plots.head_change_bar(wc), "rank_by_block": plots.rank_by_block(table),
             "magnitude_direction": plots.magnitude_direction(
-                table.assign(delta_m=table["rel_change"], delta_d=table["rel_change"] ** 2))}
+                table.assign(delta_m=table["rel_change"], delta_d=table["rel_change"] ** 2)),
+            "adapter_ranks": plots.adapter_ranks(
+                table.assign(rank=table["block"] % 3 + 1, init_rank=4, method="ADALORA"))}
 
 
 LEGEND_FREE = {"forgetting_map", "attribution_view", "weight_change_heatmap",  # text labels / a colour bar
-               "weight_change_difference", "magnitude_direction"}  # instead of a legend (a panel per run)
+               "weight_change_difference", "magnitude_direction", "adapter_ranks"}  # a panel per run, no legend
 
 
 def test_every_figure_follows_its_container_and_is_readable(runs, tmp_path):

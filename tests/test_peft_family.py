@@ -1,4 +1,4 @@
-"""The PEFT family on the one adapter path (issue 23): DoRA, VeRA, LoHa, LoKr, LoRA's PiSSA /
+"""The PEFT family on the one adapter path (issue 23): DoRA, AdaLoRA, VeRA, LoHa, LoKr, LoRA's PiSSA /
 OLoRA / gaussian starts and rsLoRA, LayerNorm tuning. Each trains, counts as peft counts,
 reloads to the numbers it recorded, changes weights only where it acts, and is refused in
 words where peft cannot apply it."""
@@ -8,7 +8,7 @@ import torch
 import tunekit as tk
 from tunekit.tiny import make_tiny
 
-FAMILY = [tk.DoRA(rank=2), tk.VeRA(rank=16), tk.LoHa(rank=2), tk.LoKr(rank=2),
+FAMILY = [tk.DoRA(rank=2), tk.AdaLoRA(target_rank=2, init_rank=4), tk.VeRA(rank=16), tk.LoHa(rank=2), tk.LoKr(rank=2),
           tk.LoRA(rank=2, init="pissa"), tk.LoRA(rank=2, init="olora"), tk.LoRA(rank=2, init="gaussian", rslora=True),
           tk.LNTuning()]
 
@@ -93,7 +93,8 @@ def test_pissa_change_is_measured_against_the_original_checkpoint(family_runs, t
 
 
 @pytest.mark.parametrize("strategy", [tk.DoRA(rank=2), tk.VeRA(rank=16), tk.LoHa(rank=2), tk.LoKr(rank=2),
-                                      tk.LNTuning(), tk.LoRA(rank=2, init="pissa")], ids=lambda s: s.label)
+                                      tk.LNTuning(), tk.LoRA(rank=2, init="pissa"),
+                                      tk.AdaLoRA(target_rank=2, init_rank=4)], ids=lambda s: s.label)
 def test_the_adapter_cards_snippet_gives_tunekits_logits_without_tunekit(family_runs, tiny_dir, strategy):
     """The record's adapter/ folder is plain peft: its card's code, run where tunekit cannot be
     imported, reloads it (PiSSA repeats its start on the original weights) to tunekit's logits."""
@@ -109,7 +110,7 @@ def test_the_family_on_decoders_or_refused_in_words(family, tmp_path, small):
     path = make_tiny(family, tmp_path / "model")
     counted = {}
     for s in (tk.DoRA(rank=2), tk.VeRA(rank=16), tk.LoHa(rank=2), tk.LoKr(rank=2), tk.LoRA(rank=2, init="pissa"),
-              tk.LoRA(rank=2, init="olora"), tk.LNTuning()):
+              tk.LoRA(rank=2, init="olora"), tk.LNTuning(), tk.AdaLoRA(target_rank=2, init_rank=4)):
         model = tk.load_model(str(path), label_names=small.label_names)
         if family == "gpt2" and (isinstance(s, (tk.LoHa, tk.LoKr)) or s.label.endswith("olora")):
             with pytest.raises(tk.ConfigError, match=r"(Conv1D|olora).*gpt2|gpt2.*(Conv1D|olora)") as err:
@@ -119,7 +120,7 @@ def test_the_family_on_decoders_or_refused_in_words(family, tmp_path, small):
         counted[s.label] = s.count(model)["trainable"]
         model.adapt(s)
         assert model.peft.get_nb_trainable_parameters()[0] == counted[s.label]
-    assert len(counted) == (4 if family == "gpt2" else 7)
+    assert len(counted) == (5 if family == "gpt2" else 8)
 
 
 def test_bad_parameters_are_refused_naming_them(tiny):
@@ -143,14 +144,24 @@ def test_bad_parameters_are_refused_naming_them(tiny):
         tk.LNTuning(target_modules=["nope"]).count(tiny)
     with pytest.raises(tk.ConfigError, match=r"DoRA\.target_modules"):
         tk.DoRA(target_modules=["nope"]).count(tiny)
+    with pytest.raises(tk.ConfigError, match=r"AdaLoRA\.target_rank.*below init_rank=4"):
+        tk.AdaLoRA(target_rank=4, init_rank=4)
+    with pytest.raises(tk.ConfigError, match=r"AdaLoRA\.init_rank.*at most 128"):
+        tk.AdaLoRA(target_rank=8, init_rank=200).count(tiny)
+    with pytest.raises(tk.ConfigError, match=r"AdaLoRA\.warmup \+ AdaLoRA\.final.*below 1"):
+        tk.AdaLoRA(warmup=0.5, final=0.5)
+    with pytest.raises(tk.ConfigError, match=r"AdaLoRA\.orth_reg"):
+        tk.AdaLoRA(orth_reg=-1)
 
 
 def test_the_cli_and_the_labels_name_each_method():
     from tunekit.arguments import parse_strategies, strategy_text
     from tunekit.run_names import strategy_words
-    parsed = parse_strategies("dora:4,vera:64,loha:3,lokr:2,ln_tuning")
-    assert parsed == [tk.DoRA(rank=4), tk.VeRA(rank=64), tk.LoHa(rank=3), tk.LoKr(rank=2), tk.LNTuning()]
-    assert [strategy_text(s.describe()) for s in parsed] == ["dora:4", "vera:64", "loha:3", "lokr:2", "ln_tuning"]
+    parsed = parse_strategies("dora:4,vera:64,loha:3,lokr:2,ln_tuning,adalora:8")
+    assert parsed == [tk.DoRA(rank=4), tk.VeRA(rank=64), tk.LoHa(rank=3), tk.LoKr(rank=2), tk.LNTuning(),
+                      tk.AdaLoRA(target_rank=8)]
+    assert [strategy_text(s.describe()) for s in parsed] == ["dora:4", "vera:64", "loha:3", "lokr:2", "ln_tuning",
+                                                             "adalora:8"]
     assert strategy_text(tk.LoRA(rank=8, init="pissa").describe()) is None  # no item says it
 
     def words(s):
@@ -158,10 +169,12 @@ def test_the_cli_and_the_labels_name_each_method():
     assert words(tk.DoRA(rank=4, alpha=8)) == "DoRA r4 α8"
     assert words(tk.LoRA(rank=8, init="pissa", rslora=True)) == "LoRA r8 α16 PiSSA rs"
     assert words(tk.LNTuning()) == "LayerNorm tuning"
+    assert words(tk.AdaLoRA(target_rank=8)) == "AdaLoRA r8 of 12"
 
 
 @pytest.mark.parametrize("strategy", [tk.DoRA(rank=2), tk.VeRA(rank=16), tk.LoKr(rank=2), tk.LNTuning(),
-                                      tk.LoRA(rank=2, init="olora")], ids=lambda s: s.label)
+                                      tk.LoRA(rank=2, init="olora"), tk.AdaLoRA(target_rank=2, init_rank=4)],
+                         ids=lambda s: s.label)
 def test_export_merges_the_method_into_a_plain_transformers_model(family_runs, tmp_path, strategy):
     from transformers import AutoModelForSequenceClassification
 
@@ -222,13 +235,14 @@ def test_magnitude_direction_reads_every_changed_block_matrix_and_draws_a_panel_
 def test_the_labs_weights_view_says_where_a_norm_only_run_changed_and_draws_magnitude_direction(
         family_runs, small, tmp_path):
     """LayerNorm tuning changes no weight matrix: the Weights view says so in words, under the map;
-    the runs that changed block matrices get the magnitude / direction panels, with their caption."""
+    the runs that changed block matrices get the magnitude / direction panels, with their caption;
+    with an AdaLoRA run among them, where each adapter put its rank."""
     import re
     import shutil
     pytest.importorskip("ipywidgets")
     from tunekit.widgets.views import RunsPanel
     folder = tmp_path / "runs"
-    for label in ("ln-tuning", "dora-r2"):
+    for label in ("ln-tuning", "dora-r2", "adalora-r2-of4"):
         shutil.copytree(family_runs[label].path, folder / family_runs[label].name)
     panel = RunsPanel(str(folder), small)
     panel.wait()
@@ -242,3 +256,93 @@ def test_the_labs_weights_view_says_where_a_norm_only_run_changed_and_draws_magn
     titles = [w.layout.title.text or "" for w in kids if type(w).__name__ == "FigureWidget"]
     assert any(t.startswith("Magnitude and direction") for t in titles), titles
     assert "how far its rows turned" in words  # the figure's caption line
+    assert any(t.startswith("Where each adapter put its rank") for t in titles), titles
+    assert "AdaLoRA moves rank to the matrices" in words
+
+
+# ----- AdaLoRA: the engine's hooks, its schedule and where its rank went ---------------------------
+def test_adalora_ranks_are_peft_rank_pattern_and_the_rank_of_each_update(family_runs):
+    """The table's rank of each matrix is peft's own rank_pattern (kept triplets), read from the
+    live run and from the record on disk alike; the budget ends at target_rank on average, and
+    the merged update of each matrix has exactly that rank."""
+    run = family_runs["adalora-r2-of4"]
+    pattern = run.model.peft.peft_config["default"].rank_pattern
+    expected = {key.split(".lora_E")[0] + ".weight": sum(bool(k) for k in kept) for key, kept in pattern.items()}
+    assert len(expected) == 4  # 2 blocks x query, value
+    for source in (run, tk.load_run(run.path)):
+        table = tk.inspect.adapter_ranks(source)
+        assert dict(zip(table.name, table["rank"])) == expected
+        assert set(table.init_rank) == {4} and set(table.method) == {"ADALORA"}
+    assert sum(expected.values()) == 2 * 4  # peft's final budget: target_rank x matrices
+    deltas = tk.inspect.weight_deltas(run)
+    for name, rank in expected.items():  # float32 rounding of the delta leaves singular values ~1e-7 of the top
+        assert torch.linalg.matrix_rank(deltas[name][1].double(), rtol=1e-4).item() == rank
+    assert tk.inspect.ranks_moved(table)
+    config = (run.path / "adapter" / "adapter_config.json").read_text()
+    assert '"total_step": 4' in config and '"tfinal": 1' in config  # 64 examples / 16 a batch, 1 epoch
+
+
+def test_lora_ranks_are_uniform_and_the_figure_draws_a_panel_per_run(family_runs):
+    from tunekit.plots.captions import caption, kind_of
+    lora = family_runs["lora-r2-gaussian-rs"]
+    table = tk.inspect.adapter_ranks([lora, family_runs["adalora-r2-of4"], family_runs["ln-tuning"]])
+    assert set(table.run) == {lora.name, family_runs["adalora-r2-of4"].name}  # LN tuning has no rank
+    assert set(table[table.run == lora.name]["rank"]) == {2}
+    assert not tk.inspect.ranks_moved(table[table.run == lora.name])
+    fig = tk.plots.adapter_ranks(table)
+    assert len(fig.data) == 2 and kind_of(fig) == "adapter_ranks" and caption(kind_of(fig))
+    assert fig.layout.coloraxis.cmax == 4 and "mean rank 2 of 4" in fig.layout.annotations[1].text
+    assert sorted(v for row in fig.data[1].text for v in row if v) == sorted(
+        str(r) for r in table[table.run == family_runs["adalora-r2-of4"].name]["rank"])
+    with pytest.raises(tk.ConfigError, match="no LoRA-like adapter"):
+        tk.plots.adapter_ranks(table.iloc[:0])
+
+
+def test_the_orthogonality_penalty_follows_its_definition(family_runs):
+    """mean over layers of ||A A^T - I||_F and ||B^T B - I||_F, times orth_reg: what AdaLoRA adds."""
+    from tunekit.strategies.adalora import orthogonality
+    model = family_runs["adalora-r2-of4"].model
+    terms = []
+    for name, module in model.hf.named_modules():
+        if name.endswith(("attention.self.query", "attention.self.value")):
+            a, b = module.lora_A["default"].detach(), module.lora_B["default"].detach()
+            terms += [torch.linalg.norm(a @ a.T - torch.eye(4)), torch.linalg.norm(b.T @ b - torch.eye(4))]
+    assert len(terms) == 8
+    with torch.no_grad():
+        assert orthogonality(model).item() == pytest.approx(0.5 * torch.stack(terms).mean().item(), rel=1e-6)
+
+
+class _Counted(tk.LoRA):
+    """LoRA whose plan carries a penalty and a step hook that record what the engine gives them."""
+
+    calls: list = []
+
+    def scheduled(self, model, plan, steps):
+        import dataclasses
+
+        def penalty(m):
+            self.calls.append(("penalty", steps))
+            return 1e3 * sum(p.sum() for n, p in m.hf.named_parameters() if "lora_B" in n)
+
+        return dataclasses.replace(plan, penalty=penalty, after_step=lambda m, step: self.calls.append(("step", step)))
+
+
+def test_the_engine_adds_the_plans_penalty_and_calls_after_each_step(tiny_dir, small, tmp_path):
+    strategy = _Counted(rank=2)
+    model = tk.load_model(tiny_dir, label_names=small.label_names)
+    run = tk.train(model, small, strategy, train_size=64, batch_size=16, epochs=2, evals_per_epoch=1,
+                   runs_dir=str(tmp_path / "runs"), progress=False)
+    assert [c for c in strategy.calls if c[0] == "step"] == [("step", i) for i in range(8)]
+    assert [c for c in strategy.calls if c[0] == "penalty"] == [("penalty", 8)] * 8  # told the phase's length
+    b = [p for n, p in run.model.hf.named_parameters() if "lora_B" in n]
+    assert all((p < 0).all() for p in b)  # the penalty pushed every B entry down: it was in the gradient
+    logged = list(run.history("step")["loss"])
+    assert max(logged) < 10  # the curves are the task's loss, not the penalty (which is ~1e3 x sum B)
+
+
+def test_adalora_too_short_a_phase_is_refused_before_a_record_is_written(tiny_dir, small, tmp_path):
+    model = tk.load_model(tiny_dir, label_names=small.label_names)
+    with pytest.raises(tk.ConfigError, match=r"AdaLoRA needs a phase long enough.*1 step"):
+        tk.train(model, small, tk.AdaLoRA(target_rank=1, init_rank=2), train_size=16, batch_size=16,
+                 runs_dir=str(tmp_path / "runs"), progress=False)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

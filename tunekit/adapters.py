@@ -147,13 +147,18 @@ _NOT_FOUND = re.compile(r"[Tt]arget modules? .* not found|not found in the base 
 def checkpointing_notice_quiet():
     """Drop transformers' notice that ``is_gradient_checkpointing`` is deprecated, which peft
     (wrapping a model) and ``copy.deepcopy`` (reading every property) raise where tunekit never
-    names it, and peft's "Unsupported layer type" for a norm layer that LayerNorm tuning wraps;
-    filtered by their exact text only, so every other warning still shows."""
+    names it, peft's "Unsupported layer type" for a norm layer that LayerNorm tuning wraps, and
+    its note that AdaLoRA's rank pattern names no layer; filtered by their exact text only, so
+    every other warning still shows."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         # LayerNorm tuning wraps norm layers, which peft's in/out size lookup does not know (it needs none)
         warnings.filterwarnings("ignore", message=r"Unsupported layer type '<class '[\w.]*(LayerNorm|RMSNorm)'>'",
                                 category=UserWarning)
+        # AdaLoRA's rank pattern names its singular-value vectors (lora_E), which peft's LoRA check of
+        # rank_pattern keys reads as layer names; peft resizes the adapter from it all the same
+        warnings.filterwarnings("ignore", message=r"The following rank_pattern keys did not match any targeted "
+                                r"module and were ignored: \[('[\w.]*\.lora_E'(, )?)+\]", category=RuntimeWarning)
         yield
 
 

@@ -117,8 +117,11 @@ def open_run(run_ref: str, runs_dir: str):
 # ----- strategies --------------------------------------------------------------------------------
 # strategies whose spec takes a number after ':': name -> (its placeholder, what the number is, its least value)
 _NUMBERED = {"lora": ("RANK", "a LoRA rank >= 1", 1), "freeze": ("K", "a number of top blocks >= 0", 0),
-             **{name: ("RANK", f"a {label} rank >= 1", 1)
-                for name, label in (("dora", "DoRA"), ("vera", "VeRA"), ("loha", "LoHa"), ("lokr", "LoKr"))}}
+             **{name: ("RANK", f"{'an' if label[0] in 'AEIOU' else 'a'} {label} rank >= 1", 1)
+                for name, label in (("dora", "DoRA"), ("adalora", "AdaLoRA target"), ("vera", "VeRA"),
+                                    ("loha", "LoHa"), ("lokr", "LoKr"))}}
+# the parameter the number sets, where it is not ``rank``
+_NUMBER_FIELD = {"adalora": "target_rank"}
 FREEZE_BLOCKS = 2  # ``freeze`` with no number trains the top 2 blocks
 
 
@@ -162,7 +165,7 @@ def _strategy_spec(item: str, option: str = "--strategies"):
         n = -1
     if n < least:
         raise InputError(option, f"{item!r}: after ':' comes {what} (got {arg!r})")
-    return ("freeze", n) if name == "freeze" else {"name": name, "rank": n}
+    return ("freeze", n) if name == "freeze" else {"name": name, _NUMBER_FIELD.get(name, "rank"): n}
 
 
 def strategy_text(spec: dict) -> Optional[str]:
@@ -178,7 +181,8 @@ def strategy_text(spec: dict) -> Optional[str]:
         candidate, strategy = f"freeze:{k}", Freeze.top(k)
     elif name in _NUMBERED:
         try:
-            candidate, strategy = f"{name}:{spec.get('rank')}", get_strategy({"name": name, "rank": spec.get("rank")})
+            field = _NUMBER_FIELD.get(name, "rank")
+            candidate, strategy = f"{name}:{spec.get(field)}", get_strategy({"name": name, field: spec.get(field)})
         except ConfigError:
             return None
     elif name in strategy_names():

@@ -184,6 +184,9 @@ class Trainer:
         amp, precision_why = choose_precision(device, cfg.precision)
         setup = Setup(device, amp, precision_why, phases, plans, [ph.epochs or cfg.epochs for ph in phases],
                       train_enc, val_enc, train_enc.num_batches(cfg.batch_size))
+        # the length of each phase is known now: a plan that depends on it is checked before anything is written
+        setup.plans = [ph.strategy.scheduled(model, plan, setup.steps_per_epoch * epochs)
+                       for ph, plan, epochs in zip(phases, plans, setup.epochs)]
         self._open_record(setup, params_before)
         self.progress = Progress()
         self._forward: nn.Module = model.module
@@ -296,7 +299,9 @@ class Trainer:
         cfg, model = self.config, self.model
         phase = setup.phases[index]
         strat = phase.strategy
-        plan = setup.plans[index] if index == 0 else strat.plan(model)  # against the model the earlier left
+        steps = setup.steps_per_epoch * setup.epochs[index]
+        plan = setup.plans[index] if index == 0 else \
+            strat.scheduled(model, strat.plan(model), steps)  # against the model the earlier left
         model.adapt(plan)
         model.module.to(setup.device)
         params = model.parameter_counts()
@@ -312,9 +317,10 @@ class Trainer:
                                        "total_steps": setup.total_steps, "train_size": len(setup.train),
                                        "eval_size": len(setup.validation)})
         self._emit("phase_start", {"phase": index, "strategy": strat.describe(), "params": params,
-                                   "steps": setup.steps_per_epoch * setup.epochs[index], "lr": lr})
+                                   "steps": steps, "lr": lr})
         epochs = setup.epochs[index]
-        phase_run = self._start_phase(setup, strat, self._phase_inputs(setup, plan), lr, epochs, cfg.seed + index)
+        phase_run = self._start_phase(setup, strat, plan, self._phase_inputs(setup, plan), lr, epochs,
+                                      cfg.seed + index)
         self._train_epochs(setup, phase_run, epochs)
 
     def _phase_inputs(self, setup: Setup, plan):
@@ -354,7 +360,8 @@ class Trainer:
             if self.config.save_weights:
                 self.writer.save_tensors("initial.safetensors", saved)
 
-    def _start_phase(self, setup: Setup, strat: Strategy, inputs, lr: float, epochs: int, seed: int) -> PhaseRun:
+    def _start_phase(self, setup: Setup, strat: Strategy, plan, inputs, lr: float, epochs: int,
+                     seed: int) -> PhaseRun:
         """The phase's module, optimizer, batches and schedule."""
         cfg, world, device = self.config, self.world, setup.device
         self._modules(inputs)
@@ -372,7 +379,7 @@ class Trainer:
             steps_per_epoch=per_epoch, trainable=[p for g in groups for p in g["params"]],
             eval_at={round(per_epoch * (k + 1) / cfg.evals_per_epoch) for k in range(cfg.evals_per_epoch)},
             log_every=cfg.log_every or (1 if device.type == "cpu" else 10),
-            loss_sum=torch.zeros((), device=device))
+            loss_sum=torch.zeros((), device=device), plan=plan)
 
     def _modules(self, inputs) -> None:
         """The module each step goes through, and the one evaluation goes through (never the
@@ -427,19 +434,23 @@ class Trainer:
         with meter or contextlib.nullcontext(), \
                 torch.autocast(device.type, dtype=setup.amp, enabled=setup.amp is not None):
             loss = phase.forward(batch).loss
-        loss.backward()
+        penalty = phase.plan.penalty
+        (loss if penalty is None else loss + penalty(model)).backward()  # the curves show the task's loss
         grads = memory.gradient_bytes(model.module) if phase.measure else 0
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(phase.trainable, cfg.grad_clip)
         phase.optimizer.step()
         step_lr = phase.optimizer.param_groups[0]["lr"]
         phase.schedule.step()
+        if phase.plan.after_step is not None:
+            phase.plan.after_step(model, phase.taken)
         if phase.measure:
             self._memory(phase.optimizer, meter.bytes, grads, device, phase.inputs.info)
             phase.measure = False
         phase.optimizer.zero_grad(set_to_none=True)
         phase.loss_sum += loss.detach().float()
         phase.losses += 1
+        phase.taken += 1
         progress.step += 1
         progress.samples += n * world.size
         return step_lr

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -59,7 +59,12 @@ class Plan:
     * ``cached_features``: train the head alone on features computed once (a probe);
     * ``pooling``: the pooling the head reads (a probe may choose one);
     * ``fake_quant``: weight bits to fake-quantize the block Linear layers at while they
-      train (quantization-aware training), or None.
+      train (quantization-aware training), or None;
+    * ``penalty``: ``fn(model) -> tensor``, a term the engine adds to the task's loss at each
+      step (AdaLoRA's orthogonality), or None;
+    * ``after_step``: ``fn(model, step)``, called after each optimizer step while the
+      gradients are still there (``step`` counts from 0 within the phase; AdaLoRA's rank
+      allocation), or None.
     """
 
     train: tuple[str, ...] = ()
@@ -67,6 +72,8 @@ class Plan:
     cached_features: bool = False
     pooling: Optional[str] = None
     fake_quant: Optional[int] = None
+    penalty: Optional[Callable] = None
+    after_step: Optional[Callable] = None
 
     @property
     def format(self) -> str:

@@ -48,6 +48,8 @@ def strategy_words(config: dict) -> str:
         init = st.get("init")
         words += f" {INIT_WORDS.get(init, init)}" if init not in (None, "default") else ""
         return words + (" rs" if st.get("rslora") else "")
+    if name == "adalora":  # its ranks at the end average the target, from a start at init_rank
+        return f"AdaLoRA r{st.get('target_rank', '?')} of {st.get('init_rank', '?')}"
     if name == "ia3":
         return "IA3"
     if name == "ln_tuning":

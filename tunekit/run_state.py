@@ -127,6 +127,10 @@ class PhaseRun:
     """How many losses ``loss_sum`` holds."""
     measure: bool = True
     """Whether the next step measures memory (the phase's first does)."""
+    plan: Any = None
+    """The phase's :class:`~tunekit.models.Plan` (its ``penalty`` and ``after_step`` act at each step)."""
+    taken: int = 0
+    """Optimizer steps taken in this phase."""
 
 
 @dataclass

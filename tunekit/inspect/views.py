@@ -15,6 +15,7 @@ from tunekit.data import load as load_data
 from tunekit.inspect.attribution import attribute_runs
 from tunekit.inspect.decomposition import magnitude_direction
 from tunekit.inspect.models import RunLike, as_run, load_pairs
+from tunekit.inspect.ranks import adapter_ranks, ranks_moved
 from tunekit.inspect.representations import pca_features, representation_drift
 from tunekit.inspect.weights import moved_blocks, update_spectra, weight_change
 from tunekit.plots.captions import param_label
@@ -59,6 +60,9 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
                      (f"Spectrum of one update ({param_label(name)})", plots.spectrum(spectra, name, colors=colours)),
                      ("Magnitude and direction of each update",
                       plots.magnitude_direction(plots.named(magnitude_direction(pairs), runs), colors=colours))]
+    ranks = adapter_ranks(pairs)
+    if ranks_moved(ranks):  # beside LoRA's uniform ranks, where AdaLoRA moved its own
+        sections.append(("Where each adapter put its rank", plots.adapter_ranks(plots.named(ranks, runs))))
     say("representation drift")
     drift = plots.named(representation_drift(pairs, data=data, n=n, seed=seed), runs)
     sections.append(("Representation drift (linear CKA, base vs tuned)", plots.cka_by_layer(drift, colors=colours)))

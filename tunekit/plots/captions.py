@@ -46,6 +46,9 @@ CAPTIONS: dict[str, str] = {
     "magnitude_direction": "Each dot is one weight matrix of a block: how far its rows turned (across: 1 − cosine "
                            "to the start) against how far their lengths changed (up). In the DoRA paper full "
                            "fine-tuning falls and LoRA rises; each title's r and interval say if the cloud slopes.",
+    "adapter_ranks": "Each cell is one adapted weight matrix and the number in it is its rank at the end: how many "
+                     "directions its update may use. LoRA gives every matrix the same; AdaLoRA moves rank to the "
+                     "matrices that matter for the task.",
     "cka_by_layer": "How alike each layer's outputs are before and after training, on the same examples "
                     "(linear CKA): 1 = unchanged; lower = that layer now represents the text differently.",
     "pca_scatter": "Each dot is one example's features as they enter the classification head, placed on the "
@@ -79,6 +82,7 @@ _TITLES = [
     (r"spectrum of|singular values", "spectrum"),
     (r"of the update per block", "rank_by_block"),
     (r"^magnitude and direction", "magnitude_direction"),
+    (r"^where each adapter put its rank", "adapter_ranks"),
     (r"representation drift", "cka_by_layer"),
     (r"head input features", "pca_scatter"),
     (r"^attribution: each run minus", "attribution_difference"),

@@ -7,6 +7,7 @@
     sp = tk.inspect.update_spectra(runs)
     tk.plots.spectrum(sp, name="bert.encoder.layer.5.attention.self.query.weight")
     tk.plots.rank_by_block(sp.table)            # effective rank per block, one line per run
+    tk.plots.adapter_ranks(tk.inspect.adapter_ranks(runs))  # where each adapter put its rank (AdaLoRA)
 
 No torch import: these take DataFrames (and the ``Spectra`` object by duck typing).
 ``colors=tk.plots.colors(runs)`` draws each run in its own colour, as every figure of its
@@ -286,3 +287,40 @@ def magnitude_direction(table: pd.DataFrame, colors: Optional[dict] = None) -> g
     fig.update_yaxes(title_text="ΔM (|Δ norm|)", row=1, col=1)  # once: each panel keeps its own scale
     top = 30 + 26 * (title.count("<br>") + 1) + 22 * max(t.count("<br>") + 1 for t in titles)
     return projector_layout(fig, height=top + 380, legend=False, margin={"t": top, "b": 20, "r": 20})
+
+
+@figure_kind("adapter_ranks")
+def adapter_ranks(table: pd.DataFrame, modules: Optional[Sequence[str]] = None) -> go.Figure:
+    """Where each adapter put its rank: blocks (rows) x adapted matrices (columns), one panel
+    per run, the number in each cell its rank at the end, one colour scale from 0 to the
+    largest starting rank (from :func:`tunekit.inspect.adapter_ranks`). LoRA's panel is
+    uniform by construction; AdaLoRA's shows which matrices kept their rank and which gave
+    it up. Each panel's title gives its mean rank against its starting rank."""
+    require(isinstance(table, pd.DataFrame), "table", "the DataFrame of tk.inspect.adapter_ranks", table)
+    if table.empty:
+        raise ConfigError("no adapted matrices with a rank to draw: the runs hold no LoRA-like adapter (LoRA, "
+                          "DoRA, AdaLoRA, LoHa, LoKr, VeRA)")
+    runs = _runs_in(table)
+    labels = [lab for _, lab in runs]
+    mods, blocks = _axes(table, modules)
+    top_rank = int(table["init_rank"].max())
+    titles = []
+    for run, label in runs:
+        rows = table[table["run"] == run]
+        titles.append(_panel_title(run, label, labels, 84 // len(runs))
+                      + f"<br>mean rank {rows['rank'].mean():.3g} of {rows['init_rank'].mean():.3g}")
+    fig = make_subplots(rows=1, cols=len(runs), shared_yaxes=True, horizontal_spacing=0.03, subplot_titles=titles)
+    words = [module_words(m) for m in mods]
+    for i, (run, _) in enumerate(runs, start=1):
+        z = _grid(table, run, "rank", mods, blocks)
+        fig.add_trace(go.Heatmap(
+            z=z, x=words, y=[f"block {b}" for b in blocks], zmin=0, zmax=top_rank, coloraxis="coloraxis",
+            text=[["" if v is None else f"{v:g}" for v in row] for row in z], texttemplate="%{text}",
+            hovertemplate="%{y} · %{x}<br>rank %{z}<extra>" + html.escape(run) + "</extra>"), row=1, col=i)
+    title = wrap("Where each adapter put its rank (rank per block matrix at the end)", 60)
+    fig.update_layout(title=title, template="plotly_white",
+                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=top_rank, colorbar=dict(title="rank")))
+    fig.update_xaxes(tickmode="array", tickvals=words, ticktext=words, tickangle=-90, automargin=True)
+    top = 30 + 26 * (title.count("<br>") + 1) + 22 * max(t.count("<br>") + 1 for t in titles)
+    return projector_layout(fig, height=top + 130 + 36 * len(blocks), legend=False,
+                            margin={"t": top, "b": 20, "r": 20})

@@ -6,6 +6,7 @@
     tk.LoRA(rank=8)                 # low-rank adapters via peft
     tk.IA3()                        # learned rescaling vectors via peft
     tk.DoRA(rank=8), tk.VeRA(), tk.LoHa(rank=8), tk.LoKr(rank=8), tk.LNTuning()   # the PEFT family
+    tk.AdaLoRA(target_rank=8)       # LoRA whose rank training moves to where it matters
     tk.Full()                       # everything
     tk.LPFT()                       # probe, then full (two phases)
     tk.QAT(bits=8)                  # full, with fake-quantized Linear layers (torchao)

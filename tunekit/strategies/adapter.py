@@ -39,6 +39,8 @@ class AdapterStrategy(Strategy):
 
     peft_table = ""
     default_labels: tuple[str, ...] = ()
+    rank_field = "rank"
+    """The parameter that the lab's rank box and the command line's ``NAME:RANK`` set."""
     target_modules: Optional[Sequence[str]] = None
 
     def default_target_names(self, model, table: str = "", labels: tuple[str, ...] = ()) -> list[str]:
@@ -70,11 +72,13 @@ class AdapterStrategy(Strategy):
                               f"in {type(model.hf).__name__}; {self._available(model)}")
         return {n: inside[n] for found in hits.values() for n in found}
 
-    def check_rank_fits(self, layers: dict) -> None:
-        """``rank`` at most the smallest dimension of the target ``layers`` (from :meth:`targets`)."""
+    def check_rank_fits(self, layers: dict, field: str = "rank") -> None:
+        """The rank parameter ``field`` at most the smallest dimension of the target ``layers``
+        (from :meth:`targets`)."""
         smallest = min(min(in_out(m)) for m in layers.values())
-        require(self.rank <= smallest, f"{type(self).__name__}.rank",
-                f"at most {smallest} (the smallest dimension of the target layers)", self.rank)
+        rank = getattr(self, field)
+        require(rank <= smallest, f"{type(self).__name__}.{field}",
+                f"at most {smallest} (the smallest dimension of the target layers)", rank)
 
     @staticmethod
     def peft_names(model, layers: Sequence[str], asked: Sequence[str]) -> list[str]:

@@ -58,6 +58,12 @@ class Strategy:
         """What trains on ``model`` (validated against it; the model is not changed)."""
         raise NotImplementedError
 
+    def scheduled(self, model: Model, plan: Plan, steps: int) -> Plan:
+        """The plan for a phase of ``steps`` optimizer steps, from the ``plan`` made for ``model``
+        (the engine asks once the data is batched). Most strategies do not depend on the length
+        of training: ``plan`` as it is. AdaLoRA's rank schedule does."""
+        return plan
+
     def count(self, model: Model) -> dict:
         """Trainable / total parameters this strategy *will* give ``model``, without changing it."""
         plan = self.plan(model)

@@ -28,7 +28,8 @@ LAB_ORDER = ("freeze", "lora", "ia3", "full", "probe")
 
 #: the adapters whose rank, alpha and targets the lab sets: name -> (alpha's default as a multiple of the rank,
 #: or None for a method without alpha; the rank slider's largest value)
-RANKED = {"lora": (2, 64), "dora": (2, 64), "loha": (1, 64), "lokr": (1, 64), "vera": (None, 256)}
+RANKED = {"lora": (2, 64), "dora": (2, 64), "adalora": (None, 64), "loha": (1, 64), "lokr": (1, 64),
+          "vera": (None, 256)}
 
 
 def lab_strategies() -> list[tuple[str, str]]:
@@ -195,7 +196,7 @@ class StrategyControls(W.VBox):
         """The strategy the controls describe (raises ConfigError on a bad combination)."""
         kind = self.kind_w.value
         if kind in RANKED:
-            settings = dict(rank=self.rank.value, target_modules=list(self.targets.value))
+            settings = {REGISTRY[kind].rank_field: self.rank.value, "target_modules": list(self.targets.value)}
             if RANKED[kind][0] is not None:
                 settings["alpha"] = self.alpha.value
             return REGISTRY[kind](**settings)
@@ -312,7 +313,8 @@ class StrategyControls(W.VBox):
                              f"(estimate: weights {mem['weights_mb']:,} + gradients {mem['gradients_mb']:,} + "
                              f"AdamW {mem['optimizer_mb']:,}; activations extra)")
 
-    FIELDS = {"rank": ("rank", "The rank"), "alpha": ("alpha", "Alpha"), "target_modules": ("targets", "The targets")}
+    FIELDS = {"rank": ("rank", "The rank"), "alpha": ("alpha", "Alpha"), "target_modules": ("targets", "The targets"),
+              "target_rank": ("rank", "The target rank"), "init_rank": ("rank", "The starting rank (1.5 x target)")}
 
     def _in_words(self, message: str) -> tuple[str, str]:
         """(message, control) for a strategy's ConfigError: ``LoRA.rank must be at most 32 (...)

@@ -372,6 +372,9 @@ class RunsPanel(W.VBox):
             step(3, 4)
             table = plots.named(inspect.magnitude_direction(pairs), runs)
             out.append(_kind("magnitude_direction", plots.magnitude_direction(table, colors=colours)))
+            ranks = inspect.adapter_ranks(pairs)
+            if inspect.ranks_moved(ranks):  # AdaLoRA's allocation, beside any LoRA's uniform one
+                out.append(_kind("adapter_ranks", plots.adapter_ranks(plots.named(ranks, runs))))
         step(4, 4)
         return out
 

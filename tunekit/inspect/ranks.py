@@ -1,0 +1,67 @@
+"""Where an adapter put its rank: the rank of each adapted block matrix.
+
+LoRA (and DoRA, LoHa, LoKr, VeRA) give every adapted matrix the rank they were asked for.
+AdaLoRA starts every matrix at ``init_rank`` and, while it trains, cuts the singular
+triplets that matter least until the ranks average ``target_rank``: its final ranks are
+peft's own ``rank_pattern`` (a kept / cut flag per triplet of each matrix), which the
+record's ``adapter_config.json`` keeps and which is read here as peft holds it.
+
+    table = adapter_ranks([lora, adalora])   # one row per run x adapted block matrix
+    tk.plots.adapter_ranks(table)            # a heatmap per run, one colour scale
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from tunekit.inspect.models import load_pairs
+
+_TRIPLET_VALUES = ".lora_E"
+"""The end of an AdaLoRA ``rank_pattern`` key (its singular values), before the adapter's name."""
+
+
+def _pattern_ranks(config) -> dict[str, int]:
+    """``{adapted layer path: kept triplets}`` from an AdaLoRA config's ``rank_pattern``
+    (keys ``<layer>.lora_E`` as saved, or ``<layer>.lora_E.<adapter>`` while training)."""
+    out = {}
+    for key, kept in (getattr(config, "rank_pattern", None) or {}).items():
+        head, found, _ = key.rpartition(_TRIPLET_VALUES)
+        if found and isinstance(kept, (list, tuple)):
+            out[head] = int(sum(bool(k) for k in kept))
+    return out
+
+
+def adapter_ranks(runs) -> pd.DataFrame:
+    """One row per run x adapted matrix inside the blocks: run, label, method (peft's type),
+    block, module, name (the weight's canonical name), rank (what the matrix holds at the
+    end) and init_rank (what it started with: AdaLoRA's ``init_r``, else the same rank).
+    Runs without a ranked adapter (full fine-tuning, IA3, LayerNorm tuning, a probe) give
+    no rows."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    rows = []
+    for pair in load_pairs(runs):
+        model = pair.result
+        if model.peft is None:
+            continue
+        name = model.peft.active_adapter
+        config = model.peft.peft_config[name]
+        kept = _pattern_ranks(config)
+        for path, module in model.hf.named_modules():
+            ranks = getattr(module, "r", None)
+            if not isinstance(module, BaseTunerLayer) or not isinstance(ranks, dict) or name not in ranks:
+                continue
+            weight = f"{path}.weight"
+            _, block, label = model.backbone.locate(weight)
+            if block is None:
+                continue
+            start = int(getattr(config, "init_r", None) or ranks[name])  # AdaLoRA: before any cut
+            rank = kept.get(path, start)
+            rows.append({"run": pair.run.name, "label": pair.run.label, "method": str(config.peft_type.value),
+                         "block": block, "module": label, "name": weight, "rank": rank, "init_rank": start})
+    return pd.DataFrame(rows, columns=["run", "label", "method", "block", "module", "name", "rank", "init_rank"])
+
+
+
+def ranks_moved(table: pd.DataFrame) -> bool:
+    """True when some matrix of ``table`` (from :func:`adapter_ranks`) ends at another rank than
+    it started with (AdaLoRA): only then does a map of the ranks show more than the settings."""
+    return bool(len(table)) and bool((table["rank"] != table["init_rank"]).any())
