@@ -163,6 +163,11 @@ class TrainConfig:
     """Run name (sanitised); None makes one from the strategy and a timestamp."""
     save_weights: bool = True
     """Write the changed weights (or the LoRA adapter) into the run record."""
+    snapshots: int = 0
+    """Keep the trained tensors at this many evenly spaced points of the run, the start and the
+    end included (2 .. 1000; 0: none). The start and the end are the record's own; each point
+    between is one safetensors file in the record's ``snapshots/`` (its size and the time it took
+    are in the summary), which ``run.load_model(step=...)`` and the instruments read."""
     progress: bool = True
     """Show a tqdm progress bar (notebook-aware)."""
 
@@ -188,6 +193,9 @@ class TrainConfig:
         require(self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}", self.precision)
         require(isinstance(self.group_by_length, bool), "group_by_length", "True or False", self.group_by_length)
         optional_positive_int("log_every", self.log_every)
+        require(isinstance(self.snapshots, int) and not isinstance(self.snapshots, bool)
+                and (self.snapshots == 0 or 2 <= self.snapshots <= 1000), "snapshots",
+                "0 (none) or an integer in 2 .. 1000 (the start and the end count)", self.snapshots)
         require(isinstance(self.compile, bool), "compile", "True or False", self.compile)
         require(finite_number(self.cache_budget_mb) and self.cache_budget_mb >= 0,
                 "cache_budget_mb", "a number >= 0", self.cache_budget_mb)

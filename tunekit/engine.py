@@ -61,7 +61,7 @@ from tunekit.distributed import world as current_world
 from tunekit.evaluation import evaluate_batches, subset
 from tunekit.metrics import primary
 from tunekit.models import Model, load_for
-from tunekit.run_state import Outcome, PhaseRun, Progress, Setup
+from tunekit.run_state import Outcome, PhaseRun, Progress, Setup, snapshot_steps
 from tunekit.runs import Run
 from tunekit.runtime import adamw, choose_precision, lr_factor, pick_device, versions
 from tunekit.sharing import SharedInputs
@@ -187,6 +187,7 @@ class Trainer:
         # the length of each phase is known now: a plan that depends on it is checked before anything is written
         setup.plans = [ph.strategy.scheduled(model, plan, setup.steps_per_epoch * epochs)
                        for ph, plan, epochs in zip(phases, plans, setup.epochs)]
+        setup.snapshot_at = snapshot_steps(cfg.snapshots, setup.total_steps) if cfg.save_weights else ()
         self._open_record(setup, params_before)
         self.progress = Progress()
         self._forward: nn.Module = model.module
@@ -405,6 +406,8 @@ class Trainer:
                 if self._stop.is_set():
                     raise StopTraining()
                 step_lr = self._step(setup, phase, batch)
+                if progress.step in setup.snapshot_at:
+                    self._snapshot()
                 at = epoch + (i + 1) / phase.steps_per_epoch
                 due = (i + 1) in phase.eval_at
                 if phase.losses >= phase.log_every or due or i + 1 == phase.steps_per_epoch:
@@ -454,6 +457,29 @@ class Trainer:
         progress.step += 1
         progress.samples += n * world.size
         return step_lr
+
+    def _trained_tensors(self, canonical: bool) -> dict:
+        """What the run trains, by canonical name (or by the name in the model as it trains,
+        adapter tensors included): trainable now, or trained in an earlier phase (LP-FT's head)."""
+        layout = self.model.backbone.layout
+        return {(layout.canonical(n) if canonical else n): p for n, p in self.model.hf.named_parameters()
+                if p.requires_grad or layout.canonical(n) in self.progress.initial}
+
+    def _snapshot(self) -> None:
+        """Keep the trained tensors as they are after this step (``TrainConfig.snapshots``), by
+        their names in the model as it trains; the clock stops meanwhile."""
+        progress = self.progress
+        progress.stop_clock()
+        t = time.perf_counter()
+        file = f"snapshots/step-{progress.step:06d}.safetensors"
+        self.writer.save_tensors(file, self._trained_tensors(canonical=False))
+        progress.snapshot_s += time.perf_counter() - t
+        if (self.writer.path / file).is_file():
+            progress.snapshot_bytes += (self.writer.path / file).stat().st_size
+        progress.snapshots.append({"step": progress.step, "file": file})
+        self.writer.update(snapshots=progress.snapshots, snapshots_mb=round(progress.snapshot_bytes / memory.MB, 3),
+                           snapshots_s=round(progress.snapshot_s, 3))
+        progress.start_clock()
 
     def _log_step(self, phase: PhaseRun, epoch: float, step_lr: float, bar) -> float:
         """Read the mean loss since the last ``step`` event (the one read from the device) and
@@ -560,11 +586,7 @@ class Trainer:
         if model.peft is not None:
             writer.save_adapter(model.peft, hub_id(model.source) or model.source)
             return "adapter"
-        layout = model.backbone.layout
-        # trainable now, or trained in an earlier phase (LP-FT's head)
-        trained = {layout.canonical(n): p for n, p in model.hf.named_parameters()
-                   if p.requires_grad or layout.canonical(n) in self.progress.initial}
-        writer.save_tensors("weights.safetensors", trained)
+        writer.save_tensors("weights.safetensors", self._trained_tensors(canonical=True))
         return "weights.safetensors"
 
     def _finish_record(self, outcome: Outcome, summary: dict) -> dict:

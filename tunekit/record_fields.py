@@ -60,6 +60,8 @@ SUMMARY: dict[str, Any] = {
     "wall_time_s": (NUMBER, NULL), "samples_per_s": (NUMBER, NULL), "peak_memory_mb": (NUMBER, NULL),
     "nonzero_params": (NUMBER, NULL), "size_mb": (NUMBER, NULL), "latency_ms": (NUMBER, NULL),
     "weights": (STR, NULL), "params": (OBJECT, INT, NULL), "before": (OBJECT, NULL), "teacher": (OBJECT, NULL),
+    "snapshots": (LIST, NULL), "snapshots[]": OBJECT, "snapshots[].step": INT, "snapshots[].file": STR,
+    "snapshots_mb": (NUMBER, NULL), "snapshots_s": (NUMBER, NULL),
 }
 """summary.json: how the run ended, and what it measured."""
 

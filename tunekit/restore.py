@@ -170,10 +170,13 @@ def base(run) -> Model:
     return model
 
 
-def load_model(run, device: Optional[str] = None, merged: bool = False) -> Model:
+def load_model(run, device: Optional[str] = None, merged: bool = False, step: Optional[int] = None) -> Model:
     """Rebuild a record's trained model: its base with the record's weights applied by the
     loader of its ``format``. ``merged=True`` folds an adapter into the weights (a plain
-    model, no peft layers)."""
+    model, no peft layers). ``step``: the model at one of the run's ``snapshot_steps``
+    (0 is its start, the last its end)."""
+    if step is not None:
+        return _load_snapshot(run, step, device, merged)
     fmt = run.format
     if fmt is None:
         saved = run.summary.get("weights")  # where a training run said it saved them
@@ -190,6 +193,37 @@ def load_model(run, device: Optional[str] = None, merged: bool = False) -> Model
         model.module.pooling = run.pooling or "model"
     model.history.append({"name": run.name, "path": str(run.path.resolve())})
     model.module.eval()
+    return _to_device(model, device)
+
+
+def _load_snapshot(run, step: int, device: Optional[str], merged: bool) -> Model:
+    """The model after ``step`` of the run: its start, its end, or the end with the trained
+    tensors of the snapshot kept at that step put back."""
+    steps = run.snapshot_steps
+    if not steps:
+        raise ConfigError(f"run {run.name!r} kept no snapshots (train it with snapshots=k to read it at k "
+                          f"points); load_model() without step= gives its end")
+    if isinstance(step, bool) or step not in steps:
+        raise ConfigError(f"step must be one of run {run.name!r}'s snapshot steps {steps} (got {step!r})")
+    if step == 0:
+        return load_start(run, device)
+    model = load_model(run, merged=False)
+    if step != steps[-1]:
+        file = run.path / next(s["file"] for s in run.summary["snapshots"] if s["step"] == step)
+        if not file.is_file():
+            raise RunRecordError(f"{file} is missing: summary.json says the run kept its step {step} there")
+        params = dict(model.hf.named_parameters())
+        with torch.no_grad():
+            for name, value in read_tensors(file).items():
+                target = params.get(name)
+                if target is None or target.shape != value.shape:
+                    found = "none" if target is None else f"one of {list(target.shape)}"
+                    raise RunRecordError(f"{file} does not fit the run's reloaded model: {name} is "
+                                         f"{list(value.shape)}, the model has {found} (an AdaLoRA adapter "
+                                         f"reloads at its final ranks; its snapshots hold the starting ones)")
+                target.copy_(value)
+    if merged and model.peft is not None:
+        model.replace_hf(adapters.merge_and_unload(model.peft))
     return _to_device(model, device)
 
 

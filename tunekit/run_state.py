@@ -50,6 +50,12 @@ class Progress:
     initial: dict = field(default_factory=dict)
     """The starting values (by canonical name) of trainable tensors that the run's parent cannot
     give back."""
+    snapshots: list = field(default_factory=list)
+    """The snapshots written so far: ``{"step", "file"}`` each (``TrainConfig.snapshots``)."""
+    snapshot_bytes: int = 0
+    """Their size on disk."""
+    snapshot_s: float = 0.0
+    """Seconds spent writing them (not training time)."""
 
     def start_clock(self) -> None:
         self.clock = time.perf_counter()
@@ -89,6 +95,8 @@ class Setup:
     """Optimizer steps in one epoch."""
     bar: Any = None
     """The progress bar (``progress=True``, on the main process), else None."""
+    snapshot_at: tuple = ()
+    """The steps after which the trained tensors are kept (:func:`snapshot_steps`)."""
 
     @property
     def total_steps(self) -> int:
@@ -143,3 +151,12 @@ class Outcome:
     """Why it stopped or failed, in words."""
     error: Optional[BaseException] = None
     """The exception that ended it (raised again once the record is final), if any."""
+
+
+def snapshot_steps(points: int, total: int) -> tuple[int, ...]:
+    """The steps strictly between the start (0) and the end (``total``) of ``points`` evenly
+    spaced points that count both ends (``TrainConfig.snapshots``): 5 over 100 steps gives
+    25, 50, 75. Points that round onto one step (or onto an end) are one."""
+    if points < 3 or total < 2:
+        return ()
+    return tuple(sorted({round(i * total / (points - 1)) for i in range(1, points - 1)} - {0, total}))

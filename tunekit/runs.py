@@ -374,13 +374,25 @@ class Run:
         return list(self.config.get("structure") or [])
 
     # ----- the model: rebuilt by tunekit.restore (records are data; rebuilding is the model side's job)
-    def load_model(self, device: Optional[str] = None, merged: bool = False):
+    @property
+    def snapshot_steps(self) -> list[int]:
+        """The steps at which this run's model can be rebuilt (``load_model(step=...)``): 0 (its
+        start), those kept in ``snapshots/`` and its last step; [] for a run trained without
+        ``snapshots`` (or without weights)."""
+        if not (self.config.get("train") or {}).get("snapshots") or not self.has_weights:
+            return []
+        last = self.summary.get("steps") or 0
+        kept = [s["step"] for s in self.summary.get("snapshots") or [] if 0 < s["step"] < last]
+        return [0, *kept, last] if last > 0 else []
+
+    def load_model(self, device: Optional[str] = None, merged: bool = False, step: Optional[int] = None):
         """Rebuild the trained model: its parent's result (or the pretrained model), with the
         record's weights applied by the loader of its ``format``. Works after a kernel restart.
         ``merged=True`` folds an adapter into the weights (a plain model, no peft layers).
+        ``step``: the model at one of :attr:`snapshot_steps` instead of the end.
         See :func:`tunekit.restore.load_model`."""
         from tunekit import restore  # lazy: reading records needs no torch (plots, reports)
-        return restore.load_model(self, device=device, merged=merged)
+        return restore.load_model(self, device=device, merged=merged, step=step)
 
     def load_start(self, device: Optional[str] = None):
         """The model as it was when this record's run started (eval mode): its parent's result

@@ -397,6 +397,7 @@ class RunWriter:
         :func:`write_tensors`. A failure marks the record failed and raises RecordWriteError."""
         self._check()
         try:
+            (self.path / filename).parent.mkdir(parents=True, exist_ok=True)  # snapshots/ and the like
             write_tensors(self.path / filename, tensors, metadata)
         except RecordWriteError as e:
             self._fail(str(e), e.__cause__)

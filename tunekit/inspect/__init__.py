@@ -25,7 +25,7 @@ _LAZY = {
     "pca_features": "representations",
     "attribute": "attribution", "attribute_runs": "attribution", "Attribution": "attribution",
     "base_model": "models", "tuned_model": "models", "instrument_sections": "views",
-    "Pair": "models", "load_pairs": "models",
+    "Pair": "models", "load_pairs": "models", "snapshot_pairs": "models",
 }
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from tunekit.inspect.models import load_pairs
+from tunekit.inspect.models import load_pairs, snapshot_pairs
 from tunekit.inspect.weights import _deltas, module_of
 
 
@@ -43,19 +43,32 @@ def _stored_by_column(model, name: str) -> bool:
     return type(module).__name__ == "Conv1D"
 
 
-def magnitude_direction(runs) -> pd.DataFrame:
-    """One row per run x block weight matrix that changed: run, label, block, module,
+def magnitude_direction(runs, steps: bool = False) -> pd.DataFrame:
+    """One row per run x block weight matrix that changed: run, label, step, block, module,
     name, delta_m, delta_d (see the module's text). Matrices the run left as they were
-    (frozen layers, a probe) are left out; a run that changed none gives no rows."""
+    (frozen layers, a probe) are left out; a run that changed none gives no rows.
+    ``steps=True``: a row set per point a run kept with ``snapshots=k`` after its start
+    (:func:`tunekit.inspect.snapshot_pairs`), as the paper plots several points of training."""
     rows = []
-    for pair in load_pairs(runs):
-        start = pair.start
-        _, deltas = _deltas(pair)
-        for name, (w0, delta) in deltas.items():
-            group, block, module = module_of(start, name)
-            if block is None or w0.ndim != 2 or not name.endswith(".weight") or not delta.any():
-                continue
-            dm, dd = decompose(w0.double() + delta.double(), w0, _stored_by_column(start, name))
-            rows.append({"run": pair.run.name, "label": pair.run.label, "block": block, "module": module,
-                         "name": name, "delta_m": dm, "delta_d": dd})
-    return pd.DataFrame(rows, columns=["run", "label", "block", "module", "name", "delta_m", "delta_d"])
+    for first in load_pairs(runs):
+        for pair in (snapshot_pairs(first) if steps else [first]):
+            if pair.step == 0:
+                continue  # the start: nothing changed yet
+            step = pair.run.summary.get("steps") if pair.step is None else pair.step
+            rows += [{**row, "step": step} for row in _rows(pair)]
+    return pd.DataFrame(rows, columns=["run", "label", "step", "block", "module", "name", "delta_m", "delta_d"])
+
+
+def _rows(pair) -> list[dict]:
+    """The rows of one pair: each changed block weight matrix's delta_m and delta_d."""
+    rows = []
+    start = pair.start
+    _, deltas = _deltas(pair)
+    for name, (w0, delta) in deltas.items():
+        _, block, module = module_of(start, name)
+        if block is None or w0.ndim != 2 or not name.endswith(".weight") or not delta.any():
+            continue
+        dm, dd = decompose(w0.double() + delta.double(), w0, _stored_by_column(start, name))
+        rows.append({"run": pair.run.name, "label": pair.run.label, "block": block, "module": module,
+                     "name": name, "delta_m": dm, "delta_d": dd})
+    return rows

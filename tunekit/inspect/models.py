@@ -35,10 +35,12 @@ class Pair:
     """A run and the two models an instrument compares: ``start`` and ``result`` (both in eval
     mode; loaded on first use, once)."""
 
-    def __init__(self, run: RunLike, starts: Optional[dict] = None):
+    def __init__(self, run: RunLike, starts: Optional[dict] = None, step: Optional[int] = None):
         self.run = as_run(run)
         self._starts = starts if starts is not None else {}
         self._result: Optional[Model] = None
+        self.step = step
+        """None: the run's end; else one of its ``snapshot_steps`` (the result is the model then)."""
 
     name = property(lambda self: self.run.name)
     label = property(lambda self: self.run.label)
@@ -74,13 +76,28 @@ class Pair:
     @property
     def result(self) -> Model:
         if self._result is None:
-            model = self.run.model if self.run.model is not None else self.run.load_model()
+            end = self.step is None or self.step == (self.run.snapshot_steps or [None])[-1]
+            if end:
+                model = self.run.model if self.run.model is not None else self.run.load_model()
+            else:
+                model = self.start if self.step == 0 else self.run.load_model(step=self.step)
             model.module.eval()
             self._result = model
         return self._result
 
     def __repr__(self) -> str:
-        return f"Pair({self.run.name!r}, {self.run.label})"
+        return f"Pair({self.run.name!r}, {self.run.label}{'' if self.step is None else f', step {self.step}'})"
+
+
+def snapshot_pairs(run: Union[RunLike, Pair]) -> list[Pair]:
+    """One pair per point of ``run`` kept with ``snapshots=k`` (its ``snapshot_steps``: the start,
+    the points between, the end), all sharing the run's start; each pair's result is the model
+    at its ``step``. A run trained without snapshots gives its end alone."""
+    first = run if isinstance(run, Pair) else load_pairs(run)[0]
+    steps = first.run.snapshot_steps
+    if not steps:
+        return [first]
+    return [Pair(first.run, first._starts, step) for step in steps]
 
 
 def _unusable(run: Run) -> Optional[str]:

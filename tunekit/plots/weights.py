@@ -258,7 +258,9 @@ def magnitude_direction(table: pd.DataFrame, colors: Optional[dict] = None) -> g
     """One panel per run: each dot a block matrix, its change of direction ΔD (across) against
     its change of magnitude ΔM (up), from :func:`tunekit.inspect.magnitude_direction`. Each
     panel's title gives the correlation of the two with its 95 % interval, or says it is too
-    few points to tell; an interval that holds 0 is no finding."""
+    few points to tell; an interval that holds 0 is no finding. A table made with
+    ``steps=True`` from runs with snapshots colours each dot by its step (the correlation is
+    the end's)."""
     require(isinstance(table, pd.DataFrame), "table", "the DataFrame of tk.inspect.magnitude_direction", table)
     if table.empty:
         raise ConfigError("no changed block matrices to draw: the runs (a probe, LayerNorm tuning, frozen "
@@ -266,20 +268,29 @@ def magnitude_direction(table: pd.DataFrame, colors: Optional[dict] = None) -> g
     runs = _runs_in(table)
     labels = [lab for _, lab in runs]
     palette = _palette([r for r, _ in runs], colors)
+    by_step = "step" in table and table.groupby("run")["step"].nunique().max() > 1  # snapshots: colour by step
     titles = []
     for run, label in runs:
         rows = table[table["run"] == run]
-        c = _correlation(rows["delta_d"], rows["delta_m"])
-        words = (f"r = {c[0]:.2f} [{c[1]:.2f}, {c[2]:.2f}]" if c else f"{len(rows)} matrices: too few to correlate")
-        titles.append(_panel_title(run, label, labels, 84 // len(runs)) + "<br>" + words)
+        end = rows[rows["step"] == rows["step"].max()] if by_step else rows  # the end, as without snapshots
+        c = _correlation(end["delta_d"], end["delta_m"])
+        words = (f"r = {c[0]:.2f} [{c[1]:.2f}, {c[2]:.2f}]" if c else f"{len(end)} matrices: too few to correlate")
+        titles.append(_panel_title(run, label, labels, 84 // len(runs)) + "<br>" + words
+                      + (" at the end" if by_step else ""))
     fig = make_subplots(rows=1, cols=len(runs), horizontal_spacing=0.08, subplot_titles=titles)
     for i, (run, _) in enumerate(runs, start=1):
         rows = table[table["run"] == run]
+        marker = dict(color=palette[run], size=8)
+        if by_step:
+            marker = dict(size=8, color=rows["step"], coloraxis="coloraxis")
+        at = [f" · step {s}" for s in rows["step"]] if by_step else [""] * len(rows)
         fig.add_trace(go.Scatter(
-            x=rows["delta_d"], y=rows["delta_m"], mode="markers", marker=dict(color=palette[run], size=8),
-            text=[f"block {b} · {module_words(m)}" for b, m in zip(rows["block"], rows["module"])], showlegend=False,
+            x=rows["delta_d"], y=rows["delta_m"], mode="markers", marker=marker, showlegend=False,
+            text=[f"block {b} · {module_words(m)}{s}" for b, m, s in zip(rows["block"], rows["module"], at)],
             hovertemplate="%{text}<br>ΔD = %{x:.3g}<br>ΔM = %{y:.3g}<extra>" + html.escape(run) + "</extra>"),
             row=1, col=i)
+    if by_step:
+        fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="step")))
     title = wrap("Magnitude and direction of each update (ΔM against ΔD)", 60)
     fig.update_layout(title=title, template="plotly_white")
     fig.update_xaxes(title_text="ΔD (1 − cosine)", tickformat=".2g")

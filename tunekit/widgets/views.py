@@ -47,8 +47,56 @@ def banner(kind: str, text: str) -> str:
 def _as_widget(item, text_scale: float = 1.0) -> W.Widget:
     if isinstance(item, str):
         return W.HTML(item)
+    if isinstance(item, W.Widget):  # a view of its own (the step slider)
+        return item
     # as wide as its tab (FitFigures, in the panel, tells it when); its text as large as the lab's
     return figure_widget(plots.axes.scale_text(item, text_scale))
+
+
+class StepSlider(W.VBox):
+    """The weight change map at each point that runs kept with ``snapshots=k``: a slider from
+    the start to the end, one panel per run, on the end's colour scale (so that the change is
+    seen growing). Runs with another number of points take their nearest point."""
+
+    def __init__(self, pairs: list, runs: list, zmax: float, text_scale: float = 1.0):
+        # a run without snapshots is its end at every point
+        self._points = {p.run.name: inspect.snapshot_pairs(p) for p in pairs}
+        self._runs, self._zmax, self._scale = runs, zmax, text_scale
+        most = max(len(v) for v in self._points.values())
+        self.slider = W.SelectionSlider(options=[(self._words(i, most), i) for i in range(most)], value=most - 1,
+                                        description="point", continuous_update=False,
+                                        layout=W.Layout(width="min(640px, 100%)"),
+                                        style={"description_width": "60px"})
+        self._most = most
+        self.slider.observe(lambda change: self.draw(change["new"]), "value")
+        super().__init__([self.slider, W.HTML()])
+        self._tunekit_kind = "weight_change_heatmap"  # its caption is the map's
+        self.draw(most - 1)
+
+    def _words(self, i: int, most: int) -> str:
+        steps = sorted({pairs[self._index(i, most, len(pairs))].step for pairs in self._points.values()
+                        if len(pairs) > 1})
+        at = "the start" if i == 0 else "the end" if i == most - 1 else f"{round(100 * i / (most - 1))} %"
+        return f"{at} (step {', '.join(map(str, steps))})"
+
+    @staticmethod
+    def _index(i: int, most: int, n: int) -> int:
+        return round(i * (n - 1) / (most - 1)) if most > 1 else n - 1
+
+    def chosen(self, i: int) -> list:
+        """The pair of each run at point ``i`` of the slider."""
+        return [pairs[self._index(i, self._most, len(pairs))] for pairs in self._points.values()]
+
+    def draw(self, i: int) -> None:
+        wc = plots.named(inspect.weight_change(self.chosen(i)), self._runs)
+        fig = plots.weight_change_heatmap(wc, zmax=self._zmax)
+        fig.layout.title.text = f"Weight change per module at {self.slider.label.split(' (')[0]}"
+        self.children = (self.slider, _as_widget(fig, self._scale))
+
+    def set_text_scale(self, scale: float, factor: float) -> None:
+        """The lab's projector switch: the map shown now, and those drawn later."""
+        self._scale = scale
+        plots.axes.scale_text(self.children[1], factor)
 
 
 def _kind(kind: str, item):
@@ -192,6 +240,8 @@ class RunsPanel(W.VBox):
             for w in pane.children:
                 if isinstance(w, go.FigureWidget):
                     plots.axes.scale_text(w, factor)
+                elif isinstance(w, StepSlider):
+                    w.set_text_scale(scale, factor)
         self.experiments.set_text_scale(scale)
 
     def selected(self) -> list:
@@ -342,7 +392,11 @@ class RunsPanel(W.VBox):
         sp = inspect.update_spectra(pairs)
         plots.named(sp.table, runs)
         step(2, 4)
-        out = [_kind("weight_change_heatmap", plots.weight_change_heatmap(wc))]
+        if any(len(p.run.snapshot_steps) > 2 for p in pairs):  # kept during training: the map at each point
+            top = wc.loc[wc["block"].notna(), "rel_change"].max()
+            out = [StepSlider(pairs, runs, zmax=float(top) if top > 0 else 1.0, text_scale=self.text_scale)]
+        else:
+            out = [_kind("weight_change_heatmap", plots.weight_change_heatmap(wc))]
         norms = inspect.norms_only(wc)
         if norms:  # LayerNorm tuning: where its change is, in words
             out.append(_note(", ".join(names[n] for n in norms) + (" changes" if len(norms) == 1 else " change")

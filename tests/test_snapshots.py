@@ -1,0 +1,119 @@
+"""Weights during training, not only at the end (issue 23): ``snapshots=k`` keeps the trained
+tensors at k evenly spaced points of a run (the start and the end are the record's own), each
+point rebuilds to exactly the model the run had then, and the instruments read them."""
+import pytest
+import torch
+
+import tunekit as tk
+from tunekit.run_state import snapshot_steps
+
+
+def test_the_points_are_evenly_spaced_and_count_both_ends():
+    assert snapshot_steps(5, 100) == (25, 50, 75)
+    assert snapshot_steps(4, 8) == (3, 5)  # 8/3 and 16/3, rounded
+    assert snapshot_steps(10, 3) == (1, 2)  # points that round onto one step are one
+    assert snapshot_steps(2, 100) == () and snapshot_steps(0, 100) == () and snapshot_steps(5, 1) == ()
+
+
+@pytest.fixture(scope="module")
+def kept(tiny_dir, small, tmp_path_factory):
+    """A LoRA run of 8 steps kept at 4 points, and the trained tensors seen live after each step."""
+    seen = {}
+
+    def after(ev):
+        seen[ev.payload["step"]] = {n: p.detach().clone() for n, p in ev.trainer.model.hf.named_parameters()
+                                    if p.requires_grad}
+
+    model = tk.load_model(tiny_dir, label_names=small.label_names)
+    run = tk.train(model, small, tk.LoRA(rank=2), lr=5e-3, train_size=64, batch_size=8, evals_per_epoch=1,
+                   snapshots=4, log_every=1, callbacks={"step": after},
+                   runs_dir=str(tmp_path_factory.mktemp("snap") / "runs"), progress=False)
+    return run, seen
+
+
+def test_each_point_rebuilds_the_model_the_run_had_then(kept):
+    run, seen = kept
+    again = tk.load_run(run.path)
+    assert again.snapshot_steps == [0, 3, 5, 8]
+    assert [s["file"] for s in again.summary["snapshots"]] == ["snapshots/step-000003.safetensors",
+                                                              "snapshots/step-000005.safetensors"]
+    on_disk = sum((run.path / s["file"]).stat().st_size for s in again.summary["snapshots"])
+    assert again.summary["snapshots_mb"] == pytest.approx(on_disk / 2**20, abs=1e-3)  # stated, as measured
+    assert again.summary["snapshots_s"] >= 0
+    for step in (3, 5, 8):
+        params = dict(again.load_model(step=step).hf.named_parameters())
+        for name, value in seen[step].items():
+            torch.testing.assert_close(params[name].detach(), value, rtol=0, atol=0)
+    assert not torch.equal(dict(again.load_model(step=3).hf.named_parameters())[name], seen[8][name])
+    start = tk.inspect.weight_change(tk.inspect.Pair(again, step=0))
+    assert (start.delta_norm == 0).all()  # the start: nothing changed yet
+
+
+def test_the_instruments_read_every_point(kept):
+    run, _ = kept
+    pairs = tk.inspect.snapshot_pairs(run)
+    assert [p.step for p in pairs] == [0, 3, 5, 8]
+    assert len({id(p.start) for p in pairs}) == 1  # one start for every point
+    sizes = [tk.inspect.weight_change(p).delta_norm.sum() for p in pairs]
+    assert sizes[0] == 0 and all(s > 0 for s in sizes[1:])
+    table = tk.inspect.magnitude_direction(run, steps=True)
+    assert table.groupby("step").size().to_dict() == {3: 4, 5: 4, 8: 4}  # 2 blocks x query, value, per point
+    end = tk.inspect.magnitude_direction(run)
+    assert set(end.step) == {8} and end.delta_m.tolist() == pytest.approx(table[table.step == 8].delta_m.tolist())
+    fig = tk.plots.magnitude_direction(table)
+    assert fig.data[0].marker.coloraxis == "coloraxis" and list(fig.data[0].marker.color) == list(table.step)
+    assert "at the end" in fig.layout.annotations[0].text
+
+
+def test_bad_steps_and_runs_without_snapshots_are_said_in_words(kept, tiny, small, tmp_path):
+    run, _ = kept
+    with pytest.raises(tk.ConfigError, match=r"snapshots.*0 \(none\) or an integer in 2 \.\. 1000"):
+        tk.TrainConfig(snapshots=1)
+    with pytest.raises(tk.ConfigError, match=r"step must be one of .*\[0, 3, 5, 8\] \(got 4\)"):
+        run.load_model(step=4)
+    plain = tk.train(tiny, small, tk.LoRA(rank=2), train_size=32, batch_size=16, evals_per_epoch=1,
+                     runs_dir=str(tmp_path / "runs"), progress=False)
+    assert plain.snapshot_steps == [] and "snapshots" not in plain.summary
+    with pytest.raises(tk.ConfigError, match="kept no snapshots"):
+        plain.load_model(step=0)
+    assert [p.step for p in tk.inspect.snapshot_pairs(plain)] == [None]  # its end alone
+
+
+def test_a_missing_snapshot_file_is_named(kept, tmp_path):
+    import shutil
+    run, _ = kept
+    copy = tmp_path / run.name
+    shutil.copytree(run.path, copy)
+    (copy / "snapshots" / "step-000005.safetensors").unlink()
+    again = tk.load_run(copy)
+    assert again.load_model(step=3) is not None  # the other points still load
+    with pytest.raises(tk.RunRecordError, match=r"step-000005\.safetensors is missing"):
+        again.load_model(step=5)
+
+
+def test_the_labs_weights_view_slides_over_the_points(kept, small, tmp_path):
+    """With a run kept at 4 points, the Weights view's map is a slider from the start (nothing
+    changed) to the end (the run's map), on the end's colour scale."""
+    import shutil
+    pytest.importorskip("ipywidgets")
+    from tunekit.widgets.views import RunsPanel, StepSlider
+    run, _ = kept
+    shutil.copytree(run.path, tmp_path / "runs" / run.name)
+    panel = RunsPanel(str(tmp_path / "runs"), small)
+    panel.wait()
+    panel.select.value = (run.name,)
+    panel.show("Weights", wait=True)
+    assert panel.state["Weights"] == "drawn", panel.status["Weights"].value
+    slider = next(w for w in panel.panes["Weights"].children if isinstance(w, StepSlider))
+    assert [label for label, _ in slider.slider.options] == ["the start (step 0)", "33 % (step 3)",
+                                                             "67 % (step 5)", "the end (step 8)"]
+    end = [z for row in slider.children[1].data[0].z for z in row]
+    top = slider.children[1].layout.coloraxis.cmax
+    assert max(v for v in end if v is not None) == pytest.approx(top)  # the end fills the scale
+    slider.slider.value = 0
+    start = slider.children[1]
+    assert all(v in (0, None) for row in start.data[0].z for v in row)
+    assert start.layout.coloraxis.cmax == top and "at the start" in start.layout.title.text
+    slider.slider.value = 1
+    middle = [v for row in slider.children[1].data[0].z for v in row if v is not None]
+    assert 0 < max(middle) < top
