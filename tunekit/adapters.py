@@ -179,6 +179,12 @@ def merge_and_unload(peft_model) -> nn.Module:
     for some methods (LayerNorm tuning), which would save it under names transformers
     does not know; such wrappers are replaced here by the copy that trained."""
     _, wrapper = _tuner_types()
+    if getattr(peft_model.active_peft_config, "is_prompt_learning", False):
+        raise ConfigError(f"a {peft_model.active_peft_config.peft_type.value.lower().replace('_', ' ')} adapter "
+                          "cannot be folded into the weights: its learned virtual tokens are inputs the model "
+                          "reads before the text, not a change of any weight; use the record's adapter/ folder "
+                          "with peft (its card's snippet), or train a weight adapter (LoRA) to export or "
+                          "post-train")
     with checkpointing_notice_quiet():
         hf = peft_model.merge_and_unload()
     for name, module in list(hf.named_modules()):
@@ -190,6 +196,35 @@ def merge_and_unload(peft_model) -> nn.Module:
                 else module.original_module
             setattr(hf.get_submodule(parent) if parent else hf, child, trained)
     return hf
+
+
+class VirtualTokens(nn.Module):
+    """The learned virtual tokens of a prompt-tuning adapter, as a part of tunekit's task module:
+    ``forward(batch_size) -> [batch, tokens, hidden]``, the embeddings read before the text.
+    It holds peft's prompt encoder (so the task module's parameters, device moves and DDP
+    include it) and asks the ``PeftModel`` for the prompt, as peft's own forward does."""
+
+    def __init__(self, peft_model):
+        super().__init__()
+        self.encoder = peft_model.prompt_encoder
+        self._peft = (peft_model,)  # a tuple: not registered twice as a submodule
+
+    @property
+    def count(self) -> int:
+        """How many virtual tokens."""
+        return int(self._peft[0].active_peft_config.num_virtual_tokens)
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        return self._peft[0].get_prompt(batch_size=batch_size)
+
+
+def virtual_tokens(peft_model) -> "VirtualTokens | None":
+    """The virtual tokens of ``peft_model`` when its adapter is prompt tuning (which adds no
+    layer: it prepends learned embeddings to the input), else None."""
+    config = peft_model.active_peft_config
+    if not getattr(config, "is_prompt_learning", False):
+        return None
+    return VirtualTokens(peft_model)
 
 
 def count(hf: nn.Module, config) -> dict:

@@ -47,7 +47,7 @@ def _yaml_value(v) -> str:
 
 
 def _snippet(task: str, pooling: Optional[str], labels: list, base: str, head: str, max_length: int,
-             adapter: bool) -> str:
+             adapter: bool, virtual: int = 0) -> str:
     auto = "AutoModelForSequenceClassification" if task == "classification" else "AutoModelForCausalLM"
     lines = ["import os", "", "import torch", f"from transformers import {auto}, AutoTokenizer"]
     if adapter:
@@ -72,18 +72,29 @@ def _snippet(task: str, pooling: Optional[str], labels: list, base: str, head: s
               "with torch.no_grad():"]
     if task == "classification" and pools_itself(pooling, head):
         plain = "model.get_base_model()" if adapter else "model"
-        lines += [f"    plain = {plain}",
-                  "    hidden = plain.base_model(input_ids=batch[\"input_ids\"], "
-                  "attention_mask=batch[\"attention_mask\"]).last_hidden_state"]
+        lines.append(f"    plain = {plain}")
+        if virtual:
+            lines += ["    # the learned virtual tokens come before the text's embeddings, as peft puts them",
+                      "    prompt = model.get_prompt(batch_size=batch[\"input_ids\"].shape[0])",
+                      "    embeds = torch.cat([prompt, plain.get_input_embeddings()(batch[\"input_ids\"])], dim=1)",
+                      "    mask = torch.cat([torch.ones(prompt.shape[:2], dtype=batch[\"attention_mask\"].dtype), "
+                      "batch[\"attention_mask\"]], dim=1)",
+                      "    hidden = plain.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state"]
+        else:
+            lines += ["    mask = batch[\"attention_mask\"]",
+                      "    hidden = plain.base_model(input_ids=batch[\"input_ids\"], "
+                      "attention_mask=mask).last_hidden_state"]
         if pooling == "mean":
             lines += ["    # tunekit's head reads the mean of the last hidden states over the real tokens",
-                      "    mask = batch[\"attention_mask\"].unsqueeze(-1).to(hidden.dtype)",
-                      "    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)"]
+                      "    weights = mask.unsqueeze(-1).to(hidden.dtype)",
+                      "    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)"]
         else:
             lines += ["    # tunekit's head reads the hidden state of each row's last real token",
-                      "    last = (batch[\"attention_mask\"] * torch.arange(hidden.shape[1])).argmax(-1)",
+                      "    last = (mask * torch.arange(hidden.shape[1])).argmax(-1)",
                       "    pooled = hidden[torch.arange(hidden.shape[0]), last]"]
         lines.append(f"    logits = plain.get_submodule({head!r})(pooled)")
+    elif virtual and task != "classification":
+        lines.append(f"    logits = model(**batch).logits[:, {virtual}:]  # the text's positions, after the prompt's")
     else:
         lines.append("    logits = model(**batch).logits")
     if task == "classification":
@@ -146,9 +157,20 @@ def model_card(run, *, adapter: bool) -> str:
                  "tunekit's logits exactly.", ""]
     body += ["## Use it (transformers + peft, no tunekit)" if adapter else "## Use it (transformers, no tunekit)",
              "", "```python",
-             _snippet(task, pooling, labels, base, head, int(cfg.get("train", {}).get("max_length", 128)), adapter),
+             _snippet(task, pooling, labels, base, head, int(cfg.get("train", {}).get("max_length", 128)), adapter,
+                      _virtual_tokens(run) if adapter else 0),
              "```", ""]
     return "\n".join(front + [""] + body)
+
+
+def _virtual_tokens(run) -> int:
+    """How many virtual tokens the record's adapter puts before the text (prompt tuning), else 0."""
+    try:
+        config = json.loads((run.path / "adapter" / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    count = config.get("num_virtual_tokens") if isinstance(config, dict) else None
+    return count if config.get("peft_type") == "PROMPT_TUNING" and isinstance(count, int) else 0
 
 
 def write_card(run, folder, *, adapter: bool) -> Path:

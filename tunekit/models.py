@@ -137,8 +137,26 @@ class Model:
     def parameters_by_group(self):
         return self.backbone.parameters_by_group()
 
+    def attach(self, peft_model) -> None:
+        """Record that peft has wrapped ``hf`` (``peft_model`` is the ``PeftModel``); a prompt-tuning
+        adapter's virtual tokens become part of the task module (read before the text)."""
+        self.backbone.attach(peft_model)
+        self.module.prompt = adapters.virtual_tokens(peft_model)
+
     def parameter_counts(self) -> dict:
-        return self.backbone.parameter_counts()
+        """Trainable / total parameters, overall and per layer group; a prompt-tuning adapter's
+        virtual tokens count as the group ``prompt``."""
+        counts = self.backbone.parameter_counts()
+        prompt = getattr(self.module, "prompt", None)
+        if prompt is not None:
+            params = list(prompt.parameters())
+            group = {"trainable": sum(p.numel() for p in params if p.requires_grad),
+                     "total": sum(p.numel() for p in params)}
+            counts["by_group"]["prompt"] = group
+            counts["trainable"] += group["trainable"]
+            counts["total"] += group["total"]
+            counts["percent"] = 100.0 * counts["trainable"] / counts["total"] if counts["total"] else 0.0
+        return counts
 
     def named_parameters(self):
         return self.hf.named_parameters()
@@ -209,7 +227,7 @@ class Model:
         if plan.pooling is not None:
             self.module.pooling = plan.pooling
         if plan.adapter is not None:
-            self.backbone.attach(adapters.wrap(self.hf, plan.adapter))
+            self.attach(adapters.wrap(self.hf, plan.adapter))
         else:
             self.set_trainable(plan.train)
         if plan.fake_quant is not None:

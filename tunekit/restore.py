@@ -101,7 +101,7 @@ def _load_peft(run, model: Model) -> Model:
     except (ValueError, TypeError, KeyError, AttributeError) as e:  # peft refuses what the config says
         raise RunRecordError(f"{folder / 'adapter_config.json'} is damaged: peft cannot build the adapter it "
                              f"describes ({type(e).__name__}: {str(e)[:200]})") from None
-    model.backbone.attach(peft_model)
+    model.attach(peft_model)
     return model
 
 

@@ -54,6 +54,8 @@ def strategy_words(config: dict) -> str:
         return "IA3"
     if name == "ln_tuning":
         return "LayerNorm tuning"
+    if name == "prompt_tuning":
+        return f"prompt tuning ({st.get('tokens', '?')} tokens{', from text' if st.get('init') == 'text' else ''})"
     if name == "probe":
         pooling = st.get("pooling") or (label[6:] if label.startswith("probe-") else None)
         return "probe" + (f" ({pooling} pooling)" if pooling else "")

@@ -2,7 +2,8 @@
 
 * :mod:`tunekit.inspect.weights` - per-layer weight change and the spectra of the updates.
 * :mod:`tunekit.inspect.decomposition` - magnitude and direction of each update (DoRA's analysis).
-* :mod:`tunekit.inspect.ranks` - the rank of each adapted matrix (where AdaLoRA put its rank).
+* :mod:`tunekit.inspect.ranks` - the rank of each adapted matrix (where AdaLoRA put its rank), and
+  the virtual tokens of prompt tuning.
 * :mod:`tunekit.inspect.representations` - CKA between base and tuned hidden states, PCA.
 * :mod:`tunekit.inspect.attribution` - token attributions with captum's integrated gradients.
 
@@ -19,7 +20,7 @@ _LAZY = {
     "effective_rank": "weights", "stable_rank": "weights", "energy_rank": "weights",
     "intruder_dimensions": "weights", "norms_only": "weights",
     "magnitude_direction": "decomposition", "decompose": "decomposition", "adapter_ranks": "ranks",
-    "ranks_moved": "ranks",
+    "ranks_moved": "ranks", "virtual_tokens": "ranks",
     "linear_cka": "representations", "linear_cka_gram": "representations", "debiased_cka": "representations",
     "representation_drift": "representations", "pooled_hidden_states": "representations",
     "pca_features": "representations",

@@ -1,4 +1,5 @@
-"""Where an adapter put its rank: the rank of each adapted block matrix.
+"""What an adapter holds, read as peft holds it: the rank of each adapted block matrix (where
+AdaLoRA put its rank), and the virtual tokens of prompt tuning.
 
 LoRA (and DoRA, LoHa, LoKr, VeRA) give every adapted matrix the rank they were asked for.
 AdaLoRA starts every matrix at ``init_rank`` and, while it trains, cuts the singular
@@ -8,6 +9,8 @@ record's ``adapter_config.json`` keeps and which is read here as peft holds it.
 
     table = adapter_ranks([lora, adalora])   # one row per run x adapted block matrix
     tk.plots.adapter_ranks(table)            # a heatmap per run, one colour scale
+    tokens = virtual_tokens([prompt_run])    # one row per run x virtual token
+    tk.plots.virtual_tokens(tokens)          # their lengths, the words nearest to each
 """
 from __future__ import annotations
 
@@ -65,3 +68,28 @@ def ranks_moved(table: pd.DataFrame) -> bool:
     """True when some matrix of ``table`` (from :func:`adapter_ranks`) ends at another rank than
     it started with (AdaLoRA): only then does a map of the ranks show more than the settings."""
     return bool(len(table)) and bool((table["rank"] != table["init_rank"]).any())
+
+
+def virtual_tokens(runs, nearest: int = 5) -> pd.DataFrame:
+    """What prompt tuning learned, per run x virtual token: run, label, token (its place before
+    the text, from 0), norm (the vector's length), vocab_norm (the median length of the model's
+    word embeddings, for scale), nearest (the ``nearest`` vocabulary tokens by cosine, most
+    alike first) and cosine (theirs). Runs without virtual tokens give no rows."""
+    import torch
+    rows = []
+    for pair in load_pairs(runs):
+        model = pair.result
+        prompt = getattr(model.module, "prompt", None)
+        if prompt is None:
+            continue
+        with torch.no_grad():
+            learned = prompt(1)[0].float().cpu()
+            vocab = model.hf.get_input_embeddings().weight.detach().float().cpu()
+            cos = torch.nn.functional.normalize(learned, dim=1) @ torch.nn.functional.normalize(vocab, dim=1).T
+            best = cos.topk(min(nearest, vocab.shape[0]), dim=1)
+        median = float(vocab.norm(dim=1).median())
+        for i, (vector, values, ids) in enumerate(zip(learned, best.values, best.indices)):
+            rows.append({"run": pair.run.name, "label": pair.run.label, "token": i, "norm": float(vector.norm()),
+                         "vocab_norm": median, "nearest": model.tokenizer.convert_ids_to_tokens(ids.tolist()),
+                         "cosine": [round(float(v), 4) for v in values]})
+    return pd.DataFrame(rows, columns=["run", "label", "token", "norm", "vocab_norm", "nearest", "cosine"])

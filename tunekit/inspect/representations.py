@@ -220,10 +220,10 @@ def pooled_hidden_states(model: TextClassifier, texts: Sequence[str], max_length
     are inside it). Eval mode, no gradients, deterministic for a given input.
     """
     def pool(enc: dict) -> torch.Tensor:
-        out = model.hf.base_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                  output_hidden_states=True)
+        inputs = model.module.inputs(enc["input_ids"], enc["attention_mask"])  # virtual tokens first, if any
+        out = model.hf.base_model(**inputs, output_hidden_states=True)
         h = torch.stack(out.hidden_states, 1)  # [b, layers+1, tokens, hidden]
-        m = enc["attention_mask"].to(h.dtype)[:, None, :, None]
+        m = inputs["attention_mask"].to(h.dtype)[:, None, :, None]
         return (h * m).sum(2) / m.sum(2).clamp_min(1.0)
 
     return _batched(model, texts, max_length, batch_size, pool).transpose(0, 1).contiguous()
@@ -253,11 +253,12 @@ def head_features(model: TextClassifier, texts: Sequence[str], max_length: int =
     pooling = pooling or model.pooling or "mean"
 
     def feats(enc: dict) -> torch.Tensor:
+        inputs = model.module.inputs(enc["input_ids"], enc["attention_mask"])  # virtual tokens first, if any
         if pooling in ("mean", "last"):
-            h = model.hf.base_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-            return pool(h.last_hidden_state, enc["attention_mask"], pooling)
+            h = model.hf.base_model(**inputs)
+            return pool(h.last_hidden_state, inputs["attention_mask"], pooling)
         with _head_inputs(model) as seen:
-            model.hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            model.hf(**inputs)
         h = seen[-1]
         if h.ndim == 3:  # a decoder's head runs on every position; the logits come from one
             pad = model.hf.config.pad_token_id
@@ -266,7 +267,8 @@ def head_features(model: TextClassifier, texts: Sequence[str], max_length: int =
                 last = torch.full((ids.shape[0],), ids.shape[1] - 1, device=ids.device)
             else:
                 last = (torch.arange(ids.shape[1], device=ids.device) * (ids != pad)).argmax(-1)
-            h = h[torch.arange(h.shape[0], device=h.device), last]
+            extra = inputs["attention_mask"].shape[1] - ids.shape[1]  # virtual tokens before the text
+            h = h[torch.arange(h.shape[0], device=h.device), last + extra]
         return h
 
     return _batched(model, texts, max_length, batch_size, feats)

@@ -41,6 +41,7 @@ from tunekit.plots.runs import (  # noqa: F401
 _LAZY = {
     "weight_change_heatmap": "weights", "weight_change_difference": "weights", "head_change_bar": "weights",
     "spectrum": "weights", "rank_by_block": "weights", "magnitude_direction": "weights", "adapter_ranks": "weights",
+    "virtual_tokens": "weights",
     "cka_by_layer": "representations", "pca_scatter": "representations",
     "attribution_view": "attribution", "attribution_html": "attribution",
     "forgetting_map": "post", "sparsity_curve": "post",

@@ -49,6 +49,9 @@ CAPTIONS: dict[str, str] = {
     "adapter_ranks": "Each cell is one adapted weight matrix and the number in it is its rank at the end: how many "
                      "directions its update may use. LoRA gives every matrix the same; AdaLoRA moves rank to the "
                      "matrices that matter for the task.",
+    "virtual_tokens": "Each bar is one learned virtual token that the model reads before every text: its length, "
+                      "and above it the real word whose embedding points most the same way. The dotted line is a "
+                      "typical word's length.",
     "cka_by_layer": "How alike each layer's outputs are before and after training, on the same examples "
                     "(linear CKA): 1 = unchanged; lower = that layer now represents the text differently.",
     "pca_scatter": "Each dot is one example's features as they enter the classification head, placed on the "
@@ -83,6 +86,7 @@ _TITLES = [
     (r"of the update per block", "rank_by_block"),
     (r"^magnitude and direction", "magnitude_direction"),
     (r"^where each adapter put its rank", "adapter_ranks"),
+    (r"^learned virtual tokens", "virtual_tokens"),
     (r"representation drift", "cka_by_layer"),
     (r"head input features", "pca_scatter"),
     (r"^attribution: each run minus", "attribution_difference"),

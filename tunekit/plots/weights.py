@@ -8,6 +8,7 @@
     tk.plots.spectrum(sp, name="bert.encoder.layer.5.attention.self.query.weight")
     tk.plots.rank_by_block(sp.table)            # effective rank per block, one line per run
     tk.plots.adapter_ranks(tk.inspect.adapter_ranks(runs))  # where each adapter put its rank (AdaLoRA)
+    tk.plots.virtual_tokens(tk.inspect.virtual_tokens(runs))  # what prompt tuning learned
 
 No torch import: these take DataFrames (and the ``Spectra`` object by duck typing).
 ``colors=tk.plots.colors(runs)`` draws each run in its own colour, as every figure of its
@@ -335,3 +336,34 @@ def adapter_ranks(table: pd.DataFrame, modules: Optional[Sequence[str]] = None) 
     top = 30 + 26 * (title.count("<br>") + 1) + 22 * max(t.count("<br>") + 1 for t in titles)
     return projector_layout(fig, height=top + 130 + 36 * len(blocks), legend=False,
                             margin={"t": top, "b": 20, "r": 20})
+
+
+@figure_kind("virtual_tokens")
+def virtual_tokens(table: pd.DataFrame, colors: Optional[dict] = None) -> go.Figure:
+    """What prompt tuning learned (from :func:`tunekit.inspect.virtual_tokens`): one panel per
+    run, a bar per virtual token (its length, in the order the model reads them), labelled with
+    the vocabulary token nearest to it; the dotted line is the median length of the model's
+    word embeddings. Hover lists the nearest tokens with their cosine."""
+    require(isinstance(table, pd.DataFrame), "table", "the DataFrame of tk.inspect.virtual_tokens", table)
+    if table.empty:
+        raise ConfigError("no virtual tokens to draw: none of the runs is prompt tuning")
+    runs = _runs_in(table)
+    labels = [lab for _, lab in runs]
+    palette = _palette([r for r, _ in runs], colors)
+    titles = [_panel_title(r, lab, labels, 84 // len(runs)) for r, lab in runs]
+    fig = make_subplots(rows=1, cols=len(runs), horizontal_spacing=0.06, subplot_titles=titles)
+    for i, (run, _) in enumerate(runs, start=1):
+        rows = table[table["run"] == run]
+        near = [", ".join(f"{html.escape(str(t))} ({c:.2f})" for t, c in zip(ts, cs))
+                for ts, cs in zip(rows["nearest"], rows["cosine"])]
+        fig.add_trace(go.Bar(
+            x=[f"v{t + 1}" for t in rows["token"]], y=rows["norm"], marker_color=palette[run], showlegend=False,
+            text=[html.escape(str(ts[0])) if len(ts) else "" for ts in rows["nearest"]], textposition="outside",
+            customdata=near, hovertemplate="%{x}: length %{y:.3g}<br>nearest: %{customdata}<extra>"
+            + html.escape(run) + "</extra>"), row=1, col=i)
+        fig.add_hline(y=float(rows["vocab_norm"].iloc[0]), line_dash="dot", line_color="#555", row=1, col=i)
+    title = wrap("Learned virtual tokens: length of each, and the nearest word", 60)
+    fig.update_layout(title=title, template="plotly_white")
+    fig.update_yaxes(title_text="length ‖v‖", row=1, col=1)
+    top = 30 + 26 * (title.count("<br>") + 1) + 22 * max(t.count("<br>") + 1 for t in titles)
+    return projector_layout(fig, height=top + 360, legend=False, margin={"t": top, "b": 20, "r": 20})

@@ -70,6 +70,7 @@ class AdaLoRA(AdapterStrategy):
 
     name = "adalora"
     rank_field = "target_rank"  # what the lab's rank box and the command line's adalora:R set
+    rank_words = "target rank"
     default_lr = DEFAULT_LR["adalora"]
     lab_label = "AdaLoRA"
     peft_table = "TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING"

@@ -41,6 +41,8 @@ class AdapterStrategy(Strategy):
     default_labels: tuple[str, ...] = ()
     rank_field = "rank"
     """The parameter that the lab's rank box and the command line's ``NAME:RANK`` set."""
+    rank_words = "rank"
+    """What the lab's rank box is called for this method (after its name)."""
     target_modules: Optional[Sequence[str]] = None
 
     def default_target_names(self, model, table: str = "", labels: tuple[str, ...] = ()) -> list[str]:

@@ -81,7 +81,7 @@ class Strategy:
         """AdamW parameter groups over the trainable parameters only. Biases and norms
         get no weight decay."""
         decay, no_decay = [], []
-        for p in model.hf.parameters():
+        for p in model.module.parameters():  # the task module: the model, and virtual tokens if any
             if p.requires_grad:
                 (no_decay if p.ndim < 2 else decay).append(p)
         return [g for g in ({"params": decay, "lr": lr, "weight_decay": weight_decay},

@@ -17,6 +17,20 @@ from torch import nn
 from tunekit.batches import EncodedSplit, collate_tokens, token_ids
 
 
+def model_inputs(module: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    """What a task module feeds its Hugging Face model: the token ids and their mask, or, when
+    the module carries learned virtual tokens (``module.prompt``, prompt tuning), their
+    embeddings before the text's (``inputs_embeds``) with the mask grown to cover them, as peft
+    builds them. Position and token-type embeddings are the model's own, added after."""
+    prompt = getattr(module, "prompt", None)
+    if prompt is None:
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+    embeds = module.hf.get_input_embeddings()(input_ids)
+    virtual = prompt(input_ids.shape[0]).to(device=embeds.device, dtype=embeds.dtype)
+    mask = torch.cat([attention_mask.new_ones(virtual.shape[:2]), attention_mask], dim=1)
+    return {"inputs_embeds": torch.cat([virtual, embeds], dim=1), "attention_mask": mask}
+
+
 @dataclass
 class TaskOutput:
     """What a task module returns: the mean loss over the batch (None without targets), the

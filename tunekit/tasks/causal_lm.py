@@ -14,7 +14,7 @@ from torch import nn
 
 from tunekit.batches import collate_tokens
 from tunekit.config import ConfigError
-from tunekit.tasks.base import MetricAccumulator, Task, TaskOutput
+from tunekit.tasks.base import MetricAccumulator, Task, TaskOutput, model_inputs
 
 
 def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,11 @@ class CausalLMModule(nn.Module):
         super().__init__()
         self.hf = hf
         self.head_name = head_name
+        self.prompt = None  # learned virtual tokens before the text (prompt tuning)
+
+    def inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        """The model's inputs (:func:`tunekit.tasks.base.model_inputs`: virtual tokens first, if any)."""
+        return model_inputs(self, input_ids, attention_mask)
 
     def head(self) -> nn.Module:
         return self.hf.get_submodule(self.head_name)
@@ -43,9 +48,12 @@ class CausalLMModule(nn.Module):
         labels = batch.get("labels")
         if labels is None:
             labels = lm_labels(ids, mask)
-        out = self.hf(input_ids=ids, attention_mask=mask, labels=labels)
+        inputs = self.inputs(ids, mask)
+        extra = inputs["attention_mask"].shape[1] - ids.shape[1]  # virtual tokens: nothing to predict there
+        full = labels if not extra else torch.cat([labels.new_full((ids.shape[0], extra), -100), labels], dim=1)
+        out = self.hf(**inputs, labels=full)
         count = (labels[:, 1:] != -100).sum()  # a tensor: reading it would wait for the device
-        return TaskOutput(out.loss, out.logits, count)
+        return TaskOutput(out.loss, out.logits[:, extra:], count)
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from torch import nn
 
 from tunekit.config import ConfigError
 from tunekit.metrics import macro_f1
-from tunekit.tasks.base import MetricAccumulator, Task, TaskOutput
+from tunekit.tasks.base import MetricAccumulator, Task, TaskOutput, model_inputs
 
 POOLINGS = ("mean", "last", "model")
 
@@ -70,6 +70,11 @@ class ClassifierModule(nn.Module):
         self.hf = hf
         self.head_name = head_name
         self.pooling = pooling
+        self.prompt: Optional[nn.Module] = None  # learned virtual tokens before the text (prompt tuning)
+
+    def inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        """The model's inputs (:func:`tunekit.tasks.base.model_inputs`: virtual tokens first, if any)."""
+        return model_inputs(self, input_ids, attention_mask)
 
     @property
     def pools_itself(self) -> bool:
@@ -82,13 +87,14 @@ class ClassifierModule(nn.Module):
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """What the head sees: [batch, hidden]."""
+        inputs = self.inputs(input_ids, attention_mask)
         if self.pools_itself:
-            h = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return pool(h, attention_mask, self.pooling)
+            h = self.hf.base_model(**inputs).last_hidden_state
+            return pool(h, inputs["attention_mask"], self.pooling)
         seen = []
         handle = self.head().register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
         try:
-            self.hf(input_ids=input_ids, attention_mask=attention_mask)
+            self.hf(**inputs)
         finally:
             handle.remove()
         if seen[-1].ndim != 2:
@@ -100,7 +106,7 @@ class ClassifierModule(nn.Module):
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.pools_itself:
             return self.head()(self.features(input_ids, attention_mask))
-        return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+        return self.hf(**self.inputs(input_ids, attention_mask)).logits
 
     def forward(self, batch: dict) -> TaskOutput:
         if "features" in batch:

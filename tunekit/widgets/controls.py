@@ -9,6 +9,7 @@ the user sets them.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from typing import Optional
@@ -29,7 +30,13 @@ LAB_ORDER = ("freeze", "lora", "ia3", "full", "probe")
 #: the adapters whose rank, alpha and targets the lab sets: name -> (alpha's default as a multiple of the rank,
 #: or None for a method without alpha; the rank slider's largest value)
 RANKED = {"lora": (2, 64), "dora": (2, 64), "adalora": (None, 64), "loha": (1, 64), "lokr": (1, 64),
-          "vera": (None, 256)}
+          "vera": (None, 256), "prompt_tuning": (None, 100)}
+
+
+def _has_targets(kind: str) -> bool:
+    """Whether strategy ``kind`` adapts chosen layers (a ``target_modules`` parameter): prompt
+    tuning adapts none."""
+    return "target_modules" in {f.name for f in dataclasses.fields(REGISTRY[kind])}
 
 
 def lab_strategies() -> list[tuple[str, str]]:
@@ -196,7 +203,9 @@ class StrategyControls(W.VBox):
         """The strategy the controls describe (raises ConfigError on a bad combination)."""
         kind = self.kind_w.value
         if kind in RANKED:
-            settings = {REGISTRY[kind].rank_field: self.rank.value, "target_modules": list(self.targets.value)}
+            settings = {REGISTRY[kind].rank_field: self.rank.value}
+            if _has_targets(kind):
+                settings["target_modules"] = list(self.targets.value)
             if RANKED[kind][0] is not None:
                 settings["alpha"] = self.alpha.value
             return REGISTRY[kind](**settings)
@@ -262,8 +271,10 @@ class StrategyControls(W.VBox):
         if kind in RANKED:  # the rank box speaks of the method chosen
             factor, most = RANKED[kind]
             title = vars(REGISTRY[kind])["lab_label"]
-            self.rank.description, self.alpha.description = f"{title} rank", f"{title} alpha"
+            self.rank.description = f"{title} {REGISTRY[kind].rank_words}"
+            self.alpha.description = f"{title} alpha"
             self.targets.description = f"{title} targets"
+            self.targets.layout.display = self.errors["targets"].layout.display = "" if _has_targets(kind) else "none"
             self._set(self.rank, min(self.rank.value, most))
             self.rank.max = most
             self.alpha.layout.display = self.alpha_note.layout.display = "" if factor else "none"
@@ -279,7 +290,7 @@ class StrategyControls(W.VBox):
         if kind == "freeze" and not self.diagram.chosen:
             names = [group_title(g) for g in self.model.active_groups]
             problem, where = f"Nothing trains: press at least one layer ({_in_words(names)}) or a preset.", "diagram"
-        elif kind in RANKED and not self.targets.value:
+        elif kind in RANKED and _has_targets(kind) and not self.targets.value:
             problem, where = f"Pick at least one layer for {vars(REGISTRY[kind])['lab_label']} to adapt.", "targets"
         else:
             try:
@@ -313,7 +324,8 @@ class StrategyControls(W.VBox):
                              f"(estimate: weights {mem['weights_mb']:,} + gradients {mem['gradients_mb']:,} + "
                              f"AdamW {mem['optimizer_mb']:,}; activations extra)")
 
-    FIELDS = {"rank": ("rank", "The rank"), "alpha": ("alpha", "Alpha"), "target_modules": ("targets", "The targets"),
+    FIELDS = {"tokens": ("rank", "The number of virtual tokens"), "rank": ("rank", "The rank"),
+              "alpha": ("alpha", "Alpha"), "target_modules": ("targets", "The targets"),
               "target_rank": ("rank", "The target rank"), "init_rank": ("rank", "The starting rank (1.5 x target)")}
 
     def _in_words(self, message: str) -> tuple[str, str]:

@@ -402,6 +402,14 @@ class RunsPanel(W.VBox):
             out.append(_note(", ".join(names[n] for n in norms) + (" changes" if len(norms) == 1 else " change")
                              + " no weight matrix: only the normalization layers' scale and shift moved (the "
                              "'attn norm' and 'out norm' columns above), with the new head."))
+        tokens = plots.named(inspect.virtual_tokens(pairs), runs)
+        if len(tokens):  # prompt tuning: its change is in the input, not in any weight
+            prompted = list(dict.fromkeys(tokens["run"]))
+            out.append(_note(", ".join(names[n] for n in prompted) + (" changes" if len(prompted) == 1 else
+                             " change") + " no weight of the model: prompt tuning learned virtual tokens that the "
+                             "model reads before every text (below: their lengths and the nearest words), with the "
+                             "new head."))
+            out.append(_kind("virtual_tokens", plots.virtual_tokens(tokens, colors=colours)))
         out.append(_kind("head_change_bar", plots.head_change_bar(wc, colors=colours)))
         # "A minus B" only between runs that changed something inside the blocks: against a run that
         # changed none (a probe), the difference is the other run's own map, nothing more
