@@ -143,6 +143,16 @@ def test_an_adapter_lists_reloads_to_peft_logits_and_is_evaluated(imported, lora
     assert run.config["params"]["trainable"] == sum(p.numel() for _, p in _adapter_tensors(lora))
 
 
+def test_an_imported_adapter_exports_as_a_plain_model_with_its_card(imported, lora, base, tmp_path):
+    folder = tk.load_run(imported.path).export(tmp_path / "exported")
+    with quiet():
+        merged = plain_adapter(base, lora).merge_and_unload()
+    exported = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    assert torch.allclose(logits(exported), logits(merged), atol=1e-5)
+    card = (folder / "README.md").read_text()
+    assert f"imported with tunekit {tk.__version__} from `{lora.resolve()}` (`lora`" in card
+
+
 def _encoded(model) -> dict:
     enc = model.tokenize(TEXTS)
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
@@ -382,3 +392,18 @@ def test_the_cli_imports_and_says_where_the_record_went(lora, tmp_path, capsys):
     assert "argument PATH: path" in capsys.readouterr().err
     assert main(["import", str(lora), "--base", "/no/such/base", "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "argument --base: base: '/no/such/base'" in capsys.readouterr().err
+
+
+# ----- the lab --------------------------------------------------------------------------------------------
+def test_the_runs_panel_imports_from_its_path_box(lora, small, tmp_path):
+    from tunekit.widgets.views import RunsPanel
+    panel = RunsPanel(str(tmp_path / "runs"), small, model=str(tmp_path))
+    box = panel.importer
+    box.path.value = str(tmp_path / "nowhere")
+    assert box.apply(wait=True)
+    assert "Not imported: path" in box.status.value and panel.select.options == ()
+    box.path.value = str(lora)
+    assert box.apply(wait=True)
+    [run] = tk.list_runs(tmp_path / "runs")
+    assert "#1 imported LoRA r4 α8: accuracy" in box.status.value, box.status.value
+    assert [name for _, name in panel.select.options] == [run.name] and run.summary["eval_examples"] > 0
