@@ -2,6 +2,7 @@
 with plain transformers and peft, as the HF Trainer leaves them; the import is then checked
 against plain transformers and peft: the same logits, the weight change equal to peft's merge,
 curves from trainer_state.json, the source files unchanged, every bad input refused in words."""
+import copy
 import hashlib
 import json
 import shlex
@@ -27,6 +28,7 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
+    BertModel,
     LlamaConfig,
     LlamaForCausalLM,
 )
@@ -81,7 +83,7 @@ def save_llama(folder: Path) -> Path:
 def save_adapter(base: Path, config, folder: Path, seed: int = 1) -> Path:
     """peft's adapter on ``base`` with every trained tensor moved off its start (as training would)."""
     with quiet():
-        model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(base), config)
+        model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(base), copy.deepcopy(config))
     torch.manual_seed(seed)
     with torch.no_grad():
         for _, p in model.named_parameters():
@@ -185,6 +187,34 @@ def test_the_weight_change_is_peft_merge_at_the_targets_and_zero_elsewhere(metho
                                       {"query", "value", "dense"} if method == "ia3" else {"query", "value"})
 
 
+def test_a_head_for_more_classes_than_the_base_names_takes_transformers_default_names(tmp_path):
+    """A base without a head (as a pretrained encoder is on the hub), an adapter trained with a
+    3-class head: the record's head has 3 rows, named as transformers names them (data sets are
+    matched to them by position), and gives peft's logits. A base holding a head of another size
+    is refused in words."""
+    tok = tokenizer()
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=128)).save_pretrained(tmp_path / "encoder")
+    tok.save_pretrained(tmp_path / "encoder")
+    with quiet():
+        model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tmp_path / "encoder", num_labels=3),
+                               copy.deepcopy(METHODS["lora"]))
+    model.save_pretrained(tmp_path / "three")
+    run = tk.import_run(tmp_path / "three", runs_dir=str(tmp_path / "runs"))
+    assert run.config["model"]["label_names"] == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    with quiet():
+        plain = PeftModel.from_pretrained(
+            AutoModelForSequenceClassification.from_pretrained(tmp_path / "encoder", num_labels=3),
+            str(tmp_path / "three")).eval()
+    reloaded = tk.load_run(run.path).load_model()
+    assert torch.allclose(reloaded.logits(**_encoded(reloaded)), logits(plain), atol=1e-6)
+    two_classes = save_bert(tmp_path / "two-classes")
+    with pytest.raises(tk.ConfigError, match=r"base: '.*two-classes' holds a 2-class head and the adapter in "
+                                             r".*three a 3-class one"):
+        tk.import_run(tmp_path / "three", base=str(two_classes), runs_dir=str(tmp_path / "runs"))
+
+
 def test_the_views_draw_it(imported, small):
     pairs = tk.inspect.load_pairs([imported])
     wc = tk.inspect.weight_change(pairs)
@@ -227,10 +257,12 @@ TRAINER_STATE = {
 }
 
 
-def test_a_trainer_state_beside_the_folder_becomes_the_curves(base, tmp_path):
-    out = tmp_path / "output"  # the Trainer's output_dir: the adapter in a subfolder, its state beside it
+@pytest.mark.parametrize("where", ["beside", "inside"])
+def test_a_trainer_state_in_or_beside_the_folder_becomes_the_curves(base, tmp_path, where):
+    out = tmp_path / "output"  # the Trainer's output_dir (its state beside the adapter) or a checkpoint-N/
     adapter = save_adapter(base, METHODS["lora"], out / "adapter")
-    (out / "trainer_state.json").write_text(json.dumps(TRAINER_STATE))
+    (out / "trainer_state.json" if where == "beside" else adapter / "trainer_state.json").write_text(
+        json.dumps(TRAINER_STATE))
     run = tk.load_run(tk.import_run(adapter, runs_dir=str(tmp_path / "runs")).path)
     steps, evals = run.history("step"), run.history("eval")
     assert steps[["step", "loss", "lr"]].values.tolist() == [[5, 0.71, 4e-05], [10, 0.65, 5e-05], [20, 0.55, 1e-05]]

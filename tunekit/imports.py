@@ -229,7 +229,7 @@ def adapter_model(folder: Path, base: Optional[str], task: Optional[str]) -> tup
                               "(base_model_name_or_path is empty); pass base=<the checkpoint it was trained from>")
     checkpoint = base_config(base, said_by)
     task = choose_task(task, config, checkpoint, where=folder)
-    names = label_names(checkpoint, _head_rows(folder, config, checkpoint)) if task == "classification" else None
+    names = _adapter_labels(folder, config, checkpoint, base) if task == "classification" else None
     model = load_base(base, task, names, folder)
     try:
         attach_adapter(model, folder)
@@ -237,6 +237,19 @@ def adapter_model(folder: Path, base: Optional[str], task: Optional[str]) -> tup
         raise _mismatch(base, model, folder, str(e)) from None
     _check_keys(model, folder, base)
     return model, _adapter_strategy(config)
+
+
+def _adapter_labels(folder: Path, config: dict, checkpoint: dict, base: str) -> list[str]:
+    """The class names of an adapter's classifier: the base's ``id2label`` when its head has
+    as many rows, else transformers' ``LABEL_i``. A base that holds a head of another size is
+    refused in words: tunekit loads a checkpoint's own head as it is."""
+    rows = _head_rows(folder, config, checkpoint)
+    names = label_names(checkpoint, rows)
+    if architecture_task(checkpoint) == "classification" and len(label_names(checkpoint)) != len(names):
+        raise ConfigError(f"base: {base!r} holds a {len(label_names(checkpoint))}-class head and the adapter in "
+                          f"{folder} a {rows}-class one; tunekit loads a checkpoint's own head as it is: pass base= "
+                          "the checkpoint without its head (the hub's own), or one saved with the adapter's classes")
+    return names
 
 
 def _head_rows(folder: Path, config: dict, checkpoint: dict) -> Optional[int]:
@@ -295,7 +308,10 @@ def _adapter_strategy(config: dict) -> dict:
 def fine_tuned_model(folder: Path, base: Optional[str], task: Optional[str]) -> tuple[Model, dict, dict]:
     """The base with the fine-tune's weights in place (what the record will reload), the
     strategy entry, and the tensors that differ from the base (canonical names)."""
-    config = check_model_dir(folder, str(folder))
+    try:
+        config = check_model_dir(folder, str(folder))
+    except (TunekitError, OSError) as e:  # a config.json transformers cannot read
+        raise ConfigError(f"path: {e}") from None
     if base is None:
         raise ConfigError(f"base: {folder} is a fine-tuned model folder; pass base=<the checkpoint it was "
                           "fine-tuned from> (a folder, a cached hub id or a built-in name), so that its change "
