@@ -8,6 +8,7 @@
     tk.evaluate(run, split="test")
     lm    = tk.load_model("smollm2", task="causal_lm")        # next-token loss, perplexity
     tk.prune(run, sparsity=0.5); tk.quantize(run); tk.distil(run, student=[0, 2, 4], data=data)
+    other = tk.import_run("hf-output/checkpoint-500", data=data)  # a peft adapter or fine-tune made elsewhere
 
 Names are imported lazily, so ``import tunekit`` (and ``tunekit.plots``) stay light.
 """
@@ -50,6 +51,7 @@ _EXPORTS = {
     "train": "tunekit.engine", "compare": "tunekit.engine", "Trainer": "tunekit.engine",
     "Event": "tunekit.engine", "StopTraining": "tunekit.engine", "evaluate": "tunekit.evaluation",
     "Run": "tunekit.runs", "load_run": "tunekit.runs", "list_runs": "tunekit.runs",
+    "import_run": "tunekit.imports",
     "Lab": "tunekit.widgets",
     "prune": "tunekit.post", "quantize": "tunekit.post", "distil": "tunekit.post", "forgetting": "tunekit.post",
     "measure": "tunekit.post",

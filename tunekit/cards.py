@@ -103,6 +103,20 @@ def _snippet(task: str, pooling: Optional[str], labels: list, base: str, head: s
     return "\n".join(lines)
 
 
+def _made(run, strategy: dict, params: dict, data: dict) -> str:
+    """How the model was made, in one sentence: trained with tunekit, or imported into it."""
+    cfg, summary = run.config, run.summary
+    if run.kind == "import":
+        return (f"Made outside tunekit and imported with tunekit {cfg.get('tunekit_version', '')} from "
+                f"`{(cfg.get('imported') or {}).get('path', '?')}` (`{strategy.get('method', '?')}`, "
+                f"{params.get('trainable', '?'):,} of {params.get('total', '?'):,} parameters changed; run "
+                f"`{run.name}`).")
+    return (f"Trained with tunekit {cfg.get('tunekit_version', '')}: "
+            f"strategy `{json.dumps(strategy)}`, {params.get('trainable', '?'):,} of {params.get('total', '?'):,} "
+            f"parameters trained, on {data.get('train_used', '?')} examples of `{data.get('name', '?')}` "
+            f"for {summary.get('steps', '?')} steps (run `{run.name}`, status {summary.get('status')}).")
+
+
 def model_card(run, *, adapter: bool) -> str:
     """The README.md for ``run``'s adapter folder (``adapter=True``) or exported model folder."""
     cfg, summary = run.config, run.summary
@@ -135,11 +149,7 @@ def model_card(run, *, adapter: bool) -> str:
     head = model.get("head_name") or ("score" if model.get("pooling") == "last" else "classifier")
     params = cfg.get("params", {})
     body = [f"# {run.label}: {model.get('model_type', '')} {task.replace('_', ' ')} "
-            f"({'adapter' if adapter else 'fine-tuned model'})", "",
-            f"Trained with tunekit {cfg.get('tunekit_version', '')}: "
-            f"strategy `{json.dumps(strategy)}`, {params.get('trainable', '?'):,} of {params.get('total', '?'):,} "
-            f"parameters trained, on {data.get('train_used', '?')} examples of `{data.get('name', '?')}` "
-            f"for {summary.get('steps', '?')} steps (run `{run.name}`, status {summary.get('status')}).", ""]
+            f"({'adapter' if adapter else 'fine-tuned model'})", "", _made(run, strategy, params, data), ""]
     if base_id is None:
         body += [f"Base model: the local checkpoint `{base}`.", ""]
     if source in BASE_NOTES:

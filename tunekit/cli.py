@@ -8,6 +8,7 @@
     tunekit quantize RUN --method int8-dynamic
     tunekit distil RUN --student 0,2,4 --loss response+feature --baseline
     tunekit forgetting --strategies probe,lora,full --first rotten_tomatoes --then bbc_news
+    tunekit import hf-output/checkpoint-500 --data rotten_tomatoes   (or a fine-tune: --base B)
     tunekit experiment --strategies probe,freeze:2,lora:8,full --sizes 100,300,1000 --seeds 3
     python -m tunekit.cli compare ...
 
@@ -19,7 +20,8 @@ HTML report. Strategy specs: ``probe``, ``full``, ``lpft``, ``ia3``, ``ln_tuning
 ``evaluate`` prints a run's metrics on a split (:func:`tunekit.evaluate`).
 ``prune``, ``quantize`` and ``distil`` read a run and write a record of their own kind
 (:mod:`tunekit.post`), printing its numbers beside its parent's; ``forgetting`` prints
-what learning a second task cost the first, per strategy.
+what learning a second task cost the first, per strategy. ``import`` writes a record of
+an adapter or a fine-tune made elsewhere (:func:`tunekit.imports.import_run`).
 
 Exit status: 0 done; 1 some run failed (it is still in the table and the report);
 2 bad input (the message names the option); 130 interrupted.
@@ -165,6 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(run=cmd_evaluate, parser=v)
 
     add_post_commands(sub)
+
+    i = sub.add_parser("import", help="write a run record of a peft adapter or a fine-tuned model made elsewhere",
+                       description="Import a peft adapter folder (adapter_config.json + adapter_model.safetensors) "
+                                   "or a fine-tuned model folder (config.json + model.safetensors, with --base) as a "
+                                   "run record of kind 'import': it then lists, reloads and draws like tunekit's own "
+                                   "records. A trainer_state.json in or beside the folder becomes its curves. The "
+                                   "folder is only read; pickled weights are refused.")
+    i.add_argument("path", metavar="PATH", help="the adapter or fine-tuned model folder")
+    i.add_argument("--base", default=None,
+                   help="the checkpoint it was trained from: a folder, a cached hub id or a built-in name "
+                        "(default: an adapter's base_model_name_or_path; a fine-tune needs it)")
+    i.add_argument("--data", default=None,
+                   help="built-in data set or CSV file to evaluate it on once, on the validation split "
+                        "(default: no evaluation)")
+    i.add_argument("--task", default=None, choices=("classification", "causal_lm"),
+                   help="what it was trained for (default: what the folder says)")
+    i.add_argument("--name", default=None, help="the record's name (default: import-<folder name>)")
+    i.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where the record goes (default %(default)s)")
+    i.set_defaults(run=cmd_import, parser=i)
 
     x = sub.add_parser("experiment", help="train strategies x training-set sizes x seeds; print test accuracy "
                        "with 95 %% intervals and what to choose (resumes a grid of the same name)",
@@ -399,6 +420,27 @@ def cmd_evaluate(args) -> int:
     for key, value in result.items():
         fmt = METRICS[key].fmt if key in METRICS else ".4f"
         print(f"  {key:<12}{value:{fmt}}")
+    return 0
+
+
+_IMPORT_OPTIONS = {"path": "PATH", "base": "--base", "task": "--task", "data": "--data", "name": "--name",
+                   "runs_dir": "--runs-dir"}
+"""The option each field of :func:`tunekit.imports.import_run`'s errors is given by."""
+
+
+def cmd_import(args) -> int:
+    from tunekit.data import DataError  # lazy: torch loads only for the commands that need it
+    from tunekit.imports import import_run
+    try:
+        run = import_run(args.path, base=args.base, data=args.data, name=args.name, runs_dir=args.runs_dir,
+                         task=args.task)
+    except DataError as e:
+        raise InputError("--data", str(e)) from e
+    except ConfigError as e:
+        option = next((o for f, o in _IMPORT_OPTIONS.items() if str(e).startswith(f)), None)
+        raise InputError(option, str(e)) from e
+    _print_table([run])
+    print(f"run: {run.path.resolve()}")
     return 0
 
 

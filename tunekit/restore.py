@@ -83,13 +83,21 @@ def read_adapter_config(folder: Path) -> dict:
 
 # ----- the weights, by record format ----------------------------------------------------------------
 def _load_peft(run, model: Model) -> Model:
-    from peft import PeftModel  # lazy: peft's import takes seconds, and only adapter records need it
     folder = run.path / "adapter"
     if not (folder / "adapter_model.safetensors").is_file():
         pickled = [p.name for p in folder.glob("*.bin")] if folder.is_dir() else []
         held = f"holds {pickled[0]}, a pickle, which tunekit never loads (records hold safetensors only)" if pickled \
             else "has no adapter_model.safetensors"
         raise RunRecordError(f"{folder}: the record's adapter {held}")
+    return attach_adapter(model, folder)
+
+
+def attach_adapter(model: Model, folder: Path) -> Model:
+    """The peft adapter folder ``folder`` (adapter_config.json + adapter_model.safetensors)
+    loaded onto ``model`` by peft itself; ``model`` carries it from now on. A config peft
+    cannot build, or tensors that do not fit the model, are a RunRecordError that names the
+    file (a record's adapter, or an adapter made elsewhere: :func:`tunekit.imports.import_run`)."""
+    from peft import PeftModel  # lazy: peft's import takes seconds, and only adapter records need it
     read_adapter_config(folder)
     read_tensors(folder / "adapter_model.safetensors")
     try:
@@ -99,8 +107,8 @@ def _load_peft(run, model: Model) -> Model:
         raise RunRecordError(f"{folder / 'adapter_model.safetensors'} does not fit the model it applies to: "
                              f"{' '.join(str(e).split())[:300]}") from None
     except (ValueError, TypeError, KeyError, AttributeError) as e:  # peft refuses what the config says
-        raise RunRecordError(f"{folder / 'adapter_config.json'} is damaged: peft cannot build the adapter it "
-                             f"describes ({type(e).__name__}: {str(e)[:200]})") from None
+        raise RunRecordError(f"{folder / 'adapter_config.json'}: peft cannot build the adapter it describes on "
+                             f"{type(model.hf).__name__} ({type(e).__name__}: {str(e)[:200]})") from None
     model.attach(peft_model)
     return model
 

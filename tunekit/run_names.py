@@ -9,8 +9,8 @@ A record's **name in words**: "LoRA r8 α16 · 200 ex · 1 ep", "probe · 64 ex 
 the strategy and its settings, the examples, the epochs, and any learning rate, batch size or
 seed that was asked for instead of the default. A post-training record says what was done to
 which record, by its number: "prune 50 % of #1", "int8 dynamic of #5", "distil of #1, 3
-blocks". Read from the records' configs only (no torch), and sensible for old records that
-kept only a label.
+blocks". An imported record says so: "imported LoRA r8 α16 · 3 ep". Read from the records'
+configs only (no torch), and sensible for old records that kept only a label.
 """
 from __future__ import annotations
 
@@ -75,6 +75,16 @@ def strategy_words(config: dict) -> str:
         loss = (config.get("distillation") or {}).get("loss") or st.get("loss") or {}
         return "distil (" + "+".join(loss) + ")" if loss else "student alone (no teacher)"
     return label
+
+
+def imported_words(config: dict) -> str:
+    """An imported record's method in words (:func:`tunekit.imports.import_run`): ``imported
+    LoRA r8 α16``, ``imported full fine-tune``."""
+    st = dict(config.get("strategy") or {})
+    method = st.get("method")
+    if method == "full":
+        return "imported full fine-tune"
+    return "imported " + strategy_words({"strategy": {**st, "name": method}, "strategy_label": method or "?"})
 
 
 def _operation_words(config: dict) -> str:
@@ -165,7 +175,7 @@ def display_name(run) -> str:
         if run.kind == "distil":
             return "distil" + of + _student_words(config)
         return _operation_words(config) + of
-    parts = [strategy_words(config)]
+    parts = [imported_words(config) if run.kind == "import" else strategy_words(config)]
     train = config.get("train") or {}
     examples = (config.get("data") or {}).get("train_used") or train.get("train_size")
     if isinstance(examples, int):

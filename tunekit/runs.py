@@ -1,8 +1,8 @@
 """Run records on disk: one directory per run, JSON + safetensors, no pickle.
 
     tunekit-runs/<run name>/
-        config.json          what was made and how: kind (train, prune, quantize or
-                             distil), parent (the record it started from, or null for
+        config.json          what was made and how: kind (train, prune, quantize,
+                             distil or import), parent (the record it started from, or null for
                              the pretrained checkpoint), structure (steps replayed on
                              the parent's model: blocks kept, heads or neurons removed,
                              a new head), task, format of the weights (peft,
@@ -103,7 +103,8 @@ class Run:
 
     @property
     def kind(self) -> str:
-        """``train``, ``prune``, ``quantize`` or ``distil`` (see :mod:`tunekit.post`)."""
+        """``train``, ``prune``, ``quantize`` or ``distil`` (see :mod:`tunekit.post`), or ``import``
+        (an adapter or fine-tune made elsewhere: :func:`tunekit.imports.import_run`)."""
         return self.config.get("kind", "train")
 
     @property

@@ -78,11 +78,16 @@ def pickle_only(where: str, path: Path) -> str:
         return (f"{where} holds its weights only as pickled shards (pytorch_model.bin.index.json); tunekit loads "
                 f"safetensors only, since loading a pickle can run code. If you trust the files, convert them "
                 f"once with transformers: AutoModelFor...from_pretrained(path).save_pretrained(path)")
-    target = str(path / pickled), str(path / "model.safetensors")
     return (f"{where} holds its weights only as a pickle ({pickled}); tunekit loads safetensors only, since "
-            f"loading a pickle can run code. If you trust the file, convert it once: python -c \"import torch; "
-            f"from safetensors.torch import save_file; s = torch.load({target[0]!r}, weights_only=True); "
-            f"save_file({{k: v.clone().contiguous() for k, v in s.items()}}, {target[1]!r}, "
+            f"loading a pickle can run code. If you trust the file, convert it once: "
+            f"{convert_command(path / pickled, path / 'model.safetensors')}")
+
+
+def convert_command(pickled: Path, target: Path) -> str:
+    """The shell command that converts the pickled state dict ``pickled`` (a trusted file) into
+    the safetensors file ``target``: what tunekit's refusals of a pickle tell the user to run."""
+    return (f"python -c \"import torch; from safetensors.torch import save_file; s = torch.load({str(pickled)!r}, "
+            f"weights_only=True); save_file({{k: v.clone().contiguous() for k, v in s.items()}}, {str(target)!r}, "
             f"metadata={{'format': 'pt'}})\"")
 
 

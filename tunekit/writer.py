@@ -18,7 +18,7 @@ import secrets
 import shutil
 import socket
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from tunekit import __version__
 from tunekit.config import ConfigError, TrainingError, TunekitError
@@ -418,18 +418,38 @@ class RunWriter:
             # tunekit never resizes the vocabulary: saying so keeps peft from asking the hub about
             # the base model's config (a network call, and a warning when offline)
             peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
-            for f in tmp.rglob("*"):
-                if f.is_file():
-                    _fsync_file(f)
-            _fsync_dir(tmp)
-            shutil.rmtree(self.path / "adapter", ignore_errors=True)
-            os.replace(tmp, self.path / "adapter")
-            _fsync_dir(self.path)
+            self._place_adapter(tmp)
         except (OSError, SafetensorError) as e:  # safetensors reports the OS's errors as its own
             shutil.rmtree(tmp, ignore_errors=True)
             self._fail(describe_write_error(self.path / "adapter", e), e)
         finally:
             config.base_model_name_or_path = old
+
+    def copy_adapter(self, folder: Path, files: Iterable[str]) -> None:
+        """Copy ``files`` of a peft adapter folder made elsewhere into ``adapter/``, byte for byte
+        (the folder itself is only read): into a temporary folder, fsynced, then renamed into
+        place, as :meth:`save_adapter` does. A failure marks the record failed and raises."""
+        self._check()
+        tmp = self.path / ".adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            for name in files:
+                shutil.copyfile(Path(folder) / name, tmp / name)
+            self._place_adapter(tmp)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._fail(describe_write_error(self.path / "adapter", e), e)
+
+    def _place_adapter(self, tmp: Path) -> None:
+        """The written folder ``tmp`` made durable and renamed to ``adapter/``."""
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync_file(f)
+        _fsync_dir(tmp)
+        shutil.rmtree(self.path / "adapter", ignore_errors=True)
+        os.replace(tmp, self.path / "adapter")
+        _fsync_dir(self.path)
 
 
 def write_tensors(path: Path, tensors: dict, metadata: Optional[dict] = None) -> None:

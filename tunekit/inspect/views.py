@@ -32,7 +32,8 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
     (start, result) is loaded once and shared by every instrument. Token attributions
     and the PCA of head inputs are for classification runs."""
     runs = [as_run(r) for r in runs]
-    runs = [r for r in runs if r.status in ("completed", "stopped") and (r.summary.get("steps") or 0) > 0]
+    runs = [r for r in runs if r.status in ("completed", "stopped")
+            and ((r.summary.get("steps") or 0) > 0 or r.kind == "import")]  # an import's steps: its Trainer's, if said
     if not runs:
         return []
     say = progress or (lambda msg: None)

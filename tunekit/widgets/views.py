@@ -23,6 +23,7 @@ from tunekit.plots import captions
 from tunekit.report import runs_table_html
 from tunekit.run_names import made_from
 from tunekit.widgets.experiments import ExperimentsPanel
+from tunekit.widgets.importer import ImportBox
 from tunekit.widgets.post import PostPanel
 from tunekit.widgets.sizer import FitFigures, figure_widget
 
@@ -207,12 +208,15 @@ class RunsPanel(W.VBox):
             extra = [self.sentence] if name == "Attribution" else []
             tabs.append(W.VBox([*extra, W.HBox([b, self.progress[name]]), self.status[name], self.panes[name]]))
         self.post = PostPanel(self)
+        self.importer = ImportBox(self)
+        imports = W.Accordion(children=[self.importer], selected_index=None)
+        imports.set_title(0, "Import… an adapter or a fine-tune made elsewhere")
         self.experiments = ExperimentsPanel(runs_dir, data, model, busy=busy, finished=self.refresh)
         self.tabs = W.Tab(children=tabs + [self.post, self.experiments])
         for i, name in enumerate(VIEWS + ("Post-training", "Experiments")):
             self.tabs.set_title(i, name)
         super().__init__([FitFigures(), W.HTML("<b>Runs</b> (in " + html.escape(str(runs_dir)) + ")"), self.table,
-                          W.HBox([self.select, self.refresh_button]), self.message, self.tabs])
+                          W.HBox([self.select, self.refresh_button]), imports, self.message, self.tabs])
         self.refresh()
         self.tabs.observe(lambda _c: self._opened(), names="selected_index")
         self.select.observe(lambda _c: self._selection_changed(), names="value")
