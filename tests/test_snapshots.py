@@ -117,3 +117,27 @@ def test_the_labs_weights_view_slides_over_the_points(kept, small, tmp_path):
     slider.slider.value = 1
     middle = [v for row in slider.children[1].data[0].z for v in row if v is not None]
     assert 0 < max(middle) < top
+
+
+@pytest.mark.parametrize("strategy", [tk.AdaLoRA(target_rank=1, init_rank=2), tk.PromptTuning(tokens=3)],
+                         ids=lambda s: s.label)
+def test_adapters_that_reload_in_another_shape_or_beside_the_model_rebuild_each_point(tiny_dir, small, tmp_path,
+                                                                                    strategy):
+    """AdaLoRA reloads at its final ranks but trained at its first: a point rebuilds its adapter as it
+    trained. Prompt tuning's virtual tokens are kept with the point (they live beside the model)."""
+    seen = {}
+
+    def after(ev):
+        if ev.payload["step"] == 4:
+            seen.update({n: p.detach().clone() for n, p in ev.trainer.model.snapshot_parameters().items()
+                         if p.requires_grad})
+
+    model = tk.load_model(tiny_dir, label_names=small.label_names)
+    run = tk.train(model, small, strategy, lr=1e-2, train_size=64, batch_size=8, evals_per_epoch=1, snapshots=3,
+                   log_every=1, callbacks={"step": after}, runs_dir=str(tmp_path / "runs"), progress=False)
+    again = tk.load_run(run.path)
+    assert again.snapshot_steps == [0, 4, 8]
+    params = again.load_model(step=4).snapshot_parameters()
+    assert any(n.startswith("prompt.") for n in seen) == isinstance(strategy, tk.PromptTuning)
+    for name, value in seen.items():
+        torch.testing.assert_close(params[name].detach(), value, rtol=0, atol=0)

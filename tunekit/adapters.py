@@ -147,9 +147,9 @@ _NOT_FOUND = re.compile(r"[Tt]arget modules? .* not found|not found in the base 
 def checkpointing_notice_quiet():
     """Drop transformers' notice that ``is_gradient_checkpointing`` is deprecated, which peft
     (wrapping a model) and ``copy.deepcopy`` (reading every property) raise where tunekit never
-    names it, peft's "Unsupported layer type" for a norm layer that LayerNorm tuning wraps, and
-    its note that AdaLoRA's rank pattern names no layer; filtered by their exact text only, so
-    every other warning still shows."""
+    names it, peft's "Unsupported layer type" for a norm layer that LayerNorm tuning wraps, its
+    note that AdaLoRA's rank pattern names no layer, and its save's alarm at a matrix AdaLoRA cut
+    to rank 0; filtered by their exact text only, so every other warning still shows."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         # LayerNorm tuning wraps norm layers, which peft's in/out size lookup does not know (it needs none)
@@ -159,6 +159,10 @@ def checkpointing_notice_quiet():
         # rank_pattern keys reads as layer names; peft resizes the adapter from it all the same
         warnings.filterwarnings("ignore", message=r"The following rank_pattern keys did not match any targeted "
                                 r"module and were ignored: \[('[\w.]*\.lora_E'(, )?)+\]", category=RuntimeWarning)
+        # and a matrix AdaLoRA cut to rank 0 is saved as a zero-sized tensor, which peft's save takes for an
+        # unsharded DeepSpeed / FSDP tensor: only zero-sized ones are let pass (a 1-D one still warns)
+        warnings.filterwarnings("ignore", message=r"Adapter '[^']+': \d+ LoRA tensor\(s\) have invalid shape: "
+                                r"([\w.]+:\((0, \d+|\d+, 0)\)(, )?)+\. A 1-D or zero-sized")
         yield
 
 

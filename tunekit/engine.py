@@ -51,7 +51,7 @@ from torch import nn
 
 from tunekit import cache as prefix
 from tunekit import memory
-from tunekit.adapters import ADAPTER
+from tunekit.adapters import ADAPTER, checkpointing_notice_quiet
 from tunekit.batches import loader, to_device
 from tunekit.cards import hub_id, write_card
 from tunekit.config import ConfigError, TrainConfig, TrainingError, plain_arguments  # noqa: F401 - TrainingError: this module's API too
@@ -472,7 +472,10 @@ class Trainer:
         progress.stop_clock()
         t = time.perf_counter()
         file = f"snapshots/step-{progress.step:06d}.safetensors"
-        self.writer.save_tensors(file, self._trained_tensors(canonical=False))
+        trained = self._trained_tensors(canonical=False)
+        trained.update({n: p for n, p in self.model.snapshot_parameters().items()
+                        if n.startswith("prompt.") and p.requires_grad})  # virtual tokens live beside the model
+        self.writer.save_tensors(file, trained)
         progress.snapshot_s += time.perf_counter() - t
         if (self.writer.path / file).is_file():
             progress.snapshot_bytes += (self.writer.path / file).stat().st_size
@@ -584,7 +587,8 @@ class Trainer:
         """Save what the run trained: the adapter, or the trained tensors; returns where."""
         model, writer = self.model, self.writer
         if model.peft is not None:
-            writer.save_adapter(model.peft, hub_id(model.source) or model.source)
+            with checkpointing_notice_quiet():  # peft's save alarms at a matrix AdaLoRA cut to rank 0
+                writer.save_adapter(model.peft, hub_id(model.source) or model.source)
             return "adapter"
         writer.save_tensors("weights.safetensors", self._trained_tensors(canonical=True))
         return "weights.safetensors"

@@ -143,6 +143,16 @@ class Model:
         self.backbone.attach(peft_model)
         self.module.prompt = adapters.virtual_tokens(peft_model)
 
+    def snapshot_parameters(self) -> dict:
+        """Every parameter by the name a snapshot keeps it under: the Hugging Face model's as it
+        trains (adapter tensors included), and a prompt-tuning adapter's virtual tokens as
+        ``prompt.*``."""
+        params = dict(self.hf.named_parameters())
+        prompt = getattr(self.module, "prompt", None)
+        if prompt is not None:
+            params.update({f"prompt.{n}": p for n, p in prompt.named_parameters()})
+        return params
+
     def parameter_counts(self) -> dict:
         """Trainable / total parameters, overall and per layer group; a prompt-tuning adapter's
         virtual tokens count as the group ``prompt``."""

@@ -220,19 +220,39 @@ def _load_snapshot(run, step: int, device: Optional[str], merged: bool) -> Model
         file = run.path / next(s["file"] for s in run.summary["snapshots"] if s["step"] == step)
         if not file.is_file():
             raise RunRecordError(f"{file} is missing: summary.json says the run kept its step {step} there")
-        params = dict(model.hf.named_parameters())
+        tensors = read_tensors(file)
+        params = model.snapshot_parameters()
+        if model.peft is not None and any(n in params and params[n].shape != v.shape for n, v in tensors.items()):
+            model = _adapter_as_trained(run)  # AdaLoRA reloads at its final ranks; it trained at its first
+            params = model.snapshot_parameters()
         with torch.no_grad():
-            for name, value in read_tensors(file).items():
+            for name, value in tensors.items():
                 target = params.get(name)
                 if target is None or target.shape != value.shape:
                     found = "none" if target is None else f"one of {list(target.shape)}"
                     raise RunRecordError(f"{file} does not fit the run's reloaded model: {name} is "
-                                         f"{list(value.shape)}, the model has {found} (an AdaLoRA adapter "
-                                         f"reloads at its final ranks; its snapshots hold the starting ones)")
+                                         f"{list(value.shape)}, the model has {found}")
                 target.copy_(value)
     if merged and model.peft is not None:
         model.replace_hf(adapters.merge_and_unload(model.peft))
     return _to_device(model, device)
+
+
+def _adapter_as_trained(run) -> Model:
+    """The record's model with its adapter built from its config as training built it: at its
+    starting shapes (AdaLoRA at ``init_r``, without the final rank pattern peft resizes to)."""
+    from peft import PeftConfig
+    config = PeftConfig.from_pretrained(str(run.path / "adapter"))
+    if getattr(config, "rank_pattern", None) is not None:
+        config.rank_pattern = None
+    config.inference_mode = False
+    model = base(run)
+    model.attach(adapters.wrap(model.hf, config))
+    if run.task == "classification":
+        model.module.pooling = run.pooling or "model"
+    model.history.append({"name": run.name, "path": str(run.path.resolve())})
+    model.module.eval()
+    return model
 
 
 def initial_tensors(run) -> dict:
