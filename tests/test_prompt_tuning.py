@@ -160,3 +160,49 @@ def test_the_labs_weights_view_says_where_its_change_is(prompted, small, tmp_pat
     titles = [w.layout.title.text or "" for w in kids if type(w).__name__ == "FigureWidget"]
     assert any(t.startswith("Learned virtual tokens") for t in titles), titles
     assert "a typical word" in words  # its caption
+
+
+# ----- prefix tuning: keys and values before the text, in every layer ----------------------------------
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_prefix_tuning_is_peft_own_forward_and_rebuilds_from_its_record(family, tmp_path, small):
+    """tunekit's causal LM module with a prefix gives the logits and loss of peft's own forward, counts
+    as peft counts, reloads to its numbers (every point of its snapshots too), and its card's snippet
+    gives the same logits without tunekit."""
+    from test_cards import TEXTS, _snippet_logits
+    path = str(make_tiny(family, tmp_path / "model"))
+    model = tk.load_model(path, task="causal_lm")
+    run = tk.train(model, small, tk.PrefixTuning(tokens=4), lr=1e-2, train_size=32, batch_size=8,
+                   evals_per_epoch=1, snapshots=3, max_length=32, runs_dir=str(tmp_path / "runs"), progress=False)
+    assert run.status == "completed"
+    assert run.config["params"]["trainable"] == run.model.peft.get_nb_trainable_parameters()[0] == \
+        run.summary["params"]["by_group"]["prompt"]["trainable"]
+    enc = model.tokenizer(TEXTS, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    model.module.eval()
+    with torch.no_grad():
+        ours = model.module({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+        theirs = model.peft(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(ours.logits, model.hf(**enc).logits)  # the prefix is read: not the plain model
+    again = tk.load_run(run.path)
+    assert tk.evaluate(again, small)["loss"] == pytest.approx(run.summary["val_loss"], rel=1e-5)
+    middle = again.snapshot_steps[1]
+    assert set(again.load_model(step=middle).snapshot_parameters()) >= {
+        n for n in model.snapshot_parameters() if n.startswith("prompt.")}
+    assert tk.inspect.prompted(run)[["kind", "tokens"]].values.tolist() == [["prefix", 4]]
+    assert tk.inspect.virtual_tokens(run).empty  # keys and values, not words: no nearest vocabulary token
+    torch.testing.assert_close(_snippet_logits(run.path / "adapter", path), ours.logits, atol=1e-4, rtol=1e-4)
+
+
+def test_prefix_tuning_is_refused_in_words_where_peft_cannot_apply_it(tiny):
+    from tunekit.arguments import parse_strategies
+    from tunekit.run_names import strategy_words
+    with pytest.raises(tk.ConfigError, match=r"PrefixTuning is for causal language models.*'classification'.*"
+                                             r"PromptTuning"):
+        tk.PrefixTuning(tokens=4).count(tiny)
+    with pytest.raises(tk.ConfigError, match=r"PrefixTuning\.tokens"):
+        tk.PrefixTuning(tokens=0)
+    with pytest.raises(tk.ConfigError, match=r"PrefixTuning\.projection"):
+        tk.PrefixTuning(projection="yes")
+    assert parse_strategies("prefix_tuning:6") == [tk.PrefixTuning(tokens=6)]
+    s = tk.PrefixTuning(tokens=6, projection=True)
+    assert strategy_words({"strategy": s.describe(), "strategy_label": s.label}) == "prefix tuning (6 tokens, projected)"

@@ -47,12 +47,14 @@ def test_every_registered_strategy_is_exported(everything):
 
 def test_the_table_is_the_registry_and_the_command_lines_names():
     assert list(REGISTRY) == list(STRATEGIES) == ["probe", "freeze", "lora", "ia3", "dora", "adalora", "vera", "loha",
-                                                  "lokr", "ln_tuning", "prompt_tuning", "full", "lpft", "qat"]
+                                                  "lokr", "ln_tuning", "prompt_tuning", "prefix_tuning", "full", "lpft",
+                                                  "qat"]
     assert strategy_specs() == ("probe, freeze[:K], lora[:RANK], ia3, dora[:RANK], adalora[:RANK], vera[:RANK], "
-                                "loha[:RANK], lokr[:RANK], ln_tuning, prompt_tuning[:TOKENS], full, lpft, qat")
+                                "loha[:RANK], lokr[:RANK], ln_tuning, prompt_tuning[:TOKENS], prefix_tuning[:TOKENS], "
+                                "full, lpft, qat")
     with pytest.raises(InputError, match=r"known: probe, freeze, lora, ia3, dora, .* \(lora:RANK, freeze:K, "
                                          r"dora:RANK, adalora:RANK, vera:RANK, loha:RANK, lokr:RANK, "
-                                         r"prompt_tuning:TOKENS take a number\)"):
+                                         r"prompt_tuning:TOKENS, prefix_tuning:TOKENS take a number\)"):
         parse_strategies("probe,bogus")
     assert parse_strategies("freeze")[0] == tk.Freeze.top(2)
     assert parse_strategies("lora:4")[0] == tk.LoRA(rank=4)
@@ -67,7 +69,8 @@ def test_the_lab_offers_the_strategies_with_a_label_of_their_own(everything):
     assert lab_strategies() == [("Freeze layers", "freeze"), ("LoRA", "lora"), ("IA3", "ia3"),
                                 ("Full fine-tune", "full"), ("Probe (head only)", "probe"),  # as since 0.1
                                 ("DoRA", "dora"), ("AdaLoRA", "adalora"), ("VeRA", "vera"), ("LoHa", "loha"),
-                                ("LoKr", "lokr"), ("LayerNorm tuning", "ln_tuning"), ("Prompt tuning", "prompt_tuning")]
+                                ("LoKr", "lokr"), ("LayerNorm tuning", "ln_tuning"), ("Prompt tuning", "prompt_tuning"),
+                                ("Prefix tuning", "prefix_tuning")]
     # Everything inherits Full's label, not its place in the picker
 
 

@@ -203,15 +203,18 @@ def merge_and_unload(peft_model) -> nn.Module:
 
 
 class VirtualTokens(nn.Module):
-    """The learned virtual tokens of a prompt-tuning adapter, as a part of tunekit's task module:
-    ``forward(batch_size) -> [batch, tokens, hidden]``, the embeddings read before the text.
-    It holds peft's prompt encoder (so the task module's parameters, device moves and DDP
-    include it) and asks the ``PeftModel`` for the prompt, as peft's own forward does."""
+    """The learned virtual tokens of a prompt-learning adapter, as a part of tunekit's task module:
+    ``forward(batch_size)`` gives what peft's own forward would put before the text: for prompt
+    tuning (``kind == "embeddings"``) their embeddings ``[batch, tokens, hidden]``; for prefix
+    tuning (``kind == "past"``) every layer's keys and values, as a cache of past tokens. It
+    holds peft's prompt encoder (so the task module's parameters, device moves and DDP include
+    it) and asks the ``PeftModel`` for the prompt."""
 
     def __init__(self, peft_model):
         super().__init__()
         self.encoder = peft_model.prompt_encoder
         self._peft = (peft_model,)  # a tuple: not registered twice as a submodule
+        self.kind = "past" if peft_model.active_peft_config.peft_type.value == "PREFIX_TUNING" else "embeddings"
 
     @property
     def count(self) -> int:

@@ -120,9 +120,10 @@ _NUMBERED = {"lora": ("RANK", "a LoRA rank >= 1", 1), "freeze": ("K", "a number 
              **{name: ("RANK", f"{'an' if label[0] in 'AEIOU' else 'a'} {label} rank >= 1", 1)
                 for name, label in (("dora", "DoRA"), ("adalora", "AdaLoRA target"), ("vera", "VeRA"),
                                     ("loha", "LoHa"), ("lokr", "LoKr"))},
-             "prompt_tuning": ("TOKENS", "a number of virtual tokens >= 1", 1)}
+             "prompt_tuning": ("TOKENS", "a number of virtual tokens >= 1", 1),
+             "prefix_tuning": ("TOKENS", "a number of virtual tokens >= 1", 1)}
 # the parameter the number sets, where it is not ``rank``
-_NUMBER_FIELD = {"adalora": "target_rank", "prompt_tuning": "tokens"}
+_NUMBER_FIELD = {"adalora": "target_rank", "prompt_tuning": "tokens", "prefix_tuning": "tokens"}
 FREEZE_BLOCKS = 2  # ``freeze`` with no number trains the top 2 blocks
 
 

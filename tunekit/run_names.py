@@ -54,6 +54,8 @@ def strategy_words(config: dict) -> str:
         return "IA3"
     if name == "ln_tuning":
         return "LayerNorm tuning"
+    if name == "prefix_tuning":
+        return f"prefix tuning ({st.get('tokens', '?')} tokens{', projected' if st.get('projection') else ''})"
     if name == "prompt_tuning":
         return f"prompt tuning ({st.get('tokens', '?')} tokens{', from text' if st.get('init') == 'text' else ''})"
     if name == "probe":

@@ -20,7 +20,7 @@ _LAZY = {
     "effective_rank": "weights", "stable_rank": "weights", "energy_rank": "weights",
     "intruder_dimensions": "weights", "norms_only": "weights",
     "magnitude_direction": "decomposition", "decompose": "decomposition", "adapter_ranks": "ranks",
-    "ranks_moved": "ranks", "virtual_tokens": "ranks",
+    "ranks_moved": "ranks", "virtual_tokens": "ranks", "prompted": "ranks",
     "linear_cka": "representations", "linear_cka_gram": "representations", "debiased_cka": "representations",
     "representation_drift": "representations", "pooled_hidden_states": "representations",
     "pca_features": "representations",

@@ -74,13 +74,15 @@ def virtual_tokens(runs, nearest: int = 5) -> pd.DataFrame:
     """What prompt tuning learned, per run x virtual token: run, label, token (its place before
     the text, from 0), norm (the vector's length), vocab_norm (the median length of the model's
     word embeddings, for scale), nearest (the ``nearest`` vocabulary tokens by cosine, most
-    alike first) and cosine (theirs). Runs without virtual tokens give no rows."""
+    alike first) and cosine (theirs). Runs without virtual tokens give no rows, and so do
+    prefix-tuning runs (their virtual tokens are keys and values in every layer, not word
+    embeddings: :func:`prompted` names them)."""
     import torch
     rows = []
     for pair in load_pairs(runs):
         model = pair.result
         prompt = getattr(model.module, "prompt", None)
-        if prompt is None:
+        if prompt is None or prompt.kind != "embeddings":  # a prefix is keys and values, not words
             continue
         with torch.no_grad():
             learned = prompt(1)[0].float().cpu()
@@ -93,3 +95,16 @@ def virtual_tokens(runs, nearest: int = 5) -> pd.DataFrame:
                          "vocab_norm": median, "nearest": model.tokenizer.convert_ids_to_tokens(ids.tolist()),
                          "cosine": [round(float(v), 4) for v in values]})
     return pd.DataFrame(rows, columns=["run", "label", "token", "norm", "vocab_norm", "nearest", "cosine"])
+
+
+def prompted(runs) -> pd.DataFrame:
+    """The runs that learned virtual tokens instead of changing weights: run, label, kind
+    (``"prompt"``: embeddings before the text; ``"prefix"``: keys and values in every layer)
+    and tokens (how many)."""
+    rows = []
+    for pair in load_pairs(runs):
+        prompt = getattr(pair.result.module, "prompt", None)
+        if prompt is not None:
+            rows.append({"run": pair.run.name, "label": pair.run.label,
+                         "kind": "prefix" if prompt.kind == "past" else "prompt", "tokens": prompt.count})
+    return pd.DataFrame(rows, columns=["run", "label", "kind", "tokens"])

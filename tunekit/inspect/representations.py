@@ -223,7 +223,7 @@ def pooled_hidden_states(model: TextClassifier, texts: Sequence[str], max_length
         inputs = model.module.inputs(enc["input_ids"], enc["attention_mask"])  # virtual tokens first, if any
         out = model.hf.base_model(**inputs, output_hidden_states=True)
         h = torch.stack(out.hidden_states, 1)  # [b, layers+1, tokens, hidden]
-        m = inputs["attention_mask"].to(h.dtype)[:, None, :, None]
+        m = inputs["attention_mask"][:, -h.shape[2]:].to(h.dtype)[:, None, :, None]  # a prefix is past: not here
         return (h * m).sum(2) / m.sum(2).clamp_min(1.0)
 
     return _batched(model, texts, max_length, batch_size, pool).transpose(0, 1).contiguous()
@@ -255,8 +255,8 @@ def head_features(model: TextClassifier, texts: Sequence[str], max_length: int =
     def feats(enc: dict) -> torch.Tensor:
         inputs = model.module.inputs(enc["input_ids"], enc["attention_mask"])  # virtual tokens first, if any
         if pooling in ("mean", "last"):
-            h = model.hf.base_model(**inputs)
-            return pool(h.last_hidden_state, inputs["attention_mask"], pooling)
+            h = model.hf.base_model(**inputs).last_hidden_state
+            return pool(h, inputs["attention_mask"][:, -h.shape[1]:], pooling)
         with _head_inputs(model) as seen:
             model.hf(**inputs)
         h = seen[-1]
@@ -267,7 +267,7 @@ def head_features(model: TextClassifier, texts: Sequence[str], max_length: int =
                 last = torch.full((ids.shape[0],), ids.shape[1] - 1, device=ids.device)
             else:
                 last = (torch.arange(ids.shape[1], device=ids.device) * (ids != pad)).argmax(-1)
-            extra = inputs["attention_mask"].shape[1] - ids.shape[1]  # virtual tokens before the text
+            extra = h.shape[1] - ids.shape[1]  # virtual tokens before the text (prompt tuning)
             h = h[torch.arange(h.shape[0], device=h.device), last + extra]
         return h
 

@@ -8,6 +8,7 @@
     tk.DoRA(rank=8), tk.VeRA(), tk.LoHa(rank=8), tk.LoKr(rank=8), tk.LNTuning()   # the PEFT family
     tk.AdaLoRA(target_rank=8)       # LoRA whose rank training moves to where it matters
     tk.PromptTuning(tokens=20)      # learned virtual tokens before the text, no weight changed
+    tk.PrefixTuning(tokens=20)      # learned keys and values in every layer (causal LMs)
     tk.Full()                       # everything
     tk.LPFT()                       # probe, then full (two phases)
     tk.QAT(bits=8)                  # full, with fake-quantized Linear layers (torchao)

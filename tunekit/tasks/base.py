@@ -17,14 +17,31 @@ from torch import nn
 from tunekit.batches import EncodedSplit, collate_tokens, token_ids
 
 
+@functools.lru_cache(maxsize=None)
+def _past_parameter(cls: type) -> str:
+    import inspect
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def _past_keyword(hf: nn.Module) -> str:
+    """What ``hf``'s forward calls the keys and values of past tokens: ``cache`` (transformers 5.2x
+    and later, where ``past_key_values`` is deprecated) or ``past_key_values``."""
+    return _past_parameter(type(hf))
+
+
 def model_inputs(module: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
     """What a task module feeds its Hugging Face model: the token ids and their mask, or, when
-    the module carries learned virtual tokens (``module.prompt``, prompt tuning), their
-    embeddings before the text's (``inputs_embeds``) with the mask grown to cover them, as peft
-    builds them. Position and token-type embeddings are the model's own, added after."""
+    the module carries learned virtual tokens (``module.prompt``), what peft's own forward feeds:
+    for prompt tuning their embeddings before the text's (``inputs_embeds``), for prefix tuning
+    their keys and values as past tokens (``past_key_values``), the mask grown to cover them.
+    Position and token-type embeddings are the model's own, added after."""
     prompt = getattr(module, "prompt", None)
     if prompt is None:
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+    if prompt.kind == "past":  # prefix tuning: every layer's keys and values for the virtual tokens
+        past = prompt(input_ids.shape[0])
+        mask = torch.cat([attention_mask.new_ones((input_ids.shape[0], past.get_seq_length())), attention_mask], 1)
+        return {"input_ids": input_ids, "attention_mask": mask, _past_keyword(module.hf): past}
     embeds = module.hf.get_input_embeddings()(input_ids)
     virtual = prompt(input_ids.shape[0]).to(device=embeds.device, dtype=embeds.dtype)
     mask = torch.cat([attention_mask.new_ones(virtual.shape[:2]), attention_mask], dim=1)

@@ -49,7 +49,8 @@ class CausalLMModule(nn.Module):
         if labels is None:
             labels = lm_labels(ids, mask)
         inputs = self.inputs(ids, mask)
-        extra = inputs["attention_mask"].shape[1] - ids.shape[1]  # virtual tokens: nothing to predict there
+        # virtual tokens among the positions (prompt tuning; a prefix is past, not a position): nothing to predict
+        extra = inputs["inputs_embeds"].shape[1] - ids.shape[1] if "inputs_embeds" in inputs else 0
         full = labels if not extra else torch.cat([labels.new_full((ids.shape[0], extra), -100), labels], dim=1)
         out = self.hf(**inputs, labels=full)
         count = (labels[:, 1:] != -100).sum()  # a tensor: reading it would wait for the device

@@ -90,7 +90,7 @@ class ClassifierModule(nn.Module):
         inputs = self.inputs(input_ids, attention_mask)
         if self.pools_itself:
             h = self.hf.base_model(**inputs).last_hidden_state
-            return pool(h, inputs["attention_mask"], self.pooling)
+            return pool(h, inputs["attention_mask"][:, -h.shape[1]:], self.pooling)  # a prefix is past: not in h
         seen = []
         handle = self.head().register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
         try:

@@ -30,7 +30,7 @@ LAB_ORDER = ("freeze", "lora", "ia3", "full", "probe")
 #: the adapters whose rank, alpha and targets the lab sets: name -> (alpha's default as a multiple of the rank,
 #: or None for a method without alpha; the rank slider's largest value)
 RANKED = {"lora": (2, 64), "dora": (2, 64), "adalora": (None, 64), "loha": (1, 64), "lokr": (1, 64),
-          "vera": (None, 256), "prompt_tuning": (None, 100)}
+          "vera": (None, 256), "prompt_tuning": (None, 100), "prefix_tuning": (None, 100)}
 
 
 def _has_targets(kind: str) -> bool:

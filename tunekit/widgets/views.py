@@ -406,13 +406,17 @@ class RunsPanel(W.VBox):
             out.append(_note(", ".join(names[n] for n in norms) + (" changes" if len(norms) == 1 else " change")
                              + " no weight matrix: only the normalization layers' scale and shift moved (the "
                              "'attn norm' and 'out norm' columns above), with the new head."))
+        prompts = inspect.prompted(pairs)
+        for kind, what in (("prompt", "prompt tuning learned virtual tokens that the model reads before every "
+                                      "text (below: their lengths and the nearest words)"),
+                           ("prefix", "prefix tuning learned keys and values that every layer reads as if tokens "
+                                      "had come before the text")):
+            held = list(prompts.loc[prompts["kind"] == kind, "run"])
+            if held:  # their change is in what the model reads, not in any weight
+                out.append(_note(", ".join(names[n] for n in held) + (" changes" if len(held) == 1 else " change")
+                                 + f" no weight of the model: {what}."))
         tokens = plots.named(inspect.virtual_tokens(pairs), runs)
-        if len(tokens):  # prompt tuning: its change is in the input, not in any weight
-            prompted = list(dict.fromkeys(tokens["run"]))
-            out.append(_note(", ".join(names[n] for n in prompted) + (" changes" if len(prompted) == 1 else
-                             " change") + " no weight of the model: prompt tuning learned virtual tokens that the "
-                             "model reads before every text (below: their lengths and the nearest words), with the "
-                             "new head."))
+        if len(tokens):
             out.append(_kind("virtual_tokens", plots.virtual_tokens(tokens, colors=colours)))
         out.append(_kind("head_change_bar", plots.head_change_bar(wc, colors=colours)))
         # "A minus B" only between runs that changed something inside the blocks: against a run that
