@@ -79,3 +79,32 @@ def test_defaults_come_from_peft_or_from_the_canonical_labels(tmp_path):
     assert sorted(tk.LoRA().peft_config(gpt2).target_modules) == ["c_attn"]  # peft's table; a Conv1D layer
     with pytest.raises(tk.ConfigError, match=r"match no layer that peft can adapt.*attn.c_attn \(qkv\)"):
         tk.LoRA(target_modules=["q_proj"]).count(gpt2)
+
+
+PEFT_FAMILY = [tk.DoRA(rank=2), tk.AdaLoRA(target_rank=1, init_rank=2), tk.VeRA(rank=16), tk.LoHa(rank=2),
+               tk.LoKr(rank=2), tk.LoRA(rank=2, init="pissa"), tk.LNTuning(), tk.PromptTuning(tokens=4)]
+LINEAR_ONLY = {"gpt2": ("LoHa", "LoKr")}  # peft adapts nn.Linear only with these; GPT-2's layers are Conv1D
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_peft_family_counts_as_peft_and_runs_on_the_family_or_is_refused_in_words(family, tmp_path, small):
+    """Each method of the PEFT family, on each family: counted before it is applied exactly as peft counts
+    it once applied, and a forward pass gives finite logits (virtual tokens included); where peft cannot
+    apply it, a ConfigError that names the family and the method."""
+    path = str(make_tiny(family, tmp_path / "model"))
+    enc = None
+    for strategy in PEFT_FAMILY:
+        model = tk.load_model(path, label_names=small.label_names)
+        who = type(strategy).__name__
+        if who in LINEAR_ONLY.get(family, ()):
+            with pytest.raises(tk.ConfigError, match=rf"{who} is not available for '{family}' models"):
+                strategy.count(model)
+            continue
+        counted = strategy.count(model)["trainable"]
+        model.adapt(strategy)
+        assert model.peft.get_nb_trainable_parameters()[0] == counted == model.parameter_counts()["trainable"], who
+        enc = enc or model.tokenizer(["a warm and funny film", "dull"], padding=True, return_tensors="pt")
+        model.module.eval()
+        with torch.no_grad():
+            logits = model.logits(enc["input_ids"], enc["attention_mask"])
+        assert logits.shape == (2, 2) and torch.isfinite(logits).all(), who

@@ -61,7 +61,11 @@ class PromptTuning(AdapterStrategy):
         if self.init == "text":  # peft reads the tokenizer from the model's own folder (local files only)
             text = dict(prompt_tuning_init_text=self.init_text, tokenizer_name_or_path=str(model.path),
                         tokenizer_kwargs={"local_files_only": True})
-        return PromptTuningConfig(task_type=self.peft_task_type(model), num_virtual_tokens=self.tokens,
+        # the width of the embeddings they join and the model's layout, said outright: peft reads them from
+        # config names that not every family uses (DistilBERT's are dim, n_heads, n_layers)
+        layout = dict(token_dim=model.hf.get_input_embeddings().embedding_dim, num_layers=model.num_blocks,
+                      num_attention_heads=model.hf.config.num_attention_heads)
+        return PromptTuningConfig(task_type=self.peft_task_type(model), num_virtual_tokens=self.tokens, **layout,
                                   prompt_tuning_init=PromptTuningInit.TEXT if self.init == "text"
                                   else PromptTuningInit.RANDOM,
                                   modules_to_save=self.head_modules(model) or None, **text)
