@@ -26,13 +26,16 @@ method is compared with LoRA on the same seeds and examples (a paired difference
 BBC News and reports the test perplexity per method with a 95 % interval over seeds (a
 bootstrap of the seeds alone: few seeds, a rough interval).
 
-    .venv/bin/python benchmarks/method_comparison.py                    # the reduced CPU grid
-    .venv/bin/python benchmarks/method_comparison.py --sizes 1000 --seeds 3 --epochs 3 --data bbc_news
+    .venv/bin/python benchmarks/method_comparison.py                    # the reduced CPU grid (6.6 min, 2 cores)
+    .venv/bin/python benchmarks/method_comparison.py --sizes 2000 --seeds 3 --epochs 3 --data bbc_news
     .venv/bin/python benchmarks/method_comparison.py --methods lora,dora,full --causal-lm
     .venv/bin/python benchmarks/method_comparison.py --smoke            # a tiny random model, seconds
     .venv/bin/python benchmarks/method_comparison.py --json methods.json   # -> benchmarks/results/methods.json
 
-Run it alone: on 2 cores two heavy processes slow each other down several-fold.
+Its defaults are the reduced CPU grid: every method, 1,000 training reviews, 2 seeds, 1 epoch,
+batch 8, reported on 400 test reviews (``benchmarks/RESULTS.md`` has what it measured). Run it
+alone: on 2 cores two heavy processes slow each other down several-fold (beside a test suite the
+same grid took 29 min instead of 6.6, and the time per step is then no measure of the method).
 """
 from __future__ import annotations
 
@@ -171,11 +174,10 @@ def magnitude_direction(runs_by_method: dict) -> tuple[list[dict], list[str]]:
         mine = [r for r in rows if r["method"] == method]
         if not mine:
             continue
-        for key, where in (("sign", "every changed matrix"), ("qv_sign", "query/value")):
-            signs = [r[key] for r in mine]
-            rs = ", ".join("n/a" if r[key.replace("sign", "r")] is None else
-                           f"{r[key.replace('sign', 'r')]:+.2f} [{r[key.replace('sign', 'low')]:+.2f}, "
-                           f"{r[key.replace('sign', 'high')]:+.2f}]" for r in mine)
+        for p, where in (("", "every changed matrix"), ("qv_", "query/value")):  # the columns' prefix
+            signs = [r[p + "sign"] for r in mine]
+            rs = ", ".join("n/a" if r[p + "r"] is None else
+                           f"{r[p + 'r']:+.2f} [{r[p + 'low']:+.2f}, {r[p + 'high']:+.2f}]" for r in mine)
             said.append(f"{method} ({where}): r per seed {rs}; {signs.count(expected)} of {len(mine)} "
                         f"{expected} as in the paper, {signs.count('inside the noise')} inside the noise")
     verdicts = {m: [r["qv_sign"] for r in rows if r["method"] == m] for m in PATTERN}
@@ -229,7 +231,7 @@ def classification(args, methods, model_source: str, root: Path) -> dict:
     exp = tk.experiment(list(strategies.values()), data, sizes=args.sizes, seeds=args.seeds, model=model_source,
                         name="methods", runs_dir=str(root), epochs=args.epochs, batch_size=args.batch_size,
                         eval_size=args.eval_size, test_size=args.test_size, max_length=args.max_length,
-                        progress=False, callback=said_cell)
+                        lr=args.lr, tune_trials=args.tune_trials, progress=False, callback=said_cell)
     train_s = time.perf_counter() - t0
     print(f"\n{len(exp.done())} cells trained and scored in {train_s:.0f} s", flush=True)
     table = exp.table()
@@ -295,7 +297,8 @@ def causal_lm(args, methods, source: str, root: Path) -> dict:
         trained = tk.compare(list(strategies.values()), data, model=source, task="causal_lm",
                              train_size=args.lm_size, eval_size=args.lm_test_size, epochs=args.epochs,
                              max_length=args.lm_max_length, batch_size=args.lm_batch_size, seed=seed,
-                             runs_dir=str(root / "lm"), progress=False)
+                             runs_dir=str(root / "lm"), progress=False,
+                             **({"lr": args.lr} if isinstance(args.lr, float) else {}))  # no search here
         for m, run in zip(methods, trained):
             runs[m].append(run)
     rows = []
@@ -321,13 +324,16 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS), help=f"a comma list of {', '.join(METHODS)}")
     ap.add_argument("--rank", type=int, default=2, help="LoRA's rank; its trainable count is the budget")
     ap.add_argument("--data", default="rotten_tomatoes", choices=["rotten_tomatoes", "bbc_news"])
-    ap.add_argument("--sizes", default="500", help="training-set sizes (the instruments use the largest)")
+    ap.add_argument("--sizes", default="1000", help="training-set sizes (the instruments use the largest)")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--eval-size", type=int, default=100, help="validation examples watched while training")
     ap.add_argument("--test-size", type=int, default=400, help="test examples every accuracy is reported on")
+    ap.add_argument("--lr", default=None, help="a learning rate for every method, or 'tune' (the experiment's "
+                    "search per method, --tune-trials runs each); default: each method's own")
+    ap.add_argument("--tune-trials", type=int, default=4)
     ap.add_argument("--drift-n", type=int, default=128, help="held-out texts the representation drift reads")
     ap.add_argument("--causal-lm", action="store_true", help="also SmolLM2-135M as a causal LM (perplexity)")
     ap.add_argument("--lm-size", type=int, default=200)
@@ -346,6 +352,8 @@ def main() -> None:
         args.eval_size, args.test_size, args.drift_n = 16, 32, 8
         args.lm_size, args.lm_test_size, args.lm_max_length, args.lm_batch_size = 16, 8, 24, 4
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    if args.lr not in (None, "tune"):
+        args.lr = float(args.lr)
     out = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "torch_threads": torch.get_num_threads(),
            "args": {k: v for k, v in vars(args).items() if k != "json"}, "methods": methods}
     t0 = time.perf_counter()
