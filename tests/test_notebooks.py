@@ -233,3 +233,36 @@ def test_08_transfer_or_finetune_runs(python3_kernel, tmp_path):
     assert len(_figures(nb)) == 3 and "test accuracy vs training examples" in titles, titles
     from tunekit.runs import list_runs
     assert len(list_runs(tmp_path / "runs")) == 8 and all(r.status == "completed" for r in list_runs(tmp_path / "runs"))
+
+
+@pytest.mark.slow
+def test_09_peft_family_runs(python3_kernel, tmp_path):
+    """Issue 23: the PEFT family at tiny sizes (1 seed, the CPU version on a CPU): the budget table and the
+    accuracy table hold every method, each method is paired with LoRA, every figure is drawn, and the
+    sentence about the DoRA paper's pattern agrees with the lines printed above it."""
+    params = {"DATA": "rotten_tomatoes", "RANK": 2, "SIZE": 32, "SEEDS": 1, "EPOCHS": 1, "BATCH_SIZE": 8,
+              "EVAL_SIZE": 16, "TEST_SIZE": 32, "N_INSPECT": 16, "CPU_SIZE": 32, "CPU_SEEDS": 1, "CPU_BATCH_SIZE": 8,
+              "RUNS_DIR": str(tmp_path / "runs")}
+    nb = _execute("09_peft_family.ipynb", params, tmp_path, python3_kernel)
+    methods = 12  # probe, top block, full, LoRA, DoRA, PiSSA, AdaLoRA, LoHa, LoKr, VeRA, IA3, LayerNorm tuning
+    assert _table_rows(_tagged(nb, "budget-table")) == methods
+    assert _table_rows(_tagged(nb, "experiment-table")) == methods
+    assert _table_rows(_tagged(nb, "drift-table")) == methods
+    said = "".join(o.get("text", "") for o in _tagged(nb, "compare").outputs).splitlines()
+    assert len(said) == methods - 1 and all(" vs lora-r2 at 32 examples: " in s for s in said), said
+    lines = "".join(o.get("text", "") for o in _tagged(nb, "pattern").outputs).splitlines()
+    verdicts = {}
+    for line in lines[:-1]:
+        label, rest = line.split(": r = ", 1)
+        found = re.search(r"matrices: (negative|positive|inside the noise) \(the paper: (negative|positive)\)", rest)
+        assert found, line
+        verdicts[label] = found.group(1) == found.group(2)
+    assert sorted(verdicts) == ["dora-r2", "full", "lora-r2"], lines
+    assert lines[-1].startswith("The paper's pattern"), lines
+    assert ("is what these runs show" in lines[-1]) == all(verdicts.values()), lines
+    titles = " | ".join(str(f.get("layout", {}).get("title", {}).get("text", "")) for f in _figures(nb))
+    for words in ("Weight change per module", "Magnitude and direction", "Where each adapter put its rank", "CKA"):
+        assert words in titles, f"no figure titled {words!r} in: {titles}"
+    from tunekit.runs import list_runs
+    runs = list_runs(tmp_path / "runs")
+    assert len(runs) == methods and all(r.status == "completed" for r in runs), [(r.label, r.status) for r in runs]
