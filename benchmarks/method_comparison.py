@@ -60,11 +60,14 @@ from tunekit.post.base import machine as cpu  # noqa: E402  (the CPU, as the pos
 from tunekit.runs import Run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("probe", "freeze", "full", "lora", "dora", "pissa", "adalora", "loha", "lokr", "vera", "ia3", "ln_tuning")
+METHODS = ("probe", "freeze", "full", "lora", "dora", "pissa", "adalora", "loha", "lokr", "vera", "ia3", "ln_tuning",
+           "prompt_tuning")
 RANKED = {"lora": lambda r: tk.LoRA(rank=r), "dora": lambda r: tk.DoRA(rank=r),
           "pissa": lambda r: tk.LoRA(rank=r, init="pissa"), "loha": lambda r: tk.LoHa(rank=r),
-          "lokr": lambda r: tk.LoKr(rank=r), "vera": lambda r: tk.VeRA(rank=r)}
-"""Methods with a rank: each gets the rank whose trainable count is closest to LoRA's."""
+          "lokr": lambda r: tk.LoKr(rank=r), "vera": lambda r: tk.VeRA(rank=r),
+          "prompt_tuning": lambda r: tk.PromptTuning(tokens=r)}
+"""Methods with a size (a rank; prompt tuning's virtual tokens): each gets the size whose trainable
+count is closest to LoRA's."""
 FIXED = {"probe": tk.Probe, "freeze": lambda: tk.Freeze.top(1), "full": tk.Full, "ia3": tk.IA3,
          "ln_tuning": tk.LNTuning}
 REFERENCES = ("probe", "freeze", "full")
@@ -105,6 +108,10 @@ def closest_rank(make, model, budget: int, top: int = 4096) -> int:
     return min(candidates, key=lambda r: (abs(_count(make, r, model) - budget), r))
 
 
+def _size(method: str, r: int) -> str:
+    return f"{r} virtual tokens" if method == "prompt_tuning" else f"rank {r}"
+
+
 def at_budget(methods, model, rank: int) -> tuple[dict, pd.DataFrame]:
     """``{method: strategy}`` at LoRA rank ``rank``'s trainable budget, and the budget table."""
     budget = tk.LoRA(rank=rank).count(model)["trainable"]
@@ -123,9 +130,9 @@ def at_budget(methods, model, rank: int) -> tuple[dict, pd.DataFrame]:
             if method == "dora":
                 note = "LoRA's rank, plus a magnitude per output feature"
             elif r != rank and trainable < budget and _count(RANKED[method], r + 1, model) in (None, trainable):
-                note = f"rank {r}: its largest size on these layers"
+                note = f"{_size(method, r)}: its largest size on these layers"
             elif r != rank:
-                note = f"rank {r}, the closest count"
+                note = f"{_size(method, r)}, the closest count"
         else:
             s = FIXED[method]()
             note = "a reference, not at the budget" if method in REFERENCES else "no size to set"

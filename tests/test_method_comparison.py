@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["probe", "freeze", "full", "lora", "dora", "pissa", "adalora", "loha", "lokr", "vera", "ia3", "ln_tuning"]
+METHODS = ["probe", "freeze", "full", "lora", "dora", "pissa", "adalora", "loha", "lokr", "vera", "ia3", "ln_tuning",
+           "prompt_tuning"]
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[dict, str]:

@@ -244,7 +244,7 @@ def test_09_peft_family_runs(python3_kernel, tmp_path):
               "EVAL_SIZE": 16, "TEST_SIZE": 32, "N_INSPECT": 16, "CPU_SIZE": 32, "CPU_SEEDS": 1, "CPU_BATCH_SIZE": 8,
               "RUNS_DIR": str(tmp_path / "runs")}
     nb = _execute("09_peft_family.ipynb", params, tmp_path, python3_kernel)
-    methods = 12  # probe, top block, full, LoRA, DoRA, PiSSA, AdaLoRA, LoHa, LoKr, VeRA, IA3, LayerNorm tuning
+    methods = 13  # probe, top block, full, LoRA, DoRA, PiSSA, AdaLoRA, LoHa, LoKr, VeRA, IA3, LayerNorm tuning, prompt
     assert _table_rows(_tagged(nb, "budget-table")) == methods
     assert _table_rows(_tagged(nb, "experiment-table")) == methods
     assert _table_rows(_tagged(nb, "drift-table")) == methods
