@@ -55,7 +55,7 @@ import torch  # noqa: E402
 
 import tunekit as tk  # noqa: E402
 from tunekit.config import ConfigError  # noqa: E402
-from tunekit.plots.weights import _correlation  # noqa: E402  (the interval the magnitude/direction figure gives)
+from tunekit.metrics import correlation_interval  # noqa: E402  (the interval the magnitude/direction figure gives)
 from tunekit.post.base import machine as cpu  # noqa: E402  (the CPU, as the post-training records say it)
 from tunekit.runs import Run  # noqa: E402
 
@@ -171,7 +171,8 @@ def magnitude_direction(runs_by_method: dict) -> tuple[list[dict], list[str]]:
     rows = []
     for run, d in table.groupby("run", sort=False):
         shared = d[d["module"].isin(SHARED_MODULES)]
-        c_all, c_qv = _correlation(d["delta_d"], d["delta_m"]), _correlation(shared["delta_d"], shared["delta_m"])
+        c_all = correlation_interval(d["delta_d"], d["delta_m"])
+        c_qv = correlation_interval(shared["delta_d"], shared["delta_m"])
         rows.append({"method": method_of[run], "run": run, "matrices": len(d), "r": c_all and c_all[0],
                      "low": c_all and c_all[1], "high": c_all and c_all[2], "sign": sign(c_all),
                      "qv_matrices": len(shared), "qv_r": c_qv and c_qv[0], "qv_low": c_qv and c_qv[1],

@@ -90,6 +90,10 @@ def test_pissa_change_is_measured_against_the_original_checkpoint(family_runs, t
     torch.testing.assert_close(w0.double(), w_orig, rtol=1e-5, atol=1e-6)  # the start is the checkpoint
     torch.testing.assert_close(delta.double(), scale * (b @ a - b0a0), rtol=1e-3, atol=1e-5)
     assert tk.LoRA(init="pissa").changes_base and not tk.LoRA().changes_base
+    from tunekit.inspect.views import rebased_words
+    said = rebased_words([run, family_runs["dora-r2"]], {run.name: "#1 PiSSA"})
+    assert said.startswith("#1 PiSSA starts its adapter on part of each weight") and "original checkpoint" in said
+    assert rebased_words([family_runs["dora-r2"]], {}) == ""  # no other run is said to be
 
 
 @pytest.mark.parametrize("strategy", [tk.DoRA(rank=2), tk.VeRA(rank=16), tk.LoHa(rank=2), tk.LoKr(rank=2),

@@ -47,3 +47,19 @@ def macro_f1(preds: np.ndarray, labels: np.ndarray, num_labels: int) -> float:
         if tp + fp + fn:
             scores.append(2 * tp / (2 * tp + fp + fn))
     return float(np.mean(scores)) if scores else 0.0
+
+
+def correlation_interval(x, y, level: float = 0.95):
+    """Pearson's r of ``x`` and ``y`` with its interval at ``level`` (Fisher's z transform):
+    ``(r, low, high)``, or None under 4 points or where either has no spread (no interval then)."""
+    import math
+    from statistics import NormalDist
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(x)
+    if n < 4 or x.std() == 0 or y.std() == 0:
+        return None
+    r = float(np.corrcoef(x, y)[0, 1])
+    r = max(min(r, 1 - 1e-12), -1 + 1e-12)
+    half = NormalDist().inv_cdf(0.5 + level / 2) / math.sqrt(n - 3)
+    z = math.atanh(r)
+    return r, math.tanh(z - half), math.tanh(z + half)

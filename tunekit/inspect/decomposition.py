@@ -15,6 +15,7 @@ nn.Linear stores a weight [out, in] (a row per output feature); GPT-2's Conv1D s
 [in, out] (a column per output feature): each is read the way it is stored.
 
     table = magnitude_direction([full, lora, dora])   # one row per run x block matrix
+    correlations(table, modules=["query", "value"])   # r per run, its 95 % interval and its sign
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 
 from tunekit.inspect.models import load_pairs, snapshot_pairs
 from tunekit.inspect.weights import _deltas, module_of
+from tunekit.metrics import correlation_interval
 
 
 def decompose(w: torch.Tensor, w0: torch.Tensor, columns: bool = False) -> tuple[float, float]:
@@ -72,3 +74,21 @@ def _rows(pair) -> list[dict]:
         rows.append({"run": pair.run.name, "label": pair.run.label, "block": block, "module": module,
                      "name": name, "delta_m": dm, "delta_d": dd})
     return rows
+
+
+def correlations(table: pd.DataFrame, modules=None) -> pd.DataFrame:
+    """Per run of a :func:`magnitude_direction` table (its last step, where it has several): n
+    (matrices), r = corr(ΔD, ΔM) with its 95 % interval (low, high; Fisher z) and its sign in
+    words: ``"negative"`` or ``"positive"`` where the interval leaves out 0, ``"inside the
+    noise"`` where it holds 0, ``"too few"`` under 4 matrices. ``modules``: only those matrices
+    (e.g. ``["query", "value"]``, which full fine-tuning, LoRA and DoRA all change)."""
+    rows = []
+    for (run, label), d in table.groupby(["run", "label"], sort=False):
+        d = d[d["step"] == d["step"].max()] if "step" in d else d
+        if modules is not None:
+            d = d[d["module"].isin(list(modules))]
+        c = correlation_interval(d["delta_d"], d["delta_m"])
+        r, low, high = c if c else (float("nan"),) * 3
+        sign = "too few" if c is None else "negative" if high < 0 else "positive" if low > 0 else "inside the noise"
+        rows.append({"run": run, "label": label, "n": len(d), "r": r, "low": low, "high": high, "sign": sign})
+    return pd.DataFrame(rows, columns=["run", "label", "n", "r", "low", "high", "sign"])

@@ -8,6 +8,7 @@ This is what ``tunekit compare`` adds to its report (unless ``--no-inspect``).
 from __future__ import annotations
 
 import dataclasses
+import html
 from typing import Any, Iterable, Optional
 
 from tunekit import plots
@@ -19,8 +20,20 @@ from tunekit.inspect.ranks import adapter_ranks, ranks_moved, virtual_tokens
 from tunekit.inspect.representations import pca_features, representation_drift
 from tunekit.inspect.weights import moved_blocks, update_spectra, weight_change
 from tunekit.plots.captions import param_label
+from tunekit.strategies.lora import CHANGES_BASE
 
 DEFAULT_SENTENCE = "A gorgeous, witty film, though the last act drags badly."
+
+
+def rebased_words(runs: list, names: dict) -> str:
+    """A sentence naming the runs whose adapter started on part of each weight (PiSSA, OLoRA): their
+    change is measured against the original checkpoint, not their own start; "" when none did."""
+    rebased = [r for r in runs if (r.strategy or {}).get("init") in CHANGES_BASE]
+    if not rebased:
+        return ""
+    return (", ".join(names.get(r.name, r.label) for r in rebased) + (" starts" if len(rebased) == 1 else " start")
+            + " its adapter on part of each weight (PiSSA / OLoRA), which takes that part out of the weight: its "
+              "change is measured against the original checkpoint, not against the run's own start.")
 
 
 def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str = DEFAULT_SENTENCE,
@@ -48,6 +61,9 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
     moved = spectra.table[spectra.table["delta_norm"] > 0]
     sections = [("Weight change per module", plots.weight_change_heatmap(wc)),
                 ("Weight change outside the blocks", plots.head_change_bar(wc, colors=colours))]
+    rebased = rebased_words(runs, names)
+    if rebased:
+        sections.insert(1, ("Measured against the original checkpoint", f"<p>{html.escape(rebased)}</p>"))
     tokens = virtual_tokens(pairs)
     if len(tokens):  # prompt tuning changes no weight: what it learned is in the input
         sections.append(("Learned virtual tokens", plots.virtual_tokens(plots.named(tokens, runs), colors=colours)))

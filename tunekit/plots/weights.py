@@ -25,6 +25,7 @@ from plotly.subplots import make_subplots
 
 from tunekit.architectures import LABEL_ORDER
 from tunekit.config import ConfigError, finite_number, require
+from tunekit.metrics import correlation_interval
 from tunekit.plots.axes import projector_layout, readable_log_axes, wrap
 from tunekit.plots.captions import figure_kind, module_words, param_label
 from tunekit.plots.runs import PALETTE
@@ -242,18 +243,6 @@ def rank_by_block(table: pd.DataFrame, metric: str = "effective_rank",
     return projector_layout(fig)
 
 
-def _correlation(x: pd.Series, y: pd.Series) -> Optional[tuple[float, float, float]]:
-    """Pearson r of x and y with its 95 % interval (Fisher's z); None under 4 points or no spread."""
-    import math
-    n = len(x)
-    if n < 4 or x.std() == 0 or y.std() == 0:
-        return None
-    r = float(x.corr(y))
-    r = max(min(r, 1 - 1e-12), -1 + 1e-12)
-    z, half = math.atanh(r), 1.96 / math.sqrt(n - 3)
-    return r, math.tanh(z - half), math.tanh(z + half)
-
-
 @figure_kind("magnitude_direction")
 def magnitude_direction(table: pd.DataFrame, colors: Optional[dict] = None) -> go.Figure:
     """One panel per run: each dot a block matrix, its change of direction ΔD (across) against
@@ -274,7 +263,7 @@ def magnitude_direction(table: pd.DataFrame, colors: Optional[dict] = None) -> g
     for run, label in runs:
         rows = table[table["run"] == run]
         end = rows[rows["step"] == rows["step"].max()] if by_step else rows  # the end, as without snapshots
-        c = _correlation(end["delta_d"], end["delta_m"])
+        c = correlation_interval(end["delta_d"], end["delta_m"])
         words = (f"r = {c[0]:.2f} [{c[1]:.2f}, {c[2]:.2f}]" if c else f"{len(end)} matrices: too few to correlate")
         titles.append(_panel_title(run, label, labels, 84 // len(runs)) + "<br>" + words
                       + (" at the end" if by_step else ""))

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 
 import tunekit as tk
 from tunekit import inspect, plots
+from tunekit.inspect import views as inspect_views
 from tunekit.inspect.views import DEFAULT_SENTENCE
 from tunekit.plots import captions
 from tunekit.report import runs_table_html
@@ -418,6 +419,9 @@ class RunsPanel(W.VBox):
         tokens = plots.named(inspect.virtual_tokens(pairs), runs)
         if len(tokens):
             out.append(_kind("virtual_tokens", plots.virtual_tokens(tokens, colors=colours)))
+        rebased = inspect_views.rebased_words(runs, names)
+        if rebased:  # PiSSA / OLoRA moved part of each weight into the adapter before training
+            out.append(_note(rebased))
         out.append(_kind("head_change_bar", plots.head_change_bar(wc, colors=colours)))
         # "A minus B" only between runs that changed something inside the blocks: against a run that
         # changed none (a probe), the difference is the other run's own map, nothing more
