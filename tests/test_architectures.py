@@ -108,3 +108,33 @@ def test_the_peft_family_counts_as_peft_and_runs_on_the_family_or_is_refused_in_
         with torch.no_grad():
             logits = model.logits(enc["input_ids"], enc["attention_mask"])
         assert logits.shape == (2, 2) and torch.isfinite(logits).all(), who
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_peft_family_trains_saves_and_reloads_on_the_family(family, tmp_path, small):
+    """Each method of the PEFT family that peft applies to the family trains a few steps, is saved in
+    peft's format and reloads to the numbers it recorded; its weight change draws (or, for the methods
+    that change no weight matrix, names where its change is)."""
+    path = str(make_tiny(family, tmp_path / "model"))
+    runs = []
+    for strategy in PEFT_FAMILY:
+        if type(strategy).__name__ in LINEAR_ONLY.get(family, ()):
+            continue  # refused in words: the test above
+        model = tk.load_model(path, label_names=small.label_names)
+        run = tk.train(model, small, strategy, lr=5e-3, train_size=32, batch_size=8, evals_per_epoch=1,
+                       runs_dir=str(tmp_path / "runs"), progress=False)
+        assert run.status == "completed" and (run.path / "adapter" / "adapter_model.safetensors").is_file(), run.label
+        got = tk.evaluate(tk.load_run(run.path), small)
+        assert got["accuracy"] == run.summary["val_accuracy"], run.label
+        assert got["loss"] == pytest.approx(run.summary["val_loss"], rel=1e-4, abs=1e-6), run.label
+        runs.append(run)
+    wc = tk.inspect.weight_change(runs)
+    moved = wc[(wc.delta_norm > 0) & wc.block.notna()]
+    for run in runs:
+        modules = set(moved[moved.run == run.name].module)
+        if isinstance(tk.strategies.get_strategy(run.strategy), tk.PromptTuning):
+            assert not modules and tk.inspect.prompted(run).kind.tolist() == ["prompt"]
+        elif isinstance(tk.strategies.get_strategy(run.strategy), tk.LNTuning):
+            assert modules and modules <= {"attn_norm", "out_norm"}, (run.label, modules)
+        else:
+            assert modules and modules <= set(LABEL_ORDER), (run.label, modules)

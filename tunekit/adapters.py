@@ -225,6 +225,31 @@ class VirtualTokens(nn.Module):
         return self._peft[0].get_prompt(batch_size=batch_size)
 
 
+def _as_autocast(module, args, output):
+    """A layer's output in the autocast dtype while autocast is on, as a plain Linear's is."""
+    if isinstance(output, torch.Tensor) and output.dtype == torch.float32:
+        device = output.device.type
+        if torch.is_autocast_enabled(device):
+            return output.to(torch.get_autocast_dtype(device))
+    return output
+
+
+def match_linear_dtype(peft_model) -> None:
+    """Make every adapted Linear (or Conv1D) layer of ``peft_model`` give its output in the dtype a
+    plain Linear gives under autocast. peft's VeRA and LoHa add a float32 product to the bf16
+    result, so their layers return float32 where their neighbours return bf16; DeBERTa-v2 then
+    fills a bf16 score with float32's minimum and fails ("cannot be converted to type
+    c10::BFloat16"). LoRA's layers already cast back (a no-op there); norm layers (LayerNorm
+    tuning) are left as they are (autocast keeps norms in float32)."""
+    tuner, _ = _tuner_types()
+    linear = adaptable_types()
+    for module in peft_model.modules():
+        if isinstance(module, tuner) and isinstance(module.get_base_layer(), linear) \
+                and not getattr(module, "_tunekit_dtype_hook", False):
+            module.register_forward_hook(_as_autocast)
+            module._tunekit_dtype_hook = True
+
+
 def virtual_tokens(peft_model) -> "VirtualTokens | None":
     """The virtual tokens of ``peft_model`` when its adapter is prompt tuning (which adds no
     layer: it prepends learned embeddings to the input), else None."""

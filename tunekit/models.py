@@ -141,6 +141,7 @@ class Model:
         """Record that peft has wrapped ``hf`` (``peft_model`` is the ``PeftModel``); a prompt-tuning
         adapter's virtual tokens become part of the task module (read before the text)."""
         self.backbone.attach(peft_model)
+        adapters.match_linear_dtype(peft_model)
         self.module.prompt = adapters.virtual_tokens(peft_model)
 
     def snapshot_parameters(self) -> dict:
