@@ -22,9 +22,11 @@ method is compared with LoRA on the same seeds and examples (a paired difference
   matrices all three change). The paper saw full fine-tuning and DoRA negative, LoRA positive;
   the script prints what these runs show, whichever way it falls.
 
-``--causal-lm`` also trains the methods (not the probe) on SmolLM2-135M as a language model on
-BBC News and reports the test perplexity per method with a 95 % interval over seeds (a
-bootstrap of the seeds alone: few seeds, a rough interval).
+``--causal-lm`` also trains the methods (not the probe; prefix tuning, which peft has for a language
+model only, joins here) on SmolLM2-135M as a language model on BBC News and reports the test
+perplexity per method with a 95 % interval over seeds (a bootstrap of the seeds alone: few seeds,
+a rough interval), and forgetting as the perplexity on Rotten Tomatoes reviews, text it was not
+tuned on, against the base model's. ``--causal-lm-only`` runs that part alone.
 
     .venv/bin/python benchmarks/method_comparison.py                    # the reduced CPU grid (6.6 min, 2 cores)
     .venv/bin/python benchmarks/method_comparison.py --sizes 2000 --seeds 3 --epochs 3 --data bbc_news
@@ -61,11 +63,13 @@ from tunekit.runs import Run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("probe", "freeze", "full", "lora", "dora", "pissa", "adalora", "loha", "lokr", "vera", "ia3", "ln_tuning",
-           "prompt_tuning")
+           "prompt_tuning", "prefix_tuning")
+CAUSAL_ONLY = ("prefix_tuning",)
+"""Methods peft has for a language model only: the classification grid leaves them out, in words."""
 RANKED = {"lora": lambda r: tk.LoRA(rank=r), "dora": lambda r: tk.DoRA(rank=r),
           "pissa": lambda r: tk.LoRA(rank=r, init="pissa"), "loha": lambda r: tk.LoHa(rank=r),
           "lokr": lambda r: tk.LoKr(rank=r), "vera": lambda r: tk.VeRA(rank=r),
-          "prompt_tuning": lambda r: tk.PromptTuning(tokens=r)}
+          "prompt_tuning": lambda r: tk.PromptTuning(tokens=r), "prefix_tuning": lambda r: tk.PrefixTuning(tokens=r)}
 """Methods with a size (a rank; prompt tuning's virtual tokens): each gets the size whose trainable
 count is closest to LoRA's."""
 FIXED = {"probe": tk.Probe, "freeze": lambda: tk.Freeze.top(1), "full": tk.Full, "ia3": tk.IA3,
@@ -109,7 +113,7 @@ def closest_rank(make, model, budget: int, top: int = 4096) -> int:
 
 
 def _size(method: str, r: int) -> str:
-    return f"{r} virtual tokens" if method == "prompt_tuning" else f"rank {r}"
+    return f"{r} virtual tokens" if method in ("prompt_tuning", "prefix_tuning") else f"rank {r}"
 
 
 def at_budget(methods, model, rank: int) -> tuple[dict, pd.DataFrame]:
@@ -228,6 +232,12 @@ def said_cell(event: dict) -> None:
 
 
 def classification(args, methods, model_source: str, root: Path) -> dict:
+    left = [m for m in methods if m in CAUSAL_ONLY]
+    if left:
+        print(f"Classification leaves out {', '.join(left)}: peft has it for a causal LM only")
+    methods = [m for m in methods if m not in CAUSAL_ONLY]
+    if not methods:
+        return {"left_out": left}
     data = tk.data.load(args.data)
     model = tk.models.load_for(model_source, data, "classification", 0)
     strategies, budget = at_budget(methods, model, args.rank)
@@ -290,8 +300,9 @@ def classification(args, methods, model_source: str, root: Path) -> dict:
 # ----- the language model ------------------------------------------------------------------------
 def causal_lm(args, methods, source: str, root: Path) -> dict:
     """The methods (not the probe) on ``source`` as a causal LM on BBC News, per seed; the test
-    perplexity of each run on one seeded subset, its mean and interval over seeds."""
-    data = tk.data.bbc_news()
+    perplexity of each run on one seeded subset, its mean and interval over seeds; and forgetting:
+    the perplexity on text it was not tuned on (Rotten Tomatoes reviews), against the base's."""
+    data, other = tk.data.bbc_news(), tk.data.rotten_tomatoes()
     methods = [m for m in methods if m != "probe"]
     model = tk.load_model(source, task="causal_lm")
     strategies, budget = at_budget(methods, model, args.rank)
@@ -299,8 +310,10 @@ def causal_lm(args, methods, source: str, root: Path) -> dict:
     print(budget.to_string(index=False, formatters={"x budget": "{:.2f}".format}))
     test = dict(split="test", size=args.lm_test_size, seed=0, max_length=args.lm_max_length)
     before = tk.evaluate(model, data, **test)["perplexity"]
+    before_other = tk.evaluate(model, other, **test)["perplexity"]
     del model
     runs = {m: [] for m in methods}
+    t0 = time.perf_counter()
     for seed in range(args.seeds):
         trained = tk.compare(list(strategies.values()), data, model=source, task="causal_lm",
                              train_size=args.lm_size, eval_size=args.lm_test_size, epochs=args.epochs,
@@ -309,22 +322,32 @@ def causal_lm(args, methods, source: str, root: Path) -> dict:
                              **({"lr": args.lr} if isinstance(args.lr, float) else {}))  # no search here
         for m, run in zip(methods, trained):
             runs[m].append(run)
+    train_s = time.perf_counter() - t0
+
+    def over_seeds(values):
+        return (tk.experiments.bootstrap_mean(np.array(values)[:, None], seed=0) if values
+                else (float("nan"),) * 3)
+
     rows = []
     for m in methods:
         done = [r for r in runs[m] if r.status == "completed"]
         ppl = [tk.evaluate(r, data, **test)["perplexity"] for r in done]
-        mean, lo, hi = (tk.experiments.bootstrap_mean(np.array(ppl)[:, None], seed=0) if ppl
-                        else (float("nan"),) * 3)
+        forgot = [tk.evaluate(r, other, **test)["perplexity"] for r in done]
+        (mean, lo, hi), (o_mean, o_lo, o_hi) = over_seeds(ppl), over_seeds(forgot)
         ms, mb = per_step(done)
         rows.append({"method": m, "strategy": strategies[m].label,
                      "trainable": int(budget.set_index("method").at[m, "trainable"]), "perplexity": mean,
-                     "low": lo, "high": hi, "seeds": len(ppl), "peak_memory_mb": mb, "ms_per_step": ms})
+                     "low": lo, "high": hi, "other_perplexity": o_mean, "other_low": o_lo, "other_high": o_hi,
+                     "seeds": len(ppl), "peak_memory_mb": mb, "ms_per_step": ms})
     out = pd.DataFrame(rows)
     print(f"Test perplexity ({args.lm_test_size} articles, {args.lm_max_length} tokens at most; before "
-          f"training {before:.2f}), mean over seeds [95 % interval over seeds]:")
+          f"training {before:.2f}) and forgetting: perplexity on {args.lm_test_size} Rotten Tomatoes reviews, "
+          f"not tuned on (before training {before_other:.2f}); mean over seeds "
+          + ("[95 % interval over seeds]:" if args.seeds >= 5 else
+             f"[the {args.seeds} seeds' lowest and highest: too few seeds for an interval]:"))
     print(out.to_string(index=False, float_format=lambda v: f"{v:.2f}"), flush=True)
-    return {"model": source, "before": before, "budget": budget.attrs["budget"],
-            "budget_table": budget.to_dict("records"), "methods": rows}
+    return {"model": source, "before": before, "before_other": before_other, "budget": budget.attrs["budget"],
+            "budget_table": budget.to_dict("records"), "methods": rows, "train_s": train_s}
 
 
 def main() -> None:
@@ -344,6 +367,7 @@ def main() -> None:
     ap.add_argument("--tune-trials", type=int, default=4)
     ap.add_argument("--drift-n", type=int, default=128, help="held-out texts the representation drift reads")
     ap.add_argument("--causal-lm", action="store_true", help="also SmolLM2-135M as a causal LM (perplexity)")
+    ap.add_argument("--causal-lm-only", action="store_true", help="the causal LM alone (no classification grid)")
     ap.add_argument("--lm-size", type=int, default=200)
     ap.add_argument("--lm-test-size", type=int, default=50)
     ap.add_argument("--lm-max-length", type=int, default=128)
@@ -351,6 +375,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on a tiny random model: checks the script")
     ap.add_argument("--json", default=None, help="write the results here (a bare name: under benchmarks/results/)")
     args = ap.parse_args()
+    args.causal_lm = args.causal_lm or args.causal_lm_only
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
@@ -372,7 +397,8 @@ def main() -> None:
             decoder = str(tk.tiny.make_tiny("llama", root / "tiny-llama")) if args.causal_lm else None
         else:
             classifier, decoder = "minilm", "smollm2"
-        out["classification"] = classification(args, methods, classifier, root)
+        if not args.causal_lm_only:
+            out["classification"] = classification(args, methods, classifier, root)
         if args.causal_lm:
             out["causal_lm"] = causal_lm(args, methods, decoder, root)
     out["total_s"] = time.perf_counter() - t0
