@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from argparse import Namespace
@@ -214,6 +215,17 @@ JS_FIGURE_TEXT = """() => [...document.querySelectorAll('.tunekit-lab .js-plotly
   .map(e => [parseFloat(getComputedStyle(e).fontSize), e.textContent.slice(0, 30), e.getAttribute('class')])
   .sort((a, b) => a[0] - b[0])[0]"""
 # the open view tab: its status line and how many figures it shows
+JS_LR = """() => [...document.querySelectorAll('.tunekit-lab .widget-slider, .tunekit-lab .jupyter-widget-slider')]
+    .map(s => s.innerText).find(t => t.startsWith('learning rate')) || ''"""
+# the learning-rate panel: its figures (all, and those drawn on screen), their titles, and the lab's status line
+JS_RATES = """() => {
+  const panel = document.querySelector('.tunekit-rates');
+  const figs = panel ? [...panel.querySelectorAll('.js-plotly-plot')] : [];
+  const status = document.querySelector('.tunekit-lab .tunekit-status');
+  return {figures: figs.length, drawn: figs.filter(f => f.offsetParent && f.querySelector('svg.main-svg')).length,
+          titles: figs.map(f => (f.querySelector('.gtitle') || {}).textContent || ''),
+          status: status ? status.innerText : ''};
+}"""
 JS_VIEW = """() => {
   const shown = e => e.offsetParent !== null && e.getBoundingClientRect().width > 0;
   const status = [...document.querySelectorAll('.tunekit-view-status')].filter(shown).map(e => e.textContent).join(' | ');
@@ -366,6 +378,25 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
             page.evaluate("() => { window.jupyterapp.shell.expandLeft(); "
                           "window.jupyterapp.shell.activateById('filebrowser'); }")
             page.wait_for_timeout(1000)
+
+            # the learning-rate finder (issue 24): Find sweeps a copy of the model, opens the folded panel
+            # with the planned rates and the sweep side by side, and sets the rate to its suggestion
+            lr_before = page.evaluate(JS_LR)
+            outputs.get_by_role("button", name="Find", exact=True).click()
+            rates = jb.poll(page, JS_RATES, lambda r: r["figures"] == 2 and r["drawn"] == 2
+                            and "finder" in r["status"], 240, "the finder's sweep beside the planned rates")
+            assert "The finder suggests" in rates["status"] or "no falling stretch" in rates["status"], rates
+            assert rates["titles"][0].startswith("Learning rate per layer group"), rates
+            assert rates["titles"][1].startswith("Learning-rate finder"), rates
+            chosen = re.search(r"set to (\S+), the nearest", rates["status"])
+            if chosen:  # the slider shows the rate the status line says it was set to
+                assert page.evaluate(JS_LR).endswith(chosen.group(1)), (lr_before, page.evaluate(JS_LR), rates)
+            page.locator(".tunekit-rates").first.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / "lab-finder.png"))
+            misfits += [f"learning rates: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+            page.locator(".tunekit-rates-toggle").first.click()  # folded again
+            jb.poll(page, JS_RATES, lambda r: r["drawn"] == 0, 20, "the learning-rate panel to fold")
 
             for i, tab in enumerate(VIEW_TABS):  # each view of the one run: computed, measured, photographed
                 page.locator(".lm-TabBar-tab", has_text=tab).first.click()

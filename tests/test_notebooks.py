@@ -266,3 +266,23 @@ def test_09_peft_family_runs(python3_kernel, tmp_path):
     from tunekit.runs import list_runs
     runs = list_runs(tmp_path / "runs")
     assert len(runs) == methods and all(r.status == "completed" for r in runs), [(r.label, r.status) for r in runs]
+
+
+@pytest.mark.slow
+def test_10_learning_rates_runs(python3_kernel, tmp_path):
+    """Issue 24: a sweep per strategy with its suggestion, the planned rates, and one rate for all against
+    discriminative rates and gradual unfreezing in one experiment, each paired with full fine-tuning."""
+    params = {"MODEL": "minilm", "DATA": "rotten_tomatoes", "LR": 1e-4, "DECAY": 0.8, "TRAIN_SIZE": 64, "SEEDS": 1,
+              "EPOCHS": 1, "BATCH_SIZE": 8, "EVAL_SIZE": 16, "TEST_SIZE": 32, "FIND_STEPS": 20, "CPU_TRAIN_SIZE": 64,
+              "CPU_SEEDS": 1, "CPU_EPOCHS": 1, "RUNS_DIR": str(tmp_path / "runs")}
+    nb = _execute("10_learning_rates.ipynb", params, tmp_path, python3_kernel)
+    assert _table_rows(_tagged(nb, "suggestions")) == 3
+    assert _table_rows(_tagged(nb, "experiment-table")) == 4
+    said = "".join(o.get("text", "") for o in _tagged(nb, "compare").outputs).splitlines()
+    assert len(said) == 3 and all(" vs full at 64 examples: " in s for s in said), said
+    titles = [str(f.get("layout", {}).get("title", {}).get("text", "")) for f in _figures(nb)]
+    assert sum(t.startswith("Learning-rate finder") for t in titles) == 3, titles
+    assert sum(t.startswith("Learning rate per layer group") for t in titles) == 5, titles
+    from tunekit.runs import list_runs
+    runs = list_runs(tmp_path / "runs")
+    assert len(runs) == 4 and all(r.status == "completed" for r in runs), [(r.label, r.status) for r in runs]

@@ -33,7 +33,7 @@ def test_a_registered_strategy_is_known_to_get_strategy_and_the_command_line(eve
     assert get_strategy({"name": "everything"}).label == "everything"
     probe, every = parse_strategies("probe, everything")
     assert isinstance(probe, tk.Probe) and type(every) is Everything
-    assert strategy_specs().endswith("lpft, qat, everything")
+    assert strategy_specs().endswith("lpft, gradual, discriminative, qat, everything")
     assert tk.Everything is Everything and "Everything" in dir(tk)
 
 
@@ -48,10 +48,10 @@ def test_every_registered_strategy_is_exported(everything):
 def test_the_table_is_the_registry_and_the_command_lines_names():
     assert list(REGISTRY) == list(STRATEGIES) == ["probe", "freeze", "lora", "ia3", "dora", "adalora", "vera", "loha",
                                                   "lokr", "ln_tuning", "prompt_tuning", "prefix_tuning", "full", "lpft",
-                                                  "qat"]
+                                                  "gradual", "discriminative", "qat"]
     assert strategy_specs() == ("probe, freeze[:K], lora[:RANK], ia3, dora[:RANK], adalora[:RANK], vera[:RANK], "
                                 "loha[:RANK], lokr[:RANK], ln_tuning, prompt_tuning[:TOKENS], prefix_tuning[:TOKENS], "
-                                "full, lpft, qat")
+                                "full, lpft, gradual, discriminative, qat")
     with pytest.raises(InputError, match=r"known: probe, freeze, lora, ia3, dora, .* \(lora:RANK, freeze:K, "
                                          r"dora:RANK, adalora:RANK, vera:RANK, loha:RANK, lokr:RANK, "
                                          r"prompt_tuning:TOKENS, prefix_tuning:TOKENS take a number\)"):
@@ -70,7 +70,7 @@ def test_the_lab_offers_the_strategies_with_a_label_of_their_own(everything):
                                 ("Full fine-tune", "full"), ("Probe (head only)", "probe"),  # as since 0.1
                                 ("DoRA", "dora"), ("AdaLoRA", "adalora"), ("VeRA", "vera"), ("LoHa", "loha"),
                                 ("LoKr", "lokr"), ("LayerNorm tuning", "ln_tuning"), ("Prompt tuning", "prompt_tuning"),
-                                ("Prefix tuning", "prefix_tuning")]
+                                ("Prefix tuning", "prefix_tuning"), ("Gradual unfreezing", "gradual")]
     # Everything inherits Full's label, not its place in the picker
 
 

@@ -78,15 +78,30 @@ def lr_or_tune(text: str):
         raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-4, or 'tune' (got {text!r})") from None
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0, such as a learning rate."""
+def _number(text: str, ok, words: str) -> float:
+    """``text`` as a float where ``ok(value)``; otherwise argparse's error, ``words`` saying what is allowed."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-4 (got {text!r})")
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {words} (got {text!r})")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0, such as a learning rate."""
+    return _number(text, lambda v: 0 < v < float("inf"), "a positive number such as 1e-4")
+
+
+def decay(text: str) -> float:
+    """A factor in (0, 1], such as a layer-wise learning-rate decay."""
+    return _number(text, lambda v: 0 < v <= 1, "a number in (0, 1] such as 0.8")
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1), such as the warm-up's share of the steps."""
+    return _number(text, lambda v: 0 <= v < 1, "a number in [0, 1) such as 0.1")
 
 
 def user_path(text: str, option: str) -> Path:

@@ -36,14 +36,16 @@ from typing import Optional, Sequence
 
 from tunekit import arguments
 from tunekit.arguments import InputError, open_run, parse_strategies, strategy_specs
-from tunekit.config import DEFAULT_RUNS_DIR, ConfigError, TunekitError
+from tunekit.config import DEFAULT_RUNS_DIR, SCHEDULES, ConfigError, TunekitError
 from tunekit.post.cli import FIELD_OPTIONS as POST_FIELD_OPTIONS
 from tunekit.post.cli import add_commands as add_post_commands
 from tunekit.strategy_registry import STRATEGIES
 
 # ConfigError messages start with the field they are about; this maps fields to options (the
 # post-training commands' fields are in tunekit.post.cli, beside those commands).
-_FIELD_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
+_FIELD_OPTIONS = {"lr_decay": "--lr-decay", "schedule": "--schedule", "warmup": "--warmup", "start": "--start",
+                  "end": "--end", "steps": "--steps",
+                  "epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
                   "train_size": "--train-size", "eval_size": "--eval-size", "runs_dir": "--runs-dir",
                   "max_length": "--max-length", "device": "--device",
                   **{class_name: "--strategies" for class_name in STRATEGIES.values()},  # "LoRA.rank ..."
@@ -93,6 +95,14 @@ def _training_options(c: argparse.ArgumentParser) -> None:
                    help="seed for sub-sampling, shuffling and the head (default 0)")
     c.add_argument("--lr", type=arguments.positive_float, default=None,
                    help="peak learning rate for every strategy (default: each strategy's own)")
+    c.add_argument("--lr-decay", type=arguments.decay, default=None,
+                   help="discriminative rates: each layer group's rate is this factor of the one above it "
+                        "(the head at --lr, the top block one factor lower, ...), in (0, 1] (default: one rate)")
+    c.add_argument("--schedule", default="linear", choices=SCHEDULES,
+                   help="the learning-rate schedule (default %(default)s; tunekit.TrainConfig says each)")
+    c.add_argument("--warmup", type=arguments.fraction, default=0.1,
+                   help="fraction of the steps warming up (one_cycle, slanted_triangular: rising), in [0, 1) "
+                        "(default %(default)s)")
     c.add_argument("--batch-size", type=arguments.positive_int, default=16,
                    help="training examples per step (default 16)")
     c.add_argument("--max-length", type=arguments.positive_int, default=128,
@@ -110,8 +120,9 @@ def _training_options(c: argparse.ArgumentParser) -> None:
 
 def _train_overrides(args) -> dict:
     return dict(task=args.task, epochs=args.epochs, train_size=args.train_size, eval_size=args.eval_size,
-                seed=args.seed, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
-                device=args.device, runs_dir=args.runs_dir, progress=not args.no_progress,
+                seed=args.seed, lr=args.lr, lr_decay=args.lr_decay, schedule=args.schedule, warmup=args.warmup,
+                batch_size=args.batch_size, max_length=args.max_length, device=args.device, runs_dir=args.runs_dir,
+                progress=not args.no_progress,
                 precision=args.precision, group_by_length=not args.no_group_by_length,
                 compile=args.compile, log_every=args.log_every)
 
@@ -142,6 +153,31 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(t)
     t.add_argument("--name", default=None, help="run name (default: the strategy and a timestamp)")
     t.set_defaults(run=cmd_train, parser=t)
+
+    f = sub.add_parser("lr-find", help="sweep the learning rate for a strategy and suggest one",
+                       description="A short run on a copy of the model whose learning rate grows exponentially "
+                                   "from --start to --end, one optimizer step per rate, until the loss runs away; "
+                                   "prints the rate each rule suggests (valley, steepest, minimum/10) and can "
+                                   "draw the curve. Nothing is written but --plot.")
+    f.add_argument("--strategy", default="lora", help=f"one of {strategy_specs()} (default %(default)s)")
+    f.add_argument("--model", default="minilm", help="built-in name, a model directory or a cached hub id "
+                                                     "(default %(default)s)")
+    f.add_argument("--data", default="rotten_tomatoes", help="built-in data set or CSV file (default %(default)s)")
+    f.add_argument("--task", default="classification", choices=("classification", "causal_lm"),
+                   help="(default %(default)s)")
+    f.add_argument("--train-size", type=arguments.size, default=1000,
+                   help="training examples the sweep draws its batches from (default 1000)")
+    f.add_argument("--batch-size", type=arguments.positive_int, default=16, help="(default 16)")
+    f.add_argument("--max-length", type=arguments.positive_int, default=128, help="(default 128)")
+    f.add_argument("--lr-decay", type=arguments.decay, default=None,
+                   help="sweep the layer groups at these ratios (see train --lr-decay)")
+    f.add_argument("--start", type=arguments.positive_float, default=1e-7, help="the first rate (default 1e-7)")
+    f.add_argument("--end", type=arguments.positive_float, default=10.0, help="the last rate (default 10)")
+    f.add_argument("--steps", type=arguments.positive_int, default=100, help="steps of the sweep (default 100)")
+    f.add_argument("--seed", type=arguments.seed, default=0, help="(default 0)")
+    f.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    f.add_argument("--plot", default=None, help="write the curve to this HTML file")
+    f.set_defaults(run=cmd_lr_find, parser=f)
 
     r = sub.add_parser("runs", help="list the runs in a runs directory",
                        description="List the run records in --runs-dir as a table; optionally write a report.")
@@ -373,6 +409,30 @@ def cmd_train(args) -> int:
     if main_process:
         _print_table([run])
         print(f"run: {run.path.resolve()}")
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    from tunekit.lr_finder import lr_find  # lazy: torch loads only for the commands that need it
+
+    strategies = parse_strategies(args.strategy, "--strategy")
+    if len(strategies) != 1:
+        raise InputError("--strategy", f"lr-find sweeps one strategy (got {args.strategy!r})")
+    data, model = _checked_inputs(args, strategies, "--strategy")
+    found = lr_find(model, data, strategies[0], start=args.start, end=args.end, steps=args.steps,
+                    train_size=args.train_size, batch_size=args.batch_size, max_length=args.max_length,
+                    lr_decay=args.lr_decay, seed=args.seed, device=args.device)
+    print(f"{found.strategy}: {len(found.lrs)} steps; {found.stopped}")
+    if not found.suggestions:
+        print("no suggestion: the loss never fell for long enough to say (try a wider --start .. --end or more "
+              "--steps)")
+        return 1
+    for rule, lr in found.suggestions.items():
+        print(f"  {rule:<11s} {lr:.2e}{'   <- suggested' if rule == found.rule else ''}")
+    if args.plot:
+        path = arguments.user_path(args.plot, "--plot")
+        found.plot().write_html(str(path), include_plotlyjs=True)
+        print(f"plot: {path.resolve()}")
     return 0
 
 

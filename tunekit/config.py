@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 DEFAULT_RUNS_DIR = "./tunekit-runs"
-SCHEDULES = ("constant", "linear", "cosine")
+SCHEDULES = ("constant", "linear", "cosine", "slanted_triangular", "one_cycle", "cosine_restarts", "wsd")
+"""The learning-rate schedules (:mod:`tunekit.schedules` builds them; the last four from torch's
+and transformers' own schedulers)."""
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -115,16 +117,34 @@ class TrainConfig:
 
     epochs: int = 1
     """Passes over the (sub-sampled) training split; >= 1."""
-    lr: Optional[float] = None
-    """Peak learning rate; None takes the strategy's default (probe 1e-2, freeze 2e-4, LoRA 1e-3, full 1e-4)."""
+    lr: Optional[float | dict] = None
+    """Peak learning rate; None takes the strategy's default (probe 1e-2, freeze 2e-4, LoRA 1e-3,
+    full 1e-4). A dict gives a rate per layer group (``{"head": 1e-3, "block.5": 3e-4}``, the
+    groups of ``model.group_names``, and ``"prompt"`` for virtual tokens); a trained group it
+    does not name takes the strategy's default."""
+    lr_decay: Optional[float] = None
+    """Discriminative rates: layer-wise decay in (0, 1] from the top down (ELECTRA, ULMFiT). The
+    head (and anything above the blocks) trains at ``lr``, the top block at ``lr * lr_decay``,
+    each block below at one more factor, the embeddings (and virtual tokens) at one more than
+    the bottom block. None (or 1): one rate for all. Not with a dict ``lr``."""
     batch_size: int = 16
     """Training examples per step; >= 1."""
     eval_batch_size: int = 128
     """Examples per forward pass during evaluation; >= 1."""
     schedule: str = "linear"
-    """Learning-rate schedule after warm-up: constant, linear (decay to 0) or cosine."""
+    """Learning-rate schedule: constant, linear (decay to 0) or cosine after a linear warm-up;
+    slanted_triangular (ULMFiT: up to the peak over ``warmup`` of the steps from 1/32 of it, then
+    down to 1/32), one_cycle (Smith: cosine up over ``warmup`` from 1/25 of the peak, then cosine
+    down to 1/10,000 of its start; the rate only, AdamW's betas stay), cosine_restarts
+    (``cycles`` cosine decays after the warm-up, each from the peak) or wsd (warm-up, stable at
+    the peak, then a cosine decay to 0 over the last ``cooldown`` of the steps)."""
     warmup: float = 0.1
-    """Fraction of all steps spent warming up linearly from 0, in [0, 1)."""
+    """Fraction of all steps spent warming up linearly from 0 (one_cycle and slanted_triangular:
+    rising to the peak), in [0, 1)."""
+    cycles: int = 3
+    """cosine_restarts: how many cosine decays (>= 1)."""
+    cooldown: float = 0.2
+    """wsd: the fraction of all steps of the final decay, in (0, 1]; warm-up + cool-down <= 1."""
     weight_decay: float = 0.01
     """AdamW weight decay, >= 0."""
     grad_clip: Optional[float] = 1.0
@@ -174,12 +194,32 @@ class TrainConfig:
     def __post_init__(self) -> None:
         plain_fields(self)
         positive_int("epochs", self.epochs)
-        if self.lr is not None:
-            require(finite_number(self.lr) and self.lr > 0, "lr", "a positive number", self.lr)
+        if isinstance(self.lr, dict):
+            require(len(self.lr) > 0 and all(isinstance(k, str) for k in self.lr), "lr",
+                    "a positive number, or a dict {layer group: positive number} naming at least one group",
+                    self.lr)
+            self.lr = {k: plain(v) for k, v in self.lr.items()}
+            for group, rate in self.lr.items():
+                require(finite_number(rate) and rate > 0, f"lr[{group!r}]", "a positive number", rate)
+        elif self.lr is not None:
+            require(finite_number(self.lr) and self.lr > 0, "lr",
+                    "a positive number, or a dict {layer group: positive number}", self.lr)
+        if self.lr_decay is not None:
+            require(finite_number(self.lr_decay) and 0 < self.lr_decay <= 1, "lr_decay",
+                    "a number in (0, 1] (the factor per layer group from the top down) or None", self.lr_decay)
+            require(not isinstance(self.lr, dict), "lr_decay",
+                    "None when lr gives a rate per group (the dict's rates are used as they are)", self.lr_decay)
         positive_int("batch_size", self.batch_size)
         positive_int("eval_batch_size", self.eval_batch_size)
         require(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
         require(finite_number(self.warmup) and 0 <= self.warmup < 1, "warmup", "in [0, 1)", self.warmup)
+        require(isinstance(self.cycles, int) and not isinstance(self.cycles, bool) and 1 <= self.cycles <= 1000,
+                "cycles", "an integer in 1 .. 1000 (cosine_restarts' decays)", self.cycles)
+        require(finite_number(self.cooldown) and 0 < self.cooldown <= 1, "cooldown", "in (0, 1]", self.cooldown)
+        if self.schedule == "wsd":
+            require(self.warmup + self.cooldown <= 1, "cooldown",
+                    f"at most 1 - warmup = {1 - self.warmup:g} with schedule='wsd' (the stable part "
+                    f"between them cannot be negative)", self.cooldown)
         require(finite_number(self.weight_decay) and self.weight_decay >= 0,
                 "weight_decay", ">= 0", self.weight_decay)
         if self.grad_clip is not None:

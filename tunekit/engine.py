@@ -11,8 +11,9 @@ Events (``Event.name``) and their payloads:
 
 * ``train_start``: run, strategy, params (trainable / total / percent / by_group), device,
   total_steps, train_size, eval_size
-* ``phase_start``: phase, strategy, params, steps, lr
-* ``step``: step, epoch, loss (the mean since the last step event), lr, samples, tokens
+* ``phase_start``: phase, strategy, params, steps, lr, step (the steps taken before it)
+* ``step``: step, epoch, loss (the mean since the last step event), lr (the highest group's),
+  lrs (``{layer group: rate}`` when more than one group trains), samples, tokens
   (real, non-padding tokens seen), elapsed_s, samples_per_s; every ``log_every`` steps
 * ``memory``: the measured breakdown after a phase's first step (weights_mb, gradients_mb,
   optimizer_mb, activations_mb, cache_mb, total_mb; cuda_peak_mb on a GPU)
@@ -61,11 +62,14 @@ from tunekit.distributed import world as current_world
 from tunekit.evaluation import evaluate_batches, subset
 from tunekit.metrics import primary
 from tunekit.models import Model, load_for
+from tunekit.rates import check_named_groups, group_rates
 from tunekit.run_state import Outcome, PhaseRun, Progress, Setup, snapshot_steps
 from tunekit.runs import Run
-from tunekit.runtime import adamw, choose_precision, lr_factor, pick_device, versions
+from tunekit.runtime import adamw, choose_precision, pick_device, versions
+from tunekit.schedules import lr_factor, scheduler  # noqa: F401 - lr_factor: this module's API too
 from tunekit.sharing import SharedInputs
-from tunekit.strategies import Strategy, get_strategies, get_strategy
+from tunekit.strategies import get_strategies, get_strategy
+from tunekit.strategies.base import Phase, phase_steps
 from tunekit.writer import ReplicaWriter, RunWriter, record_config
 
 EVENTS = ("train_start", "phase_start", "step", "memory", "eval", "epoch_end", "train_end")
@@ -179,14 +183,23 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         phases = self.strategy.phases()
         plans = [ph.strategy.plan(model) for ph in phases]  # validate before anything is written or trained
+        if isinstance(cfg.lr, dict):
+            check_named_groups(model, cfg.lr)
+            for ph in phases:  # a decay on top of named rates: refused before anything is written
+                group_rates(model, [], ph.lr if ph.lr is not None else cfg.lr, 0.0,
+                            cfg.lr_decay if ph.lr_decay is None else ph.lr_decay)
         params_before = self.strategy.count(model)
         train_enc, val_enc = self._examples()
         amp, precision_why = choose_precision(device, cfg.precision)
+        per_epoch = train_enc.num_batches(cfg.batch_size)
+        staged = self.strategy.phases_for(model, per_epoch, cfg.epochs)  # gradual unfreezing: stages of the run's steps
+        if staged != phases:
+            phases, plans = staged, [ph.strategy.plan(model) for ph in staged]
         setup = Setup(device, amp, precision_why, phases, plans, [ph.epochs or cfg.epochs for ph in phases],
-                      train_enc, val_enc, train_enc.num_batches(cfg.batch_size))
+                      train_enc, val_enc, per_epoch, phase_steps(phases, per_epoch, cfg.epochs))
         # the length of each phase is known now: a plan that depends on it is checked before anything is written
-        setup.plans = [ph.strategy.scheduled(model, plan, setup.steps_per_epoch * epochs)
-                       for ph, plan, epochs in zip(phases, plans, setup.epochs)]
+        setup.plans = [ph.strategy.scheduled(model, plan, steps)
+                       for ph, plan, steps in zip(phases, plans, setup.steps)]
         setup.snapshot_at = snapshot_steps(cfg.snapshots, setup.total_steps) if cfg.save_weights else ()
         self._open_record(setup, params_before)
         self.progress = Progress()
@@ -228,9 +241,9 @@ class Trainer:
             precision={"requested": cfg.precision, "autocast": "bf16" if setup.amp is not None else None,
                        "why": setup.precision_why},
             params=params_before,
-            phases=[{"strategy": ph.strategy.describe(), "epochs": e, "lr": ph.lr,
-                     "lr_used": ph.lr or cfg.lr or ph.strategy.default_lr}  # as _train_phase takes it
-                    for ph, e in zip(setup.phases, setup.epochs)],
+            phases=[{"strategy": ph.strategy.describe(), "epochs": e, "steps": n, "lr": ph.lr,
+                     "lr_used": peak_lr(ph, cfg)}  # as _train_phase takes it
+                    for ph, e, n in zip(setup.phases, setup.epochs, setup.steps)],
             world_size=world.size, per_process_batch_size=cfg.batch_size // world.size,
             trained_before=list(model.trained_by))
         self.writer = self._writer(cfg.name or f"{label}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -300,14 +313,14 @@ class Trainer:
         cfg, model = self.config, self.model
         phase = setup.phases[index]
         strat = phase.strategy
-        steps = setup.steps_per_epoch * setup.epochs[index]
+        steps = setup.steps[index]
         plan = setup.plans[index] if index == 0 else \
             strat.scheduled(model, strat.plan(model), steps)  # against the model the earlier left
         model.adapt(plan)
         model.module.to(setup.device)
         params = model.parameter_counts()
         self._keep_initial(self.progress.initial)
-        lr = phase.lr or cfg.lr or strat.default_lr
+        lr = peak_lr(phase, cfg)
         if cfg.progress and self.world.main:  # like peft's print_trainable_parameters
             print(f"{self.strategy.label}{f' phase {index + 1}' if len(setup.phases) > 1 else ''}: trainable "
                   f"params {params['trainable']:,} / {params['total']:,} ({params['percent']:.4g}%)")
@@ -318,11 +331,12 @@ class Trainer:
                                        "total_steps": setup.total_steps, "train_size": len(setup.train),
                                        "eval_size": len(setup.validation)})
         self._emit("phase_start", {"phase": index, "strategy": strat.describe(), "params": params,
-                                   "steps": steps, "lr": lr})
-        epochs = setup.epochs[index]
-        phase_run = self._start_phase(setup, strat, plan, self._phase_inputs(setup, plan), lr, epochs,
+                                   "steps": steps, "lr": lr, "step": self.progress.step})
+        phase_run = self._start_phase(setup, phase, plan, self._phase_inputs(setup, plan), lr, steps,
                                       cfg.seed + index)
-        self._train_epochs(setup, phase_run, epochs)
+        self.progress.rates.append(phase_run.rates)
+        self.writer.update(rates=self.progress.rates)
+        self._train_epochs(setup, phase_run, steps)
 
     def _phase_inputs(self, setup: Setup, plan):
         """The phase's inputs (a frozen prefix computed once where it can be); building them is
@@ -361,22 +375,27 @@ class Trainer:
             if self.config.save_weights:
                 self.writer.save_tensors("initial.safetensors", saved)
 
-    def _start_phase(self, setup: Setup, strat: Strategy, plan, inputs, lr: float, epochs: int,
+    def _start_phase(self, setup: Setup, phase: Phase, plan, inputs, lr: float, steps: int,
                      seed: int) -> PhaseRun:
-        """The phase's module, optimizer, batches and schedule."""
-        cfg, world, device = self.config, self.world, setup.device
+        """The phase's module, optimizer (a peak rate per layer group), batches and schedule."""
+        cfg, world, device, strat = self.config, self.world, setup.device, phase.strategy
         self._modules(inputs)
         groups = strat.param_groups(self.model, lr, cfg.weight_decay)
+        rates = group_rates(self.model, [g["group"] for g in groups if "group" in g],
+                            phase.lr if phase.lr is not None else cfg.lr, strat.default_lr,
+                            cfg.lr_decay if phase.lr_decay is None else phase.lr_decay)
+        for g in groups:
+            g["group"] = g.get("group", "extra")  # a strategy's own (distillation's projection): the peak
+            g["lr"] = rates.setdefault(g["group"], lr)
         opt = adamw(groups, lr, device)
         batches = loader(inputs.train, cfg.batch_size, shuffle=True, group_by_length=cfg.group_by_length,
                          seed=seed, rank=world.rank, world_size=world.size,
                          pin_memory=device.type == "cuda" and inputs.info.kind is None)
         per_epoch = len(batches)
-        steps = per_epoch * epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, steps, cfg.warmup, cfg.schedule))
+        sched = scheduler(opt, cfg.schedule, steps, cfg.warmup, cfg.cycles, cfg.cooldown)
         return PhaseRun(
-            lr=lr, inputs=inputs, forward=self._forward, optimizer=opt, schedule=sched, batches=batches,
+            lr=max(rates.values(), default=lr), rates=rates, inputs=inputs, forward=self._forward, optimizer=opt,
+            schedule=sched, batches=batches,
             steps_per_epoch=per_epoch, trainable=[p for g in groups for p in g["params"]],
             eval_at={round(per_epoch * (k + 1) / cfg.evals_per_epoch) for k in range(cfg.evals_per_epoch)},
             log_every=cfg.log_every or (1 if device.type == "cpu" else 10),
@@ -393,12 +412,13 @@ class Trainer:
             forward = torch.compile(forward, dynamic=True)
         self._forward = forward
 
-    def _train_epochs(self, setup: Setup, phase: PhaseRun, epochs: int) -> None:
-        """Train the phase's epochs: its steps, a ``step`` event every ``log_every`` of them, and
-        its evaluations."""
+    def _train_epochs(self, setup: Setup, phase: PhaseRun, steps: int) -> None:
+        """Train the phase's ``steps`` optimizer steps, epoch by epoch (the last one cut short
+        where the phase ends inside it): a ``step`` event every ``log_every`` of them, and its
+        evaluations (and one at the phase's end)."""
         model, progress, bar = self.model, self.progress, setup.bar
         frozen = phase.inputs.frozen
-        for epoch in range(epochs):
+        for epoch in range(-(-steps // phase.steps_per_epoch)):
             phase.forward.train()
             prefix.frozen_prefix_eval(model, frozen)  # frozen layers: no dropout, cached or not
             progress.start_clock()
@@ -409,7 +429,8 @@ class Trainer:
                 if progress.step in setup.snapshot_at:
                     self._snapshot()
                 at = epoch + (i + 1) / phase.steps_per_epoch
-                due = (i + 1) in phase.eval_at
+                ended = phase.taken >= steps
+                due = (i + 1) in phase.eval_at or ended
                 if phase.losses >= phase.log_every or due or i + 1 == phase.steps_per_epoch:
                     loss_v = self._log_step(phase, at, step_lr, bar)
                 if bar is not None:
@@ -422,6 +443,8 @@ class Trainer:
                         bar.set_postfix({"loss": f"{loss_v:.3f}", key[:4]: f"{ev['val_' + key]:.3f}"})
                     prefix.frozen_prefix_eval(model, frozen)  # evaluation put everything back in train mode
                     progress.start_clock()
+                if ended:
+                    break
             progress.stop_clock()
             self._emit("epoch_end", {"epoch": epoch + 1, "step": progress.step})
 
@@ -443,7 +466,8 @@ class Trainer:
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(phase.trainable, cfg.grad_clip)
         phase.optimizer.step()
-        step_lr = phase.optimizer.param_groups[0]["lr"]
+        phase.step_lrs = {g["group"]: g["lr"] for g in phase.optimizer.param_groups}
+        step_lr = max(phase.step_lrs.values())  # the peak group's: the rate a one-rate run would say
         phase.schedule.step()
         if phase.plan.after_step is not None:
             phase.plan.after_step(model, phase.taken)
@@ -499,6 +523,7 @@ class Trainer:
         phase.losses = 0
         elapsed = progress.train_time + time.perf_counter() - progress.clock
         self._emit("step", {"step": progress.step, "epoch": epoch, "loss": loss_v, "lr": step_lr,
+                            **({"lrs": dict(phase.step_lrs)} if len(phase.step_lrs) > 1 else {}),
                             "samples": progress.samples, "tokens": progress.tokens,
                             "elapsed_s": progress.elapsed_s(),
                             "samples_per_s": progress.samples / max(elapsed, 1e-9)})
@@ -624,6 +649,16 @@ class Trainer:
                 error.run = run
                 raise error
             raise TrainingError(f"run {self.writer.name!r} failed: {outcome.reason}", run) from error
+
+
+def peak_lr(phase: Phase, config: TrainConfig) -> float:
+    """The peak rate of ``phase`` as asked: its own, the config's (the highest of a rate per
+    group), or its strategy's default."""
+    if phase.lr is not None:
+        return phase.lr
+    if isinstance(config.lr, dict):
+        return max(config.lr.values())
+    return config.lr or phase.strategy.default_lr
 
 
 @plain_arguments

@@ -36,10 +36,12 @@ CONFIG: dict[str, Any] = {
     "strategy.layers": (LIST, NULL), "strategy.layers[]": STR, "strategy.pooling": (STR, NULL),
     "strategy.loss": (OBJECT, NULL), "strategy.loss.*": NUMBER,
     "strategy_label": STR,
-    "train": OBJECT, "train.seed": INT, "train.lr": (NUMBER, NULL), "train.epochs": (INT, NULL),
+    "train": OBJECT, "train.seed": INT, "train.lr": (NUMBER, OBJECT, NULL), "train.lr.*": NUMBER,
+    "train.lr_decay": (NUMBER, NULL), "train.schedule": (STR, NULL), "train.epochs": (INT, NULL),
     "train.batch_size": (INT, NULL), "train.train_size": (INT, NULL), "train.eval_size": (INT, NULL),
     "train.max_length": (INT, NULL), "train.precision": (STR, NULL),
     "phases": LIST, "phases[]": OBJECT, "phases[].epochs": (INT, NULL), "phases[].lr": (NUMBER, NULL),
+    "phases[].steps": (INT, NULL),
     "phases[].strategy": (OBJECT, NULL),
     "structure": (LIST, NULL), "structure[]": OBJECT,
     "trained_before": (LIST, NULL), "trained_before[]": STR,
@@ -62,11 +64,13 @@ SUMMARY: dict[str, Any] = {
     "weights": (STR, NULL), "params": (OBJECT, INT, NULL), "before": (OBJECT, NULL), "teacher": (OBJECT, NULL),
     "snapshots": (LIST, NULL), "snapshots[]": OBJECT, "snapshots[].step": INT, "snapshots[].file": STR,
     "snapshots_mb": (NUMBER, NULL), "snapshots_s": (NUMBER, NULL),
+    "rates": (LIST, NULL), "rates[]": OBJECT, "rates[].*": NUMBER,
 }
 """summary.json: how the run ended, and what it measured."""
 
 EVENT: dict[str, Any] = {
     "event": STR, "step": INT, "epoch": NUMBER, "phase": INT, "loss": NUMBER, "lr": NUMBER,
+    "lrs": OBJECT, "lrs.*": NUMBER,
     "val_*": NUMBER, "elapsed_s": NUMBER,
 }
 """One line of metrics.jsonl (a line whose fields have other types is skipped, as a torn one is)."""

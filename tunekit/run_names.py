@@ -65,6 +65,12 @@ def strategy_words(config: dict) -> str:
         return "full"
     if name == "lpft":
         return "LP-FT"
+    if name == "gradual":  # one more layer group per stage, from the head down
+        every = st.get("every")
+        return "gradual unfreezing" + (f" (a group every {every} {st.get('unit', 'steps')})" if every else "")
+    if name == "discriminative" and isinstance(st.get("strategy"), dict):
+        inner = strategy_words({"strategy": st["strategy"], "strategy_label": st["strategy"].get("name")})
+        return f"{inner}, layer decay {_num(st.get('decay', '?'))}"
     if name == "qat":
         return f"QAT int{st.get('bits', label[7:] if label.startswith('qat-int') else '?')}"
     if name == "freeze":

@@ -44,6 +44,8 @@ class Progress:
     """The measured memory of the phase that needed the most so far, or None before any."""
     cache: list = field(default_factory=list)
     """Each phase's frozen-prefix cache, as it describes itself."""
+    rates: list = field(default_factory=list)
+    """Each phase's ``{layer group: peak rate}``."""
     validation: Any = None
     """The validation inputs of the phase that trains now (None before the first phase has them):
     a stopped run's final evaluation uses them."""
@@ -93,6 +95,8 @@ class Setup:
     """The encoded validation examples (the ``eval_size`` subset)."""
     steps_per_epoch: int
     """Optimizer steps in one epoch."""
+    steps: list = field(default_factory=list)
+    """Each phase's optimizer steps (:func:`tunekit.strategies.base.phase_steps`)."""
     bar: Any = None
     """The progress bar (``progress=True``, on the main process), else None."""
     snapshot_at: tuple = ()
@@ -101,7 +105,7 @@ class Setup:
     @property
     def total_steps(self) -> int:
         """Optimizer steps over every phase."""
-        return self.steps_per_epoch * sum(self.epochs)
+        return sum(self.steps) if self.steps else self.steps_per_epoch * sum(self.epochs)
 
 
 @dataclass
@@ -109,7 +113,7 @@ class PhaseRun:
     """One phase while it trains: what each step goes through, and the loss not logged yet."""
 
     lr: float
-    """The phase's peak learning rate."""
+    """The phase's peak learning rate (its highest layer group's)."""
     inputs: Any
     """Its inputs (:func:`tunekit.cache.inputs_for`): training and validation examples, the
     cache's info, the frozen layers."""
@@ -118,7 +122,7 @@ class PhaseRun:
     optimizer: torch.optim.Optimizer
     """AdamW over the phase's parameter groups."""
     schedule: Any
-    """The learning-rate schedule (a ``LambdaLR``), stepped once per step."""
+    """The learning-rate schedule (:func:`tunekit.schedules.scheduler`), stepped once per step."""
     batches: Any
     """The ``DataLoader`` of training batches (this process's share)."""
     steps_per_epoch: int
@@ -139,6 +143,10 @@ class PhaseRun:
     """The phase's :class:`~tunekit.models.Plan` (its ``penalty`` and ``after_step`` act at each step)."""
     taken: int = 0
     """Optimizer steps taken in this phase."""
+    rates: dict = field(default_factory=dict)
+    """``{layer group: peak rate}`` (:func:`tunekit.rates.group_rates`)."""
+    step_lrs: dict = field(default_factory=dict)
+    """``{layer group: rate}`` the last step took."""
 
 
 @dataclass

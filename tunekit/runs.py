@@ -44,6 +44,9 @@ from tunekit.record_fields import CONFIG, EVENT, SUMMARY, check, problem
 from tunekit.run_names import display_name
 from tunekit.writer import STATUSES, RecordWriteError, RunWriter, now, sanitize_name, write_json, writing_here  # noqa: F401 - this module's API too
 
+LR_COLUMNS = ["step", "phase", "group", "lr"]
+"""The columns of a table of learning rates (:meth:`Run.learning_rates`, and the planned ones)."""
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -274,6 +277,26 @@ class Run:
         except FileNotFoundError:
             pass
         return out
+
+    def learning_rates(self) -> pd.DataFrame:
+        """The rate every layer group took: one row per (step event, group) with the columns
+        ``step, phase, group, lr`` (what :func:`tunekit.learning_rates` gives before
+        training): the ``step`` events' ``lrs``, or their ``lr`` where one group trained (named
+        from the summary's ``rates``; ``"all"`` in a record made before them). A ``step`` event
+        is written every ``log_every`` steps; a record without any gives an empty table."""
+        phases = self.summary.get("rates") or []
+        rows, phase = [], 0
+        for e in self.metrics():
+            if e.get("event") == "phase_start":
+                phase = int(e.get("phase", phase))
+            if e.get("event") != "step" or "lr" not in e:
+                continue
+            lrs = e.get("lrs")
+            if lrs is None:
+                one = phase < len(phases) and isinstance(phases[phase], dict) and len(phases[phase]) == 1
+                lrs = {(next(iter(phases[phase])) if one else "all"): e["lr"]}
+            rows += [(e["step"], phase, g, v) for g, v in lrs.items()]
+        return pd.DataFrame(rows, columns=LR_COLUMNS)
 
     def history(self, event: str = "step") -> pd.DataFrame:
         """A DataFrame of one event kind: ``"step"`` (loss per step) or ``"eval"``."""

@@ -2,7 +2,6 @@
 schedules, peak memory and package versions."""
 from __future__ import annotations
 
-import math
 import platform
 from importlib import metadata
 from typing import Optional
@@ -87,19 +86,6 @@ def adamw(param_groups: list[dict], lr: float, device: torch.device) -> torch.op
         return torch.optim.AdamW(param_groups, lr=lr, fused=True)
     except (RuntimeError, ValueError, TypeError):
         return torch.optim.AdamW(param_groups, lr=lr)
-
-
-def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
-    """Multiplier of the peak learning rate at ``step`` (0-based) of ``total``."""
-    warm = int(round(warmup * total))
-    if step < warm:
-        return (step + 1) / warm
-    progress = (step - warm) / max(1, total - warm)
-    if schedule == "linear":
-        return max(0.0, 1.0 - progress)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return 1.0
 
 
 def versions() -> dict:

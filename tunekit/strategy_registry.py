@@ -28,6 +28,8 @@ STRATEGIES: dict[str, str] = {
     "prefix_tuning": "PrefixTuning",
     "full": "Full",
     "lpft": "LPFT",
+    "gradual": "GradualUnfreeze",
+    "discriminative": "Discriminative",
     "qat": "QAT",
 }
 
@@ -48,6 +50,8 @@ DEFAULT_LR: dict[str, float] = {
     "prefix_tuning": 1e-2,
     "full": 1e-4,
     "lpft": 1e-4,
+    "gradual": 2e-4,
+    "discriminative": 1e-4,
     "qat": 1e-4,
 }
 

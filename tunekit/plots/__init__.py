@@ -45,7 +45,7 @@ _LAZY = {
     "cka_by_layer": "representations", "pca_scatter": "representations",
     "attribution_view": "attribution", "attribution_html": "attribution",
     "forgetting_map": "post", "sparsity_curve": "post",
-    "learning_curves": "experiments", "cost_curves": "experiments",
+    "learning_curves": "experiments", "cost_curves": "experiments", "learning_rates": "rates", "lr_find": "rates",
 }
 
 

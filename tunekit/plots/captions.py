@@ -66,6 +66,12 @@ CAPTIONS: dict[str, str] = {
                               "more than the base does, blue = less, white = the same.",
     "sparsity_curve": "Validation score as more and more of the block weights are set to zero (further right = "
                       "more zeroed): a flat stretch means the model can be pruned that far at little cost.",
+    "learning_rates": "The learning rate of each layer group at each training step (up, on a log scale), with "
+                      "the training loss below on the same steps. Dashed lines are the rates planned from the "
+                      "settings, solid ones what the optimizer took; groups at the same rate share one line.",
+    "lr_find": "A short run whose learning rate grows at every step (across, log scale) and its training loss "
+               "(up; the line is smoothed, the dots are single steps). Good rates are on the falling part, "
+               "before the lowest point; the marked rate is the suggestion and the rule that gave it.",
     "forgetting_map": "Each dot is one strategy: how much it learned on the new task (up) against how much it "
                       "forgot of the old one (across). The best sit up and to the left.",
 }
@@ -87,6 +93,8 @@ _TITLES = [
     (r"^magnitude and direction", "magnitude_direction"),
     (r"^where each adapter put its rank", "adapter_ranks"),
     (r"^learned virtual tokens", "virtual_tokens"),
+    (r"^learning rate per layer group", "learning_rates"),
+    (r"^learning-rate finder", "lr_find"),
     (r"representation drift", "cka_by_layer"),
     (r"head input features", "pca_scatter"),
     (r"^attribution: each run minus", "attribution_difference"),

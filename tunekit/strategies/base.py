@@ -37,12 +37,17 @@ class Phase:
     """One stretch of training with one strategy.
 
     ``epochs=None`` takes ``TrainConfig.epochs``; ``lr=None`` takes
-    ``TrainConfig.lr`` or, if that is unset too, the strategy's default.
+    ``TrainConfig.lr`` or, if that is unset too, the strategy's default. ``steps``: exactly
+    this many optimizer steps (crossing epochs where it is more than one), instead of epochs.
+    ``lr_decay``: this phase's layer-wise decay (:class:`~tunekit.strategies.discriminative.
+    Discriminative` sets it), instead of ``TrainConfig.lr_decay``.
     """
 
     strategy: "Strategy"
     epochs: Optional[int] = None
     lr: Optional[float] = None
+    steps: Optional[int] = None
+    lr_decay: Optional[float] = None
 
 
 class Strategy:
@@ -53,6 +58,12 @@ class Strategy:
 
     def phases(self) -> list[Phase]:
         return [Phase(self)]
+
+    def phases_for(self, model: Model, steps_per_epoch: int, epochs: int) -> list[Phase]:
+        """The phases of a run on ``model`` of ``epochs`` epochs of ``steps_per_epoch`` optimizer
+        steps (the engine asks once the data is batched): :meth:`phases` for most strategies;
+        gradual unfreezing divides the run's steps among its stages."""
+        return self.phases()
 
     def plan(self, model: Model) -> Plan:
         """What trains on ``model`` (validated against it; the model is not changed)."""
@@ -78,14 +89,18 @@ class Strategy:
         model.adapt(self)
 
     def param_groups(self, model: Model, lr: float, weight_decay: float) -> list[dict]:
-        """AdamW parameter groups over the trainable parameters only. Biases and norms
-        get no weight decay."""
-        decay, no_decay = [], []
-        for p in model.module.parameters():  # the task module: the model, and virtual tokens if any
+        """AdamW parameter groups over the trainable parameters only, two per layer group
+        (``"group"``: its name; biases and norms get no weight decay), each at ``lr``; the
+        engine then gives each layer group its own rate where the config asks for it
+        (:func:`tunekit.rates.group_rates`)."""
+        by_group: dict[str, tuple[list, list]] = {}
+        for name, p in model.module.named_parameters():  # the task module: the model, and virtual tokens if any
             if p.requires_grad:
+                decay, no_decay = by_group.setdefault(parameter_group(model, name), ([], []))
                 (no_decay if p.ndim < 2 else decay).append(p)
-        return [g for g in ({"params": decay, "lr": lr, "weight_decay": weight_decay},
-                            {"params": no_decay, "lr": lr, "weight_decay": 0.0}) if g["params"]]
+        return [g for group, (decay, no_decay) in by_group.items()
+                for g in ({"params": decay, "lr": lr, "weight_decay": weight_decay, "group": group},
+                          {"params": no_decay, "lr": lr, "weight_decay": 0.0, "group": group}) if g["params"]]
 
     def describe(self) -> dict:
         """Plain data that recreates the strategy with :func:`tunekit.strategies.get_strategy`."""
@@ -100,6 +115,21 @@ class Strategy:
     def label(self) -> str:
         """Short human-readable label, e.g. ``lora-r8``."""
         return self.name
+
+
+def phase_steps(phases: list[Phase], steps_per_epoch: int, epochs: int) -> list[int]:
+    """The optimizer steps of each phase: its ``steps``, or its epochs (``epochs`` where it has
+    none) of ``steps_per_epoch`` steps. The engine, the planned learning rates and the lab's
+    progress all count with this."""
+    return [ph.steps if ph.steps is not None else steps_per_epoch * (ph.epochs or epochs) for ph in phases]
+
+
+def parameter_group(model: Model, name: str) -> str:
+    """The layer group of the task module's parameter ``name``: the Hugging Face model's own
+    (``hf.*``), ``prompt`` for virtual tokens."""
+    if name.startswith("prompt."):
+        return "prompt"
+    return model.group_of(name[3:] if name.startswith("hf.") else name)
 
 
 def group_counts(model: Model, train: set[str]) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 import re
 from typing import Optional
 
@@ -23,6 +24,7 @@ from tunekit.run_names import lr_words, strategy_words
 from tunekit.runtime import training_memory_estimate
 from tunekit.strategies import REGISTRY
 from tunekit.widgets.diagram import ModelDiagram, group_title, trained_parts  # noqa: F401  (the lab's imports)
+from tunekit.widgets.sizer import figure_widget
 
 #: where the picker puts these first (the lab's order since 0.1); other strategies follow in the registry's order
 LAB_ORDER = ("freeze", "lora", "ia3", "full", "probe")
@@ -49,6 +51,8 @@ def lab_strategies() -> list[tuple[str, str]]:
 
 #: the learning rates the slider offers, each decade from 1e-6 to 0.1 in steps of 1, 2, 3, 5
 #: (every built-in strategy's default is one of them; :func:`lr_choices` adds any other)
+LAYER_DECAYS = [("one rate", None), ("0.95", 0.95), ("0.9", 0.9), ("0.8", 0.8), ("0.65", 0.65), ("0.5", 0.5)]
+"""The layer-decay choices: one rate for all, or each layer group's rate this factor of the one above."""
 LR_STEPS = tuple(float(f"{m}e{e}") for e in range(-6, 0) for m in (1, 2, 3, 5)) + (0.1,)
 
 
@@ -125,6 +129,10 @@ _GRID_CSS = ("<style>.tunekit-grid{display:grid!important;grid-template-columns:
              ".tunekit-lora>:last-child{flex-grow:2}"
              ".tunekit-span2{grid-column:span 2;display:flex;gap:10px}"
              ".tunekit-span2>:first-child{flex:1 1 0;min-width:0}"
+             # the rates' toggle over the right end of the counts' first line (the parameters: short),
+             # so that the memory line below keeps the whole width and the lab its height
+             ".tunekit-counts{position:relative;width:100%}"
+             ".tunekit-counts>.tunekit-rates-toggle{position:absolute;right:0;top:0;margin:0}"
              "</style>")
 
 
@@ -173,8 +181,25 @@ class StrategyControls(W.VBox):
                                      layout=W.Layout(width="auto"))
         self.epochs = W.BoundedIntText(1, min=1, max=100, description="epochs", style=style, layout=wide)
         self.batch_size = W.BoundedIntText(16, min=1, max=1024, description="batch size", style=style, layout=wide)
-        self.schedule = W.Dropdown(options=["linear", "cosine", "constant"], description="schedule", style=style,
-                                   layout=wide)
+        self.schedule = W.Dropdown(options=list(tk.config.SCHEDULES), value="linear", description="schedule",
+                                   style=style, layout=wide)
+        self.lr_decay = W.Dropdown(options=LAYER_DECAYS, value=None, description="layer decay", style=style,
+                                   layout=wide, tooltip="each layer group's rate this factor of the one above it "
+                                                        "(discriminative rates); one rate: the same for all")
+        self.find = W.Button(description="Find", layout=W.Layout(width="64px"),
+                             tooltip="a short learning-rate sweep for this strategy; sets the rate to its suggestion")
+        # the rate of every layer group over the run's steps, drawn from these settings (the finder's
+        # curve beside it once Find ran); folded away until its toggle (over the counts' first line,
+        # where it costs no line) opens it, so the lab stays one screen
+        self.rates_box, self.finder_box = W.VBox(), W.VBox()
+        self.show_rates = W.ToggleButton(False, description="show the rates", icon="chart-line",
+                                         layout=W.Layout(width="auto", flex="0 0 auto"),
+                                         tooltip="the planned rate of every layer group over the run's steps, "
+                                                 "and the finder's sweep")
+        self.rates_panel = W.HBox([self.rates_box, self.finder_box],
+                                  layout=W.Layout(flex_flow="row wrap", display="none"))
+        self.rates_panel.add_class("tunekit-rates")
+        self.show_rates.observe(self._rates_shown, "value")
         sizes = {"description_width": "108px"}  # "train examples" whole
         self.train_size = W.BoundedIntText(500, min=8, max=10**7, description="train examples", style=sizes,
                                            layout=wide)
@@ -187,15 +212,22 @@ class StrategyControls(W.VBox):
         self.alpha.observe(self._alpha_set, "value")
         diagram.observe(self._changed, "chosen")
         self.lr.observe(self._lr_set, "value")
+        for w in (self.lr, self.lr_decay, self.schedule, self.epochs, self.batch_size, self.train_size):
+            w.observe(lambda _c: self.preview(), "value")
         self.default_lr.observe(lambda c: self._changed() if c["new"] else None, "value")
         # four columns beside the file browser at 1280 px (fewer when narrower): strategy, learning
         # rate and its default, epochs; the run's sizes; the seed; LoRA's rank, alpha and targets
-        lr = W.HBox([self.lr, self.default_lr])
+        lr = W.HBox([self.lr, self.find, self.default_lr])
         lr.add_class("tunekit-span2")
         grid = W.HBox([W.VBox([self.kind_w, self.errors["kind"]]), lr, self.epochs,
-                       self.batch_size, self.schedule, self.train_size, self.eval_size, self.seed, self.lora_box])
+                       self.batch_size, self.schedule, self.lr_decay, self.train_size, self.eval_size, self.seed,
+                       self.lora_box])
         grid.add_class("tunekit-grid")
-        super().__init__([W.HTML(_GRID_CSS), grid, self.counts], **kw)
+        self.counts.layout.width = "100%"
+        counts = W.Box([self.counts, self.show_rates])  # the toggle at the right of the counts' short first line
+        counts.add_class("tunekit-counts")
+        self.show_rates.add_class("tunekit-rates-toggle")
+        super().__init__([W.HTML(_GRID_CSS), grid, counts, self.rates_panel], **kw)
         self._changed()
 
     # ----- reading the controls out ------------------------------------------------------------
@@ -223,7 +255,8 @@ class StrategyControls(W.VBox):
         """Copy the strategy kind and hyper-parameters from ``other`` (the controls of the model
         this one replaces); the LoRA targets and the diagram stay this model's own. A learning
         rate or alpha that followed its default keeps following it."""
-        for name in ("epochs", "batch_size", "schedule", "train_size", "eval_size", "seed", "rank", "kind_w"):
+        for name in ("epochs", "batch_size", "schedule", "lr_decay", "train_size", "eval_size", "seed", "rank",
+                     "kind_w"):
             getattr(self, name).value = getattr(other, name).value
         if other.alpha_edited:
             self.alpha.value = other.alpha.value
@@ -236,9 +269,52 @@ class StrategyControls(W.VBox):
         until then the run takes the strategy's default, which the control shows)."""
         out = dict(epochs=self.epochs.value, batch_size=self.batch_size.value, schedule=self.schedule.value,
                    train_size=self.train_size.value, eval_size=self.eval_size.value, seed=self.seed.value)
+        if self.lr_decay.value is not None:
+            out["lr_decay"] = float(self.lr_decay.value)
         if not self.default_lr.value:
             out["lr"] = float(self.lr.value)
         return out
+
+    def rate_settings(self) -> dict:
+        """The settings a run's learning rates follow (:func:`tunekit.learning_rates` and the
+        finder take them), as :meth:`overrides` gives them to the run."""
+        return {k: v for k, v in self.overrides().items()
+                if k in ("lr", "lr_decay", "schedule", "epochs", "batch_size", "train_size", "seed")}
+
+    def preview(self) -> None:
+        """Draw the planned rate of every layer group over the run's steps (while the panel is
+        open): the rates ``tk.learning_rates`` gives for these settings, as the run will take them."""
+        if not self.show_rates.value or self.problem:
+            return
+        try:
+            settings = self.rate_settings()
+            table = tk.learning_rates(self.model, self.strategy(), steps=-(-settings.pop("train_size")
+                                                                          // settings["batch_size"]), **settings)
+        except tk.ConfigError as e:
+            self.rates_box.children = (W.HTML(_red(str(e))),)
+            return
+        fig = tk.plots.learning_rates(planned=table, title="Learning rate per layer group, as planned")
+        fig.update_layout(height=340, width=None)
+        self.rates_box.layout.flex = "1 1 420px"
+        self.rates_box.children = (figure_widget(fig),)
+
+    def show_finder(self, found) -> None:
+        """Show a finder's sweep beside the planned rates, open the panel, and set the rate to the
+        slider's value nearest its suggestion (the user's rate from now on)."""
+        fig = found.plot()
+        fig.update_layout(height=340, width=None)
+        self.finder_box.layout.flex = "1 1 420px"
+        self.finder_box.children = (figure_widget(fig),)
+        if found.suggestion:
+            self.lr.value = min((v for _, v in lr_choices()), key=lambda v: abs(math.log(v / found.suggestion)))
+            self.default_lr.value = False
+        self.show_rates.value = True
+        self.preview()
+
+    def _rates_shown(self, change) -> None:
+        self.rates_panel.layout.display = None if change["new"] else "none"
+        self.show_rates.description = "hide the rates" if change["new"] else "show the rates"
+        self.preview()
 
     # ----- keeping what is shown true ------------------------------------------------------------
     def _lr_set(self, change) -> None:
@@ -322,7 +398,18 @@ class StrategyControls(W.VBox):
         mem = training_memory_estimate(c)
         self.counts.value = (self._params_line(c) + f"<br>training memory &ge; {mem['total_mb']:,} MB "
                              f"(estimate: weights {mem['weights_mb']:,} + gradients {mem['gradients_mb']:,} + "
-                             f"AdamW {mem['optimizer_mb']:,}; activations extra)")
+                             f"AdamW {mem['optimizer_mb']:,}; activations extra)" + self._stages_line(strategy))
+        self.preview()
+
+    def _stages_line(self, strategy) -> str:
+        """Gradual unfreezing: which groups train in each stage, in order (the diagram shows the last)."""
+        if not isinstance(strategy, tk.GradualUnfreeze):
+            return ""
+        stages = strategy.stages(self.model)
+        joins = [" + ".join(group_title(g) for g in stages[0])] + [
+            group_title(next(g for g in later if g not in earlier)) for earlier, later in zip(stages, stages[1:])]
+        return (f"<br>{len(stages)} stages, one group more in each (the diagram shows the last): "
+                + " &rarr; ".join(html.escape(j) for j in joins))
 
     FIELDS = {"tokens": ("rank", "The number of virtual tokens"), "rank": ("rank", "The rank"),
               "alpha": ("alpha", "Alpha"), "target_modules": ("targets", "The targets"),

@@ -20,7 +20,8 @@ import tunekit as tk
 from tunekit import plots
 from tunekit.config import DEFAULT_RUNS_DIR, positive_int
 from tunekit.sources import BUILTIN_MODELS
-from tunekit.widgets.controls import ModelDiagram, StrategyControls
+from tunekit.strategies.base import phase_steps
+from tunekit.widgets.controls import ModelDiagram, StrategyControls, lr_label
 from tunekit.widgets.live import CSS as CURVES_CSS
 from tunekit.widgets.live import SMOOTH, LiveCurves  # noqa: F401  (SMOOTH: the lab's smoothing, as before)
 from tunekit.widgets.sizer import FitFigures
@@ -39,13 +40,14 @@ _CSS = ("<style>.tunekit-lab .widget-html-content{white-space:normal}"
         ".tunekit-projector .widget-label{min-width:max-content}</style>" + CURVES_CSS)
 
 
-def planned_steps(strategy, overrides: dict, data) -> int:
+def planned_steps(strategy, overrides: dict, data, model) -> int:
     """The optimizer steps a run of ``strategy`` will take with the controls' ``overrides`` on
     ``data``, as the engine counts them (its ``train_start`` event says the same): the batches of
-    the ``train_size`` examples, times the epochs of every phase."""
+    the ``train_size`` examples, over every phase (its epochs, or its own steps)."""
     examples = min(overrides["train_size"], len(data.train))
     per_epoch = -(-examples // overrides["batch_size"])
-    return max(1, per_epoch * sum(ph.epochs or overrides["epochs"] for ph in strategy.phases()))
+    phases = strategy.phases_for(model, per_epoch, overrides["epochs"])
+    return max(1, sum(phase_steps(phases, per_epoch, overrides["epochs"])))
 
 
 def _summary_of(run) -> dict:
@@ -122,6 +124,8 @@ class Lab(W.VBox):
         self.runs = RunsPanel(runs_dir, self.data, str(model), busy=lambda: self.running)
         self._trainer: Optional[tk.Trainer] = None
         self._thread: Optional[threading.Thread] = None
+        self._finder: Optional[threading.Thread] = None
+        self.finding = False
         self.header = W.HTML()
         self._describe()
         # top to bottom, as a run is set up and watched: the model and data, the model diagram (one
@@ -187,14 +191,16 @@ class Lab(W.VBox):
 
     def _follow(self, controls: StrategyControls) -> None:
         """Train is enabled only while the controls are valid; a strategy switch clears an old error."""
+        controls.find.on_click(lambda _b: self.find_lr())
         controls.observe(lambda _c: self._enable_train(), "problem")
         controls.observe(lambda _c: self._clear_error(), "kind")
         controls.observe(lambda _c: self._clear_error(refused_only=True), "problem")
         self._enable_train()
 
     def _enable_train(self) -> None:
-        self.train_button.disabled = self.running or bool(self.controls.problem)
+        self.train_button.disabled = self.running or self.finding or bool(self.controls.problem)
         self.train_button.tooltip = self.controls.problem
+        self.controls.find.disabled = self.running or self.finding or bool(self.controls.problem)
 
     def _clear_error(self, refused_only: bool = False) -> None:
         if self.running or self._status_kind not in ("error", "warn"):
@@ -276,8 +282,57 @@ class Lab(W.VBox):
                   + (f"({len(data.label_names)} classes)." if self.task == "classification" else "(its texts)."),
                   "ok")
 
+    # ----- the learning-rate finder ----------------------------------------------------------------
+    FINDER_STEPS = 100
+
+    def find_lr(self, wait: bool = False) -> bool:
+        """The Find button: :func:`tunekit.lr_find` for the strategy the controls describe, on a
+        copy of the lab's model, in a worker thread (``wait=True`` joins it); its curve is drawn in
+        the learning-rate panel and the rate set to its suggestion. Refused while a run trains."""
+        if self.running or self.finding:
+            self._say("Wait for the run (or the sweep) to finish: the finder trains too.", "warn")
+            return False
+        if self.controls.problem:
+            return self._refuse(self.controls.problem)
+        try:
+            strategy = self.controls.strategy()
+            settings = {k: v for k, v in self.controls.rate_settings().items()
+                        if k in ("lr_decay", "batch_size", "train_size", "seed")}
+        except tk.TunekitError as e:
+            return self._refuse(str(e))
+        self.finding = True
+        self._enable_train()
+        self._say(f"Finding a learning rate for {strategy.label}: {self.FINDER_STEPS} steps on a copy of the "
+                  f"model, the rate growing at each ...", "info")
+
+        def work():
+            try:
+                found = tk.lr_find(self.model, self.data, strategy, steps=self.FINDER_STEPS, **settings)
+                self.controls.show_finder(found)
+                if found.suggestion:
+                    self._say(f"The finder suggests {found.suggestion:.1e} for {strategy.label} (rule: {found.rule}); "
+                              f"the learning rate is set to {lr_label(self.controls.lr.value)}, the nearest on the "
+                              f"slider. Sweep: {found.stopped}.", "ok")
+                else:
+                    self._say(f"The finder found no falling stretch to suggest a rate from ({found.stopped}); the "
+                              f"rate is unchanged.", "warn")
+            except Exception as e:  # noqa: BLE001 - the finder's thread never raises into the kernel
+                self._say(f"The finder failed: {e if isinstance(e, tk.TunekitError) else f'{type(e).__name__}: {e}'}",
+                          "error")
+            finally:
+                self.finding = False
+                self._enable_train()
+        self._finder = threading.Thread(target=work, name="tunekit-lr-find", daemon=True)
+        self._finder.start()
+        if wait:
+            self._finder.join()
+        return True
+
     def train(self, wait: bool = False) -> bool:
         """Start a run in a worker thread (``wait=True`` joins it). Refused while one runs."""
+        if self.finding:
+            self._say("The finder is sweeping: Train when it is done.", "warn")
+            return False
         if self.running:
             self._say("A run is already training: stop it first (a second Train is not queued).", "warn")
             return False
@@ -290,7 +345,7 @@ class Lab(W.VBox):
         try:
             strategy = self.controls.strategy()
             overrides = self.controls.overrides()
-            self._start_progress(planned_steps(strategy, overrides, self.data))  # before the slow load
+            self._start_progress(planned_steps(strategy, overrides, self.data, self.model))  # before the slow load
             model = self._load(self.model_source, self.data, seed=overrides["seed"])
             trainer = tk.Trainer(model, self.data, strategy, runs_dir=self.runs_dir, progress=False, **overrides)
             for ph in strategy.phases():
