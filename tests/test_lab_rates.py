@@ -76,6 +76,12 @@ def test_gradual_unfreezing_in_the_lab_says_its_stages(lab):
     assert isinstance(c.strategy(), tk.GradualUnfreeze) and c.lr.value == tk.GradualUnfreeze.default_lr
     assert "4 stages, one group more in each" in c.counts.value
     assert "pooler + head &rarr; block 1 &rarr; block 0 &rarr; embeddings" in c.counts.value
+    stage = {g: note.value.split("<b>stage ")[1].split("<")[0] for g, note in c.diagram.notes.items()}
+    assert stage == {"embeddings": "4", "block.0": "3", "block.1": "2", "pooler": "1", "head": "1"}  # each cell
+    assert "stage k: joins at the k-th stage" in c.diagram.title.value
+    c.kind_w.value = "full"
+    assert all("stage" not in note.value for note in c.diagram.notes.values())
+    c.kind_w.value = "gradual"
     assert not lab.train() and "the run has 2 steps, fewer than its 4 stages" in lab.status  # 32 reviews, batch 16
     c.batch_size.value = 8
     assert lab.train(wait=True)

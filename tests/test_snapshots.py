@@ -1,6 +1,8 @@
 """Weights during training, not only at the end (issue 23): ``snapshots=k`` keeps the trained
 tensors at k evenly spaced points of a run (the start and the end are the record's own), each
 point rebuilds to exactly the model the run had then, and the instruments read them."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -141,3 +143,26 @@ def test_adapters_that_reload_in_another_shape_or_beside_the_model_rebuild_each_
     assert any(n.startswith("prompt.") for n in seen) == isinstance(strategy, tk.PromptTuning)
     for name, value in seen.items():
         torch.testing.assert_close(params[name].detach(), value, rtol=0, atol=0)
+
+
+def test_the_snapshot_benchmark_measures_what_it_says(tmp_path):
+    """benchmarks/bench_snapshots.py at a tiny size: each cell in its own process, the kept points'
+    files as large as the trained tensors in float32, one write's tensors as large as one file."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_snapshots.py"
+    out = tmp_path / "snap.json"
+    subprocess.run([sys.executable, str(script), "--size", "24", "--snapshots", "3", "--json", str(out)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    rows = {(r["strategy"], r["snapshots"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {("full", 0), ("full", 3), ("lora", 0), ("lora", 3)}
+    for strategy in ("full", "lora"):
+        none, kept = rows[(strategy, 0)], rows[(strategy, 3)]
+        assert none["snapshots_kept"] == 0 and none["snapshot_tensor_mb"] == 0
+        assert kept["snapshots_kept"] == 1 and kept["steps"] == 3  # 24 reviews in batches of 8; the ends are the record's
+        assert kept["snapshots_mb"] == pytest.approx(kept["snapshot_tensor_mb"], rel=0.001, abs=0.01)  # one file, rounded
+        assert 0 <= kept["write_extra_mb"] < 64 and kept["peak_rss_mb"] > 100
+    full_mb, lora_mb = rows[("full", 3)]["snapshot_tensor_mb"], rows[("lora", 3)]["snapshot_tensor_mb"]
+    assert full_mb == pytest.approx(22_566_146 * 4 / 2 ** 20, rel=0.01) and lora_mb < full_mb / 50  # fp32

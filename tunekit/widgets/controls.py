@@ -382,7 +382,8 @@ class StrategyControls(W.VBox):
             adapter = type(strategy).__name__ if strategy.name in RANKED or strategy.name == "ia3" else (
                 vars(type(strategy)).get("lab_label", strategy.name))
             self.diagram.show(parts, strategy_words({"strategy": strategy.describe(),
-                                                     "strategy_label": strategy.label}), adapter)
+                                                     "strategy_label": strategy.label}), adapter,
+                              strategy.stages(self.model) if isinstance(strategy, tk.GradualUnfreeze) else None)
         else:
             self.diagram.show({} if self.diagram.locked else None, kind)
         cls = type(strategy) if strategy is not None else REGISTRY[kind]
@@ -402,13 +403,13 @@ class StrategyControls(W.VBox):
         self.preview()
 
     def _stages_line(self, strategy) -> str:
-        """Gradual unfreezing: which groups train in each stage, in order (the diagram shows the last)."""
+        """Gradual unfreezing: the group(s) that join at each stage, in order."""
         if not isinstance(strategy, tk.GradualUnfreeze):
             return ""
         stages = strategy.stages(self.model)
         joins = [" + ".join(group_title(g) for g in stages[0])] + [
             group_title(next(g for g in later if g not in earlier)) for earlier, later in zip(stages, stages[1:])]
-        return (f"<br>{len(stages)} stages, one group more in each (the diagram shows the last): "
+        return (f"<br>{len(stages)} stages, one group more in each (the diagram: the stage each joins at): "
                 + " &rarr; ".join(html.escape(j) for j in joins))
 
     FIELDS = {"tokens": ("rank", "The number of virtual tokens"), "rank": ("rank", "The rank"),

@@ -150,9 +150,15 @@ class ModelDiagram(W.VBox):
             return
         self.chosen = [g for g, t in self.toggles.items() if t.value]
 
-    def show(self, parts: Optional[dict], label: str = "", adapter: str = "") -> None:
+    def show(self, parts: Optional[dict], label: str = "", adapter: str = "",
+             stages: Optional[list] = None) -> None:
         """Paint what a strategy trains (``parts`` as :func:`trained_parts` gives it; None: the
-        user's toggles with the group sizes; {}: nothing trains)."""
+        user's toggles with the group sizes; {}: nothing trains). ``stages``: the groups that
+        train in each stage of gradual unfreezing; each cell then says the stage it joins at."""
+        joins = {}
+        for k, groups in enumerate(stages or (), 1):
+            for g in groups:
+                joins.setdefault(g, k)
         if parts is None:
             parts = {g: {"params": self._counts[g]["total"], "adapted": []} for g in self.chosen}
         full = [g for g, p in parts.items() if not p["adapted"]]
@@ -170,6 +176,9 @@ class ModelDiagram(W.VBox):
                         f'{html.escape(", ".join(part["adapted"]))}">+ {html.escape(adapter)}</span>')
             else:
                 note = f'<span title="{total:,} parameters train">{_short(total)} train</span>'
+            if g in joins:
+                note += (f'<br><span title="trains from stage {joins[g]} of {len(stages)} on">'
+                         f'<b>stage {joins[g]}</b></span>')
             self.notes[g].value = note
         self.params = {g: p["params"] for g, p in parts.items()}
         self.adapted = {g: list(p["adapted"]) for g, p in parts.items() if p["adapted"]}
@@ -179,7 +188,7 @@ class ModelDiagram(W.VBox):
         self.title.value = ("<b>Model</b>, input to output: pressed = trains (press a layer to train it)"
                             if not self.locked else
                             f"<b>Model</b>: what {html.escape(label)} trains (set by the strategy: "
-                            f"{on}green = in full)")
+                            f"{on}green = in full" + ("; stage k: joins at the k-th stage" if joins else "") + ")")
 
     @traitlets.observe("locked")
     def _lock(self, change) -> None:
