@@ -63,13 +63,16 @@ from tunekit.runs import Run  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("probe", "freeze", "full", "lora", "dora", "pissa", "adalora", "loha", "lokr", "vera", "ia3", "ln_tuning",
-           "prompt_tuning", "prefix_tuning")
-CAUSAL_ONLY = ("prefix_tuning",)
+           "prompt_tuning", "prefix_tuning", "prefix_text")
+CAUSAL_ONLY = ("prefix_tuning", "prefix_text")
 """Methods peft has for a language model only: the classification grid leaves them out, in words."""
 RANKED = {"lora": lambda r: tk.LoRA(rank=r), "dora": lambda r: tk.DoRA(rank=r),
           "pissa": lambda r: tk.LoRA(rank=r, init="pissa"), "loha": lambda r: tk.LoHa(rank=r),
           "lokr": lambda r: tk.LoKr(rank=r), "vera": lambda r: tk.VeRA(rank=r),
-          "prompt_tuning": lambda r: tk.PromptTuning(tokens=r), "prefix_tuning": lambda r: tk.PrefixTuning(tokens=r)}
+          "prompt_tuning": lambda r: tk.PromptTuning(tokens=r), "prefix_tuning": lambda r: tk.PrefixTuning(tokens=r),
+          # the prefix started from the model's own keys and values for a line of words (not peft's random start)
+          "prefix_text": lambda r: tk.PrefixTuning(tokens=r, init="text", init_text=PREFIX_WORDS)}
+PREFIX_WORDS = "The following is a news article from the BBC."
 """Methods with a size (a rank; prompt tuning's virtual tokens): each gets the size whose trainable
 count is closest to LoRA's."""
 FIXED = {"probe": tk.Probe, "freeze": lambda: tk.Freeze.top(1), "full": tk.Full, "ia3": tk.IA3,
@@ -113,7 +116,7 @@ def closest_rank(make, model, budget: int, top: int = 4096) -> int:
 
 
 def _size(method: str, r: int) -> str:
-    return f"{r} virtual tokens" if method in ("prompt_tuning", "prefix_tuning") else f"rank {r}"
+    return f"{r} virtual tokens" if method in ("prompt_tuning", "prefix_tuning", "prefix_text") else f"rank {r}"
 
 
 def at_budget(methods, model, rank: int) -> tuple[dict, pd.DataFrame]:

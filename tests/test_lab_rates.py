@@ -88,3 +88,9 @@ def test_gradual_unfreezing_in_the_lab_says_its_stages(lab):
     run = tk.load_run(f"{lab.runs_dir}/{lab.last_run}")
     assert len(run.config["phases"]) == 4 and run.status == "completed"
     assert lab.progress.max == run.summary["steps"]  # the bar counted the stages' steps
+    # the live loss curve marks where each group joined, at the steps the record says
+    marks = [(round(sh.x0 - 0.5), a.text) for sh, a in zip(lab.loss_fig.layout.shapes, lab.loss_fig.layout.annotations)]
+    assert marks == tk.plots.rates.joins(run) and [w for _, w in marks] == ["block.1 joins", "block.0 joins",
+                                                                              "embeddings joins"]
+    c.kind_w.value = "full"
+    assert lab.train(wait=True) and not lab.loss_fig.layout.shapes  # the next run's curve: no marks of the last

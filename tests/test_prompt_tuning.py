@@ -2,6 +2,8 @@
 through tunekit's own task modules exactly as peft's forward would run it, counts as peft
 counts, reloads, its card's snippet reproduces tunekit's logits, the views show where its
 change is (the virtual tokens, in words and in a figure), and what it cannot do is refused in words."""
+import re
+
 import pytest
 import torch
 
@@ -206,3 +208,38 @@ def test_prefix_tuning_is_refused_in_words_where_peft_cannot_apply_it(tiny):
     assert parse_strategies("prefix_tuning:6") == [tk.PrefixTuning(tokens=6)]
     s = tk.PrefixTuning(tokens=6, projection=True)
     assert strategy_words({"strategy": s.describe(), "strategy_label": s.label}) == "prefix tuning (6 tokens, projected)"
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_prefix_started_from_text_reads_as_that_text_before(family, tmp_path):
+    """init='text': before any training, the model with the prefix gives each text's tokens the logits
+    the plain model gives them after the prefix's own words (its keys and values are the model's own
+    for those tokens, at their positions), which a random start does not."""
+    path = str(make_tiny(family, tmp_path / "model"))
+    model = tk.load_model(path, task="causal_lm")
+    words = "The following is a short news article"
+    strategy = tk.PrefixTuning(tokens=5, init="text", init_text=words)
+    ids = strategy.text_ids(model)
+    assert len(ids) == 5 and ids == model.tokenizer(words, add_special_tokens=False)["input_ids"][:5]
+    model.adapt(strategy)
+    text = model.tokenizer("Markets rose on Monday after the bank cut rates", add_special_tokens=False,
+                           return_tensors="pt")["input_ids"]
+    model.module.eval()
+    with torch.no_grad():
+        ours = model.module({"input_ids": text, "attention_mask": torch.ones_like(text)}).logits
+        plain = model.peft.get_base_model()(input_ids=torch.cat([torch.tensor([ids]), text], 1)).logits[:, 5:]
+    torch.testing.assert_close(ours, plain, atol=1e-4, rtol=1e-4)
+    random = tk.load_model(path, task="causal_lm")
+    random.adapt(tk.PrefixTuning(tokens=5))
+    random.module.eval()
+    with torch.no_grad():
+        assert not torch.allclose(random.module({"input_ids": text, "attention_mask": torch.ones_like(text)}).logits,
+                                  plain, atol=1e-2)
+    assert strategy.label == "prefix-5-text" and tk.get_strategy(strategy.describe()) == strategy
+    from tunekit.run_names import strategy_words
+    assert strategy_words({"strategy": strategy.describe()}) == "prefix tuning (5 tokens, from text)"
+    for bad, field in ((dict(init="text"), "PrefixTuning.init_text"), (dict(init="words"), "PrefixTuning.init"),
+                       (dict(init_text="x"), "PrefixTuning.init_text"),
+                       (dict(init="text", init_text="x", projection=True), "PrefixTuning.init")):
+        with pytest.raises(tk.ConfigError, match=re.escape(field)):
+            tk.PrefixTuning(**bad)

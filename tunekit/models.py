@@ -64,7 +64,9 @@ class Plan:
       step (AdaLoRA's orthogonality), or None;
     * ``after_step``: ``fn(model, step)``, called after each optimizer step while the
       gradients are still there (``step`` counts from 0 within the phase; AdaLoRA's rank
-      allocation), or None.
+      allocation), or None;
+    * ``start``: ``fn(model)``, called once the adapter is attached, to set where it starts
+      (prefix tuning from real tokens' keys and values), or None.
     """
 
     train: tuple[str, ...] = ()
@@ -74,6 +76,7 @@ class Plan:
     fake_quant: Optional[int] = None
     penalty: Optional[Callable] = None
     after_step: Optional[Callable] = None
+    start: Optional[Callable] = None
 
     @property
     def format(self) -> str:
@@ -239,6 +242,8 @@ class Model:
             self.module.pooling = plan.pooling
         if plan.adapter is not None:
             self.attach(adapters.wrap(self.hf, plan.adapter))
+            if plan.start is not None:
+                plan.start(self)
         else:
             self.set_trainable(plan.train)
         if plan.fake_quant is not None:

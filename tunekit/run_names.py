@@ -55,7 +55,8 @@ def strategy_words(config: dict) -> str:
     if name == "ln_tuning":
         return "LayerNorm tuning"
     if name == "prefix_tuning":
-        return f"prefix tuning ({st.get('tokens', '?')} tokens{', projected' if st.get('projection') else ''})"
+        return (f"prefix tuning ({st.get('tokens', '?')} tokens{', projected' if st.get('projection') else ''}"
+                f"{', from text' if st.get('init') == 'text' else ''})")
     if name == "prompt_tuning":
         return f"prompt tuning ({st.get('tokens', '?')} tokens{', from text' if st.get('init') == 'text' else ''})"
     if name == "probe":

@@ -54,12 +54,14 @@ def shared_lines(table: pd.DataFrame) -> list[tuple[str, list[str], pd.DataFrame
     return out
 
 
-def joins(run: Run) -> list[tuple[int, str]]:
-    """``[(step, words)]``: where each phase after the first began (the steps taken before it),
-    and what it changed in words: the groups that joined (gradual unfreezing), or its strategy."""
-    starts = [e for e in run.metrics() if e.get("event") == "phase_start" and isinstance(e.get("step"), int)]
+def phase_joins(starts: list[dict]) -> list[tuple[int, str]]:
+    """``[(step, words)]`` from ``phase_start`` events (in order): where each phase after the
+    first began (the steps taken before it), and what it changed in words: the groups that
+    joined (gradual unfreezing), or its strategy's name."""
     out, before = [], None
     for e in starts:
+        if not isinstance(e.get("step"), int):
+            continue
         strategy = e.get("strategy") if isinstance(e.get("strategy"), dict) else {}
         train = strategy.get("train") if isinstance(strategy.get("train"), list) else None
         if e.get("phase", 0) > 0:
@@ -67,6 +69,11 @@ def joins(run: Run) -> list[tuple[int, str]]:
             out.append((e["step"], f"{', '.join(joined)} joins" if joined else str(strategy.get("name", "next phase"))))
         before = train
     return out
+
+
+def joins(run: Run) -> list[tuple[int, str]]:
+    """:func:`phase_joins` of ``run``'s logged phases."""
+    return phase_joins([e for e in run.metrics() if e.get("event") == "phase_start"])
 
 
 @figure_kind("learning_rates")

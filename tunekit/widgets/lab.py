@@ -19,6 +19,7 @@ import traitlets
 import tunekit as tk
 from tunekit import plots
 from tunekit.config import DEFAULT_RUNS_DIR, positive_int
+from tunekit.plots.rates import phase_joins
 from tunekit.sources import BUILTIN_MODELS
 from tunekit.strategies.base import phase_steps
 from tunekit.widgets.controls import ModelDiagram, StrategyControls, lr_label
@@ -357,6 +358,8 @@ class Lab(W.VBox):
         self.live.start(f"#{number} {strategy.label}", plots.color_of(number))
         trainer.add_callback("train_start", self._on_start)
         trainer.add_callback("step", self._on_step)
+        trainer.add_callback("phase_start", self._on_phase)
+        self._phases = []
         trainer.add_callback("eval", self._on_eval)
         trainer.add_callback("memory", lambda ev: self.controls.show_measured(ev.payload))
         self.running = True
@@ -458,6 +461,14 @@ class Lab(W.VBox):
         name = plots.display_names([run])[run.name] if run is not None else ev.payload["run"]
         self._say(f"Training {name}: {p['trainable']:,} of {p['total']:,} "
                   f"parameters train ({p['percent']:.3g}%) on {ev.payload['device']}.", "info")
+
+    def _on_phase(self, ev) -> None:
+        """A phase began: after the first, its line and words on the loss curve (a group joined)."""
+        self._phases.append(ev.payload)
+        if ev.payload.get("phase", 0) > 0:
+            marks = phase_joins(self._phases)
+            if marks:
+                self.live.mark(*marks[-1])
 
     def _on_step(self, ev) -> None:
         step = ev.payload["step"]

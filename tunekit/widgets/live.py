@@ -81,6 +81,8 @@ class LiveCurves(W.VBox):
         self.redraw_stale()
         with self._lock:
             first = not self.acc_fig.data  # the first run: the "appears here" notes go, the axes come
+            if not first:  # the last run's phase marks go with it
+                self.loss_fig.layout.shapes, self.loss_fig.layout.annotations = (), ()
             with self.loss_fig.batch_update():  # the raw loss faint behind its smoothed line, as in Compare
                 if first:
                     self._show_axes(self.loss_fig)
@@ -97,6 +99,17 @@ class LiveCurves(W.VBox):
             self._entries.append((name, color, "training"))
             self._draw_legend()
         self._pending, self._drawn_at = [], 0.0
+
+    def mark(self, step: int, words: str) -> None:
+        """A dotted line on the loss curve where a phase began after ``step`` steps, and what
+        it changed (``"block.5 joins"``): the newest run's, cleared when the next one starts."""
+        with self._lock:
+            fig = self.loss_fig  # (add_vline fails inside batch_update)
+            fig.add_vline(x=step + 0.5, line={"color": "#888", "dash": "dot", "width": 1})
+            fig.add_annotation(x=step + 0.5, y=1.0, yref="paper", text=words, showarrow=False, xanchor="left",
+                               yanchor="top", textangle=-90, font={"size": round(10 * self.text_scale, 2),
+                                                                   "color": "#555"})
+            self._sent(fig)
 
     @staticmethod
     def _show_axes(fig: go.FigureWidget) -> None:
