@@ -330,7 +330,10 @@ csv, model, runs = sys.argv[1:4]
 exp = tk.experiment([tk.Probe(), tk.Full()], csv, sizes=[16], seeds=1, model=model, name="launched", runs_dir=runs,
                     eval_size=12, batch_size=8, test_size=24, max_length=32, precision="fp32", lr="tune",
                     tune_trials=2, progress=False)
-print("cells done:", len(exp.done()), flush=True)
+import os
+sys.stdout.flush()
+# one write per process: two processes printing "a", "b" to one pipe can interleave their pieces
+os.write(sys.stdout.fileno(), f"cells done: {len(exp.done())}\\n".encode())
 import torch.distributed as dist
 dist.barrier()
 dist.destroy_process_group()  # as a script launched by torchrun ends (gloo's threads stopped before exit)
