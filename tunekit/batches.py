@@ -30,6 +30,18 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch
     return ids, mask
 
 
+def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token-id rows (what a decoder generates from: every row ends where generation starts)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        if len(r):
+            ids[j, width - len(r):] = torch.as_tensor(r)
+            mask[j, width - len(r):] = 1
+    return ids, mask
+
+
 def collate_tokens(examples: list[dict], pad_id: int) -> dict:
     """A batch from examples ``{"input_ids": [...], "label": int}``: padded ids, the attention
     mask, and ``labels`` when the examples have them (what a DataLoader's ``collate_fn`` does)."""
@@ -118,14 +130,19 @@ class EncodedSplit(Dataset):
     key it made for it); None for a split the memo did not make."""
 
     def __init__(self, input_ids: list[list[int]], labels: Optional[torch.Tensor], pad_id: int,
-                 collate_fn: Optional[Callable[[list[dict]], dict]] = None, rows: Optional[list] = None):
+                 collate_fn: Optional[Callable[[list[dict]], dict]] = None, rows: Optional[list] = None,
+                 extras: Optional[list[dict]] = None):
         if rows is not None and len(rows) != len(input_ids):
             raise ValueError(f"rows names {len(rows)} examples for {len(input_ids)} token-id rows")
+        if extras is not None and len(extras) != len(input_ids):
+            raise ValueError(f"extras has {len(extras)} entries for {len(input_ids)} token-id rows")
         self.input_ids = input_ids
         self.labels = labels
         self.pad_id = pad_id
         self.collate_fn = collate_fn or functools.partial(collate_tokens, pad_id=pad_id)
         self.rows = rows
+        self.extras = extras  # per example, what else its task's collate reads (a text-to-text target)
+        self.truncated: dict[str, int] = {}  # what encoding cut to fit max_length, counted
 
     @classmethod
     def encode(cls, tokenizer, texts: Sequence[str], labels: Optional[Sequence[int]], max_length: int,
@@ -145,6 +162,8 @@ class EncodedSplit(Dataset):
         ex = {"input_ids": self.input_ids[i], "index": i}
         if self.labels is not None:
             ex["label"] = int(self.labels[i])
+        if self.extras is not None:
+            ex.update(self.extras[i])
         return ex
 
     __getitem__ = example
@@ -159,7 +178,8 @@ class EncodedSplit(Dataset):
     def subset(self, index: Sequence[int]) -> "EncodedSplit":
         labels = None if self.labels is None else self.labels[list(index)]
         rows = None if self.rows is None else [self.rows[i] for i in index]
-        return EncodedSplit([self.input_ids[i] for i in index], labels, self.pad_id, self.collate_fn, rows)
+        extras = None if self.extras is None else [self.extras[i] for i in index]
+        return EncodedSplit([self.input_ids[i] for i in index], labels, self.pad_id, self.collate_fn, rows, extras)
 
     def collate(self, index: Sequence[int], device=None) -> dict:
         batch = self.collate_fn([self.example(i) for i in index])

@@ -250,6 +250,11 @@ class CachedPrefix(nn.Module):
                 blocks[i] = b
             self.holder.clear()
 
+    def generate_samples(self, batch: dict, n: int) -> list[dict]:
+        """A text-to-text module's generations (:meth:`tunekit.tasks.sft.SFTModule.generate_samples`):
+        the whole model runs, since each new token extends the sequence the cache was made for."""
+        return self.module.generate_samples({k: v for k, v in batch.items() if k != "prefix_hidden"}, n)
+
 
 @torch.no_grad()
 def feature_cache(model, split: EncodedSplit, batch_size: int, amp: Optional[torch.dtype] = None,

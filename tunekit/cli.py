@@ -74,9 +74,19 @@ def _option_for(message: str, parser: Optional[argparse.ArgumentParser] = None) 
 # ----- the parser -----------------------------------------------------------------------------
 def _training_options(c: argparse.ArgumentParser) -> None:
     """The options ``compare`` and ``train`` share."""
-    c.add_argument("--task", default="classification", choices=("classification", "causal_lm"),
-                   help="classification (a new head on the labels) or causal_lm (next-token loss on the "
-                        "texts; labels ignored) (default %(default)s)")
+    c.add_argument("--task", default="classification", choices=TASK_CHOICES,
+                   help="classification (a new head on the labels), causal_lm (next-token loss on the "
+                        "texts; labels ignored) or sft (a decoder on prompt -> response pairs, the loss on the "
+                        "response; --data a CSV with source and target columns, default bbc_headlines) "
+                        "(default %(default)s)")
+    c.add_argument("--instruction", default=None,
+                   help="sft: text put before each source in the prompt (e.g. 'Write a headline for this "
+                        "article.')")
+    c.add_argument("--generate", type=arguments.positive_int, default=None,
+                   help="sft: how many validation pairs each evaluation writes a response for and scores "
+                        "(ROUGE, BLEU, chrF) (default 16)")
+    c.add_argument("--max-new-tokens", type=arguments.positive_int, default=None,
+                   help="sft: the most tokens a generated response has (default 32)")
     c.add_argument("--epochs", type=arguments.positive_int, default=1,
                    help="passes over the training subset (default 1)")
     c.add_argument("--train-size", type=arguments.size, default=1000,
@@ -85,9 +95,10 @@ def _training_options(c: argparse.ArgumentParser) -> None:
                    help="validation examples, a seeded subset; 'all' for the whole split (default 500)")
     c.add_argument("--model", default="minilm",
                    help="built-in name (minilm, smollm2), a model directory or a cached hub id (default minilm)")
-    c.add_argument("--data", default="rotten_tomatoes",
-                   help="built-in data set (rotten_tomatoes, bbc_news) or a CSV file with text and label "
-                        "columns (default rotten_tomatoes)")
+    c.add_argument("--data", default=None,
+                   help="built-in data set (rotten_tomatoes, bbc_news, bbc_headlines) or a CSV file with text "
+                        "and label columns (--task sft: source and target columns) (default rotten_tomatoes; "
+                        "bbc_headlines for --task sft)")
     c.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where run records go (default %(default)s)")
     c.add_argument("--report", default="tunekit-report.html", help="HTML report to write (default %(default)s)")
     c.add_argument("--title", default=None, help="report title (default: data and model)")
@@ -116,6 +127,22 @@ def _training_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     c.add_argument("--log-every", type=arguments.positive_int, default=None,
                    help="log the loss every N steps (default: every step on the CPU, every 10 on a GPU)")
+
+
+TASK_CHOICES = ("classification", "causal_lm", "sft")
+
+
+def _task_options(args) -> dict:
+    """A text-to-text task's options from the command line (refused for the other tasks)."""
+    given = {k: v for k, v in (("instruction", getattr(args, "instruction", None)),
+                               ("examples", getattr(args, "generate", None)),
+                               ("max_new_tokens", getattr(args, "max_new_tokens", None))) if v is not None}
+    if given and getattr(args, "task", None) != "sft":
+        option = {"instruction": "--instruction", "examples": "--generate", "max_new_tokens": "--max-new-tokens"}
+        raise InputError(option[next(iter(given))], "is for --task sft")
+    out = {"instruction": given["instruction"]} if "instruction" in given else {}
+    generation = {k: given[k] for k in ("examples", "max_new_tokens") if k in given}
+    return {**out, **({"generation": generation} if generation else {})}
 
 
 def _train_overrides(args) -> dict:
@@ -162,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--strategy", default="lora", help=f"one of {strategy_specs()} (default %(default)s)")
     f.add_argument("--model", default="minilm", help="built-in name, a model directory or a cached hub id "
                                                      "(default %(default)s)")
-    f.add_argument("--data", default="rotten_tomatoes", help="built-in data set or CSV file (default %(default)s)")
-    f.add_argument("--task", default="classification", choices=("classification", "causal_lm"),
+    f.add_argument("--data", default=None, help="built-in data set or CSV file (default rotten_tomatoes; "
+                                                "bbc_headlines for --task sft)")
+    f.add_argument("--task", default="classification", choices=TASK_CHOICES,
                    help="(default %(default)s)")
     f.add_argument("--train-size", type=arguments.size, default=1000,
                    help="training examples the sweep draws its batches from (default 1000)")
@@ -310,16 +338,22 @@ def _checked_inputs(args, strategies: list, option: str):
     """The data and a model loaded for it, with every strategy checked against the model, so
     that a bad option fails now, not after a run has trained; errors name the option."""
     # lazy: torch loads only for the commands that need it
-    from tunekit.data import DataError
+    from tunekit.data import BUILTIN, DataError, from_pairs
     from tunekit.data import load as load_data
     from tunekit.models import ModelNotFoundError, load_for, resolve_model_path
+    task = getattr(args, "task", "classification")
+    if args.data is None:
+        args.data = "bbc_headlines" if task == "sft" else "rotten_tomatoes"
     try:
-        data = load_data(args.data)
+        if task == "sft" and args.data not in BUILTIN:
+            data = from_pairs(args.data)  # a CSV of source and target columns
+        else:
+            data = load_data(args.data)
     except (DataError, ConfigError) as e:
         raise InputError("--data", str(e)) from e
     try:
         resolve_model_path(args.model)
-        model = load_for(args.model, data, args.task, args.seed)
+        model = load_for(args.model, data, task, args.seed, _task_options(args))
     except (ModelNotFoundError, ConfigError) as e:
         raise InputError("--model", str(e)) from e
     try:
@@ -345,7 +379,7 @@ def cmd_compare(args) -> int:
     print(f"tunekit: {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'} "
           f"({', '.join(s.label for s in strategies)}) on {data.name} with {args.model}", file=sys.stderr)
     try:
-        runs = compare(strategies, data, model=args.model, **_train_overrides(args))
+        runs = compare(strategies, data, model=args.model, task_options=_task_options(args), **_train_overrides(args))
     except DataError as e:
         raise InputError("--data", str(e)) from e
     except ModelNotFoundError as e:

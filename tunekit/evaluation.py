@@ -40,6 +40,8 @@ def evaluate_batches(module: torch.nn.Module, metrics, batches: Iterable[dict], 
     returns one holding every process's share (several processes evaluate one split)."""
     was_training = module.training
     module.eval()
+    if hasattr(metrics, "attach"):  # a text-to-text task's metrics generate with the module
+        metrics.attach(module)
     try:
         for batch in batches:
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -123,7 +125,7 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
     dev = pick_device(device) if device else model.device
     model.to(dev)
     max_length = model.fit_length(max_length or 128)
-    enc = model.task.encode(model.tokenizer, df["text"], df["label"], max_length)
+    enc = model.task.encode_frame(model.tokenizer, df, max_length)
     t = time.perf_counter()
     out = evaluate_batches(model.module, model.task.metrics(), enc.batches(batch_size, device=dev, by_length=True), dev,
                            autocast_dtype(dev, precision))

@@ -24,12 +24,22 @@ METRICS = {
     "macro_f1": Metric("macro_f1", "macro-F1", True),
     "loss": Metric("loss", "loss", False, ".4f"),
     "perplexity": Metric("perplexity", "perplexity", False, ".2f"),
+    "rougeL": Metric("rougeL", "ROUGE-L", True),
+    "rouge1": Metric("rouge1", "ROUGE-1", True),
+    "rouge2": Metric("rouge2", "ROUGE-2", True),
+    "bleu": Metric("bleu", "BLEU", True, ".2f"),
+    "chrf": Metric("chrf", "chrF", True, ".2f"),
 }
-TASK_METRICS = {"classification": ("accuracy", "macro_f1", "loss"), "causal_lm": ("perplexity", "loss")}
+GENERATION_METRICS = ("rougeL", "rouge1", "rouge2", "bleu", "chrf", "perplexity", "loss")
+TASK_METRICS = {"classification": ("accuracy", "macro_f1", "loss"), "causal_lm": ("perplexity", "loss"),
+                "sft": GENERATION_METRICS, "seq2seq": GENERATION_METRICS}
 
 
 def for_task(task: str) -> list[Metric]:
-    """The metrics of ``task`` (``"classification"``, ``"causal_lm"``), primary first."""
+    """The metrics of ``task`` (``"classification"``, ``"causal_lm"``, ``"sft"``, ``"seq2seq"``),
+    primary first. The text-to-text tasks score generated text against the reference: ROUGE-1/2/L
+    (F-measure, 0..1, as rouge-score computes them) and BLEU and chrF (0..100, sacrebleu's corpus
+    scores), with the perplexity of the reference under teacher forcing."""
     return [METRICS[k] for k in TASK_METRICS.get(task, TASK_METRICS["classification"])]
 
 

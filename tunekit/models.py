@@ -273,16 +273,17 @@ class Model:
     def min_length(self) -> int:
         """The fewest tokens an example may have: the special tokens the tokenizer adds, plus
         one of text (two for a language model, which predicts the next)."""
-        return self.tokenizer.num_special_tokens_to_add() + (2 if self.task.name == "causal_lm" else 1)
+        return self.tokenizer.num_special_tokens_to_add() + (2 if self.task.name in ("causal_lm", "sft") else 1)
 
     def fit_length(self, max_length: int, where: str = "max_length") -> int:
         """``max_length`` as this model can take it: refused below :meth:`min_length`, lowered
         with a warning above the positions it has (:meth:`Backbone.fit_max_length`)."""
         least = self.min_length()
+        predicts = self.task.name in ("causal_lm", "sft")
         if max_length < least:
             raise ConfigError(f"{where} must be at least {least} for this model (its tokenizer adds "
                               f"{self.tokenizer.num_special_tokens_to_add()} special token(s), and an example needs "
-                              f"{'two tokens to predict one' if self.task.name == 'causal_lm' else 'one token'} of "
+                              f"{'two tokens to predict one' if predicts else 'one token'} of "
                               f"text) (got {max_length})")
         return self.backbone.fit_max_length(max_length, where)
 
@@ -319,7 +320,7 @@ class Model:
                 "model_type": self.hf.config.model_type, "task": self.task.name,
                 "num_labels": self.num_labels, "label_names": self.label_names, "groups": self.group_names,
                 "new_parameters": self.new_parameters, "seed": self.seed, "pooling": self.pooling,
-                "head_name": self.head_name}
+                "head_name": self.head_name, **({"task_options": opts} if (opts := self.task.options()) else {})}
 
     def __repr__(self) -> str:
         c = self.parameter_counts()
@@ -348,8 +349,8 @@ def _quiet_transformers():
 
 
 def _no_head(model, model_type: str, task: str) -> str:
-    if task == "causal_lm":
-        return (f"task 'causal_lm' needs a model with a causal language-model head (a decoder such as SmolLM2, "
+    if task in ("causal_lm", "sft"):
+        return (f"task {task!r} needs a model with a causal language-model head (a decoder such as SmolLM2, "
                 f"Llama, Qwen2 or GPT-2); transformers has none for model {str(model)!r}, a {model_type!r} model")
     return (f"model {str(model)!r} is a {model_type!r} model, for which transformers has no {task} head "
             "(not a text model, or not one for this task); tunekit trains text encoders (BERT, RoBERTa, "
@@ -399,7 +400,9 @@ the meta device); and a new head's start is seeded through torch's global genera
 @plain_arguments
 def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
                label_names: Optional[Sequence[str]] = None, *, task: str = "classification", seed: int = 0,
-               pooling: Optional[str] = None, config_overrides: Optional[dict] = None) -> Model:
+               pooling: Optional[str] = None, config_overrides: Optional[dict] = None,
+               chat_template: Optional[bool] = None, instruction: Optional[str] = None,
+               generation: Optional[dict] = None) -> Model:
     """Load a pretrained model for ``task``.
 
     Args:
@@ -418,16 +421,23 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
             built-in MiniLM), ``"last"`` for decoders with a ``score`` head (SmolLM2), else
             ``"model"``.
         config_overrides: passed to ``from_pretrained`` (e.g. ``{"hidden_dropout_prob": 0.0}``).
+        chat_template, instruction, generation: text-to-text tasks only (``task="sft"``): see
+            :class:`~tunekit.tasks.SFT` (the prompt's template and instruction, and how evaluations
+            generate: ``{"max_new_tokens": 32, "num_beams": 1, "examples": 16}``).
     """
     from transformers import AutoTokenizer
 
     cls = task_class(task)
+    text_options = {k: v for k, v in (("chat_template", chat_template), ("instruction", instruction),
+                                      ("generation", generation)) if v is not None}
+    if text_options and not cls.pairs:
+        raise ConfigError(f"task {task!r} takes no {sorted(text_options)} (they are for task='sft')")
     if cls is Classification:
         the_task = Classification(_labels(num_labels, label_names), pooling)
     else:
         if label_names is not None or num_labels is not None or pooling is not None:
             raise ConfigError(f"task {task!r} takes no label_names, num_labels or pooling")
-        the_task = cls()
+        the_task = cls(**text_options)
     seed = seed_value("seed", seed)
     overrides = dict(config_overrides or {}) if isinstance(config_overrides, (dict, type(None))) else None
     require(overrides is not None and all(isinstance(k, str) for k in overrides), "config_overrides",
@@ -441,6 +451,9 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         except Exception as e:  # noqa: BLE001 - whatever transformers raises, the user gets words
             raise _load_error(model, "tokenizer", e) from e
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        the_task.bind(tokenizer, repr(str(model)))
         try:
             torch.manual_seed(seed)
             with _quiet_transformers():
@@ -462,9 +475,14 @@ def load_model(model: str = DEFAULT_MODEL, num_labels: Optional[int] = None,
     return Model(Backbone(hf, tokenizer), the_task, source=str(model), path=str(path), new_parameters=new, seed=seed)
 
 
-def load_for(model: str, data, task: str = "classification", seed: int = 0) -> Model:
+def load_for(model: str, data, task: str = "classification", seed: int = 0,
+             task_options: Optional[dict] = None) -> Model:
     """``load_model`` for training on ``data``: a classification model gets the data's label
-    names; a causal LM reads only the texts."""
+    names; a causal LM reads only the texts; ``task_options`` go to a text-to-text task
+    (``instruction``, ``chat_template``, ``generation``)."""
+    if getattr(data, "pairs", False) and task == "classification":
+        raise ConfigError(f"data {data.name!r} holds (source, target) pairs, not classes; train it with "
+                          f"task='sft' (a decoder)")
     if task == "classification":
         return load_model(model, label_names=data.label_names, seed=seed)
-    return load_model(model, task=task, seed=seed)
+    return load_model(model, task=task, seed=seed, **(task_options or {}))

@@ -38,6 +38,8 @@ _FORMATS: dict[str, Callable[[float], str]] = {
     "accuracy": lambda v: f"{v:.3f}",
     "macro-F1": lambda v: f"{v:.3f}",
     "perplexity": lambda v: f"{v:,.2f}",
+    **{k: (lambda v: f"{v:.3f}") for k in ("ROUGE-L", "ROUGE-1", "ROUGE-2")},
+    **{k: (lambda v: f"{v:.1f}") for k in ("BLEU", "chrF")},
     "wall time s": lambda v: f"{v:,.1f}",
     "samples/s": lambda v: f"{v:,.0f}",
     "memory MB": lambda v: f"{v:,.0f}",
@@ -47,7 +49,8 @@ _FORMATS: dict[str, Callable[[float], str]] = {
 }
 TEXT_COLUMNS = ("run", "strategy", "kind", "status", "record")
 #: the runs table's first columns, where a room looks: the name, the metrics, the status, the cost
-FIRST_COLUMNS = ("run", "accuracy", "macro-F1", "perplexity", "status", "kind", "size MB", "CPU latency ms",
+FIRST_COLUMNS = ("run", "accuracy", "macro-F1", "ROUGE-L", "ROUGE-1", "ROUGE-2", "BLEU", "chrF", "perplexity",
+                 "status", "kind", "size MB", "CPU latency ms",
                  "trainable %", "wall time s", "memory MB")
 """Columns of the runs table read as text (left-aligned); the others are numbers (right)."""
 _CSS = """

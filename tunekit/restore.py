@@ -160,7 +160,12 @@ def pretrained(run) -> Model:
     if run.task == "classification":
         return load_pretrained(run.model_source, label_names=m["label_names"], seed=seed,
                                pooling=m.get("pooling"))
-    return load_pretrained(run.model_source, task=run.task, seed=seed)
+    options = m.get("task_options") if isinstance(m.get("task_options"), dict) else {}
+    try:
+        return load_pretrained(run.model_source, task=run.task, seed=seed, **options)
+    except TypeError as e:  # an option this tunekit does not know (a newer record?)
+        raise RunRecordError(f"{run.path / 'config.json'}: model.task_options {options!r} do not fit task "
+                             f"{run.task!r}: {e}") from None
 
 
 def base(run) -> Model:

@@ -303,6 +303,14 @@ class Run:
         rows = [{k: v for k, v in m.items() if k != "event"} for m in self.metrics() if m.get("event") == event]
         return pd.DataFrame(rows)
 
+    def generations(self, step: Optional[int] = None) -> list[dict]:
+        """What a text-to-text run wrote at an evaluation (the last one, or the one at ``step``):
+        ``[{"source", "reference", "generated"}, ...]``; empty for other tasks."""
+        evals = [m for m in self.metrics() if m.get("event") == "eval" and m.get("generations")]
+        if step is not None:
+            evals = [m for m in evals if m.get("step") == step]
+        return [dict(g) for g in evals[-1]["generations"]] if evals else []
+
     def metrics_summary(self) -> dict:
         """The task's final validation metrics, without the ``val_`` prefix (what it has)."""
         s = self.summary

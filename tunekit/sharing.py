@@ -104,6 +104,8 @@ class SharedInputs:
         are the rows' keys, which the feature and prefix caches read."""
         positions = list(range(len(frame))) if positions is None else [int(p) for p in positions]
         tokenizer = model.tokenizer
+        if model.task.pairs:  # pairs are tokenised with their template each time (no memo; they are few)
+            return model.task.encode_frame(tokenizer, frame.iloc[positions], max_length)
         context = ("tokens", str(model.path), len(tokenizer), int(max_length))
         number = self._frame(frame)
         rows = [(context, split, number, p) for p in positions]

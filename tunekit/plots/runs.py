@@ -257,7 +257,11 @@ def comparison_table(runs: Any) -> pd.DataFrame:
     tasks = set(rows["task"].dropna()) if "task" in rows.columns else {"classification"}
     if "classification" in tasks or not tasks:
         out["accuracy"], out["macro-F1"] = col("accuracy"), col("macro_f1")
-    if "causal_lm" in tasks:
+    if tasks & {"sft", "seq2seq"}:  # text to text: the generated text's scores first
+        for key, name in (("rougeL", "ROUGE-L"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("bleu", "BLEU"),
+                          ("chrf", "chrF")):
+            out[name] = col(key)
+    if tasks & {"causal_lm", "sft", "seq2seq"}:
         out["perplexity"] = col("perplexity")
     for old, new in (("trainable_params", "trainable params"), ("trainable_percent", "trainable %"),
                      ("wall_time_s", "wall time s"), ("samples_per_s", "samples/s")):

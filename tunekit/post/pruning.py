@@ -158,7 +158,7 @@ def magnitude_importance(model, unit: str) -> list[torch.Tensor]:
 def _importance_batches(src: Source, examples: int, batch_size: int = 16, max_length: int = 128):
     task = src.model.task
     df = src.data.train.iloc[:examples]
-    enc = task.encode(src.model.tokenizer, df["text"], df["label"], max_length)
+    enc = task.encode_frame(src.model.tokenizer, df, max_length)
     return [to_device(b, src.model.device) for b in enc.batches(batch_size, device=src.model.device, by_length=True)]
 
 

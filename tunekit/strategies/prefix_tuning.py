@@ -90,9 +90,9 @@ class PrefixTuning(AdapterStrategy):
 
     def peft_config(self, model):
         from peft import PrefixTuningConfig
-        if model.task.name != "causal_lm":
-            raise ConfigError(f"PrefixTuning is for causal language models (task='causal_lm'); this model's task "
-                              f"is {model.task.name!r}: peft's prefix tuning passes past keys and values, which "
+        if model.task.peft_task_type != "CAUSAL_LM":
+            raise ConfigError(f"PrefixTuning is for causal language models (task='causal_lm' or 'sft'); this model's "
+                              f"task is {model.task.name!r}: peft's prefix tuning passes past keys and values, which "
                               f"transformers' classification models do not take (use PromptTuning)")
         return PrefixTuningConfig(task_type=self.peft_task_type(model), num_virtual_tokens=self.tokens,
                                   prefix_projection=self.projection)

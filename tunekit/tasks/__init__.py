@@ -2,6 +2,7 @@
 
     tk.load_model("minilm", label_names=data.label_names)     # "classification" (default)
     tk.load_model("smollm2", task="causal_lm")                 # next-token loss, perplexity
+    tk.load_model("smollm2", task="sft")                       # prompt -> response pairs, loss on the response
 """
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from tunekit.config import ConfigError
 from tunekit.tasks.base import MetricAccumulator, Task, TaskOutput
 from tunekit.tasks.causal_lm import CausalLM
 from tunekit.tasks.classification import POOLINGS, Classification
+from tunekit.tasks.sft import SFT
 
 TASKS: dict[str, type[Task]] = {
     "classification": Classification,
     "causal_lm": CausalLM,
+    "sft": SFT,
 }
 
 
@@ -22,5 +25,5 @@ def task_class(name: str) -> type[Task]:
     return TASKS[name]
 
 
-__all__ = ["Task", "TaskOutput", "MetricAccumulator", "Classification", "CausalLM", "TASKS", "POOLINGS",
+__all__ = ["Task", "TaskOutput", "MetricAccumulator", "Classification", "CausalLM", "SFT", "TASKS", "POOLINGS",
            "task_class"]

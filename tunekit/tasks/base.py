@@ -67,6 +67,7 @@ class Task:
     pipeline_tag: ClassVar[str] = ""         # for model cards
     peft_task_type: ClassVar[str] = ""       # peft.TaskType member
     uses_labels: ClassVar[bool] = True       # does training read the data's labels?
+    pairs: ClassVar[bool] = False            # does it train on (source, target) pairs?
 
     def build(self, path: str, **kwargs) -> tuple[nn.Module, list[str]]:
         """The Hugging Face model from ``path`` (local files only) and the names of the
@@ -97,6 +98,20 @@ class Task:
         """Tokenise one split (labels are kept only when the task uses them); its batches are
         made by this task's :meth:`collate`."""
         return self.from_ids(tokenizer, token_ids(tokenizer, texts, max_length), labels)
+
+    def encode_frame(self, tokenizer, df, max_length: int) -> EncodedSplit:
+        """Tokenise one split given as its DataFrame (``text``, ``label`` and, for pairs,
+        ``target``): what the engine and the evaluation call. A text task reads ``text`` and
+        ``label`` (:meth:`encode`); a text-to-text task its pairs."""
+        return self.encode(tokenizer, df["text"], df["label"], max_length)
+
+    def bind(self, tokenizer, source: str = "the model") -> None:
+        """Settle what depends on the tokenizer (a text-to-text task's chat template and end
+        token); nothing for a text task."""
+
+    def options(self) -> dict:
+        """The options that rebuild this task, beyond its name (recorded with the model)."""
+        return {}
 
     def from_ids(self, tokenizer, ids: list[list[int]], labels, rows: Optional[list] = None) -> EncodedSplit:
         """The split :meth:`encode` makes, from token ids already made (by
