@@ -36,6 +36,17 @@ def tiny_llama(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_chat(tmp_path_factory):
+    """The tiny Llama with a chat template on its tokenizer."""
+    from transformers import AutoTokenizer
+    folder = make_tiny("llama", tmp_path_factory.mktemp("tiny-llama-chat"))
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory):
     return str(make_tiny("gpt2", tmp_path_factory.mktemp("tiny-gpt2-sft")))
 
@@ -253,3 +264,48 @@ def test_the_cli_trains_sft_on_a_pairs_csv(tiny_llama, headlines, tmp_path):
     assert config["task"] == "sft" and config["model"]["task_options"]["generation"]["examples"] == 2
     bad = subprocess.run(cmd[:4] + ["--instruction", "x"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--instruction" in bad.stderr and "is for --task sft" in bad.stderr
+
+
+# ----- model cards and export ------------------------------------------------------------------------
+def _snippet_generations(folder, base) -> list:
+    """Run the card's code in a fresh process in which ``import tunekit`` fails."""
+    import os
+    import re
+    readme = (folder / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    (folder / "use.py").write_text(code)
+    runner = ("import sys, json, runpy; sys.modules['tunekit'] = None; "
+              f"g = runpy.run_path({str(folder / 'use.py')!r}, run_name='__main__'); "
+              "print('GEN', json.dumps([g['sources'], g['generated']]))")
+    out = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "BASE_MODEL": str(base), "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("GEN "))
+    return json.loads(line[4:])
+
+
+def _tunekit_generations(model, sources) -> list:
+    df = pd.DataFrame({"text": sources, "target": ["x"] * len(sources), "label": 0})
+    batch = model.task.encode_frame(model.tokenizer, df, 128).collate(range(len(sources)))
+    model.module.eval()
+    return [s["generated"] for s in model.module.generate_samples(batch, len(sources))]
+
+
+@pytest.mark.parametrize("strategy", [tk.LoRA(rank=2), tk.PromptTuning(tokens=3), "full"],
+                         ids=["lora", "prompt", "full"])
+def test_the_card_snippet_writes_what_tunekit_writes(strategy, tiny_llama_chat, headlines, tmp_path):
+    """The adapter folder's (or the exported model's) card, run without tunekit, generates the
+    same text as tunekit for the same sources (chat template and instruction included)."""
+    tiny_llama = tiny_llama_chat
+    m = tk.load_model(tiny_llama, task="sft", instruction="Headline:", generation={"max_new_tokens": 6, "examples": 2})
+    assert m.task.chat_template is True
+    run = tk.train(m, headlines, strategy, **fast(tmp_path, lr=1e-5 if strategy == "full" else 1e-3))
+    if run.format == "peft":
+        folder = run.path / "adapter"
+    else:
+        folder = tk.load_run(run.path).export(tmp_path / "exported")
+    readme = (folder / "README.md").read_text()
+    assert "pipeline_tag: text-generation" in readme and "rougeL" in readme
+    sources, theirs = _snippet_generations(folder, tiny_llama)
+    ours = _tunekit_generations(tk.load_run(run.path).load_model(), sources)
+    assert theirs == ours and any(ours), (theirs, ours)
