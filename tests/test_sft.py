@@ -309,3 +309,43 @@ def test_the_card_snippet_writes_what_tunekit_writes(strategy, tiny_llama_chat, 
     sources, theirs = _snippet_generations(folder, tiny_llama)
     ours = _tunekit_generations(tk.load_run(run.path).load_model(), sources)
     assert theirs == ours and any(ours), (theirs, ours)
+
+
+# ----- after adaptation ------------------------------------------------------------------------------
+def test_pruning_quantization_distillation_and_forgetting_read_an_sft_record(tiny_llama, headlines, tmp_path):
+    m = tk.load_model(tiny_llama, task="sft", generation={"examples": 2, "max_new_tokens": 3})
+    run = tk.train(m, headlines, "full", **fast(tmp_path))
+    pruned = tk.prune(run, sparsity=0.5, data=headlines)
+    assert pruned.task == "sft" and pruned.summary["val_generated"] == 2
+    assert pruned.summary["before"]["val_perplexity"] == pytest.approx(run.summary["val_perplexity"], rel=1e-3)
+    heads = tk.prune(run, method="heads", amount=1, data=headlines)
+    assert math.isfinite(heads.summary["val_perplexity"])
+    quantized = tk.quantize(run, data=headlines)
+    assert "val_rougeL" in quantized.summary and quantized.summary["quantized_layers"] > 0
+    student = tk.distil(run, student=[0], data=headlines, **fast(tmp_path))
+    assert student.kind == "distil" and student.task == "sft" and "val_rougeL" in student.summary
+    table = tk.forgetting(["full"], first=headlines, then=headlines, model=tiny_llama, task="sft",
+                          **fast(tmp_path))
+    assert table.attrs["metric"] == "rougeL" and math.isfinite(table["perplexity_change"][0])
+
+
+def test_sft_response_distillation_reads_only_the_response_positions(tiny_llama, headlines):
+    from tunekit.post.distillation import DistillationModule
+    teacher = tk.load_model(tiny_llama, task="sft")
+    student = tk.load_model(tiny_llama, task="sft", seed=1)
+    with torch.no_grad():  # make the two differ only by a prompt-position shift of the student's logits
+        for p in student.hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    batch = teacher.task.encode_frame(teacher.tokenizer, headlines.train.iloc[:3], 64).collate(range(3))
+    both = DistillationModule(student.module, teacher.module, {"response": 1.0}, 0.0, 2.0, [], [], causal=True,
+                              response_only=True)
+    everywhere = DistillationModule(student.module, teacher.module, {"response": 1.0}, 0.0, 2.0, [], [],
+                                    causal=True, response_only=False)
+    with torch.no_grad():
+        only, every = both(batch).loss.item(), everywhere(batch).loss.item()
+        from tunekit.post.distillation import response_loss
+        s, t = student.module(batch).logits, teacher.module(batch).logits
+        where = torch.zeros_like(batch["attention_mask"])
+        where[:, :-1] = (batch["labels"][:, 1:] != -100).long()
+    assert only == pytest.approx(response_loss(s, t, 2.0, where).item(), rel=1e-5)
+    assert only != pytest.approx(every, rel=1e-3)

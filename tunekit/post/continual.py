@@ -120,8 +120,8 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
     seed = int(train_overrides.get("seed", 0))
     metric = primary(task)
 
-    def score(m, data) -> float:
-        return evaluate(m, data, split=split, size=size, seed=seed, precision="fp32", device="cpu")[metric.key]
+    def score(m, data, key: str = metric.key) -> float:
+        return evaluate(m, data, split=split, size=size, seed=seed, precision="fp32", device="cpu")[key]
 
     if first_run is not None:
         first_run = first_run if isinstance(first_run, Run) else load_run(first_run)
@@ -137,7 +137,7 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
             phase.strategy.plan(pretrained)
     texts = _held_out(data_a, split, n, seed)
     base_emb = embeddings(pretrained, texts)
-    base_a = score(pretrained, data_a) if task != "classification" else None
+    base_a = score(pretrained, data_a, "perplexity") if task != "classification" else None
 
     run_a = first_run or Trainer(copy_model(pretrained), data_a, first_strategy, **train_overrides).run()
     model_a = run_a.load_model(merged=True)
@@ -168,8 +168,9 @@ def forgetting(strategies: Sequence[Any], first: Any = "rotten_tomatoes", then: 
                "learned": sign * (b_after - b_before), "drift": 1 - linear_cka(a_emb, b_emb),
                "knn_agreement": knn_agreement(a_emb, b_emb, k), "drift_from_base": 1 - linear_cka(base_emb, b_emb),
                "run": run_b.name, "first_run": run_a.name}
-        if base_a is not None:
-            row["perplexity_change"] = (a_after - base_a) / base_a
+        if base_a is not None:  # a language model: how much likelier or less likely A's texts became
+            a_ppl = a_after if metric.key == "perplexity" else score(after, data_a, "perplexity")
+            row["perplexity_change"] = (a_ppl - base_a) / base_a
         rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs.update({"metric": metric.key, "higher_is_better": metric.higher_is_better, "split": split,

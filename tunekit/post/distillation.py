@@ -133,8 +133,9 @@ class DistillationModule(nn.Module):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, weights: dict[str, float], hard: float,
                  temperature: float, student_blocks: Sequence[nn.Module], teacher_blocks: Sequence[nn.Module],
-                 causal: bool, projection: Optional[nn.Module] = None):
+                 causal: bool, projection: Optional[nn.Module] = None, response_only: bool = False):
         super().__init__()
+        self.response_only = response_only  # sft: the response term over the positions that predict the response
         self.student = student
         self.teacher = teacher
         self.projection = projection
@@ -160,6 +161,10 @@ class DistillationModule(nn.Module):
     def features(self, input_ids, attention_mask):
         return self.student.features(input_ids, attention_mask)
 
+    def generate_samples(self, batch: dict, n: int) -> list[dict]:
+        """The student's generations (a text-to-text task's evaluation)."""
+        return self.student.generate_samples(batch, n)
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.teacher.eval()  # the teacher is fixed: no dropout, ever
@@ -182,8 +187,12 @@ class DistillationModule(nn.Module):
             loss = loss + self.hard * out.loss.float()
         terms = {}
         if self.weights.get("response"):
-            terms["response"] = response_loss(out.logits, teacher_out.logits, self.temperature,
-                                              mask if self.causal else None)
+            where = mask if self.causal else None
+            if self.response_only and batch.get("labels") is not None:  # position t predicts token t + 1
+                labels = batch["labels"]
+                where = torch.zeros_like(mask)
+                where[:, :-1] = (labels[:, 1:] != -100).to(mask.dtype)
+            terms["response"] = response_loss(out.logits, teacher_out.logits, self.temperature, where)
         if self.weights.get("feature"):
             terms["feature"] = feature_loss(caps[0].outputs, caps[1].outputs, mask, self.projection)
         if self.weights.get("relation"):
@@ -352,7 +361,8 @@ def distil(teacher: Any, student: Any = (0, 2, 4), loss: Any = "response", *, ha
             t_blocks = st.blocks(teacher_model)
             model.module = DistillationModule(plain, teacher_model.module, weights_, hard_, temperature,
                                               list(st.blocks(model)), [t_blocks[i] for i in matched],
-                                              causal=model.task.name != "classification", projection=projection)
+                                              causal=model.task.name != "classification", projection=projection,
+                                              response_only=model.task.pairs)
         kind = "distil" if weights_ else "train"
         record = {"kind": kind, "teacher": teacher_ref,
                   "distillation": {"loss": weights_, "hard": hard_, "temperature": temperature,
