@@ -263,7 +263,7 @@ def test_the_cli_trains_sft_on_a_pairs_csv(tiny_llama, headlines, tmp_path):
     config = json.loads(next((tmp_path / "r").glob("*/config.json")).read_text())
     assert config["task"] == "sft" and config["model"]["task_options"]["generation"]["examples"] == 2
     bad = subprocess.run(cmd[:4] + ["--instruction", "x"], capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "--instruction" in bad.stderr and "is for --task sft" in bad.stderr
+    assert bad.returncode == 2 and "--instruction" in bad.stderr and "is for --task sft or seq2seq" in bad.stderr
 
 
 # ----- model cards and export ------------------------------------------------------------------------
@@ -281,7 +281,18 @@ def _snippet_generations(folder, base) -> list:
                          env={**os.environ, "BASE_MODEL": str(base), "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(x for x in out.stdout.splitlines() if x.startswith("GEN "))
-    return json.loads(line[4:])
+    return json.loads(line[4:])[:2]
+
+
+def _snippet_ids(folder, base) -> list:
+    """The tokens the card's code generated (its ``out``), run as :func:`_snippet_generations` runs it."""
+    import os
+    out = subprocess.run([sys.executable, "-c", "import sys, json, runpy; sys.modules['tunekit'] = None; "
+                          f"g = runpy.run_path({str(folder / 'use.py')!r}, run_name='__main__'); "
+                          "print('IDS', json.dumps(g['out'].tolist()))"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "BASE_MODEL": str(base), "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("IDS "))[4:])
 
 
 def _tunekit_generations(model, sources) -> list:

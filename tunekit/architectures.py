@@ -5,9 +5,11 @@ DistilBERT's ``attention.q_lin``, DeBERTa-v2's ``attention.self.query_proj``, Ll
 ``self_attn.q_proj``, GPT-2's fused ``attn.c_attn``). The instruments put runs of any
 family on one axis, so each module inside a block gets one *label*:
 
-    query key value qkv attn_out attn_norm gate intermediate output out_norm
+    query key value qkv attn_out attn_norm cross_query cross_key cross_value cross_out cross_norm
+    gate intermediate output out_norm
 
-``qkv`` is a fused query/key/value projection (GPT-2). A module that no table
+``qkv`` is a fused query/key/value projection (GPT-2); the ``cross_`` labels are a decoder
+block's attention over the encoder's output (BART's ``encoder_attn``, T5's ``EncDecAttention``). A module that no table
 knows keeps its path inside the block (``mixer.in_proj``), so nothing is hidden.
 
 :data:`ADAPTABLE` lists the layer types that peft's LoRA and IA3 wrap: ``nn.Linear``
@@ -43,11 +45,25 @@ MODULE_LABELS: dict[str, str] = {
     # GPT-2
     "attn.c_attn": "qkv", "attn.c_proj": "attn_out", "ln_1": "attn_norm", "mlp.c_fc": "intermediate",
     "mlp.c_proj": "output", "ln_2": "out_norm",
+    # BART, Marian, mBART, Pegasus (encoder and decoder blocks; the decoder's encoder_attn is cross-attention)
+    "self_attn.out_proj": "attn_out", "self_attn_layer_norm": "attn_norm",
+    "encoder_attn.q_proj": "cross_query", "encoder_attn.k_proj": "cross_key", "encoder_attn.v_proj": "cross_value",
+    "encoder_attn.out_proj": "cross_out", "encoder_attn_layer_norm": "cross_norm",
+    "fc1": "intermediate", "fc2": "output", "final_layer_norm": "out_norm",
+    # T5, mT5 (layer.0 self-attention; the decoder's layer.1 is cross-attention, its layer.2 the feed-forward)
+    "layer.0.SelfAttention.q": "query", "layer.0.SelfAttention.k": "key", "layer.0.SelfAttention.v": "value",
+    "layer.0.SelfAttention.o": "attn_out", "layer.0.layer_norm": "attn_norm",
+    "layer.1.EncDecAttention.q": "cross_query", "layer.1.EncDecAttention.k": "cross_key",
+    "layer.1.EncDecAttention.v": "cross_value", "layer.1.EncDecAttention.o": "cross_out",
+    "layer.1.DenseReluDense.wi": "intermediate", "layer.1.DenseReluDense.wo": "output",
+    "layer.1.DenseReluDense.wi_0": "gate", "layer.1.DenseReluDense.wi_1": "intermediate",
+    "layer.2.DenseReluDense.wi": "intermediate", "layer.2.DenseReluDense.wo": "output",
+    "layer.2.DenseReluDense.wi_0": "gate", "layer.2.DenseReluDense.wi_1": "intermediate",
 }
 
 #: the order of labels on every axis (unknown paths go after these)
-LABEL_ORDER = ("query", "key", "value", "qkv", "attn_out", "attn_norm", "gate", "intermediate", "output",
-               "out_norm")
+LABEL_ORDER = ("query", "key", "value", "qkv", "attn_out", "attn_norm", "cross_query", "cross_key", "cross_value",
+               "cross_out", "cross_norm", "gate", "intermediate", "output", "out_norm")
 
 
 def module_label(path: str) -> str:

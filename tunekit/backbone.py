@@ -6,6 +6,11 @@ The parameters are sorted into ordered, named *layer groups*: ``embeddings``,
 ``norm`` for Llama's final norm) and ``head`` (everything outside the base model:
 a classifier, a ``score`` layer, an ``lm_head``). Strategies name these groups.
 
+An encoder-decoder (T5, BART, Marian) has two stacks: its groups are ``block.0`` ...
+``block.E-1`` for the encoder's blocks and ``block.E`` ... ``block.E+D-1`` for the decoder's,
+in the order the input flows (so "the bottom k blocks" and "the top k blocks" keep their
+meaning); :meth:`Backbone.side` says which stack a block is in, and its index there.
+
 Names are *canonical*: a parameter's name in the plain Hugging Face model, also
 once peft has injected an adapter (:class:`tunekit.adapters.Layout` reads peft's
 structure; no name is parsed).
@@ -45,7 +50,62 @@ class Backbone:
         self._layout: Optional[adapters.Layout] = None
         self._find_groups()
 
+    @property
+    def encoder_decoder(self) -> bool:
+        """True for an encoder-decoder (two stacks of blocks: T5, BART, Marian)."""
+        return bool(getattr(self.hf.config, "is_encoder_decoder", False))
+
+    def side(self, index: int) -> tuple[str, int]:
+        """``("encoder" | "decoder", index in that stack)`` of block ``index``; ``("block", index)``
+        for a model with one stack."""
+        if not self.encoder_decoder:
+            return "block", index
+        return ("encoder", index) if index < self.encoder_blocks else ("decoder", index - self.encoder_blocks)
+
+    def block_title(self, index: int) -> str:
+        """How a view names block ``index``: ``"block 3"``, or ``"encoder 3"`` / ``"decoder 1"``."""
+        where, i = self.side(index)
+        return f"{where} {i}"
+
+    def _find_stacks(self) -> None:
+        """The groups of an encoder-decoder: its embeddings (shared, positions, the norms below the
+        blocks), the encoder's blocks then the decoder's, the final norms above them, the head."""
+        hf, base = self.hf, self.hf.base_model
+        prefix = "" if base is hf else f"{hf.base_model_prefix}."
+        where = {id(m): n for n, m in base.named_modules()}
+        groups: dict[str, list[str]] = {"embeddings": []}
+        prefixes, norms, counts, paths = [], [], [], []
+        for stack in (hf.get_encoder(), hf.get_decoder()):
+            stack_path = where[id(stack)]
+            path, blocks = find_blocks(stack)
+            prefixes += [f"{prefix}{stack_path}.{path}.{i}." for i in range(len(blocks))]
+            counts.append(len(blocks))
+            paths.append(f"{stack_path}.{path}")
+            seen = False
+            for child, mod in stack.named_children():
+                if child == path.split(".")[0]:
+                    seen = True
+                elif seen and any(True for _ in mod.parameters()):
+                    norms.append(f"{prefix}{stack_path}.{child}.")
+        groups.update({f"block.{i}": [p] for i, p in enumerate(prefixes)})
+        if norms:
+            groups["norm"] = norms
+        out = hf.get_output_embeddings()
+        head = next((n for n, m in hf.named_modules() if m is out), None)
+        tied = out is not None and out.weight is hf.get_input_embeddings().weight
+        groups["head"] = [f"{head}."] if head and not tied else []
+        self.groups = groups
+        self.num_blocks = len(prefixes)
+        self.encoder_blocks = counts[0]
+        self.stack_paths = tuple(paths)
+        self.block_prefixes = prefixes
+        self.blocks_path = None  # two stacks: no one list of blocks to swap or cut
+        self.blocks_prefix = None
+        self.base_prefix = prefix
+
     def _find_groups(self) -> None:
+        if self.encoder_decoder:
+            return self._find_stacks()
         prefix = self.hf.base_model_prefix
         base = self.hf.base_model
         blocks_path, blocks = find_blocks(base)
@@ -73,22 +133,28 @@ class Backbone:
         groups["head"] = []  # everything outside the base model
         self.groups = groups
         self.num_blocks = len(blocks)
+        self.encoder_blocks = len(blocks)
         self.blocks_path = blocks_path
         self.blocks_prefix = blocks_prefix + "."
+        self.block_prefixes = [f"{blocks_prefix}.{i}." for i in range(len(blocks))]
         self.base_prefix = prefix + "."
 
     # ----- the blocks --------------------------------------------------------------------------------
     @property
     def blocks(self) -> nn.ModuleList:
         """The transformer blocks, read from the model now (after pruning or a student's
-        subset they are the blocks it has)."""
+        subset they are the blocks it has). An encoder-decoder's: the encoder's then the
+        decoder's, in a ModuleList made to read them (setting an item there changes nothing)."""
+        if self.encoder_decoder:
+            base = self.hf.base_model
+            return nn.ModuleList([b for path in self.stack_paths for b in base.get_submodule(path)])
         return self.hf.base_model.get_submodule(self.blocks_path)
 
     def block_layers(self, labels: Optional[tuple[str, ...]] = None,
                      types: Optional[tuple[type, ...]] = None) -> list[tuple[str, nn.Module]]:
         """``(name in hf, layer)`` of every layer inside the blocks of ``types`` (default: Linear
         and Conv1D) whose canonical label is in ``labels`` (default: all), block by block."""
-        return [(f"{self.blocks_prefix}{i}.{path}", layer) for i, block in enumerate(self.blocks)
+        return [(f"{self.block_prefixes[i]}{path}", layer) for i, block in enumerate(self.blocks)
                 for path, layer in block_layers(block, labels, types)]
 
     # ----- adapters --------------------------------------------------------------------------------
@@ -139,9 +205,13 @@ class Backbone:
         return group, int(group.split(".")[1]), module_label(path)
 
     def block_layer_paths(self) -> list[str]:
-        """Paths, inside block 0, of the layers peft can adapt (``attention.self.query`` ...)."""
-        first = self.groups["block.0"][0]
-        return sorted({n[len(first):] for n in adapters.adaptable_layers(self.hf, first)})
+        """Paths, inside block 0, of the layers peft can adapt (``attention.self.query`` ...); an
+        encoder-decoder's from its first encoder and first decoder block (the decoder's have
+        cross-attention)."""
+        firsts = [self.groups["block.0"][0]]
+        if self.encoder_decoder and self.num_blocks > self.encoder_blocks:
+            firsts.append(self.groups[f"block.{self.encoder_blocks}"][0])
+        return sorted({n[len(f):] for f in firsts for n in adapters.adaptable_layers(self.hf, f)})
 
     @property
     def max_tokens(self) -> Optional[int]:

@@ -49,8 +49,10 @@ class CacheInfo:
 def frozen_blocks(model) -> int:
     """How many bottom blocks are frozen, together with the embeddings: 0 when anything in
     the embeddings trains (or an adapter sits in block 0), or learned virtual tokens come
-    before the text (prompt tuning: every block then sees a changing input)."""
-    if getattr(model.module, "prompt", None) is not None:
+    before the text (prompt tuning: every block then sees a changing input). An encoder-decoder
+    counts 0: its decoder reads the embeddings and the encoder's output beside its own blocks, so
+    no one bottom stretch of it can be computed once and read back."""
+    if getattr(model.module, "prompt", None) is not None or model.backbone.encoder_decoder:
         return 0
     groups = model.backbone.parameters_by_group()
     if any(p.requires_grad for _, p in groups["embeddings"]):

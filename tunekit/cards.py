@@ -103,50 +103,62 @@ def _snippet(task: str, pooling: Optional[str], labels: list, base: str, head: s
     return "\n".join(lines)
 
 
+PIPELINE_TAGS = {"classification": "text-classification", "seq2seq": "text2text-generation"}
+
 SOURCES = ["Shares in the mining group fell sharply after it reported a deeper loss for the year, blaming "
            "geological problems and strikes at its deep mines.",
            "The film festival opened with a comedy about two brothers who inherit a failing seaside hotel."]
 """What a text-to-text card's snippet writes for: two short sources, news-like."""
 
 
-def _generation_snippet(options: dict, base: str, adapter: bool) -> str:
-    """Code that writes what tunekit's ``sft`` evaluation writes: the same prompt (template and
-    instruction), left padding, greedy or beam search, cut at the end token."""
+def _generation_snippet(options: dict, base: str, adapter: bool, seq2seq: bool = False, max_length: int = 128) -> str:
+    """Code that writes what tunekit's ``sft`` (``seq2seq``) evaluation writes: the same prompt
+    (template and instruction; the source with its instruction), left padding for a decoder,
+    greedy or beam search, cut at the end token."""
     gen = options.get("generation") or {}
     template = bool(options.get("chat_template"))
-    lines = ["import os", "", "import torch", "from transformers import AutoModelForCausalLM, AutoTokenizer"]
+    auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
+    lines = ["import os", "", "import torch", f"from transformers import {auto}, AutoTokenizer"]
     if adapter:
         lines.append("from peft import PeftModel")
     source = "base" if adapter else "here"
     lines += ["", f"base = os.environ.get(\"BASE_MODEL\", {base!r})  # the base model: hub id or local copy",
               "here = os.path.dirname(os.path.abspath(__file__)) if \"__file__\" in globals() else \".\"",
               f"tokenizer = AutoTokenizer.from_pretrained({source})",
-              "if tokenizer.pad_token is None:", "    tokenizer.pad_token = tokenizer.eos_token",
-              "tokenizer.padding_side = \"left\"  # every prompt ends where generation starts",
-              f"model = AutoModelForCausalLM.from_pretrained({source})",
+              "if tokenizer.pad_token is None:", "    tokenizer.pad_token = tokenizer.eos_token"]
+    if not seq2seq:
+        lines.append("tokenizer.padding_side = \"left\"  # every prompt ends where generation starts")
+    lines += [f"model = {auto}.from_pretrained({source})",
               "model.config.pad_token_id = tokenizer.pad_token_id"]
     if adapter:
         lines.append("model = PeftModel.from_pretrained(model, here)  # this folder")
     lines += ["model.eval()", "",
               f"instruction = {options.get('instruction')!r}",
               "end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id",
-              "", "", "def prompt(source):",
-              "    content = source if instruction is None else f\"{instruction}\\n\\n{source}\""]
-    if template:
+              "", "", "def prompt(source):"]
+    if seq2seq:
+        lines.append("    return source if instruction is None else f\"{instruction} {source}\"")
+    else:
+        lines.append("    content = source if instruction is None else f\"{instruction}\\n\\n{source}\"")
+    if seq2seq:
+        pass  # an encoder reads the source as it is
+    elif template:
         lines += ["    turn = [{\"role\": \"user\", \"content\": content}]",
                   "    return tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)"]
     else:
         lines.append("    return content + \"\\n\"")
     lines += ["", "", f"sources = {SOURCES!r}",
               f"batch = tokenizer([prompt(s) for s in sources], add_special_tokens={not template}, padding=True,",
-              "                  return_token_type_ids=False, return_tensors=\"pt\")",
+              "                  return_token_type_ids=False, return_tensors=\"pt\""
+              + (f", truncation=True, max_length={max_length})" if seq2seq else ")"),
               "with torch.no_grad():",
               f"    out = model.generate(**batch, max_new_tokens={int(gen.get('max_new_tokens', 32))}, "
               f"num_beams={int(gen.get('num_beams', 1))}, do_sample=False,",
               "                         pad_token_id=tokenizer.pad_token_id, eos_token_id=end)",
-              "width = batch[\"input_ids\"].shape[1]",
-              "if out.shape[1] > width and torch.equal(out[:, :width], batch[\"input_ids\"]):",
-              "    out = out[:, width:]  # the new tokens only",
+              *(["out = out[:, 1:]  # the decoder's start token"] if seq2seq else [
+                  "width = batch[\"input_ids\"].shape[1]",
+                  "if out.shape[1] > width and torch.equal(out[:, :width], batch[\"input_ids\"]):",
+                  "    out = out[:, width:]  # the new tokens only"]),
               "generated = []",
               "for row in out.tolist():",
               "    row = row[:row.index(end)] if end in row else row",
@@ -187,7 +199,7 @@ def model_card(run, *, adapter: bool) -> str:
     if base_id:
         front.append(f"base_model: {_yaml_value(base_id)}")
     front += [f"library_name: {'peft' if adapter else 'transformers'}",
-              f"pipeline_tag: {'text-classification' if task == 'classification' else 'text-generation'}",
+              f"pipeline_tag: {PIPELINE_TAGS.get(task, 'text-generation')}",
               f"tags: {_yaml_value(['tunekit', strategy.get('name', 'train'), task])}"]
     if task == "classification":
         front += [f"pooling: {pooling}", f"labels: {_yaml_value(labels)}"]
@@ -215,7 +227,7 @@ def model_card(run, *, adapter: bool) -> str:
                else "the hidden state of each text's last real token")
         body += [f"The head reads {how}, not what `{arch or 'the stock class'}` feeds it, so the snippet pools "
                  "as tunekit does; it gives tunekit's logits exactly.", ""]
-    elif task == "sft":
+    elif task in ("sft", "seq2seq"):
         body += ["The prompt is written as tunekit wrote it (the instruction, the chat template where it was "
                  "used), left-padded, and generation stops at the end token: the snippet writes what tunekit's "
                  "evaluation writes.", ""]
@@ -224,7 +236,8 @@ def model_card(run, *, adapter: bool) -> str:
                  "tunekit's logits exactly.", ""]
     body += ["## Use it (transformers + peft, no tunekit)" if adapter else "## Use it (transformers, no tunekit)",
              "", "```python",
-             _generation_snippet(model.get("task_options") or {}, base, adapter) if task == "sft" else
+             _generation_snippet(model.get("task_options") or {}, base, adapter, task == "seq2seq",
+                                 int(cfg.get("train", {}).get("max_length", 128))) if task in ("sft", "seq2seq") else
              _snippet(task, pooling, labels, base, head, int(cfg.get("train", {}).get("max_length", 128)), adapter,
                       _virtual_tokens(run) if adapter else 0),
              "```", ""]

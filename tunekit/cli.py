@@ -76,17 +76,18 @@ def _training_options(c: argparse.ArgumentParser) -> None:
     """The options ``compare`` and ``train`` share."""
     c.add_argument("--task", default="classification", choices=TASK_CHOICES,
                    help="classification (a new head on the labels), causal_lm (next-token loss on the "
-                        "texts; labels ignored) or sft (a decoder on prompt -> response pairs, the loss on the "
-                        "response; --data a CSV with source and target columns, default bbc_headlines) "
+                        "texts; labels ignored), sft (a decoder on prompt -> response pairs, the loss on the "
+                        "response) or seq2seq (an encoder-decoder such as T5 or BART on source -> target pairs); "
+                        "for both, --data is a CSV with source and target columns, default bbc_headlines "
                         "(default %(default)s)")
     c.add_argument("--instruction", default=None,
-                   help="sft: text put before each source in the prompt (e.g. 'Write a headline for this "
-                        "article.')")
+                   help="sft, seq2seq: text put before each source (e.g. 'Write a headline for this "
+                        "article.'; T5: 'summarize:')")
     c.add_argument("--generate", type=arguments.positive_int, default=None,
-                   help="sft: how many validation pairs each evaluation writes a response for and scores "
+                   help="sft, seq2seq: how many validation pairs each evaluation writes a response for and scores "
                         "(ROUGE, BLEU, chrF) (default 16)")
     c.add_argument("--max-new-tokens", type=arguments.positive_int, default=None,
-                   help="sft: the most tokens a generated response has (default 32)")
+                   help="sft, seq2seq: the most tokens a generated response has (default 32)")
     c.add_argument("--epochs", type=arguments.positive_int, default=1,
                    help="passes over the training subset (default 1)")
     c.add_argument("--train-size", type=arguments.size, default=1000,
@@ -97,8 +98,8 @@ def _training_options(c: argparse.ArgumentParser) -> None:
                    help="built-in name (minilm, smollm2), a model directory or a cached hub id (default minilm)")
     c.add_argument("--data", default=None,
                    help="built-in data set (rotten_tomatoes, bbc_news, bbc_headlines) or a CSV file with text "
-                        "and label columns (--task sft: source and target columns) (default rotten_tomatoes; "
-                        "bbc_headlines for --task sft)")
+                        "and label columns (--task sft or seq2seq: source and target columns) (default "
+                        "rotten_tomatoes; bbc_headlines for --task sft or seq2seq)")
     c.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where run records go (default %(default)s)")
     c.add_argument("--report", default="tunekit-report.html", help="HTML report to write (default %(default)s)")
     c.add_argument("--title", default=None, help="report title (default: data and model)")
@@ -129,7 +130,8 @@ def _training_options(c: argparse.ArgumentParser) -> None:
                    help="log the loss every N steps (default: every step on the CPU, every 10 on a GPU)")
 
 
-TASK_CHOICES = ("classification", "causal_lm", "sft")
+TASK_CHOICES = ("classification", "causal_lm", "sft", "seq2seq")
+PAIR_TASKS = ("sft", "seq2seq")
 
 
 def _task_options(args) -> dict:
@@ -137,9 +139,9 @@ def _task_options(args) -> dict:
     given = {k: v for k, v in (("instruction", getattr(args, "instruction", None)),
                                ("examples", getattr(args, "generate", None)),
                                ("max_new_tokens", getattr(args, "max_new_tokens", None))) if v is not None}
-    if given and getattr(args, "task", None) != "sft":
+    if given and getattr(args, "task", None) not in PAIR_TASKS:
         option = {"instruction": "--instruction", "examples": "--generate", "max_new_tokens": "--max-new-tokens"}
-        raise InputError(option[next(iter(given))], "is for --task sft")
+        raise InputError(option[next(iter(given))], "is for --task sft or seq2seq")
     out = {"instruction": given["instruction"]} if "instruction" in given else {}
     generation = {k: given[k] for k in ("examples", "max_new_tokens") if k in given}
     return {**out, **({"generation": generation} if generation else {})}
@@ -190,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--model", default="minilm", help="built-in name, a model directory or a cached hub id "
                                                      "(default %(default)s)")
     f.add_argument("--data", default=None, help="built-in data set or CSV file (default rotten_tomatoes; "
-                                                "bbc_headlines for --task sft)")
+                                                "bbc_headlines for --task sft or seq2seq)")
     f.add_argument("--task", default="classification", choices=TASK_CHOICES,
                    help="(default %(default)s)")
     f.add_argument("--train-size", type=arguments.size, default=1000,
@@ -343,9 +345,9 @@ def _checked_inputs(args, strategies: list, option: str):
     from tunekit.models import ModelNotFoundError, load_for, resolve_model_path
     task = getattr(args, "task", "classification")
     if args.data is None:
-        args.data = "bbc_headlines" if task == "sft" else "rotten_tomatoes"
+        args.data = "bbc_headlines" if task in PAIR_TASKS else "rotten_tomatoes"
     try:
-        if task == "sft" and args.data not in BUILTIN:
+        if task in PAIR_TASKS and args.data not in BUILTIN:
             data = from_pairs(args.data)  # a CSV of source and target columns
         else:
             data = load_data(args.data)

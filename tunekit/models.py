@@ -349,6 +349,10 @@ def _quiet_transformers():
 
 
 def _no_head(model, model_type: str, task: str) -> str:
+    if task == "seq2seq":
+        return (f"task 'seq2seq' needs an encoder-decoder model (T5, BART, Marian, mT5, Pegasus); model {str(model)!r} "
+                f"is a {model_type!r} model, which has no sequence-to-sequence head (a decoder trains on pairs with "
+                f"task='sft')")
     if task in ("causal_lm", "sft"):
         return (f"task {task!r} needs a model with a causal language-model head (a decoder such as SmolLM2, "
                 f"Llama, Qwen2 or GPT-2); transformers has none for model {str(model)!r}, a {model_type!r} model")

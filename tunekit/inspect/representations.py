@@ -218,9 +218,23 @@ def pooled_hidden_states(model: TextClassifier, texts: Sequence[str], max_length
     Layer 0 is the embeddings' output, layer ``k`` the output of block ``k-1``
     (``output_hidden_states=True`` on ``model.hf.base_model``; LoRA layers, if any,
     are inside it). Eval mode, no gradients, deterministic for a given input.
+
+    An encoder-decoder (T5, BART, Marian) reads each text with its encoder and, teacher-forced,
+    with its decoder (the decoder fed the same tokens): layer 0 is the encoder's embeddings, then
+    the encoder's blocks, then the decoder's, so layer ``k`` is still block ``k-1``'s output.
     """
     def pool(enc: dict) -> torch.Tensor:
         inputs = model.module.inputs(enc["input_ids"], enc["attention_mask"])  # virtual tokens first, if any
+        if model.backbone.encoder_decoder:
+            out = model.hf(**inputs, decoder_input_ids=enc["input_ids"], decoder_attention_mask=enc["attention_mask"],
+                           output_hidden_states=True)
+            states = tuple(out.encoder_hidden_states) + tuple(out.decoder_hidden_states[1:])
+            if "inputs_embeds" in inputs:  # the encoder saw virtual tokens first; the decoder did not
+                extra = inputs["inputs_embeds"].shape[1] - enc["input_ids"].shape[1]
+                states = tuple(s[:, extra:] for s in out.encoder_hidden_states) + tuple(out.decoder_hidden_states[1:])
+            h = torch.stack(states, 1)
+            m = enc["attention_mask"].to(h.dtype)[:, None, :, None]
+            return (h * m).sum(2) / m.sum(2).clamp_min(1.0)
         out = model.hf.base_model(**inputs, output_hidden_states=True)
         h = torch.stack(out.hidden_states, 1)  # [b, layers+1, tokens, hidden]
         m = inputs["attention_mask"][:, -h.shape[2]:].to(h.dtype)[:, None, :, None]  # a prefix is past: not here

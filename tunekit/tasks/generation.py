@@ -81,6 +81,27 @@ def score_texts(generated: list[str], references: list[str]) -> dict[str, float]
     return out
 
 
+class Writes:
+    """What a text-to-text task module shares: reading new tokens back as text (cut at its end
+    token, special tokens dropped) and writing samples for a batch. The module has ``tokenizer``,
+    ``eos_id`` and ``generate_ids(ids, mask)`` (the new tokens of each row)."""
+
+    def decode(self, ids) -> str:
+        ids = [int(t) for t in ids]
+        if self.eos_id in ids:
+            ids = ids[:ids.index(self.eos_id)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def generate_samples(self, batch: dict, n: int) -> list[dict]:
+        """Up to ``n`` of the batch's pairs as ``{"source", "reference", "generated"}``: what the
+        model writes from each source (its prompt, for a decoder: ``gen_input_ids``)."""
+        ids = batch.get("gen_input_ids", batch["input_ids"])[:n]
+        mask = batch.get("gen_attention_mask", batch["attention_mask"])[:n]
+        new = self.generate_ids(ids, mask).cpu()
+        return [{"source": tensor_text(batch["source_text"][j]), "reference": tensor_text(batch["reference"][j]),
+                 "generated": self.decode(new[j])} for j in range(len(new))]
+
+
 class GenerationMetrics(MetricAccumulator):
     """The token-weighted loss (and its perplexity) of the references under teacher forcing, and
     the scores of what the model generates for the first ``examples`` pairs of the split.

@@ -24,7 +24,7 @@ from tunekit.batches import EncodedSplit, pad, pad_left
 from tunekit.config import ConfigError
 from tunekit.tasks.base import model_inputs
 from tunekit.tasks.causal_lm import CausalLM, CausalLMModule
-from tunekit.tasks.generation import SAMPLE_CHARS, GenerationMetrics, generation_settings, tensor_text, text_tensor
+from tunekit.tasks.generation import SAMPLE_CHARS, GenerationMetrics, Writes, generation_settings, text_tensor
 
 MIN_SOURCE_TOKENS = 8
 """The fewest source tokens a pair keeps when its response is long (the response is cut then)."""
@@ -55,7 +55,7 @@ def end_token(tokenizer) -> int:
                       "response; this tokenizer has neither")
 
 
-class SFTModule(CausalLMModule):
+class SFTModule(Writes, CausalLMModule):
     """``forward(batch) -> TaskOutput``: the mean next-token loss over the responses' tokens
     (the batch's ``labels`` hold -100 over prompts and padding); ``generate_samples`` writes
     responses to the batch's prompts."""
@@ -96,21 +96,6 @@ class SFTModule(CausalLMModule):
                 break
         return torch.stack(new, 1)
 
-    def decode(self, ids) -> str:
-        ids = [int(t) for t in ids]
-        if self.eos_id in ids:
-            ids = ids[:ids.index(self.eos_id)]
-        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-
-    def generate_samples(self, batch: dict, n: int) -> list[dict]:
-        """Up to ``n`` of the batch's pairs as ``{"source", "reference", "generated"}``."""
-        ids, mask = batch["gen_input_ids"][:n], batch["gen_attention_mask"][:n]
-        new = self.generate_ids(ids, mask).cpu()
-        out = []
-        for j in range(len(new)):
-            out.append({"source": tensor_text(batch["source_text"][j]), "reference": tensor_text(batch["reference"][j]),
-                        "generated": self.decode(new[j])})
-        return out
 
 
 class SFT(CausalLM):
