@@ -233,7 +233,9 @@ def test_every_strategy_trains_and_its_record_reloads_to_its_numbers(family, tin
         for key in ("rouge1", "rouge2", "rougeL", "bleu", "chrf"):
             assert f"val_{key}" in s
         gens = run.generations()
-        assert len(gens) == 3 and set(gens[0]) == {"source", "reference", "generated"}
+        assert len(gens) == 3 and set(gens[0]) == {"source", "reference", "generated", "rougeL"}
+        assert tk.generations(run, headlines).drop(columns="source").to_dict("records")[:3] == [
+            {k: g[k] for k in ("reference", "generated", "rougeL")} for g in gens]  # the same pairs, reloaded
         assert gens[0]["reference"].lower() in set(headlines.validation["target"].str.lower())
         assert run.config["model"]["task_options"]["instruction"] == "Headline:"
         again = tk.evaluate(tk.load_run(run.path), headlines)
@@ -360,3 +362,22 @@ def test_sft_response_distillation_reads_only_the_response_positions(tiny_llama,
         where[:, :-1] = (batch["labels"][:, 1:] != -100).long()
     assert only == pytest.approx(response_loss(s, t, 2.0, where).item(), rel=1e-5)
     assert only != pytest.approx(every, rel=1e-3)
+
+
+def test_generations_pair_example_by_example_with_an_interval(tiny_llama, headlines, tmp_path):
+    m = tk.load_model(tiny_llama, task="sft", generation={"examples": 6, "max_new_tokens": 4})
+    before = tk.generations(m, headlines, size=6, seed=1, max_length=64)
+    assert list(before.columns) == ["source", "reference", "generated", "rougeL"] and len(before) == 6
+    assert before.attrs["metrics"]["rougeL"] == pytest.approx(before["rougeL"].mean())
+    run = tk.train(m, headlines, "full", **fast(tmp_path, lr=1e-3))
+    after = tk.generations(run, headlines)  # the run's own validation subset: the same six pairs
+    assert list(after["reference"]) == list(before["reference"])
+    said = tk.metrics.paired_difference(after["rougeL"], before["rougeL"], "full", "before", "ROUGE-L")
+    assert said["low"] <= said["difference"] <= said["high"] and "over 6 examples" in said["said"]
+    from tunekit.metrics import paired_difference
+    clear = paired_difference([1.0] * 20, [0.0] * 20, "a", "b")
+    assert clear["said"].endswith("a better") and not clear["inside_noise"]
+    noisy = paired_difference([1, 0] * 10, [0, 1] * 10, "a", "b")
+    assert noisy["inside_noise"] and noisy["said"].endswith("inside the noise")
+    with pytest.raises(ConfigError, match="generations\\(\\) is for text-to-text models"):
+        tk.generations(tk.load_model(tiny_llama, task="causal_lm"), headlines)

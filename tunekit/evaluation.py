@@ -88,6 +88,11 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
     Returns ``{metric: value}``: ``accuracy``, ``macro_f1``, ``loss`` (classification) or
     ``perplexity``, ``loss`` (causal LM), plus ``examples``.
     """
+    return _evaluate(run_or_model, data, split, size, seed, batch_size, max_length, device, precision)[0]
+
+
+def _evaluate(run_or_model, data, split, size, seed, batch_size, max_length, device, precision, metrics=None):
+    """:func:`evaluate`'s numbers and the accumulator that made them (``metrics``: one given)."""
 
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS} (got {split!r})")
@@ -127,8 +132,37 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
     max_length = model.fit_length(max_length or 128)
     enc = model.task.encode_frame(model.tokenizer, df, max_length)
     t = time.perf_counter()
-    out = evaluate_batches(model.module, model.task.metrics(), enc.batches(batch_size, device=dev, by_length=True), dev,
+    metrics = metrics(len(enc)) if metrics is not None else model.task.metrics()
+    out = evaluate_batches(model.module, metrics, enc.batches(batch_size, device=dev, by_length=True), dev,
                            autocast_dtype(dev, precision))
     out["examples"] = len(enc)
     out["seconds"] = round(time.perf_counter() - t, 3)
-    return out
+    return out, metrics
+
+
+@plain_arguments
+def generations(run_or_model: Any, data: Any = None, split: str = "validation", *, size: Optional[int] = None,
+                seed: Optional[int] = None, batch_size: int = 16, max_length: Optional[int] = None,
+                device: Optional[str] = None, precision: Optional[str] = None):
+    """What a text-to-text model (``task="sft"`` or ``"seq2seq"``) writes for every pair of a
+    split, beside the reference: a DataFrame with ``source``, ``reference``, ``generated`` and
+    that example's ``rougeL``, in the split's order. The arguments are :func:`evaluate`'s (a run's
+    own validation subset by default), so two tables of the same subset pair example by example
+    (:func:`tunekit.metrics.paired_difference`); ``df.attrs["metrics"]`` holds the scores over them."""
+    import pandas as pd
+
+    from tunekit.tasks.generation import GenerationMetrics
+    model = run_or_model if isinstance(run_or_model, Model) else None
+    if model is None:
+        run = run_or_model if isinstance(run_or_model, Run) else load_run(run_or_model)
+        task = run.task
+    else:
+        task = model.task.name
+    if task not in ("sft", "seq2seq"):
+        raise ConfigError(f"generations() is for text-to-text models (task 'sft' or 'seq2seq'); this one's task is "
+                          f"{task!r}")
+    out, acc = _evaluate(run_or_model, data, split, size, seed, batch_size, max_length, device, precision,
+                         metrics=GenerationMetrics)
+    df = pd.DataFrame(acc.samples, columns=["source", "reference", "generated", "rougeL"])
+    df.attrs["metrics"] = out
+    return df

@@ -73,3 +73,42 @@ def correlation_interval(x, y, level: float = 0.95):
     half = NormalDist().inv_cdf(0.5 + level / 2) / math.sqrt(n - 3)
     z = math.atanh(r)
     return r, math.tanh(z - half), math.tanh(z + half)
+
+
+BOOTSTRAP = 2000
+"""Bootstrap resamples for every interval (percentile method, seeded: the same record gives the
+same interval)."""
+
+
+def bootstrap_mean(correct: np.ndarray, resamples: int = BOOTSTRAP, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of ``correct`` (seeds x examples, 0/1 or any score) and its ``level`` interval
+    by a two-level percentile bootstrap: resample the seeds (rows), then the examples (columns)
+    within each resampled seed. One seed: the examples alone."""
+    correct = np.asarray(correct, dtype=float)
+    if correct.ndim != 2 or correct.size == 0:
+        raise ValueError("expected a non-empty seeds x examples array")
+    rng = np.random.default_rng(seed)
+    seeds, examples = correct.shape
+    rows = rng.integers(0, seeds, size=(resamples, seeds)) if seeds > 1 else np.zeros((resamples, 1), int)
+    cols = rng.integers(0, examples, size=(resamples, seeds, examples))
+    means = correct[rows[..., None], cols].mean(axis=(1, 2))
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(correct.mean()), float(lo), float(hi)
+
+
+def paired_difference(a, b, name_a: str = "a", name_b: str = "b", metric: str = "score", seed: int = 0,
+                      level: float = 0.95) -> dict:
+    """``a`` minus ``b``, paired example by example (two equally long sequences of per-example
+    scores on the same examples, e.g. the ``rougeL`` column of two :func:`tunekit.generations`
+    tables), with its ``level`` bootstrap interval and the finding in words: which is better, or
+    ``inside the noise`` when the interval holds 0."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired_difference needs two equally long, non-empty lists of scores (got {a.shape} and "
+                         f"{b.shape})")
+    diff, lo, hi = bootstrap_mean((a - b)[None, :], seed=seed, level=level)
+    verdict = "inside the noise" if lo <= 0 <= hi else f"{name_a if diff > 0 else name_b} better"
+    said = (f"{name_a} vs {name_b}: {metric} {diff:+.3f} [{lo:+.3f}, {hi:+.3f}] over {len(a)} examples, {verdict}")
+    return {"difference": diff, "low": lo, "high": hi, "examples": int(len(a)), "inside_noise": bool(lo <= 0 <= hi),
+            "said": said}

@@ -72,7 +72,7 @@ EVENT: dict[str, Any] = {
     "event": STR, "step": INT, "epoch": NUMBER, "phase": INT, "loss": NUMBER, "lr": NUMBER,
     "lrs": OBJECT, "lrs.*": NUMBER,
     "val_*": NUMBER, "elapsed_s": NUMBER,
-    "generations": LIST, "generations[]": OBJECT, "generations[].*": STR,
+    "generations": LIST, "generations[]": OBJECT, "generations[].*": (STR, NUMBER),
 }
 """One line of metrics.jsonl (a line whose fields have other types is skipped, as a torn one is)."""
 

@@ -13,12 +13,9 @@ import numpy as np
 import pandas as pd
 
 from tunekit.config import DEFAULT_RUNS_DIR, ConfigError
+from tunekit.metrics import BOOTSTRAP, bootstrap_mean  # noqa: F401 - the experiments' intervals, named here too
 from tunekit.runs import Run, RunRecordError
 from tunekit.writer import sanitize_name, write_json
-
-BOOTSTRAP = 2000
-"""Bootstrap resamples for every interval (percentile method, seeded: the same record gives the
-same interval)."""
 
 FORMAT = "tunekit-experiment/1"
 RECORD = "experiment.json"
@@ -26,23 +23,6 @@ RECORD = "experiment.json"
 
 def cell_key(label: str, size: int, seed: int) -> str:
     return f"{label}|{size}|{seed}"
-
-
-def bootstrap_mean(correct: np.ndarray, resamples: int = BOOTSTRAP, seed: int = 0,
-                   level: float = 0.95) -> tuple[float, float, float]:
-    """The mean of ``correct`` (seeds x examples, 0/1 or any score) and its ``level`` interval
-    by a two-level percentile bootstrap: resample the seeds (rows), then the examples (columns)
-    within each resampled seed. One seed: the examples alone."""
-    correct = np.asarray(correct, dtype=float)
-    if correct.ndim != 2 or correct.size == 0:
-        raise ValueError("expected a non-empty seeds x examples array")
-    rng = np.random.default_rng(seed)
-    seeds, examples = correct.shape
-    rows = rng.integers(0, seeds, size=(resamples, seeds)) if seeds > 1 else np.zeros((resamples, 1), int)
-    cols = rng.integers(0, examples, size=(resamples, seeds, examples))
-    means = correct[rows[..., None], cols].mean(axis=(1, 2))
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(correct.mean()), float(lo), float(hi)
 
 
 def in_words(diff: float, lo: float, hi: float, a: str, b: str, size: int) -> str:

@@ -92,19 +92,29 @@ class Writes:
             ids = ids[:ids.index(self.eos_id)]
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
-    def generate_samples(self, batch: dict, n: int) -> list[dict]:
-        """Up to ``n`` of the batch's pairs as ``{"source", "reference", "generated"}``: what the
-        model writes from each source (its prompt, for a decoder: ``gen_input_ids``)."""
-        ids = batch.get("gen_input_ids", batch["input_ids"])[:n]
-        mask = batch.get("gen_attention_mask", batch["attention_mask"])[:n]
+    def generate_samples(self, batch: dict, limit: int) -> list[dict]:
+        """The batch's pairs among the split's first ``limit`` (by their place in the split, so the
+        same pairs whatever order the batches come in) as ``{"index", "source", "reference",
+        "generated"}``: what the model writes from each source (its prompt, for a decoder:
+        ``gen_input_ids``)."""
+        rows = (batch["index"] < limit).nonzero().flatten().tolist()
+        if not rows:
+            return []
+        ids = batch.get("gen_input_ids", batch["input_ids"])[rows]
+        mask = batch.get("gen_attention_mask", batch["attention_mask"])[rows]
+        if "gen_attention_mask" not in batch:  # right-padded sources: trim the padding all rows share
+            width = int(mask.sum(1).max())
+            ids, mask = ids[:, :width], mask[:, :width]
         new = self.generate_ids(ids, mask).cpu()
-        return [{"source": tensor_text(batch["source_text"][j]), "reference": tensor_text(batch["reference"][j]),
-                 "generated": self.decode(new[j])} for j in range(len(new))]
+        return [{"index": int(batch["index"][j]), "source": tensor_text(batch["source_text"][j]),
+                 "reference": tensor_text(batch["reference"][j]), "generated": self.decode(new[k])}
+                for k, j in enumerate(rows)]
 
 
 class GenerationMetrics(MetricAccumulator):
     """The token-weighted loss (and its perplexity) of the references under teacher forcing, and
-    the scores of what the model generates for the first ``examples`` pairs of the split.
+    the scores of what the model generates for the first ``examples`` pairs of the split (by their
+    place in it, whatever order the batches come in).
 
     The evaluation gives it the task module (:meth:`attach`) before the first batch; without one
     (a caller that only wants the loss) nothing is generated and only loss and perplexity are
@@ -124,16 +134,22 @@ class GenerationMetrics(MetricAccumulator):
         if count:
             self.loss_sum += float(out.loss.float()) * count
             self.tokens += count
-        wanted = self.examples - len(self.samples)
-        if self.module is not None and wanted > 0:
-            self.samples += self.module.generate_samples(batch, wanted)
+        if self.module is not None and "index" in batch:
+            self.samples += self.module.generate_samples(batch, self.examples)
 
     def merge(self, other: "GenerationMetrics") -> None:
         self.loss_sum += other.loss_sum
         self.tokens += other.tokens
-        self.samples += other.samples[:max(0, self.examples - len(self.samples))]
+        self.samples += other.samples
 
     def compute(self) -> dict[str, Any]:
+        self.samples = [{k: v for k, v in s.items() if k != "index"}
+                        for s in sorted(self.samples, key=lambda s: s.get("index", 0))]
+        if self.samples:  # each kept example's own ROUGE-L, for paired comparisons example by example
+            from rouge_score import rouge_scorer
+            scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+            for s in self.samples:
+                s["rougeL"] = scorer.score(s["reference"], s["generated"])["rougeL"].fmeasure
         loss = self.loss_sum / self.tokens if self.tokens else float("nan")
         out = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)) if math.isfinite(loss) else float("nan")}
         if self.samples:

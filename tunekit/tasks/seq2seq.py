@@ -154,6 +154,7 @@ class Seq2Seq(Task):
         ids, mask = pad([e["input_ids"] for e in examples], pad_id)
         labels, target_mask = pad([e["target_ids"] for e in examples], pad_id)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels.masked_fill(target_mask == 0, -100),
+                "index": torch.tensor([e["index"] for e in examples]),
                 "reference": text_tensor([e["reference"] for e in examples]),
                 "source_text": text_tensor([e["source_text"] for e in examples])}
 

@@ -213,6 +213,7 @@ class SFT(CausalLM):
             labels[j, :e["prompt_len"]] = -100
         gen_ids, gen_mask = pad_left([e["input_ids"][:e["prompt_len"]] for e in examples], pad_id)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels, "gen_input_ids": gen_ids,
+                "index": torch.tensor([e["index"] for e in examples]),
                 "gen_attention_mask": gen_mask, "reference": text_tensor([e["reference"] for e in examples]),
                 "source_text": text_tensor([e["source_text"] for e in examples])}
 
