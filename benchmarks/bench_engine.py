@@ -236,11 +236,12 @@ def run_tunekit(bench: Bench, key: str) -> dict:
     return out
 
 
-def trainer_arguments(bench: Bench, key: str, grouped: bool, output_dir: str):
-    """TrainingArguments with the shared settings; length grouping is
-    ``train_sampling_strategy="group_by_length"`` in transformers 5.x (``group_by_length=True``
-    before)."""
+def trainer_arguments(bench: Bench, key: str, grouped: bool, output_dir: str, cls=None):
+    """TrainingArguments (or ``cls``, e.g. Seq2SeqTrainingArguments) with the shared settings;
+    length grouping is ``train_sampling_strategy="group_by_length"`` in transformers 5.x
+    (``group_by_length=True`` before)."""
     from transformers import TrainingArguments
+    cls = cls or TrainingArguments
     a = bench.args
     kw = dict(output_dir=output_dir, per_device_train_batch_size=a.batch_size, max_steps=bench.total_steps,
               learning_rate=learning_rate(a, key), lr_scheduler_type="constant", warmup_steps=0,
@@ -248,12 +249,12 @@ def trainer_arguments(bench: Bench, key: str, grouped: bool, output_dir: str):
               eval_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
               dataloader_num_workers=0, seed=SEED, label_names=["labels"],
               bf16=bench.amp is torch.bfloat16, use_cpu=bench.device.type == "cpu")
-    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    fields = {f.name for f in dataclasses.fields(cls)}
     if "train_sampling_strategy" in fields:
         kw["train_sampling_strategy"] = "group_by_length" if grouped else "random"
     else:
         kw["group_by_length"] = grouped
-    return TrainingArguments(**kw)
+    return cls(**kw)
 
 
 def run_trainer(bench: Bench, key: str, grouped: bool) -> dict:

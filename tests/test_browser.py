@@ -527,3 +527,83 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
     cells = [r for r in list_runs(tmp_path / "runs") if r.experiment is not None]
     assert len(cells) == 9 and sorted(r.status for r in cells).count("stopped") == 1  # 8 cells, 1 stopped
     print(f"screenshots in {shots} ({time.strftime('%H:%M:%S')})")
+
+
+# ----- text to text in the lab (issue 25) -----------------------------------------------------------------
+TEXT_LABS = """import tunekit as tk
+from tunekit.tiny import make_tiny
+options = {{"instruction": "Write a headline for this article.", "generation": {{"examples": 3, "max_new_tokens": 6}}}}
+sft = tk.Lab(model=str(make_tiny("llama", {llama!r})), data="bbc_headlines", task="sft", task_options=options,
+             runs_dir={runs!r}, train_size=16, eval_size=3)
+sft"""
+TEXT_LAB_T5 = """seq2seq = tk.Lab(model=str(make_tiny("t5", {t5!r})), data="bbc_headlines", task="seq2seq",
+                 task_options=options, runs_dir={runs!r}, train_size=16, eval_size=3)
+seq2seq"""
+# the n-th lab on the page: its status, its pickers' values, the validation curve's title and points, the
+# rows of its generated-examples table (and their text)
+JS_TEXT_LAB = """(i) => {
+  const lab = document.querySelectorAll('.tunekit-lab')[i];
+  if (!lab) return null;
+  const curve = [...lab.querySelectorAll('.tunekit-curves .js-plotly-plot')][1];
+  const title = curve ? ((curve.querySelector('.gtitle') || {}).textContent || '') : '';
+  const rows = [...lab.querySelectorAll('.tunekit-samples tbody tr')];
+  return {status: (lab.querySelector('.tunekit-status') || {}).textContent || '',
+          selects: [...lab.querySelectorAll('select')].map(s => s.value), curve: title,
+          points: curve ? curve.querySelectorAll('.scatterlayer .points path.point').length : 0,
+          samples: rows.length, cells: rows.map(r => [...r.querySelectorAll('td')].map(c => c.textContent))}; }"""
+
+
+def test_the_lab_trains_sft_and_seq2seq_in_a_real_browser(tmp_path, chromium):
+    """A decoder tuned with task='sft' and an encoder-decoder with task='seq2seq', each in its own lab,
+    each trained by clicking Train: the second curve is ROUGE-L with a point per evaluation, and what the
+    model wrote stands beside the references; then the task picker (a real <select>) switches the first
+    lab to classification, which brings reviews. No console error, page error or failed request."""
+    from playwright.sync_api import sync_playwright
+    shots = Path(os.environ.get("TUNEKIT_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    runs = str(tmp_path / "runs")
+    cells = [TEXT_LABS.format(llama=str(tmp_path / "llama"), runs=runs),
+             TEXT_LAB_T5.format(t5=str(tmp_path / "t5"), runs=runs)]
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": c}
+                    for c in cells],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "nb" / "text_labs.ipynb"
+    path.parent.mkdir()
+    path.write_text(json.dumps(nb))
+    args = Namespace(timeout=240, run_via="command", file_browser=False)
+    report: dict = {}
+    problems: list[str] = []
+    srv = jb.Server("lab", path, path.parent, sys.executable, args.timeout)
+    try:
+        srv.start()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=jb.CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            _watch(page, problems)
+            page.goto(srv.url(), wait_until="domcontentloaded", timeout=args.timeout * 1000)
+            jb.run_lab(page, args, report)
+            assert report["cells_executed"] == report["cells_total"] == 2, report
+            for i, task in enumerate(("sft", "seq2seq")):
+                lab = page.locator(".tunekit-lab").nth(i)
+                state = jb.poll(page, JS_TEXT_LAB, lambda s: s and len(s["selects"]) >= 3, 60, f"the {task} lab", i)
+                assert task in state["selects"] and "bbc_headlines" in state["selects"], state
+                assert state["curve"].startswith("validation ROUGE-L"), state
+                lab.get_by_role("button", name="Train", exact=True).click()
+                state = jb.poll(page, JS_TEXT_LAB, lambda s: "completed" in s["status"] and s["samples"] == 3, 240,
+                                f"the {task} run to complete and show what it wrote", i)
+                jb.poll(page, JS_TEXT_LAB, lambda s: s["points"] >= 1, 30, f"the {task} ROUGE-L point", i)
+                assert "validation ROUGE-L" in state["status"], state
+                assert all(len(c) == 4 and c[2].strip() for c in state["cells"]), state  # a reference in each row
+                lab.locator(".tunekit-samples").scroll_into_view_if_needed()
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(shots / f"lab-{task}.png"))
+            first = page.locator(".tunekit-lab").nth(0)
+            first.locator("select").nth(2).select_option("classification")
+            state = jb.poll(page, JS_TEXT_LAB, lambda s: "for classification" in s["status"]
+                            and s["curve"].startswith("validation accuracy"), 120, "the switch to classification", 0)
+            assert "rotten_tomatoes" in state["selects"] and state["samples"] == 0, state
+            browser.close()
+    finally:
+        srv.stop()
+    assert not problems, problems

@@ -188,7 +188,7 @@ def reviews(rt):
 
 
 def test_a_misspelt_built_in_name_lists_the_built_ins():
-    with pytest.raises(tk.DataError, match=r"did you mean 'rotten_tomatoes'\?.*\['bbc_news', 'rotten_tomatoes'\]"):
+    with pytest.raises(tk.DataError, match=r"did you mean 'rotten_tomatoes'\?.*\['bbc_headlines', 'bbc_news', 'rotten_tomatoes'\]"):
         tk.data.load("rotten-tomatoes")
 
 

@@ -399,7 +399,7 @@ BAD = {
     "the base itself": (lambda tmp, lora, base: dict(path=base, base=str(base)),
                         r"path: .*base holds the same weights as base .*nothing was fine-tuned"),
     "unknown task": (lambda tmp, lora, base: dict(path=lora, task="ner"),
-                     r"task must be one of \['causal_lm', 'classification'\] \(got 'ner'\)"),
+                     r"task must be one of \['causal_lm', 'classification', 'seq2seq', 'sft'\] \(got 'ner'\)"),
 }
 
 

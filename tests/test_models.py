@@ -177,7 +177,7 @@ def test_loads_from_several_threads_leave_later_loads_whole(tmp_path):
 def test_load_model_refuses_odd_tasks_and_label_lists(tiny_dir):
     """Found by the fuzz (issue 22): task=[] raised 'unhashable type', num_labels=10**30 filled the
     memory with label names, and num_labels beside a label_names that is no list raised TypeError."""
-    with pytest.raises(ConfigError, match=r"task must be one of \['causal_lm', 'classification'\] \(got \[\]\)"):
+    with pytest.raises(ConfigError, match=r"task must be one of \['causal_lm', 'classification', 'seq2seq', 'sft'\] \(got \[\]\)"):
         tk.load_model(tiny_dir, task=[])
     with pytest.raises(ConfigError, match=r"num_labels must be an integer in 2 \.\. 100000 \(got 10{30}\)"):
         tk.load_model(tiny_dir, num_labels=10**30)

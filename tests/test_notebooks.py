@@ -286,3 +286,32 @@ def test_10_learning_rates_runs(python3_kernel, tmp_path):
     from tunekit.runs import list_runs
     runs = list_runs(tmp_path / "runs")
     assert len(runs) == 4 and all(r.status == "completed" for r in runs), [(r.label, r.status) for r in runs]
+
+
+@pytest.mark.slow
+def test_11_headlines_runs(python3_kernel, tmp_path):
+    """Issue 25: the built-in decoder writes headlines before training, four strategies are trained on the
+    BBC pairs with task='sft', each is paired with the untrained model example by example, what each wrote
+    stands beside the real headline, and the weight-change and drift views are drawn."""
+    params = {"MODEL": "smollm2", "DATA": "bbc_headlines", "INSTRUCTION": "Write a headline for this article.",
+              "TRAIN_SIZE": 16, "EPOCHS": 1, "BATCH_SIZE": 8, "MAX_LENGTH": 96, "EVAL_SIZE": 4, "MAX_NEW_TOKENS": 8,
+              "LORA_RANK": 2, "TOP_BLOCKS": 1, "CPU_TRAIN_SIZE": 16, "CPU_EPOCHS": 1, "CPU_EVAL_SIZE": 4,
+              "CPU_MAX_LENGTH": 96, "ATTR_STEPS": 4, "CPU_ATTR_STEPS": 4, "SEED": 0, "RUNS_DIR": str(tmp_path / "runs")}
+    nb = _execute("11_headlines.ipynb", params, tmp_path, python3_kernel)
+    assert _table_rows(_tagged(nb, "before")) == 7  # loss, perplexity, ROUGE-1/2/L, BLEU, chrF
+    assert _table_rows(_tagged(nb, "table")) == 4
+    said = "".join(o.get("text", "") for o in _tagged(nb, "paired").outputs).splitlines()
+    assert len(said) == 4 and all(" vs before: ROUGE-L " in s and "over 4 examples" in s for s in said), said
+    assert _table_rows(_tagged(nb, "side-by-side")) == 4
+    assert _table_rows(_tagged(nb, "drift-table")) == 4
+    titles = " | ".join(str(f.get("layout", {}).get("title", {}).get("text", "")) for f in _figures(nb))
+    for words in ("Weight change", "CKA"):
+        assert words in titles, f"no figure titled {words!r} in: {titles}"
+    from tunekit.runs import list_runs
+    runs = list_runs(tmp_path / "runs")
+    assert len(runs) == 4 and all(r.status == "completed" for r in runs), [(r.label, r.status) for r in runs]
+    assert all(r.generations() for r in runs)
+    said = "".join(o.get("text", "") for o in _tagged(nb, "attribution").outputs).splitlines()
+    assert [s.split(":")[0] for s in said] == ["base", "lora-r2", "full"] and all("most from [(" in s for s in said), said
+    (page,) = [d["text/html"] for d in _results(_tagged(nb, "attribution-html")) if "text/html" in d]
+    assert "tunekit-generation-attribution" in page and page.count("<tr>") == 3

@@ -1,4 +1,5 @@
 """The lab without a browser: set traits, click buttons, check state, records and figure data."""
+import html
 import time
 
 import pytest
@@ -168,7 +169,7 @@ def test_attribution_sentence_is_escaped(lab):
 
 def test_model_and_data_pickers_list_builtins_and_what_was_given(lab, tiny_dir, small):
     assert list(lab.model_w.options) == ["minilm", "smollm2", tiny_dir] and lab.model_w.value == tiny_dir
-    assert list(lab.data_w.options) == ["rotten_tomatoes", "bbc_news", f"{small.name} (given in code)"]
+    assert list(lab.data_w.options) == ["rotten_tomatoes", "bbc_news", "bbc_headlines", f"{small.name} (given in code)"]
     lab.controls.epochs.value, lab.controls.train_size.value = 2, 40
     lab.controls.kind_w.value = "lora"
     old_diagram = lab.diagram
@@ -298,3 +299,63 @@ def test_post_training_tab_prunes_quantizes_and_the_records_join_the_views(lab):
     titles = [w.layout.title.text for w in lab.runs.panes["Compare"].children
               if type(w).__name__ == "FigureWidget"]  # each figure has its caption line under it
     assert any("size on disk" in t for t in titles) and any("latency" in t for t in titles)
+
+
+def test_lab_task_picker_trains_sft_and_shows_what_the_model_wrote(tmp_path, small):
+    """Issue 25: the task picker switches to task='sft' (the data to the built-in headline pairs, said
+    in words), the second curve reads ROUGE-L, and after an evaluation what the model wrote stands
+    beside the references; picking classification again brings reviews and accuracy back."""
+    from tunekit.tiny import make_tiny
+    from tunekit.widgets import Lab
+    model = make_tiny("llama", tmp_path / "llama")
+    lab = Lab(model=str(model), data=small, runs_dir=str(tmp_path / "runs"),
+              task_options={"generation": {"examples": 3, "max_new_tokens": 6}})
+    assert list(lab.task_w.options) == ["classification", "causal_lm", "sft", "seq2seq"]
+    assert lab.select(task="sft")  # the data given in code holds no pairs: the lab took the headline pairs
+    assert lab.task == "sft" and lab.task_w.value == "sft" and lab.data.name == "bbc_headlines"
+    assert lab.data_w.value == "bbc_headlines" and "so the data is now bbc_headlines" in lab.status
+    assert lab.acc_fig.layout.title.text == "validation ROUGE-L" and "supervised fine-tuning" in lab.header.value
+    assert lab.samples_w.value == ""
+    lab.controls.train_size.value, lab.controls.eval_size.value = 16, 4
+    lab.controls.kind_w.value = "lora"
+    assert lab.train(wait=True), lab.status
+    run = tk.load_run(tmp_path / "runs" / lab.last_run)
+    assert run.task == "sft" and run.status == "completed" and "validation ROUGE-L" in lab.status
+    assert list(lab.acc_fig.data[-1].y)[-1] == pytest.approx(run.summary["val_rougeL"])
+    shown = lab.samples_w.value
+    written = run.generations()
+    assert "What the model wrote at step" in shown and shown.count("<tr>") == 1 + 3  # the header, three examples
+    for sample in written:
+        assert html.escape(sample["reference"]) in shown and html.escape(sample["generated"]) in shown
+    assert lab.select(task="classification")
+    assert lab.data.name == "rotten_tomatoes" and lab.acc_fig.layout.title.text == "validation accuracy"
+    assert lab.samples_w.value == "" and lab.model.num_labels == 2
+    assert lab.select(data="bbc_headlines")  # pairs picked under classification: the task follows the data
+    assert lab.task == "sft" and lab.task_w.value == "sft" and "so the task is now sft" in lab.status
+
+
+def test_lab_trains_seq2seq_and_refuses_sft_on_an_encoder_decoder_in_words(tmp_path):
+    from tunekit.tiny import make_tiny
+    from tunekit.widgets import Lab
+    t5 = str(make_tiny("t5", tmp_path / "t5"))
+    lab = Lab(model=t5, data="bbc_headlines", runs_dir=str(tmp_path / "runs"), task="seq2seq",
+              task_options={"generation": {"examples": 2, "max_new_tokens": 5}})
+    assert "encoder then decoder" in lab.header.value and lab.model.num_blocks == 4
+    before = lab.model
+    assert not lab.select(task="sft")
+    assert "Could not load" in lab.status and lab.task_w.value == "seq2seq" and lab.model is before
+    lab.controls.train_size.value, lab.controls.eval_size.value = 16, 2
+    lab.controls.kind_w.value = "full"
+    assert lab.train(wait=True), lab.status
+    assert tk.load_run(tmp_path / "runs" / lab.last_run).task == "seq2seq"
+    assert "What the model wrote" in lab.samples_w.value and lab.samples_w.value.count("<tr>") == 3
+
+
+def test_generated_samples_are_escaped_and_cut():
+    from tunekit.widgets.lab import SOURCE_CHARS, samples_html
+    long = "word " * 200
+    out = samples_html([{"source": long, "reference": "<b>real</b>", "generated": "<script>x</script>",
+                         "rougeL": 0.25}] * 6, step=7)
+    assert "<script>" not in out and "&lt;script&gt;" in out and "&lt;b&gt;real" in out
+    assert out.count("<tr>") == 1 + 4 and "at step 7" in out and "the first 4 of 6" in out and "0.25" in out
+    assert "word " * (SOURCE_CHARS // 5 + 1) not in out and " ..." in out

@@ -146,11 +146,14 @@ def architecture_task(config: dict) -> Optional[str]:
 
 def adapter_task(config: dict) -> Optional[str]:
     """The tunekit task of a peft config's ``task_type`` (``SEQ_CLS``, ``CAUSAL_LM``), None when
-    it names none; one that tunekit has no task for is a ConfigError."""
+    it names none; one that tunekit has no task for is a ConfigError. A ``CAUSAL_LM`` adapter is
+    read as ``causal_lm`` (pass ``task="sft"`` to score one on pairs)."""
     kind = config.get("task_type")
     if kind is None:
         return None
-    by_peft = {cls.peft_task_type: name for name, cls in TASKS.items()}
+    by_peft: dict[str, str] = {}
+    for name, cls in TASKS.items():  # CAUSAL_LM is causal_lm's and sft's: the first registered (causal_lm) reads it
+        by_peft.setdefault(cls.peft_task_type, name)
     if kind not in by_peft:
         raise ConfigError(f"task: the adapter is for peft task_type {kind!r}; tunekit has {sorted(TASKS)} "
                           f"(peft {sorted(by_peft)})")

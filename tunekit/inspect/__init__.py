@@ -6,6 +6,8 @@
   the virtual tokens of prompt tuning.
 * :mod:`tunekit.inspect.representations` - CKA between base and tuned hidden states, PCA.
 * :mod:`tunekit.inspect.attribution` - token attributions with captum's integrated gradients.
+* :mod:`tunekit.inspect.generation` - which source tokens each output token of a text-to-text
+  model came from (the same method, over the source).
 
 Every function takes runs (live, or reloaded from disk after a kernel restart) or
 their pairs of models (:func:`load_pairs`: each run's start and result, loaded once),
@@ -25,6 +27,8 @@ _LAZY = {
     "representation_drift": "representations", "pooled_hidden_states": "representations",
     "pca_features": "representations",
     "attribute": "attribution", "attribute_runs": "attribution", "Attribution": "attribution",
+    "attribute_generation": "generation", "attribute_generation_runs": "generation",
+    "GenerationAttribution": "generation",
     "base_model": "models", "tuned_model": "models", "instrument_sections": "views",
     "Pair": "models", "load_pairs": "models", "snapshot_pairs": "models",
 }

@@ -44,6 +44,7 @@ _LAZY = {
     "virtual_tokens": "weights",
     "cka_by_layer": "representations", "pca_scatter": "representations",
     "attribution_view": "attribution", "attribution_html": "attribution",
+    "generation_attribution_html": "attribution", "generation_attribution_view": "attribution",
     "forgetting_map": "post", "sparsity_curve": "post",
     "learning_curves": "experiments", "cost_curves": "experiments", "learning_rates": "rates", "lr_find": "rates",
 }

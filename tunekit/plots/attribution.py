@@ -258,3 +258,103 @@ def attribution_view(attributions: Any, difference: bool = False, normalize: str
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
     return tag(fig, "attribution_difference" if difference else "attribution_view")
+
+
+# ----- what a text-to-text model wrote --------------------------------------------------------------
+_GEN_FIELDS = ("source", "tokens", "output", "positions", "scores", "logprobs", "baseline_logprobs", "delta",
+               "target", "generated", "run", "label")
+
+
+def _generation_records(attributions: Any) -> list[dict]:
+    items = attributions if isinstance(attributions, (list, tuple)) else [attributions]
+    recs = []
+    for a in items:
+        r = a if isinstance(a, dict) else a.to_dict() if hasattr(a, "to_dict") else None
+        if r is None or not {"tokens", "output", "scores"} <= set(r):
+            raise ConfigError("give GenerationAttribution objects (tk.inspect.attribute_generation) or their "
+                              f"to_dict() dicts (got {type(a).__name__})")
+        recs.append({k: r.get(k) for k in _GEN_FIELDS})
+    if not recs:
+        raise ConfigError("no attributions to draw (got an empty list)")
+    return recs
+
+
+def _output_index(r: dict, token: Any) -> int:
+    """The row of ``r``'s scores for ``token``: an index into its explained output tokens
+    (negative counts from the end), or the output token's text (its first occurrence)."""
+    out = r["output"]
+    if isinstance(token, str):
+        if token in out:
+            return out.index(token)
+        raise ConfigError(f"token {token!r} is not among {r['label']}'s output tokens {out}")
+    if isinstance(token, int) and not isinstance(token, bool) and -len(out) <= token < len(out):
+        return token % len(out)
+    raise ConfigError(f"token must be an index in {-len(out)} .. {len(out) - 1} or one of the output tokens {out} "
+                      f"(got {token!r})")
+
+
+def generation_attribution_html(attributions: Any, token: Any = 0) -> str:
+    """One row per model: what it explains (the output tokens, the chosen one boxed), then the
+    source's tokens coloured by their attribution for that output token (red raised its
+    log-probability, blue lowered it; each row scaled to its largest |score|), the token's
+    log-probability with and without the source, and how closely the scores add up.
+
+    ``token``: the output token to explain, by index into each row's explained tokens or by its
+    text (with the same ``target`` for every model, index ``i`` is the same token in each row)."""
+    recs = _generation_records(attributions)
+    esc = html.escape
+    td = "padding:1px 3px;border:1px solid #eee;"
+    head = "font-weight:600;text-align:left;padding:2px 8px;vertical-align:top;white-space:nowrap;"
+    rows = []
+    for name, r in zip(row_names(recs), recs):
+        i = _output_index(r, token)
+        scores = r["scores"][i]
+        top = max((abs(s) for s in scores), default=0.0) or 1.0
+        cells = "".join(f'<span style="{td}display:inline-block;margin:1px;background:{_color(s / top)}" '
+                        f'title="{esc(t)}: {s:+.4g}">{esc(t)}</span>' for t, s in zip(r["tokens"], scores))
+        outs = "".join(f'<span style="padding:0 2px;{"outline:2px solid #333;font-weight:600;" if j == i else ""}">'
+                       f"{esc(o)}</span>" for j, o in enumerate(r["output"]))
+        lp, blp = r["logprobs"][i], r["baseline_logprobs"][i]
+        delta = r["delta"][i]
+        said = (f"log p {lp:.2f} with the source, {blp:.2f} with it blanked; the scores add up to the "
+                f"difference within {abs(delta):.2g}")
+        wrote = "wrote" if r.get("generated") else "explains"
+        rows.append(f'<tr><th style="{head}">{esc(name)}</th><td style="padding:2px 8px">'
+                    f'<div><span style="color:#666">{wrote}:</span> {outs}</div>'
+                    f'<div style="line-height:1.9">{cells}</div>'
+                    f'<div style="color:#666">{esc(said)}</div></td></tr>')
+    source = str(recs[0].get("source") or "")
+    caption = (f'<div style="color:#666;margin-bottom:4px">Which source tokens the boxed output token came from '
+               f'(integrated gradients; red raised its probability, blue lowered it; each row scaled to its '
+               f'largest score). Source: {esc(source if len(source) <= 120 else source[:117] + "...")}</div>')
+    return (f'<div class="tunekit-attribution tunekit-generation-attribution" style="font-family:sans-serif;'
+            f'font-size:13px;max-width:100%">{caption}<table style="border-collapse:collapse">{"".join(rows)}'
+            f"</table></div>")
+
+
+def generation_attribution_view(attribution: Any, normalize: str = "row") -> go.Figure:
+    """One model's attributions as a heatmap: a row per output token, a column per source
+    token (diverging scale centred at 0; ``normalize="row"`` scales each output token's row
+    to its largest |score|, ``"global"`` all by the largest, ``"none"`` shows raw scores)."""
+    [r] = _generation_records([attribution] if not isinstance(attribution, (list, tuple)) else attribution[:1])
+    _check_normalize(normalize)
+    values = _scaled(r["scores"], normalize)
+    hover = [[f"{html.escape(o)} ← {html.escape(t)}<br>score {s:+.4g}" for t, s in zip(r["tokens"], row)]
+             for o, row in zip(r["output"], r["scores"])]
+    zmax = max((abs(v) for row in values for v in row), default=0.0) or 1.0
+    fig = go.Figure(go.Heatmap(
+        z=values, x=list(range(len(r["tokens"]))), y=list(range(len(r["output"]))), text=hover, hoverinfo="text",
+        colorscale=COLORSCALE, zmid=0.0, zmin=-zmax, zmax=zmax, xgap=1, ygap=1,
+        colorbar={"title": {"text": "score" if normalize == "none" else "score / max"}}))
+    title = f"Where each output token came from: {html.escape(str(r.get('label') or 'base'))}"
+    fig.update_layout(
+        title={"text": title}, template="plotly_white", height=220 + 22 * len(r["output"]),
+        xaxis={"tickmode": "array", "tickvals": list(range(len(r["tokens"]))),
+               "ticktext": [html.escape(t) for t in r["tokens"]], "tickangle": -60, "title": {"text": "source token"}},
+        yaxis={"tickmode": "array", "tickvals": list(range(len(r["output"]))),
+               "ticktext": [html.escape(o) for o in r["output"]], "autorange": "reversed",
+               "title": {"text": "output token"}})
+    projector_layout(fig, legend=False, title_chars=200, margin={"l": 10, "r": 10, "b": 10})
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return tag(fig, "generation_attribution_view")

@@ -38,7 +38,11 @@ _CSS = ("<style>.tunekit-lab .widget-html-content{white-space:normal}"
         # the projector switch: JupyterLab's font-size variables, inside the lab only (they inherit)
         ".tunekit-projector{--jp-widgets-font-size:16px;--jp-ui-font-size1:16px;--jp-content-font-size1:16px;"
         "font-size:16px}.tunekit-projector .tunekit-legend{font-size:17.5px}"
-        ".tunekit-projector .widget-label{min-width:max-content}</style>" + CURVES_CSS)
+        ".tunekit-projector .widget-label{min-width:max-content}"
+        ".tunekit-samples table{border-collapse:collapse;width:100%;table-layout:fixed}"
+        ".tunekit-samples td,.tunekit-samples th{border-top:1px solid #ddd;padding:3px 6px;text-align:left;"
+        "vertical-align:top}.tunekit-samples th:last-child,.tunekit-samples td:last-child{width:5em}"
+        ".tunekit-samples .tk-src{width:45%;color:#555}</style>" + CURVES_CSS)
 
 
 def planned_steps(strategy, overrides: dict, data, model) -> int:
@@ -49,6 +53,32 @@ def planned_steps(strategy, overrides: dict, data, model) -> int:
     per_epoch = -(-examples // overrides["batch_size"])
     phases = strategy.phases_for(model, per_epoch, overrides["epochs"])
     return max(1, sum(phase_steps(phases, per_epoch, overrides["epochs"])))
+
+
+TASKS = ("classification", "causal_lm", "sft", "seq2seq")
+"""The task picker's choices (tunekit.tasks' registry, in the order a course meets them)."""
+PAIR_TASKS = ("sft", "seq2seq")
+PAIRS_DATA, CLASSES_DATA = "bbc_headlines", "rotten_tomatoes"  # what a task switch picks when the data cannot serve
+SAMPLES_SHOWN = 4  # generated examples shown beside their references after each evaluation
+SOURCE_CHARS = 220
+
+
+def samples_html(samples: list[dict], step: Optional[int] = None, shown: int = SAMPLES_SHOWN) -> str:
+    """A text-to-text run's latest evaluation as the lab shows it: the first ``shown`` sources
+    (cut to :data:`SOURCE_CHARS` characters), what the model wrote and the reference, with that
+    example's ROUGE-L; all text escaped."""
+    rows = []
+    for s in samples[:shown]:
+        source = s.get("source", "")
+        source = source if len(source) <= SOURCE_CHARS else source[:SOURCE_CHARS].rsplit(" ", 1)[0] + " ..."
+        score = s.get("rougeL")
+        rows.append(f"<tr><td class='tk-src'>{html.escape(source)}</td><td><b>{html.escape(s.get('generated', ''))}"
+                    f"</b></td><td>{html.escape(s.get('reference', ''))}</td>"
+                    f"<td>{'' if score is None else f'{score:.2f}'}</td></tr>")
+    when = "" if step is None else f" at step {step}"
+    return ("<div class='tunekit-samples'><b>What the model wrote" + when + f"</b> (the first {len(rows)} of "
+            f"{len(samples)} validation examples it wrote for)<table><thead><tr><th>source</th><th>written</th>"
+            "<th>reference</th><th>ROUGE-L</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
 def _summary_of(run) -> dict:
@@ -71,8 +101,14 @@ class Lab(W.VBox):
         data: a TextDataset, DataFrame, CSV path or built-in name.
         runs_dir: where run records go (and are listed from, across kernel restarts).
         train_size, eval_size: the starting values of the "train examples" and "eval examples" boxes.
-        task: ``"classification"`` (a head on the data's labels) or ``"causal_lm"`` (next-token
-            loss on the data's texts; the second curve shows perplexity).
+        task: ``"classification"`` (a head on the data's labels), ``"causal_lm"`` (next-token
+            loss on the data's texts; the second curve shows perplexity), ``"sft"`` (a decoder on
+            (source, target) pairs, the loss on the response) or ``"seq2seq"`` (an encoder-decoder
+            on pairs); the text-to-text tasks' second curve shows ROUGE-L, and what the model
+            wrote at each evaluation is shown beside the references. The task picker switches it
+            (to pairs data when the data holds none, and back).
+        task_options: a text-to-text task's options (``instruction``, ``chat_template``,
+            ``generation``: see :func:`tunekit.load_model`).
         projector: start with the projector switch on (larger text in the lab and its figures).
     """
 
@@ -83,9 +119,13 @@ class Lab(W.VBox):
     projector = traitlets.Bool(False)
 
     def __init__(self, model: str = "minilm", data: Any = "rotten_tomatoes", runs_dir: str = DEFAULT_RUNS_DIR,
-                 train_size: int = 500, eval_size: int = 300, task: str = "classification", projector: bool = False):
+                 train_size: int = 500, eval_size: int = 300, task: str = "classification", projector: bool = False,
+                 task_options: Optional[dict] = None):
         positive_int("train_size", train_size)
         positive_int("eval_size", eval_size)
+        if task not in TASKS:
+            raise tk.ConfigError(f"task={task!r} is not one the lab trains; choose one of {list(TASKS)}")
+        self.task_options = dict(task_options or {})
         self.data = tk.data.load(data)
         self.model_source = model
         self.runs_dir = runs_dir
@@ -107,10 +147,13 @@ class Lab(W.VBox):
                                   style={"description_width": "50px"}, layout=picker)
         self.data_w = W.Dropdown(options=list(self._data_sources), value=data_label, description="data",
                                  style={"description_width": "50px"}, layout=picker)
-        self._picked = (model, data_label)  # what is loaded now (a failed pick goes back to it)
+        self.task_w = W.Dropdown(options=list(TASKS), value=task, description="task",
+                                 style={"description_width": "40px"},
+                                 layout=W.Layout(width="auto", flex="0 1 200px", max_width="200px"))
+        self._picked = (model, data_label, task)  # what is loaded now (a failed pick goes back to it)
         self._holding = False
-        self.model_w.observe(lambda _c: self._pick(), "value")
-        self.data_w.observe(lambda _c: self._pick(), "value")
+        for w in (self.model_w, self.data_w, self.task_w):
+            w.observe(lambda _c: self._pick(), "value")
         self.train_button = W.Button(description="Train", button_style="primary")
         self.stop_button = W.Button(description="Stop", button_style="warning", disabled=True)
         self.train_button.on_click(lambda _b: self.train())
@@ -120,8 +163,9 @@ class Lab(W.VBox):
         self.progress_w = W.Label("", layout=W.Layout(visibility="hidden"))
         # two lines reserved (a longer message scrolls): a message never pushes the curves down
         self.status_w = W.HTML(layout=W.Layout(height="2.8em", overflow="auto"))
-        self.metric = tk.metrics.primary(task)  # the second curve: accuracy, or perplexity for a causal LM
+        self.metric = tk.metrics.primary(task)  # the second curve: accuracy, perplexity or ROUGE-L
         self.live = LiveCurves(self.metric, len(self.data.label_names) if task == "classification" else None)
+        self.samples_w = W.HTML("")  # a text-to-text run's generated examples beside their references
         self.runs = RunsPanel(runs_dir, self.data, str(model), busy=lambda: self.running)
         self._trainer: Optional[tk.Trainer] = None
         self._thread: Optional[threading.Thread] = None
@@ -138,10 +182,11 @@ class Lab(W.VBox):
         self.projector_w = W.ToggleButton(False, description="projector", layout=W.Layout(width="auto"),
                                           tooltip="larger text in the lab and its figures, for a room")
         traitlets.link((self.projector_w, "value"), (self, "projector"))
-        title_row = W.HBox([W.HTML("<h3>tunekit lab</h3>"), self.model_w, self.data_w, self.projector_w],
+        title_row = W.HBox([W.HTML("<h3>tunekit lab</h3>"), self.model_w, self.data_w, self.task_w,
+                            self.projector_w],
                            layout=W.Layout(flex_flow="row wrap", align_items="center"))
         super().__init__([W.HTML(_CSS), FitFigures(), title_row,
-                          self.header, self._left, train_row, self.status_w, self.live, self.runs])
+                          self.header, self._left, train_row, self.status_w, self.live, self.samples_w, self.runs])
         self.add_class("tunekit-lab")
         self.observe(lambda c: setattr(self.status_w, "value", c["new"]), "status")
         self._follow(self.controls)
@@ -210,29 +255,35 @@ class Lab(W.VBox):
             return
         self.status, self._status_kind = "", ""
 
-    def _load(self, source: str, data, seed: int = 0):
-        return tk.models.load_for(source, data, self.task, seed)
+    def _load(self, source: str, data, seed: int = 0, task: Optional[str] = None):
+        task = task or self.task
+        return tk.models.load_for(source, data, task, seed, self.task_options if task in PAIR_TASKS else None)
 
     def _describe(self) -> None:
         d = self.data
         what = (f"{len(d.label_names)} classes: {', '.join(map(str, d.label_names[:6]))}"
-                + (" ..." if len(d.label_names) > 6 else "") if self.task == "classification" else "its texts")
+                + (" ..." if len(d.label_names) > 6 else "") if self.task == "classification"
+                else "(source, target) pairs" if self.task in PAIR_TASKS else "its texts")
+        doing = {"classification": f"{self.model.pooling} pooling", "causal_lm": "causal language modelling",
+                 "sft": "supervised fine-tuning: the loss on the response, ROUGE on what it writes",
+                 "seq2seq": "sequence to sequence: encoder then decoder, ROUGE on what it writes"}[self.task]
         self.header.value = (f"<div>{html.escape(str(self.model_source))}: {self.model.num_blocks} blocks, "
-                             + (f"{self.model.pooling} pooling" if self.task == "classification"
-                                else "causal language modelling")
+                             + html.escape(doing)
                              + f" · {html.escape(d.name)}: {len(d.train):,} train, {len(d.validation):,} validation "
                              f"examples ({html.escape(what)})</div>")
 
     # ----- actions ----------------------------------------------------------------------------------
-    def select(self, model: Optional[str] = None, data: Optional[str] = None) -> bool:
-        """Switch to another model and/or data set (names as listed in the pickers); True if
-        they are what the lab holds now.
+    def select(self, model: Optional[str] = None, data: Optional[str] = None, task: Optional[str] = None) -> bool:
+        """Switch to another model, data set and/or task (names as listed in the pickers); True
+        if they are what the lab holds now.
 
         Loads them (a new data set brings new labels, so the model's head is rebuilt too),
-        then rebuilds the diagram and controls, keeping the hyper-parameters set so far.
+        then rebuilds the diagram and controls, keeping the hyper-parameters set so far. A
+        text-to-text task on data without pairs takes the built-in headline pairs, and
+        classification on pairs the built-in reviews (said in the status line).
         Refused while a run trains; a failure is said in the status line and nothing changes."""
-        wanted = (model if model is not None else self._picked[0], data if data is not None else self._picked[1])
-        for value, picker, what in ((model, self.model_w, "model"), (data, self.data_w, "data")):
+        for value, picker, what in ((model, self.model_w, "model"), (data, self.data_w, "data"),
+                                    (task, self.task_w, "task")):
             if value is not None and value not in picker.options:
                 self._say(f"Unknown {what} {value!r}: this lab offers {list(picker.options)} "
                           f"(tk.Lab({what}=...) opens another).", "error")
@@ -243,31 +294,54 @@ class Lab(W.VBox):
                 self.model_w.value = model
             if data is not None:
                 self.data_w.value = data
+            if task is not None:
+                self.task_w.value = task
         finally:
             self._holding = False
         self._pick()
-        return self._picked == wanted
+        return all(v is None or v == got for v, got in zip((model, data, task), self._picked))
+
+    def _put_back(self) -> None:
+        """The pickers show what is loaded again (after a refused or failed pick)."""
+        self._holding = True
+        try:
+            self.model_w.value, self.data_w.value, self.task_w.value = self._picked
+        finally:
+            self._holding = False
 
     def _pick(self) -> None:
-        model, data_label = self.model_w.value, self.data_w.value
-        if self._holding or (model, data_label) == self._picked:
+        model, data_label, task = self.model_w.value, self.data_w.value, self.task_w.value
+        if self._holding or (model, data_label, task) == self._picked:
             return
         if self.running or self.runs.experiments.running:
-            self._say("A run is training: stop it before switching the model or the data.", "warn")
-            self.model_w.value, self.data_w.value = self._picked
+            self._say("A run is training: stop it before switching the model, the data or the task.", "warn")
+            self._put_back()
             return
-        self._say(f"Loading {model} with {data_label} ..."
-                  + (" (the first time converts SmolLM2's GGUF file: about half a minute)"
-                     if model == "smollm2" else ""), "info")
+        swapped = ""
         try:
             data = tk.data.load(self._data_sources[data_label])
-            loaded = self._load(model, data)
+            pairs = bool(getattr(data, "pairs", False))
+            if pairs != (task in PAIR_TASKS) and task != "causal_lm":
+                if task != self._picked[2]:  # the task was picked: the data follows it
+                    other = PAIRS_DATA if task in PAIR_TASKS else CLASSES_DATA
+                    swapped = (f" ({task} {'trains on pairs' if task in PAIR_TASKS else 'needs classes'}: "
+                               f"{data.name} {'has none' if task in PAIR_TASKS else 'holds pairs'}, so the data is "
+                               f"now {other})")
+                    data, data_label = tk.data.load(other), other
+                else:  # the data was picked: the task follows it
+                    task = "sft" if pairs else "classification"
+                    swapped = (f" ({data.name} {'holds (source, target) pairs' if pairs else 'holds classes'}, so the "
+                               f"task is now {task})")
+            self._say(f"Loading {model} for {task} with {data_label} ...{swapped}"
+                      + (" (the first time converts SmolLM2's GGUF file: about half a minute)"
+                         if model == "smollm2" else ""), "info")
+            loaded = self._load(model, data, task=task)
             diagram = ModelDiagram(loaded)
             controls = StrategyControls(loaded, diagram)
         except Exception as e:  # noqa: BLE001 - a tunekit error in words, anything else named; never raised at a click
             said = str(e) if isinstance(e, tk.TunekitError) else f"{type(e).__name__}: {e}"
-            self._say(f"Could not load {model} with {data_label}: {said}", "error")
-            self.model_w.value, self.data_w.value = self._picked
+            self._say(f"Could not load {model} for {task} with {data_label}: {said}", "error")
+            self._put_back()
             return
         controls.take_settings(self.controls)
         self.data, self.model, self.model_source = data, loaded, model
@@ -276,12 +350,28 @@ class Lab(W.VBox):
         self._follow(controls)
         self.runs.data = data
         self.runs.experiments.model_source = str(model)
+        if task != self.task:
+            self._set_task(task, data)
         self.live.num_labels = len(data.label_names) if self.task == "classification" else None
-        self._picked = (model, data_label)
+        self._picked = (model, data_label, task)
+        self._put_back()
         self._describe()
-        self._say(f"Loaded {model} ({loaded.num_blocks} blocks) with {data.name} "
-                  + (f"({len(data.label_names)} classes)." if self.task == "classification" else "(its texts)."),
-                  "ok")
+        what = (f"({len(data.label_names)} classes)" if task == "classification"
+                else "(its pairs)" if task in PAIR_TASKS else "(its texts)")
+        self._say(f"Loaded {model} ({loaded.num_blocks} blocks) for {task} with {data.name} {what}.{swapped}", "ok")
+
+    def _set_task(self, task: str, data) -> None:
+        """Another task: its metric on new live curves (a curve of another metric would mislead
+        beside them), and no generated examples until its first evaluation."""
+        self.task = task
+        metric = tk.metrics.primary(task)
+        if metric.key != self.metric.key:
+            self.metric = metric
+            live = LiveCurves(metric, len(data.label_names) if task == "classification" else None)
+            live.set_text_scale(PROJECTOR_SCALE if self.projector else 1.0)
+            self.live = live
+            self.children = tuple(live if isinstance(c, LiveCurves) else c for c in self.children)
+        self.samples_w.value = ""
 
     # ----- the learning-rate finder ----------------------------------------------------------------
     FINDER_STEPS = 100
@@ -364,7 +454,7 @@ class Lab(W.VBox):
         trainer.add_callback("memory", lambda ev: self.controls.show_measured(ev.payload))
         self.running = True
         self.train_button.disabled, self.stop_button.disabled = True, False
-        self.model_w.disabled = self.data_w.disabled = True
+        self.model_w.disabled = self.data_w.disabled = self.task_w.disabled = True
         self._say(f"Training {strategy.label} ...", "info")
         self._thread = threading.Thread(target=self._work, name="tunekit-train", daemon=True)
         self._thread.start()
@@ -443,7 +533,7 @@ class Lab(W.VBox):
             self.running = False
             self.stop_button.disabled = True
             self._enable_train()
-            self.model_w.disabled = self.data_w.disabled = False
+            self.model_w.disabled = self.data_w.disabled = self.task_w.disabled = False
             self.runs.refresh()
             # the browser acknowledges the last update within a moment; check once it had the time
             timer = threading.Timer(self.stale_after + 0.5, self.redraw_stale_curves)
@@ -478,6 +568,8 @@ class Lab(W.VBox):
 
     def _on_eval(self, ev) -> None:
         self.live.evaluated(ev.payload["step"], ev.payload[f"val_{self.metric.key}"])
+        if ev.payload.get("generations"):
+            self.samples_w.value = samples_html(ev.payload["generations"], ev.payload["step"])
 
     def _say(self, message: str, kind: str = "info") -> None:
         """Show ``message`` (plain text, escaped here) in the status line."""
