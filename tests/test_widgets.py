@@ -359,3 +359,5 @@ def test_generated_samples_are_escaped_and_cut():
     assert "<script>" not in out and "&lt;script&gt;" in out and "&lt;b&gt;real" in out
     assert out.count("<tr>") == 1 + 4 and "at step 7" in out and "the first 4 of 6" in out and "0.25" in out
     assert "word " * (SOURCE_CHARS // 5 + 1) not in out and " ..." in out
+    assert "(nothing: its first token was the end token)" in samples_html([{"source": "a", "reference": "b",
+                                                                           "generated": "", "rougeL": 0.0}])

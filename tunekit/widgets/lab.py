@@ -72,8 +72,11 @@ def samples_html(samples: list[dict], step: Optional[int] = None, shown: int = S
         source = s.get("source", "")
         source = source if len(source) <= SOURCE_CHARS else source[:SOURCE_CHARS].rsplit(" ", 1)[0] + " ..."
         score = s.get("rougeL")
-        rows.append(f"<tr><td class='tk-src'>{html.escape(source)}</td><td><b>{html.escape(s.get('generated', ''))}"
-                    f"</b></td><td>{html.escape(s.get('reference', ''))}</td>"
+        written = s.get("generated", "")
+        written = (f"<b>{html.escape(written)}</b>" if written.strip() else
+                   "<i style='color:#888'>(nothing: its first token was the end token)</i>")
+        rows.append(f"<tr><td class='tk-src'>{html.escape(source)}</td><td>{written}"
+                    f"</td><td>{html.escape(s.get('reference', ''))}</td>"
                     f"<td>{'' if score is None else f'{score:.2f}'}</td></tr>")
     when = "" if step is None else f" at step {step}"
     return ("<div class='tunekit-samples'><b>What the model wrote" + when + f"</b> (the first {len(rows)} of "

@@ -40,8 +40,9 @@ CSS = ("<style>.tunekit-curves{width:100%;gap:4px}.tunekit-curves>*{flex:1 1 0;m
 
 
 def _curve(title: str, empty: str) -> go.FigureWidget:
+    # (ticks in at most 4 significant digits: one flat point gave a tick of 20 digits wider than the margin)
     fig = figure_widget(go.Figure(layout=dict(title=title, template="plotly_white", xaxis_title="step",
-                                              showlegend=False)))
+                                              showlegend=False, yaxis={"tickformat": ".4~g"})))
     say_empty(fig, empty)
     return projector_layout(fig, height=CURVE_HEIGHT, legend=False, title_chars=40,
                             margin={"l": 56, "r": 10, "b": 40})
