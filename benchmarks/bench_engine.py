@@ -368,18 +368,26 @@ def rotated(items: list, r: int) -> list:
     return items[r:] + items[:r]
 
 
-def compare_engines(args) -> dict:
-    bench = Bench.make(args, args.steps * args.batch_size)
+def repeated_runs(args, bench, run, unit: str = "samples/s", spec: str = "8.1f") -> dict:
+    """``run(bench, engine, strategy)`` for every strategy and engine, ``args.repeats`` times, the
+    engines in another order each time; each result printed as it comes (``unit``, ``spec``).
+    Returns ``{strategy: {engine: [result, ...]}}``."""
     runs: dict = {k: {e: [] for e in args.engines} for k in args.strategies}
-    warm_process(bench, lambda: run_bare(bench, args.strategies[0]))
     for r in range(args.repeats):
         for key in args.strategies:
             for engine in rotated(args.engines, r):
-                res = guarded(run_engine, bench, engine, key)
+                res = guarded(run, bench, engine, key)
                 runs[key][engine].append(res)
                 print(f"  repeat {r + 1}/{args.repeats} {key:7s} {engine:16s} "
-                      + (f"{res['samples_per_s']:8.1f} samples/s" if "error" not in res else f"FAILED {res['error']}"),
+                      + (f"{res['samples_per_s']:{spec}} {unit}" if "error" not in res else f"FAILED {res['error']}"),
                       flush=True)
+    return runs
+
+
+def compare_engines(args) -> dict:
+    bench = Bench.make(args, args.steps * args.batch_size)
+    warm_process(bench, lambda: run_bare(bench, args.strategies[0]))
+    runs = repeated_runs(args, bench, run_engine)
     medians = {k: {e: median_of(v) for e, v in by.items()} for k, by in runs.items()}
     memory = peak_memory_children(args) if args.memory else {}
     for key, by in medians.items():

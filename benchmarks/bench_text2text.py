@@ -52,7 +52,7 @@ from bench_engine import (  # noqa: E402  (the same clock, medians and environme
     environment,
     guarded,
     median_of,
-    rotated,
+    repeated_runs,
     trainer_arguments,
 )
 
@@ -186,20 +186,12 @@ def seq2seq_model(directory: Path) -> str:
 
 def compare(args, task: str, model_source: str) -> dict:
     bench = Bench.make(args, task, model_source)
-    runs: dict = {k: {e: [] for e in args.engines} for k in args.strategies}
     print(f"{task}: {len(bench.rows)} pairs, {bench.total_steps} steps of {args.batch_size}, "
           f"{sum(len(r['input_ids']) for r in bench.rows) / len(bench.rows):.0f} source tokens per pair on average",
           flush=True)
     print("  warm-up run (untimed)", flush=True)
     guarded(run_trainer, bench, args.strategies[0], False)
-    for r in range(args.repeats):
-        for key in args.strategies:
-            for engine in rotated(args.engines, r):
-                res = guarded(run_engine, bench, engine, key)
-                runs[key][engine].append(res)
-                print(f"  repeat {r + 1}/{args.repeats} {key:5s} {engine:16s} "
-                      + (f"{res['samples_per_s']:7.2f} pairs/s" if "error" not in res else f"FAILED {res['error']}"),
-                      flush=True)
+    runs = repeated_runs(args, bench, run_engine, unit="pairs/s", spec="7.2f")
     medians = {k: {e: median_of(v) for e, v in by.items()} for k, by in runs.items()}
     ratios = {k: {e: by["tunekit"]["samples_per_s"] / by[e]["samples_per_s"] for e in by
                   if e != "tunekit" and "samples_per_s" in by[e] and "samples_per_s" in by.get("tunekit", {})}

@@ -25,6 +25,7 @@ Screenshots go to $TUNEKIT_SCREENSHOTS (default: the test's tmp dir).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -275,6 +276,27 @@ def _fill(page, label: str, value: str) -> None:
     box.first.press("Enter")
 
 
+@contextlib.contextmanager
+def _lab_page(notebook: Path, chromium: str, args, report: dict, problems: list[str]):
+    """JupyterLab serving ``notebook``, opened in headless Chromium at 1280x800 with every cell run
+    (``report`` says how many); console errors and failed requests are collected in ``problems``.
+    Yields the page; the browser and the server are closed on the way out."""
+    from playwright.sync_api import sync_playwright
+    srv = jb.Server("lab", notebook, notebook.parent, sys.executable, args.timeout)
+    try:
+        srv.start()
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=jb.CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            _watch(page, problems)
+            page.goto(srv.url(), wait_until="domcontentloaded", timeout=args.timeout * 1000)
+            jb.run_lab(page, args, report)
+            yield page
+            browser.close()
+    finally:
+        srv.stop()
+
+
 def _watch(page, seen: list[str]) -> None:
     """Collect console errors, uncaught page errors, failed requests and HTTP errors in ``seen``.
     Nothing is ignored: the lab page loads everything from the server, offline."""
@@ -285,7 +307,6 @@ def _watch(page, seen: list[str]) -> None:
 
 
 def test_lab_in_a_real_browser(tmp_path, chromium):
-    from playwright.sync_api import sync_playwright
     shots = Path(os.environ.get("TUNEKIT_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     census_path = tmp_path / "census.json"
@@ -294,229 +315,218 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
     misfits: list[str] = []  # layout problems, by view (asserted at the end, after every screenshot)
     report: dict = {}
     problems: list[str] = []
-    srv = jb.Server("lab", nb, nb.parent, sys.executable, args.timeout)
-    try:
-        srv.start()
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=jb.CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            _watch(page, problems)
-            page.goto(srv.url(), wait_until="domcontentloaded", timeout=args.timeout * 1000)
-            jb.run_lab(page, args, report)
-            assert report["cells_executed"] == report["cells_total"], report
-            census = json.loads(census_path.read_text())
-            seen: list = []
+    with _lab_page(nb, chromium, args, report, problems) as page:
+        assert report["cells_executed"] == report["cells_total"], report
+        census = json.loads(census_path.read_text())
+        seen: list = []
 
-            def all_rendered(v):  # a view for every widget of the lab, and the DOM stable ~1 s
-                seen.append(json.dumps(v, sort_keys=True))
-                return v["views"] >= census["widgets"] and len(seen) >= 4 and len(set(seen[-4:])) == 1
+        def all_rendered(v):  # a view for every widget of the lab, and the DOM stable ~1 s
+            seen.append(json.dumps(v, sort_keys=True))
+            return v["views"] >= census["widgets"] and len(seen) >= 4 and len(set(seen[-4:])) == 1
+        try:
+            views = jb.poll(page, JS_VIEWS, all_rendered, 120, "a view of every widget of the lab")
+        except TimeoutError:
+            views = page.evaluate(JS_VIEWS)
+        assert (views["views"], views["figures"]) == (census["widgets"], census["figures"]), (views, census)
+        assert sorted(views["buttons"]) == census["buttons"], (views["buttons"], census["buttons"])
+        ws = page.evaluate(jb.JS_WIDGET_STATE, jb.BAD_TEXTS)
+        assert ws["error_widgets"] == 0 and not ws["bad"] and ws["errors"] == 0, ws
+        outputs = page.locator(".jp-OutputArea")
+        outputs.get_by_role("button", name="Train", exact=True).click()
+        jb.poll(page, JS_LOSS_POINTS, lambda n: n > 0, 180, "the loss curve to gain points")
+        state = jb.poll(page, JS_STATE, lambda s: "completed" in s["status"] and s["rows"] == 1, 240,
+                        "the first run to complete and appear in the runs table")
+        jb.poll(page, JS_DRAWN, _curves_drawn, 60, "the loss line and the accuracy points")
+        page.wait_for_timeout(1000)
+        assert page.evaluate(JS_LAB_TOP)
+        page.wait_for_timeout(500)
+        top = page.evaluate(JS_LAB_FIT)
+        page.screenshot(path=str(shots / "lab-trained.png"))
+        assert top["file_browser"] > 150, top  # the left sidebar is open, as a user has it
+        assert top["train"] and top["status"] and top["curves"] == [True, True], top
+        assert top["legend"], top  # the live curves' legend too: the room reads which run is which
+        assert len(top["controls"]) >= 2 and all(top["controls"]), top  # the diagram and the settings too
+        misfits += [f"lab: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+        # a teacher closes the file browser, then opens it again to find a file (issue 20), while the
+        # views of the new run are being drawn: within a few seconds of each, every figure is drawn at
+        # its new place's width (each svg.main-svg against its place); one left at another width fails
+        # Then the live curves' own box narrows and widens inside an unchanged cell (as a box does when
+        # what is beside it changes): a window resize event alone would not redraw them
+        box = "document.querySelector('.tunekit-curves').style.width"
+        for call, said in (("window.jupyterapp.shell.collapseLeft()", "file browser closed"),
+                           ("window.jupyterapp.shell.expandLeft(); window.jupyterapp.shell.activateById('filebrowser')",
+                            "file browser opened again"),
+                           (f"{box} = '60%'", "the curves' box narrowed in its cell"),
+                           (f"{box} = ''", "the curves' box widened again")):
+            page.evaluate(f"() => {{ {call}; }}")
+            # (in the narrowed box only the widths are measured: its texts are not laid out for 250 px)
+            misfit = (lambda f: f["bad"]) if "file browser" in said else \
+                (lambda f: [b for b in f["bad"] if " drawn " in b])
             try:
-                views = jb.poll(page, JS_VIEWS, all_rendered, 120, "a view of every widget of the lab")
+                jb.poll(page, JS_FIT, lambda f, misfit=misfit: not misfit(f), 8, f"every figure to fit, {said}")
             except TimeoutError:
-                views = page.evaluate(JS_VIEWS)
-            assert (views["views"], views["figures"]) == (census["widgets"], census["figures"]), (views, census)
-            assert sorted(views["buttons"]) == census["buttons"], (views["buttons"], census["buttons"])
-            ws = page.evaluate(jb.JS_WIDGET_STATE, jb.BAD_TEXTS)
-            assert ws["error_widgets"] == 0 and not ws["bad"] and ws["errors"] == 0, ws
-            outputs = page.locator(".jp-OutputArea")
-            outputs.get_by_role("button", name="Train", exact=True).click()
-            jb.poll(page, JS_LOSS_POINTS, lambda n: n > 0, 180, "the loss curve to gain points")
-            state = jb.poll(page, JS_STATE, lambda s: "completed" in s["status"] and s["rows"] == 1, 240,
-                            "the first run to complete and appear in the runs table")
-            jb.poll(page, JS_DRAWN, _curves_drawn, 60, "the loss line and the accuracy points")
-            page.wait_for_timeout(1000)
-            assert page.evaluate(JS_LAB_TOP)
-            page.wait_for_timeout(500)
-            top = page.evaluate(JS_LAB_FIT)
-            page.screenshot(path=str(shots / "lab-trained.png"))
-            assert top["file_browser"] > 150, top  # the left sidebar is open, as a user has it
-            assert top["train"] and top["status"] and top["curves"] == [True, True], top
-            assert top["legend"], top  # the live curves' legend too: the room reads which run is which
-            assert len(top["controls"]) >= 2 and all(top["controls"]), top  # the diagram and the settings too
-            misfits += [f"lab: {b}" for b in page.evaluate(JS_FIT)["bad"]]
-            # a teacher closes the file browser, then opens it again to find a file (issue 20), while the
-            # views of the new run are being drawn: within a few seconds of each, every figure is drawn at
-            # its new place's width (each svg.main-svg against its place); one left at another width fails
-            # Then the live curves' own box narrows and widens inside an unchanged cell (as a box does when
-            # what is beside it changes): a window resize event alone would not redraw them
-            box = "document.querySelector('.tunekit-curves').style.width"
-            for call, said in (("window.jupyterapp.shell.collapseLeft()", "file browser closed"),
-                               ("window.jupyterapp.shell.expandLeft(); window.jupyterapp.shell.activateById('filebrowser')",
-                                "file browser opened again"),
-                               (f"{box} = '60%'", "the curves' box narrowed in its cell"),
-                               (f"{box} = ''", "the curves' box widened again")):
-                page.evaluate(f"() => {{ {call}; }}")
-                # (in the narrowed box only the widths are measured: its texts are not laid out for 250 px)
-                misfit = (lambda f: f["bad"]) if "file browser" in said else \
-                    (lambda f: [b for b in f["bad"] if " drawn " in b])
-                try:
-                    jb.poll(page, JS_FIT, lambda f, misfit=misfit: not misfit(f), 8, f"every figure to fit, {said}")
-                except TimeoutError:
-                    misfits += [f"lab, {said}: {b}" for b in misfit(page.evaluate(JS_FIT))]
-            assert page.evaluate(JS_LAB_FIT)["file_browser"] > 150
-            # the projector switch (issue 20): the lab's text and its figures' larger, and with the file
-            # browser closed (as a room sees it) still one screen
-            small_text, small_figure_text = page.evaluate(JS_TEXT_SIZES), page.evaluate(JS_FIGURE_TEXT)
-            page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
-            outputs.get_by_role("button", name="projector", exact=True).click()
-            jb.poll(page, JS_TEXT_SIZES, lambda t: t and t[0][0] >= 15, 20, "the lab's text to grow")
+                misfits += [f"lab, {said}: {b}" for b in misfit(page.evaluate(JS_FIT))]
+        assert page.evaluate(JS_LAB_FIT)["file_browser"] > 150
+        # the projector switch (issue 20): the lab's text and its figures' larger, and with the file
+        # browser closed (as a room sees it) still one screen
+        small_text, small_figure_text = page.evaluate(JS_TEXT_SIZES), page.evaluate(JS_FIGURE_TEXT)
+        page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+        outputs.get_by_role("button", name="projector", exact=True).click()
+        jb.poll(page, JS_TEXT_SIZES, lambda t: t and t[0][0] >= 15, 20, "the lab's text to grow")
+        try:
+            jb.poll(page, JS_FIT, lambda f: not f["bad"], 8, "every figure to fit at the projector's size")
+        except TimeoutError:
+            misfits += [f"lab, projector: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+        assert page.evaluate(JS_LAB_TOP)
+        page.wait_for_timeout(500)
+        top = page.evaluate(JS_LAB_FIT)
+        page.screenshot(path=str(shots / "lab-projector.png"))
+        assert top["train"] and top["status"] and top["curves"] == [True, True] and top["legend"], top
+        assert len(top["controls"]) >= 2 and all(top["controls"]), top
+        big_text, big_figure_text = page.evaluate(JS_TEXT_SIZES), page.evaluate(JS_FIGURE_TEXT)
+        assert small_text[0][0] < 15 <= big_text[0][0], (small_text, big_text)  # 13 px before
+        assert big_figure_text[0] >= 1.2 * small_figure_text[0] >= 1.2 * 14, (small_figure_text, big_figure_text)
+        outputs.get_by_role("button", name="projector", exact=True).click()
+        jb.poll(page, JS_TEXT_SIZES, lambda t: t and t[0][0] == small_text[0][0], 20, "the lab's text back")
+        page.evaluate("() => { window.jupyterapp.shell.expandLeft(); "
+                      "window.jupyterapp.shell.activateById('filebrowser'); }")
+        page.wait_for_timeout(1000)
+
+        # the learning-rate finder (issue 24): Find sweeps a copy of the model, opens the folded panel
+        # with the planned rates and the sweep side by side, and sets the rate to its suggestion
+        lr_before = page.evaluate(JS_LR)
+        outputs.get_by_role("button", name="Find", exact=True).click()
+        rates = jb.poll(page, JS_RATES, lambda r: r["figures"] == 2 and r["drawn"] == 2
+                        and "finder" in r["status"], 240, "the finder's sweep beside the planned rates")
+        assert "The finder suggests" in rates["status"] or "no falling stretch" in rates["status"], rates
+        assert rates["titles"][0].startswith("Learning rate per layer group"), rates
+        assert rates["titles"][1].startswith("Learning-rate finder"), rates
+        chosen = re.search(r"set to (\S+), the nearest", rates["status"])
+        if chosen:  # the slider shows the rate the status line says it was set to
+            assert page.evaluate(JS_LR).endswith(chosen.group(1)), (lr_before, page.evaluate(JS_LR), rates)
+        page.locator(".tunekit-rates").first.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / "lab-finder.png"))
+        misfits += [f"learning rates: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+        page.locator(".tunekit-rates-toggle").first.click()  # folded again
+        jb.poll(page, JS_RATES, lambda r: r["drawn"] == 0, 20, "the learning-rate panel to fold")
+
+        for i, tab in enumerate(VIEW_TABS):  # each view of the one run: computed, measured, photographed
+            page.locator(".lm-TabBar-tab", has_text=tab).first.click()
+            seen_v: list = []
+
+            def view_done(v, seen_v=seen_v):
+                seen_v.append(json.dumps(v))
+                return ("Showing" in v["status"] or "Could not" in v["status"]) and v["figures"] > 0 \
+                    and len(seen_v) >= 6 and len(set(seen_v[-6:])) == 1
             try:
-                jb.poll(page, JS_FIT, lambda f: not f["bad"], 8, "every figure to fit at the projector's size")
-            except TimeoutError:
-                misfits += [f"lab, projector: {b}" for b in page.evaluate(JS_FIT)["bad"]]
-            assert page.evaluate(JS_LAB_TOP)
-            page.wait_for_timeout(500)
-            top = page.evaluate(JS_LAB_FIT)
-            page.screenshot(path=str(shots / "lab-projector.png"))
-            assert top["train"] and top["status"] and top["curves"] == [True, True] and top["legend"], top
-            assert len(top["controls"]) >= 2 and all(top["controls"]), top
-            big_text, big_figure_text = page.evaluate(JS_TEXT_SIZES), page.evaluate(JS_FIGURE_TEXT)
-            assert small_text[0][0] < 15 <= big_text[0][0], (small_text, big_text)  # 13 px before
-            assert big_figure_text[0] >= 1.2 * small_figure_text[0] >= 1.2 * 14, (small_figure_text, big_figure_text)
-            outputs.get_by_role("button", name="projector", exact=True).click()
-            jb.poll(page, JS_TEXT_SIZES, lambda t: t and t[0][0] == small_text[0][0], 20, "the lab's text back")
-            page.evaluate("() => { window.jupyterapp.shell.expandLeft(); "
-                          "window.jupyterapp.shell.activateById('filebrowser'); }")
-            page.wait_for_timeout(1000)
-
-            # the learning-rate finder (issue 24): Find sweeps a copy of the model, opens the folded panel
-            # with the planned rates and the sweep side by side, and sets the rate to its suggestion
-            lr_before = page.evaluate(JS_LR)
-            outputs.get_by_role("button", name="Find", exact=True).click()
-            rates = jb.poll(page, JS_RATES, lambda r: r["figures"] == 2 and r["drawn"] == 2
-                            and "finder" in r["status"], 240, "the finder's sweep beside the planned rates")
-            assert "The finder suggests" in rates["status"] or "no falling stretch" in rates["status"], rates
-            assert rates["titles"][0].startswith("Learning rate per layer group"), rates
-            assert rates["titles"][1].startswith("Learning-rate finder"), rates
-            chosen = re.search(r"set to (\S+), the nearest", rates["status"])
-            if chosen:  # the slider shows the rate the status line says it was set to
-                assert page.evaluate(JS_LR).endswith(chosen.group(1)), (lr_before, page.evaluate(JS_LR), rates)
-            page.locator(".tunekit-rates").first.scroll_into_view_if_needed()
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(shots / "lab-finder.png"))
-            misfits += [f"learning rates: {b}" for b in page.evaluate(JS_FIT)["bad"]]
-            page.locator(".tunekit-rates-toggle").first.click()  # folded again
-            jb.poll(page, JS_RATES, lambda r: r["drawn"] == 0, 20, "the learning-rate panel to fold")
-
-            for i, tab in enumerate(VIEW_TABS):  # each view of the one run: computed, measured, photographed
-                page.locator(".lm-TabBar-tab", has_text=tab).first.click()
-                seen_v: list = []
-
-                def view_done(v, seen_v=seen_v):
-                    seen_v.append(json.dumps(v))
-                    return ("Showing" in v["status"] or "Could not" in v["status"]) and v["figures"] > 0 \
-                        and len(seen_v) >= 6 and len(set(seen_v[-6:])) == 1
-                try:
-                    v = jb.poll(page, JS_VIEW, view_done, 150, f"the {tab} view")
-                except TimeoutError as e:  # say what the tab shows, photograph it, and go on to the next
-                    shown = page.evaluate("() => [...document.querySelectorAll('.widget-tab-contents > *, "
-                                          ".jupyter-widget-tab > .widget-box')].filter(e => e.offsetParent)"
-                                          ".map(e => e.innerText.slice(0, 300))")
-                    page.screenshot(path=str(shots / f"view-{i + 1}-{tab}-timeout.png"))
-                    misfits.append(f"{tab}: {e}; the tab shows {shown}")
-                    continue
-                assert "Could not" not in v["status"], (tab, v)
-                page.locator(".lm-TabBar-tab", has_text=tab).first.scroll_into_view_if_needed()
-                page.evaluate("() => { const t = [...document.querySelectorAll('.jupyter-widget-tab, .widget-tab')]"
-                              ".pop(); if (t) t.scrollIntoView({block: 'start'}); }")
-                page.wait_for_timeout(300)
-                page.screenshot(path=str(shots / f"view-{i + 1}-{tab}.png"))
-                figs = [f for f in page.locator(".jp-OutputArea-output .js-plotly-plot").all()
-                        if f.is_visible() and not f.evaluate("e => !!e.closest('.tunekit-curves')")]
-                for k, f in enumerate(figs):
-                    f.screenshot(path=str(shots / f"view-{i + 1}-{tab}-{k + 1}.png"))
-                misfits += [f"{tab}: {b}" for b in page.evaluate(JS_FIT)["bad"]]
-            page.locator(".lm-TabBar-tab", has_text="Compare").first.click()
-
-            # LoRA's settings (issue 20): the targets show what is chosen, each target in full, on screen
-            strategy = page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="strategy"))
-            strategy.locator("select").select_option(label="LoRA")
-            page.locator(".tunekit-lora .widget-toggle-button").first.wait_for(state="visible", timeout=20_000)
-            assert page.evaluate(JS_LAB_TOP)
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(shots / "lab-lora.png"))
-            targets = page.evaluate("""() => [...document.querySelectorAll('.tunekit-lora .widget-toggle-button')].map(b => {
-                const r = b.getBoundingClientRect();
-                return {name: b.textContent.trim(), chosen: b.classList.contains('mod-active'),
-                        whole: b.scrollWidth <= b.clientWidth + 1, on_screen: r.top >= 0 && r.bottom <= window.innerHeight};
-              })""")
-            assert [t["name"] for t in targets if t["chosen"]] == ["query", "value"], targets  # LoRA's defaults
-            assert all(t["whole"] and t["on_screen"] for t in targets), targets
-            rows = page.evaluate("() => new Set([...document.querySelectorAll('.tunekit-lora .widget-toggle-button')]"
-                                 ".map(b => Math.round(b.getBoundingClientRect().top))).size")
-            assert rows == 1, rows  # one line of toggles beside the file browser (stacked, they took four)
-            strategy.locator("select").select_option(label="Freeze layers")
-            page.wait_for_timeout(500)
-
-            _fill(page, "train examples", "4000")
-            _fill(page, "epochs", "3")
-            before = page.evaluate(JS_LOSS_POINTS)
-            outputs.get_by_role("button", name="Train", exact=True).click()
-            jb.poll(page, JS_LOSS_POINTS, lambda n: n > before, 180, "the second run's curve to start")
-            outputs.get_by_role("button", name="Stop", exact=True).click()
-            state = jb.poll(page, JS_STATE, lambda s: "stopped" in s["status"] and s["rows"] == 2, 180,
-                            "the stopped run to be recorded")
-            assert "stopped" in state["table"]
-            page.screenshot(path=str(shots / "lab-stopped.png"))
-            assert page.evaluate(JS_LAB_FIT)["legend_crowded"] == 0  # two runs' entries in the legend, apart
-
-            # the Post-training tab: prune the newest run at the default 50 %; the record joins the table
-            page.locator(".lm-TabBar-tab", has_text="Post-training").first.click()
-            outputs.get_by_role("button", name="Apply", exact=True).click()
-            state = jb.poll(page, JS_STATE, lambda s: s["rows"] == 3 and "prune50" in s["table"], 240,
-                            "the prune record to join the runs table")
-            page.wait_for_timeout(1000)
+                v = jb.poll(page, JS_VIEW, view_done, 150, f"the {tab} view")
+            except TimeoutError as e:  # say what the tab shows, photograph it, and go on to the next
+                shown = page.evaluate("() => [...document.querySelectorAll('.widget-tab-contents > *, "
+                                      ".jupyter-widget-tab > .widget-box')].filter(e => e.offsetParent)"
+                                      ".map(e => e.innerText.slice(0, 300))")
+                page.screenshot(path=str(shots / f"view-{i + 1}-{tab}-timeout.png"))
+                misfits.append(f"{tab}: {e}; the tab shows {shown}")
+                continue
+            assert "Could not" not in v["status"], (tab, v)
+            page.locator(".lm-TabBar-tab", has_text=tab).first.scroll_into_view_if_needed()
             page.evaluate("() => { const t = [...document.querySelectorAll('.jupyter-widget-tab, .widget-tab')]"
                           ".pop(); if (t) t.scrollIntoView({block: 'start'}); }")
             page.wait_for_timeout(300)
-            page.screenshot(path=str(shots / "view-5-Post-training.png"))
-            misfits += [f"Post-training: {b}" for b in page.evaluate(JS_FIT)["bad"]]
-            # Compare again, with the prune record: its Pareto charts by size and latency, and the note
-            # on the stopped run that has neither (issue 20)
-            page.locator(".lm-TabBar-tab", has_text="Compare").first.click()
-            seen_c: list = []
-            jb.poll(page, JS_VIEW, lambda v: "Showing" in v["status"] and "prune" in v["status"] and v["figures"] > 5
-                    and (seen_c.append(json.dumps(v)) or len(seen_c) >= 6) and len(set(seen_c[-6:])) == 1,
-                    150, "the Compare view with the prune record")
-            page.evaluate("() => { const t = [...document.querySelectorAll('.jupyter-widget-tab, .widget-tab')]"
-                          ".pop(); if (t) t.scrollIntoView({block: 'start'}); }")
-            page.wait_for_timeout(300)
-            page.screenshot(path=str(shots / "view-6-Compare-after-prune.png"))
+            page.screenshot(path=str(shots / f"view-{i + 1}-{tab}.png"))
             figs = [f for f in page.locator(".jp-OutputArea-output .js-plotly-plot").all()
                     if f.is_visible() and not f.evaluate("e => !!e.closest('.tunekit-curves')")]
             for k, f in enumerate(figs):
-                f.screenshot(path=str(shots / f"view-6-Compare-after-prune-{k + 1}.png"))
-            misfits += [f"Compare after the prune: {b}" for b in page.evaluate(JS_FIT)["bad"]]
-            # the Experiments tab (issue 21): a small grid on the same model and data, drawn as its cells
-            # finish; Stop keeps the finished cells; Run resumes the rest
-            page.locator(".lm-TabBar-tab", has_text="Experiments").first.click()
-            _fill(page, "strategies", "probe, lora:8")
-            _fill(page, "sizes", "32, 64")
-            _fill(page, "epochs", "2")
-            _fill(page, "test examples", "100")
-            outputs.get_by_role("button", name="Run", exact=True).click()
-            mid = jb.poll(page, JS_EXPERIMENT, lambda e: e["done"] >= 3 and e["figures"] >= 1, 300,
-                          "three cells of the experiment to finish and be drawn")
-            page.locator(".tunekit-experiments").first.scroll_into_view_if_needed()
-            page.screenshot(path=str(shots / "view-7-Experiments-running.png"))
-            outputs.get_by_role("button", name="Stop", exact=True).last.click()
-            stopped = jb.poll(page, JS_EXPERIMENT, lambda e: "Stopped:" in e["status"], 120, "the experiment to stop")
-            assert 3 <= stopped["done"] < 8 and stopped["running"] == 0, (mid, stopped)
-            outputs.get_by_role("button", name="Run", exact=True).click()
-            final = jb.poll(page, JS_EXPERIMENT, lambda e: "all 8 cells finished" in e["status"], 400,
-                            "the resumed experiment to finish")
-            assert final["done"] == 8 and final["figures"] == 1, final
-            page.wait_for_timeout(1000)
-            page.locator(".tunekit-experiments").first.scroll_into_view_if_needed()
-            page.screenshot(path=str(shots / "view-7-Experiments.png"))
-            for k, f in enumerate(page.locator(".tunekit-experiments .js-plotly-plot").all()):
-                f.screenshot(path=str(shots / f"view-7-Experiments-{k + 1}.png"))
-            misfits += [f"Experiments: {b}" for b in page.evaluate(JS_FIT)["bad"]]
-            ws = page.evaluate(jb.JS_WIDGET_STATE, jb.BAD_TEXTS)
-            assert ws["error_widgets"] == 0 and not ws["bad"] and ws["errors"] == 0, ws
-            browser.close()
-    finally:
-        srv.stop()
+                f.screenshot(path=str(shots / f"view-{i + 1}-{tab}-{k + 1}.png"))
+            misfits += [f"{tab}: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+        page.locator(".lm-TabBar-tab", has_text="Compare").first.click()
+
+        # LoRA's settings (issue 20): the targets show what is chosen, each target in full, on screen
+        strategy = page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text="strategy"))
+        strategy.locator("select").select_option(label="LoRA")
+        page.locator(".tunekit-lora .widget-toggle-button").first.wait_for(state="visible", timeout=20_000)
+        assert page.evaluate(JS_LAB_TOP)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / "lab-lora.png"))
+        targets = page.evaluate("""() => [...document.querySelectorAll('.tunekit-lora .widget-toggle-button')].map(b => {
+            const r = b.getBoundingClientRect();
+            return {name: b.textContent.trim(), chosen: b.classList.contains('mod-active'),
+                    whole: b.scrollWidth <= b.clientWidth + 1, on_screen: r.top >= 0 && r.bottom <= window.innerHeight};
+          })""")
+        assert [t["name"] for t in targets if t["chosen"]] == ["query", "value"], targets  # LoRA's defaults
+        assert all(t["whole"] and t["on_screen"] for t in targets), targets
+        rows = page.evaluate("() => new Set([...document.querySelectorAll('.tunekit-lora .widget-toggle-button')]"
+                             ".map(b => Math.round(b.getBoundingClientRect().top))).size")
+        assert rows == 1, rows  # one line of toggles beside the file browser (stacked, they took four)
+        strategy.locator("select").select_option(label="Freeze layers")
+        page.wait_for_timeout(500)
+
+        _fill(page, "train examples", "4000")
+        _fill(page, "epochs", "3")
+        before = page.evaluate(JS_LOSS_POINTS)
+        outputs.get_by_role("button", name="Train", exact=True).click()
+        jb.poll(page, JS_LOSS_POINTS, lambda n: n > before, 180, "the second run's curve to start")
+        outputs.get_by_role("button", name="Stop", exact=True).click()
+        state = jb.poll(page, JS_STATE, lambda s: "stopped" in s["status"] and s["rows"] == 2, 180,
+                        "the stopped run to be recorded")
+        assert "stopped" in state["table"]
+        page.screenshot(path=str(shots / "lab-stopped.png"))
+        assert page.evaluate(JS_LAB_FIT)["legend_crowded"] == 0  # two runs' entries in the legend, apart
+
+        # the Post-training tab: prune the newest run at the default 50 %; the record joins the table
+        page.locator(".lm-TabBar-tab", has_text="Post-training").first.click()
+        outputs.get_by_role("button", name="Apply", exact=True).click()
+        state = jb.poll(page, JS_STATE, lambda s: s["rows"] == 3 and "prune50" in s["table"], 240,
+                        "the prune record to join the runs table")
+        page.wait_for_timeout(1000)
+        page.evaluate("() => { const t = [...document.querySelectorAll('.jupyter-widget-tab, .widget-tab')]"
+                      ".pop(); if (t) t.scrollIntoView({block: 'start'}); }")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / "view-5-Post-training.png"))
+        misfits += [f"Post-training: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+        # Compare again, with the prune record: its Pareto charts by size and latency, and the note
+        # on the stopped run that has neither (issue 20)
+        page.locator(".lm-TabBar-tab", has_text="Compare").first.click()
+        seen_c: list = []
+        jb.poll(page, JS_VIEW, lambda v: "Showing" in v["status"] and "prune" in v["status"] and v["figures"] > 5
+                and (seen_c.append(json.dumps(v)) or len(seen_c) >= 6) and len(set(seen_c[-6:])) == 1,
+                150, "the Compare view with the prune record")
+        page.evaluate("() => { const t = [...document.querySelectorAll('.jupyter-widget-tab, .widget-tab')]"
+                      ".pop(); if (t) t.scrollIntoView({block: 'start'}); }")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / "view-6-Compare-after-prune.png"))
+        figs = [f for f in page.locator(".jp-OutputArea-output .js-plotly-plot").all()
+                if f.is_visible() and not f.evaluate("e => !!e.closest('.tunekit-curves')")]
+        for k, f in enumerate(figs):
+            f.screenshot(path=str(shots / f"view-6-Compare-after-prune-{k + 1}.png"))
+        misfits += [f"Compare after the prune: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+        # the Experiments tab (issue 21): a small grid on the same model and data, drawn as its cells
+        # finish; Stop keeps the finished cells; Run resumes the rest
+        page.locator(".lm-TabBar-tab", has_text="Experiments").first.click()
+        _fill(page, "strategies", "probe, lora:8")
+        _fill(page, "sizes", "32, 64")
+        _fill(page, "epochs", "2")
+        _fill(page, "test examples", "100")
+        outputs.get_by_role("button", name="Run", exact=True).click()
+        mid = jb.poll(page, JS_EXPERIMENT, lambda e: e["done"] >= 3 and e["figures"] >= 1, 300,
+                      "three cells of the experiment to finish and be drawn")
+        page.locator(".tunekit-experiments").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "view-7-Experiments-running.png"))
+        outputs.get_by_role("button", name="Stop", exact=True).last.click()
+        stopped = jb.poll(page, JS_EXPERIMENT, lambda e: "Stopped:" in e["status"], 120, "the experiment to stop")
+        assert 3 <= stopped["done"] < 8 and stopped["running"] == 0, (mid, stopped)
+        outputs.get_by_role("button", name="Run", exact=True).click()
+        final = jb.poll(page, JS_EXPERIMENT, lambda e: "all 8 cells finished" in e["status"], 400,
+                        "the resumed experiment to finish")
+        assert final["done"] == 8 and final["figures"] == 1, final
+        page.wait_for_timeout(1000)
+        page.locator(".tunekit-experiments").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "view-7-Experiments.png"))
+        for k, f in enumerate(page.locator(".tunekit-experiments .js-plotly-plot").all()):
+            f.screenshot(path=str(shots / f"view-7-Experiments-{k + 1}.png"))
+        misfits += [f"Experiments: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+        ws = page.evaluate(jb.JS_WIDGET_STATE, jb.BAD_TEXTS)
+        assert ws["error_widgets"] == 0 and not ws["bad"] and ws["errors"] == 0, ws
     (shots / "misfits.txt").write_text("\n".join(misfits))  # whole, where pytest's message is cut
     assert not problems, problems
     assert not misfits, misfits
@@ -558,7 +568,6 @@ def test_the_lab_trains_sft_and_seq2seq_in_a_real_browser(tmp_path, chromium):
     each trained by clicking Train: the second curve is ROUGE-L with a point per evaluation, and what the
     model wrote stands beside the references; then the task picker (a real <select>) switches the first
     lab to classification, which brings reviews. No console error, page error or failed request."""
-    from playwright.sync_api import sync_playwright
     shots = Path(os.environ.get("TUNEKIT_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     runs = str(tmp_path / "runs")
@@ -574,38 +583,27 @@ def test_the_lab_trains_sft_and_seq2seq_in_a_real_browser(tmp_path, chromium):
     args = Namespace(timeout=240, run_via="command", file_browser=False)
     report: dict = {}
     problems: list[str] = []
-    srv = jb.Server("lab", path, path.parent, sys.executable, args.timeout)
-    try:
-        srv.start()
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=jb.CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            _watch(page, problems)
-            page.goto(srv.url(), wait_until="domcontentloaded", timeout=args.timeout * 1000)
-            jb.run_lab(page, args, report)
-            assert report["cells_executed"] == report["cells_total"] == 2, report
-            for i, task in enumerate(("sft", "seq2seq")):
-                lab = page.locator(".tunekit-lab").nth(i)
-                state = jb.poll(page, JS_TEXT_LAB, lambda s: s and len(s["selects"]) >= 3, 60, f"the {task} lab", i)
-                assert task in state["selects"] and "bbc_headlines" in state["selects"], state
-                assert state["curve"].startswith("validation ROUGE-L"), state
-                lab.get_by_role("button", name="Train", exact=True).click()
-                state = jb.poll(page, JS_TEXT_LAB, lambda s: "completed" in s["status"] and s["samples"] == 3, 240,
-                                f"the {task} run to complete and show what it wrote", i)
-                jb.poll(page, JS_TEXT_LAB, lambda s: s["points"] >= 1, 30, f"the {task} ROUGE-L point", i)
-                assert "validation ROUGE-L" in state["status"], state
-                assert all(len(c) == 4 and c[2].strip() for c in state["cells"]), state  # a reference in each row
-                if task == "sft":  # the pretrained SmolLM2 writes words (the random T5 may end at once)
-                    assert any(c[1].strip() and "nothing:" not in c[1] for c in state["cells"]), state
-                lab.locator(".tunekit-samples").scroll_into_view_if_needed()
-                page.wait_for_timeout(500)
-                page.screenshot(path=str(shots / f"lab-{task}.png"))
-            first = page.locator(".tunekit-lab").nth(0)
-            first.locator("select").nth(2).select_option("classification")
-            state = jb.poll(page, JS_TEXT_LAB, lambda s: "for classification" in s["status"]
-                            and s["curve"].startswith("validation accuracy"), 120, "the switch to classification", 0)
-            assert "rotten_tomatoes" in state["selects"] and state["samples"] == 0, state
-            browser.close()
-    finally:
-        srv.stop()
+    with _lab_page(path, chromium, args, report, problems) as page:
+        assert report["cells_executed"] == report["cells_total"] == 2, report
+        for i, task in enumerate(("sft", "seq2seq")):
+            lab = page.locator(".tunekit-lab").nth(i)
+            state = jb.poll(page, JS_TEXT_LAB, lambda s: s and len(s["selects"]) >= 3, 60, f"the {task} lab", i)
+            assert task in state["selects"] and "bbc_headlines" in state["selects"], state
+            assert state["curve"].startswith("validation ROUGE-L"), state
+            lab.get_by_role("button", name="Train", exact=True).click()
+            state = jb.poll(page, JS_TEXT_LAB, lambda s: "completed" in s["status"] and s["samples"] == 3, 240,
+                            f"the {task} run to complete and show what it wrote", i)
+            jb.poll(page, JS_TEXT_LAB, lambda s: s["points"] >= 1, 30, f"the {task} ROUGE-L point", i)
+            assert "validation ROUGE-L" in state["status"], state
+            assert all(len(c) == 4 and c[2].strip() for c in state["cells"]), state  # a reference in each row
+            if task == "sft":  # the pretrained SmolLM2 writes words (the random T5 may end at once)
+                assert any(c[1].strip() and "nothing:" not in c[1] for c in state["cells"]), state
+            lab.locator(".tunekit-samples").scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / f"lab-{task}.png"))
+        first = page.locator(".tunekit-lab").nth(0)
+        first.locator("select").nth(2).select_option("classification")
+        state = jb.poll(page, JS_TEXT_LAB, lambda s: "for classification" in s["status"]
+                        and s["curve"].startswith("validation accuracy"), 120, "the switch to classification", 0)
+        assert "rotten_tomatoes" in state["selects"] and state["samples"] == 0, state
     assert not problems, problems

@@ -55,7 +55,10 @@ def test_scores_add_up_and_the_logprobs_are_the_models_own(which, llama, t5):
     a = tk.inspect.attribute_generation(model, ARTICLE, target=HEADLINE, n_steps=64)
     tok = model.tokenizer
     assert not a.generated and a.target.lower() == HEADLINE.lower()
-    assert a.tokens == tok.tokenize(ARTICLE), "the source's own tokens, without the instruction around them"
+    from tunekit.inspect.generation import shown
+    assert a.tokens == [shown(tok, i) for i in tok(ARTICLE, add_special_tokens=False)["input_ids"]], \
+        "the source's own tokens, without the instruction around them"
+    assert "".join(t.replace("##", "") for t in a.tokens).lower() == ARTICLE.replace(" ", "").lower()
     if task == "sft":
         prompt = model.task.prompt_ids(tok, ARTICLE)
         out = tok(HEADLINE, add_special_tokens=False)["input_ids"]
@@ -64,7 +67,7 @@ def test_scores_add_up_and_the_logprobs_are_the_models_own(which, llama, t5):
         out = tok(text_target=HEADLINE)["input_ids"][:-1]  # the end token is not explained
     specials = set(tok.all_special_ids)
     assert a.positions == [i for i, t in enumerate(out) if t not in specials]
-    assert a.output == [tok.convert_ids_to_tokens(out[p]) for p in a.positions]
+    assert a.output == [shown(tok, out[p]) for p in a.positions]
     direct = direct_logprobs(model, prompt, out)
     assert a.logprobs == pytest.approx([direct[p] for p in a.positions], abs=1e-4)
     for row, lp, blp, delta in zip(a.scores, a.logprobs, a.baseline_logprobs, a.delta):
@@ -87,7 +90,8 @@ def test_without_a_target_it_explains_what_the_model_writes(llama):
     written = model.module.generate_ids(x, torch.ones_like(x))[0].tolist()
     eos = [i for i, t in enumerate(written) if t == model.task.eos_id]
     written = written[:eos[0]] if eos else written
-    assert written and a.generated and a.output == model.tokenizer.convert_ids_to_tokens(written)
+    from tunekit.inspect.generation import shown
+    assert written and a.generated and a.output == [shown(model.tokenizer, i) for i in written]
     assert all(lp > math.log(1e-6) for lp in a.logprobs), "greedy tokens are likely under the model"
 
 

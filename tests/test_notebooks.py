@@ -296,7 +296,7 @@ def test_11_headlines_runs(python3_kernel, tmp_path):
     params = {"MODEL": "smollm2", "DATA": "bbc_headlines", "INSTRUCTION": "Write a headline for this article.",
               "TRAIN_SIZE": 16, "EPOCHS": 1, "BATCH_SIZE": 8, "MAX_LENGTH": 96, "EVAL_SIZE": 4, "MAX_NEW_TOKENS": 8,
               "LORA_RANK": 2, "TOP_BLOCKS": 1, "CPU_TRAIN_SIZE": 16, "CPU_EPOCHS": 1, "CPU_EVAL_SIZE": 4,
-              "CPU_MAX_LENGTH": 96, "ATTR_STEPS": 4, "CPU_ATTR_STEPS": 4, "SEED": 0, "RUNS_DIR": str(tmp_path / "runs")}
+              "CPU_MAX_LENGTH": 96, "ATTR_STEPS": 4, "CPU_ATTR_STEPS": 4, "ATTR_TOKENS": 3, "CPU_ATTR_TOKENS": 3, "SEED": 0, "RUNS_DIR": str(tmp_path / "runs")}
     nb = _execute("11_headlines.ipynb", params, tmp_path, python3_kernel)
     assert _table_rows(_tagged(nb, "before")) == 7  # loss, perplexity, ROUGE-1/2/L, BLEU, chrF
     assert _table_rows(_tagged(nb, "table")) == 4

@@ -327,6 +327,16 @@ def test_lab_task_picker_trains_sft_and_shows_what_the_model_wrote(tmp_path, sma
     assert "What the model wrote at step" in shown and shown.count("<tr>") == 1 + 3  # the header, three examples
     for sample in written:
         assert html.escape(sample["reference"]) in shown and html.escape(sample["generated"]) in shown
+    lab.controls.kind_w.value = "full"
+    assert lab.train(wait=True), lab.status
+    assert len(lab.runs.select.value) == 2
+    for view in ("Compare", "Weights", "Representations", "Attribution"):  # every view reads the sft runs
+        lab.runs.show(view, wait=True)
+        assert lab.runs.message.value == "", (view, lab.runs.message.value)
+        assert lab.runs.panes[view].children, (view, lab.runs.status[view].value)
+    said = " ".join(getattr(w, "value", "") for w in lab.runs.panes["Attribution"].children
+                    if isinstance(getattr(w, "value", None), str))
+    assert "tunekit-generation-attribution" in said and "reference" in said
     assert lab.select(task="classification")
     assert lab.data.name == "rotten_tomatoes" and lab.acc_fig.layout.title.text == "validation accuracy"
     assert lab.samples_w.value == "" and lab.model.num_labels == 2

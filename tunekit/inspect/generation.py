@@ -53,7 +53,7 @@ class GenerationAttribution:
     Attributes:
         source: the source text.
         tokens: the source's tokens, as the model read them (inside its template and
-            instruction, which are not attributed).
+            instruction, which are not attributed), each as its own text.
         output: the output tokens explained, in order.
         positions: where each explained token sits in the whole output (``target``'s tokens).
         scores: ``scores[i][j]``: source token ``j``'s attribution for output token ``i``
@@ -174,6 +174,14 @@ def _target_ids(model: Model, prompt: list[int], target: Optional[str], max_new_
     return new, True
 
 
+def shown(tokenizer, token_id: int) -> str:
+    """A token as a reader sees it: its own text (" plunges", "\\n"), not the tokenizer's byte
+    symbols ("Ġplunges", "Ċ"); WordPiece's pieces keep their "##"."""
+    text = tokenizer.decode([token_id])
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    return piece if isinstance(piece, str) and piece.startswith("##") else text
+
+
 def _source_embeddings(hf, embedding) -> list:
     """The layers that embed the source: the model's input embedding and, for an encoder-decoder
     whose encoder holds a layer of its own (tied to the shared one, as T5's may), that one too."""
@@ -291,8 +299,8 @@ def attribute_generation(model: Model | RunLike, source: str, target: Optional[s
     finally:
         module.train(was_training)
     return GenerationAttribution(
-        source=source, tokens=tok.convert_ids_to_tokens(prompt[start:end]),
-        output=[tok.convert_ids_to_tokens(out_ids[p]) for p in positions], positions=positions, scores=scores,
+        source=source, tokens=[shown(tok, i) for i in prompt[start:end]],
+        output=[shown(tok, out_ids[p]) for p in positions], positions=positions, scores=scores,
         logprobs=lps,
         baseline_logprobs=blps, delta=deltas, target=tok.decode(out_ids, skip_special_tokens=True),
         generated=generated, n_steps=n_steps, run=run_name, label=label)

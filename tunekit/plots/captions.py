@@ -60,6 +60,12 @@ CAPTIONS: dict[str, str] = {
     "attribution_html": "Which words pushed the prediction: red pushed towards the class being explained, blue "
                         "against it, stronger colour = stronger push. The last column says how closely the word "
                         "scores add up to the model's output (a small change = a trustworthy explanation).",
+    "generation_attribution_html": "Which words of the source the boxed output word came from, for each model: "
+                                   "red raised its probability, blue lowered it, stronger colour = stronger. "
+                                   "Beside it, the word's log-probability with the source and with the source "
+                                   "blanked; the scores add up to that difference.",
+    "generation_attribution_view": "For one model, a row per output word and a column per source word: where "
+                                   "each word it wrote came from (red = raised its probability, blue = lowered).",
     "attribution_view": "Each word's score for each run (red = pushed towards the explained class, blue = "
                         "against); hover for the number.",
     "attribution_difference": "Each run's word scores minus the base model's: red = the run leans on that word "
@@ -130,6 +136,8 @@ def kind_of(item: Any) -> Optional[str]:
     """The kind of a tunekit figure (from the tag its plot function gave it; for a figure without
     one, from its title) or HTML snippet; None if not known."""
     if isinstance(item, str):
+        if "tunekit-generation-attribution" in item:
+            return "generation_attribution_html"
         return "attribution_html" if "tunekit-attribution" in item else None
     try:
         meta = item.layout.meta

@@ -55,8 +55,8 @@ from tunekit.plots.identity import (  # noqa: F401
 from tunekit.run_names import loss_words
 from tunekit.runs import Run, table
 
-EVAL_METRICS = {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro-F1",
-                "val_loss": "validation loss", "val_perplexity": "validation perplexity"}
+EVAL_METRICS = {f"val_{m.key}": f"validation {m.title}" for m in METRICS.values()}
+"""Every metric a task evaluates (tunekit.metrics: accuracy, macro-F1, loss, perplexity, ROUGE, BLEU, chrF)."""
 STEP_X = {"step": "step", "samples": "training examples seen", "epoch": "epoch", "elapsed_s": "seconds"}
 PARETO_X = {"trainable_params": "trainable parameters", "peak_memory_mb": "training memory (MB)",
             "wall_time_s": "wall time (s)", "total_params": "parameters held",
@@ -292,7 +292,7 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = Tru
     return front
 
 
-PARETO_Y = ("accuracy", "macro_f1", "perplexity")
+PARETO_Y = ("accuracy", "macro_f1", "perplexity", "rougeL", "rouge1", "rouge2", "bleu", "chrf")
 
 
 @figure_kind("pareto")
@@ -303,7 +303,8 @@ def pareto(runs: Any, x: str = "trainable_params", y: Optional[str] = None,
     (what the result costs to keep and run; measured by :mod:`tunekit.post`, and by
     ``tk.measure(run)`` for a training run).
 
-    ``y``: accuracy, macro_f1 or perplexity; None takes the runs' task's main metric
+    ``y``: accuracy, macro_f1, perplexity or a text-to-text score (rougeL, rouge1, rouge2, bleu,
+    chrf); None takes the runs' task's main metric
     (accuracy and macro-F1 run from chance, dashed, to 1). One marker per run (hollow for
     runs that did not complete) and a grey line through the Pareto front (nothing cheaper
     is as good). ``log_x`` None: logarithmic for trainable parameters and wall time, linear

@@ -474,9 +474,41 @@ class RunsPanel(W.VBox):
         return [_kind("cka_by_layer", plots.cka_by_layer(drift, colors=plots.colors(runs))),
                 _kind("pca_scatter", plots.pca_scatter(pca))]
 
+    GENERATION_TOKENS = 8  # output tokens the lab explains (one integration each)
+    GENERATION_STEPS = 16
+
+    def _view_generation_attribution(self, runs: list, names: dict, step) -> list:
+        """Text-to-text runs: which source tokens each token of one reference came from, for the
+        base model and each run (the same tokens in every row). The source is the sentence box's
+        text, or, while it holds the classification example, the first validation pair's."""
+        if len({r.task for r in runs}) > 1:
+            raise tk.ConfigError("select runs of one task: text-to-text attributions explain output tokens, a "
+                                 "classifier's explain a class")
+        data = self.data_for(runs)
+        first = data.validation.iloc[0]
+        typed = self.sentence.value.strip()
+        source, target = (first["text"], first["target"]) if typed in ("", DEFAULT_SENTENCE) else (typed, None)
+        what = "The first validation pair's reference" if target is not None else "What the first run writes"
+        if target is None:  # a source of the user's own: every model explains what the first run writes
+            target = inspect.attribute_generation(runs[0], source, max_new_tokens=self.GENERATION_TOKENS,
+                                                  n_steps=1, tokens=[0]).target
+        step(0, 1)
+        attrs = [a if a.run not in names else dataclasses.replace(a, label=names[a.run])
+                 for a in inspect.attribute_generation_runs(runs, source, target, n_steps=self.GENERATION_STEPS,
+                                                            max_new_tokens=self.GENERATION_TOKENS)]
+        step(1, 1)
+        last = attrs[-1]
+        token = max(range(len(last.output)), key=lambda i: last.logprobs[i] - last.baseline_logprobs[i])
+        return [_note(f"{what}, {target!r}, token by token: the boxed one is the token whose probability "
+                      f"depends most on the source for {last.label}."),
+                _kind("generation_attribution_html", plots.generation_attribution_html(attrs, token=token)),
+                _kind("generation_attribution_view", plots.generation_attribution_view(last))]
+
     def _view_attribution(self, runs: list, step=lambda done, total: None) -> list:
         runs = self._usable(runs)
         names = plots.display_names(runs)
+        if {r.task for r in runs} & {"sft", "seq2seq"}:
+            return self._view_generation_attribution(runs, names, step)
         step(0, 1)
         attrs = [a if a.run not in names else dataclasses.replace(a, label=names[a.run])
                  for a in inspect.attribute_runs(runs, self.sentence.value)]
