@@ -145,14 +145,16 @@ class Lab(W.VBox):
         model = str(model)  # a Path works too
         models = list(BUILTIN_MODELS) + ([] if model in BUILTIN_MODELS else [model])
         # the pickers share the title's row with the projector switch: they shrink before anything wraps
-        picker = W.Layout(width="auto", flex="1 1 240px", max_width="330px")
+        # (bases that add up, with the title, the task picker and the projector switch, to less than the
+        # cell's 860 px at 1280x800 with the file browser open: one row)
+        picker = W.Layout(width="auto", flex="1 1 190px", max_width="330px")
         self.model_w = W.Dropdown(options=models, value=model, description="model",
                                   style={"description_width": "50px"}, layout=picker)
         self.data_w = W.Dropdown(options=list(self._data_sources), value=data_label, description="data",
                                  style={"description_width": "50px"}, layout=picker)
         self.task_w = W.Dropdown(options=list(TASKS), value=task, description="task",
                                  style={"description_width": "40px"},
-                                 layout=W.Layout(width="auto", flex="0 1 200px", max_width="200px"))
+                                 layout=W.Layout(width="auto", flex="0 1 180px", max_width="200px"))
         self._picked = (model, data_label, task)  # what is loaded now (a failed pick goes back to it)
         self._holding = False
         for w in (self.model_w, self.data_w, self.task_w):
