@@ -66,6 +66,27 @@ def test_every_strategy_trains_and_reloads_to_its_numbers(family, tiny, headline
             assert again[key] == pytest.approx(s[f"val_{key}"], rel=1e-4, abs=1e-6), (run.label, key)
 
 
+PEFT_FAMILY = [tk.DoRA(rank=2), tk.AdaLoRA(target_rank=1, init_rank=2), tk.VeRA(rank=16), tk.LoHa(rank=2),
+               tk.LoKr(rank=2), tk.LoRA(rank=2, init="pissa"), tk.LoRA(rank=2, init="olora"),
+               tk.LoRA(rank=2, rslora=True)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_peft_family_trains_counts_and_reloads_on_encoder_decoders(family, tiny, headlines, tmp_path):
+    """The rest of the PEFT family on both stacks: each counts before training what the run then trained,
+    its adapter lands in the encoder's and the decoder's blocks, and the record reloads to its numbers."""
+    for strategy in PEFT_FAMILY:
+        m = tk.load_model(tiny[family], task="seq2seq", generation={"examples": 3, "max_new_tokens": 4})
+        counted = strategy.count(m)["trainable"]
+        run = tk.train(m, headlines, strategy, **fast(tmp_path, lr=1e-3))
+        assert run.status == "completed" and run.summary["params"]["trainable"] == counted > 0, run.label
+        by_group = run.summary["params"]["by_group"]
+        assert all(by_group[f"block.{i}"]["trainable"] > 0 for i in range(4)), (run.label, by_group)
+        again = tk.evaluate(tk.load_run(run.path), headlines)
+        for key in ("perplexity", "rougeL", "chrf"):
+            assert again[key] == pytest.approx(run.summary[f"val_{key}"], rel=1e-4, abs=1e-6), (run.label, key)
+
+
 def test_the_loss_is_the_models_teacher_forced_loss_over_target_tokens(tiny, headlines):
     m = tk.load_model(tiny["bart"], task="seq2seq", instruction="headline:")
     enc = m.task.encode_frame(m.tokenizer, headlines.train.iloc[:3], 48)
