@@ -138,8 +138,12 @@ def test_bad_parameters_are_refused_naming_them(tiny):
         tk.VeRA(d_initial=0)
     with pytest.raises(tk.ConfigError, match=r"LoKr\.rank"):
         tk.LoKr(rank=1.5)
-    with pytest.raises(TypeError):
+    with pytest.raises(tk.ConfigError, match=r"DoRA has no parameter 'tokens'; its parameters are \['rank', "):
         tk.DoRA(tokens=4)  # a parameter DoRA does not have
+    with pytest.raises(tk.ConfigError, match=r"PromptTuning takes at most .* got 9"):
+        tk.PromptTuning(*range(9))
+    with pytest.raises(tk.ConfigError, match=r"LoRA: 'rank' given both"):
+        tk.LoRA(4, rank=8)
     with pytest.raises(tk.ConfigError, match=r"VeRA\.rank.*at most 128"):
         tk.VeRA(rank=512).count(tiny)
     with pytest.raises(tk.ConfigError, match=r"LoHa\.rank.*at most 128"):

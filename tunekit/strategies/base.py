@@ -50,7 +50,30 @@ class Phase:
     lr_decay: Optional[float] = None
 
 
-class Strategy:
+class _Parameters(type):
+    """The strategies' metaclass: a keyword the strategy does not have, or more positional
+    arguments than it takes, is a :class:`ConfigError` that names it and lists the strategy's
+    parameters (``tk.DoRA(tokens=4)``), where Python's own TypeError would name neither in a
+    user's terms. Everything else is the dataclass's own ``__init__``."""
+
+    def __call__(cls, *args, **kwargs):
+        if dataclasses.is_dataclass(cls):
+            names = [f.name for f in dataclasses.fields(cls) if f.init]
+            unknown = [k for k in kwargs if k not in names]
+            if unknown:
+                raise ConfigError(f"{cls.__name__} has no parameter {', '.join(map(repr, unknown))}; "
+                                  f"its parameters are {names}")
+            if len(args) > len(names):
+                raise ConfigError(f"{cls.__name__} takes at most {len(names)} positional arguments "
+                                  f"({', '.join(names)}), got {len(args)}")
+            twice = [k for k in names[:len(args)] if k in kwargs]
+            if twice:
+                raise ConfigError(f"{cls.__name__}: {', '.join(map(repr, twice))} given both by position "
+                                  f"and by name")
+        return super().__call__(*args, **kwargs)
+
+
+class Strategy(metaclass=_Parameters):
     """Base class. Subclasses are dataclasses and set ``name`` and ``default_lr``."""
 
     name: ClassVar[str] = "strategy"
