@@ -407,3 +407,29 @@ def test_the_projector_switch_can_start_on(tiny_dir, small, tmp_path):
     lab = Lab(model=tiny_dir, data=small, runs_dir=str(tmp_path / "runs"), projector=True)
     assert lab.projector_w.value and "tunekit-projector" in lab._dom_classes
     assert lab.loss_fig.layout.font.size > 14
+
+
+def test_lora_and_dora_start_and_rslora_are_set_in_the_lab(tiny, tmp_path):
+    """PiSSA, OLoRA, a Gaussian start and rsLoRA are reachable from the lab: one line under the rank,
+    shown for LoRA and DoRA only; the strategy read out carries them, and a start peft cannot use on
+    the model (OLoRA on GPT-2's Conv1D) is said beside the rank and disables Train."""
+    from tunekit.widgets.controls import ModelDiagram, StrategyControls
+    c = StrategyControls(tiny, ModelDiagram(tiny))
+    c.kind_w.value = "lora"
+    assert c.start_row.layout.display == "" and c.strategy() == tk.LoRA(rank=8, target_modules=c.strategy().target_modules)
+    c.start.value, c.rslora.value = "pissa", True
+    s = c.strategy()
+    assert (type(s), s.init, s.rslora) == (tk.LoRA, "pissa", True) and c.problem == ""
+    c.kind_w.value = "dora"
+    s = c.strategy()
+    assert (type(s), s.init, s.rslora) == (tk.DoRA, "pissa", True)
+    c.kind_w.value = "vera"
+    assert c.start_row.layout.display == "none" and not hasattr(c.strategy(), "init")
+    gpt2 = tk.load_model(str(tk.make_tiny("gpt2", tmp_path / "gpt2")), label_names=["neg", "pos"])
+    g = StrategyControls(gpt2, ModelDiagram(gpt2))
+    g.kind_w.value = "lora"
+    g.start.value = "olora"
+    assert g.problem.startswith("The start is not available for 'gpt2' models: peft's OLoRA start")
+    assert g.errors["rank"].value and not g.errors["kind"].value and g.counts.value == ""
+    g.start.value = "default"
+    assert g.problem == ""

@@ -170,7 +170,19 @@ def test_the_cli_and_the_labels_name_each_method():
                       tk.AdaLoRA(target_rank=8)]
     assert [strategy_text(s.describe()) for s in parsed] == ["dora:4", "vera:64", "loha:3", "lokr:2", "ln_tuning",
                                                              "adalora:8"]
-    assert strategy_text(tk.LoRA(rank=8, init="pissa").describe()) is None  # no item says it
+    # LoRA's and DoRA's start and scaling are words after the rank, read back the same way
+    worded = parse_strategies("lora:8:pissa,dora:4:rslora,lora:16:olora:rslora,lora:2:GAUSSIAN")
+    assert worded == [tk.LoRA(rank=8, init="pissa"), tk.DoRA(rank=4, rslora=True),
+                      tk.LoRA(rank=16, init="olora", rslora=True), tk.LoRA(rank=2, init="gaussian")]
+    assert [strategy_text(s.describe()) for s in worded] == ["lora:8:pissa", "dora:4:rslora",
+                                                             "lora:16:olora:rslora", "lora:2:gaussian"]
+    assert strategy_text(tk.LoRA(rank=8, alpha=4, init="pissa").describe()) is None  # no item says alpha 4
+    from tunekit.arguments import InputError
+    for bad, said in [("lora:8:pissa:olora", "one start at most"), ("vera:8:pissa", "vera takes one ':' argument"),
+                      ("lora:8:svd", "after the rank come gaussian, pissa, olora, rslora"),
+                      ("lora:pissa", "after ':' comes a LoRA rank")]:
+        with pytest.raises(InputError, match=said):
+            parse_strategies(bad)
 
     def words(s):
         return strategy_words({"strategy": s.describe(), "strategy_label": s.label})

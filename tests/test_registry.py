@@ -49,7 +49,8 @@ def test_the_table_is_the_registry_and_the_command_lines_names():
     assert list(REGISTRY) == list(STRATEGIES) == ["probe", "freeze", "lora", "ia3", "dora", "adalora", "vera", "loha",
                                                   "lokr", "ln_tuning", "prompt_tuning", "prefix_tuning", "full", "lpft",
                                                   "gradual", "discriminative", "qat"]
-    assert strategy_specs() == ("probe, freeze[:K], lora[:RANK], ia3, dora[:RANK], adalora[:RANK], vera[:RANK], "
+    worded = "[:RANK[:pissa|olora|gaussian][:rslora]]"
+    assert strategy_specs() == (f"probe, freeze[:K], lora{worded}, ia3, dora{worded}, adalora[:RANK], vera[:RANK], "
                                 "loha[:RANK], lokr[:RANK], ln_tuning, prompt_tuning[:TOKENS], prefix_tuning[:TOKENS], "
                                 "full, lpft, gradual, discriminative, qat")
     with pytest.raises(InputError, match=r"known: probe, freeze, lora, ia3, dora, .* \(lora:RANK, freeze:K, "

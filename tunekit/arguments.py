@@ -140,6 +140,10 @@ _NUMBERED = {"lora": ("RANK", "a LoRA rank >= 1", 1), "freeze": ("K", "a number 
 # the parameter the number sets, where it is not ``rank``
 _NUMBER_FIELD = {"adalora": "target_rank", "prompt_tuning": "tokens", "prefix_tuning": "tokens"}
 FREEZE_BLOCKS = 2  # ``freeze`` with no number trains the top 2 blocks
+# words after LoRA's or DoRA's rank (``lora:8:pissa``, ``dora:4:rslora``): word -> (parameter, value)
+_LORA_WORDS = {"gaussian": ("init", "gaussian"), "pissa": ("init", "pissa"), "olora": ("init", "olora"),
+               "rslora": ("rslora", True)}
+_WORDED = ("lora", "dora")
 
 
 def strategy_names() -> list[str]:
@@ -156,7 +160,7 @@ def strategy_specs(explain: bool = False) -> str:
     def spec(name: str) -> str:
         if name not in _NUMBERED:
             return name
-        text = f"{name}[:{_NUMBERED[name][0]}]"
+        text = f"{name}[:{_NUMBERED[name][0]}" + ("[:pissa|olora|gaussian][:rslora]]" if name in _WORDED else "]")
         return text + f" (top K blocks, default {FREEZE_BLOCKS})" if explain and name == "freeze" else text
     return ", ".join(spec(name) for name in strategy_names())
 
@@ -176,13 +180,26 @@ def _strategy_spec(item: str, option: str = "--strategies"):
     if name not in _NUMBERED:
         raise InputError(option, f"{name!r} takes no ':' argument (got {item!r})")
     _, what, least = _NUMBERED[name]
+    arg, *words = arg.split(":")
     try:
         n = int(arg)
     except ValueError:
         n = -1
     if n < least:
         raise InputError(option, f"{item!r}: after ':' comes {what} (got {arg!r})")
-    return ("freeze", n) if name == "freeze" else {"name": name, _NUMBER_FIELD.get(name, "rank"): n}
+    if words and name not in _WORDED:
+        raise InputError(option, f"{item!r}: {name} takes one ':' argument, {what}")
+    if name == "freeze":
+        return ("freeze", n)
+    spec = {"name": name, _NUMBER_FIELD.get(name, "rank"): n}
+    for word in (w.strip().lower() for w in words):
+        if word not in _LORA_WORDS:
+            raise InputError(option, f"{item!r}: after the rank come {', '.join(_LORA_WORDS)} (got {word!r})")
+        field, value = _LORA_WORDS[word]
+        if field in spec:
+            raise InputError(option, f"{item!r}: one start at most (pissa, olora or gaussian)")
+        spec[field] = value
+    return spec
 
 
 def strategy_text(spec: dict) -> Optional[str]:
@@ -199,7 +216,13 @@ def strategy_text(spec: dict) -> Optional[str]:
     elif name in _NUMBERED:
         try:
             field = _NUMBER_FIELD.get(name, "rank")
-            candidate, strategy = f"{name}:{spec.get(field)}", get_strategy({"name": name, field: spec.get(field)})
+            given = {"name": name, field: spec.get(field)}
+            candidate = f"{name}:{spec.get(field)}"
+            if name in _WORDED:
+                for word, (key, value) in _LORA_WORDS.items():
+                    if spec.get(key) == value:
+                        candidate, given[key] = f"{candidate}:{word}", value
+            strategy = get_strategy(given)
         except ConfigError:
             return None
     elif name in strategy_names():
@@ -215,7 +238,9 @@ def strategy_text(spec: dict) -> Optional[str]:
 
 def parse_strategies(text: str, option: str = "--strategies") -> list:
     """``"probe,lora:4,freeze"`` -> a list of strategies (``freeze`` is ``Freeze.top(2)``,
-    ``freeze:K`` is ``Freeze.top(K)``, ``lora:R`` is ``LoRA(rank=R)``). Raises :class:`InputError`
+    ``freeze:K`` is ``Freeze.top(K)``, ``lora:R`` is ``LoRA(rank=R)``, ``lora:R:pissa`` starts it
+    from the weights' principal components and ``lora:R:rslora`` scales it by alpha / sqrt(R), as
+    ``dora:R:...`` does for DoRA). Raises :class:`InputError`
     naming ``option`` (``train`` takes ``--strategy``)."""
     from tunekit.strategies import Freeze, get_strategy  # lazy: torch loads only for the commands that train
 

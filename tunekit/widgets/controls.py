@@ -33,6 +33,9 @@ LAB_ORDER = ("freeze", "lora", "ia3", "full", "probe")
 #: or None for a method without alpha; the rank slider's largest value)
 RANKED = {"lora": (2, 64), "dora": (2, 64), "adalora": (None, 64), "loha": (1, 64), "lokr": (1, 64),
           "vera": (None, 256), "prompt_tuning": (None, 100), "prefix_tuning": (None, 100)}
+#: the adapters whose start and scaling the lab sets too (LoRA's ``init`` and ``rslora``), and the starts' words
+LORA_STARTED = ("lora", "dora")
+LORA_STARTS = {"default": "usual", "pissa": "PiSSA", "olora": "OLoRA", "gaussian": "Gaussian"}
 
 
 def _has_targets(kind: str) -> bool:
@@ -167,9 +170,20 @@ class StrategyControls(W.VBox):
         self.alpha_note = W.HTML()
         self.alpha_edited = False  # True once the user set alpha to something other than 2 x rank
         self.targets = TargetToggles(targets, default_short, description="LoRA targets", description_width="auto")
+        # LoRA's and DoRA's start (peft's init_lora_weights) and rsLoRA's scaling: one line under the rank,
+        # where the rank's column had room (alpha's column is two lines), so the row grows no taller
+        self.start = W.Dropdown(options=[(label, name) for name, label in LORA_STARTS.items()], value="default",
+                                description="start", style={"description_width": "34px"},
+                                layout=W.Layout(width="160px", flex="0 0 auto"),
+                                tooltip="how the adapter starts: usual (B = 0), PiSSA (the weights' principal "
+                                        "components, moved out of the base), OLoRA (a QR of the weights), "
+                                        "Gaussian (A drawn from a normal)")
+        self.rslora = W.Checkbox(False, description="rsLoRA", indent=False, layout=W.Layout(width="auto"),
+                                 tooltip="scale the update by alpha / sqrt(rank) instead of alpha / rank")
+        self.start_row = W.HBox([self.start, self.rslora], layout=W.Layout(align_items="center", gap="8px"))
         self.errors = {name: W.HTML() for name in ("kind", "rank", "alpha", "targets")}
         # shown for LoRA only: rank, alpha and targets side by side, three columns of the grid
-        self.lora_box = W.HBox([W.VBox([self.rank, self.errors["rank"]]),
+        self.lora_box = W.HBox([W.VBox([self.rank, self.start_row, self.errors["rank"]]),
                                 W.VBox([self.alpha, self.alpha_note, self.errors["alpha"]]),
                                 W.VBox([self.targets, self.errors["targets"]])])
         self.lora_box.add_class("tunekit-lora")
@@ -207,7 +221,7 @@ class StrategyControls(W.VBox):
                                           layout=wide)
         self.seed = W.BoundedIntText(0, min=0, max=2**31 - 1, description="seed", style=style, layout=wide)
         self.counts = W.HTML()
-        for w in (self.kind_w, self.rank, self.targets):
+        for w in (self.kind_w, self.rank, self.targets, self.start, self.rslora):
             w.observe(self._changed, "value")
         self.alpha.observe(self._alpha_set, "value")
         diagram.observe(self._changed, "chosen")
@@ -240,6 +254,8 @@ class StrategyControls(W.VBox):
                 settings["target_modules"] = list(self.targets.value)
             if RANKED[kind][0] is not None:
                 settings["alpha"] = self.alpha.value
+            if kind in LORA_STARTED:
+                settings.update(init=self.start.value, rslora=self.rslora.value)
             return REGISTRY[kind](**settings)
         if kind != "freeze":  # probe, full, ia3, LayerNorm tuning: no settings of their own
             return REGISTRY[kind]()
@@ -256,7 +272,7 @@ class StrategyControls(W.VBox):
         this one replaces); the LoRA targets and the diagram stay this model's own. A learning
         rate or alpha that followed its default keeps following it."""
         for name in ("epochs", "batch_size", "schedule", "lr_decay", "train_size", "eval_size", "seed", "rank",
-                     "kind_w"):
+                     "start", "rslora", "kind_w"):
             getattr(self, name).value = getattr(other, name).value
         if other.alpha_edited:
             self.alpha.value = other.alpha.value
@@ -354,6 +370,7 @@ class StrategyControls(W.VBox):
             self._set(self.rank, min(self.rank.value, most))
             self.rank.max = most
             self.alpha.layout.display = self.alpha_note.layout.display = "" if factor else "none"
+            self.start_row.layout.display = "" if kind in LORA_STARTED else "none"
         factor = self._alpha_factor()
         if not self.alpha_edited:
             self._set(self.alpha, float(factor * self.rank.value))
@@ -414,12 +431,14 @@ class StrategyControls(W.VBox):
 
     FIELDS = {"tokens": ("rank", "The number of virtual tokens"), "rank": ("rank", "The rank"),
               "alpha": ("alpha", "Alpha"), "target_modules": ("targets", "The targets"),
-              "target_rank": ("rank", "The target rank"), "init_rank": ("rank", "The starting rank (1.5 x target)")}
+              "target_rank": ("rank", "The target rank"), "init": ("rank", "The start"), "init_rank": ("rank", "The starting rank (1.5 x target)")}
 
     def _in_words(self, message: str) -> tuple[str, str]:
         """(message, control) for a strategy's ConfigError: ``LoRA.rank must be at most 32 (...)
-        (got 64)`` -> ``The rank must be at most 32 (...).`` beside the rank."""
-        m = re.match(rf"^(?:{'|'.join(cls.__name__ for cls in REGISTRY.values())})\.(\w+):? (.*?)(?: \(got .*\))?$",
+        (got 64)`` -> ``The rank must be at most 32 (...).`` beside the rank (and ``LoRA.init='olora'
+        is not available ...`` -> ``The start is not available ...`` there too)."""
+        m = re.match(rf"^(?:{'|'.join(cls.__name__ for cls in REGISTRY.values())})\.(\w+)(?:=\S+)?:? (.*?)"
+                     rf"(?: \(got .*\))?$",
                      message, re.S)
         if m and m.group(1) in self.FIELDS:
             where, words = self.FIELDS[m.group(1)]
