@@ -116,9 +116,25 @@ def test_the_labs_weights_view_slides_over_the_points(kept, small, tmp_path):
     start = slider.children[1]
     assert all(v in (0, None) for row in start.data[0].z for v in row)
     assert start.layout.coloraxis.cmax == top and "at the start" in start.layout.title.text
+    assert "No spectrum at the start" in slider.children[2].value  # nothing has moved yet
     slider.slider.value = 1
     middle = [v for row in slider.children[1].data[0].z for v in row if v is not None]
     assert 0 < max(middle) < top
+    # the spectrum of the update that moved most, at each point on the end's axes
+    spectrum_middle = slider.children[2]
+    assert "at 33 %" in spectrum_middle.layout.title.text and "singular value" in spectrum_middle.layout.yaxis.title.text
+    slider.slider.value = 3
+    spectrum_end = slider.children[2]
+    assert list(spectrum_end.layout.yaxis.range) == list(spectrum_middle.layout.yaxis.range)
+    assert max(spectrum_middle.data[0].y) < max(spectrum_end.data[0].y)
+    assert "at the end" in spectrum_end.layout.title.text and "Singular values" in slider.children[3].value
+    name = tk.inspect.update_spectra(tk.inspect.snapshot_pairs(run)[-1]).table.sort_values("delta_norm").name.iloc[-1]
+    assert max(spectrum_end.data[0].y) == pytest.approx(
+        tk.inspect.update_spectra(run).singular_values[(run.name, name)][0], rel=1e-5)
+    figures = [w for w in panel.panes["Weights"].children if type(w).__name__ == "FigureWidget"]
+    md = next(f for f in figures if (f.layout.title.text or "").startswith("Magnitude and direction"))
+    assert sorted(set(md.data[0].marker.color)) == [3, 5, 8], "every point after the start, coloured by step"
+    assert not any("Spectrum of the update" in (f.layout.title.text or "") for f in figures), "the slider draws it"
 
 
 @pytest.mark.parametrize("strategy", [tk.AdaLoRA(target_rank=1, init_rank=2), tk.PromptTuning(tokens=3)],
@@ -166,3 +182,13 @@ def test_the_snapshot_benchmark_measures_what_it_says(tmp_path):
         assert 0 <= kept["write_extra_mb"] < 64 and kept["peak_rss_mb"] > 100
     full_mb, lora_mb = rows[("full", 3)]["snapshot_tensor_mb"], rows[("lora", 3)]["snapshot_tensor_mb"]
     assert full_mb == pytest.approx(22_566_146 * 4 / 2 ** 20, rel=0.01) and lora_mb < full_mb / 50  # fp32
+
+
+def test_the_reports_magnitude_direction_uses_every_point_kept(kept, small):
+    """The HTML report's instruments: with snapshots, the magnitude / direction section has a marker set
+    per point after the start (the DoRA paper's several points of training), and says so."""
+    from tunekit.inspect.views import instrument_sections
+    run, _ = kept
+    sections = dict(instrument_sections([run], data=small, n=16))
+    fig = sections["Magnitude and direction of each update at each point kept"]
+    assert sorted(set(fig.data[0].marker.color)) == [3, 5, 8]

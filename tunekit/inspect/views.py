@@ -72,14 +72,16 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
         sections.append((f"Weight change: {names[changed[-1]]} minus {names[changed[-2]]}",
                          plots.weight_change_difference(wc, changed[-1], changed[-2])))
     blocks = moved[moved["block"].notna()]
+    kept = any(len(p.run.snapshot_steps) > 2 for p in pairs)  # snapshots=k: several points, as the paper plots
     if not blocks.empty:
         top = int(blocks["block"].max())
         name = blocks[(blocks["block"] == top) & (blocks["module"] == "query")]["name"]
         name = name.iloc[0] if len(name) else blocks["name"].iloc[-1]
         sections += [("Effective rank of the updates", plots.rank_by_block(spectra.table, colors=colours)),
                      (f"Spectrum of one update ({param_label(name)})", plots.spectrum(spectra, name, colors=colours)),
-                     ("Magnitude and direction of each update",
-                      plots.magnitude_direction(plots.named(magnitude_direction(pairs), runs), colors=colours))]
+                     ("Magnitude and direction of each update" + (" at each point kept" if kept else ""),
+                      plots.magnitude_direction(plots.named(magnitude_direction(pairs, steps=kept), runs),
+                                                colors=colours))]
     ranks = adapter_ranks(pairs)
     if ranks_moved(ranks):  # beside LoRA's uniform ranks, where AdaLoRA moved its own
         sections.append(("Where each adapter put its rank", plots.adapter_ranks(plots.named(ranks, runs))))

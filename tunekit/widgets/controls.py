@@ -431,7 +431,8 @@ class StrategyControls(W.VBox):
 
     FIELDS = {"tokens": ("rank", "The number of virtual tokens"), "rank": ("rank", "The rank"),
               "alpha": ("alpha", "Alpha"), "target_modules": ("targets", "The targets"),
-              "target_rank": ("rank", "The target rank"), "init": ("rank", "The start"), "init_rank": ("rank", "The starting rank (1.5 x target)")}
+              "target_rank": ("rank", "The target rank"), "init": ("rank", "The start"),
+              "init_rank": ("rank", "The starting rank (1.5 x target)")}
 
     def _in_words(self, message: str) -> tuple[str, str]:
         """(message, control) for a strategy's ConfigError: ``LoRA.rank must be at most 32 (...)

@@ -27,6 +27,8 @@ from tunekit.widgets.experiments import ExperimentsPanel
 from tunekit.widgets.importer import ImportBox
 from tunekit.widgets.post import PostPanel
 from tunekit.widgets.sizer import FitFigures, figure_widget
+from tunekit.widgets.steps import StepSlider
+from tunekit.widgets.words import note
 
 VIEWS = ("Compare", "Weights", "Representations", "Attribution")
 WHAT = {"Compare": "the training curves and costs", "Weights": "the weight change",
@@ -55,62 +57,11 @@ def _as_widget(item, text_scale: float = 1.0) -> W.Widget:
     return figure_widget(plots.axes.scale_text(item, text_scale))
 
 
-class StepSlider(W.VBox):
-    """The weight change map at each point that runs kept with ``snapshots=k``: a slider from
-    the start to the end, one panel per run, on the end's colour scale (so that the change is
-    seen growing). Runs with another number of points take their nearest point."""
-
-    def __init__(self, pairs: list, runs: list, zmax: float, text_scale: float = 1.0):
-        # a run without snapshots is its end at every point
-        self._points = {p.run.name: inspect.snapshot_pairs(p) for p in pairs}
-        self._runs, self._zmax, self._scale = runs, zmax, text_scale
-        most = max(len(v) for v in self._points.values())
-        self.slider = W.SelectionSlider(options=[(self._words(i, most), i) for i in range(most)], value=most - 1,
-                                        description="point", continuous_update=False,
-                                        layout=W.Layout(width="min(640px, 100%)"),
-                                        style={"description_width": "60px"})
-        self._most = most
-        self.slider.observe(lambda change: self.draw(change["new"]), "value")
-        super().__init__([self.slider, W.HTML()])
-        self._tunekit_kind = "weight_change_heatmap"  # its caption is the map's
-        self.draw(most - 1)
-
-    def _words(self, i: int, most: int) -> str:
-        steps = sorted({pairs[self._index(i, most, len(pairs))].step for pairs in self._points.values()
-                        if len(pairs) > 1})
-        at = "the start" if i == 0 else "the end" if i == most - 1 else f"{round(100 * i / (most - 1))} %"
-        return f"{at} (step {', '.join(map(str, steps))})"
-
-    @staticmethod
-    def _index(i: int, most: int, n: int) -> int:
-        return round(i * (n - 1) / (most - 1)) if most > 1 else n - 1
-
-    def chosen(self, i: int) -> list:
-        """The pair of each run at point ``i`` of the slider."""
-        return [pairs[self._index(i, self._most, len(pairs))] for pairs in self._points.values()]
-
-    def draw(self, i: int) -> None:
-        wc = plots.named(inspect.weight_change(self.chosen(i)), self._runs)
-        fig = plots.weight_change_heatmap(wc, zmax=self._zmax)
-        fig.layout.title.text = f"Weight change per module at {self.slider.label.split(' (')[0]}"
-        self.children = (self.slider, _as_widget(fig, self._scale))
-
-    def set_text_scale(self, scale: float, factor: float) -> None:
-        """The lab's projector switch: the map shown now, and those drawn later."""
-        self._scale = scale
-        plots.axes.scale_text(self.children[1], factor)
-
-
 def _kind(kind: str, item):
     """Tag a figure with its kind (a key of :data:`tunekit.plots.captions.CAPTIONS`) for its caption."""
     if not isinstance(item, str):
         item._tunekit_kind = kind
     return item
-
-
-def _note(text: str) -> str:
-    """A line in words between the figures of a view (HTML, escaped)."""
-    return html.escape(text).join(['<div class="tunekit-note" style="margin:6px 0 14px 0">', "</div>"])
 
 
 def _with_captions(items: list, text_scale: float = 1.0) -> list[W.Widget]:
@@ -397,14 +348,19 @@ class RunsPanel(W.VBox):
         sp = inspect.update_spectra(pairs)
         plots.named(sp.table, runs)
         step(2, 4)
-        if any(len(p.run.snapshot_steps) > 2 for p in pairs):  # kept during training: the map at each point
+        changed = sp.table[(sp.table["delta_norm"] > 0) & sp.table["block"].notna()]
+        # the spectrum of the matrix that moved most, for every run that changed it
+        top_matrix = changed.loc[changed["delta_norm"].idxmax(), "name"] if len(changed) else None
+        kept = any(len(p.run.snapshot_steps) > 2 for p in pairs)
+        if kept:  # kept during training: the map and the spectrum at each point
             top = wc.loc[wc["block"].notna(), "rel_change"].max()
-            out = [StepSlider(pairs, runs, zmax=float(top) if top > 0 else 1.0, text_scale=self.text_scale)]
+            out = [StepSlider(pairs, runs, zmax=float(top) if top > 0 else 1.0, text_scale=self.text_scale,
+                              spectrum=top_matrix, colors=colours)]
         else:
             out = [_kind("weight_change_heatmap", plots.weight_change_heatmap(wc))]
         norms = inspect.norms_only(wc)
         if norms:  # LayerNorm tuning: where its change is, in words
-            out.append(_note(", ".join(names[n] for n in norms) + (" changes" if len(norms) == 1 else " change")
+            out.append(note(", ".join(names[n] for n in norms) + (" changes" if len(norms) == 1 else " change")
                              + " no weight matrix: only the normalization layers' scale and shift moved (the "
                              "'attn norm' and 'out norm' columns above), with the new head."))
         prompts = inspect.prompted(pairs)
@@ -414,14 +370,14 @@ class RunsPanel(W.VBox):
                                       "had come before the text")):
             held = list(prompts.loc[prompts["kind"] == kind, "run"])
             if held:  # their change is in what the model reads, not in any weight
-                out.append(_note(", ".join(names[n] for n in held) + (" changes" if len(held) == 1 else " change")
+                out.append(note(", ".join(names[n] for n in held) + (" changes" if len(held) == 1 else " change")
                                  + f" no weight of the model: {what}."))
         tokens = plots.named(inspect.virtual_tokens(pairs), runs)
         if len(tokens):
             out.append(_kind("virtual_tokens", plots.virtual_tokens(tokens, colors=colours)))
         rebased = inspect_views.rebased_words(runs, names)
         if rebased:  # PiSSA / OLoRA moved part of each weight into the adapter before training
-            out.append(_note(rebased))
+            out.append(note(rebased))
         out.append(_kind("head_change_bar", plots.head_change_bar(wc, colors=colours)))
         # "A minus B" only between runs that changed something inside the blocks: against a run that
         # changed none (a probe), the difference is the other run's own map, nothing more
@@ -432,19 +388,18 @@ class RunsPanel(W.VBox):
             out.append(_kind("weight_change_difference",
                         plots.weight_change_difference(wc, moved[-1].name, moved[0].name)))
         elif len(runs) >= 2 and still:
-            out.append(_note(
+            out.append(note(
                 "No difference map: " + ", ".join(names[r.name] for r in still)
                 + (" changes" if len(still) == 1 else " change") + " no weight inside the blocks (a probe trains "
                 "only the head; frozen blocks stay put), so a difference would only repeat the other run's map "
                 "above."))
-        changed = sp.table[(sp.table["delta_norm"] > 0) & sp.table["block"].notna()]
         if len(changed):
             out.append(_kind("rank_by_block", plots.rank_by_block(sp.table, colors=colours)))
-            # the spectrum of the matrix that moved most, for every run that changed it
-            top = changed.loc[changed["delta_norm"].idxmax(), "name"]
-            out.append(_kind("spectrum", plots.spectrum(sp, top, colors=colours)))
+            if not kept:  # with snapshots the slider draws it, at each point
+                out.append(_kind("spectrum", plots.spectrum(sp, top_matrix, colors=colours)))
             step(3, 4)
-            table = plots.named(inspect.magnitude_direction(pairs), runs)
+            # with snapshots, every point after the start (coloured by step), as the DoRA paper plots them
+            table = plots.named(inspect.magnitude_direction(pairs, steps=kept), runs)
             out.append(_kind("magnitude_direction", plots.magnitude_direction(table, colors=colours)))
             ranks = inspect.adapter_ranks(pairs)
             if inspect.ranks_moved(ranks):  # AdaLoRA's allocation, beside any LoRA's uniform one
@@ -499,7 +454,7 @@ class RunsPanel(W.VBox):
         step(1, 1)
         last = attrs[-1]
         token = max(range(len(last.output)), key=lambda i: last.logprobs[i] - last.baseline_logprobs[i])
-        return [_note(f"{what}, {target!r}, token by token: the boxed one is the token whose probability "
+        return [note(f"{what}, {target!r}, token by token: the boxed one is the token whose probability "
                       f"depends most on the source for {last.label}."),
                 _kind("generation_attribution_html", plots.generation_attribution_html(attrs, token=token)),
                 _kind("generation_attribution_view", plots.generation_attribution_view(last))]

@@ -1,6 +1,8 @@
-"""How the lab's tabs say time and progress: ``1:02 elapsed < 3:10 left``."""
+"""How the lab's tabs say time and progress (``1:02 elapsed < 3:10 left``), and a line in words
+between a view's figures."""
 from __future__ import annotations
 
+import html
 from typing import Optional
 
 
@@ -37,3 +39,8 @@ def cells_label(done: int, total: int, elapsed_s: float, left_s: Optional[float]
 
 
 __all__ = ["clock", "progress_label", "end_label", "cells_label"]
+
+
+def note(text: str) -> str:
+    """A line in words between the figures of a view (HTML, escaped)."""
+    return html.escape(text).join(['<div class="tunekit-note" style="margin:6px 0 14px 0">', "</div>"])
