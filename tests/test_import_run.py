@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 from peft import (
+    AdaLoraConfig,
     IA3Config,
     LNTuningConfig,
     LoHaConfig,
     LoKrConfig,
     LoraConfig,
     PeftModel,
+    PromptTuningConfig,
     VeraConfig,
     get_peft_model,
 )
@@ -187,6 +189,40 @@ def test_the_weight_change_is_peft_merge_at_the_targets_and_zero_elsewhere(metho
                                       {"query", "value", "dense"} if method == "ia3" else {"query", "value"})
 
 
+MORE = {
+    "adalora": (AdaLoraConfig(task_type="SEQ_CLS", init_r=4, target_r=2, total_step=100,
+                              target_modules=["query", "value"]), "imported AdaLoRA r2 of 4"),
+    "pissa": (LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"],
+                         init_lora_weights="pissa"), "imported LoRA r4 α8 PiSSA"),
+    "olora": (LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["query", "value"],
+                         init_lora_weights="olora", use_rslora=True), "imported LoRA r4 α8 OLoRA rs"),
+    "prompt_tuning": (PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4), "imported prompt tuning"),
+}
+"""The methods whose adapter reloads in another shape (AdaLoRA), rebuilds part of the base (PiSSA,
+OLoRA: peft starts them again on the original weights) or lives beside the model (prompt tuning)."""
+
+
+@pytest.mark.parametrize("method", list(MORE))
+def test_adalora_pissa_olora_and_prompt_tuning_adapters_import_as_peft_loads_them(method, base, small, tmp_path):
+    config, words = MORE[method]
+    adapter = save_adapter(base, config, tmp_path / method)
+    run = tk.import_run(adapter, runs_dir=str(tmp_path / "runs"))
+    assert words in run.display_name, run.display_name
+    reloaded = tk.load_run(run.path).load_model()
+    assert torch.allclose(reloaded.logits(**_encoded(reloaded)), logits(plain_adapter(base, adapter)), atol=1e-5)
+    wc = tk.inspect.weight_change([run])
+    moved = set(wc[(wc.delta_norm > 0) & wc.block.notna()].module)
+    assert moved == (set() if method == "prompt_tuning" else {"query", "value"})
+    from tunekit.inspect.views import rebased_words
+    said = rebased_words([run], {})
+    assert ("measured against the original checkpoint" in said) == (method in ("pissa", "olora"))
+    if method == "pissa":  # the fast SVD's start is PiSSA too (peft redraws it on each load: not compared)
+        from tunekit.imports import _adapter_strategy
+        assert _adapter_strategy({"peft_type": "LORA", "init_lora_weights": "pissa_niter_4"})["init"] == "pissa"
+    if method == "prompt_tuning":  # its change is in what the model reads: the learned tokens
+        assert tk.inspect.prompted(run).kind.tolist() == ["prompt"] and len(tk.inspect.virtual_tokens(run)) == 4
+
+
 def test_a_head_for_more_classes_than_the_base_names_takes_transformers_default_names(tmp_path):
     """A base without a head (as a pretrained encoder is on the hub), an adapter trained with a
     3-class head: the record's head has 3 rows, named as transformers names them (data sets are
@@ -233,12 +269,19 @@ def test_the_views_draw_it(imported, small):
     assert any("Magnitude" in heading for heading, _ in sections)
 
 
-def test_a_post_training_op_reads_it_and_writes_a_record(imported, small):
+def test_post_training_reads_it_prune_quantize_distil_each_writing_a_record(imported, small):
     pruned = tk.prune(imported, sparsity=0.5, data=small)
     assert pruned.kind == "prune" and pruned.parent["name"] == imported.name
     assert pruned.display_name.startswith("prune 50 % of #") and pruned.status == "completed"
     assert pruned.summary["nonzero_params"] < pruned.summary["before"]["nonzero_params"]
     tk.load_run(pruned.path).load_model()
+    quantized = tk.quantize(imported, data=small)  # int8 weights and activations (torchao)
+    assert quantized.kind == "quantize" and quantized.parent["name"] == imported.name
+    assert quantized.status == "completed" and quantized.summary["size_mb"] < quantized.summary["before"]["size_mb"]
+    distilled = tk.distil(imported, student=[1], data=small, train_size=32, batch_size=16, epochs=1,
+                          progress=False)  # the imported model teaches a one-block student
+    assert distilled.kind == "distil" and distilled.config["teacher"]["name"] == imported.name
+    assert tk.load_run(distilled.path).load_model().num_blocks == 1
 
 
 # ----- the Trainer's curves -------------------------------------------------------------------------------

@@ -292,7 +292,8 @@ def _check_keys(model: Model, folder: Path, base: str) -> None:
 
 
 def _adapter_strategy(config: dict) -> dict:
-    """The record's ``strategy``: the peft method in tunekit's words, its rank, alpha and targets."""
+    """The record's ``strategy``: the peft method in tunekit's words, its rank (AdaLoRA: target and
+    starting rank), alpha, start (PiSSA, OLoRA, Gaussian), rsLoRA and targets."""
     method = str(config.get("peft_type", "?")).lower()
     if method == "lora" and config.get("use_dora"):
         method = "dora"
@@ -302,6 +303,18 @@ def _adapter_strategy(config: dict) -> dict:
         out["rank"] = rank
     if isinstance(alpha, (int, float)) and not isinstance(alpha, bool):
         out["alpha"] = alpha
+    if method == "adalora":  # its r is unused: it starts at init_r and ends averaging target_r
+        out.pop("rank", None)
+        for key, field in (("target_r", "target_rank"), ("init_r", "init_rank")):
+            if isinstance(config.get(key), int) and not isinstance(config.get(key), bool):
+                out[field] = config[key]
+    start = config.get("init_lora_weights")
+    if method in ("lora", "dora") and isinstance(start, str):  # "pissa_niter_16" is PiSSA too
+        start = next((name for name in ("pissa", "olora", "gaussian") if start.startswith(name)), None)
+        if start:  # so the views say that PiSSA / OLoRA are measured against the original weights
+            out["init"] = start
+    if method in ("lora", "dora") and config.get("use_rslora") is True:
+        out["rslora"] = True
     if config.get("target_modules") is not None:
         out["targets"] = config["target_modules"]
     return out
