@@ -22,6 +22,10 @@ method is compared with LoRA on the same seeds and examples (a paired difference
   matrices all three change). The paper saw full fine-tuning and DoRA negative, LoRA positive;
   the script prints what these runs show, whichever way it falls.
 
+- **the figures side by side** (``--figures PAGE.html``, by default beside ``--json``): for seed 0
+  of every method, tunekit's report with the weight change per module, the magnitude and direction
+  of each update and the representation drift, a panel per run.
+
 ``--causal-lm`` also trains the methods (not the probe; prefix tuning, which peft has for a language
 model only, joins here) on SmolLM2-135M as a language model on BBC News and reports the test
 perplexity per method with a 95 % interval over seeds (a bootstrap of the seeds alone: few seeds,
@@ -224,6 +228,26 @@ def drift(runs_by_method: dict, data, n: int) -> dict:
     return out
 
 
+def figures(args, runs_by_method: dict, data, path: Path) -> Path:
+    """The figures side by side, for seed 0 of every method, as one HTML page (tunekit's report):
+    the runs table, the weight change per module (a panel per run), the magnitude and direction
+    of each update (a panel per run that changed block matrices) and the representation drift."""
+    first = [rs[0] for rs in runs_by_method.values() if rs]
+    pairs = tk.inspect.load_pairs(first)
+    colours = tk.plots.colors(first)
+    extra = [("Weight change per module (seed 0 of each method)",
+              tk.plots.weight_change_heatmap(tk.plots.named(tk.inspect.weight_change(pairs), first)))]
+    md = tk.plots.named(tk.inspect.magnitude_direction(pairs), first)
+    if len(md):
+        extra.append(("Magnitude and direction of each update (DoRA paper, section 2)",
+                      tk.plots.magnitude_direction(md, colors=colours)))
+    drift = tk.inspect.representation_drift(pairs, data=data, n=args.drift_n, seed=0)
+    extra.append(("Representation drift (linear CKA, base vs tuned)",
+                  tk.plots.cka_by_layer(tk.plots.named(drift, first), colors=colours)))
+    return tk.report.write_report(first, path, title=f"The PEFT family side by side ({args.data}, seed 0)",
+                                  extra=extra)
+
+
 # ----- the classifier grid -----------------------------------------------------------------------
 def said_cell(event: dict) -> None:
     """One line per finished cell (the experiment's callback)."""
@@ -262,6 +286,8 @@ def classification(args, methods, model_source: str, root: Path) -> dict:
     t0 = time.perf_counter()
     forgetting = drift(runs_by_method, data, args.drift_n)
     md_rows, said = magnitude_direction(runs_by_method)
+    if args.figures:
+        print(f"wrote the figures side by side: {figures(args, runs_by_method, data, args.figures)}")
     instruments_s = time.perf_counter() - t0
     rows = []
     for method in methods:
@@ -377,6 +403,8 @@ def main() -> None:
     ap.add_argument("--lm-batch-size", type=int, default=8)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on a tiny random model: checks the script")
     ap.add_argument("--json", default=None, help="write the results here (a bare name: under benchmarks/results/)")
+    ap.add_argument("--figures", default=None, help="write the figures side by side (weight change, magnitude and "
+                    "direction, drift; seed 0 of each method) to this HTML page (default: beside --json)")
     args = ap.parse_args()
     args.causal_lm = args.causal_lm or args.causal_lm_only
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -388,6 +416,9 @@ def main() -> None:
         args.eval_size, args.test_size, args.drift_n = 16, 32, 8
         args.lm_size, args.lm_test_size, args.lm_max_length, args.lm_batch_size = 16, 8, 24, 4
     args.sizes = [int(s) for s in args.sizes.split(",")]
+    if args.json and not args.figures:
+        json_path = Path(args.json)
+        args.figures = str((RESULTS / json_path if json_path.parent == Path(".") else json_path).with_suffix(".html"))
     if args.lr not in (None, "tune"):
         args.lr = float(args.lr)
     out = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "torch_threads": torch.get_num_threads(),

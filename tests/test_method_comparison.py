@@ -61,6 +61,11 @@ def test_every_method_at_its_budget_with_intervals_drift_and_the_dora_pattern(tm
     assert ("was seen" in pattern) == as_paper, pattern
     assert pattern in said and "Paired with LoRA" in said and "Budget: LoRA rank 2" in said
     assert math.isfinite(result["total_s"]) and result["args"]["smoke"] is True
+    page = (tmp_path / "methods.html").read_text()  # the figures side by side, beside the JSON
+    for heading in ("Weight change per module (seed 0 of each method)", "Magnitude and direction of each update",
+                    "Representation drift"):
+        assert f"<h2>{heading}" in page, heading
+    assert page.count("plotly-graph-div") >= 3 + 4 and "wrote the figures side by side" in said
 
 
 def test_the_causal_lm_option(tmp_path):
