@@ -243,3 +243,42 @@ def test_a_prefix_started_from_text_reads_as_that_text_before(family, tmp_path):
                        (dict(init="text", init_text="x", projection=True), "PrefixTuning.init")):
         with pytest.raises(tk.ConfigError, match=re.escape(field)):
             tk.PrefixTuning(**bad)
+
+
+def test_the_prefix_view_measures_its_keys_and_values_against_the_models_own(tmp_path, small):
+    """tk.inspect.prefix_layers: a prefix started from words and not yet moved (a rate of 1e-12) holds
+    the model's own keys and values for them, so in every layer its length is the sentence's own
+    (ratio 1); a random start's is not. The Weights view and the report draw it with its caption."""
+    import shutil
+    pytest.importorskip("ipywidgets")
+    from tunekit.inspect.ranks import PREFIX_SENTENCE
+    from tunekit.inspect.views import instrument_sections
+    from tunekit.widgets.views import RunsPanel
+    path = str(make_tiny("llama", tmp_path / "model"))
+    n = len(tk.load_model(path, task="causal_lm").tokenizer(PREFIX_SENTENCE, add_special_tokens=False)["input_ids"])
+    kw = dict(train_size=16, batch_size=8, max_length=32, runs_dir=str(tmp_path / "runs"), progress=False)
+    words = tk.train(tk.load_model(path, task="causal_lm"), small,
+                     tk.PrefixTuning(tokens=n, init="text", init_text=PREFIX_SENTENCE), lr=1e-12, **kw)
+    random = tk.train(tk.load_model(path, task="causal_lm"), small, tk.PrefixTuning(tokens=n), lr=1e-2, **kw)
+    table = tk.inspect.prefix_layers([words, random])
+    assert len(table) == 2 * 2 * 2  # 2 runs x 2 layers x keys, values
+    mine = table[table.run == words.name]
+    assert mine["ratio"].tolist() == pytest.approx([1.0] * 4, abs=1e-4)
+    assert not table[table.run == random.name]["ratio"].between(0.9, 1.1).all()
+    assert tk.inspect.prefix_layers([tk.train(tk.load_model(path, task="causal_lm"), small, tk.LoRA(rank=2),
+                                              **kw)]).empty
+    fig = tk.plots.prefix_layers(tk.plots.named(table, [words, random]))
+    assert len(fig.data) == 4 and fig.layout.title.text.startswith("Learned prefix")
+    sections = dict(instrument_sections([words], data=small, n=8))
+    assert "Learned prefix" in sections
+    folder = tmp_path / "shown"
+    shutil.copytree(words.path, folder / words.name)
+    panel = RunsPanel(str(folder), small)
+    panel.wait()
+    panel.select.value = (words.name,)
+    panel.show("Weights", wait=True)
+    assert panel.state["Weights"] == "drawn", panel.status["Weights"].value
+    kids = list(panel.panes["Weights"].children)
+    titles = [w.layout.title.text or "" for w in kids if type(w).__name__ == "FigureWidget"]
+    assert any(t.startswith("Learned prefix") for t in titles), titles
+    assert "as if tokens had come before the text" in " ".join(getattr(w, "value", "") for w in kids)

@@ -23,6 +23,7 @@ _LAZY = {
     "intruder_dimensions": "weights", "norms_only": "weights",
     "magnitude_direction": "decomposition", "decompose": "decomposition", "correlations": "decomposition",
     "adapter_ranks": "ranks", "ranks_moved": "ranks", "virtual_tokens": "ranks", "prompted": "ranks",
+    "prefix_layers": "ranks",
     "linear_cka": "representations", "linear_cka_gram": "representations", "debiased_cka": "representations",
     "representation_drift": "representations", "pooled_hidden_states": "representations",
     "pca_features": "representations",

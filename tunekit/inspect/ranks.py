@@ -1,5 +1,6 @@
 """What an adapter holds, read as peft holds it: the rank of each adapted block matrix (where
-AdaLoRA put its rank), and the virtual tokens of prompt tuning.
+AdaLoRA put its rank), the virtual tokens of prompt tuning, and prefix tuning's keys and values
+in every layer.
 
 LoRA (and DoRA, LoHa, LoKr, VeRA) give every adapted matrix the rank they were asked for.
 AdaLoRA starts every matrix at ``init_rank`` and, while it trains, cuts the singular
@@ -11,6 +12,8 @@ record's ``adapter_config.json`` keeps and which is read here as peft holds it.
     tk.plots.adapter_ranks(table)            # a heatmap per run, one colour scale
     tokens = virtual_tokens([prompt_run])    # one row per run x virtual token
     tk.plots.virtual_tokens(tokens)          # their lengths, the words nearest to each
+    prefix = prefix_layers([prefix_run])     # one row per run x layer x keys / values
+    tk.plots.prefix_layers(prefix)           # their lengths against the model's own for a sentence
 """
 from __future__ import annotations
 
@@ -108,3 +111,35 @@ def prompted(runs) -> pd.DataFrame:
             rows.append({"run": pair.run.name, "label": pair.run.label,
                          "kind": "prefix" if prompt.kind == "past" else "prompt", "tokens": prompt.count})
     return pd.DataFrame(rows, columns=["run", "label", "kind", "tokens"])
+
+
+PREFIX_SENTENCE = "The following is a news article from the BBC."
+"""The words whose keys and values prefix tuning's are compared with (any text will do: a scale)."""
+
+
+def prefix_layers(runs, text: str = PREFIX_SENTENCE) -> pd.DataFrame:
+    """What prefix tuning learned, per run x layer x part (``"keys"`` / ``"values"``): norm (the
+    mean length of a virtual token's vector over the layer's heads, all heads together) and
+    text_norm (the same mean for the tokens of ``text`` as the run's pretrained model computes
+    them, for scale), and ratio = norm / text_norm: 1 is as long as the model's own. A prefix is
+    read by every layer as if tokens had come before the text; its change is there, in no
+    weight. Runs that are not prefix tuning give no rows."""
+    import torch
+    rows = []
+    for pair in load_pairs(runs):
+        prompt = getattr(pair.result.module, "prompt", None)
+        if prompt is None or prompt.kind != "past":
+            continue
+        with torch.no_grad():
+            learned = prompt(1)
+            enc = pair.start.tokenizer([text], add_special_tokens=False, return_tensors="pt")
+            out = pair.start.hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=True)
+        own = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+        for layer, (mine, theirs) in enumerate(zip(learned.layers, own.layers)):
+            for part in ("keys", "values"):
+                a, b = getattr(mine, part).float(), getattr(theirs, part).float()  # [1, heads, tokens, dim]
+                norm = float(a[0].transpose(0, 1).flatten(1).norm(dim=1).mean())
+                text_norm = float(b[0].transpose(0, 1).flatten(1).norm(dim=1).mean())
+                rows.append({"run": pair.run.name, "label": pair.run.label, "layer": layer, "part": part,
+                             "norm": norm, "text_norm": text_norm, "ratio": norm / text_norm if text_norm else None})
+    return pd.DataFrame(rows, columns=["run", "label", "layer", "part", "norm", "text_norm", "ratio"])

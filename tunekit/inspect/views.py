@@ -16,7 +16,7 @@ from tunekit.data import load as load_data
 from tunekit.inspect.attribution import attribute_runs
 from tunekit.inspect.decomposition import magnitude_direction
 from tunekit.inspect.models import RunLike, as_run, load_pairs
-from tunekit.inspect.ranks import adapter_ranks, ranks_moved, virtual_tokens
+from tunekit.inspect.ranks import adapter_ranks, prefix_layers, ranks_moved, virtual_tokens
 from tunekit.inspect.representations import pca_features, representation_drift
 from tunekit.inspect.weights import moved_blocks, update_spectra, weight_change
 from tunekit.plots.captions import param_label
@@ -67,6 +67,9 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
     tokens = virtual_tokens(pairs)
     if len(tokens):  # prompt tuning changes no weight: what it learned is in the input
         sections.append(("Learned virtual tokens", plots.virtual_tokens(plots.named(tokens, runs), colors=colours)))
+    prefix = prefix_layers(pairs)
+    if len(prefix):  # nor does prefix tuning: its keys and values in every layer
+        sections.append(("Learned prefix", plots.prefix_layers(plots.named(prefix, runs), colors=colours)))
     changed = moved_blocks(wc)  # a difference against a run that changed no block repeats the other's map
     if len(changed) >= 2:
         sections.append((f"Weight change: {names[changed[-1]]} minus {names[changed[-2]]}",

@@ -41,7 +41,7 @@ from tunekit.plots.runs import (  # noqa: F401
 _LAZY = {
     "weight_change_heatmap": "weights", "weight_change_difference": "weights", "head_change_bar": "weights",
     "spectrum": "weights", "rank_by_block": "weights", "magnitude_direction": "weights", "adapter_ranks": "weights",
-    "virtual_tokens": "weights",
+    "virtual_tokens": "weights", "prefix_layers": "weights",
     "cka_by_layer": "representations", "pca_scatter": "representations",
     "attribution_view": "attribution", "attribution_html": "attribution",
     "generation_attribution_html": "attribution", "generation_attribution_view": "attribution",

@@ -52,6 +52,9 @@ CAPTIONS: dict[str, str] = {
     "virtual_tokens": "Each bar is one learned virtual token that the model reads before every text: its length, "
                       "and above it the real word whose embedding points most the same way. The dotted line is a "
                       "typical word's length.",
+    "prefix_layers": "Prefix tuning changes no weight: every layer reads learned keys and values as if tokens "
+                     "had come before the text. Each line is how long they are in each layer against the model's "
+                     "own for a sentence (1, the dashed line: as long); keys solid, values dotted.",
     "cka_by_layer": "How alike each layer's outputs are before and after training, on the same examples "
                     "(linear CKA): 1 = unchanged; lower = that layer now represents the text differently.",
     "pca_scatter": "Each dot is one example's features as they enter the classification head, placed on the "
@@ -99,6 +102,7 @@ _TITLES = [
     (r"^magnitude and direction", "magnitude_direction"),
     (r"^where each adapter put its rank", "adapter_ranks"),
     (r"^learned virtual tokens", "virtual_tokens"),
+    (r"^learned prefix", "prefix_layers"),
     (r"^learning rate per layer group", "learning_rates"),
     (r"^learning-rate finder", "lr_find"),
     (r"representation drift", "cka_by_layer"),

@@ -356,3 +356,31 @@ def virtual_tokens(table: pd.DataFrame, colors: Optional[dict] = None) -> go.Fig
     fig.update_yaxes(title_text="length ‖v‖", row=1, col=1)
     top = 30 + 26 * (title.count("<br>") + 1) + 22 * max(t.count("<br>") + 1 for t in titles)
     return projector_layout(fig, height=top + 360, legend=False, margin={"t": top, "b": 20, "r": 20})
+
+
+@figure_kind("prefix_layers")
+def prefix_layers(table: pd.DataFrame, colors: Optional[dict] = None) -> go.Figure:
+    """What prefix tuning learned (from :func:`tunekit.inspect.prefix_layers`): for each layer, how
+    long its virtual tokens' keys (solid) and values (dotted) are against the model's own for a
+    sentence (1, the grey line: as long). A line per run and part; hover gives both lengths."""
+    require(isinstance(table, pd.DataFrame), "table", "the DataFrame of tk.inspect.prefix_layers", table)
+    if table.empty:
+        raise ConfigError("no prefix to draw: none of the runs is prefix tuning")
+    runs = _runs_in(table)
+    labels = [lab for _, lab in runs]
+    palette = _palette([r for r, _ in runs], colors)
+    fig = go.Figure()
+    for run, label in runs:
+        for part, dash in (("keys", "solid"), ("values", "dot")):
+            rows = table[(table["run"] == run) & (table["part"] == part)]
+            fig.add_trace(go.Scatter(
+                x=rows["layer"], y=rows["ratio"], mode="lines+markers", line=dict(color=palette[run], dash=dash),
+                name=f"{_title(run, label, labels)}: {part}", customdata=list(zip(rows["norm"], rows["text_norm"])),
+                hovertemplate="layer %{x}: %{y:.2f}× (prefix %{customdata[0]:.3g}, text %{customdata[1]:.3g})"
+                              "<extra></extra>"))
+    fig.add_hline(y=1.0, line_dash="dash", line_color="#999")
+    fig.update_layout(title=wrap("Learned prefix: length of its keys and values in each layer, against the "
+                                 "model's own", 60), template="plotly_white",
+                      xaxis_title="layer", yaxis_title="length ÷ the text's own", height=420)
+    fig.update_xaxes(dtick=1)
+    return projector_layout(fig)

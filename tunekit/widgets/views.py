@@ -375,6 +375,9 @@ class RunsPanel(W.VBox):
         tokens = plots.named(inspect.virtual_tokens(pairs), runs)
         if len(tokens):
             out.append(_kind("virtual_tokens", plots.virtual_tokens(tokens, colors=colours)))
+        prefix = plots.named(inspect.prefix_layers(pairs), runs)
+        if len(prefix):  # prefix tuning: its keys and values in every layer, against the model's own
+            out.append(_kind("prefix_layers", plots.prefix_layers(prefix, colors=colours)))
         rebased = inspect_views.rebased_words(runs, names)
         if rebased:  # PiSSA / OLoRA moved part of each weight into the adapter before training
             out.append(note(rebased))
