@@ -73,3 +73,24 @@ def test_counting_does_not_move_the_seeded_random_stream(tiny):
     tk.LoRA(rank=2).count(tiny)
     tk.IA3().count(tiny)
     torch.testing.assert_close(torch.rand(4), expected)
+
+
+def test_peft_save_alarm_is_quiet_only_for_the_zero_sized_matrices_adalora_cuts():
+    """peft's save warns of unsharded DeepSpeed / FSDP tensors at any zero-sized or 1-D LoRA tensor;
+    AdaLoRA's matrices cut to rank 0 are zero-sized, so that exact text is quiet, listed in full or
+    with peft's "(+N more)"; a 1-D tensor still warns."""
+    import warnings
+
+    from tunekit.adapters import checkpointing_notice_quiet
+    tail = (". A 1-D or zero-sized lora_A / lora_B tensor indicates that DeepSpeed ZeRO-3 / FSDP shards were not "
+            "gathered before save_pretrained() and are therefore incomplete.")
+    quiet = ["Adapter 'default': 2 LoRA tensor(s) have invalid shape: a.lora_A:(0, 384), a.lora_B:(384, 0)" + tail,
+             "Adapter 'default': 6 LoRA tensor(s) have invalid shape: a.lora_A:(0, 384), a.lora_B:(384, 0), "
+             "b.lora_A:(0, 384) (+3 more)" + tail]
+    loud = "Adapter 'default': 1 LoRA tensor(s) have invalid shape: a.lora_A:(384,)" + tail
+    for text, shown in [(t, 0) for t in quiet] + [(loud, 1)]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with checkpointing_notice_quiet():
+                warnings.warn(text, UserWarning)
+        assert len(seen) == shown, text

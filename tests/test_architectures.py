@@ -82,7 +82,8 @@ def test_defaults_come_from_peft_or_from_the_canonical_labels(tmp_path):
 
 
 PEFT_FAMILY = [tk.DoRA(rank=2), tk.AdaLoRA(target_rank=1, init_rank=2), tk.VeRA(rank=16), tk.LoHa(rank=2),
-               tk.LoKr(rank=2), tk.LoRA(rank=2, init="pissa"), tk.LNTuning(), tk.PromptTuning(tokens=4)]
+               tk.LoKr(rank=2), tk.LoRA(rank=2, init="pissa"), tk.LoRA(rank=2, init="gaussian", rslora=True),
+               tk.LNTuning(), tk.PromptTuning(tokens=4)]
 LINEAR_ONLY = {"gpt2": ("LoHa", "LoKr")}  # peft adapts nn.Linear only with these; GPT-2's layers are Conv1D
 
 

@@ -165,7 +165,7 @@ def test_the_labs_weights_view_says_where_its_change_is(prompted, small, tmp_pat
 
 
 # ----- prefix tuning: keys and values before the text, in every layer ----------------------------------
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
 def test_prefix_tuning_is_peft_own_forward_and_rebuilds_from_its_record(family, tmp_path, small):
     """tunekit's causal LM module with a prefix gives the logits and loss of peft's own forward, counts
     as peft counts, reloads to its numbers (every point of its snapshots too), and its card's snippet

@@ -160,9 +160,10 @@ def checkpointing_notice_quiet():
         warnings.filterwarnings("ignore", message=r"The following rank_pattern keys did not match any targeted "
                                 r"module and were ignored: \[('[\w.]*\.lora_E'(, )?)+\]", category=RuntimeWarning)
         # and a matrix AdaLoRA cut to rank 0 is saved as a zero-sized tensor, which peft's save takes for an
-        # unsharded DeepSpeed / FSDP tensor: only zero-sized ones are let pass (a 1-D one still warns)
+        # unsharded DeepSpeed / FSDP tensor: only zero-sized ones are let pass (a 1-D one still warns; past
+        # three, peft names the first three and counts the rest, "(+3 more)")
         warnings.filterwarnings("ignore", message=r"Adapter '[^']+': \d+ LoRA tensor\(s\) have invalid shape: "
-                                r"([\w.]+:\((0, \d+|\d+, 0)\)(, )?)+\. A 1-D or zero-sized")
+                                r"([\w.]+:\((0, \d+|\d+, 0)\)(, )?)+( \(\+\d+ more\))?\. A 1-D or zero-sized")
         yield
 
 
