@@ -92,5 +92,5 @@ def test_peft_save_alarm_is_quiet_only_for_the_zero_sized_matrices_adalora_cuts(
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             with checkpointing_notice_quiet():
-                warnings.warn(text, UserWarning)
+                warnings.warn(text, UserWarning, stacklevel=1)
         assert len(seen) == shown, text

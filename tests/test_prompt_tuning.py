@@ -281,4 +281,5 @@ def test_the_prefix_view_measures_its_keys_and_values_against_the_models_own(tmp
     kids = list(panel.panes["Weights"].children)
     titles = [w.layout.title.text or "" for w in kids if type(w).__name__ == "FigureWidget"]
     assert any(t.startswith("Learned prefix") for t in titles), titles
+    assert not any(t.startswith(("Weight change", "Change outside")) for t in titles), "no empty map or bars"
     assert "as if tokens had come before the text" in " ".join(getattr(w, "value", "") for w in kids)

@@ -116,18 +116,19 @@ def test_the_labs_weights_view_slides_over_the_points(kept, small, tmp_path):
     start = slider.children[1]
     assert all(v in (0, None) for row in start.data[0].z for v in row)
     assert start.layout.coloraxis.cmax == top and "at the start" in start.layout.title.text
-    assert "No spectrum at the start" in slider.children[2].value  # nothing has moved yet
+    assert "brighter = moved more" in slider.children[2].value  # the map's caption, under the map
+    assert "No spectrum at the start" in slider.children[3].value  # nothing has moved yet
     slider.slider.value = 1
     middle = [v for row in slider.children[1].data[0].z for v in row if v is not None]
     assert 0 < max(middle) < top
     # the spectrum of the update that moved most, at each point on the end's axes
-    spectrum_middle = slider.children[2]
+    spectrum_middle = slider.children[3]
     assert "at 33 %" in spectrum_middle.layout.title.text and "singular value" in spectrum_middle.layout.yaxis.title.text
     slider.slider.value = 3
-    spectrum_end = slider.children[2]
+    spectrum_end = slider.children[3]
     assert list(spectrum_end.layout.yaxis.range) == list(spectrum_middle.layout.yaxis.range)
     assert max(spectrum_middle.data[0].y) < max(spectrum_end.data[0].y)
-    assert "at the end" in spectrum_end.layout.title.text and "Singular values" in slider.children[3].value
+    assert "at the end" in spectrum_end.layout.title.text and "Singular values" in slider.children[4].value
     name = tk.inspect.update_spectra(tk.inspect.snapshot_pairs(run)[-1]).table.sort_values("delta_norm").name.iloc[-1]
     assert max(spectrum_end.data[0].y) == pytest.approx(
         tk.inspect.update_spectra(run).singular_values[(run.name, name)][0], rel=1e-5)

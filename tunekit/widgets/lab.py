@@ -406,9 +406,10 @@ class Lab(W.VBox):
                 found = tk.lr_find(self.model, self.data, strategy, steps=self.FINDER_STEPS, **settings)
                 self.controls.show_finder(found)
                 if found.suggestion:
+                    # one line at 1280 px: how the sweep ended is in its figure's title, above
                     self._say(f"The finder suggests {found.suggestion:.1e} for {strategy.label} (rule: {found.rule}); "
-                              f"the learning rate is set to {lr_label(self.controls.lr.value)}, the nearest on the "
-                              f"slider. Sweep: {found.stopped}.", "ok")
+                              f"the rate is set to {lr_label(self.controls.lr.value)}, the nearest on the slider.",
+                              "ok")
                 else:
                     self._say(f"The finder found no falling stretch to suggest a rate from ({found.stopped}); the "
                               f"rate is unchanged.", "warn")

@@ -34,7 +34,7 @@ class StepSlider(W.VBox):
         self._most = most
         self.slider.observe(lambda change: self.draw(change["new"]), "value")
         super().__init__([self.slider, W.HTML()])
-        self._tunekit_kind = "weight_change_heatmap"  # its caption is the map's
+        self._tunekit_kind = None  # it holds its own captions, each under its figure
         self.draw(most - 1)
 
     def _words(self, i: int, most: int) -> str:
@@ -57,7 +57,8 @@ class StepSlider(W.VBox):
         wc = plots.named(inspect.weight_change(pairs), self._runs)
         fig = plots.weight_change_heatmap(wc, zmax=self._zmax)
         fig.layout.title.text = f"Weight change per module at {at}"
-        shown = [self.slider, figure_widget(plots.axes.scale_text(fig, self._scale))]
+        shown = [self.slider, figure_widget(plots.axes.scale_text(fig, self._scale)),
+                 W.HTML(captions.caption_html(captions.caption_for(fig, "weight_change_heatmap")))]
         if self._spectrum is not None:
             shown += self._spectrum_at(pairs, at)
         self.children = tuple(shown)

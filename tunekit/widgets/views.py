@@ -352,7 +352,12 @@ class RunsPanel(W.VBox):
         # the spectrum of the matrix that moved most, for every run that changed it
         top_matrix = changed.loc[changed["delta_norm"].idxmax(), "name"] if len(changed) else None
         kept = any(len(p.run.snapshot_steps) > 2 for p in pairs)
-        if kept:  # kept during training: the map and the spectrum at each point
+        # no run changed any weight (prefix tuning on a causal LM: no head either): no empty map, no
+        # empty bars; the lines below say where their change is
+        none_moved = not (wc["delta_norm"] > 0).any()
+        if none_moved:
+            out = []
+        elif kept:  # kept during training: the map and the spectrum at each point
             top = wc.loc[wc["block"].notna(), "rel_change"].max()
             out = [StepSlider(pairs, runs, zmax=float(top) if top > 0 else 1.0, text_scale=self.text_scale,
                               spectrum=top_matrix, colors=colours)]
@@ -381,6 +386,9 @@ class RunsPanel(W.VBox):
         rebased = inspect_views.rebased_words(runs, names)
         if rebased:  # PiSSA / OLoRA moved part of each weight into the adapter before training
             out.append(note(rebased))
+        if none_moved:
+            step(4, 4)
+            return out
         out.append(_kind("head_change_bar", plots.head_change_bar(wc, colors=colours)))
         # "A minus B" only between runs that changed something inside the blocks: against a run that
         # changed none (a probe), the difference is the other run's own map, nothing more
