@@ -44,6 +44,7 @@ from tunekit.restore import attach_adapter, read_adapter_config
 from tunekit.runs import Run
 from tunekit.runtime import versions
 from tunekit.sources import SAFE_WEIGHT_FILES, check_model_dir, convert_command, pickle_only, resolve_model_path
+from tunekit.strategies.lora import INITS
 from tunekit.tasks import TASKS, task_class
 from tunekit.tasks.classification import default_pooling
 from tunekit.writer import RunWriter, record_config
@@ -310,7 +311,7 @@ def _adapter_strategy(config: dict) -> dict:
                 out[field] = config[key]
     start = config.get("init_lora_weights")
     if method in ("lora", "dora") and isinstance(start, str):  # "pissa_niter_16" is PiSSA too
-        start = next((name for name in ("pissa", "olora", "gaussian") if start.startswith(name)), None)
+        start = next((name for name in INITS if name != "default" and start.startswith(name)), None)
         if start:  # so the views say that PiSSA / OLoRA are measured against the original weights
             out["init"] = start
     if method in ("lora", "dora") and config.get("use_rslora") is True:

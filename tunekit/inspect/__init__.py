@@ -31,7 +31,7 @@ _LAZY = {
     "attribute_generation": "generation", "attribute_generation_runs": "generation",
     "GenerationAttribution": "generation",
     "base_model": "models", "tuned_model": "models", "instrument_sections": "views",
-    "Pair": "models", "load_pairs": "models", "snapshot_pairs": "models",
+    "Pair": "models", "load_pairs": "models", "snapshot_pairs": "models", "kept_points": "models",
 }
 
 

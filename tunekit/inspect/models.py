@@ -89,6 +89,12 @@ class Pair:
         return f"Pair({self.run.name!r}, {self.run.label}{'' if self.step is None else f', step {self.step}'})"
 
 
+def kept_points(pairs) -> bool:
+    """True when some run of ``pairs`` kept points between its start and its end (``snapshots=k``):
+    the views then draw every point, not only the end."""
+    return any(len(p.run.snapshot_steps) > 2 for p in pairs)
+
+
 def snapshot_pairs(run: Union[RunLike, Pair]) -> list[Pair]:
     """One pair per point of ``run`` kept with ``snapshots=k`` (its ``snapshot_steps``: the start,
     the points between, the end), all sharing the run's start; each pair's result is the model

@@ -15,7 +15,7 @@ from tunekit import plots
 from tunekit.data import load as load_data
 from tunekit.inspect.attribution import attribute_runs
 from tunekit.inspect.decomposition import magnitude_direction
-from tunekit.inspect.models import RunLike, as_run, load_pairs
+from tunekit.inspect.models import RunLike, as_run, kept_points, load_pairs
 from tunekit.inspect.ranks import adapter_ranks, prefix_layers, ranks_moved, virtual_tokens
 from tunekit.inspect.representations import pca_features, representation_drift
 from tunekit.inspect.weights import moved_blocks, update_spectra, weight_change
@@ -75,7 +75,7 @@ def instrument_sections(runs: Iterable[RunLike], data: Any = None, sentence: str
         sections.append((f"Weight change: {names[changed[-1]]} minus {names[changed[-2]]}",
                          plots.weight_change_difference(wc, changed[-1], changed[-2])))
     blocks = moved[moved["block"].notna()]
-    kept = any(len(p.run.snapshot_steps) > 2 for p in pairs)  # snapshots=k: several points, as the paper plots
+    kept = kept_points(pairs)  # snapshots=k: several points, as the paper plots
     if not blocks.empty:
         top = int(blocks["block"].max())
         name = blocks[(blocks["block"] == top) & (blocks["module"] == "query")]["name"]

@@ -49,6 +49,12 @@ def _runs_in(df: pd.DataFrame) -> list[tuple[str, str]]:
     return list(seen)
 
 
+def _runs_labels_palette(table: pd.DataFrame, colors: Optional[dict]) -> tuple[list, list, dict]:
+    """The runs of ``table`` in order (name, label), their labels, and a colour per run."""
+    runs = _runs_in(table)
+    return runs, [lab for _, lab in runs], _palette([r for r, _ in runs], colors)
+
+
 def _title(run: str, label: str, labels: list[str]) -> str:
     return html.escape(label if labels.count(label) == 1 else f"{label} ({run})")
 
@@ -230,9 +236,7 @@ def rank_by_block(table: pd.DataFrame, metric: str = "effective_rank",
         d = d[d["delta_norm"] > 0]
     if modules:
         d = d[d["module"].isin(modules)]
-    runs = _runs_in(table)
-    labels = [lab for _, lab in runs]
-    palette = _palette([r for r, _ in runs], colors)
+    runs, labels, palette = _runs_labels_palette(table, colors)
     fig = go.Figure()
     for run, label in runs:
         g = d[d["run"] == run].groupby("block")[metric].mean()
@@ -255,9 +259,7 @@ def magnitude_direction(table: pd.DataFrame, colors: Optional[dict] = None) -> g
     if table.empty:
         raise ConfigError("no changed block matrices to draw: the runs (a probe, LayerNorm tuning, frozen "
                           "blocks) changed no weight matrix inside the blocks")
-    runs = _runs_in(table)
-    labels = [lab for _, lab in runs]
-    palette = _palette([r for r, _ in runs], colors)
+    runs, labels, palette = _runs_labels_palette(table, colors)
     by_step = "step" in table and table.groupby("run")["step"].nunique().max() > 1  # snapshots: colour by step
     titles = []
     for run, label in runs:
@@ -336,9 +338,7 @@ def virtual_tokens(table: pd.DataFrame, colors: Optional[dict] = None) -> go.Fig
     require(isinstance(table, pd.DataFrame), "table", "the DataFrame of tk.inspect.virtual_tokens", table)
     if table.empty:
         raise ConfigError("no virtual tokens to draw: none of the runs is prompt tuning")
-    runs = _runs_in(table)
-    labels = [lab for _, lab in runs]
-    palette = _palette([r for r, _ in runs], colors)
+    runs, labels, palette = _runs_labels_palette(table, colors)
     titles = [_panel_title(r, lab, labels, 84 // len(runs)) for r, lab in runs]
     fig = make_subplots(rows=1, cols=len(runs), horizontal_spacing=0.06, subplot_titles=titles)
     for i, (run, _) in enumerate(runs, start=1):
@@ -366,9 +366,7 @@ def prefix_layers(table: pd.DataFrame, colors: Optional[dict] = None) -> go.Figu
     require(isinstance(table, pd.DataFrame), "table", "the DataFrame of tk.inspect.prefix_layers", table)
     if table.empty:
         raise ConfigError("no prefix to draw: none of the runs is prefix tuning")
-    runs = _runs_in(table)
-    labels = [lab for _, lab in runs]
-    palette = _palette([r for r, _ in runs], colors)
+    runs, labels, palette = _runs_labels_palette(table, colors)
     fig = go.Figure()
     for run, label in runs:
         for part, dash in (("keys", "solid"), ("values", "dot")):

@@ -351,7 +351,7 @@ class RunsPanel(W.VBox):
         changed = sp.table[(sp.table["delta_norm"] > 0) & sp.table["block"].notna()]
         # the spectrum of the matrix that moved most, for every run that changed it
         top_matrix = changed.loc[changed["delta_norm"].idxmax(), "name"] if len(changed) else None
-        kept = any(len(p.run.snapshot_steps) > 2 for p in pairs)
+        kept = inspect.kept_points(pairs)
         # no run changed any weight (prefix tuning on a causal LM: no head either): no empty map, no
         # empty bars; the lines below say where their change is
         none_moved = not (wc["delta_norm"] > 0).any()
