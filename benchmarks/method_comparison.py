@@ -28,9 +28,12 @@ method is compared with LoRA on the same seeds and examples (a paired difference
 
 ``--causal-lm`` also trains the methods (not the probe; prefix tuning, which peft has for a language
 model only, joins here) on SmolLM2-135M as a language model on BBC News and reports the test
-perplexity per method with a 95 % interval over seeds (a bootstrap of the seeds alone: few seeds,
-a rough interval), and forgetting as the perplexity on Rotten Tomatoes reviews, text it was not
-tuned on, against the base model's. ``--causal-lm-only`` runs that part alone.
+perplexity per method with a 95 % interval over seeds and test articles (each text's own loss,
+``tk.text_losses``; a two-level bootstrap of the token-weighted loss, as the classification
+intervals are over seeds and test examples), each method paired with LoRA on the same seeds and
+texts (its perplexity over LoRA's, with an interval: inside the noise when it holds 1), and
+forgetting as the perplexity on Rotten Tomatoes reviews, text it was not tuned on, against the
+base model's. ``--causal-lm-only`` runs that part alone.
 
     .venv/bin/python benchmarks/method_comparison.py                    # the reduced CPU grid (6.6 min, 2 cores)
     .venv/bin/python benchmarks/method_comparison.py --sizes 2000 --seeds 3 --epochs 3 --data bbc_news
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -329,8 +333,9 @@ def classification(args, methods, model_source: str, root: Path) -> dict:
 # ----- the language model ------------------------------------------------------------------------
 def causal_lm(args, methods, source: str, root: Path) -> dict:
     """The methods (not the probe) on ``source`` as a causal LM on BBC News, per seed; the test
-    perplexity of each run on one seeded subset, its mean and interval over seeds; and forgetting:
-    the perplexity on text it was not tuned on (Rotten Tomatoes reviews), against the base's."""
+    perplexity of each run on one seeded subset of articles, with its interval over seeds and
+    articles, and paired with LoRA's; and forgetting: the same on text it was not tuned on (Rotten
+    Tomatoes reviews), against the base's."""
     data, other = tk.data.bbc_news(), tk.data.rotten_tomatoes()
     methods = [m for m in methods if m != "probe"]
     model = tk.load_model(source, task="causal_lm")
@@ -338,8 +343,11 @@ def causal_lm(args, methods, source: str, root: Path) -> dict:
     print(f"\nCausal LM ({source}, BBC News). Budget: LoRA rank {args.rank} = {budget.attrs['budget']:,}")
     print(budget.to_string(index=False, formatters={"x budget": "{:.2f}".format}))
     test = dict(split="test", size=args.lm_test_size, seed=0, max_length=args.lm_max_length)
-    before = tk.evaluate(model, data, **test)["perplexity"]
-    before_other = tk.evaluate(model, other, **test)["perplexity"]
+
+    def losses(run_or_model, text):  # per-text losses, on the same seeded texts for every run
+        return tk.text_losses(run_or_model, text, **test)
+
+    base = {"tuned": losses(model, data), "other": losses(model, other)}
     del model
     runs = {m: [] for m in methods}
     t0 = time.perf_counter()
@@ -352,31 +360,45 @@ def causal_lm(args, methods, source: str, root: Path) -> dict:
         for m, run in zip(methods, trained):
             runs[m].append(run)
     train_s = time.perf_counter() - t0
-
-    def over_seeds(values):
-        return (tk.experiments.bootstrap_mean(np.array(values)[:, None], seed=0) if values
-                else (float("nan"),) * 3)
-
-    rows = []
+    tokens = {k: df["tokens"].to_numpy() for k, df in base.items()}
+    rows, per_text = [], {}
     for m in methods:
         done = [r for r in runs[m] if r.status == "completed"]
-        ppl = [tk.evaluate(r, data, **test)["perplexity"] for r in done]
-        forgot = [tk.evaluate(r, other, **test)["perplexity"] for r in done]
-        (mean, lo, hi), (o_mean, o_lo, o_hi) = over_seeds(ppl), over_seeds(forgot)
+        per_text[m] = {k: np.array([losses(r, data if k == "tuned" else other)["loss"] for r in done])
+                       for k in ("tuned", "other")}
         ms, mb = per_step(done)
-        rows.append({"method": m, "strategy": strategies[m].label,
-                     "trainable": int(budget.set_index("method").at[m, "trainable"]), "perplexity": mean,
-                     "low": lo, "high": hi, "other_perplexity": o_mean, "other_low": o_lo, "other_high": o_hi,
-                     "seeds": len(ppl), "peak_memory_mb": mb, "ms_per_step": ms})
+        row = {"method": m, "strategy": strategies[m].label,
+               "trainable": int(budget.set_index("method").at[m, "trainable"]), "seeds": len(done),
+               "peak_memory_mb": mb, "ms_per_step": ms}
+        for k, prefix in (("tuned", ""), ("other", "other_")):
+            values = per_text[m][k]
+            ppl, lo, hi = tk.metrics.perplexity_interval(values, tokens[k]) if len(done) else (float("nan"),) * 3
+            row.update({f"{prefix}perplexity": ppl, f"{prefix}low": lo, f"{prefix}high": hi})
+        rows.append(row)
     out = pd.DataFrame(rows)
+    before, before_other = (math.exp(np.average(df["loss"], weights=df["tokens"])) for df in base.values())
     print(f"Test perplexity ({args.lm_test_size} articles, {args.lm_max_length} tokens at most; before "
           f"training {before:.2f}) and forgetting: perplexity on {args.lm_test_size} Rotten Tomatoes reviews, "
-          f"not tuned on (before training {before_other:.2f}); mean over seeds "
-          + ("[95 % interval over seeds]:" if args.seeds >= 5 else
-             f"[the {args.seeds} seeds' lowest and highest: too few seeds for an interval]:"))
+          f"not tuned on (before training {before_other:.2f}); mean over seeds with its 95 % interval over "
+          "seeds and texts (a two-level bootstrap of the token-weighted loss):")
     print(out.to_string(index=False, float_format=lambda v: f"{v:.2f}"), flush=True)
+    paired = []
+    if "lora" in methods and len(per_text["lora"]["tuned"]):
+        print("\nPaired with LoRA (same seeds, same texts; perplexity over LoRA's, under 1: better):")
+        for m in methods:
+            a, b = per_text[m]["tuned"], per_text["lora"]["tuned"]
+            if m == "lora" or a.shape != b.shape:
+                continue
+            said = tk.metrics.paired_perplexity(a, b, tokens["tuned"], strategies[m].label, strategies["lora"].label)
+            forgot = tk.metrics.paired_perplexity(per_text[m]["other"], per_text["lora"]["other"], tokens["other"],
+                                                  strategies[m].label, strategies["lora"].label)
+            print(f"  {said['said']}; on the reviews: x{forgot['ratio']:.3f} [{forgot['low']:.3f}, "
+                  f"{forgot['high']:.3f}]", flush=True)
+            paired.append({"method": m, **{k: said[k] for k in ("ratio", "low", "high", "inside_noise", "said")},
+                           "other_ratio": forgot["ratio"], "other_low": forgot["low"], "other_high": forgot["high"]})
     return {"model": source, "before": before, "before_other": before_other, "budget": budget.attrs["budget"],
-            "budget_table": budget.to_dict("records"), "methods": rows, "train_s": train_s}
+            "budget_table": budget.to_dict("records"), "methods": rows, "paired_with_lora": paired,
+            "train_s": train_s}
 
 
 def main() -> None:

@@ -607,3 +607,90 @@ def test_the_lab_trains_sft_and_seq2seq_in_a_real_browser(tmp_path, chromium):
                         and s["curve"].startswith("validation accuracy"), 120, "the switch to classification", 0)
         assert "rotten_tomatoes" in state["selects"] and state["samples"] == 0, state
     assert not problems, problems
+
+
+# ----- the PEFT family in the Weights view (issue 23) ------------------------------------------------------
+FAMILY_LAB = """import tunekit as tk
+data = tk.data.load("rotten_tomatoes")
+tiny = str(tk.make_tiny_bert({tiny!r}))
+for strategy in (tk.LoRA(rank=2), tk.DoRA(rank=2), tk.AdaLoRA(target_rank=2, init_rank=4), tk.PromptTuning(tokens=4)):
+    tk.train(tk.load_model(tiny, label_names=data.label_names), data, strategy, train_size=48, eval_size=16,
+             batch_size=8, epochs=2, snapshots=4, runs_dir={runs!r}, progress=False)
+lab = tk.Lab(runs_dir={runs!r})
+lab"""
+# the Weights view's step slider: its readout, the map's title and the spectrum's, each shown figure's title
+JS_STEPS = """() => {
+  const shown = e => e.offsetParent !== null && e.getBoundingClientRect().width > 0;
+  const title = p => (((p.layout && p.layout.title && (p.layout.title.text || p.layout.title)) || '') + '');
+  const figs = [...document.querySelectorAll('.jp-OutputArea-output .js-plotly-plot')]
+                 .filter(e => shown(e) && !e.closest('.tunekit-curves') && e.querySelector('svg.main-svg'));
+  const readout = [...document.querySelectorAll('.widget-slider')].filter(e => shown(e) &&
+                   (e.querySelector('.widget-label') || {}).textContent === 'point')
+                   .map(e => e.querySelector('.widget-readout').textContent);
+  const status = [...document.querySelectorAll('.tunekit-view-status')].filter(shown).map(e => e.textContent).join(' | ');
+  const notes = [...document.querySelectorAll('.tunekit-note')].filter(shown).map(e => e.textContent);
+  return {status, readout, titles: figs.map(title), notes}; }"""
+
+
+def test_the_weights_view_steps_through_a_runs_snapshots_in_a_real_browser(tmp_path, chromium):
+    """LoRA, DoRA, AdaLoRA and prompt tuning trained with snapshots=4 on a tiny BERT, opened in a lab: the
+    Weights view draws the map and the spectrum at the end with a slider over the kept points; moving the
+    slider to the start redraws both there (the map's title says where), and back to the end; the
+    magnitude/direction figure, AdaLoRA's ranks and prompt tuning's virtual tokens are drawn, and prompt
+    tuning's note says it changes no weight. Every figure fits its place; no console error."""
+    shots = Path(os.environ.get("TUNEKIT_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    runs = str(tmp_path / "runs")
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                     "source": FAMILY_LAB.format(tiny=str(tmp_path / "tiny-bert"), runs=runs)}],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path = tmp_path / "nb" / "family_lab.ipynb"
+    path.parent.mkdir()
+    path.write_text(json.dumps(nb))
+    args = Namespace(timeout=240, run_via="command", file_browser=False)
+    report: dict = {}
+    problems: list[str] = []
+    with _lab_page(path, chromium, args, report, problems) as page:
+        assert report["cells_executed"] == report["cells_total"] == 1, report
+        page.locator(".lm-TabBar-tab", has_text="Weights").first.click()
+        seen: list = []
+
+        def done(v):
+            seen.append(json.dumps(v))
+            return "Showing" in v["status"] and v["readout"] and len(seen) >= 6 and len(set(seen[-6:])) == 1
+        end = jb.poll(page, JS_STEPS, done, 240, "the Weights view with its step slider")
+        assert end["readout"][0].startswith("the end (step "), end
+        titles = " | ".join(end["titles"])
+        for words in ("Weight change per module at the end", "spectrum", "Magnitude and direction",
+                      "Where each adapter put its rank", "virtual tokens"):
+            assert words.lower() in titles.lower(), (words, end["titles"])
+        assert any("prompt" in n and "no weight of the model" in n for n in end["notes"]), end["notes"]
+        steps = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="point")).first
+        steps.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(shots / "weights-steps-end.png"))
+        figs = [f for f in page.locator(".jp-OutputArea-output .js-plotly-plot").all()
+                if f.is_visible() and not f.evaluate("e => !!e.closest('.tunekit-curves')")]
+        for k, f in enumerate(figs):
+            f.screenshot(path=str(shots / f"weights-steps-end-{k + 1}.png"))
+        misfits = [f"end: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+
+        handle = steps.locator(".noUi-handle").first
+        handle.focus()
+        handle.press("Home")  # to the start: the first kept point
+        start = jb.poll(page, JS_STEPS, lambda v: v["readout"] and v["readout"][0].startswith("the start")
+                        and any(t.startswith("Weight change per module at the start") for t in v["titles"]),
+                        60, "the map redrawn at the start")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / "weights-steps-start.png"))
+        misfits += [f"start: {b}" for b in page.evaluate(JS_FIT)["bad"]]
+        handle.press("End")
+        back = jb.poll(page, JS_STEPS, lambda v: v["readout"] and v["readout"][0].startswith("the end")
+                       and any(t.startswith("Weight change per module at the end") for t in v["titles"]),
+                       60, "the map redrawn at the end")
+        assert len(back["titles"]) == len(end["titles"]), (start, back)
+        ws = page.evaluate(jb.JS_WIDGET_STATE, jb.BAD_TEXTS)
+        assert ws["error_widgets"] == 0 and not ws["bad"] and ws["errors"] == 0, ws
+    assert not problems, problems
+    assert not misfits, misfits

@@ -470,10 +470,11 @@ def test_pca_features(run, data, field, data_):
 
 
 @examples(6)
-@given(field=st.sampled_from(["top_k", "eps", "energy", "include_embeddings", "runs"]), data_=st.data())
+@given(field=st.sampled_from(["top_k", "eps", "energy", "include_embeddings", "names", "runs"]), data_=st.data())
 def test_weight_instruments(run, home, field, data_):
     values = {"top_k": around([1, 10**9]), "eps": around([0.1, 1.0]), "energy": around([0.5, 1.0]),
-              "include_embeddings": around([True, False]), "runs": around([[run], [], str(home / "nope")])}
+              "include_embeddings": around([True, False]), "names": around([None, ["classifier.weight"]]),
+              "runs": around([[run], [], str(home / "nope")])}
     value = data_.draw(values[field])
     if field == "runs":
         holds(lambda: tk.inspect.weight_change(value), ["run", str(value)[:60]])

@@ -62,6 +62,10 @@ def test_lora_update_is_rank_r_and_base_plus_delta_is_the_merged_weight(tiny_dir
     spectra = W.update_spectra([run])
     q = spectra.table[spectra.table.module.isin(["query", "value"])]
     assert (q.energy90 <= 2).all() and (q.effective_rank <= 2 + 1e-6).all() and (q.stable_rank <= 2 + 1e-6).all()
+    one = q["name"].iloc[0]  # one matrix alone (the Weights view's slider draws one): the same numbers
+    alone = W.update_spectra([run], names=[one])
+    assert list(alone.table["name"]) == [one] and list(alone.singular_values) == [(run.name, one)]
+    assert alone.table.iloc[0].to_dict() == spectra.table[spectra.table["name"] == one].iloc[0].to_dict()
 
 
 def test_instruments_work_on_a_run_reloaded_from_disk(runs):

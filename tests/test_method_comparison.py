@@ -75,4 +75,11 @@ def test_the_causal_lm_option(tmp_path):
     assert lm["before"] > 1
     for m in lm["methods"]:
         assert m["seeds"] == 2 and m["low"] <= m["perplexity"] <= m["high"] and m["perplexity"] > 1, m
-    assert "Test perplexity" in said
+        assert m["other_low"] <= m["other_perplexity"] <= m["other_high"], m
+        assert m["low"] < m["high"], m  # an interval over seeds and texts, not a point
+    paired = {p["method"]: p for p in lm["paired_with_lora"]}
+    assert sorted(paired) == ["adalora", "dora", "full"]
+    for p in paired.values():
+        assert p["low"] <= p["ratio"] <= p["high"] and p["other_low"] <= p["other_ratio"] <= p["other_high"]
+        assert p["said"] in said and "over 8 texts x 2 seeds" in p["said"]
+    assert "Test perplexity" in said and "Paired with LoRA (same seeds, same texts" in said

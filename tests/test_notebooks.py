@@ -18,6 +18,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 import static_page  # noqa: E402  (tests/ is on sys.path)
+import tunekit as tk  # noqa: E402
 from tunekit.export import add_plotly_html, export_html, parameter_names, run_notebook  # noqa: E402
 
 pytest.importorskip("nbclient")
@@ -239,10 +240,14 @@ def test_08_transfer_or_finetune_runs(python3_kernel, tmp_path):
 def test_09_peft_family_runs(python3_kernel, tmp_path):
     """Issue 23: the PEFT family at tiny sizes (1 seed, the CPU version on a CPU): the budget table and the
     accuracy table hold every method, each method is paired with LoRA, every figure is drawn, and the
-    sentence about the DoRA paper's pattern agrees with the lines printed above it."""
+    sentence about the DoRA paper's pattern agrees with the lines printed above it; the language-model
+    part (a tiny random Llama here) gives every method's perplexity with its interval, paired with LoRA's."""
+    lm = str(tk.make_tiny("llama", tmp_path / "tiny-llama"))
     params = {"DATA": "rotten_tomatoes", "RANK": 2, "SIZE": 32, "SEEDS": 1, "EPOCHS": 1, "BATCH_SIZE": 8,
               "EVAL_SIZE": 16, "TEST_SIZE": 32, "N_INSPECT": 16, "CPU_SIZE": 32, "CPU_SEEDS": 1, "CPU_BATCH_SIZE": 8,
-              "RUNS_DIR": str(tmp_path / "runs")}
+              "CPU_EVAL_SIZE": 16, "CPU_TEST_SIZE": 32,
+              "LM_MODEL": lm, "LM_SIZE": 16, "LM_SEEDS": 1, "LM_MAX_LENGTH": 24, "LM_TEST_SIZE": 8, "CPU_LM_SIZE": 16,
+              "CPU_LM_MAX_LENGTH": 24, "CPU_LM_TEST_SIZE": 8, "RUNS_DIR": str(tmp_path / "runs")}
     nb = _execute("09_peft_family.ipynb", params, tmp_path, python3_kernel)
     methods = 13  # probe, top block, full, LoRA, DoRA, PiSSA, AdaLoRA, LoHa, LoKr, VeRA, IA3, LayerNorm tuning, prompt
     assert _table_rows(_tagged(nb, "budget-table")) == methods
@@ -261,11 +266,19 @@ def test_09_peft_family_runs(python3_kernel, tmp_path):
     assert lines[-1].startswith("The paper's pattern"), lines
     assert ("is what these runs show" in lines[-1]) == all(verdicts.values()), lines
     titles = " | ".join(str(f.get("layout", {}).get("title", {}).get("text", "")) for f in _figures(nb))
-    for words in ("Weight change per module", "Magnitude and direction", "Where each adapter put its rank", "CKA"):
+    for words in ("Weight change per module", "Magnitude and direction", "Where each adapter put its rank", "CKA",
+                  "Learned prefix"):
         assert words in titles, f"no figure titled {words!r} in: {titles}"
+    lm_methods = 4  # the CPU version: LoRA, DoRA, IA3, prefix tuning
+    assert _table_rows(_tagged(nb, "lm-budget-table")) == lm_methods
+    assert _table_rows(_tagged(nb, "lm-table")) == lm_methods + 1  # and the model before training
+    said = "".join(o.get("text", "") for o in _tagged(nb, "lm-compare").outputs).splitlines()
+    assert len(said) == lm_methods - 1 and all(" vs lora-r2: perplexity x" in s and "over 8 texts" in s
+                                               for s in said), said
     from tunekit.runs import list_runs
     runs = list_runs(tmp_path / "runs")
-    assert len(runs) == methods and all(r.status == "completed" for r in runs), [(r.label, r.status) for r in runs]
+    assert len(runs) == methods + lm_methods and all(r.status == "completed" for r in runs), \
+        [(r.label, r.status) for r in runs]
 
 
 @pytest.mark.slow

@@ -140,6 +140,8 @@ def test_bad_parameters_are_refused_naming_them(tiny):
         tk.LoKr(rank=1.5)
     with pytest.raises(tk.ConfigError, match=r"DoRA has no parameter 'tokens'; its parameters are \['rank', "):
         tk.DoRA(tokens=4)  # a parameter DoRA does not have
+    with pytest.raises(tk.ConfigError, match=r"LoRA has no parameter 'tokens'"):
+        tk.get_strategy({"name": "lora", "rank": 4, "tokens": 4})  # a record's or the CLI's dict: the same words
     with pytest.raises(tk.ConfigError, match=r"PromptTuning takes at most .* got 9"):
         tk.PromptTuning(*range(9))
     with pytest.raises(tk.ConfigError, match=r"LoRA: 'rank' given both"):

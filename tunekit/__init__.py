@@ -50,7 +50,7 @@ _EXPORTS = {
     "Strategy": "tunekit.strategies", "get_strategy": "tunekit.strategies",
     "train": "tunekit.engine", "compare": "tunekit.engine", "Trainer": "tunekit.engine",
     "Event": "tunekit.engine", "StopTraining": "tunekit.engine", "evaluate": "tunekit.evaluation",
-    "generations": "tunekit.evaluation",
+    "generations": "tunekit.evaluation", "text_losses": "tunekit.evaluation",
     "Run": "tunekit.runs", "load_run": "tunekit.runs", "list_runs": "tunekit.runs",
     "import_run": "tunekit.imports", "learning_rates": "tunekit.rate_plan",
     "lr_find": "tunekit.lr_finder",

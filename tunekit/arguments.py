@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from tunekit.config import MAX_SEED, ConfigError
-from tunekit.strategy_registry import STRATEGIES
+from tunekit.strategy_registry import LORA_INITS, STRATEGIES
 
 
 class InputError(Exception):
@@ -141,8 +141,7 @@ _NUMBERED = {"lora": ("RANK", "a LoRA rank >= 1", 1), "freeze": ("K", "a number 
 _NUMBER_FIELD = {"adalora": "target_rank", "prompt_tuning": "tokens", "prefix_tuning": "tokens"}
 FREEZE_BLOCKS = 2  # ``freeze`` with no number trains the top 2 blocks
 # words after LoRA's or DoRA's rank (``lora:8:pissa``, ``dora:4:rslora``): word -> (parameter, value)
-_LORA_WORDS = {"gaussian": ("init", "gaussian"), "pissa": ("init", "pissa"), "olora": ("init", "olora"),
-               "rslora": ("rslora", True)}
+_LORA_WORDS = {**{init: ("init", init) for init in LORA_INITS if init != "default"}, "rslora": ("rslora", True)}
 _WORDED = ("lora", "dora")
 
 

@@ -92,7 +92,8 @@ def evaluate(run_or_model: Any, data: Any = None, split: str = "validation", *, 
 
 
 def _evaluate(run_or_model, data, split, size, seed, batch_size, max_length, device, precision, metrics=None):
-    """:func:`evaluate`'s numbers and the accumulator that made them (``metrics``: one given)."""
+    """:func:`evaluate`'s numbers, the accumulator that made them (``metrics``: one given) and the
+    rows of the split they were read from."""
 
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS} (got {split!r})")
@@ -137,7 +138,32 @@ def _evaluate(run_or_model, data, split, size, seed, batch_size, max_length, dev
                            autocast_dtype(dev, precision))
     out["examples"] = len(enc)
     out["seconds"] = round(time.perf_counter() - t, 3)
-    return out, metrics
+    return out, metrics, df
+
+
+@plain_arguments
+def text_losses(run_or_model: Any, data: Any = None, split: str = "validation", *, size: Optional[int] = None,
+                seed: Optional[int] = None, batch_size: int = 32, max_length: Optional[int] = None,
+                device: Optional[str] = None, precision: Optional[str] = None):
+    """Each text's own next-token loss under a language model (``task="causal_lm"``), in the
+    split's order: a DataFrame with ``text``, ``loss`` (the mean over its predicted tokens) and
+    ``tokens`` (how many were predicted). The arguments are :func:`evaluate`'s, so two tables of
+    the same subset pair text by text: :func:`tunekit.metrics.perplexity_interval` gives the
+    perplexity with its interval over texts (and seeds), :func:`tunekit.metrics.paired_perplexity`
+    one model against another. ``df.attrs["metrics"]`` holds :func:`evaluate`'s numbers (the
+    token-weighted mean of ``loss`` is its ``loss``)."""
+    import pandas as pd
+
+    from tunekit.tasks.causal_lm import TextLosses
+    task = (run_or_model.task.name if isinstance(run_or_model, Model) else
+            (run_or_model if isinstance(run_or_model, Run) else load_run(run_or_model)).task)
+    if task != "causal_lm":
+        raise ConfigError(f"text_losses() is for language models (task 'causal_lm'); this one's task is {task!r}")
+    out, acc, rows = _evaluate(run_or_model, data, split, size, seed, batch_size, max_length, device, precision,
+                               metrics=TextLosses)
+    df = pd.DataFrame({"text": rows["text"].tolist(), "loss": acc.losses.numpy(), "tokens": acc.counts.numpy()})
+    df.attrs["metrics"] = out
+    return df
 
 
 @plain_arguments
@@ -161,8 +187,8 @@ def generations(run_or_model: Any, data: Any = None, split: str = "validation", 
     if task not in ("sft", "seq2seq"):
         raise ConfigError(f"generations() is for text-to-text models (task 'sft' or 'seq2seq'); this one's task is "
                           f"{task!r}")
-    out, acc = _evaluate(run_or_model, data, split, size, seed, batch_size, max_length, device, precision,
-                         metrics=GenerationMetrics)
+    out, acc, _ = _evaluate(run_or_model, data, split, size, seed, batch_size, max_length, device, precision,
+                            metrics=GenerationMetrics)
     df = pd.DataFrame(acc.samples, columns=["source", "reference", "generated", "rougeL"])
     df.attrs["metrics"] = out
     return df

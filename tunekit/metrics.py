@@ -81,20 +81,70 @@ same interval)."""
 
 
 def bootstrap_mean(correct: np.ndarray, resamples: int = BOOTSTRAP, seed: int = 0,
-                   level: float = 0.95) -> tuple[float, float, float]:
+                   level: float = 0.95, weights=None) -> tuple[float, float, float]:
     """The mean of ``correct`` (seeds x examples, 0/1 or any score) and its ``level`` interval
     by a two-level percentile bootstrap: resample the seeds (rows), then the examples (columns)
-    within each resampled seed. One seed: the examples alone."""
+    within each resampled seed. One seed: the examples alone.
+
+    ``weights`` (one per example, e.g. the tokens each text's mean loss is over): the weighted
+    mean, resampled with the same draws, so a long text counts as much as its tokens do, as in a
+    token-weighted loss."""
     correct = np.asarray(correct, dtype=float)
     if correct.ndim != 2 or correct.size == 0:
         raise ValueError("expected a non-empty seeds x examples array")
-    rng = np.random.default_rng(seed)
     seeds, examples = correct.shape
+    if weights is not None:
+        weights = np.broadcast_to(np.asarray(weights, dtype=float), correct.shape)
+        if not (weights >= 0).all() or not weights.sum():
+            raise ValueError("weights must be non-negative and not all zero")
+    rng = np.random.default_rng(seed)
     rows = rng.integers(0, seeds, size=(resamples, seeds)) if seeds > 1 else np.zeros((resamples, 1), int)
     cols = rng.integers(0, examples, size=(resamples, seeds, examples))
-    means = correct[rows[..., None], cols].mean(axis=(1, 2))
+    if weights is None:
+        mean, means = correct.mean(), correct[rows[..., None], cols].mean(axis=(1, 2))
+    else:
+        w = weights[rows[..., None], cols]
+        mean = (correct * weights).sum() / weights.sum()
+        means = (correct[rows[..., None], cols] * w).sum(axis=(1, 2)) / np.maximum(w.sum(axis=(1, 2)), 1e-300)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(correct.mean()), float(lo), float(hi)
+    return float(mean), float(lo), float(hi)
+
+
+def perplexity_interval(losses, tokens, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """The perplexity of a language model on some texts with its ``level`` interval: ``losses``
+    holds each text's mean next-token loss (texts, or seeds x texts: one row per seed's run on the
+    same texts), ``tokens`` how many tokens each text's loss is over. The perplexity is exp of the
+    token-weighted mean loss (what :func:`tunekit.evaluate` reports); the interval is exp of the
+    two-level bootstrap interval of that mean (:func:`bootstrap_mean` with ``weights``): seeds and
+    texts both vary. Returns ``(perplexity, low, high)``."""
+    import math
+    losses = np.asarray(losses, dtype=float)
+    losses = losses[None, :] if losses.ndim == 1 else losses
+    mean, lo, hi = bootstrap_mean(losses, seed=seed, level=level, weights=tokens)
+    return math.exp(mean), math.exp(lo), math.exp(hi)
+
+
+def paired_perplexity(a, b, tokens, name_a: str = "a", name_b: str = "b", seed: int = 0,
+                      level: float = 0.95) -> dict:
+    """``a``'s perplexity over ``b``'s on the same texts (and seeds), paired text by text:
+    ``a`` and ``b`` are per-text mean losses (texts, or seeds x texts, row k of each from seed k),
+    ``tokens`` the tokens each is over. The ratio is exp of the token-weighted mean loss
+    difference, its interval from the same two-level bootstrap; under 1, ``a`` predicts the texts
+    better. The finding in words: which is better, or ``inside the noise`` when the interval holds 1."""
+    import math
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = (a[None, :], b[None, :]) if a.ndim == 1 else (a, b)
+    if a.shape != b.shape or not a.size:
+        raise ValueError(f"paired_perplexity needs two equally shaped, non-empty arrays of losses (got {a.shape} and "
+                         f"{b.shape})")
+    diff, lo, hi = bootstrap_mean(a - b, seed=seed, level=level, weights=tokens)
+    ratio, low, high = math.exp(diff), math.exp(lo), math.exp(hi)
+    inside = bool(lo <= 0 <= hi)
+    verdict = "inside the noise" if inside else f"{name_a if diff < 0 else name_b} better"
+    said = (f"{name_a} vs {name_b}: perplexity x{ratio:.3f} [{low:.3f}, {high:.3f}] over {a.shape[1]} texts"
+            f"{f' x {a.shape[0]} seeds' if a.shape[0] > 1 else ''}, {verdict}")
+    return {"ratio": ratio, "low": low, "high": high, "texts": int(a.shape[1]), "seeds": int(a.shape[0]),
+            "inside_noise": inside, "said": said}
 
 
 def paired_difference(a, b, name_a: str = "a", name_b: str = "b", metric: str = "score", seed: int = 0,

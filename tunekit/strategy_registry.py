@@ -61,3 +61,7 @@ DEFAULT_LR: dict[str, float] = {
 def module_of(name: str) -> str:
     """The module that holds strategy ``name``: ``"lora"`` -> ``"tunekit.strategies.lora"``."""
     return f"tunekit.strategies.{name}"
+
+LORA_INITS = ("default", "gaussian", "pissa", "olora")
+"""How a LoRA adapter may start (peft's ``init_lora_weights``; ``"default"`` is its ``True``). Here,
+torch-free, so that the command line's words (``lora:8:pissa``) are read from the same list."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tunekit.inspect.models import load_pairs
+from tunekit.tasks.base import returned_cache
 
 _TRIPLET_VALUES = ".lora_E"
 """The end of an AdaLoRA ``rank_pattern`` key (its singular values), before the adapter's name."""
@@ -134,8 +135,7 @@ def prefix_layers(runs, text: str = PREFIX_SENTENCE) -> pd.DataFrame:
             learned = prompt(1)
             enc = pair.start.tokenizer([text], add_special_tokens=False, return_tensors="pt")
             out = pair.start.hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=True)
-        # transformers 5.2x names the cache ``cache`` (reading ``past_key_values`` warns); older ones did not
-        own = out["cache"] if "cache" in out.keys() else out.past_key_values
+        own = returned_cache(out)
         for layer, (mine, theirs) in enumerate(zip(learned.layers, own.layers)):
             for part in ("keys", "values"):
                 a, b = getattr(mine, part).float(), getattr(theirs, part).float()  # [1, heads, tokens, dim]

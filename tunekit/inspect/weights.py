@@ -224,20 +224,23 @@ class Spectra:
 
 
 def update_spectra(runs, top_k: int = 10, eps: float = 0.5,
-                   include_embeddings: bool = False, energy: float = 0.9) -> Spectra:
+                   include_embeddings: bool = False, energy: float = 0.9, names=None) -> Spectra:
     """Singular values of every 2-D update ``delta W`` (head and, optionally, the embedding
     matrices included), with effective rank, stable rank, the number of directions holding
-    ``energy`` of the update, and intruder dimensions of ``W0 + delta`` against ``W0``."""
+    ``energy`` of the update, and intruder dimensions of ``W0 + delta`` against ``W0``.
+    ``names``: only these parameters (e.g. the one matrix a figure draws; each SVD costs)."""
     positive_int("top_k", top_k)
     require(finite_number(eps) and 0 < eps <= 1, "eps", "a number in (0, 1] (a cosine threshold)", eps)
     require(finite_number(energy) and 0 < energy <= 1, "energy", "a fraction in (0, 1]", energy)
+    require(names is None or (isinstance(names, (list, tuple, set)) and all(isinstance(n, str) for n in names)),
+            "names", "None or a list of parameter names (e.g. 'encoder.layer.0.attention.self.query.weight')", names)
     rows, sv, noise, cos = [], {}, {}, {}
     u0_cache: dict = {}
     for pair in load_pairs(runs):
         run = pair.run
         model, deltas = _deltas(pair)
         for name, (w0, delta) in deltas.items():
-            if w0.ndim != 2:
+            if w0.ndim != 2 or (names is not None and name not in names):
                 continue
             group, block, module = module_of(model, name)
             if group == "embeddings" and not include_embeddings:
@@ -258,4 +261,6 @@ def update_spectra(runs, top_k: int = 10, eps: float = 0.5,
                 noise[(run.name, name)] = (_noise_spectrum(tuple(delta.shape)) * norm).tolist()
             sv[(run.name, name)] = s.tolist()
             rows.append(row)
-    return Spectra(pd.DataFrame(rows), sv, noise, cos)
+    columns = ["run", "label", "name", "group", "block", "module", "shape", "delta_norm", "effective_rank",
+               "stable_rank", "energy90", "intruders"]  # also when no matrix was asked for or moved
+    return Spectra(pd.DataFrame(rows, columns=columns), sv, noise, cos)

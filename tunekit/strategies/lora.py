@@ -24,12 +24,12 @@ from typing import Optional, Sequence
 from tunekit import adapters
 from tunekit.config import ConfigError, finite_number, plain_fields, require
 from tunekit.strategies.adapter import AdapterStrategy, as_names
-from tunekit.strategy_registry import DEFAULT_LR
+from tunekit.strategy_registry import DEFAULT_LR, LORA_INITS
 
 MAX_SCALE = 1000.0
 """The largest alpha / rank accepted: beyond it an update of any size swamps the weights."""
 
-INITS = ("default", "gaussian", "pissa", "olora")
+INITS = LORA_INITS
 """How a LoRA adapter may start (peft's ``init_lora_weights``; ``"default"`` is its ``True``)."""
 CHANGES_BASE = ("pissa", "olora")
 """Starts that move part of each base weight into the adapter."""

@@ -30,6 +30,7 @@ from tunekit.config import ConfigError, plain_fields, require
 from tunekit.strategies.adapter import AdapterStrategy
 from tunekit.strategies.base import Plan
 from tunekit.strategy_registry import DEFAULT_LR
+from tunekit.tasks.base import returned_cache
 
 INITS = ("random", "text")
 """How the prefix starts: peft's random values, or the keys and values of real tokens."""
@@ -126,7 +127,7 @@ class PrefixTuning(AdapterStrategy):
         finally:
             base.train(was)
         with torch.no_grad():
-            rows = prefix_from_cache(cache_layers(out.past_key_values))
+            rows = prefix_from_cache(cache_layers(returned_cache(out)))
             if rows.shape != weight.shape:
                 raise ConfigError(f"PrefixTuning init='text': this model's keys and values ({tuple(rows.shape)}) do "
                                   f"not fit peft's prefix ({tuple(weight.shape)}) on {model.hf.config.model_type}; "

@@ -29,6 +29,13 @@ def _past_keyword(hf: nn.Module) -> str:
     return _past_parameter(type(hf))
 
 
+def returned_cache(out):
+    """The keys and values a Hugging Face model returned with ``use_cache=True``: transformers 5.2x
+    names them ``cache`` (reading ``past_key_values`` there warns that it is deprecated); older
+    versions ``past_key_values``."""
+    return out["cache"] if "cache" in out.keys() else out.past_key_values
+
+
 def model_inputs(module: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
     """What a task module feeds its Hugging Face model: the token ids and their mask, or, when
     the module carries learned virtual tokens (``module.prompt``), what peft's own forward feeds:

@@ -106,6 +106,8 @@ class CausalLM(Task):
         transformers' ``DataCollatorForLanguageModeling(mlm=False)`` makes them)."""
         batch = collate_tokens(examples, pad_id)
         batch["labels"] = lm_labels(batch["input_ids"], batch["attention_mask"])
+        if "index" in examples[0]:  # each text's place in its split (per-text losses read it)
+            batch["index"] = torch.tensor([e["index"] for e in examples])
         return batch
 
     def module(self, backbone) -> CausalLMModule:
@@ -134,3 +136,30 @@ class CausalLMMetrics(MetricAccumulator):
     def compute(self) -> dict[str, float]:
         loss = self.loss_sum / self.tokens if self.tokens else float("nan")
         return {"loss": loss, "perplexity": math.exp(loss) if math.isfinite(loss) else float("nan")}
+
+
+class TextLosses(CausalLMMetrics):
+    """:class:`CausalLMMetrics` plus each text's own mean next-token loss and token count, kept
+    by the text's place in its split (``index``), whatever order the batches come in."""
+
+    def __init__(self, examples: int):
+        super().__init__()
+        self.losses = torch.full((examples,), float("nan"), dtype=torch.float64)
+        self.counts = torch.zeros(examples, dtype=torch.long)
+
+    def update(self, out: TaskOutput, batch: dict) -> None:
+        super().update(out, batch)
+        labels = batch["labels"][:, 1:]
+        logits = out.logits[:, :-1].float()
+        per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,
+                                                      reduction="none")
+        counts = (labels != -100).sum(dim=1)
+        sums = per_token.sum(dim=1).double().cpu()
+        index = batch["index"].cpu()
+        self.counts[index] = counts.cpu()
+        self.losses[index] = torch.where(counts.cpu() > 0, sums / counts.cpu().clamp(min=1), float("nan"))
+
+    def merge(self, other: "TextLosses") -> None:
+        super().merge(other)
+        seen = other.counts > 0
+        self.losses[seen], self.counts[seen] = other.losses[seen], other.counts[seen]

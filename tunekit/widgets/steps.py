@@ -66,7 +66,7 @@ class StepSlider(W.VBox):
     def _spectrum_at(self, pairs: list, at: str) -> list:
         """The spectrum of the chosen matrix's update at this point, on the axes of the end's (drawn
         first), with its caption; at the start, in words (nothing has moved yet)."""
-        sp = inspect.update_spectra(pairs)
+        sp = inspect.update_spectra(pairs, names=[self._spectrum])  # the one matrix drawn, not every SVD
         plots.named(sp.table, self._runs)
         moved = sp.table[(sp.table["name"] == self._spectrum) & (sp.table["delta_norm"] > 0)]
         if moved.empty:
