@@ -142,6 +142,13 @@ def test_bad_parameters_are_refused_naming_them(tiny):
         tk.DoRA(tokens=4)  # a parameter DoRA does not have
     with pytest.raises(tk.ConfigError, match=r"LoRA has no parameter 'tokens'"):
         tk.get_strategy({"name": "lora", "rank": 4, "tokens": 4})  # a record's or the CLI's dict: the same words
+    with pytest.raises(tk.ConfigError, match=r"strategy 'lora': parameter names are words \(got \[5\]\)"):
+        tk.get_strategy({"name": "lora", 5: 4})
+    assert tk.DoRA(rank=4, targets=["query"]) == tk.DoRA(rank=4, target_modules=["query"])  # the word
+    with pytest.raises(tk.ConfigError, match=r"LoHa: give targets or target_modules .*not both"):
+        tk.LoHa(targets=["query"], target_modules=["value"])
+    with pytest.raises(tk.ConfigError, match=r"PromptTuning has no parameter 'targets'"):
+        tk.PromptTuning(targets=["query"])  # no modules to target
     with pytest.raises(tk.ConfigError, match=r"PromptTuning takes at most .* got 9"):
         tk.PromptTuning(*range(9))
     with pytest.raises(tk.ConfigError, match=r"LoRA: 'rank' given both"):

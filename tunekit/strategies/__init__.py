@@ -56,6 +56,9 @@ def get_strategy(spec) -> Strategy:
     name = kw.pop("name")
     if not isinstance(name, str) or name not in REGISTRY:
         raise ConfigError(f"unknown strategy {name!r}; known: {sorted(REGISTRY)}")
+    odd = [k for k in kw if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(f"strategy {name!r}: parameter names are words (got {odd!r})")
     return REGISTRY[name](**kw)  # a parameter it does not have: the strategies' metaclass says so
 
 

@@ -54,11 +54,16 @@ class _Parameters(type):
     """The strategies' metaclass: a keyword the strategy does not have, or more positional
     arguments than it takes, is a :class:`ConfigError` that names it and lists the strategy's
     parameters (``tk.DoRA(tokens=4)``), where Python's own TypeError would name neither in a
-    user's terms. Everything else is the dataclass's own ``__init__``."""
+    user's terms. ``targets=`` is another name for ``target_modules=`` (peft's word, the one a
+    record keeps). Everything else is the dataclass's own ``__init__``."""
 
     def __call__(cls, *args, **kwargs):
         if dataclasses.is_dataclass(cls):
             names = [f.name for f in dataclasses.fields(cls) if f.init]
+            if "targets" in kwargs and "target_modules" in names:
+                if "target_modules" in kwargs:
+                    raise ConfigError(f"{cls.__name__}: give targets or target_modules (the same thing), not both")
+                kwargs["target_modules"] = kwargs.pop("targets")
             unknown = [k for k in kwargs if k not in names]
             if unknown:
                 raise ConfigError(f"{cls.__name__} has no parameter {', '.join(map(repr, unknown))}; "
