@@ -24,6 +24,13 @@ def tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """A 2-block random-init Llama with the MiniLM tokenizer (:func:`tunekit.tiny.make_tiny`); read only:
+    a test that changes it works on a copy."""
+    return str(tk.make_tiny("llama", tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(scope="session")
 def rt():
     return tk.data.rotten_tomatoes()
 

@@ -270,6 +270,17 @@ def _notebook_copy(tmp_path: Path, census: Path | None = None) -> Path:
     return out
 
 
+def _cells_notebook(path: Path, cells: list[str]) -> Path:
+    """A notebook of these code cells (not run yet) at ``path``, for :func:`_lab_page` to serve."""
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": c}
+                    for c in cells],
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(nb))
+    return path
+
+
 def _fill(page, label: str, value: str) -> None:
     box = page.locator(".widget-inline-hbox", has=page.locator(".widget-label", has_text=label)).locator("input")
     box.first.fill(value)
@@ -571,15 +582,8 @@ def test_the_lab_trains_sft_and_seq2seq_in_a_real_browser(tmp_path, chromium):
     shots = Path(os.environ.get("TUNEKIT_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     runs = str(tmp_path / "runs")
-    cells = [TEXT_LABS.format(runs=runs),
-             TEXT_LAB_T5.format(t5=str(tmp_path / "t5"), runs=runs)]
-    nb = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": c}
-                    for c in cells],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    path = tmp_path / "nb" / "text_labs.ipynb"
-    path.parent.mkdir()
-    path.write_text(json.dumps(nb))
+    path = _cells_notebook(tmp_path / "nb" / "text_labs.ipynb", [
+        TEXT_LABS.format(runs=runs), TEXT_LAB_T5.format(t5=str(tmp_path / "t5"), runs=runs)])
     args = Namespace(timeout=240, run_via="command", file_browser=False)
     report: dict = {}
     problems: list[str] = []
@@ -641,13 +645,8 @@ def test_the_weights_view_steps_through_a_runs_snapshots_in_a_real_browser(tmp_p
     shots = Path(os.environ.get("TUNEKIT_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     runs = str(tmp_path / "runs")
-    nb = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
-                     "source": FAMILY_LAB.format(tiny=str(tmp_path / "tiny-bert"), runs=runs)}],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    path = tmp_path / "nb" / "family_lab.ipynb"
-    path.parent.mkdir()
-    path.write_text(json.dumps(nb))
+    path = _cells_notebook(tmp_path / "nb" / "family_lab.ipynb",
+                           [FAMILY_LAB.format(tiny=str(tmp_path / "tiny-bert"), runs=runs)])
     args = Namespace(timeout=240, run_via="command", file_browser=False)
     report: dict = {}
     problems: list[str] = []

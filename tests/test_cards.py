@@ -11,7 +11,6 @@ import torch
 import yaml
 
 import tunekit as tk
-from tunekit.tiny import make_tiny
 
 TEXTS = ["A gorgeous, witty film, though the last act drags badly.", "Dull and far too long."]
 
@@ -42,11 +41,6 @@ def _tunekit_logits(model, max_length=128) -> torch.Tensor:
     enc = model.tokenizer(TEXTS, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     with torch.no_grad():
         return model.logits(enc["input_ids"], enc["attention_mask"])
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    return str(make_tiny("llama", tmp_path_factory.mktemp("llama")))
 
 
 @pytest.mark.parametrize("pooling,strategy", [("mean", tk.LoRA(rank=2)), ("model", tk.IA3()),

@@ -160,11 +160,6 @@ def test_two_phases_are_drawn_and_logged_alike(tiny_dir, small, fast):
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    return str(tk.make_tiny("llama", tmp_path_factory.mktemp("tiny-llama")))
-
-
-@pytest.fixture(scope="module")
 def articles():
     bbc = tk.data.bbc_news()
     return tk.data.from_texts(bbc.train["text"].tolist()[:80], name="bbc-texts", validation_size=16, test_size=8)

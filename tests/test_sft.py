@@ -31,11 +31,6 @@ def headlines():
 
 
 @pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory):
-    return str(make_tiny("llama", tmp_path_factory.mktemp("tiny-llama-sft")))
-
-
-@pytest.fixture(scope="session")
 def tiny_llama_chat(tmp_path_factory):
     """The tiny Llama with a chat template on its tokenizer."""
     from transformers import AutoTokenizer

@@ -11,11 +11,6 @@ from tunekit.tiny import make_tiny
 
 
 @pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory):
-    return str(make_tiny("llama", tmp_path_factory.mktemp("tiny-llama")))
-
-
-@pytest.fixture(scope="session")
 def articles():
     """Real BBC News articles as plain text (labels dropped), 120 of them."""
     bbc = tk.data.bbc_news()
@@ -175,7 +170,9 @@ def test_each_task_collates_its_own_batches(tiny, tiny_llama, small):
     lm = tk.load_model(tiny_llama, task="causal_lm")
     enc = lm.task.encode(lm.tokenizer, ["a b c d e", "f g"], [0, 0], 32)
     batch = enc.collate([0, 1])
-    assert enc.labels is None and set(batch) == {"input_ids", "attention_mask", "labels"}
+    # and each text's place in its split (tk.text_losses keeps each text's loss by it)
+    assert enc.labels is None and set(batch) == {"input_ids", "attention_mask", "labels", "index"}
+    assert batch["index"].tolist() == [0, 1]
     # the targets are the ids, padding left out of the loss (as transformers' LM collator does)
     ids, mask = batch["input_ids"], batch["attention_mask"]
     assert torch.equal(batch["labels"], ids.masked_fill(mask == 0, -100)) and (batch["labels"][1] == -100).any()

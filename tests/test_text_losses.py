@@ -11,11 +11,6 @@ from tunekit.metrics import bootstrap_mean, paired_perplexity, perplexity_interv
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    return str(tk.make_tiny("llama", tmp_path_factory.mktemp("tiny-llama")))
-
-
-@pytest.fixture(scope="module")
 def articles():
     bbc = tk.data.bbc_news()
     return tk.data.from_texts(bbc.train["text"].tolist()[:60], name="bbc-texts", validation_size=12, test_size=12)
