@@ -281,6 +281,16 @@ def _cells_notebook(path: Path, cells: list[str]) -> Path:
     return path
 
 
+def _photograph(page, shots: Path, stem: str) -> None:
+    """The page as it is (``stem.png``), then each visible view figure outside the live curves alone
+    (``stem-1.png``, ``stem-2.png``, ...)."""
+    page.screenshot(path=str(shots / f"{stem}.png"))
+    figs = [f for f in page.locator(".jp-OutputArea-output .js-plotly-plot").all()
+            if f.is_visible() and not f.evaluate("e => !!e.closest('.tunekit-curves')")]
+    for k, f in enumerate(figs):
+        f.screenshot(path=str(shots / f"{stem}-{k + 1}.png"))
+
+
 def _fill(page, label: str, value: str) -> None:
     box = page.locator(".widget-inline-hbox", has=page.locator(".widget-label", has_text=label)).locator("input")
     box.first.fill(value)
@@ -444,11 +454,7 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
             page.evaluate("() => { const t = [...document.querySelectorAll('.jupyter-widget-tab, .widget-tab')]"
                           ".pop(); if (t) t.scrollIntoView({block: 'start'}); }")
             page.wait_for_timeout(300)
-            page.screenshot(path=str(shots / f"view-{i + 1}-{tab}.png"))
-            figs = [f for f in page.locator(".jp-OutputArea-output .js-plotly-plot").all()
-                    if f.is_visible() and not f.evaluate("e => !!e.closest('.tunekit-curves')")]
-            for k, f in enumerate(figs):
-                f.screenshot(path=str(shots / f"view-{i + 1}-{tab}-{k + 1}.png"))
+            _photograph(page, shots, f"view-{i + 1}-{tab}")
             misfits += [f"{tab}: {b}" for b in page.evaluate(JS_FIT)["bad"]]
         page.locator(".lm-TabBar-tab", has_text="Compare").first.click()
 
@@ -505,11 +511,7 @@ def test_lab_in_a_real_browser(tmp_path, chromium):
         page.evaluate("() => { const t = [...document.querySelectorAll('.jupyter-widget-tab, .widget-tab')]"
                       ".pop(); if (t) t.scrollIntoView({block: 'start'}); }")
         page.wait_for_timeout(300)
-        page.screenshot(path=str(shots / "view-6-Compare-after-prune.png"))
-        figs = [f for f in page.locator(".jp-OutputArea-output .js-plotly-plot").all()
-                if f.is_visible() and not f.evaluate("e => !!e.closest('.tunekit-curves')")]
-        for k, f in enumerate(figs):
-            f.screenshot(path=str(shots / f"view-6-Compare-after-prune-{k + 1}.png"))
+        _photograph(page, shots, "view-6-Compare-after-prune")
         misfits += [f"Compare after the prune: {b}" for b in page.evaluate(JS_FIT)["bad"]]
         # the Experiments tab (issue 21): a small grid on the same model and data, drawn as its cells
         # finish; Stop keeps the finished cells; Run resumes the rest
@@ -668,11 +670,7 @@ def test_the_weights_view_steps_through_a_runs_snapshots_in_a_real_browser(tmp_p
         steps = page.locator(".widget-slider", has=page.locator(".widget-label", has_text="point")).first
         steps.scroll_into_view_if_needed()
         page.wait_for_timeout(300)
-        page.screenshot(path=str(shots / "weights-steps-end.png"))
-        figs = [f for f in page.locator(".jp-OutputArea-output .js-plotly-plot").all()
-                if f.is_visible() and not f.evaluate("e => !!e.closest('.tunekit-curves')")]
-        for k, f in enumerate(figs):
-            f.screenshot(path=str(shots / f"weights-steps-end-{k + 1}.png"))
+        _photograph(page, shots, "weights-steps-end")
         misfits = [f"end: {b}" for b in page.evaluate(JS_FIT)["bad"]]
 
         handle = steps.locator(".noUi-handle").first
